@@ -1,1 +1,49 @@
-//! placeholder
+//! `sparsedm-tensor`: n-dimensional f32 tensors with reverse-mode autograd,
+//! the engine every other sparsedm crate is written on.
+//!
+//! - [`Tensor`]: shared flat storage plus a [`Layout`] (shape, strides,
+//!   offset); views (transpose, permute, narrow, broadcast, reshape of
+//!   contiguous data) never copy.
+//! - Devices are enum-dispatched ([`Device`], `storage::Storage`): the CPU
+//!   backend (rayon, the `gemm` crate) is always there; the CUDA slot reports
+//!   itself unavailable until the GPU backend is compiled in.
+//! - Autograd: ops on tracked tensors record a node; [`Tensor::backward`]
+//!   returns a [`GradStore`] of the variables' gradients. [`no_grad`] turns
+//!   recording off (inference, optimizer and EMA updates).
+//! - Randomness is explicit: a counter-based Philox [`Rng`] is passed in.
+//! - Every fallible op returns [`Result`]; a shape mismatch is an
+//!   [`Error`] naming the op and the shapes, never a panic.
+//!
+//! ```
+//! use sparsedm_tensor::{Device, Tensor};
+//! let dev = Device::Cpu;
+//! let w = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2], &dev)?.to_var();
+//! let x = Tensor::from_vec(vec![1.0, -1.0], &[1, 2], &dev)?;
+//! let loss = x.matmul(&w)?.relu()?.sum_all()?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().to_vec_f32()?, vec![0.0, 0.0, 0.0, 0.0]);
+//! # Ok::<(), sparsedm_tensor::Error>(())
+//! ```
+
+pub mod autograd;
+pub(crate) mod cpu;
+pub mod cuda;
+mod device;
+mod dtype;
+pub mod error;
+pub mod io;
+mod layout;
+mod ops;
+pub mod rng;
+pub mod storage;
+mod tensor;
+pub mod testing;
+
+pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
+pub use device::Device;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use io::{load_safetensors, load_safetensors_metadata, save_safetensors, write_atomic};
+pub use layout::{broadcast_shapes, contiguous_strides, Layout};
+pub use rng::Rng;
+pub use tensor::Tensor;

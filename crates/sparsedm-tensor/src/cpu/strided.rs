@@ -1,0 +1,128 @@
+//! Walking strided operands in row-major output order. Adjacent dimensions
+//! that are contiguous for every operand are merged first, so the common
+//! cases (contiguous, broadcast of a bias, transposed last two dims) become
+//! one or two long inner runs; the inner loops then see a plain stride and
+//! vectorise. Work is split into chunks of output rows for rayon.
+
+use rayon::prelude::*;
+
+/// Output elements per parallel task; below this everything runs inline.
+pub(crate) const PAR_CHUNK: usize = 1 << 14;
+
+/// Dimensions and per-operand strides after merging mergeable dimensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Walk<const K: usize> {
+    pub dims: Vec<usize>,
+    pub strides: Vec<[usize; K]>,
+}
+
+impl<const K: usize> Walk<K> {
+    /// Merges the dims of `shape` walked with `strides[k]` for operand `k`.
+    pub fn new(shape: &[usize], strides: [&[usize]; K]) -> Self {
+        let mut dims: Vec<usize> = Vec::with_capacity(shape.len());
+        let mut out: Vec<[usize; K]> = Vec::with_capacity(shape.len());
+        for (i, &d) in shape.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let s: [usize; K] = std::array::from_fn(|k| strides[k][i]);
+            if let (Some(pd), Some(ps)) = (dims.last_mut(), out.last_mut()) {
+                if (0..K).all(|k| ps[k] == s[k] * d) {
+                    *pd *= d;
+                    *ps = s;
+                    continue;
+                }
+            }
+            dims.push(d);
+            out.push(s);
+        }
+        if dims.is_empty() {
+            dims.push(1);
+            out.push([0; K]);
+        }
+        Walk { dims, strides: out }
+    }
+
+    /// Length of the innermost run.
+    pub fn inner(&self) -> usize {
+        *self.dims.last().unwrap_or(&1)
+    }
+
+    /// Strides of the innermost run.
+    pub fn inner_strides(&self) -> [usize; K] {
+        *self.strides.last().unwrap_or(&[0; K])
+    }
+
+    /// Start offsets (relative) of output row `row` (a row is one inner run).
+    #[inline]
+    pub fn row_offsets(&self, mut row: usize) -> [usize; K] {
+        let mut offs = [0; K];
+        for i in (0..self.dims.len() - 1).rev() {
+            let d = self.dims[i];
+            let idx = row % d;
+            row /= d;
+            for k in 0..K {
+                offs[k] += idx * self.strides[i][k];
+            }
+        }
+        offs
+    }
+
+    /// Calls `f(out_run, start_offsets, inner_strides)` for every inner run,
+    /// in parallel over chunks of rows. `out` is the contiguous output.
+    pub fn for_each_run<T: Send>(&self, base: [usize; K], out: &mut [T], f: impl Fn(&mut [T], [usize; K], [usize; K]) + Sync) {
+        let inner = self.inner();
+        let istr = self.inner_strides();
+        let rows_per_chunk = (PAR_CHUNK / inner.max(1)).max(1);
+        let body = |(chunk_idx, chunk): (usize, &mut [T])| {
+            let row0 = chunk_idx * rows_per_chunk;
+            for (r, run) in chunk.chunks_mut(inner).enumerate() {
+                let mut offs = self.row_offsets(row0 + r);
+                for k in 0..K {
+                    offs[k] += base[k];
+                }
+                f(run, offs, istr);
+            }
+        };
+        if out.len() <= PAR_CHUNK {
+            out.chunks_mut(rows_per_chunk * inner).enumerate().for_each(body);
+        } else {
+            out.par_chunks_mut(rows_per_chunk * inner).enumerate().for_each(body);
+        }
+    }
+}
+
+/// Copies a strided view into a new contiguous vector.
+pub(crate) fn gather<T: Copy + Send + Sync + Default>(src: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let mut out = vec![T::default(); n];
+    let walk = Walk::new(shape, [strides]);
+    walk.for_each_run([offset], &mut out, |run, [o], [s]| {
+        if s == 1 {
+            run.copy_from_slice(&src[o..o + run.len()]);
+        } else {
+            for (i, v) in run.iter_mut().enumerate() {
+                *v = src[o + i * s];
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_and_gathers() {
+        let w = Walk::new(&[2, 3, 4], [&[12, 4, 1], &[0, 0, 1]]);
+        assert_eq!(w.dims, vec![6, 4]);
+        let src: Vec<i32> = (0..24).collect();
+        // transpose of a [4, 6] matrix viewed as [6, 4]
+        let t = gather(&src, &[6, 4], &[1, 6], 0);
+        assert_eq!(&t[..5], &[0, 6, 12, 18, 1]);
+        let big: Vec<i32> = (0..100_000).collect();
+        let g = gather(&big, &[50_000], &[2], 1);
+        assert_eq!(g[49_999], 99_999);
+    }
+}

@@ -1,0 +1,47 @@
+//! Where a tensor lives. The CPU backend is always present; `Cuda(ordinal)`
+//! is the slot of the GPU backend, which reports itself unavailable when it is
+//! not compiled in (see [`crate::cuda`]).
+
+/// A compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    /// The host CPU (rayon thread pool).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by ordinal.
+    Cuda(usize),
+}
+
+impl Device {
+    /// Checks that the device can be used, returning a clear error otherwise.
+    pub fn ensure_available(&self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(ordinal) => crate::cuda::ensure_available(*ordinal),
+        }
+    }
+
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> crate::Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Ok(Device::Cuda(n)),
+                None => Err(crate::Error::invalid(
+                    "device",
+                    format!("unknown device {s:?}; expected cpu, cuda or cuda:N"),
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Safetensors checkpoints: read every tensor of a file by name, write a set
+//! of named tensors atomically (temporary file, fsync, rename), so that an
+//! interrupted write never destroys the previous file.
+
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Tensor};
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn st_err(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::SafeTensors { path: path.display().to_string(), msg: msg.to_string() }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+/// Decodes little-endian bytes into values (safetensors is little-endian).
+fn decode<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
+    out
+}
+
+/// Converts one stored tensor. f64 becomes f32; i32/u8/bool become i64.
+fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let b = view.data();
+    let data = match view.dtype() {
+        StDtype::F32 => CpuStorage::F32(decode(b)),
+        StDtype::F16 => CpuStorage::F16(decode::<u16>(b).into_iter().map(f16::from_bits).collect()),
+        StDtype::BF16 => CpuStorage::BF16(decode::<u16>(b).into_iter().map(bf16::from_bits).collect()),
+        StDtype::F64 => CpuStorage::F32(decode::<f64>(b).into_iter().map(|x| x as f32).collect()),
+        StDtype::I64 => CpuStorage::I64(decode(b)),
+        StDtype::I32 => CpuStorage::I64(decode::<i32>(b).into_iter().map(i64::from).collect()),
+        StDtype::U8 | StDtype::BOOL => CpuStorage::I64(b.iter().map(|&x| x as i64).collect()),
+        other => return Err(st_err(path, format!("tensor {name:?} has unsupported dtype {other:?}"))),
+    };
+    Tensor::from_cpu_storage(data, view.shape()).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))
+}
+
+/// Reads every tensor of a safetensors file, in file order.
+pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
+    let mut out = Vec::new();
+    let mut names: Vec<(usize, String)> = st.tensors().into_iter().map(|(n, v)| (v.data().as_ptr() as usize, n)).collect();
+    names.sort();
+    for (_, name) in names {
+        let view = st.tensor(&name).map_err(|e| st_err(path, e))?;
+        out.push((name.clone(), to_tensor(path, &name, &view)?));
+    }
+    Ok(out)
+}
+
+/// Reads the `__metadata__` string map of a safetensors file.
+pub fn load_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Serialises named tensors to safetensors bytes.
+pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    let mut raw: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let (dtype, bytes) = match t.to_cpu_storage()? {
+            CpuStorage::F32(v) => (StDtype::F32, bytemuck::cast_slice(&v).to_vec()),
+            CpuStorage::F16(v) => (StDtype::F16, v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
+            CpuStorage::BF16(v) => (StDtype::BF16, v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
+            CpuStorage::I64(v) => (StDtype::I64, bytemuck::cast_slice(&v).to_vec()),
+        };
+        raw.push((name.clone(), dtype, t.shape().to_vec(), bytes));
+    }
+    let views: Vec<(String, TensorView<'_>)> = raw
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::SafeTensors { path: "<memory>".into(), msg: e.to_string() })?;
+    safetensors::tensor::serialize(views, metadata).map_err(|e| Error::SafeTensors { path: "<memory>".into(), msg: e.to_string() })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// folder, flushed to disk, then renamed over the target.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = path.as_ref();
+    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Writes named tensors to a safetensors file atomically.
+pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let bytes = safetensors_bytes(tensors, metadata)?;
+    write_atomic(path, &bytes)
+}

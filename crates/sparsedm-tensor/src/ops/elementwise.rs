@@ -1,0 +1,297 @@
+//! Element-wise ops: unary maps, scalar affine, binary ops with NumPy
+//! broadcasting, `clamp` and `where_cond`. The CPU loops go through
+//! [`Walk`], so strided and broadcast operands need no copies.
+
+use crate::cpu::strided::Walk;
+use crate::layout::broadcast_shapes;
+use crate::ops::view::f32_storage;
+use crate::tensor::bw;
+use crate::{Result, Tensor};
+
+/// exp(-x²/2)/√(2π).
+fn normal_pdf(x: f32) -> f32 {
+    (-0.5 * x * x).exp() * 0.398_942_3
+}
+
+/// Φ(x) through erf (PyTorch's exact GELU uses the same).
+fn normal_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Tensor {
+    /// Applies `f` to every element (untracked primitive).
+    pub(crate) fn map(&self, op: &'static str, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
+        self.with_f32(op, |src, l| {
+            let mut out = vec![0f32; l.elem_count()];
+            let walk = Walk::new(l.shape(), [l.strides()]);
+            walk.for_each_run([l.offset()], &mut out, |run, [o], [s]| {
+                let len = run.len();
+                if s == 1 {
+                    for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
+                        *d = f(x);
+                    }
+                } else {
+                    for (i, d) in run.iter_mut().enumerate() {
+                        *d = f(src[o + i * s]);
+                    }
+                }
+            });
+            out
+        })
+    }
+
+    /// `f(a, b)` with broadcasting (untracked primitive); returns the values
+    /// and the broadcast shape.
+    pub(crate) fn map2(&self, rhs: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<(Vec<f32>, Vec<usize>)> {
+        let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
+        let la = self.layout().broadcast_as(&shape)?;
+        let lb = rhs.layout().broadcast_as(&shape)?;
+        let sa = self.storage();
+        let sb = rhs.storage();
+        let (a, b) = (sa.cpu_f32(op)?, sb.cpu_f32(op)?);
+        let mut out = vec![0f32; shape.iter().product()];
+        let walk = Walk::new(&shape, [la.strides(), lb.strides()]);
+        walk.for_each_run([la.offset(), lb.offset()], &mut out, |run, [oa, ob], [sa, sb]| {
+            let len = run.len();
+            match (sa, sb) {
+            (1, 1) => {
+                for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                    *d = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[ob];
+                for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                    *d = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                    *d = f(x, y);
+                }
+            }
+            _ => {
+                for (i, d) in run.iter_mut().enumerate() {
+                    *d = f(a[oa + i * sa], b[ob + i * sb]);
+                }
+            }
+        }});
+        Ok((out, shape))
+    }
+
+    /// `f(a, b)` as an untracked tensor (used by backward rules).
+    pub(crate) fn zip_with(&self, rhs: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+        let (v, shape) = self.map2(rhs, op, f)?;
+        Ok(Tensor::from_storage(f32_storage(v), &shape))
+    }
+
+    fn unary(
+        &self,
+        op: &'static str,
+        f: impl Fn(f32) -> f32 + Sync,
+        grad: impl Fn(&crate::autograd::BackwardCtx<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Result<Tensor> {
+        let v = self.map(op, f)?;
+        let x = self.clone();
+        Ok(Tensor::from_op(f32_storage(v), self.shape(), op, &[self], bw(move |c| Ok(vec![Some(grad(c, &x)?)]))))
+    }
+
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary("neg", |x| -x, |c, _| c.grad.mul_scalar(-1.0))
+    }
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary("exp", f32::exp, |c, _| c.grad.zip_with(c.out, "exp_backward", |g, y| g * y))
+    }
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary("log", f32::ln, |c, x| c.grad.zip_with(x, "log_backward", |g, x| g / x))
+    }
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary("sqrt", f32::sqrt, |c, _| c.grad.zip_with(c.out, "sqrt_backward", |g, y| 0.5 * g / y))
+    }
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        self.unary("rsqrt", |x| 1.0 / x.sqrt(), |c, _| c.grad.zip_with(c.out, "rsqrt_backward", |g, y| -0.5 * g * y * y * y))
+    }
+    /// `x^p` for a scalar exponent.
+    pub fn powf(&self, p: f32) -> Result<Tensor> {
+        self.unary("powf", move |x| x.powf(p), move |c, x| c.grad.zip_with(x, "powf_backward", move |g, x| g * p * x.powf(p - 1.0)))
+    }
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.unary("sqr", |x| x * x, |c, x| c.grad.zip_with(x, "sqr_backward", |g, x| 2.0 * g * x))
+    }
+    /// |x|; the gradient at 0 is 0, as in PyTorch.
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary("abs", f32::abs, |c, x| c.grad.zip_with(x, "abs_backward", |g, x| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 }))
+    }
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary("tanh", f32::tanh, |c, _| c.grad.zip_with(c.out, "tanh_backward", |g, y| g * (1.0 - y * y)))
+    }
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary("sigmoid", sigmoid, |c, _| c.grad.zip_with(c.out, "sigmoid_backward", |g, y| g * y * (1.0 - y)))
+    }
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary("relu", |x| x.max(0.0), |c, x| c.grad.zip_with(x, "relu_backward", |g, x| if x > 0.0 { g } else { 0.0 }))
+    }
+    /// GELU, the exact erf form (`torch.nn.GELU()` default).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary("gelu", |x| x * normal_cdf(x), |c, x| c.grad.zip_with(x, "gelu_backward", |g, x| g * (normal_cdf(x) + x * normal_pdf(x))))
+    }
+    /// SiLU (swish): x·σ(x).
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(
+            "silu",
+            |x| x * sigmoid(x),
+            |c, x| {
+                c.grad.zip_with(x, "silu_backward", |g, x| {
+                    let s = sigmoid(x);
+                    g * s * (1.0 + x * (1.0 - s))
+                })
+            },
+        )
+    }
+    /// `x·mul + add`.
+    pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
+        self.unary("affine", move |x| x * mul + add, move |c, _| c.grad.mul_scalar(mul))
+    }
+    pub fn mul_scalar(&self, s: f32) -> Result<Tensor> {
+        self.affine(s, 0.0)
+    }
+    pub fn add_scalar(&self, s: f32) -> Result<Tensor> {
+        self.affine(1.0, s)
+    }
+    /// Clamps into `[min, max]`; the gradient passes where `min ≤ x ≤ max`.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        if min > max || min.is_nan() || max.is_nan() {
+            crate::error::bail!("clamp", "empty range [{min}, {max}]");
+        }
+        self.unary(
+            "clamp",
+            move |x| x.clamp(min, max),
+            move |c, x| c.grad.zip_with(x, "clamp_backward", move |g, x| if (min..=max).contains(&x) { g } else { 0.0 }),
+        )
+    }
+
+    fn binary(
+        &self,
+        rhs: &Tensor,
+        op: &'static str,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+        grads: impl Fn(&crate::autograd::BackwardCtx<'_>, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync + 'static,
+    ) -> Result<Tensor> {
+        if self.device() != rhs.device() {
+            return Err(crate::Error::DeviceMismatch { op, lhs: self.device(), rhs: rhs.device() });
+        }
+        let (v, shape) = self.map2(rhs, op, f)?;
+        let (a, b) = (self.clone(), rhs.clone());
+        Ok(Tensor::from_op(
+            f32_storage(v),
+            &shape,
+            op,
+            &[self, rhs],
+            bw(move |c| {
+                let (ga, gb) = grads(c, &a, &b)?;
+                let ga = match ga {
+                    Some(g) if c.needs[0] => Some(g.sum_to_shape(a.shape())?),
+                    _ => None,
+                };
+                let gb = match gb {
+                    Some(g) if c.needs[1] => Some(g.sum_to_shape(b.shape())?),
+                    _ => None,
+                };
+                Ok(vec![ga, gb])
+            }),
+        ))
+    }
+
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, "add", |a, b| a + b, |c, _, _| Ok((Some(c.grad.clone()), Some(c.grad.clone()))))
+    }
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, "sub", |a, b| a - b, |c, _, _| Ok((Some(c.grad.clone()), c.needs[1].then(|| c.grad.mul_scalar(-1.0)).transpose()?)))
+    }
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(
+            rhs,
+            "mul",
+            |a, b| a * b,
+            |c, a, b| {
+                let ga = c.needs[0].then(|| c.grad.zip_with(b, "mul_backward", |g, b| g * b)).transpose()?;
+                let gb = c.needs[1].then(|| c.grad.zip_with(a, "mul_backward", |g, a| g * a)).transpose()?;
+                Ok((ga, gb))
+            },
+        )
+    }
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(
+            rhs,
+            "div",
+            |a, b| a / b,
+            |c, _, b| {
+                let ga = c.needs[0].then(|| c.grad.zip_with(b, "div_backward", |g, b| g / b)).transpose()?;
+                let gb = if c.needs[1] {
+                    // d(a/b)/db = -out/b
+                    let t = c.out.zip_with(b, "div_backward", |y, b| -y / b)?;
+                    Some(c.grad.zip_with(&t, "div_backward", |g, t| g * t)?)
+                } else {
+                    None
+                };
+                Ok((ga, gb))
+            },
+        )
+    }
+    /// Element-wise maximum; ties send the gradient to `self`.
+    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(
+            rhs,
+            "maximum",
+            f32::max,
+            |c, a, b| {
+                let sel = a.zip_with(b, "maximum_backward", |a, b| if a >= b { 1.0 } else { 0.0 })?;
+                let ga = c.grad.zip_with(&sel, "maximum_backward", |g, s| g * s)?;
+                let gb = c.grad.zip_with(&sel, "maximum_backward", |g, s| g * (1.0 - s))?;
+                Ok((Some(ga), Some(gb)))
+            },
+        )
+    }
+
+    /// `cond ? a : b` element-wise with broadcasting; `cond` is f32 (non-zero
+    /// means true) and receives no gradient.
+    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let op = "where_cond";
+        let shape = broadcast_shapes(op, &broadcast_shapes(op, cond.shape(), a.shape())?, b.shape())?;
+        let (lc, la, lb) = (cond.layout().broadcast_as(&shape)?, a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
+        let mut out = vec![0f32; shape.iter().product()];
+        {
+            let (sc, sa, sb) = (cond.storage(), a.storage(), b.storage());
+            let (vc, va, vb) = (sc.cpu_f32(op)?, sa.cpu_f32(op)?, sb.cpu_f32(op)?);
+            let walk = Walk::new(&shape, [lc.strides(), la.strides(), lb.strides()]);
+            walk.for_each_run([lc.offset(), la.offset(), lb.offset()], &mut out, |run, [oc, oa, ob], [sc, sa, sb]| {
+                for (i, d) in run.iter_mut().enumerate() {
+                    *d = if vc[oc + i * sc] != 0.0 { va[oa + i * sa] } else { vb[ob + i * sb] };
+                }
+            });
+        }
+        let (ta, tb, tc) = (a.clone(), b.clone(), cond.detach());
+        Ok(Tensor::from_op(
+            f32_storage(out),
+            &shape,
+            op,
+            &[a, b],
+            bw(move |c| {
+                let pick = |want: bool, shape: &[usize]| -> Result<Tensor> {
+                    c.grad.zip_with(&tc, "where_backward", move |g, m| if (m != 0.0) == want { g } else { 0.0 })?.sum_to_shape(shape)
+                };
+                Ok(vec![c.needs[0].then(|| pick(true, ta.shape())).transpose()?, c.needs[1].then(|| pick(false, tb.shape())).transpose()?])
+            }),
+        ))
+    }
+}

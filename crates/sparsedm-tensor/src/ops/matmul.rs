@@ -1,0 +1,152 @@
+//! Matrix products through the `gemm` crate (packed, SIMD, rayon-parallel
+//! kernels): `[..., m, k] @ [..., k, n]` with broadcast batch dims, reading
+//! transposed operands through their strides without copying.
+
+use crate::layout::broadcast_shapes;
+use crate::ops::view::f32_storage;
+use crate::tensor::bw;
+use crate::{Error, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+/// Work (m·n·k) above which one product is worth gemm's own threads.
+const PAR_GEMM_WORK: usize = 1 << 18;
+
+/// `out[m,n] = lhs[m,k] · rhs[k,n]` for one matrix, given element strides
+/// (row, col) of each operand; `out` is row-major.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(out.len() >= m * n, "gemm_f32: output buffer too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // Bounds of the strided operands must lie inside the slices.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len() && last(k, n, rhs_rs, rhs_cs) < rhs.len(), "gemm_f32: operand out of bounds");
+    let par = if parallel && m * n * k >= PAR_GEMM_WORK { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above guarantee that every element addressed
+    // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`; `out`
+    // is uniquely borrowed and does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Batched product of two broadcast layouts of equal batch shape.
+fn bmm(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, m: usize, k: usize, n: usize) -> Vec<f32> {
+    let r = la.rank();
+    let batch_shape = &la.shape()[..r - 2];
+    let batch: usize = batch_shape.iter().product();
+    let (ars, acs) = (la.strides()[r - 2], la.strides()[r - 1]);
+    let (brs, bcs) = (lb.strides()[r - 2], lb.strides()[r - 1]);
+    let offsets = |l: &Layout, i: usize| {
+        let mut rem = i;
+        let mut off = l.offset();
+        for d in (0..r - 2).rev() {
+            off += (rem % l.shape()[d]) * l.strides()[d];
+            rem /= l.shape()[d];
+        }
+        off
+    };
+    let mut out = vec![0f32; batch * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let one = |i: usize, o: &mut [f32], parallel: bool| {
+        let (oa, ob) = (offsets(la, i), offsets(lb, i));
+        gemm_f32(o, m, n, k, &a[oa..], ars, acs, &b[ob..], brs, bcs, false, parallel);
+    };
+    if batch == 1 || m * n * k >= PAR_GEMM_WORK * 8 {
+        out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
+    } else {
+        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
+    }
+    out
+}
+
+impl Tensor {
+    /// Matrix product over the last two dims, batch dims broadcast.
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let op = "matmul";
+        let (ra, rb) = (self.rank(), rhs.rank());
+        if ra < 2 || rb < 2 {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() });
+        }
+        let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
+        let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() });
+        }
+        // [.., m, k] @ [k, n]: fold the batch into m (one large GEMM, and a
+        // plain 2-D weight gradient instead of a batch of them).
+        if rb == 2 && ra > 2 {
+            let lead = &self.shape()[..ra - 1];
+            let x2 = self.reshape(&[lead.iter().product(), k])?;
+            let mut out_shape = lead.to_vec();
+            out_shape.push(n);
+            return x2.matmul(rhs)?.reshape(&out_shape);
+        }
+        let batch = broadcast_shapes(op, &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])?;
+        let mut sa = batch.clone();
+        sa.extend([m, k]);
+        let mut sb = batch.clone();
+        sb.extend([k, n]);
+        let (la, lb) = (self.layout().broadcast_as(&sa)?, rhs.layout().broadcast_as(&sb)?);
+        let values = {
+            let (ga, gb) = (self.storage(), rhs.storage());
+            bmm(ga.cpu_f32(op)?, &la, gb.cpu_f32(op)?, &lb, m, k, n)
+        };
+        let mut out_shape = batch;
+        out_shape.extend([m, n]);
+        let (a, b) = (self.clone(), rhs.clone());
+        Ok(Tensor::from_op(
+            f32_storage(values),
+            &out_shape,
+            op,
+            &[self, rhs],
+            bw(move |c| {
+                let ga = if c.needs[0] { Some(c.grad.matmul(&b.t()?)?.sum_to_shape(a.shape())?) } else { None };
+                let gb = if c.needs[1] { Some(a.t()?.matmul(c.grad)?.sum_to_shape(b.shape())?) } else { None };
+                Ok(vec![ga, gb])
+            }),
+        ))
+    }
+}

@@ -1,0 +1,361 @@
+//! The [`Tensor`] type: a shared storage buffer, a [`Layout`] over it, and,
+//! when it is part of a differentiable computation, the [`Node`] that made it.
+//! Cloning a tensor is cheap (an `Arc`). Views share storage.
+
+use crate::autograd::{is_grad_enabled, BackwardCtx, Node};
+use crate::cpu::strided::gather;
+use crate::storage::{CpuStorage, Storage};
+use crate::{DType, Device, Error, Layout, Result};
+use half::{bf16, f16};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// An n-dimensional array with reverse-mode autograd.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+struct Inner {
+    id: usize,
+    // The buffer is behind a lock so that optimizers and EMA can update a
+    // variable in place (see `set_data`) while views keep sharing it.
+    storage: Arc<RwLock<Storage>>,
+    layout: Layout,
+    node: Option<Node>,
+    is_var: bool,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor[{:?}, {:?}, {}", self.shape(), self.dtype(), self.device())?;
+        if let Ok(v) = self.to_vec_f32() {
+            let shown: Vec<_> = v.iter().take(8).collect();
+            write!(f, ", {shown:?}{}", if v.len() > 8 { "…" } else { "" })?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// Boxes a backward rule; see [`crate::autograd`].
+pub(crate) fn bw<F>(f: F) -> crate::autograd::BackwardFn
+where
+    F: Fn(&BackwardCtx<'_>) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    Box::new(f)
+}
+
+impl Tensor {
+    // ----- construction -----------------------------------------------------
+
+    fn make(storage: Arc<RwLock<Storage>>, layout: Layout, node: Option<Node>, is_var: bool) -> Tensor {
+        Tensor(Arc::new(Inner { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), storage, layout, node, is_var }))
+    }
+
+    /// An untracked tensor over fresh contiguous storage.
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), None, false)
+    }
+
+    /// The result of an op: tracked when grad mode is on and an input is.
+    pub(crate) fn from_op(
+        storage: Storage,
+        shape: &[usize],
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: crate::autograd::BackwardFn,
+    ) -> Tensor {
+        let node = Self::node_for(op, inputs, backward);
+        Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), node, false)
+    }
+
+    /// A view of `self` with another layout over the same storage.
+    pub(crate) fn view_op(&self, layout: Layout, op: &'static str, backward: crate::autograd::BackwardFn) -> Tensor {
+        let node = Self::node_for(op, &[self], backward);
+        Tensor::make(self.0.storage.clone(), layout, node, false)
+    }
+
+    fn node_for(op: &'static str, inputs: &[&Tensor], backward: crate::autograd::BackwardFn) -> Option<Node> {
+        (is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()))
+            .then(|| Node { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward })
+    }
+
+    /// A tensor from f32 values in row-major order.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::check_len("from_vec", data.len(), shape)?;
+        device.ensure_available()?;
+        Ok(Self::from_storage(Storage::Cpu(CpuStorage::F32(data)), shape))
+    }
+
+    /// A tensor from an f32 slice (copied).
+    pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// An i64 tensor (labels, indices).
+    pub fn from_vec_i64(data: Vec<i64>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::check_len("from_vec_i64", data.len(), shape)?;
+        device.ensure_available()?;
+        Ok(Self::from_storage(Storage::Cpu(CpuStorage::I64(data)), shape))
+    }
+
+    /// A tensor over a host buffer of any dtype.
+    pub fn from_cpu_storage(data: CpuStorage, shape: &[usize]) -> Result<Tensor> {
+        Self::check_len("from_cpu_storage", data.len(), shape)?;
+        Ok(Self::from_storage(Storage::Cpu(data), shape))
+    }
+
+    fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+        if len != shape.iter().product::<usize>() {
+            return Err(Error::ElementCount { op, shape: shape.to_vec(), len });
+        }
+        Ok(())
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(value: f32, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::from_vec(vec![value; shape.iter().product()], shape, device)
+    }
+    pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::full(0.0, shape, device)
+    }
+    pub fn ones(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Self::full(1.0, shape, device)
+    }
+    /// A 0-dimensional tensor.
+    pub fn scalar(value: f32, device: &Device) -> Result<Tensor> {
+        Self::from_vec(vec![value], &[], device)
+    }
+    /// `0, 1, …, n-1` as f32.
+    pub fn arange(n: usize, device: &Device) -> Result<Tensor> {
+        Self::from_vec((0..n).map(|i| i as f32).collect(), &[n], device)
+    }
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape(), &self.device())
+    }
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Self::ones(self.shape(), &self.device())
+    }
+
+    // ----- accessors --------------------------------------------------------
+
+    /// A process-unique id (the key of gradients in a [`crate::GradStore`]).
+    pub fn id(&self) -> usize {
+        self.0.id
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+    pub fn rank(&self) -> usize {
+        self.0.layout.rank()
+    }
+    pub fn elem_count(&self) -> usize {
+        self.0.layout.elem_count()
+    }
+    /// Size of dimension `d`, or an error naming `op`.
+    pub fn dim(&self, d: usize) -> Result<usize> {
+        self.0.layout.check_dim("dim", d)?;
+        Ok(self.shape()[d])
+    }
+    pub fn dtype(&self) -> DType {
+        self.storage().dtype()
+    }
+    pub fn device(&self) -> Device {
+        self.storage().device()
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    /// A leaf that gradients are computed for.
+    pub fn is_var(&self) -> bool {
+        self.0.is_var
+    }
+    /// Part of a differentiable computation (a variable or computed from one).
+    pub fn is_tracked(&self) -> bool {
+        self.0.is_var || self.0.node.is_some()
+    }
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.0.node.as_ref()
+    }
+    /// The op that produced this tensor, if it is tracked.
+    pub fn op_name(&self) -> Option<&'static str> {
+        self.0.node.as_ref().map(|n| n.op)
+    }
+
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the f32 buffer and the layout (no copy).
+    pub(crate) fn with_f32<R>(&self, op: &'static str, f: impl FnOnce(&[f32], &Layout) -> R) -> Result<R> {
+        let s = self.storage();
+        Ok(f(s.cpu_f32(op)?, self.layout()))
+    }
+
+    /// Runs `f` on the elements in row-major order, copying only when the
+    /// layout is not contiguous.
+    pub(crate) fn with_contiguous_f32<R>(&self, op: &'static str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        let s = self.storage();
+        let data = s.cpu_f32(op)?;
+        let l = self.layout();
+        Ok(match l.contiguous_range() {
+            Some(r) => f(&data[r]),
+            None => f(&gather(data, l.shape(), l.strides(), l.offset())),
+        })
+    }
+
+    /// The elements as f32 in row-major order (f16/bf16/i64 are converted).
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        let s = self.storage();
+        let l = self.layout();
+        match &*s {
+            Storage::Cpu(CpuStorage::F32(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset())),
+            Storage::Cpu(CpuStorage::F16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
+            Storage::Cpu(CpuStorage::BF16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
+            Storage::Cpu(CpuStorage::I64(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(|x| x as f32).collect()),
+            Storage::Cuda(c) => match *c {},
+        }
+    }
+
+    /// The elements of an i64 tensor in row-major order.
+    pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
+        let s = self.storage();
+        let l = self.layout();
+        Ok(gather(s.cpu_i64("to_vec_i64")?, l.shape(), l.strides(), l.offset()))
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f32> {
+        if self.elem_count() != 1 {
+            return Err(Error::bad_shape("to_scalar", self.shape(), "expected exactly one element"));
+        }
+        Ok(self.to_vec_f32()?[0])
+    }
+
+    /// A contiguous host copy in the tensor's own dtype.
+    pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
+        let s = self.storage();
+        let l = self.layout();
+        let (sh, st, o) = (l.shape(), l.strides(), l.offset());
+        Ok(match &*s {
+            Storage::Cpu(CpuStorage::F32(v)) => CpuStorage::F32(gather(v, sh, st, o)),
+            Storage::Cpu(CpuStorage::F16(v)) => CpuStorage::F16(gather(v, sh, st, o)),
+            Storage::Cpu(CpuStorage::BF16(v)) => CpuStorage::BF16(gather(v, sh, st, o)),
+            Storage::Cpu(CpuStorage::I64(v)) => CpuStorage::I64(gather(v, sh, st, o)),
+            Storage::Cuda(c) => match *c {},
+        })
+    }
+
+    // ----- graph control ----------------------------------------------------
+
+    /// The same values, cut from the graph (shares storage).
+    pub fn detach(&self) -> Tensor {
+        Tensor::make(self.0.storage.clone(), self.0.layout.clone(), None, false)
+    }
+
+    /// A variable (a leaf gradients are computed for) sharing this storage.
+    pub fn to_var(&self) -> Tensor {
+        Tensor::make(self.0.storage.clone(), self.0.layout.clone(), None, true)
+    }
+
+    /// Overwrites this tensor's elements with those of `src` (same shape),
+    /// in place, for optimizer and EMA updates. Every tensor sharing the
+    /// storage sees the new values. Not recorded in the graph.
+    pub fn set_data(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "set_data", lhs: self.shape().to_vec(), rhs: src.shape().to_vec() });
+        }
+        let Some(range) = self.layout().contiguous_range() else {
+            return Err(Error::bad_shape("set_data", self.shape(), "the destination must be contiguous"));
+        };
+        // Read first: `src` may share this storage.
+        let values = src.to_cpu_storage()?;
+        let mut dst = self.storage_mut();
+        match (&mut *dst, values) {
+            (Storage::Cpu(CpuStorage::F32(d)), CpuStorage::F32(v)) => d[range].copy_from_slice(&v),
+            (Storage::Cpu(CpuStorage::F16(d)), CpuStorage::F16(v)) => d[range].copy_from_slice(&v),
+            (Storage::Cpu(CpuStorage::BF16(d)), CpuStorage::BF16(v)) => d[range].copy_from_slice(&v),
+            (Storage::Cpu(CpuStorage::I64(d)), CpuStorage::I64(v)) => d[range].copy_from_slice(&v),
+            (Storage::Cpu(d), v) => {
+                return Err(Error::UnsupportedDType { op: "set_data", dtype: v.dtype(), expected: dtype_name(d.dtype()) });
+            }
+            (Storage::Cuda(c), _) => match *c {},
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to the f32 elements in place (contiguous tensors only).
+    /// Not recorded in the graph; meant for optimizers on the CPU.
+    pub fn update_f32(&self, f: impl FnOnce(&mut [f32])) -> Result<()> {
+        let Some(range) = self.layout().contiguous_range() else {
+            return Err(Error::bad_shape("update_f32", self.shape(), "the tensor must be contiguous"));
+        };
+        let mut s = self.storage_mut();
+        f(&mut s.cpu_f32_mut("update_f32")?[range]);
+        Ok(())
+    }
+
+    // ----- dtype and device -------------------------------------------------
+
+    /// Converts to another dtype (f32 ↔ f16/bf16/i64). Float-to-float
+    /// conversions pass gradients through (converted back).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let src = self.to_cpu_storage()?;
+        let out = match (src, dtype) {
+            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            (CpuStorage::F32(v), DType::I64) => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
+            (other, DType::F32) => CpuStorage::F32(match other {
+                CpuStorage::F16(v) => v.iter().map(|&x| x.to_f32()).collect(),
+                CpuStorage::BF16(v) => v.iter().map(|&x| x.to_f32()).collect(),
+                CpuStorage::I64(v) => v.iter().map(|&x| x as f32).collect(),
+                CpuStorage::F32(v) => v,
+            }),
+            (other, _) => {
+                // Go through f32 for the remaining pairs.
+                let mid = Tensor::from_cpu_storage(other, self.shape())?.to_dtype(DType::F32)?;
+                return mid.to_dtype(dtype);
+            }
+        };
+        let src_dtype = self.dtype();
+        let differentiable = src_dtype.is_float() && dtype.is_float();
+        let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
+        Ok(Tensor::from_op(
+            Storage::Cpu(out),
+            self.shape(),
+            "to_dtype",
+            inputs,
+            bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)])),
+        ))
+    }
+
+    /// Moves the tensor to `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        device.ensure_available()?;
+        if *device == self.device() {
+            return Ok(self.clone());
+        }
+        Err(Error::invalid("to_device", format!("cannot move a tensor from {} to {device}", self.device())))
+    }
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::I64 => "i64",
+    }
+}
