@@ -1,1 +1,37 @@
-//! placeholder
+//! N:M sparse masks for the layers of sparse diffusion models (SparseDM).
+//!
+//! This crate part holds the **pure mask algorithms**: they work on plain `&[f32]` weight buffers in
+//! PyTorch layout plus a [`WeightLayout`], and know nothing of the tensor engine, so the sparse
+//! layers (SR-STE, ASP) can call them on whatever storage they use.
+//!
+//! * [`pattern`]: [`NmPattern`], a validated `N:M` (`"2:4"`; `N == M` is the dense point).
+//! * [`layout`]: [`WeightLayout`], Linear `[out, in]` / Conv2d `[out, in, kh, kw]`, and the axis the
+//!   N:M groups run along (the input dimension; input channels at each `(out, ky, kx)` for a conv).
+//! * [`mask`]: magnitude N:M masks (the SR-STE rule: keep the N largest `|w|` per group of M),
+//!   allocation-free and parallel via [`mask_into`] since SR-STE recomputes them at every forward
+//!   pass; [`NonDivisible`] handles input dimensions that are not a multiple of M, including
+//!   SparseDM's flat-index grouping.
+//! * [`validate`]: [`check_nm`] (naming the first offending group), [`sparsity`],
+//!   [`kept_magnitude`].
+//! * [`transposable`]: transposable 2:4 masks (exact over the 90 valid 4×4 patterns, or greedy
+//!   2-approximation) for sparse forward *and* backward GEMMs.
+//! * [`error`]: [`LayersError`]; no function here panics on bad input.
+//!
+//! Masks are `Vec<f32>` of 0.0/1.0 so a layer can multiply them with the weight directly.
+
+pub mod error;
+pub mod layout;
+pub mod mask;
+pub mod pattern;
+pub mod transposable;
+pub mod validate;
+
+pub use error::{BlockLine, LayersError};
+pub use layout::WeightLayout;
+pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
+pub use pattern::{MAX_M, NmPattern};
+pub use transposable::{
+    TransposableMethod, check_transposable, transposable_mask, transposable_mask_into,
+    valid_4x4_patterns,
+};
+pub use validate::{check_nm, kept_magnitude, sparsity};

@@ -1,0 +1,131 @@
+//! Behaviour of the public API beyond numerics: errors instead of panics,
+//! dtypes, in-place updates, no-grad scopes, safetensors round trips.
+
+use sparsedm_tensor::{load_safetensors, load_safetensors_metadata, no_grad, save_safetensors, DType, Device, Error, Rng, Tensor};
+
+const DEV: Device = Device::Cpu;
+
+fn t(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(v, shape, &DEV).unwrap()
+}
+
+#[test]
+fn shape_errors_name_the_op_and_shapes() {
+    let a = t(&[0.0; 6], &[2, 3]);
+    let b = t(&[0.0; 8], &[2, 4]);
+    let e = a.add(&b).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "add", .. }), "{e}");
+    assert_eq!(e.to_string(), "add: shape mismatch between [2, 3] and [2, 4]");
+    assert!(matches!(a.matmul(&b).unwrap_err(), Error::ShapeMismatch { op: "matmul", .. }));
+    assert!(matches!(a.reshape(&[4, 2, 1]).unwrap_err(), Error::ElementCount { op: "reshape", .. }));
+    assert!(matches!(a.transpose(0, 2).unwrap_err(), Error::DimOutOfRange { op: "transpose", .. }));
+    assert!(a.narrow(1, 2, 2).is_err());
+    assert!(Tensor::from_vec(vec![1.0; 5], &[2, 3], &DEV).is_err());
+    let img = t(&[0.0; 16], &[1, 1, 4, 4]);
+    assert!(img.conv2d(&t(&[0.0; 18], &[1, 2, 3, 3]), None, (1, 1), (0, 0)).is_err());
+    assert!(img.max_pool2d(5, 1, 0).is_err());
+    assert!(img.group_norm(3, None, None, 1e-5).is_err());
+    assert!(Tensor::cat(&[&a, &b], 0).is_err());
+    assert!(a.index_select(1, &Tensor::from_vec_i64(vec![3], &[1], &DEV).unwrap()).is_err());
+    assert!(a.index_select(1, &a).is_err(), "f32 indices must be refused");
+    assert!(a.dropout(1.0, true, &mut Rng::new(0)).is_err());
+    assert!(t(&[1.0], &[1]).var_dims(&[0], false, true).is_err());
+}
+
+#[test]
+fn cuda_requests_are_clear_errors() {
+    let e = Tensor::zeros(&[2], &Device::Cuda(0)).unwrap_err();
+    assert!(e.to_string().contains("CUDA device 0 is not available"), "{e}");
+    assert!(Device::parse("cuda:1").unwrap() == Device::Cuda(1));
+    assert!(Device::parse("tpu").is_err());
+}
+
+#[test]
+fn dtypes_convert_and_compute_refuses_non_f32() {
+    let x = t(&[1.5, -2.25, 65504.0, 1e-8], &[4]);
+    let h = x.to_dtype(DType::F16).unwrap();
+    assert_eq!(h.dtype(), DType::F16);
+    assert_eq!(h.to_vec_f32().unwrap(), vec![1.5, -2.25, 65504.0, 0.0]);
+    let bf = x.to_dtype(DType::BF16).unwrap();
+    assert_eq!(bf.to_vec_f32().unwrap()[..2], [1.5, -2.25]);
+    assert!(matches!(h.exp().unwrap_err(), Error::UnsupportedDType { op: "exp", .. }));
+    let i = t(&[2.9, -1.2], &[2]).to_dtype(DType::I64).unwrap();
+    assert_eq!(i.to_vec_i64().unwrap(), vec![2, -1]);
+    // Gradients flow through float casts.
+    let v = t(&[1.0, 2.0], &[2]).to_var();
+    let g = v.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&v).unwrap().to_vec_f32().unwrap(), vec![2.0, 4.0]);
+}
+
+#[test]
+fn views_share_storage_and_set_data_updates_in_place() {
+    let w = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).to_var();
+    let view = w.t().unwrap();
+    w.set_data(&t(&[5.0, 6.0, 7.0, 8.0], &[2, 2])).unwrap();
+    assert_eq!(view.to_vec_f32().unwrap(), vec![5.0, 7.0, 6.0, 8.0]);
+    // set_data from a view of itself reads before writing.
+    w.set_data(&w.t().unwrap()).unwrap();
+    assert_eq!(w.to_vec_f32().unwrap(), vec![5.0, 7.0, 6.0, 8.0]);
+    w.update_f32(|d| d.iter_mut().for_each(|x| *x *= 2.0)).unwrap();
+    assert_eq!(w.to_vec_f32().unwrap(), vec![10.0, 14.0, 12.0, 16.0]);
+    assert!(view.set_data(&w).is_err(), "non-contiguous destination");
+}
+
+#[test]
+fn no_grad_and_detach_cut_the_graph() {
+    let w = t(&[1.0, 2.0], &[2]).to_var();
+    {
+        let _g = no_grad();
+        assert!(!w.sqr().unwrap().is_tracked());
+    }
+    assert!(w.sqr().unwrap().is_tracked());
+    let loss = w.mul(&w.detach()).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().to_vec_f32().unwrap(), vec![1.0, 2.0]);
+    let c = t(&[1.0], &[1]);
+    assert!(matches!(c.sum_all().unwrap().backward().unwrap_err(), Error::Backward(_)));
+    assert!(matches!(w.sqr().unwrap().backward().unwrap_err(), Error::Backward(_)), "non-scalar loss");
+    // Masks and data are untracked: no gradient is stored for them.
+    let mask = t(&[1.0, 0.0], &[2]);
+    let g = w.mul(&mask).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.len(), 1);
+    assert!(g.get(&mask).is_none());
+    assert_eq!(g.get(&w).unwrap().to_vec_f32().unwrap(), vec![1.0, 0.0]);
+}
+
+#[test]
+fn deep_graphs_do_not_overflow_the_stack() {
+    let w = t(&[1.0], &[1]).to_var();
+    let mut x = w.clone();
+    for _ in 0..20_000 {
+        x = x.add_scalar(0.0).unwrap();
+    }
+    let g = x.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().to_vec_f32().unwrap(), vec![1.0]);
+}
+
+#[test]
+fn safetensors_round_trip_and_errors() {
+    let dir = std::env::temp_dir().join(format!("sparsedm-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ck.safetensors");
+    let a = Tensor::randn(&[3, 4], &mut Rng::new(1), &DEV).unwrap();
+    let b = Tensor::from_vec_i64(vec![7, -1], &[2], &DEV).unwrap();
+    let h = a.to_dtype(DType::BF16).unwrap();
+    let meta = [("step".to_string(), "12".to_string())].into_iter().collect();
+    save_safetensors(&path, &[("a".into(), a.t().unwrap()), ("b".into(), b), ("h".into(), h)], Some(meta)).unwrap();
+    let back: std::collections::HashMap<_, _> = load_safetensors(&path).unwrap().into_iter().collect();
+    assert_eq!(back["a"].to_vec_f32().unwrap(), a.t().unwrap().to_vec_f32().unwrap());
+    assert_eq!(back["b"].to_vec_i64().unwrap(), vec![7, -1]);
+    assert_eq!(back["h"].dtype(), DType::BF16);
+    assert_eq!(load_safetensors_metadata(&path).unwrap()["step"], "12");
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+
+    std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
+    let e = load_safetensors(dir.join("bad.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("bad.safetensors") && e.to_string().contains("not a valid safetensors"), "{e}");
+    let e = load_safetensors(dir.join("missing.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("missing.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
