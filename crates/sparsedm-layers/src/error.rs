@@ -8,9 +8,33 @@ use crate::layout::WeightLayout;
 use crate::pattern::{MAX_M, NmPattern};
 
 /// Everything that can go wrong when building, computing or checking N:M masks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LayersError {
+    /// A tensor operation failed (shape, dtype or device problem).
+    #[error(transparent)]
+    Tensor(#[from] sparsedm_tensor::Error),
+
+    /// Loading named tensors into a model found problems; every problem is
+    /// listed (missing, unexpected and mis-shaped tensors).
+    #[error("checkpoint {path} does not match the model:\n{}", problems.join("\n"))]
+    CheckpointMismatch {
+        /// The file being loaded.
+        path: String,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+
+    /// A parameter registered twice with different shapes, or looked up
+    /// under a name that does not exist.
+    #[error("parameter {name}: {msg}")]
+    Param {
+        /// The full dotted parameter name.
+        name: String,
+        /// What is wrong.
+        msg: String,
+    },
+
     /// N and M do not describe an N:M pattern this crate supports.
     #[error("impossible N:M pattern {n}:{m}: need 1 <= N <= M <= {MAX_M}")]
     ImpossiblePattern {

@@ -18,15 +18,36 @@
 //! * [`error`]: [`LayersError`]; no function here panics on bad input.
 //!
 //! Masks are `Vec<f32>` of 0.0/1.0 so a layer can multiply them with the weight directly.
+//!
+//! On top of the mask algorithms sit the **layers** the models are built from
+//! ([`Linear`], [`Conv2d`], [`LayerNorm`], [`GroupNorm`], [`BatchNorm2d`],
+//! [`Embedding`], [`Attention`]), the [`ParamStore`] that names their
+//! parameters like the reference `state_dict()`, and [`SparseSlot`], which
+//! turns a dense weight into the weight each training mode uses
+//! ([`SparseMode`]: SR-STE, STE, ASP's fixed mask, untrained masks).
 
+pub mod attention;
+pub mod conv2d;
 pub mod error;
+pub mod init;
 pub mod layout;
+pub mod linear;
 pub mod mask;
+pub mod norm;
 pub mod pattern;
+pub mod sparse;
+pub mod store;
 pub mod transposable;
 pub mod validate;
 
+pub use attention::Attention;
+pub use conv2d::{Conv2d, Conv2dConfig};
 pub use error::{BlockLine, LayersError};
+pub use init::Init;
+pub use linear::Linear;
+pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
+pub use sparse::{SparseMode, SparseSlot, SRSTE_LAMBDA};
+pub use store::ParamStore;
 pub use layout::WeightLayout;
 pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
 pub use pattern::{MAX_M, NmPattern};

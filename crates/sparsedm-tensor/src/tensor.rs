@@ -359,3 +359,24 @@ fn dtype_name(d: DType) -> &'static str {
         DType::I64 => "i64",
     }
 }
+
+impl Tensor {
+    /// Attaches a hand-written backward rule to a value computed without
+    /// recording (the hook for ops whose gradient is not the derivative of
+    /// their forward, such as SR-STE's straight-through estimator).
+    ///
+    /// `value` must be untracked; the result has its values and, when grad
+    /// mode is on and an input is tracked, a node over `inputs` whose
+    /// gradients `backward` returns (one `Option` per input, each with that
+    /// input's shape).
+    pub fn custom_op<F>(value: &Tensor, op: &'static str, inputs: &[&Tensor], backward: F) -> Result<Tensor>
+    where
+        F: Fn(&BackwardCtx<'_>) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    {
+        if value.is_tracked() {
+            return Err(Error::invalid(op, "custom_op: the value must be computed under no_grad (or detached)"));
+        }
+        let node = Self::node_for(op, inputs, bw(backward));
+        Ok(Tensor::make(value.0.storage.clone(), value.0.layout.clone(), node, false))
+    }
+}

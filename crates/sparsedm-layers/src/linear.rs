@@ -1,0 +1,57 @@
+//! `Linear` (y = x Wᵀ + b, PyTorch layout `[out, in]`) with an optional N:M
+//! sparsity on its weight through a [`SparseSlot`].
+
+use crate::init::Init;
+use crate::sparse::SparseSlot;
+use crate::{LayersError, ParamStore};
+use sparsedm_tensor::Tensor;
+
+/// A fully connected layer.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    slot: SparseSlot,
+}
+
+impl Linear {
+    /// PyTorch's default init (U(±1/√in) for weight and bias).
+    pub fn new(store: &ParamStore, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self, LayersError> {
+        Self::with_init(store, in_dim, out_dim, bias, Init::DefaultFanIn(in_dim), Init::DefaultFanIn(in_dim))
+    }
+
+    /// With explicit initialisers (e.g. U-ViT's trunc-normal(0.02) and zero bias).
+    pub fn with_init(store: &ParamStore, in_dim: usize, out_dim: usize, bias: bool, w: Init, b: Init) -> Result<Self, LayersError> {
+        let weight = store.param("weight", &[out_dim, in_dim], w)?;
+        let bias = if bias { Some(store.param("bias", &[out_dim], b)?) } else { None };
+        let slot = SparseSlot::new(weight.clone(), store.training_flag())?;
+        store.register_sparse(slot.clone());
+        Ok(Linear { weight, bias, slot })
+    }
+
+    /// `x` of shape `[..., in]` to `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
+        let w = self.slot.effective_weight()?;
+        let y = x.matmul(&w.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    pub fn slot(&self) -> &SparseSlot {
+        &self.slot
+    }
+    pub fn in_dim(&self) -> usize {
+        self.weight.shape()[1]
+    }
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape()[0]
+    }
+}
