@@ -86,9 +86,27 @@ impl Npz {
                 path: path.clone(),
                 source,
             })?;
+        let entry_size = entry.size();
         let npy = NpyFile::new(BufReader::new(entry))
             .map_err(|e| FidError::bad_array(&path, key, format!("invalid .npy header: {e}")))?;
         let shape = npy.shape().to_vec();
+        // Refuse a header that declares more data than the entry holds before anything is
+        // allocated for it (a corrupt header must not trigger a huge allocation).
+        let declared = npy
+            .dtype()
+            .num_bytes()
+            .and_then(|b| npy.len().checked_mul(b as u64));
+        if declared.is_none_or(|b| b > entry_size) {
+            return Err(FidError::bad_array(
+                &path,
+                key,
+                format!(
+                    "shape {} of dtype {} needs more bytes than the entry holds ({entry_size})",
+                    shape_str(&shape),
+                    npy.dtype().descr()
+                ),
+            ));
+        }
         let order = npy.order();
         let descr = npy.dtype().descr();
         let truncated =
@@ -291,7 +309,8 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
     let header_err =
         |e: io::Error| FidError::bad_array(path, key, format!("invalid .npy header: {e}"));
 
-    let (header, reader): (NpyHeader, Box<dyn Read + Send>) = {
+    // `payload`: bytes left in the entry after the .npy header.
+    let (header, reader, payload): (NpyHeader, Box<dyn Read + Send>, u64) = {
         let mut entry = npz.archive.by_name(&name).map_err(zip_err)?;
         if entry.compression() == CompressionMethod::Stored {
             let (start, size) = (entry.data_start(), entry.size());
@@ -301,15 +320,19 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
                 .map_err(|e| FidError::io(path, e))?;
             let mut reader = BufReader::with_capacity(1 << 20, file).take(size);
             let header = NpyHeader::from_reader(&mut reader).map_err(header_err)?;
-            (header, Box::new(reader))
+            let payload = reader.limit();
+            (header, Box::new(reader), payload)
         } else {
-            let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
+            // The declared size only sizes the initial buffer (capped: it is untrusted).
+            let hint = usize::try_from(entry.size()).unwrap_or(0).min(1 << 28);
+            let mut bytes = Vec::with_capacity(hint);
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|e| FidError::bad_array(path, key, format!("cannot decompress: {e}")))?;
             let mut reader = Cursor::new(bytes);
             let header = NpyHeader::from_reader(&mut reader).map_err(header_err)?;
-            (header, Box::new(reader))
+            let payload = reader.get_ref().len() as u64 - reader.position();
+            (header, Box::new(reader), payload)
         }
     };
 
@@ -354,6 +377,20 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
         to_usize(s[2])?,
         to_usize(s[3])?,
     ];
+    let needed = shape
+        .iter()
+        .try_fold(1u64, |acc, &x| acc.checked_mul(x as u64));
+    if needed.is_none_or(|b| b > payload) {
+        return Err(FidError::bad_array(
+            path,
+            key,
+            format!(
+                "truncated: shape {} needs {} bytes but the entry holds {payload}",
+                shape_str(s),
+                needed.map_or_else(|| "too many".to_string(), |b| b.to_string())
+            ),
+        ));
+    }
     Ok(U8ArrayStream { shape, reader })
 }
 

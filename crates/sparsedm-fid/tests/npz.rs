@@ -278,3 +278,91 @@ fn images_round_trip_and_streaming_writer() {
     };
     assert!(write_images_npz(dir.join("x.npz"), &wrong).is_err());
 }
+
+/// Writes an `.npz` with one entry `name` = an `.npy` header declaring `shape`/`dtype` followed
+/// by `payload` raw bytes (a lying header, as a corrupt or truncated file would have).
+fn write_lying_npz(path: &Path, name: &str, dtype: npyz::DType, shape: &[u64], payload: &[u8]) {
+    use npyz::WriterBuilder;
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file(name, opts).unwrap();
+    npyz::WriteOptions::new_header_only()
+        .dtype(dtype)
+        .shape(shape)
+        .writer(&mut zip)
+        .write_header_only()
+        .unwrap();
+    zip.write_all(payload).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn lying_headers_are_errors_without_huge_allocations() {
+    use npyz::AutoSerialize;
+    let dir = temp_dir("lying");
+    // sigma claims 2^40 float64 values but holds 4.
+    let p = dir.join("huge_sigma.npz");
+    {
+        use npyz::WriterBuilder;
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+        let opts =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("mu.npy", opts).unwrap();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(&mut zip)
+            .begin_nd()
+            .unwrap();
+        w.extend([1.0f64, 2.0]).unwrap();
+        w.finish().unwrap();
+        zip.start_file("sigma.npy", opts).unwrap();
+        npyz::WriteOptions::new_header_only()
+            .dtype(<f64 as AutoSerialize>::default_dtype())
+            .shape(&[1 << 20, 1 << 20])
+            .writer(&mut zip)
+            .write_header_only()
+            .unwrap();
+        zip.write_all(&[0; 32]).unwrap();
+        zip.finish().unwrap();
+    }
+    let err = read_stats_npz(&p).unwrap_err();
+    assert!(
+        matches!(&err, FidError::BadArray { key, reason, .. } if key == "sigma" && reason.contains("needs more bytes")),
+        "{err}"
+    );
+
+    // arr_0 claims 1000 images of 4x5x3 but holds 60 bytes (one image).
+    let p = dir.join("short_images.npz");
+    write_lying_npz(
+        &p,
+        "arr_0.npy",
+        <u8 as AutoSerialize>::default_dtype(),
+        &[1000, 4, 5, 3],
+        &[0; 60],
+    );
+    for err in [
+        read_images_npz(&p).unwrap_err(),
+        sparsedm_fid::NpzImages::open(&p).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, FidError::BadArray { key, reason, .. } if key == "arr_0" && reason.contains("truncated")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("short_images.npz"), "{err}");
+    }
+    // Wrong image layout: [N, 3, H, W] (NCHW) is refused with the shape in the message.
+    let p = dir.join("nchw.npz");
+    write_lying_npz(
+        &p,
+        "arr_0.npy",
+        <u8 as AutoSerialize>::default_dtype(),
+        &[1, 3, 4, 5],
+        &[0; 60],
+    );
+    let err = read_images_npz(&p).unwrap_err();
+    assert!(err.to_string().contains("[1, 3, 4, 5]"), "{err}");
+}

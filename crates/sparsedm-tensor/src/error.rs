@@ -53,8 +53,8 @@ pub enum Error {
     SafeTensors { path: String, msg: String },
 
     /// An I/O error with the file it concerns.
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 impl Error {

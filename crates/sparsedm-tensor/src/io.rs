@@ -14,7 +14,7 @@ fn st_err(path: &Path, msg: impl std::fmt::Display) -> Error {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|error| Error::Io { path: path.display().to_string(), error })
 }
 
 /// Decodes little-endian bytes into values (safetensors is little-endian).
@@ -88,7 +88,7 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let path = path.as_ref();
-    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let io = |error| Error::Io { path: path.display().to_string(), error };
     let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
