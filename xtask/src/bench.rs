@@ -1,0 +1,24 @@
+//! `cargo xtask bench [SUITE]`: criterion benchmarks in release mode.
+//! Suites are the bench targets of the root package (`benches/*.rs`).
+
+const SUITES: &[(&str, &str)] = &[("tensor", "tensor_ops")];
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let chosen: Vec<&str> = match args.first() {
+        None => SUITES.iter().map(|s| s.1).collect(),
+        Some(name) => match SUITES.iter().find(|s| s.0 == name) {
+            Some(s) => vec![s.1],
+            None => {
+                let names: Vec<&str> = SUITES.iter().map(|s| s.0).collect();
+                return Err(format!("unknown bench suite {name:?}; suites: {}", names.join(", ")));
+            }
+        },
+    };
+    let extra: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    for bench in chosen {
+        let mut a = vec!["bench", "-p", "sparsedm-suite", "--bench", bench, "--"];
+        a.extend(&extra);
+        crate::run_cmd("cargo", &a)?;
+    }
+    Ok(())
+}
