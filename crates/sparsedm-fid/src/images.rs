@@ -526,6 +526,26 @@ impl Cifar10 {
     }
 }
 
+impl Cifar10 {
+    /// Every record in memory: pixels as u8 CHW (3072 bytes per image, in
+    /// file order) and the labels. 150 MB for the training split; what a
+    /// trainer wants for random access.
+    pub fn read_all_u8(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut pixels = Vec::with_capacity(self.total * (CIFAR_RECORD - 1));
+        let mut labels = Vec::with_capacity(self.total);
+        let mut record = vec![0u8; CIFAR_RECORD];
+        for (path, records) in &self.files {
+            let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| FidError::io(path, e))?);
+            for _ in 0..*records {
+                r.read_exact(&mut record).map_err(|e| cifar_truncated(path, e))?;
+                labels.push(record[0]);
+                pixels.extend_from_slice(&record[1..]);
+            }
+        }
+        Ok((pixels, labels))
+    }
+}
+
 fn cifar_truncated(path: &Path, e: io::Error) -> FidError {
     FidError::BadCifarFile {
         path: path.to_owned(),

@@ -1,0 +1,370 @@
+//! One TOML file per training run. Section and field names follow U-ViT's
+//! `configs/*.py` (`train.n_steps`, `optimizer.lr`, `lr_scheduler.warmup_steps`,
+//! `nnet.*` = the model constructor's keyword arguments, …) so a U-ViT user
+//! recognises every knob. `--set key=value` overrides any field by its dotted
+//! path before the file is checked.
+
+use crate::error::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of everything random (data order, noise, init, dropout).
+    pub seed: u64,
+    /// `"uvit"` or `"ddpm-unet"`.
+    pub arch: String,
+    /// The model constructor's keyword arguments (as in U-ViT's `config.nnet`).
+    pub nnet: toml::Table,
+    pub dataset: DatasetConfig,
+    pub train: TrainSection,
+    pub optimizer: OptimizerConfig,
+    pub lr_scheduler: LrSchedulerConfig,
+    /// Sparse fine-tuning; absent for dense training.
+    #[serde(default)]
+    pub sparse: Option<SparseConfig>,
+    #[serde(default)]
+    pub sample: SampleConfig,
+    #[serde(default)]
+    pub fid: Option<FidConfig>,
+}
+
+/// Where images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// `"shapes"` (embedded, no download), `"cifar10"`, `"celeba64"` or `"folder"`.
+    pub name: String,
+    /// Folder of the data (CIFAR-10 binaries, or images) for the non-embedded sets.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Image size of the embedded set (16 or 32) or of `folder` after resizing.
+    #[serde(default)]
+    pub resolution: Option<usize>,
+    /// Number of images of the embedded set.
+    #[serde(default = "default_shapes_len")]
+    pub len: usize,
+    /// Random horizontal flip (U-ViT: on).
+    #[serde(default = "yes")]
+    pub random_flip: bool,
+}
+
+/// The training loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub n_steps: u64,
+    /// Global batch size (split into `grad_accum` micro-batches).
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this (U-ViT: none).
+    #[serde(default)]
+    pub grad_clip: Option<f32>,
+    /// EMA decay (U-ViT's default 0.9999).
+    #[serde(default = "default_ema")]
+    pub ema_rate: f32,
+    #[serde(default = "default_log")]
+    pub log_interval: u64,
+    /// Steps between sample grids (0: never).
+    #[serde(default)]
+    pub sample_interval: u64,
+    /// Steps between checkpoints (a final one is always written).
+    #[serde(default = "default_save")]
+    pub save_interval: u64,
+    /// Checkpoints kept (oldest removed first; the best-by-FID is kept apart).
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+    /// `"vp-linear"` (U-ViT, continuous) or `"ddpm-linear"` (discrete, Ho et al.).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Start from these weights (a safetensors model checkpoint).
+    #[serde(default)]
+    pub init: Option<String>,
+}
+
+/// AdamW (U-ViT: lr 2e-4, wd 0.03, betas (0.99, 0.999)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    #[serde(default = "default_adamw")]
+    pub name: String,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub betas: (f32, f32),
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+}
+
+/// U-ViT's "customized" schedule (linear warm-up, then constant) or cosine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrSchedulerConfig {
+    #[serde(default = "default_customized")]
+    pub name: String,
+    pub warmup_steps: u64,
+    /// Final factor of the cosine schedule.
+    #[serde(default)]
+    pub min_factor: f32,
+}
+
+/// SparseDM fine-tuning and its baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseConfig {
+    /// N:M pattern, e.g. `"2:4"`.
+    pub pattern: String,
+    /// `"srste"` (the paper), `"ste"`, `"fixed"` (apex ASP), `"progressive"`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// SR-STE decay λ.
+    #[serde(default = "default_lambda")]
+    pub lambda: f32,
+    /// Which layers: `"sparsedm-uvit"`, `"asp"`, `"all"`, or name globs.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Transposable 2:4 masks for the fixed (ASP) method.
+    #[serde(default)]
+    pub transposable: bool,
+    /// Progressive schedule, e.g. `"15:16@0,7:8@100000,3:4@200000,2:4@300000"`.
+    #[serde(default)]
+    pub progressive: Option<String>,
+    /// Knowledge transfer: `"init"` (the dense starting checkpoint, the
+    /// paper's default), a checkpoint path, or `"none"`.
+    #[serde(default = "default_teacher")]
+    pub teacher: String,
+    /// Weight of the ε-MSE term.
+    #[serde(default = "one_f")]
+    pub w_diff: f32,
+    /// Weight of the teacher-MSE term.
+    #[serde(default = "default_w_kt")]
+    pub w_kt: f32,
+}
+
+/// Sampling for preview grids and `sparsedm sample` defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleConfig {
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    #[serde(default = "default_sample_steps")]
+    pub steps: usize,
+    /// Images in a preview grid.
+    #[serde(default = "default_grid")]
+    pub grid: usize,
+    /// Classifier-free guidance scale (class-conditional models).
+    #[serde(default)]
+    pub cfg_scale: Option<f32>,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig { sampler: default_sampler(), steps: default_sample_steps(), grid: default_grid(), cfg_scale: None }
+    }
+}
+
+/// FID during training (U-ViT: 10k samples, 50-step DPM-Solver).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FidConfig {
+    /// Converted `pt_inception-2015-12-05-6726825d.pth` (safetensors).
+    pub inception: String,
+    /// Reference statistics (`.npz`, pytorch-fid format).
+    pub reference: String,
+    #[serde(default = "default_fid_every")]
+    pub every: u64,
+    #[serde(default = "default_fid_n")]
+    pub n_samples: usize,
+    #[serde(default = "default_fid_sampler")]
+    pub sampler: String,
+    #[serde(default = "default_fid_steps")]
+    pub steps: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f32 {
+    1.0
+}
+fn default_shapes_len() -> usize {
+    4096
+}
+fn default_ema() -> f32 {
+    0.9999
+}
+fn default_log() -> u64 {
+    10
+}
+fn default_save() -> u64 {
+    1000
+}
+fn default_keep() -> usize {
+    3
+}
+fn default_schedule() -> String {
+    "vp-linear".into()
+}
+fn default_adamw() -> String {
+    "adamw".into()
+}
+fn default_eps() -> f32 {
+    1e-8
+}
+fn default_customized() -> String {
+    "customized".into()
+}
+fn default_method() -> String {
+    "srste".into()
+}
+fn default_lambda() -> f32 {
+    2e-4
+}
+fn default_policy() -> String {
+    "sparsedm-uvit".into()
+}
+fn default_teacher() -> String {
+    "init".into()
+}
+fn default_w_kt() -> f32 {
+    0.1
+}
+fn default_sampler() -> String {
+    "dpm-solver-2".into()
+}
+fn default_sample_steps() -> usize {
+    50
+}
+fn default_grid() -> usize {
+    64
+}
+fn default_fid_every() -> u64 {
+    50_000
+}
+fn default_fid_n() -> usize {
+    10_000
+}
+fn default_fid_sampler() -> String {
+    "dpm-solver-2".into()
+}
+fn default_fid_steps() -> usize {
+    50
+}
+
+/// The built-in presets, by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("cifar10_uvit_small", include_str!("../presets/cifar10_uvit_small.toml")),
+    ("celeba64_uvit_small", include_str!("../presets/celeba64_uvit_small.toml")),
+    ("cifar10_ddpm", include_str!("../presets/cifar10_ddpm.toml")),
+    ("cifar10_uvit_small_sparsedm_2of4", include_str!("../presets/cifar10_uvit_small_sparsedm_2of4.toml")),
+    ("demo_shapes_uvit", include_str!("../presets/demo_shapes_uvit.toml")),
+];
+
+impl RunConfig {
+    /// Parses TOML text, applies `key=value` overrides (values in TOML
+    /// syntax; bare words are taken as strings), then checks the result.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut doc: toml::Table = text.parse().map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut doc, o)?;
+        }
+        let cfg: RunConfig = toml::Value::Table(doc).try_into().map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a file, or a preset when `path` names one.
+    pub fn load(path: &str, overrides: &[String]) -> Result<Self> {
+        if let Some((_, text)) = PRESETS.iter().find(|p| p.0 == path) {
+            return Self::parse(text, &format!("preset {path}"), overrides);
+        }
+        let text = std::fs::read_to_string(Path::new(path))
+            .map_err(|e| TrainError::Data { path: path.into(), msg: format!("cannot read the run config ({e}); presets: {}", preset_names()) })?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// The model keyword arguments as JSON (what the model registry takes).
+    pub fn nnet_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.nnet).map_err(|e| TrainError::Config(format!("nnet: {e}")))
+    }
+
+    /// The whole config as TOML (stored in checkpoints).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.train.batch_size == 0 || self.train.grad_accum == 0 || self.train.batch_size % self.train.grad_accum != 0 {
+            return bad(format!("train.batch_size {} must be a positive multiple of train.grad_accum {}", self.train.batch_size, self.train.grad_accum));
+        }
+        if !(0.0..=1.0).contains(&self.train.ema_rate) {
+            return bad(format!("train.ema_rate {} must be in [0, 1]", self.train.ema_rate));
+        }
+        if !["shapes", "cifar10", "celeba64", "folder"].contains(&self.dataset.name.as_str()) {
+            return bad(format!("dataset.name {:?}: expected shapes, cifar10, celeba64 or folder", self.dataset.name));
+        }
+        if self.dataset.name != "shapes" && self.dataset.path.is_none() {
+            return bad(format!("dataset.path is required for dataset {:?}", self.dataset.name));
+        }
+        if let Some(s) = &self.sparse {
+            if !["srste", "ste", "fixed", "progressive"].contains(&s.method.as_str()) {
+                return bad(format!("sparse.method {:?}: expected srste, ste, fixed or progressive", s.method));
+            }
+            if s.method == "progressive" && s.progressive.is_none() {
+                return bad("sparse.method = \"progressive\" needs sparse.progressive (e.g. \"15:16@0,7:8@1000,2:4@2000\")".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The preset names, comma-separated.
+pub fn preset_names() -> String {
+    PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+}
+
+/// Sets `a.b.c = value` in a TOML table.
+fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
+    let (key, raw) = o.split_once('=').ok_or_else(|| TrainError::Config(format!("--set {o:?}: expected key=value")))?;
+    let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut table = doc;
+    for p in &parts[..parts.len() - 1] {
+        table = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| TrainError::Config(format!("--set {key}: {p} is not a table")))?;
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_overrides_apply() {
+        for (name, _) in PRESETS {
+            RunConfig::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let c = RunConfig::load("cifar10_uvit_small_sparsedm_2of4", &["train.n_steps=10".into(), "sparse.method=ste".into()]).unwrap();
+        assert_eq!(c.train.n_steps, 10);
+        assert_eq!(c.sparse.as_ref().unwrap().method, "ste");
+        assert_eq!(c.train.batch_size, 128);
+        assert_eq!(c.optimizer.betas, (0.99, 0.999));
+        assert!(RunConfig::load("cifar10_uvit_small", &["train.nope=1".into()]).is_err(), "unknown keys are refused");
+        assert!(RunConfig::load("cifar10_uvit_small", &["train.batch_size=0".into()]).is_err());
+        assert!(RunConfig::load("no_such_preset_or_file", &[]).unwrap_err().to_string().contains("presets:"));
+    }
+}

@@ -1,0 +1,14 @@
+//! `sparsedm-train`: what turns models and layers into training runs —
+//! data ([`data`]), AdamW with PyTorch's semantics ([`optim`]), learning
+//! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
+//! and EMA of the (masked) weights ([`ema`]).
+
+pub mod config;
+pub mod data;
+pub mod ema;
+pub mod error;
+pub mod grad;
+pub mod lr;
+pub mod optim;
+
+pub use error::{Result, TrainError};
