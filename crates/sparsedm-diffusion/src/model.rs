@@ -2,7 +2,7 @@
 //! network evaluated at *model time*.
 
 use crate::error::Result;
-use sparsedm_tensor::Tensor;
+use sparsedm_tensor::{Rng, Tensor};
 
 /// A noise-prediction network.
 ///
@@ -14,4 +14,12 @@ pub trait EpsModel: Send + Sync {
     /// ε̂(x_t, t, y) for `x` `[B, C, H, W]`, `t` `[B]` and optional class
     /// labels `y` `[B]` (i64).
     fn predict_eps(&self, x: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor>;
+
+    /// Installs the generator that dropout layers draw from while the
+    /// model's store is in training mode (`None`: no dropout). Trainers set
+    /// a stream derived from (seed, step) before each step, so a resumed
+    /// run draws the same masks. Models without dropout ignore it.
+    fn set_dropout_rng(&self, rng: Option<Rng>) {
+        let _ = rng;
+    }
 }

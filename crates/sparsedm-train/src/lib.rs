@@ -3,6 +3,8 @@
 //! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
 //! and EMA of the (masked) weights ([`ema`]).
 
+pub mod build;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
@@ -10,5 +12,9 @@ pub mod error;
 pub mod grad;
 pub mod lr;
 pub mod optim;
+pub mod samples;
+pub mod trainer;
 
+pub use config::RunConfig;
 pub use error::{Result, TrainError};
+pub use trainer::{StepMetrics, Trainer};

@@ -1,0 +1,133 @@
+//! Drawing images from a model and writing them: PNG grids for people,
+//! PNG folders, and NHWC uint8 `arr_0` npz files for FID tools. Pixels are
+//! mapped from [−1, 1] as torchvision's `save_image` does:
+//! ⌊clamp((x + 1)/2, 0, 1)·255 + 0.5⌋.
+
+use crate::error::{Result, TrainError};
+use sparsedm_diffusion::{sample, ClassifierFreeGuidance, EpsModel, NoiseSchedule, SamplerKind, SamplerOptions};
+use sparsedm_tensor::{no_grad, Device, Rng, Tensor};
+use std::path::Path;
+
+/// What to draw.
+#[derive(Debug, Clone)]
+pub struct SampleRequest {
+    pub n: usize,
+    pub batch: usize,
+    /// [C, H, W] of one image.
+    pub shape: [usize; 3],
+    pub sampler: SamplerKind,
+    pub steps: usize,
+    pub seed: u64,
+    /// Class label for every image (class-conditional models).
+    pub class: Option<i64>,
+    /// Classifier-free guidance scale (needs `class` and `num_classes`,
+    /// which counts the null label as U-ViT's configs do).
+    pub cfg_scale: Option<f32>,
+    pub num_classes: Option<usize>,
+}
+
+/// Images as NHWC u8.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub data: Vec<u8>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Samples `req.n` images in batches; batch `i` starts from the noise of
+/// Philox stream (seed, i), so results do not depend on the batch split
+/// only through the seed.
+pub fn generate(model: &dyn EpsModel, schedule: &dyn NoiseSchedule, req: &SampleRequest, mut on_batch: impl FnMut(usize)) -> Result<Images> {
+    let _g = no_grad();
+    let [c, h, w] = req.shape;
+    if req.n == 0 || req.batch == 0 {
+        return Err(TrainError::Config("sampling: n and batch must be positive".into()));
+    }
+    let mut data = Vec::with_capacity(req.n * h * w * c);
+    let mut done = 0;
+    let mut rng = Rng::new(req.seed);
+    let guided;
+    let model: &dyn EpsModel = match (req.cfg_scale, req.num_classes) {
+        (Some(scale), Some(nc)) => {
+            // U-ViT counts the null (unconditional) label in num_classes: it is the last index.
+            guided = ClassifierFreeGuidance::new(model, scale, nc as i64 - 1)?;
+            &guided
+        }
+        _ => model,
+    };
+    while done < req.n {
+        let b = req.batch.min(req.n - done);
+        let x = Tensor::randn(&[b, c, h, w], &mut rng, &Device::Cpu)?;
+        let y = match req.class {
+            Some(k) => Some(Tensor::from_vec_i64(vec![k; b], &[b], &Device::Cpu)?),
+            None => None,
+        };
+        let out = sample(req.sampler, model, schedule, &x, y.as_ref(), &SamplerOptions::new(req.steps), &mut rng)?;
+        data.extend(to_u8_nhwc(&out)?);
+        done += b;
+        on_batch(done);
+    }
+    Ok(Images { data, n: req.n, h, w })
+}
+
+/// [B, 3, H, W] in [−1, 1] → NHWC u8.
+pub fn to_u8_nhwc(x: &Tensor) -> Result<Vec<u8>> {
+    let [b, c, h, w] = match *x.shape() {
+        [b, c, h, w] => [b, c, h, w],
+        _ => return Err(TrainError::Config(format!("images must be [B, C, H, W], got {:?}", x.shape()))),
+    };
+    let v = x.permute(&[0, 2, 3, 1])?.to_vec_f32()?;
+    let _ = (b, c, h, w);
+    Ok(v.into_iter().map(|x| (((x + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0 + 0.5).floor() as u8).collect())
+}
+
+/// Writes up to `cols`² images as one PNG grid with 2-pixel gaps.
+pub fn write_grid_png(path: &Path, imgs: &Images, cols: usize) -> Result<()> {
+    let n = imgs.n;
+    let cols = cols.max(1).min(n.max(1));
+    let rows = n.div_ceil(cols);
+    let (gw, gh) = (cols * (imgs.w + 2) + 2, rows * (imgs.h + 2) + 2);
+    let mut canvas = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
+    for i in 0..n {
+        let (r, c) = (i / cols, i % cols);
+        let (ox, oy) = (2 + c * (imgs.w + 2), 2 + r * (imgs.h + 2));
+        for y in 0..imgs.h {
+            for x in 0..imgs.w {
+                let p = ((i * imgs.h + y) * imgs.w + x) * 3;
+                canvas.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([imgs.data[p], imgs.data[p + 1], imgs.data[p + 2]]));
+            }
+        }
+    }
+    save_png(path, &canvas)
+}
+
+/// Writes every image as `DIR/000000.png`, ….
+pub fn write_png_folder(dir: &Path, imgs: &Images) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Data { path: dir.into(), msg: e.to_string() })?;
+    let per = imgs.h * imgs.w * 3;
+    for i in 0..imgs.n {
+        let img = image::RgbImage::from_raw(imgs.w as u32, imgs.h as u32, imgs.data[i * per..(i + 1) * per].to_vec())
+            .ok_or_else(|| TrainError::Config("image buffer size".into()))?;
+        save_png(&dir.join(format!("{i:06}.png")), &img)?;
+    }
+    Ok(())
+}
+
+/// Writes the images as an NHWC uint8 `arr_0` npz (what FID tools read).
+pub fn write_npz(path: &Path, imgs: &Images) -> Result<()> {
+    let u = sparsedm_fid::U8Images { data: imgs.data.clone(), n: imgs.n, height: imgs.h, width: imgs.w, channels: 3 };
+    sparsedm_fid::write_images_npz(path, &u)?;
+    Ok(())
+}
+
+fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::Data { path: dir.into(), msg: e.to_string() })?;
+    }
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| TrainError::Data { path: path.into(), msg: format!("PNG encoding failed: {e}") })?;
+    sparsedm_tensor::write_atomic(path, &bytes)?;
+    Ok(())
+}
