@@ -12,6 +12,7 @@ pub mod error;
 pub mod grad;
 pub mod lr;
 pub mod optim;
+pub mod restore;
 pub mod samples;
 pub mod trainer;
 

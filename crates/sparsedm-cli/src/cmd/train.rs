@@ -1,0 +1,82 @@
+//! `sparsedm train`: one training run from a TOML config or a preset —
+//! dense pre-training or SparseDM fine-tuning — with a progress bar, a JSONL
+//! metrics log, sample grids and atomic checkpoints; `--resume DIR`
+//! continues a run exactly where its last checkpoint left it.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparsedm_train::{RunConfig, Trainer};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+sparsedm train --config demo_shapes_uvit --out runs/demo\n  \
+sparsedm train --config cifar10_uvit_small_sparsedm_2of4 --set dataset.path=data/cifar10 --set train.init=uvit_s2.safetensors\n  \
+sparsedm train --resume runs/demo --set train.n_steps=2000\n\n\
+Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
+pub struct Args {
+    /// A run config (TOML file) or the name of a preset.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Override a config field: `--set train.n_steps=1000` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue the run in DIR from its newest checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// The run folder (default runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (cfg, dir, resume) = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| format!("--resume {}: no config.toml there", dir.display()))?;
+            let cfg = RunConfig::parse(&text, &dir.join("config.toml").display().to_string(), &args.set)?;
+            (cfg, dir.clone(), true)
+        }
+        (None, Some(c)) => {
+            let cfg = RunConfig::load(c, &args.set)?;
+            let name = std::path::Path::new(c).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            (cfg, args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name)), false)
+        }
+        (None, None) => bail!("give --config RUN.toml (or a preset name), or --resume DIR"),
+    };
+    let n_steps = cfg.train.n_steps;
+    let log_every = cfg.train.log_interval.max(1);
+    let mut trainer = Trainer::new(cfg, &dir, resume)?;
+    eprintln!(
+        "run {}: {} parameters, {} on {}, from step {}",
+        dir.display(),
+        trainer.student().store.num_params(),
+        trainer.config().arch,
+        trainer.dataset().describe(),
+        trainer.step()
+    );
+    if let Some(r) = trainer.sparsity_report() {
+        eprintln!("{r}");
+    }
+    let bar = ProgressBar::new(n_steps).with_position(trainer.step());
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let last = trainer.run(None, |m, rate| {
+        let msg = format!("loss {:.4} lr {:.2e} {:.2} steps/s", m.loss, m.lr, rate);
+        bar.set_position(m.step);
+        bar.set_message(msg.clone());
+        if !terminal && (m.step % log_every == 0 || m.step == n_steps) {
+            eprintln!("step {}/{n_steps} {msg}", m.step);
+        }
+    })?;
+    bar.finish();
+    match last {
+        Some(m) => eprintln!("done at step {} (loss {:.4}); checkpoints in {}", m.step, m.loss, dir.join("checkpoints").display()),
+        None => eprintln!("nothing to do: the run is already at step {} of {n_steps}", trainer.step()),
+    }
+    Ok(())
+}

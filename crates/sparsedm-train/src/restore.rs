@@ -1,0 +1,85 @@
+//! Turning a checkpoint back into a model ready to sample from: a training
+//! checkpoint (EMA weights by default, with the run's sparsity so masks
+//! apply at inference), a model checkpoint exported by a run (its config is
+//! in the metadata), or a converted official checkpoint (the caller gives
+//! the architecture and the constructor's keyword arguments).
+
+use crate::build::{self, Bundle};
+use crate::checkpoint::{load_train_state, META_CONFIG, META_KIND};
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use sparsedm_diffusion::{Arch, ModelConfig, NoiseSchedule, ScheduleKind};
+use sparsedm_layers::ParamStore;
+use sparsedm_tensor::{load_safetensors_metadata, Device};
+use std::path::Path;
+
+/// A model ready for inference and the schedule it was trained with.
+pub struct Restored {
+    pub bundle: Bundle,
+    pub schedule: Box<dyn NoiseSchedule>,
+    /// The run config, when the checkpoint carries one.
+    pub run: Option<RunConfig>,
+}
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Restored({:?}, {})", self.bundle, self.schedule.name())
+    }
+}
+
+/// Where the architecture comes from for checkpoints without a run config.
+#[derive(Debug, Clone)]
+pub struct ExternalModel {
+    pub arch: Arch,
+    /// The reference constructor's keyword arguments (top level or under "config").
+    pub config: serde_json::Value,
+    /// Defaults to vp-linear for U-ViT and ddpm-linear for the UNet.
+    pub schedule: Option<ScheduleKind>,
+}
+
+/// Loads `path` for sampling; `use_ema` picks the EMA weights of a
+/// training checkpoint.
+pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> Result<Restored> {
+    let meta = load_safetensors_metadata(path)?;
+    match meta.get(META_KIND).map(String::as_str) {
+        Some("train-state") => {
+            let st = load_train_state(path)?;
+            let run = RunConfig::parse(&st.config_toml, &format!("{} (config)", path.display()), &[])?;
+            let b = build::new_model(&run, run.seed)?;
+            let weights = if use_ema { st.ema } else { st.model };
+            let ignore_buffers = use_ema;
+            let names: Vec<String> = weights.iter().map(|w| w.0.clone()).collect();
+            b.store.load_tensors(&path.display().to_string(), weights, |n| ignore_buffers && !names.iter().any(|w| w == n))?;
+            if let Some(s) = &run.sparse {
+                build::sparsify(&b.store, s)?;
+            }
+            b.store.set_training(false);
+            Ok(Restored { schedule: build::schedule(&run)?, bundle: b, run: Some(run) })
+        }
+        _ => {
+            if let Some(text) = meta.get(META_CONFIG) {
+                let run = RunConfig::parse(text, &format!("{} (config)", path.display()), &[])?;
+                let b = build::new_model(&run, run.seed)?;
+                sparsedm_diffusion::load_checkpoint(&b.store, path)?;
+                b.store.set_training(false);
+                return Ok(Restored { schedule: build::schedule(&run)?, bundle: b, run: Some(run) });
+            }
+            let ext = external.ok_or_else(|| {
+                TrainError::Config(format!(
+                    "{} has no sparsedm run config in its metadata: give --arch and --config (the model's constructor arguments as JSON)",
+                    path.display()
+                ))
+            })?;
+            let config = ModelConfig::from_json(ext.arch, &ext.config)?;
+            let store = ParamStore::new(Device::Cpu, 0);
+            let model = config.build(&store)?;
+            sparsedm_diffusion::load_checkpoint(&store, path)?;
+            store.set_training(false);
+            let kind = ext.schedule.unwrap_or(match ext.arch {
+                Arch::UViT => ScheduleKind::VpLinear,
+                Arch::DdpmUNet => ScheduleKind::DdpmLinear,
+            });
+            Ok(Restored { bundle: Bundle { store, model, config }, schedule: kind.build(), run: None })
+        }
+    }
+}
