@@ -197,6 +197,111 @@ pub enum LayersError {
         /// Nonzeros found in that line.
         nonzeros: usize,
     },
+
+    /// A sparsity policy that cannot be parsed, or that selects no layer of
+    /// the model (a misspelt glob must not silently leave everything dense).
+    #[error("sparsity policy {policy:?}: {msg}")]
+    Policy {
+        /// The policy as written.
+        policy: String,
+        /// What is wrong.
+        msg: String,
+    },
+
+    /// A progressive schedule (`"15:16@0,7:8@100000"`) that cannot be parsed or is not
+    /// ordered.
+    #[error("progressive schedule {spec:?}: {msg}")]
+    Schedule {
+        /// The schedule as written.
+        spec: String,
+        /// What is wrong.
+        msg: String,
+    },
+
+    /// A sparse checkpoint whose sparsity metadata is missing or unreadable, or that lacks a
+    /// weight its metadata lists.
+    #[error("sparse checkpoint {path}: {msg}")]
+    SparseCheckpoint {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+
+    /// A layer of a sparse checkpoint whose stored weight does not satisfy the N:M pattern its
+    /// metadata declares; `source` names the first offending group.
+    #[error("sparse checkpoint {path}: layer {layer} does not satisfy its declared sparsity: {source}")]
+    LayerNotSparse {
+        /// The file.
+        path: String,
+        /// The layer (state-dict prefix, e.g. `in_blocks.0.attn.qkv`).
+        layer: String,
+        /// The violation found by [`check_nm`](crate::check_nm) or
+        /// [`check_transposable`](crate::check_transposable).
+        source: Box<LayersError>,
+    },
+
+    /// An argument outside its domain (a loss weight that is negative or not finite, tensors of
+    /// different shapes where one shape is needed, ...).
+    #[error("{what}: {msg}")]
+    InvalidArgument {
+        /// The function or setting concerned.
+        what: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Structural equality, so tests can compare whole errors. A tensor-engine error holds an
+/// `std::io::Error`, which has no equality; two of them are equal when their messages are.
+impl PartialEq for LayersError {
+    fn eq(&self, other: &Self) -> bool {
+        use LayersError as E;
+        match (self, other) {
+            (E::Tensor(a), E::Tensor(b)) => a.to_string() == b.to_string(),
+            (E::CheckpointMismatch { path: a, problems: b }, E::CheckpointMismatch { path: c, problems: d }) => (a, b) == (c, d),
+            (E::Param { name: a, msg: b }, E::Param { name: c, msg: d }) => (a, b) == (c, d),
+            (E::ImpossiblePattern { n: a, m: b }, E::ImpossiblePattern { n: c, m: d }) => (a, b) == (c, d),
+            (E::PatternSyntax { input: a }, E::PatternSyntax { input: b }) => a == b,
+            (E::UnsupportedRank { shape: a }, E::UnsupportedRank { shape: b }) => a == b,
+            (E::EmptyDimension { shape: a }, E::EmptyDimension { shape: b }) => a == b,
+            (E::ShapeOverflow { shape: a }, E::ShapeOverflow { shape: b }) => a == b,
+            (
+                E::LengthMismatch { what: a, layout: b, expected: c, actual: d },
+                E::LengthMismatch { what: e, layout: f, expected: g, actual: h },
+            ) => (a, b, c, d) == (e, f, g, h),
+            (
+                E::InputNotDivisible { layout: a, inp: b, pattern: c },
+                E::InputNotDivisible { layout: d, inp: e, pattern: f },
+            ) => (a, b, c) == (d, e, f),
+            (
+                E::FlatIndexNotDivisible { layout: a, numel: b, pattern: c },
+                E::FlatIndexNotDivisible { layout: d, numel: e, pattern: f },
+            ) => (a, b, c) == (d, e, f),
+            (
+                E::NmViolation { layout: a, pattern: b, out: c, kernel_pos: d, in_start: e, in_end: f, nonzeros: g },
+                E::NmViolation { layout: h, pattern: i, out: j, kernel_pos: k, in_start: l, in_end: m, nonzeros: n },
+            ) => (a, b, c, d, e, f, g) == (h, i, j, k, l, m, n),
+            (
+                E::FlatGroupViolation { layout: a, pattern: b, group: c, first: d, last: e, nonzeros: f },
+                E::FlatGroupViolation { layout: g, pattern: h, group: i, first: j, last: k, nonzeros: l },
+            ) => (a, b, c, d, e, f) == (g, h, i, j, k, l),
+            (E::TransposableShape { layout: a }, E::TransposableShape { layout: b }) => a == b,
+            (
+                E::TransposableViolation { layout: a, out_start: b, in_start: c, kernel_pos: d, line: e, nonzeros: f },
+                E::TransposableViolation { layout: g, out_start: h, in_start: i, kernel_pos: j, line: k, nonzeros: l },
+            ) => (a, b, c, d, e, f) == (g, h, i, j, k, l),
+            (E::Policy { policy: a, msg: b }, E::Policy { policy: c, msg: d }) => (a, b) == (c, d),
+            (E::Schedule { spec: a, msg: b }, E::Schedule { spec: c, msg: d }) => (a, b) == (c, d),
+            (E::SparseCheckpoint { path: a, msg: b }, E::SparseCheckpoint { path: c, msg: d }) => (a, b) == (c, d),
+            (
+                E::LayerNotSparse { path: a, layer: b, source: c },
+                E::LayerNotSparse { path: d, layer: e, source: f },
+            ) => (a, b, c) == (d, e, f),
+            (E::InvalidArgument { what: a, msg: b }, E::InvalidArgument { what: c, msg: d }) => (a, b) == (c, d),
+            _ => false,
+        }
+    }
 }
 
 /// A row or a column of a 4×4 block, by its absolute index in the weight.

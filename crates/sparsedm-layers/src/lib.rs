@@ -25,16 +25,34 @@
 //! parameters like the reference `state_dict()`, and [`SparseSlot`], which
 //! turns a dense weight into the weight each training mode uses
 //! ([`SparseMode`]: SR-STE, STE, ASP's fixed mask, untrained masks).
+//!
+//! And the **method** around them:
+//! * [`policy`]: which layers get a pattern ([`Policy`]: `sparsedm-uvit`,
+//!   `asp`, `all`, name globs) and [`apply_policy`];
+//! * [`report`]: [`SparsityReport`], per-layer pattern, achieved sparsity
+//!   and MACs, as a table or JSON;
+//! * [`kt`]: the knowledge-transfer loss [`KtLoss`];
+//! * [`progressive`]: the progressive-sparsity baseline
+//!   [`ProgressiveSchedule`] (masks switched in place);
+//! * [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
+//!   spec in the safetensors metadata, verified on read);
+//! * [`prune`](mod@prune): one-shot magnitude pruning ([`prune()`]).
 
 pub mod attention;
+pub mod checkpoint;
 pub mod conv2d;
 pub mod error;
 pub mod init;
+pub mod kt;
 pub mod layout;
 pub mod linear;
 pub mod mask;
 pub mod norm;
 pub mod pattern;
+pub mod policy;
+pub mod progressive;
+pub mod prune;
+pub mod report;
 pub mod sparse;
 pub mod store;
 pub mod transposable;
@@ -46,7 +64,16 @@ pub use error::{BlockLine, LayersError};
 pub use init::Init;
 pub use linear::Linear;
 pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
-pub use sparse::{SparseMode, SparseSlot, SRSTE_LAMBDA};
+pub use checkpoint::{
+    load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint, sparse_state_dict,
+    write_sparse_checkpoint, LayerSparsity, SparsitySpec, SPARSITY_METADATA_KEY,
+};
+pub use kt::{KtLoss, KtLossValue};
+pub use policy::{apply_policy, NamedPolicy, Policy, Selection};
+pub use progressive::{ProgressiveSchedule, Stage, Switch};
+pub use prune::{prune, replace_pruned};
+pub use report::{LayerKind, LayerReport, ReportTotals, SparsityReport};
+pub use sparse::{mode_mask, plan_mode, MaskPlan, ModeKind, SparseMode, SparseSlot, SRSTE_LAMBDA};
 pub use store::ParamStore;
 pub use layout::WeightLayout;
 pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};

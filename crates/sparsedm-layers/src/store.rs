@@ -122,6 +122,16 @@ impl ParamStore {
         self.lock().sparse.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
+    /// Calls [`SparseSlot::after_optimizer_step`] on every sparse slot: the
+    /// second half of ASP's patched `optimizer.step` (`Fixed` layers get
+    /// their weights re-masked). Call it after each optimizer step.
+    pub fn after_optimizer_step(&self) -> Result<()> {
+        for (_, slot) in self.sparse_slots() {
+            slot.after_optimizer_step()?;
+        }
+        Ok(())
+    }
+
     /// Number of trained scalars.
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|(_, t)| t.elem_count()).sum()
@@ -155,6 +165,8 @@ impl ParamStore {
             match inner.entries.get(&name) {
                 None => problems.push(format!("  unexpected tensor {name} {:?}", t.shape())),
                 Some((dst, _)) if dst.shape() != t.shape() => {
+                    // Present, so not also "missing".
+                    seen.insert(name.clone());
                     problems.push(format!("  tensor {name} has shape {:?}, the model expects {:?}", t.shape(), dst.shape()))
                 }
                 Some((dst, _)) => {

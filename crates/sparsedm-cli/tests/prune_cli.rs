@@ -1,0 +1,247 @@
+//! `sparsedm prune` on a reference checkpoint: exactly the policy's layers get the magnitude N:M
+//! masks of the rule (compared with `sparsedm_layers::compute_mask` / `transposable_mask` on the
+//! original weights, with the layer selection re-derived here from the policies' definitions in
+//! MODELS_AND_METHOD §5 and §7.2), every other tensor is bit-identical, and bad arguments fail
+//! with a clear message and a non-zero exit code.
+//!
+//! Fixtures: `tests/fixtures/uvit_tiny_uncond.json` and `uvit_tiny_uncond.weights.safetensors`
+//! are copied unchanged from the project's shared reference fixtures (`uvit_tiny_uncond.*`):
+//! the `state_dict()` of `UViT(**config)` from baofff/U-ViT `libs/uvit.py` (img 8, patch 2,
+//! D 32, depth 4, 2 heads), produced with PyTorch 2.11 on CPU in float32 with a fixed seed, all
+//! parameters perturbed away from their init. The DDPM UNet case uses the sparsedm-diffusion
+//! parity fixture `ddpm_unet_tiny.*` (pesser/pytorch_diffusion `model.py`, same provenance).
+
+use sparsedm_layers::{
+    NmPattern, NonDivisible, SPARSITY_METADATA_KEY, TransposableMethod, WeightLayout, compute_mask, read_sparse_checkpoint,
+    transposable_mask,
+};
+use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn unet_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-diffusion/tests/fixtures").join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sparsedm-prune-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn prune(arch: &str, config: &PathBuf, weights: &PathBuf, pattern: &str, policy: &str, extra: &[&str], out: &PathBuf) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsedm"))
+        .args(["prune", "--arch", arch, "--config"])
+        .arg(config)
+        .arg("--weights")
+        .arg(weights)
+        .args(["--pattern", pattern, "--policy", policy])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run the sparsedm binary")
+}
+
+/// How the rule treats one tensor: `None` = untouched.
+type Rule = fn(&str, &[usize], NmPattern) -> Option<NonDivisible>;
+
+fn is_weight_layer(name: &str, shape: &[usize]) -> bool {
+    name.ends_with(".weight") && (shape.len() == 2 || shape.len() == 4)
+}
+
+/// SparseDM's U-ViT: attn.qkv, attn.proj, mlp.fc1, mlp.fc2 of in/mid/out blocks (§7.2).
+fn rule_sparsedm_uvit(name: &str, _: &[usize], _: NmPattern) -> Option<NonDivisible> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let block = match parts.as_slice() {
+        ["in_blocks" | "out_blocks", i, rest @ ..] if i.parse::<usize>().is_ok() => rest,
+        ["mid_block", rest @ ..] => rest,
+        _ => return None,
+    };
+    matches!(block, ["attn", "qkv", "weight"] | ["attn", "proj", "weight"] | ["mlp", "fc1", "weight"] | ["mlp", "fc2", "weight"])
+        .then_some(NonDivisible::LeaveDense)
+}
+
+/// apex ASP: Linear/Conv2d weights with size(0) % 8 == 0 and size(1) % 16 == 0 (§5).
+fn rule_asp(name: &str, shape: &[usize], _: NmPattern) -> Option<NonDivisible> {
+    (is_weight_layer(name, shape) && shape[0] % 8 == 0 && shape[1] % 16 == 0).then_some(NonDivisible::LeaveDense)
+}
+
+/// Every Linear/Conv2d; SparseDM's flat-index groups where the input dim does not divide (§7.2).
+fn rule_all(name: &str, shape: &[usize], p: NmPattern) -> Option<NonDivisible> {
+    if !is_weight_layer(name, shape) {
+        return None;
+    }
+    let numel: usize = shape.iter().product();
+    Some(if shape[1] % p.m() != 0 && numel % p.m() == 0 { NonDivisible::FlatIndex } else { NonDivisible::LeaveDense })
+}
+
+/// `*.attn.*,!mid_block.*`.
+fn rule_attn_not_mid(name: &str, shape: &[usize], _: NmPattern) -> Option<NonDivisible> {
+    (is_weight_layer(name, shape) && name.contains(".attn.") && !name.starts_with("mid_block.")).then_some(NonDivisible::LeaveDense)
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+/// Runs the command and checks the output file against `rule`; returns stdout. `expect_pruned`
+/// is the number of tensors the rule must actually change (guards against a vacuous pass).
+fn check(
+    arch: &str,
+    config: PathBuf,
+    weights: PathBuf,
+    pattern: &str,
+    policy: &str,
+    transposable: bool,
+    rule: Rule,
+    expect_pruned: usize,
+) -> String {
+    let p: NmPattern = pattern.parse().unwrap();
+    let out =
+        scratch(&format!("{arch}-{}-{}-{transposable}.safetensors", policy.replace(['*', '!', ',', '.'], "_"), pattern.replace(':', "of")));
+    let extra: &[&str] = if transposable { &["--transposable"] } else { &[] };
+    let run = prune(arch, &config, &weights, pattern, policy, extra, &out);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{policy} {pattern}: {}\n{stdout}", String::from_utf8_lossy(&run.stderr));
+
+    let original: HashMap<String, Tensor> = load_safetensors(&weights).unwrap().into_iter().collect();
+    let pruned: HashMap<String, Tensor> = load_safetensors(&out).unwrap().into_iter().collect();
+    let mut names: Vec<&String> = original.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        {
+            let mut n: Vec<&String> = pruned.keys().collect();
+            n.sort();
+            n
+        },
+        "same tensor names"
+    );
+    let mut changed = 0;
+    for name in names {
+        let (o, q) = (&original[name], &pruned[name]);
+        assert_eq!((o.shape(), o.dtype()), (q.shape(), q.dtype()), "{name}");
+        match rule(name, o.shape(), p) {
+            None => assert_eq!(bits(o), bits(q), "{name} must be untouched"),
+            Some(nd) => {
+                let w = o.to_vec_f32().unwrap();
+                let layout = WeightLayout::from_shape(o.shape()).unwrap();
+                let tileable = layout.out() % 4 == 0 && layout.inp() % 4 == 0;
+                let mask = if transposable && tileable {
+                    transposable_mask(&w, layout, TransposableMethod::Exact).unwrap()
+                } else if transposable && layout.inp() % 4 == 0 {
+                    vec![1.0; w.len()] // cannot tile 4×4: left dense
+                } else {
+                    compute_mask(&w, layout, p, nd).unwrap().0
+                };
+                let expected: Vec<u32> = w.iter().zip(&mask).map(|(w, m)| (w * m).to_bits()).collect();
+                assert_eq!(bits(q), expected, "{name}: the rule's {pattern} mask");
+                if mask.contains(&0.0) {
+                    changed += 1;
+                    assert!(stdout.contains(name.trim_end_matches(".weight")), "report lists {name}:\n{stdout}");
+                }
+            }
+        }
+    }
+    assert_eq!(changed, expect_pruned, "{policy} {pattern}: pruned tensors\n{stdout}");
+    // A sparse checkpoint: the spec is in the metadata and verifies.
+    assert!(load_safetensors_metadata(&out).unwrap().contains_key(SPARSITY_METADATA_KEY));
+    let (_, spec) = read_sparse_checkpoint(&out).unwrap();
+    assert_eq!(spec.layers.values().filter(|l| l.masking != "left-dense").count(), expect_pruned);
+    assert!(stdout.contains("total:") && stdout.contains("MACs"), "{stdout}");
+    stdout
+}
+
+fn uvit(pattern: &str, policy: &str, transposable: bool, rule: Rule, expect_pruned: usize) -> String {
+    check(
+        "uvit",
+        fixture("uvit_tiny_uncond.json"),
+        fixture("uvit_tiny_uncond.weights.safetensors"),
+        pattern,
+        policy,
+        transposable,
+        rule,
+        expect_pruned,
+    )
+}
+
+#[test]
+fn sparsedm_uvit_policy() {
+    // 5 blocks × (qkv, proj, fc1, fc2).
+    let stdout = uvit("2:4", "sparsedm-uvit", false, rule_sparsedm_uvit, 20);
+    assert!(stdout.contains("pruned") && stdout.contains("with policy sparsedm-uvit"), "{stdout}");
+    uvit("1:8", "sparsedm-uvit", false, rule_sparsedm_uvit, 20);
+}
+
+#[test]
+fn asp_policy_with_and_without_transposable_masks() {
+    // + 2 skip_linears; patch_embed (C_in 3), decoder_pred (out 12) and final_layer skipped.
+    uvit("2:4", "asp", false, rule_asp, 22);
+    uvit("2:4", "asp", true, rule_asp, 22);
+}
+
+#[test]
+fn all_policy_uses_flat_index_groups_for_the_patch_embedding() {
+    // Every Linear/Conv2d but final_layer (81 weights: no groups of 4 at all).
+    let stdout = uvit("2:4", "all", false, rule_all, 24);
+    assert!(stdout.contains("flat-index"), "{stdout}");
+}
+
+#[test]
+fn glob_policy() {
+    uvit("2:4", "*.attn.*,!mid_block.*", false, rule_attn_not_mid, 8);
+}
+
+#[test]
+fn ddpm_unet_all_policy() {
+    let n = load_safetensors(unet_fixture("ddpm_unet_tiny.weights.safetensors"))
+        .unwrap()
+        .iter()
+        .filter(|(name, t)| is_weight_layer(name, t.shape()))
+        .count();
+    check(
+        "ddpm-unet",
+        unet_fixture("ddpm_unet_tiny.json"),
+        unet_fixture("ddpm_unet_tiny.weights.safetensors"),
+        "2:4",
+        "all",
+        false,
+        rule_all,
+        n,
+    );
+}
+
+fn fails(pattern: &str, policy: &str, extra: &[&str]) -> String {
+    let out = scratch(&format!("never-{}.safetensors", pattern.replace(':', "of")));
+    let _ = std::fs::remove_file(&out);
+    let run =
+        prune("uvit", &fixture("uvit_tiny_uncond.json"), &fixture("uvit_tiny_uncond.weights.safetensors"), pattern, policy, extra, &out);
+    assert!(!run.status.success(), "{pattern} {policy} {extra:?} must fail");
+    assert_ne!(run.status.code(), Some(0));
+    assert!(!out.exists(), "nothing written on error");
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
+#[test]
+fn impossible_pattern_is_a_clear_error() {
+    let e = fails("5:4", "sparsedm-uvit", &[]);
+    assert!(e.contains("impossible N:M pattern 5:4") && e.contains("1 <= N <= M <= 32"), "{e}");
+    let e = fails("2-4", "sparsedm-uvit", &[]);
+    assert!(e.contains("cannot parse N:M pattern"), "{e}");
+}
+
+#[test]
+fn other_bad_arguments_are_clear_errors() {
+    let e = fails("2:4", "*.atn.*", &[]);
+    assert!(e.contains("selects none") && e.trim_end().lines().count() == 1, "{e}");
+    let e = fails("1:4", "asp", &["--transposable"]);
+    assert!(e.contains("--transposable needs --pattern 2:4"), "{e}");
+    let e = fails("2:4", "!all", &[]);
+    assert!(e.contains("named policies cannot be excluded"), "{e}");
+}
