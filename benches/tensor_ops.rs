@@ -7,6 +7,10 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sparsedm_tensor::{no_grad, Device, Rng, Tensor};
 
+// The same allocator as the `sparsedm` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, &mut Rng::new(seed), &Device::Cpu).expect("randn")
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [SUITE]`: criterion benchmarks in release mode.
 //! Suites are the bench targets of the root package (`benches/*.rs`).
 
-const SUITES: &[(&str, &str)] = &[("tensor", "tensor_ops")];
+const SUITES: &[(&str, &str)] = &[("tensor", "tensor_ops"), ("train-cpu", "train_cpu")];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let chosen: Vec<&str> = match args.first() {

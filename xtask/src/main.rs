@@ -10,7 +10,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  bench [SUITE]   run criterion benchmarks (SUITE: tensor; default: all)
+  bench [SUITE]   run benchmarks in release mode (SUITE: tensor, train-cpu; default: all)
   help            this text";
 
 fn main() -> ExitCode {

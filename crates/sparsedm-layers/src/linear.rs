@@ -32,11 +32,7 @@ impl Linear {
     /// `x` of shape `[..., in]` to `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
         let w = self.slot.effective_weight()?;
-        let y = x.matmul(&w.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        })
+        Ok(x.linear(&w, self.bias.as_ref())?)
     }
 
     pub fn weight(&self) -> &Tensor {

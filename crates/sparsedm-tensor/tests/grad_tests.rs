@@ -223,3 +223,14 @@ fn grad_check_detects_a_wrong_gradient() {
     let err = grad_check(&[randn(&[3, 3], 140)], |t| t[0].mul(&t[0].detach()), EPS, 1).unwrap();
     assert!(err > 0.3, "grad_check missed a wrong gradient (error {err})");
 }
+
+#[test]
+fn fused_linear() {
+    check("linear_bias", &[randn(&[2, 3, 4], 150), randn(&[5, 4], 151), randn(&[5], 152)], |t| t[0].linear(&t[1], Some(&t[2])));
+    check("linear_no_bias_transposed_input", &[randn(&[4, 3], 153), randn(&[2, 3], 154)], |t| t[0].t()?.t()?.linear(&t[1], None));
+    // Same values as matmul + add.
+    let (x, w, b) = (randn(&[7, 6], 155), randn(&[3, 6], 156), randn(&[3], 157));
+    let fused = x.linear(&w, Some(&b)).unwrap().to_vec_f32().unwrap();
+    let plain = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap().to_vec_f32().unwrap();
+    sparsedm_tensor::testing::assert_close("linear", &fused, &plain, 1e-6);
+}

@@ -150,3 +150,63 @@ impl Tensor {
         ))
     }
 }
+
+impl Tensor {
+    /// `x · Wᵀ + b` over the last dim of `x` (`[..., in]`, weight
+    /// `[out, in]`, bias `[out]`), as `torch.nn.functional.linear`: one GEMM
+    /// whose output starts as the broadcast bias, so the bias costs no pass
+    /// of its own.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let op = "linear";
+        let k = *self.shape().last().ok_or_else(|| Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() })?;
+        if weight.rank() != 2 || weight.shape()[1] != k {
+            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
+        }
+        let n = weight.shape()[0];
+        if let Some(b) = bias {
+            if b.shape() != [n] {
+                return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
+            }
+        }
+        let m = self.elem_count() / k.max(1);
+        let x2 = self.reshape(&[m, k])?;
+        let mut out = vec![0f32; m * n];
+        if let Some(b) = bias {
+            let bv = b.to_vec_f32()?;
+            for row in out.chunks_mut(n.max(1)) {
+                row.copy_from_slice(&bv);
+            }
+        }
+        {
+            let (sx, sw) = (x2.storage(), weight.storage());
+            let (lx, lw) = (x2.layout(), weight.layout());
+            let (xv, wv) = (&sx.cpu_f32(op)?[lx.offset()..], &sw.cpu_f32(op)?[lw.offset()..]);
+            // rhs[kk, j] = W[j, kk]
+            gemm_f32(&mut out, m, n, k, xv, lx.strides()[0], lx.strides()[1], wv, lw.strides()[1], lw.strides()[0], bias.is_some(), true);
+        }
+        let mut out_shape = self.shape().to_vec();
+        *out_shape.last_mut().expect("rank >= 1") = n;
+        let (xs, ws) = (x2.clone(), weight.clone());
+        let in_shape = self.shape().to_vec();
+        let mut inputs = vec![self, weight];
+        if let Some(b) = bias {
+            inputs.push(b);
+        }
+        Ok(Tensor::from_op(
+            f32_storage(out),
+            &out_shape,
+            op,
+            &inputs,
+            bw(move |c| {
+                let g = c.grad.reshape(&[m, n])?;
+                let gx = if c.needs[0] { Some(g.matmul(&ws)?.reshape(&in_shape)?) } else { None };
+                let gw = if c.needs[1] { Some(g.t()?.matmul(&xs)?) } else { None };
+                let mut grads = vec![gx, gw];
+                if c.needs.len() == 3 {
+                    grads.push(if c.needs[2] { Some(g.sum_dims(&[0], false)?) } else { None });
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+}

@@ -39,6 +39,112 @@ fn per_plane(input: &[f32], in_plane: usize, out_plane: usize, planes: usize, f:
     out
 }
 
+/// The windows of a pool along one axis: window `o` covers input
+/// `[o·s − p, o·s − p + k)`, clipped to `[0, len)` in `ranges` (every window
+/// of a valid pool keeps at least one input element); windows `lo..hi` lie
+/// entirely inside the input.
+struct Windows {
+    ranges: Vec<(usize, usize)>,
+    lo: usize,
+    hi: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+}
+
+impl Windows {
+    fn new(len: usize, out: usize, k: usize, s: usize, p: usize) -> Self {
+        let ranges = (0..out)
+            .map(|o| {
+                let start = (o * s) as isize - p as isize;
+                let end = (start + k as isize).min(len as isize);
+                (start.max(0) as usize, end.max(0) as usize)
+            })
+            .collect();
+        let lo = p.div_ceil(s).min(out);
+        let hi = if len + p >= k { ((len + p - k) / s + 1).min(out) } else { 0 }.max(lo);
+        Windows { ranges, lo, hi, k, s, p }
+    }
+
+    fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// `dst[o] = step(…step(step(row[a], row[a+1]), row[a+2])…)` over each
+    /// window `[a, b)` of `row`, elements in order. Interior windows are
+    /// computed tap by tap across all outputs, which vectorises.
+    /// A strided interior is reduced at every position first (contiguous,
+    /// vectorised) in `scratch`, then subsampled.
+    fn reduce_row(&self, row: &[f32], dst: &mut [f32], scratch: &mut Vec<f32>, step: impl Fn(f32, f32) -> f32) {
+        for o in (0..self.lo).chain(self.hi..self.len()) {
+            let (a, b) = self.ranges[o];
+            let mut acc = row[a];
+            for &v in &row[a + 1..b] {
+                acc = step(acc, v);
+            }
+            dst[o] = acc;
+        }
+        if self.lo == self.hi {
+            return;
+        }
+        let n = self.hi - self.lo;
+        let base = self.lo * self.s - self.p;
+        let reduce_contiguous = |d: &mut [f32]| {
+            let len = d.len();
+            d.copy_from_slice(&row[base..base + len]);
+            for t in 1..self.k {
+                for (m, &v) in d.iter_mut().zip(&row[base + t..base + t + len]) {
+                    *m = step(*m, v);
+                }
+            }
+        };
+        if self.s == 1 {
+            reduce_contiguous(&mut dst[self.lo..self.hi]);
+        } else {
+            scratch.resize((n - 1) * self.s + 1, 0.0);
+            reduce_contiguous(scratch);
+            for (d, &v) in dst[self.lo..self.hi].iter_mut().zip(scratch.iter().step_by(self.s)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// Whether `v` replaces `best` in a max pool scan: strictly greater, or the
+/// first NaN (so NaN propagates and ties keep the first element).
+#[inline]
+fn max_wins(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+#[inline]
+fn max_step(best: f32, v: f32) -> f32 {
+    if max_wins(v, best) { v } else { best }
+}
+
+/// Values of a max pool on one plane of width `w`: the max over each row's
+/// column windows, then over each output's rows. Scanning rows in order and
+/// keeping the first maximum gives the element a row-major scan of the
+/// window keeps (the same value, bit for bit, including ±0 and NaN).
+fn max_pool_plane(plane: &[f32], w: usize, rows: &Windows, cols: &Windows, out: &mut [f32]) {
+    let wo = cols.len();
+    let h = plane.len() / w.max(1);
+    let mut hmax = vec![0f32; h * wo];
+    let mut scratch = Vec::new();
+    for ih in 0..h {
+        cols.reduce_row(&plane[ih * w..(ih + 1) * w], &mut hmax[ih * wo..(ih + 1) * wo], &mut scratch, max_step);
+    }
+    for (oh, &(h0, h1)) in rows.ranges.iter().enumerate() {
+        let dst = &mut out[oh * wo..(oh + 1) * wo];
+        dst.copy_from_slice(&hmax[h0 * wo..(h0 + 1) * wo]);
+        for ih in h0 + 1..h1 {
+            for (d, &v) in dst.iter_mut().zip(&hmax[ih * wo..(ih + 1) * wo]) {
+                *d = max_step(*d, v);
+            }
+        }
+    }
+}
+
 impl Tensor {
     /// Max pooling with a square `k`×`k` window, stride `s`, padding `p`
     /// (padding never wins; ties take the first element).
@@ -47,6 +153,14 @@ impl Tensor {
         let (n, c, h, w) = check_nchw(op, self)?;
         let (ho, wo) = (out_size(op, self.shape(), h, k, s, p)?, out_size(op, self.shape(), w, k, s, p)?);
         let x = self.contiguous()?;
+        if !(crate::autograd::is_grad_enabled() && self.is_tracked()) {
+            // No gradient will be asked for: values only, without the argmax.
+            let (rows, cols) = (Windows::new(h, ho, k, s, p), Windows::new(w, wo, k, s, p));
+            let vals = x.with_contiguous_f32(op, |xv| {
+                per_plane(xv, h * w, ho * wo, n * c, |plane, o| max_pool_plane(plane, w, &rows, &cols, o))
+            })?;
+            return Ok(Tensor::from_storage(f32_storage(vals), &[n, c, ho, wo]));
+        }
         // Output value and flat in-plane argmax per output element.
         let mut arg = vec![0usize; n * c * ho * wo];
         let vals = x.with_contiguous_f32(op, |xv| {
@@ -121,16 +235,31 @@ impl Tensor {
             (h0, h1, w0, w1, d.max(1) as f32)
         };
         let x = self.contiguous()?;
+        // Separable: per input row the window sums along W, then per output
+        // row the sum of its window's rows, added in the same order as a
+        // direct window sum (row by row, each row left to right), so the
+        // values are bitwise those of the direct computation.
+        let (rows, cols) = (Windows::new(h, ho, k, s, p), Windows::new(w, wo, k, s, p));
+        let divisors: Vec<f32> = (0..ho * wo).map(|i| divisor(i / wo, i % wo).4).collect();
         let vals = x.with_contiguous_f32(op, |xv| {
             per_plane(xv, h * w, ho * wo, n * c, |plane, o| {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let (h0, h1, w0, w1, d) = divisor(oh, ow);
-                        let mut acc = 0f32;
-                        for ih in h0..h1 {
-                            acc += plane[ih * w + w0..ih * w + w1].iter().sum::<f32>();
+                let mut hsum = vec![0f32; h * wo];
+                let mut scratch = Vec::new();
+                for ih in 0..h {
+                    // row[a] + row[a+1] + …: `iter().sum()` of the window
+                    // (its −0.0 start is the identity of +).
+                    cols.reduce_row(&plane[ih * w..(ih + 1) * w], &mut hsum[ih * wo..(ih + 1) * wo], &mut scratch, |acc, v| acc + v);
+                }
+                for (oh, &(h0, h1)) in rows.ranges.iter().enumerate() {
+                    let dst = &mut o[oh * wo..(oh + 1) * wo];
+                    dst.fill(0.0);
+                    for ih in h0..h1 {
+                        for (d, &v) in dst.iter_mut().zip(&hsum[ih * wo..(ih + 1) * wo]) {
+                            *d += v;
                         }
-                        o[oh * wo + ow] = acc / d;
+                    }
+                    for (d, &dv) in dst.iter_mut().zip(&divisors[oh * wo..(oh + 1) * wo]) {
+                        *d /= dv;
                     }
                 }
             })
@@ -269,4 +398,66 @@ fn source_indices(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
             (i0, i1, src - i0 as f32)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Device, Tensor};
+
+    fn input(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+        let mut v: Vec<f32> =
+            (0..n * c * h * w).map(|i| (((i as u32).wrapping_mul(2_654_435_761) >> 16) % 17) as f32 - 8.0).collect();
+        // Ties, signed zeros and NaN.
+        v[3] = f32::NAN;
+        v[10] = -0.0;
+        v[11] = 0.0;
+        v
+    }
+
+    /// The value-only max pool (untracked input) equals the argmax-tracking one bit for bit.
+    #[test]
+    fn untracked_max_pool_equals_tracked() {
+        for &(h, w, k, s, p) in &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (4, 4, 1, 1, 0), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)] {
+            let x = Tensor::from_vec(input(2, 3, h, w), &[2, 3, h, w], &Device::Cpu).unwrap();
+            let fast = x.max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap();
+            let slow = x.to_var().max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap();
+            assert_eq!(fast.len(), slow.len());
+            for (a, b) in fast.iter().zip(&slow) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{h}x{w} k{k} s{s} p{p}");
+            }
+        }
+    }
+
+    /// The separable average pool equals the direct window sums bit for bit.
+    #[test]
+    fn separable_avg_pool_equals_direct_sum() {
+        for &(h, w, k, s, p) in &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)] {
+            let mut v = input(1, 2, h, w);
+            v[3] = 1.5;
+            let x = Tensor::from_vec(v.clone(), &[1, 2, h, w], &Device::Cpu).unwrap();
+            for include_pad in [false, true] {
+                let got = x.avg_pool2d(k, s, p, include_pad).unwrap().to_vec_f32().unwrap();
+                let ho = (h + 2 * p - k) / s + 1;
+                let wo = (w + 2 * p - k) / s + 1;
+                for c in 0..2 {
+                    let plane = &v[c * h * w..(c + 1) * h * w];
+                    for oh in 0..ho {
+                        for ow in 0..wo {
+                            let (hs, ws) = ((oh * s) as isize - p as isize, (ow * s) as isize - p as isize);
+                            let (he, we) = ((hs + k as isize).min((h + p) as isize), (ws + k as isize).min((w + p) as isize));
+                            let (h0, h1) = (hs.max(0) as usize, he.min(h as isize) as usize);
+                            let (w0, w1) = (ws.max(0) as usize, we.min(w as isize) as usize);
+                            let mut acc = 0f32;
+                            for ih in h0..h1 {
+                                acc += plane[ih * w + w0..ih * w + w1].iter().sum::<f32>();
+                            }
+                            let d = if include_pad { (he - hs) as usize * (we - ws) as usize } else { (h1 - h0) * (w1 - w0) };
+                            let want = acc / d.max(1) as f32;
+                            assert_eq!(got[(c * ho + oh) * wo + ow].to_bits(), want.to_bits(), "{h}x{w} k{k} s{s} p{p} pad {include_pad}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

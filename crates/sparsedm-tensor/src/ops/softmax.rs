@@ -38,7 +38,7 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - max).exp();
+        *o = crate::ops::elementwise::fast_exp(v - max);
         sum += *o;
     }
     let inv = 1.0 / sum;
