@@ -13,6 +13,9 @@ pub enum DiffusionError {
     /// An input of the wrong shape or dtype for a model or sampler.
     #[error("{what}: {msg}")]
     Input { what: String, msg: String },
+    /// A file that cannot be read or parsed (config, checkpoint).
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
 }
 
 /// Result alias of the crate.

@@ -2,9 +2,32 @@
 //! (U-ViT and the DDPM UNet), built from `sparsedm-layers` so that every
 //! Linear/Conv2d can carry an N:M sparsity; the noise schedules and
 //! samplers they were trained and evaluated with; and MAC counting.
+//!
+//! - [`uvit`]: U-ViT (baofff/U-ViT `libs/uvit.py`) and its presets.
+//! - [`unet`]: Ho et al.'s DDPM UNet (pesser/pytorch_diffusion `model.py`).
+//! - [`registry`]: [`Arch`] and [`build_model`], building either from the
+//!   reference constructor's kwargs as JSON.
+//! - [`checkpoint`]: strict safetensors loading by state-dict name.
+//! - [`macs`]: per-layer multiply–accumulate counts, N:M-aware.
 
+pub mod cfg;
+pub mod checkpoint;
 pub mod error;
+pub mod macs;
 pub mod model;
+pub mod registry;
+pub mod sampler;
+pub mod schedule;
+pub mod unet;
+pub mod uvit;
 
+pub use cfg::ClassifierFreeGuidance;
+pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::{DiffusionError, Result};
+pub use macs::{MacEntry, MacKind, MacReport};
 pub use model::EpsModel;
+pub use registry::{build_model, Arch, ModelConfig};
+pub use sampler::{sample, SamplerKind, SamplerOptions};
+pub use schedule::{DiscreteSchedule, NoiseSchedule, ScheduleKind, VpCosine, VpLinear};
+pub use unet::{UNet, UNetConfig};
+pub use uvit::{UViT, UViTConfig};

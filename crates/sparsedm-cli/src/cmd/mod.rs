@@ -1,3 +1,9 @@
 //! One module per subcommand.
 
+pub mod fid;
+pub mod forward;
 pub mod inspect;
+pub mod macs;
+pub mod prune;
+pub mod sample;
+pub mod train;

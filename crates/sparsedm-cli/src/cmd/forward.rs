@@ -1,0 +1,102 @@
+//! `sparsedm forward`: one forward pass of a model on inputs from a file, so
+//! anyone can check the Rust models against PyTorch on their own weights.
+//!
+//! CONFIG.json holds the reference constructor's keyword arguments (at its
+//! top level or under `"config"`); W.safetensors the state dict with the
+//! reference names (`scripts/convert_checkpoint.py` converts `.pth` files);
+//! IN.safetensors `input.x` `[B, C, H, W]`, the time input (`input.timesteps`
+//! for U-ViT, `input.t` for the UNet, both `[B]`) and, for class-conditional
+//! models only, `input.y` `[B]`. The result goes to OUT.safetensors under
+//! `output`. The model runs in evaluation mode (no dropout) without a graph.
+
+use anyhow::{Context, Result, anyhow, bail};
+use sparsedm_diffusion::load_checkpoint;
+use sparsedm_diffusion::registry::{Arch, ModelConfig};
+use sparsedm_layers::ParamStore;
+use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, no_grad, save_safetensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  sparsedm forward --arch uvit --config uvit.json --weights nnet_ema.safetensors \\\n      --inputs in.safetensors --output out.safetensors"
+)]
+pub struct Args {
+    /// Model family: uvit or ddpm-unet.
+    #[arg(long)]
+    pub arch: Arch,
+    /// JSON with the constructor's keyword arguments (top level or under "config").
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Weights (safetensors, reference state-dict names; f16/bf16 accepted).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Inputs (safetensors): input.x, input.timesteps (uvit) or input.t (ddpm-unet), input.y if the model has classes.
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Where to write the result (safetensors, key "output").
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cfg = ModelConfig::from_file(args.arch, &args.config)?;
+    let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();
+    let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;
+
+    let store = ParamStore::new(Device::Cpu, 0);
+    store.set_training(false);
+    let model = cfg.build(&store)?;
+    load_checkpoint(&store, &args.weights).with_context(|| format!("loading weights {}", args.weights.display()))?;
+
+    let start = std::time::Instant::now();
+    let out = {
+        let _g = no_grad();
+        model.predict_eps(&x, &t, y.as_ref())?
+    };
+    let elapsed = start.elapsed();
+    save_safetensors(&args.output, &[("output".to_string(), out.clone())], None)?;
+    println!("output {:?} written to {} (forward {:.3} s)", out.shape(), args.output.display(), elapsed.as_secs_f64());
+    Ok(())
+}
+
+/// Takes and checks x, the time input and the labels from an inputs file.
+fn take_inputs(inputs: &mut BTreeMap<String, Tensor>, cfg: &ModelConfig, path: &Path) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let shown = path.display();
+    let have = || inputs.keys().cloned().collect::<Vec<_>>().join(", ");
+    let time_key = cfg.arch().time_input_key();
+    for key in ["input.x", time_key] {
+        if !inputs.contains_key(key) {
+            bail!("{shown}: missing tensor {key:?} (the file has: {})", have());
+        }
+    }
+    let y_key = "input.y";
+    if cfg.num_classes().is_some() && !inputs.contains_key(y_key) {
+        bail!("{shown}: missing tensor {y_key:?}: the model has {} classes (the file has: {})", cfg.num_classes().unwrap_or(0), have());
+    }
+    let x = inputs.remove("input.x").ok_or_else(|| anyhow!("{shown}: missing tensor \"input.x\""))?;
+    let t = inputs.remove(time_key).ok_or_else(|| anyhow!("{shown}: missing tensor {time_key:?}"))?;
+    let y = inputs.remove(y_key);
+
+    let [c, h, w] = cfg.input_shape();
+    if x.rank() != 4 || x.shape()[1..] != [c, h, w] {
+        bail!("{shown}: input.x has shape {:?}, the model expects [B, {c}, {h}, {w}]", x.shape());
+    }
+    if !x.dtype().is_float() {
+        bail!("{shown}: input.x has dtype {:?}, expected a float type", x.dtype());
+    }
+    let x = x.to_dtype(DType::F32)?;
+    let b = x.shape()[0];
+    if t.shape() != [b] {
+        bail!("{shown}: {time_key} has shape {:?}, expected [{b}] (one time per image)", t.shape());
+    }
+    if let Some(y) = &y {
+        if cfg.num_classes().is_none() {
+            bail!("{shown}: input.y given, but the model is unconditional (num_classes <= 0)");
+        }
+        if y.shape() != [b] {
+            bail!("{shown}: input.y has shape {:?}, expected [{b}] (one label per image)", y.shape());
+        }
+    }
+    Ok((x, t, y))
+}
