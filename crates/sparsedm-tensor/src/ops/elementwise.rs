@@ -19,7 +19,10 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     // 2¹²⁷ is the largest power the exponent bits hold; above x ≈ 88.03 the
     // remainder r grows past ln2/2 and the error to ~1e-5 (rarely matters).
-    let n = (x * std::f32::consts::LOG2_E).round().min(127.0);
+    // Round to nearest by adding and removing 1.5·2²³ (pure arithmetic:
+    // `f32::round` is a libm call on baseline x86-64 and blocks vectorising).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = ((x * std::f32::consts::LOG2_E + MAGIC) - MAGIC).min(127.0);
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5) * z + r + 1.0;
