@@ -249,8 +249,9 @@ fn default_fid_every() -> u64 {
 fn default_fid_n() -> usize {
     10_000
 }
+/// U-ViT's in-training FID sampler (DPM-Solver-fast, 50 steps).
 fn default_fid_sampler() -> String {
-    "dpm-solver-2".into()
+    "dpm-solver-fast".into()
 }
 fn default_fid_steps() -> usize {
     50

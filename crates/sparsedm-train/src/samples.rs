@@ -131,3 +131,32 @@ fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     sparsedm_tensor::write_atomic(path, &bytes)?;
     Ok(())
 }
+
+/// Generated images as an FID image source (no file round trip).
+impl sparsedm_fid::ImageSource for Images {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn image_size(&self) -> (usize, usize) {
+        (self.h, self.w)
+    }
+    fn batches(&self, batch_size: usize) -> sparsedm_fid::Result<sparsedm_fid::BatchIter<'_>> {
+        let (h, w, per) = (self.h, self.w, self.h * self.w * 3);
+        let bs = batch_size.max(1);
+        Ok(Box::new((0..self.n.div_ceil(bs)).map(move |b| {
+            let (start, end) = (b * bs, ((b + 1) * bs).min(self.n));
+            let mut data = vec![0f32; (end - start) * per];
+            for (i, img) in self.data[start * per..end * per].chunks(per).enumerate() {
+                for (p, px) in img.chunks(3).enumerate() {
+                    for c in 0..3 {
+                        data[i * per + c * h * w + p] = px[c] as f32 / 255.0;
+                    }
+                }
+            }
+            Ok(sparsedm_fid::ImageBatch { data, n: end - start, height: h, width: w })
+        })))
+    }
+    fn describe(&self) -> String {
+        format!("{} generated images of {}x{}", self.n, self.w, self.h)
+    }
+}

@@ -57,6 +57,9 @@ pub struct Trainer {
     step: u64,
     best_fid: Option<f64>,
     report: Option<SparsityReport>,
+    /// Inception network and reference statistics, loaded at the first
+    /// FID evaluation.
+    fid_state: Option<(sparsedm_fid::InceptionV3, sparsedm_fid::FeatureStats)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -163,6 +166,7 @@ impl Trainer {
             step,
             best_fid,
             report,
+            fid_state: None,
         })
     }
 
@@ -328,6 +332,13 @@ impl Trainer {
             if self.cfg.train.sample_interval > 0 && self.step % self.cfg.train.sample_interval == 0 {
                 self.sample_grid()?;
             }
+            if let Some(every) = self.cfg.fid.as_ref().map(|f| f.every.max(1)) {
+                if self.step % every == 0 {
+                    let fid = self.evaluate_fid()?;
+                    let line = serde_json::json!({"step": self.step, "fid": fid, "best_fid": self.best_fid});
+                    writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
+                }
+            }
             if self.step % self.cfg.train.save_interval.max(1) == 0 && self.step != end {
                 self.save()?;
             }
@@ -337,6 +348,40 @@ impl Trainer {
             self.save()?;
         }
         Ok(last)
+    }
+
+    /// FID of the EMA model against the configured reference statistics
+    /// (`fid.n_samples` images with `fid.sampler`/`fid.steps`). A new best
+    /// is kept as `best.safetensors` (the EMA model) in the run folder.
+    pub fn evaluate_fid(&mut self) -> Result<f64> {
+        let f = self.cfg.fid.clone().ok_or_else(|| TrainError::Config("no [fid] section in the run config".into()))?;
+        if self.fid_state.is_none() {
+            let net = sparsedm_fid::InceptionV3::load(&f.inception, &sparsedm_tensor::Device::Cpu)?;
+            let reference = sparsedm_fid::read_stats_npz(&f.reference)?;
+            self.fid_state = Some((net, reference));
+        }
+        let ema = self.ema_model()?;
+        let req = crate::samples::SampleRequest {
+            n: f.n_samples,
+            batch: 64,
+            shape: ema.config.input_shape(),
+            sampler: f.sampler.parse()?,
+            steps: f.steps,
+            seed: self.cfg.seed ^ 0xF1D,
+            class: None,
+            cfg_scale: None,
+            num_classes: None,
+        };
+        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule.as_ref(), &req, |_| {})?;
+        let (net, reference) = self.fid_state.as_ref().ok_or_else(|| TrainError::Config("FID state".into()))?;
+        let opts = sparsedm_fid::ExtractOptions { progress: sparsedm_fid::Progress::Hidden, ..Default::default() };
+        let stats = sparsedm_fid::extract_features(net, &imgs, &opts)?.stats()?;
+        let fid = sparsedm_fid::frechet_distance(&stats, reference)?;
+        if self.best_fid.is_none_or(|b| fid < b) {
+            self.best_fid = Some(fid);
+            self.export_model(&self.run_dir.join("best.safetensors"), true)?;
+        }
+        Ok(fid)
     }
 
     /// Writes `samples/step_XXXXXXXX.png` from the EMA model.
