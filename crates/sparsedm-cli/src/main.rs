@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole method in minutes on the embedded shapes data: dense, SparseDM, STE, ASP.
+    Demo(cmd::demo::Args),
     Inspect(cmd::inspect::Args),
     /// One forward pass of a model on inputs from a safetensors file.
     Forward(cmd::forward::Args),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Forward(a) => cmd::forward::run(a),
         Command::Macs(a) => cmd::macs::run(a),

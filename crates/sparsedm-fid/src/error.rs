@@ -161,6 +161,15 @@ pub enum FidError {
         reason: String,
     },
 
+    /// A tensor operation of the feature network failed (shape, dtype or device problem).
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] sparsedm_tensor::Error),
+
+    /// Building the InceptionV3 network or loading its weights failed; a checkpoint that does
+    /// not match lists every missing, unexpected and mis-shaped tensor.
+    #[error("InceptionV3: {0}")]
+    Network(#[from] sparsedm_layers::LayersError),
+
     /// A CIFAR-10 binary batch file is malformed.
     #[error("{path} is not a CIFAR-10 binary batch file: {reason}")]
     BadCifarFile {

@@ -135,6 +135,12 @@ fn shape_str(shape: &[u64]) -> String {
     format!("{shape:?}")
 }
 
+/// The array names of an `.npz` (like `np.load(path).files`), in archive order; used to tell
+/// a statistics file (`mu`, `sigma`) from an image file (`arr_0`).
+pub fn npz_keys(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    Ok(Npz::open(path.as_ref())?.keys())
+}
+
 /// Reads pytorch-fid statistics (`mu` `[d]`, `sigma` `[d, d]`) from an `.npz`.
 ///
 /// float64 and float32 arrays are accepted; a Fortran-ordered `sigma` is transposed into the

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod demo;
 pub mod fid;
 pub mod forward;
 pub mod inspect;

@@ -123,7 +123,17 @@ const COL_TILE_FLOATS: usize = 1 << 18;
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with `dst` rows `dst_rs` apart
 /// (a column block of a wider row-major matrix); `lhs` and `rhs` row-major.
 #[allow(clippy::too_many_arguments)]
-fn gemm_into_block(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], accumulate: bool, parallel: bool) {
+fn gemm_into_block(
+    dst: &mut [f32],
+    dst_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -137,7 +147,8 @@ fn gemm_into_block(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize,
     }
     assert!(dst_rs >= n && (m - 1) * dst_rs + n <= dst.len(), "conv gemm: destination block out of bounds");
     assert!(m * k <= lhs.len() && k * n <= rhs.len(), "conv gemm: operand out of bounds");
-    let par = if parallel && m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
+    let par =
+        if parallel && m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above guarantee that every element addressed
     // (dst: rows 0..m at stride dst_rs, columns 0..n; lhs: m×k row-major;
     // rhs: k×n row-major) lies inside its slice; `dst` is uniquely borrowed

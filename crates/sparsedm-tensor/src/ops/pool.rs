@@ -156,9 +156,8 @@ impl Tensor {
         if !(crate::autograd::is_grad_enabled() && self.is_tracked()) {
             // No gradient will be asked for: values only, without the argmax.
             let (rows, cols) = (Windows::new(h, ho, k, s, p), Windows::new(w, wo, k, s, p));
-            let vals = x.with_contiguous_f32(op, |xv| {
-                per_plane(xv, h * w, ho * wo, n * c, |plane, o| max_pool_plane(plane, w, &rows, &cols, o))
-            })?;
+            let vals =
+                x.with_contiguous_f32(op, |xv| per_plane(xv, h * w, ho * wo, n * c, |plane, o| max_pool_plane(plane, w, &rows, &cols, o)))?;
             return Ok(Tensor::from_storage(f32_storage(vals), &[n, c, ho, wo]));
         }
         // Output value and flat in-plane argmax per output element.
@@ -405,8 +404,7 @@ mod tests {
     use crate::{Device, Tensor};
 
     fn input(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
-        let mut v: Vec<f32> =
-            (0..n * c * h * w).map(|i| (((i as u32).wrapping_mul(2_654_435_761) >> 16) % 17) as f32 - 8.0).collect();
+        let mut v: Vec<f32> = (0..n * c * h * w).map(|i| (((i as u32).wrapping_mul(2_654_435_761) >> 16) % 17) as f32 - 8.0).collect();
         // Ties, signed zeros and NaN.
         v[3] = f32::NAN;
         v[10] = -0.0;
@@ -417,7 +415,9 @@ mod tests {
     /// The value-only max pool (untracked input) equals the argmax-tracking one bit for bit.
     #[test]
     fn untracked_max_pool_equals_tracked() {
-        for &(h, w, k, s, p) in &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (4, 4, 1, 1, 0), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)] {
+        for &(h, w, k, s, p) in
+            &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (4, 4, 1, 1, 0), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)]
+        {
             let x = Tensor::from_vec(input(2, 3, h, w), &[2, 3, h, w], &Device::Cpu).unwrap();
             let fast = x.max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap();
             let slow = x.to_var().max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap();
@@ -431,7 +431,8 @@ mod tests {
     /// The separable average pool equals the direct window sums bit for bit.
     #[test]
     fn separable_avg_pool_equals_direct_sum() {
-        for &(h, w, k, s, p) in &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)] {
+        for &(h, w, k, s, p) in &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (17, 19, 3, 2, 0), (13, 11, 5, 3, 2)]
+        {
             let mut v = input(1, 2, h, w);
             v[3] = 1.5;
             let x = Tensor::from_vec(v.clone(), &[1, 2, h, w], &Device::Cpu).unwrap();
