@@ -157,11 +157,21 @@ pub struct SampleConfig {
     /// Classifier-free guidance scale (class-conditional models).
     #[serde(default)]
     pub cfg_scale: Option<f32>,
+    /// Clip x̂₀ to [−1, 1] inside samplers that form it (DDPM, DDIM, DPM-Solver++);
+    /// unset: each sampler's reference default.
+    #[serde(default)]
+    pub clip_denoised: Option<bool>,
 }
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        SampleConfig { sampler: default_sampler(), steps: default_sample_steps(), grid: default_grid(), cfg_scale: None }
+        SampleConfig {
+            sampler: default_sampler(),
+            steps: default_sample_steps(),
+            grid: default_grid(),
+            cfg_scale: None,
+            clip_denoised: None,
+        }
     }
 }
 
@@ -284,8 +294,10 @@ impl RunConfig {
         if let Some((_, text)) = PRESETS.iter().find(|p| p.0 == path) {
             return Self::parse(text, &format!("preset {path}"), overrides);
         }
-        let text = std::fs::read_to_string(Path::new(path))
-            .map_err(|e| TrainError::Data { path: path.into(), msg: format!("cannot read the run config ({e}); presets: {}", preset_names()) })?;
+        let text = std::fs::read_to_string(Path::new(path)).map_err(|e| TrainError::Data {
+            path: path.into(),
+            msg: format!("cannot read the run config ({e}); presets: {}", preset_names()),
+        })?;
         Self::parse(&text, path, overrides)
     }
 
@@ -302,7 +314,10 @@ impl RunConfig {
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.train.batch_size == 0 || self.train.grad_accum == 0 || self.train.batch_size % self.train.grad_accum != 0 {
-            return bad(format!("train.batch_size {} must be a positive multiple of train.grad_accum {}", self.train.batch_size, self.train.grad_accum));
+            return bad(format!(
+                "train.batch_size {} must be a positive multiple of train.grad_accum {}",
+                self.train.batch_size, self.train.grad_accum
+            ));
         }
         if !(0.0..=1.0).contains(&self.train.ema_rate) {
             return bad(format!("train.ema_rate {} must be in [0, 1]", self.train.ema_rate));

@@ -4,8 +4,8 @@
 //! ⌊clamp((x + 1)/2, 0, 1)·255 + 0.5⌋.
 
 use crate::error::{Result, TrainError};
-use sparsedm_diffusion::{sample, ClassifierFreeGuidance, EpsModel, NoiseSchedule, SamplerKind, SamplerOptions};
-use sparsedm_tensor::{no_grad, Device, Rng, Tensor};
+use sparsedm_diffusion::{ClassifierFreeGuidance, EpsModel, NoiseSchedule, SamplerKind, SamplerOptions, sample};
+use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 use std::path::Path;
 
 /// What to draw.
@@ -24,6 +24,8 @@ pub struct SampleRequest {
     /// which counts the null label as U-ViT's configs do).
     pub cfg_scale: Option<f32>,
     pub num_classes: Option<usize>,
+    /// Clip x̂₀ to [−1, 1] in samplers that form it (None: the sampler's default).
+    pub clip_denoised: Option<bool>,
 }
 
 /// Images as NHWC u8.
@@ -38,7 +40,12 @@ pub struct Images {
 /// Samples `req.n` images in batches; batch `i` starts from the noise of
 /// Philox stream (seed, i), so results do not depend on the batch split
 /// only through the seed.
-pub fn generate(model: &dyn EpsModel, schedule: &dyn NoiseSchedule, req: &SampleRequest, mut on_batch: impl FnMut(usize)) -> Result<Images> {
+pub fn generate(
+    model: &dyn EpsModel,
+    schedule: &dyn NoiseSchedule,
+    req: &SampleRequest,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Images> {
     let _g = no_grad();
     let [c, h, w] = req.shape;
     if req.n == 0 || req.batch == 0 {
@@ -63,7 +70,8 @@ pub fn generate(model: &dyn EpsModel, schedule: &dyn NoiseSchedule, req: &Sample
             Some(k) => Some(Tensor::from_vec_i64(vec![k; b], &[b], &Device::Cpu)?),
             None => None,
         };
-        let out = sample(req.sampler, model, schedule, &x, y.as_ref(), &SamplerOptions::new(req.steps), &mut rng)?;
+        let opts = SamplerOptions { clip_denoised: req.clip_denoised, ..SamplerOptions::new(req.steps) };
+        let out = sample(req.sampler, model, schedule, &x, y.as_ref(), &opts, &mut rng)?;
         data.extend(to_u8_nhwc(&out)?);
         done += b;
         on_batch(done);

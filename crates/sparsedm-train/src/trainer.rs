@@ -10,7 +10,7 @@
 //! give the same weights as 2K uninterrupted steps, bit for bit.
 
 use crate::build::{self, Bundle};
-use crate::checkpoint::{list_checkpoints, load_train_state, save_train_state, TrainState};
+use crate::checkpoint::{TrainState, list_checkpoints, load_train_state, save_train_state};
 use crate::config::RunConfig;
 use crate::data::{Dataset, Loader, LoaderConfig};
 use crate::ema::Ema;
@@ -19,8 +19,8 @@ use crate::grad::{accumulate, clip_global_norm, global_norm};
 use crate::lr::LrSchedule;
 use crate::optim::{AdamW, AdamWConfig};
 use sparsedm_diffusion::NoiseSchedule;
-use sparsedm_layers::{KtLoss, ProgressiveSchedule, SparsitySpec, SparsityReport};
-use sparsedm_tensor::{no_grad, GradStore, Rng, Tensor};
+use sparsedm_layers::{KtLoss, ProgressiveSchedule, SparsityReport, SparsitySpec};
+use sparsedm_tensor::{GradStore, Rng, Tensor, no_grad};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,7 +75,9 @@ impl Trainer {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         let state = if resume {
             let all = list_checkpoints(run_dir)?;
-            let (_, last) = all.last().ok_or_else(|| TrainError::Data { path: run_dir.into(), msg: "--resume: no checkpoint found in checkpoints/".into() })?;
+            let (_, last) = all
+                .last()
+                .ok_or_else(|| TrainError::Data { path: run_dir.into(), msg: "--resume: no checkpoint found in checkpoints/".into() })?;
             Some(load_train_state(last)?)
         } else {
             None
@@ -89,7 +91,8 @@ impl Trainer {
             _ => cfg,
         };
         let cfg_text = cfg.to_toml()?;
-        std::fs::write(run_dir.join("config.toml"), &cfg_text).map_err(|e| TrainError::Data { path: run_dir.join("config.toml"), msg: e.to_string() })?;
+        std::fs::write(run_dir.join("config.toml"), &cfg_text)
+            .map_err(|e| TrainError::Data { path: run_dir.join("config.toml"), msg: e.to_string() })?;
 
         let student = build::new_model(&cfg, cfg.seed)?;
         match &state {
@@ -128,12 +131,16 @@ impl Trainer {
         let mut opt = AdamW::new(params.clone(), AdamWConfig { lr: o.lr, betas: o.betas, eps: o.eps, weight_decay: o.weight_decay });
         let lr = match cfg.lr_scheduler.name.as_str() {
             "customized" => LrSchedule::WarmupConstant { warmup: cfg.lr_scheduler.warmup_steps },
-            "cosine" => LrSchedule::WarmupCosine { warmup: cfg.lr_scheduler.warmup_steps, total: cfg.train.n_steps, min_factor: cfg.lr_scheduler.min_factor },
+            "cosine" => LrSchedule::WarmupCosine {
+                warmup: cfg.lr_scheduler.warmup_steps,
+                total: cfg.train.n_steps,
+                min_factor: cfg.lr_scheduler.min_factor,
+            },
             "constant" => LrSchedule::Constant,
             other => return Err(TrainError::Config(format!("lr_scheduler.name {other:?}: expected customized, cosine or constant"))),
         };
         let mut ema = Ema::new(&ema_values(&student)?, cfg.train.ema_rate)?;
-        let mut rng = Rng::new(cfg.seed ^ 0x4E4F_4953_45);
+        let mut rng = Rng::new(cfg.seed ^ 0x004E_4F49_5345);
         let mut best_fid = None;
         if let Some(st) = &state {
             opt.load_state(&st.optim)?;
@@ -336,7 +343,8 @@ impl Trainer {
                 if self.step % every == 0 {
                     let fid = self.evaluate_fid()?;
                     let line = serde_json::json!({"step": self.step, "fid": fid, "best_fid": self.best_fid});
-                    writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
+                    writeln!(log, "{line}")
+                        .map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
                 }
             }
             if self.step % self.cfg.train.save_interval.max(1) == 0 && self.step != end {
@@ -371,6 +379,7 @@ impl Trainer {
             class: None,
             cfg_scale: None,
             num_classes: None,
+            clip_denoised: self.cfg.sample.clip_denoised,
         };
         let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule.as_ref(), &req, |_| {})?;
         let (net, reference) = self.fid_state.as_ref().ok_or_else(|| TrainError::Config("FID state".into()))?;
@@ -398,6 +407,7 @@ impl Trainer {
             class: None,
             cfg_scale: None,
             num_classes: None,
+            clip_denoised: s.clip_denoised,
         };
         let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule.as_ref(), &req, |_| {})?;
         let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step));
@@ -409,12 +419,20 @@ impl Trainer {
 /// What the EMA averages: each parameter, with sparse layers' weights as
 /// deployed (masked).
 fn ema_values(b: &Bundle) -> Result<Vec<(String, Tensor)>> {
-    let deployed: HashMap<String, Tensor> =
-        b.store.sparse_slots().into_iter().map(|(name, slot)| Ok((format!("{name}.weight"), slot.deployed_weight()?))).collect::<Result<_>>()?;
-    Ok(b.store.params().into_iter().map(|(n, t)| match deployed.get(&n) {
-        Some(d) => (n, d.clone()),
-        None => (n, t),
-    }).collect())
+    let deployed: HashMap<String, Tensor> = b
+        .store
+        .sparse_slots()
+        .into_iter()
+        .map(|(name, slot)| Ok((format!("{name}.weight"), slot.deployed_weight()?)))
+        .collect::<Result<_>>()?;
+    Ok(b.store
+        .params()
+        .into_iter()
+        .map(|(n, t)| match deployed.get(&n) {
+            Some(d) => (n, d.clone()),
+            None => (n, t),
+        })
+        .collect())
 }
 
 fn loader_config(cfg: &RunConfig) -> LoaderConfig {

@@ -21,6 +21,11 @@
 //! One network evaluation per step (M = steps). As in the reference
 //! implementation (`lower_order_final`), the last step is first order when
 //! M < 10, which stabilises very short runs.
+//!
+//! With `clip_denoised`, every x̂₀ is clipped to [−1, 1] before it enters the
+//! update (DPM-Solver++'s thresholding in its static form, as DDPM clips
+//! x̂₀): it keeps an under-trained pixel model's early, badly amplified
+//! x̂₀ = (x − σε̂)/α (α_T ≈ 0.0066 on U-ViT's schedule) inside the data range.
 
 use super::dpm_solver::{TimeSkip, time_steps};
 use super::{Eval, check_inputs, check_times, lincomb};
@@ -38,6 +43,7 @@ pub fn dpm_solver_pp_2m(
     steps: usize,
     skip: TimeSkip,
     t_end: f64,
+    clip_denoised: bool,
     y: Option<&Tensor>,
 ) -> Result<Tensor> {
     let what = "dpm-solver++2m";
@@ -53,6 +59,7 @@ pub fn dpm_solver_pp_2m(
         let (s, t) = (ts[i - 1], ts[i]);
         let h = lam[i] - lam[i - 1];
         let m0 = ev.x0(&x, s)?;
+        let m0 = if clip_denoised { m0.clamp(-1.0, 1.0)? } else { m0 };
         let sigma_ratio = schedule.sigma(t) / schedule.sigma(s);
         let coef = -schedule.alpha(t) * (-h).exp_m1();
         let first_order = prev.is_none() || (steps < 10 && i == steps);

@@ -143,7 +143,8 @@ pub struct SamplerOptions {
     pub t_end: Option<f64>,
     /// DDIM's η (0 = deterministic DDIM, 1 = DDPM-like posterior variance).
     pub eta: f64,
-    /// Clip x̂₀ to [−1, 1] (default: on for DDPM, as Ho et al.; off for DDIM).
+    /// Clip x̂₀ to [−1, 1] (default: on for DDPM, as Ho et al.; off for DDIM and
+    /// DPM-Solver++(2M); the other samplers have no x̂₀ to clip).
     pub clip_denoised: Option<bool>,
 }
 
@@ -179,7 +180,9 @@ pub fn sample(
         SamplerKind::DpmSolver2 => dpm_solver(model, schedule, x_init, 2, opts.steps, opts.skip, t_end, y),
         SamplerKind::DpmSolver3 => dpm_solver(model, schedule, x_init, 3, opts.steps, opts.skip, t_end, y),
         SamplerKind::DpmSolverFast => dpm_solver_fast(model, schedule, x_init, opts.steps, opts.skip, t_end, y),
-        SamplerKind::DpmSolverPp2M => dpm_solver_pp_2m(model, schedule, x_init, opts.steps, opts.skip, t_end, y),
+        SamplerKind::DpmSolverPp2M => {
+            dpm_solver_pp_2m(model, schedule, x_init, opts.steps, opts.skip, t_end, opts.clip_denoised.unwrap_or(false), y)
+        }
         SamplerKind::Ddpm => ddpm(model, discrete_of(kind, schedule)?, x_init, opts.steps, opts.clip_denoised.unwrap_or(true), y, rng),
         SamplerKind::Ddim => {
             ddim(model, discrete_of(kind, schedule)?, x_init, opts.steps, opts.eta, opts.clip_denoised.unwrap_or(false), y, rng)
