@@ -11,6 +11,7 @@
 //! | [`npz`] | pytorch-fid statistics `.npz` (`mu`, `sigma`) and NHWC uint8 `arr_0` image `.npz` files |
 //! | [`images`] | [`ImageSource`]s: PNG/JPEG folders, `arr_0` `.npz`, CIFAR-10 binaries → f32 NCHW batches in \[0, 1\] |
 //! | [`inception`] | [`InceptionV3`]: pytorch-fid's `fid_inception_v3` on the tensor engine, loading the converted `pt_inception-2015-12-05-6726825d.pth` |
+//! | [`pixel`] | "FD-px": pooled-pixel features for a Fréchet distance that needs no download (not FID) |
 //! | [`preprocess`](mod@preprocess) | [`preprocess()`]: bilinear resize to 299×299 (`align_corners=False`), then `2x − 1`, as pytorch-fid |
 //! | [`extract`] | [`extract_features`]: batched extraction from an [`ImageSource`] into a [`StatsAccumulator`] (optionally keeping the features for KID), with a progress bar |
 //! | [`error`] | [`FidError`], the one error type; bad input is an error naming the file/key/shape, never a panic |
@@ -25,20 +26,16 @@ pub mod images;
 pub mod inception;
 pub mod kid;
 pub mod npz;
+pub mod pixel;
 pub mod preprocess;
 pub mod stats;
 
 pub use error::{FidError, Result};
 pub use extract::{DEFAULT_BATCH_SIZE, ExtractOptions, Extraction, Progress, extract_features, extract_into};
 pub use frechet::{FrechetTerms, frechet_distance, frechet_terms};
-pub use images::{
-    BatchIter, Cifar10, CifarSplit, ImageBatch, ImageFolder, ImageSource, NpzImages,
-    open_image_source,
-};
+pub use images::{BatchIter, Cifar10, CifarSplit, ImageBatch, ImageFolder, ImageSource, NpzImages, open_image_source};
 pub use inception::{INPUT_SIZE, InceptionV3, POOL3_DIM, is_ignored_checkpoint_tensor};
 pub use kid::{Kid, KidOptions, kernel_inception_distance, polynomial_mmd2_unbiased};
-pub use npz::{
-    NpzImageWriter, U8Images, npz_keys, read_images_npz, read_stats_npz, write_images_npz, write_stats_npz,
-};
+pub use npz::{NpzImageWriter, U8Images, npz_keys, read_images_npz, read_stats_npz, write_images_npz, write_stats_npz};
 pub use preprocess::{preprocess, preprocess_batch};
 pub use stats::{FeatureStats, StatsAccumulator};

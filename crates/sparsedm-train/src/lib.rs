@@ -1,7 +1,9 @@
 //! `sparsedm-train`: what turns models and layers into training runs —
 //! data ([`data`]), AdamW with PyTorch's semantics ([`optim`]), learning
 //! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
-//! and EMA of the (masked) weights ([`ema`]).
+//! and EMA of the (masked) weights ([`ema`]); [`trainer`] runs them,
+//! [`experiment`] measures the result (zeros, MACs, FD-px, FID) for the
+//! demo and the reproduction suites.
 
 pub mod build;
 pub mod checkpoint;
@@ -9,11 +11,13 @@ pub mod config;
 pub mod data;
 pub mod ema;
 pub mod error;
+pub mod experiment;
 pub mod grad;
 pub mod lr;
 pub mod optim;
 pub mod restore;
 pub mod samples;
+pub mod speed;
 pub mod trainer;
 
 pub use config::RunConfig;
