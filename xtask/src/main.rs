@@ -3,6 +3,7 @@
 //! Keep this crate free of dependencies: it must build in seconds.
 
 mod bench;
+mod repro;
 
 use std::process::ExitCode;
 
@@ -11,12 +12,16 @@ usage: cargo xtask <task>
 
 tasks:
   bench [SUITE]   run benchmarks in release mode (SUITE: tensor, train-cpu; default: all)
+  repro TABLE [--scale tiny|paper] [FLAGS]
+                  reproduce a table of the paper (TABLE: table1, table2, table3, ablation);
+                  writes repro-output/TABLE.md and TABLE.json (flags: `sparsedm repro --help`)
   help            this text";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("repro") => repro::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd;
+mod lab;
 
 // Tensor ops allocate large short-lived buffers; mimalloc keeps them in
 // its pages instead of mapping and zero-faulting fresh memory each time
@@ -38,6 +39,10 @@ enum Command {
     Sample(cmd::sample::Args),
     /// FID statistics and scores (pytorch-fid compatible; KID for two image sets).
     Fid(cmd::fid::Args),
+    /// Time a model's sampling forward and training step (dense and 2:4 SR-STE).
+    Bench(cmd::bench::Args),
+    /// Reproduce a table of the paper (tiny scale on embedded data, or paper scale).
+    Repro(cmd::repro::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,8 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Sample(a) => cmd::sample::run(a),
         Command::Fid(a) => cmd::fid::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Repro(a) => cmd::repro::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

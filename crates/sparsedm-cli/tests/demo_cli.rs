@@ -1,6 +1,8 @@
 //! `sparsedm demo` through the real binary with tiny budgets: the table has
 //! the four methods, the report and the grids are written, and the three
-//! sparse checkpoints are valid 2:4 (checked on read).
+//! sparse checkpoints are valid 2:4 (checked on read); `--pretrain-steps`
+//! trains the dense model instead of using the shipped one; `--device cuda`
+//! in a CPU-only build is one clear error.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,10 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
 fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let o = Command::new(BIN)
-        .args(["demo", "--out", &out.display().to_string(), "--steps-pretrain", "6", "--steps-finetune", "3", "--samples", "8"])
-        .output()
-        .unwrap();
+    let o =
+        Command::new(BIN).args(["demo", "--out", &out.display().to_string(), "--steps-finetune", "2", "--samples", "8"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
@@ -41,4 +41,35 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
     let row = stdout.lines().find(|l| l.starts_with("| SparseDM ")).unwrap();
     assert!(!row.contains(" 0.0%"), "{row}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn demo_can_pretrain_its_own_dense_model() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-pretrain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(BIN)
+        .args(["demo", "--out", &out.display().to_string(), "--pretrain-steps", "3", "--steps-finetune", "1", "--samples", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "demo failed\n{stderr}");
+    assert!(stderr.contains("pre-training the dense U-ViT"), "{stderr}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("pre-trained here for 3 steps"), "{report}");
+    // The exported dense model differs from the shipped one.
+    let dense = std::fs::read(out.join("dense.safetensors")).unwrap();
+    let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo_shapes_uvit_dense.safetensors")).unwrap();
+    assert_ne!(dense, shipped);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn demo_on_cuda_without_a_gpu_backend_is_one_clear_error() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-cuda-{}", std::process::id()));
+    let o = Command::new(BIN).args(["demo", "--out", &out.display().to_string(), "--device", "cuda"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --device cuda:") && stderr.contains("CUDA"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

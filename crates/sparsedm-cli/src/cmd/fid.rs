@@ -51,6 +51,8 @@ pub struct StatsArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +69,8 @@ pub struct ScoreArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -132,6 +136,7 @@ fn extract(net: &InceptionV3, source: &dyn ImageSource, batch: usize, keep_featu
 }
 
 fn stats(args: StatsArgs) -> Result<()> {
+    args.device.resolve()?;
     check_batch(args.batch)?;
     let source =
         open_image_source(&args.images).map_err(flat).with_context(|| format!("opening image source {}", args.images.display()))?;
@@ -144,6 +149,7 @@ fn stats(args: StatsArgs) -> Result<()> {
 }
 
 fn score(args: ScoreArgs) -> Result<()> {
+    args.device.resolve()?;
     check_batch(args.batch)?;
     let a = open_operand(&args.a)?;
     let b = open_operand(&args.b)?;

@@ -37,9 +37,12 @@ pub struct Args {
     /// Where to write the result (safetensors, key "output").
     #[arg(long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.resolve()?;
     let cfg = ModelConfig::from_file(args.arch, &args.config)?;
     let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();
     let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;

@@ -3,7 +3,7 @@
 //! sparse whether every group really satisfies the pattern.
 
 use anyhow::{Context, Result};
-use sparsedm_layers::{check_nm, sparsity, NmPattern, NonDivisible, WeightLayout};
+use sparsedm_layers::{NmPattern, NonDivisible, WeightLayout, check_nm, sparsity};
 use sparsedm_tensor::load_safetensors;
 use std::path::PathBuf;
 
@@ -11,7 +11,9 @@ use std::path::PathBuf;
 const CANDIDATES: [&str; 9] = ["31:32", "15:16", "7:8", "3:4", "2:4", "1:4", "1:8", "1:16", "1:32"];
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sparsedm inspect model.safetensors --pattern 2:4")]
+#[command(
+    after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4"
+)]
 pub struct Args {
     /// The safetensors checkpoint.
     pub checkpoint: PathBuf,

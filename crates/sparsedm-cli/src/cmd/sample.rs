@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
-use sparsedm_train::restore::{restore, ExternalModel};
-use sparsedm_train::samples::{generate, write_npz, write_png_folder, SampleRequest};
+use sparsedm_train::restore::{ExternalModel, restore};
+use sparsedm_train::samples::{SampleRequest, generate, write_npz, write_png_folder};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +41,10 @@ pub struct Args {
     /// Images per forward batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Clip x̂₀ to [−1, 1] in samplers that form it: ddpm, ddim, dpm-solver++2m (default: the run's
+    /// `sample.clip_denoised`, else each sampler's reference default).
+    #[arg(long)]
+    pub clip_denoised: Option<bool>,
     /// Use the raw (non-EMA) weights of a training checkpoint.
     #[arg(long)]
     pub raw: bool,
@@ -53,9 +57,12 @@ pub struct Args {
     /// Noise schedule for --arch checkpoints (default: vp-linear for uvit, ddpm-linear for ddpm-unet).
     #[arg(long)]
     pub schedule: Option<ScheduleKind>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    a.device.resolve()?;
     let external = match (&a.arch, &a.config) {
         (Some(arch), Some(cfg)) => {
             let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
@@ -83,6 +90,7 @@ pub fn run(a: Args) -> Result<()> {
         class: a.class,
         cfg_scale: a.cfg_scale,
         num_classes: r.bundle.config.num_classes(),
+        clip_denoised: a.clip_denoised.or(r.run.as_ref().and_then(|c| c.sample.clip_denoised)),
     };
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {

@@ -3,7 +3,7 @@
 //! metrics log, sample grids and atomic checkpoints; `--resume DIR`
 //! continues a run exactly where its last checkpoint left it.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsedm_train::{RunConfig, Trainer};
 use std::io::IsTerminal;
@@ -28,12 +28,16 @@ pub struct Args {
     /// The run folder (default runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.resolve()?;
     let (cfg, dir, resume) = match (&args.resume, &args.config) {
         (Some(dir), _) => {
-            let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| format!("--resume {}: no config.toml there", dir.display()))?;
+            let text = std::fs::read_to_string(dir.join("config.toml"))
+                .with_context(|| format!("--resume {}: no config.toml there", dir.display()))?;
             let cfg = RunConfig::parse(&text, &dir.join("config.toml").display().to_string(), &args.set)?;
             (cfg, dir.clone(), true)
         }
@@ -61,7 +65,10 @@ pub fn run(args: Args) -> Result<()> {
     let bar = ProgressBar::new(n_steps).with_position(trainer.step());
     let terminal = std::io::stderr().is_terminal();
     if terminal {
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }

@@ -1,0 +1,93 @@
+//! `sparsedm repro` (what `cargo xtask repro` runs) and `sparsedm bench`
+//! through the real binary, with tiny budgets: tables are written in
+//! Markdown and JSON with the paper's numbers beside ours, the paper scale
+//! names every missing input, and Table 3 says why it is not measured here.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
+
+fn tmp(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+#[test]
+fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
+    let out = tmp("repro-table2");
+    let o = Command::new(BIN)
+        .args(["repro", "table2", "--steps", "2", "--samples", "4", "--out", &out.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "repro failed\n{stderr}");
+    let md = std::fs::read_to_string(out.join("table2.md")).unwrap();
+    for row in ["| dense |", "| ASP 2:4 |", "| STE 2:4 |", "| SparseDM 2:4 |"] {
+        assert!(md.contains(row), "no row {row}:\n{md}");
+    }
+    // The paper's CIFAR-10 U-ViT numbers are beside ours.
+    assert!(md.contains("| SparseDM | 3.81 | 5.67 |") && md.contains("| ASP | 319.87 | 5.76 |"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table2.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(json["paper"].as_array().unwrap().len(), 30);
+    for r in rows {
+        assert!(r["quality"]["fd_px"].as_f64().unwrap().is_finite(), "{r}");
+    }
+    // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has none.
+    assert_eq!(rows[0]["footprint"]["sparsity_layers"].as_f64().unwrap(), 0.0);
+    for r in &rows[1..] {
+        let s = r["footprint"]["sparsity_layers"].as_f64().unwrap();
+        assert!(s > 0.3 && s <= 0.5, "{r}");
+        assert!(r["footprint"]["macs"].as_f64().unwrap() < rows[0]["footprint"]["macs"].as_f64().unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn paper_scale_names_every_missing_input() {
+    let out = tmp("repro-paper");
+    let o = Command::new(BIN)
+        .args(["repro", "table2", "--scale", "paper", "--data", "/nonexistent/cifar", "--out", &out.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for flag in ["--data DIR /nonexistent/cifar: no such file", "--checkpoint FILE", "--inception FILE", "--fid-stats FILE"] {
+        assert!(stderr.contains(flag), "missing {flag:?} in {stderr}");
+    }
+}
+
+#[test]
+fn table3_without_a_gpu_writes_the_published_grid_and_says_why() {
+    let out = tmp("repro-table3");
+    let o = Command::new(BIN).args(["repro", "table3", "--out", &out.display().to_string()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("table3.md")).unwrap();
+    assert!(md.contains("**Ours: not measured**"), "{md}");
+    assert!(md.contains("| 4 | 1.23 | 1.10 | 0.98 | 0.85 | 0.99 | 1.08 |"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table3.json")).unwrap()).unwrap();
+    assert!(json["ours"].is_null());
+    assert_eq!(json["paper_speedup"][3][0].as_f64(), Some(1.22));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn bench_times_forward_and_training_steps() {
+    let o = Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["forward_ms", "train_step_ms", "train_step_srste_ms"] {
+        let v = r[k].as_f64().unwrap();
+        assert!(v > 0.0 && v.is_finite(), "{k} = {v}");
+    }
+    assert_eq!(r["params"].as_u64(), Some(1_495_776));
+    // PyTorch's numbers were measured at batch 64 only.
+    assert!(r["peer"].is_null());
+    let o = Command::new(BIN).args(["bench", "--iters", "1", "--device", "cuda:1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: --device cuda:1"));
+}
