@@ -30,8 +30,8 @@ pub enum Method {
     Untrained,
     /// Traditional progressive sparsity: the given stages, SR-STE masks, no teacher.
     Progressive(String),
-    /// A model trained from scratch with the given config overrides (the half-size U-ViT).
-    Scratch(Vec<String>),
+    /// A model trained from random init with the given config overrides (e.g. the half-size U-ViT).
+    Scratch { label: &'static str, sets: Vec<String> },
 }
 
 impl Method {
@@ -44,7 +44,7 @@ impl Method {
             Method::Asp => "ASP",
             Method::Untrained => "untrained mask",
             Method::Progressive(_) => "progressive",
-            Method::Scratch(_) => "from scratch",
+            Method::Scratch { label, .. } => label,
         }
     }
 
@@ -59,7 +59,7 @@ impl Method {
             }
             Method::Untrained => "magnitude masks applied to the dense weights, no training".into(),
             Method::Progressive(stages) => format!("progressive sparsity {stages} (SR-STE masks, plain ε-MSE)"),
-            Method::Scratch(sets) => format!("trained from random init ({})", sets.join(", ")),
+            Method::Scratch { sets, .. } => format!("trained from random init ({})", sets.join(", ")),
         }
     }
 
@@ -75,7 +75,7 @@ impl Method {
             Method::Progressive(stages) => {
                 v(&["sparse.method=\"progressive\"", "sparse.teacher=\"none\"", &format!("sparse.progressive={stages:?}")])
             }
-            Method::Dense | Method::Scratch(_) => Vec::new(),
+            Method::Dense | Method::Scratch { .. } => Vec::new(),
         }
     }
 }
@@ -135,7 +135,7 @@ impl Lab {
                 sets.push("train.sample_interval=0".into());
                 sets.push(format!("train.save_interval={}", steps.max(1)));
                 match method {
-                    Method::Scratch(extra) => sets.extend(extra.iter().cloned()),
+                    Method::Scratch { sets: extra, .. } => sets.extend(extra.iter().cloned()),
                     _ => sets.push(format!("train.init={:?}", self.dense.display().to_string())),
                 }
                 let cfg = RunConfig::load(&self.preset, &sets)?;

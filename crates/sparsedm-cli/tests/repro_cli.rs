@@ -36,8 +36,9 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
     for r in rows {
         assert!(r["quality"]["fd_px"].as_f64().unwrap().is_finite(), "{r}");
     }
-    // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has none.
-    assert_eq!(rows[0]["footprint"]["sparsity_layers"].as_f64().unwrap(), 0.0);
+    // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has almost none
+    // (its f16-stored weights may round a few tiny values to exactly 0).
+    assert!(rows[0]["footprint"]["sparsity_layers"].as_f64().unwrap() < 1e-4, "{}", rows[0]);
     for r in &rows[1..] {
         let s = r["footprint"]["sparsity_layers"].as_f64().unwrap();
         assert!(s > 0.3 && s <= 0.5, "{r}");

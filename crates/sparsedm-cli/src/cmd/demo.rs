@@ -169,8 +169,8 @@ fn write_report(
     let _ = writeln!(
         s,
         "A small dense U-ViT (preset `{PRESET}`: 16×16 images, patch 2, width 128, depth 6, 4 heads, 1.50 M parameters) — {start} — \
-fine-tuned to 2:4 sparsity on the embedded shapes dataset ({}) for {} steps (batch 64, lr 2e-4) with each method. {} images per model \
-from the same noise (seed {}), DPM-Solver-2 with 25 steps. Total time {elapsed:.0} s.\n",
+fine-tuned to 2:4 sparsity on the {} for {} steps (batch 64, lr 2e-4 after 10 warm-up steps) with each method. {} images per model \
+from the same noise (seed {}), DPM-Solver++(2M) with 25 steps and x̂₀ clipped to [−1, 1]. Total time {elapsed:.0} s.\n",
         data.describe(),
         args.steps_finetune,
         args.samples,

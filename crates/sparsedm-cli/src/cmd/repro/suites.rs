@@ -41,10 +41,13 @@ impl Setup {
         sparsedm_tensor::write_atomic(&dense, demo::DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
         let describe = format!(
             "Tiny scale: the demo's dense U-ViT (`{}`: 16×16, patch 2, width 128, depth 6, 1.50 M parameters; the checkpoint shipped with sparsedm) \
-on the embedded shapes dataset ({}); fine-tuning batch 64, AdamW lr 2e-4; {samples} samples per model from the same noise, \
-DPM-Solver-2 with 25 steps. Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not FID){}.",
+on the {}; fine-tuning batch 64, AdamW lr 2e-4 after 10 warm-up steps; {samples} samples per model from the same noise, \
+{} with {} steps{}. Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not FID){}.",
             demo::PRESET,
             data.describe(),
+            base.sample.sampler,
+            base.sample.steps,
+            if base.sample.clip_denoised == Some(true) { ", x̂₀ clipped to [−1, 1]" } else { "" },
             if a.inception.is_some() { " and FID against 1000 real images" } else { "" }
         );
         Ok(Setup {
@@ -115,7 +118,7 @@ pub fn table1(a: &Args, s: &Setup) -> Result<()> {
     eprintln!("[repro] table 1: dense vs half-size U-ViT (from scratch, {} steps) vs ASP 2:4 ({} steps)", s.steps, s.steps);
     let rows = vec![
         s.lab.row("dense", &Method::Dense, "dense", 0)?,
-        s.lab.row("half", &Method::Scratch(s.half.clone()), "dense", s.steps)?,
+        s.lab.row("half", &Method::Scratch { label: "half-size U-ViT", sets: s.half.clone() }, "dense", s.steps)?,
         s.lab.row("asp", &Method::Asp, "2:4", s.steps)?,
     ];
     let notes = [
@@ -157,7 +160,7 @@ pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
         rows.push(s.lab.row(&format!("sparsedm_{slug}"), &Method::SparseDm, ratio, steps)?);
     }
     // Traditional progressive sparsity to 2:4 over the same budget (four equal stages).
-    let q = steps / 4;
+    let q = (steps / 4).max(1);
     let stages = format!("15:16@0,7:8@{q},3:4@{},2:4@{}", 2 * q, 3 * q);
     rows.push(s.lab.row("progressive_2of4", &Method::Progressive(stages), "2:4", steps)?);
     let notes = [
@@ -228,6 +231,8 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
     let _ =
         writeln!(md, "| model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{}", if fid { " FID ↓ |" } else { "" });
     let _ = writeln!(md, "|---|---|---|---|---|{}", if fid { "---|" } else { "" });
+    // MAC shares are relative to the dense model of the first row (the half-size model has fewer dense MACs).
+    let dense_macs = rows.first().map_or(1.0, |r| r.footprint.macs_dense.max(1.0));
     for r in rows {
         let _ = writeln!(
             md,
@@ -236,7 +241,7 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
             r.steps,
             100.0 * r.footprint.sparsity_layers,
             r.footprint.macs / 1e6,
-            100.0 * r.footprint.macs / r.footprint.macs_dense.max(1.0),
+            100.0 * r.footprint.macs / dense_macs,
             r.quality.fd_px,
             if fid { r.quality.fid.map(|f| format!(" {f:.2} |")).unwrap_or_else(|| " – |".into()) } else { String::new() }
         );
