@@ -206,14 +206,7 @@ pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str) -> Result<T
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
     let mut trainer = Trainer::new(cfg, dir, false)?;
-    let bar = ProgressBar::new(n_steps);
-    let terminal = std::io::stderr().is_terminal();
-    if terminal {
-        let template = format!("{prefix}{{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed_precise}}<{{eta_precise}}]");
-        bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
+    let (bar, terminal) = step_bar(n_steps, 0, prefix);
     trainer.run(None, |m, rate| {
         let msg = format!("loss {:.4} {:.2} steps/s", m.loss, rate);
         bar.set_position(m.step);
@@ -224,4 +217,19 @@ pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str) -> Result<T
     })?;
     bar.finish_and_clear();
     Ok(trainer)
+}
+
+/// A training progress bar drawn on a terminal (hidden otherwise; callers
+/// then print a line per log interval). Returns the bar and whether stderr
+/// is a terminal.
+pub fn step_bar(n_steps: u64, position: u64, prefix: &str) -> (ProgressBar, bool) {
+    let bar = ProgressBar::new(n_steps).with_position(position);
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        let template = format!("{prefix}{{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed_precise}}<{{eta_precise}}]");
+        bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    (bar, terminal)
 }

@@ -4,9 +4,7 @@
 //! continues a run exactly where its last checkpoint left it.
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsedm_train::{RunConfig, Trainer};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -62,16 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(r) = trainer.sparsity_report() {
         eprintln!("{r}");
     }
-    let bar = ProgressBar::new(n_steps).with_position(trainer.step());
-    let terminal = std::io::stderr().is_terminal();
-    if terminal {
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
+    let (bar, terminal) = crate::lab::step_bar(n_steps, trainer.step(), "");
     let last = trainer.run(None, |m, rate| {
         let msg = format!("loss {:.4} lr {:.2e} {:.2} steps/s", m.loss, m.lr, rate);
         bar.set_position(m.step);
