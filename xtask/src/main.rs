@@ -3,6 +3,9 @@
 //! Keep this crate free of dependencies: it must build in seconds.
 
 mod bench;
+mod bindgen;
+mod gpu_bundle;
+mod ptx;
 mod repro;
 
 use std::process::ExitCode;
@@ -15,6 +18,12 @@ tasks:
   repro TABLE [--scale tiny|paper] [FLAGS]
                   reproduce a table of the paper (TABLE: table1, table2, table3, ablation);
                   writes repro-output/TABLE.md and TABLE.json (flags: `sparsedm repro --help`)
+  ptx [--check]   compile kernels/*.cu to committed PTX with nvcc 13.0 (SPARSEDM_NVCC or
+                  PATH) and rewrite kernels/ptx/MANIFEST; --check only verifies freshness
+  bindgen         regenerate crates/sparsedm-cuda-sys/src/cusparselt_bindings.rs from the
+                  cuSPARSELt 0.8 header (SPARSEDM_CUSPARSELT_INCLUDE, bindgen-cli, libclang)
+  gpu-bundle [DIR] build release CLI, GPU tests and benches into DIR (default gpu-bundle/)
+                  with a run.sh that runs them all on a GPU machine and prints a summary
   help            this text";
 
 fn main() -> ExitCode {
@@ -22,6 +31,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
         Some("repro") => repro::run(&args[1..]),
+        Some("ptx") => ptx::run(&args[1..]),
+        Some("bindgen") => bindgen::run(&args[1..]),
+        Some("gpu-bundle") => gpu_bundle::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,268 @@
+//! One GPU: its context, its single work stream, the PTX modules loaded on it, its cuBLAS handle
+//! and its caching allocator. [`Gpu::get`] hands out one shared instance per device ordinal.
+//!
+//! Everything runs on one stream, so operations are ordered without events and the allocator can
+//! reuse a block as soon as its buffer drops (see `pool.rs`). Host transfers synchronize.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, result};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{KernelsError, Result, driver};
+use crate::pool::{DeviceBuffer, Pool, PoolStats};
+
+/// Threads per block of the elementwise kernels (kernels/ABI.md).
+pub const BLOCK: u32 = 256;
+/// The most blocks a 1-D launch uses; kernels loop (grid-stride) over the rest.
+pub const MAX_GRID: u32 = 65_535 * 8;
+
+/// A 1-D launch covering `work` items with `block` threads per block.
+pub fn grid_for(work: usize, block: u32) -> LaunchConfig {
+    let blocks = work.div_ceil(block as usize).clamp(1, MAX_GRID as usize) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block per row (block-stride over the rest), `block` threads each.
+pub fn grid_rows(rows: usize, block: u32) -> LaunchConfig {
+    let blocks = rows.clamp(1, MAX_GRID as usize) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A CUDA device ready for work.
+#[derive(Debug)]
+pub struct Gpu {
+    ordinal: usize,
+    name: String,
+    compute_capability: (i32, i32),
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    pool: Arc<Pool>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    blas: Mutex<Option<CudaBlas>>,
+}
+
+static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
+
+/// Whether the CUDA driver is installed and reports at least one device. Never panics.
+pub fn is_available() -> bool {
+    device_count().is_ok_and(|n| n > 0)
+}
+
+/// Number of CUDA devices, or why there are none usable (missing driver library, driver error).
+pub fn device_count() -> Result<usize> {
+    sparsedm_cuda_sys::probe::device_count().map_err(|e| KernelsError::Unavailable { ordinal: 0, reason: e.to_string() })
+}
+
+impl Gpu {
+    /// The shared handle of device `ordinal`, created on first use. A missing driver, a missing
+    /// device or a failing context creation is an [`KernelsError::Unavailable`], never a panic.
+    pub fn get(ordinal: usize) -> Result<Arc<Gpu>> {
+        let devices = DEVICES.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut map = devices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = map.get(&ordinal) {
+            return Ok(g.clone());
+        }
+        let gpu = Arc::new(Gpu::open(ordinal)?);
+        map.insert(ordinal, gpu.clone());
+        Ok(gpu)
+    }
+
+    fn open(ordinal: usize) -> Result<Gpu> {
+        let unavailable = |reason: String| KernelsError::Unavailable { ordinal, reason };
+        let count = sparsedm_cuda_sys::probe::device_count().map_err(|e| unavailable(e.to_string()))?;
+        if ordinal >= count {
+            return Err(unavailable(format!("the driver reports {count} device(s)")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("cannot create a context: {e}")))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let compute_capability = ctx.compute_capability().map_err(driver("cuDeviceGetAttribute"))?;
+        if compute_capability.0 < 8 {
+            return Err(unavailable(format!(
+                "{name} has compute capability {}.{}; the PTX is built for compute_80 (Ampere) or newer",
+                compute_capability.0, compute_capability.1
+            )));
+        }
+        let stream = ctx.new_stream().map_err(driver("cuStreamCreate"))?;
+        let pool = Pool::new(ctx.clone());
+        Ok(Gpu {
+            ordinal,
+            name,
+            compute_capability,
+            ctx,
+            stream,
+            pool,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            blas: Mutex::new(None),
+        })
+    }
+
+    /// Device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    /// Marketing name reported by the driver ("NVIDIA H200").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// (major, minor) compute capability.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+    /// The stream all work of this device runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    /// The driver context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Allocator counters (bytes in use, cached, peak).
+    pub fn memory_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+    /// Returns the allocator's cached blocks to the driver.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.pool.release_cached()
+    }
+
+    /// Uninitialised device memory for `bytes` bytes, from the cache when possible.
+    pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        self.pool.alloc(bytes)
+    }
+
+    /// Device memory holding `bytes` zero bytes.
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceBuffer> {
+        let buf = self.alloc(bytes)?;
+        self.bind()?;
+        // SAFETY: `buf` owns at least `bytes` bytes; the memset is ordered on our stream before
+        // any later use of the buffer.
+        unsafe { result::memset_d8_async(buf.device_ptr(), 0, bytes, self.stream.cu_stream()) }
+            .map_err(driver("cuMemsetD8Async"))?;
+        Ok(buf)
+    }
+
+    /// Copies a host slice to new device memory.
+    pub fn upload<T: Copy>(&self, host: &[T]) -> Result<DeviceBuffer> {
+        let buf = self.alloc(std::mem::size_of_val(host))?;
+        self.write(&buf, 0, host)?;
+        Ok(buf)
+    }
+
+    /// Copies `host` into `buf` at byte offset `at`.
+    pub fn write<T: Copy>(&self, buf: &DeviceBuffer, at: usize, host: &[T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(host);
+        if at + bytes > buf.len_bytes() {
+            return Err(KernelsError::invalid("upload", format!("{bytes} bytes at {at} overflow a {}-byte buffer", buf.len_bytes())));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: the destination range lies inside `buf` (checked above); the host slice stays
+        // borrowed until the stream is synchronized below, so the copy never outlives it.
+        unsafe { result::memcpy_htod_async(buf.device_ptr() + at as u64, host, self.stream.cu_stream()) }
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
+        self.synchronize()
+    }
+
+    /// Copies `len` elements of type `T` starting at byte offset `at` to the host (waits for
+    /// every queued kernel first).
+    pub fn download<T: Copy + Default>(&self, buf: &DeviceBuffer, at: usize, len: usize) -> Result<Vec<T>> {
+        let bytes = len * std::mem::size_of::<T>();
+        if at + bytes > buf.len_bytes() {
+            return Err(KernelsError::invalid("download", format!("{bytes} bytes at {at} overflow a {}-byte buffer", buf.len_bytes())));
+        }
+        let mut host = vec![T::default(); len];
+        if len == 0 {
+            return Ok(host);
+        }
+        self.bind()?;
+        // SAFETY: the source range lies inside `buf`; `host` has exactly `bytes` bytes and is
+        // not touched until the stream is synchronized below.
+        unsafe { result::memcpy_dtoh_async(&mut host, buf.device_ptr() + at as u64, self.stream.cu_stream()) }
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        self.synchronize()?;
+        Ok(host)
+    }
+
+    /// Device-to-device copy of `bytes` bytes.
+    pub fn copy(&self, src: &DeviceBuffer, src_at: usize, dst: &mut DeviceBuffer, dst_at: usize, bytes: usize) -> Result<()> {
+        if src_at + bytes > src.len_bytes() || dst_at + bytes > dst.len_bytes() {
+            return Err(KernelsError::invalid("copy", format!("{bytes} bytes overflow a buffer")));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: both ranges lie inside their buffers; `dst` is borrowed mutably, so they are
+        // distinct allocations.
+        unsafe {
+            result::memcpy_dtod_async(
+                dst.device_ptr() + dst_at as u64,
+                src.device_ptr() + src_at as u64,
+                bytes,
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(driver("cuMemcpyDtoDAsync"))
+    }
+
+    /// Waits until every queued operation finished; reports asynchronous kernel errors.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver("cuStreamSynchronize"))
+    }
+
+    /// Makes this device's context current on the calling thread.
+    pub(crate) fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))
+    }
+
+    /// The kernel `kernel` of PTX module `module` (kernels/ptx/MODULE.ptx), loaded once.
+    pub fn function(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
+        let key = (module, kernel.to_string());
+        if let Some(f) = self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(f.clone());
+        }
+        let load_err = |reason: String| KernelsError::KernelLoad { module, kernel: kernel.to_string(), reason };
+        let m = {
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.get(module) {
+                Some(m) => m.clone(),
+                None => {
+                    let src = crate::ptx::MODULES
+                        .iter()
+                        .find(|(name, _)| *name == module)
+                        .map(|(_, src)| *src)
+                        .ok_or_else(|| load_err("no such PTX module in this build".into()))?;
+                    self.bind()?;
+                    let m = self.ctx.load_module(Ptx::from_src(src)).map_err(|e| load_err(e.to_string()))?;
+                    modules.insert(module, m.clone());
+                    m
+                }
+            }
+        };
+        let f = m.load_function(kernel).map_err(|e| load_err(e.to_string()))?;
+        self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Runs `f` with this device's cuBLAS handle (created on first use, bound to our stream).
+    pub fn with_blas<R>(&self, f: impl FnOnce(&CudaBlas) -> Result<R>) -> Result<R> {
+        let mut guard = self.blas.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            self.bind()?;
+            let blas = CudaBlas::new(self.stream.clone()).map_err(crate::error::cublas("cublasCreate"))?;
+            *guard = Some(blas);
+        }
+        match guard.as_ref() {
+            Some(b) => f(b),
+            None => Err(KernelsError::invalid("cublas", "handle missing")),
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! 2:4 sparse GEMM on sparse tensor cores through cuSPARSELt, with everything that can be made
+//! once made once (../shared/GPU.md §3: plan creation costs ~0.35 ms, which is why PyTorch's
+//! per-call path is slower than dense):
+//!
+//! - one cuSPARSELt handle per device ([`SparseLt::get`]);
+//! - a [`SparseWeight`] is a Linear weight `W [n, k]` (f16 or bf16, 2:4 along `k`) that was checked
+//!   and compressed once, with its optional bias;
+//! - each weight keeps one plan per activation row count `m` (rounded up to a multiple of 8),
+//!   made and algorithm-searched (`cusparseLtMatmulSearch`) on first use.
+//!
+//! `Y [m, n] = X [m, k] · Wᵀ + bias` is computed as cuSPARSELt's `D = A·B` with the structured
+//! `A = W` (row-major `n × k`), `B = Xᵀ` (column-major `k × m`, i.e. X's own memory) and
+//! `D` column-major `n × m` with leading dimension `n` — which is exactly `Y` row-major. The bias
+//! (one per output feature = per row of D) runs in the epilogue. Shapes cuSPARSELt cannot take
+//! (`n` or `k` not a multiple of 16) are refused by [`SparseWeight::new`] with
+//! [`KernelsError::Sparse`], so the caller can fall back to dense.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sparsedm_cuda_sys::cusparselt as lt;
+
+use crate::error::{KernelsError, Result};
+use crate::{DeviceBuffer, Gpu, GpuDType};
+
+/// Alignment (bytes) declared for every cuSPARSELt operand; the allocator's blocks are 512-byte
+/// aligned, and row strides of multiples of 8 f16/bf16 elements keep rows 16-byte aligned.
+const ALIGNMENT: u32 = 16;
+
+fn sparse_err(call: &'static str) -> impl FnOnce(sparsedm_cuda_sys::Error) -> KernelsError {
+    move |e| KernelsError::Sparse { call, reason: e.to_string() }
+}
+
+fn cuda_type(dt: GpuDType) -> Result<lt::cudaDataType> {
+    match dt {
+        GpuDType::F16 => Ok(lt::cudaDataType::CUDA_R_16F),
+        GpuDType::BF16 => Ok(lt::cudaDataType::CUDA_R_16BF),
+        GpuDType::F32 => Err(KernelsError::Sparse {
+            call: "2:4 matmul",
+            reason: "f32 has no 2:4 mode in cuSPARSELt (it uses 1:2); cast the layer to f16 or bf16".into(),
+        }),
+    }
+}
+
+/// The cuSPARSELt library handle of one device.
+pub struct SparseLt {
+    gpu: Arc<Gpu>,
+    lib: &'static lt::CuSparseLt,
+    handle: Box<lt::cusparseLtHandle_t>,
+}
+
+impl std::fmt::Debug for SparseLt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseLt").field("device", &self.gpu.ordinal()).finish()
+    }
+}
+
+// SAFETY: the handle is an opaque 512-byte struct that cuSPARSELt documents as usable from any
+// host thread; every call through it is serialized by the device's single stream and by the
+// per-weight plan mutex.
+unsafe impl Send for SparseLt {}
+// SAFETY: see Send; `&SparseLt` only issues calls cuSPARSELt allows concurrently on one handle.
+unsafe impl Sync for SparseLt {}
+
+static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<SparseLt>>>> = OnceLock::new();
+
+impl SparseLt {
+    /// The handle of `gpu`'s device, created on first use. Fails cleanly when libcusparseLt is
+    /// missing or of another version than the bindings.
+    pub fn get(gpu: &Arc<Gpu>) -> Result<Arc<SparseLt>> {
+        let map = HANDLES.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get(&gpu.ordinal()) {
+            return Ok(h.clone());
+        }
+        let lib = lt::library().map_err(sparse_err("load libcusparseLt"))?;
+        gpu.bind()?;
+        // SAFETY: a zeroed opaque struct is what cusparseLtInit expects to fill in.
+        let mut handle: Box<lt::cusparseLtHandle_t> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: `handle` points to writable memory of the right size and alignment.
+        lt::check(unsafe { lib.cusparseLtInit(&mut *handle) }, "cusparseLtInit").map_err(sparse_err("cusparseLtInit"))?;
+        let h = Arc::new(SparseLt { gpu: gpu.clone(), lib, handle });
+        map.insert(gpu.ordinal(), h.clone());
+        Ok(h)
+    }
+
+    fn call(&self, what: &'static str, status: lt::cusparseStatus_t) -> Result<()> {
+        lt::check(status, what).map_err(sparse_err(what))
+    }
+
+    fn stream(&self) -> lt::cudaStream_t {
+        self.gpu.stream().cu_stream() as lt::cudaStream_t
+    }
+}
+
+impl Drop for SparseLt {
+    fn drop(&mut self) {
+        // SAFETY: the handle was initialised by cusparseLtInit and is destroyed once; every
+        // weight and plan made with it holds an Arc to this value, so none outlives it.
+        unsafe { self.lib.cusparseLtDestroy(&*self.handle) };
+    }
+}
+
+/// A dense matrix descriptor, destroyed on drop.
+struct MatDesc {
+    lt: Arc<SparseLt>,
+    desc: Box<lt::cusparseLtMatDescriptor_t>,
+}
+
+impl MatDesc {
+    fn dense(lt: &Arc<SparseLt>, rows: usize, cols: usize, ld: usize, dt: GpuDType, order: lt::cusparseOrder_t) -> Result<MatDesc> {
+        // SAFETY: zeroed opaque storage for the init call to fill.
+        let mut desc: Box<lt::cusparseLtMatDescriptor_t> = Box::new(unsafe { std::mem::zeroed() });
+        let ty = cuda_type(dt)?;
+        // SAFETY: the handle is initialised; `desc` is writable descriptor storage.
+        let st = unsafe { lt.lib.cusparseLtDenseDescriptorInit(&*lt.handle, &mut *desc, rows as i64, cols as i64, ld as i64, ALIGNMENT, ty, order) };
+        lt.call("cusparseLtDenseDescriptorInit", st)?;
+        Ok(MatDesc { lt: lt.clone(), desc })
+    }
+
+    fn structured(lt: &Arc<SparseLt>, rows: usize, cols: usize, dt: GpuDType) -> Result<MatDesc> {
+        // SAFETY: zeroed opaque storage for the init call to fill.
+        let mut desc: Box<lt::cusparseLtMatDescriptor_t> = Box::new(unsafe { std::mem::zeroed() });
+        let ty = cuda_type(dt)?;
+        // SAFETY: as in `dense`; row-major `rows × cols` with leading dimension `cols`.
+        let st = unsafe {
+            lt.lib.cusparseLtStructuredDescriptorInit(
+                &*lt.handle,
+                &mut *desc,
+                rows as i64,
+                cols as i64,
+                cols as i64,
+                ALIGNMENT,
+                ty,
+                lt::cusparseOrder_t::CUSPARSE_ORDER_ROW,
+                lt::cusparseLtSparsity_t::CUSPARSELT_SPARSITY_50_PERCENT,
+            )
+        };
+        lt.call("cusparseLtStructuredDescriptorInit", st)?;
+        Ok(MatDesc { lt: lt.clone(), desc })
+    }
+}
+
+impl Drop for MatDesc {
+    fn drop(&mut self) {
+        // SAFETY: initialised by one of the init calls above, destroyed once.
+        unsafe { self.lt.lib.cusparseLtMatDescriptorDestroy(&*self.desc) };
+    }
+}
+
+/// A plan for one row count: matmul descriptor, algorithm selection, plan, workspace.
+struct Plan {
+    lt: Arc<SparseLt>,
+    // Descriptors the matmul descriptor refers to: kept alive as long as the plan.
+    _b: MatDesc,
+    _d: MatDesc,
+    _matmul: Box<lt::cusparseLtMatmulDescriptor_t>,
+    alg: Box<lt::cusparseLtMatmulAlgSelection_t>,
+    plan: Box<lt::cusparseLtMatmulPlan_t>,
+    workspace: Option<DeviceBuffer>,
+    searched: bool,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // SAFETY: each object was initialised in `SparseWeight::plan` and is destroyed once, in
+        // reverse order of creation; the descriptors it refers to drop after this body.
+        unsafe {
+            self.lt.lib.cusparseLtMatmulPlanDestroy(&*self.plan);
+            self.lt.lib.cusparseLtMatmulAlgSelectionDestroy(&*self.alg);
+        }
+    }
+}
+
+/// A 2:4 Linear weight `[n, k]` compressed for sparse tensor cores, with its optional bias.
+pub struct SparseWeight {
+    lt: Arc<SparseLt>,
+    n: usize,
+    k: usize,
+    dtype: GpuDType,
+    desc: MatDesc,
+    compressed: DeviceBuffer,
+    bias: Option<DeviceBuffer>,
+    plans: Mutex<HashMap<usize, Plan>>,
+}
+
+impl std::fmt::Debug for SparseWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseWeight").field("n", &self.n).field("k", &self.k).field("dtype", &self.dtype).finish()
+    }
+}
+
+// SAFETY: the raw descriptors are only used through `&self` methods that lock `plans` around
+// every cuSPARSELt call that mutates a plan; the descriptor of W is read-only after creation.
+unsafe impl Send for SparseWeight {}
+// SAFETY: see Send.
+unsafe impl Sync for SparseWeight {}
+
+/// Whether cuSPARSELt can take a weight of this shape as the structured operand.
+pub fn shape_supported(n: usize, k: usize) -> bool {
+    n > 0 && k > 0 && n.is_multiple_of(16) && k.is_multiple_of(16)
+}
+
+impl SparseWeight {
+    /// Checks that `w` (`[n, k]` row-major, `dtype`) is 2:4 along `k` and compresses it. `bias`
+    /// (`n` values of `dtype`) is copied. A weight that is not 2:4 is an error naming the shape;
+    /// an unsupported shape is a [`KernelsError::Sparse`] the caller can answer with dense.
+    pub fn new(lt: &Arc<SparseLt>, w: &DeviceBuffer, n: usize, k: usize, dtype: GpuDType, bias: Option<&DeviceBuffer>) -> Result<SparseWeight> {
+        if !shape_supported(n, k) {
+            return Err(KernelsError::Sparse {
+                call: "2:4 weight",
+                reason: format!("weight [{n}, {k}]: cuSPARSELt needs both dimensions to be multiples of 16"),
+            });
+        }
+        w.check_fits("sparse weight", "weight", n * k, dtype.size())?;
+        let gpu = &lt.gpu;
+        let desc = MatDesc::structured(lt, n, k, dtype)?;
+        gpu.bind()?;
+        let valid = gpu.alloc_zeroed(4)?;
+        // SAFETY: the descriptor describes W's n×k row-major storage, which `w` holds (checked);
+        // `valid` is a device int the check writes; both calls are ordered on our stream.
+        let st = unsafe {
+            lt.lib.cusparseLtSpMMAPruneCheck2(
+                &*lt.handle,
+                &*desc.desc,
+                1,
+                lt::cusparseOperation_t::CUSPARSE_OPERATION_NON_TRANSPOSE,
+                w.device_ptr() as *const _,
+                valid.device_ptr() as *mut _,
+                lt.stream(),
+            )
+        };
+        lt.call("cusparseLtSpMMAPruneCheck2", st)?;
+        let flag: Vec<i32> = gpu.download(&valid, 0, 1)?;
+        if flag[0] != 0 {
+            return Err(KernelsError::invalid("2:4 weight", format!("weight [{n}, {k}] is not 2:4 sparse along its input dimension")));
+        }
+        drop(valid);
+        let (mut size, mut buf_size) = (0usize, 0usize);
+        // SAFETY: the descriptor is initialised; the outputs are host usizes.
+        let st = unsafe { lt.lib.cusparseLtSpMMACompressedSize2(&*lt.handle, &*desc.desc, &mut size, &mut buf_size) };
+        lt.call("cusparseLtSpMMACompressedSize2", st)?;
+        let compressed = gpu.alloc(size)?;
+        let scratch = gpu.alloc(buf_size.max(1))?;
+        // SAFETY: `compressed` and `scratch` have the sizes cuSPARSELt asked for; `w` holds the
+        // dense matrix the descriptor describes; ordered on our stream.
+        let st = unsafe {
+            lt.lib.cusparseLtSpMMACompress2(
+                &*lt.handle,
+                &*desc.desc,
+                1,
+                lt::cusparseOperation_t::CUSPARSE_OPERATION_NON_TRANSPOSE,
+                w.device_ptr() as *const _,
+                compressed.device_ptr() as *mut _,
+                scratch.device_ptr() as *mut _,
+                lt.stream(),
+            )
+        };
+        lt.call("cusparseLtSpMMACompress2", st)?;
+        let bias = match bias {
+            Some(b) => {
+                b.check_fits("sparse weight", "bias", n, dtype.size())?;
+                let mut copy = gpu.alloc(n * dtype.size())?;
+                gpu.copy(b, 0, &mut copy, 0, n * dtype.size())?;
+                Some(copy)
+            }
+            None => None,
+        };
+        gpu.synchronize()?;
+        drop(scratch);
+        Ok(SparseWeight { lt: lt.clone(), n, k, dtype, desc, compressed, bias, plans: Mutex::new(HashMap::new()) })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+    /// Storage type of W, X and Y.
+    pub fn dtype(&self) -> GpuDType {
+        self.dtype
+    }
+    /// Bytes of the compressed weight (about 56 % of the dense one for f16).
+    pub fn compressed_bytes(&self) -> usize {
+        self.compressed.len_bytes()
+    }
+
+    fn plan(&self, m_pad: usize) -> Result<Plan> {
+        let lt = &self.lt;
+        let col = lt::cusparseOrder_t::CUSPARSE_ORDER_COL;
+        let b = MatDesc::dense(lt, self.k, m_pad, self.k, self.dtype, col)?;
+        let d = MatDesc::dense(lt, self.n, m_pad, self.n, self.dtype, col)?;
+        let non_t = lt::cusparseOperation_t::CUSPARSE_OPERATION_NON_TRANSPOSE;
+        // SAFETY: zeroed opaque storage for the init calls to fill.
+        let (mut matmul, mut alg, mut plan): (Box<lt::cusparseLtMatmulDescriptor_t>, Box<lt::cusparseLtMatmulAlgSelection_t>, Box<lt::cusparseLtMatmulPlan_t>) =
+            unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
+        // SAFETY: all descriptors are initialised and outlive the matmul descriptor (they move
+        // into the Plan that owns it); C and D share one descriptor (D = A·B + 0·C).
+        let st = unsafe {
+            lt.lib.cusparseLtMatmulDescriptorInit(
+                &*lt.handle,
+                &mut *matmul,
+                non_t,
+                non_t,
+                &*self.desc.desc,
+                &*b.desc,
+                &*d.desc,
+                &*d.desc,
+                lt::cusparseComputeType::CUSPARSE_COMPUTE_32F,
+            )
+        };
+        lt.call("cusparseLtMatmulDescriptorInit", st)?;
+        if let Some(bias) = &self.bias {
+            let ptr = bias.device_ptr() as *const std::ffi::c_void;
+            // SAFETY: the attribute is a device pointer, passed by address with its size; the
+            // bias buffer lives as long as this weight and hence its plans.
+            let st = unsafe {
+                lt.lib.cusparseLtMatmulDescSetAttribute(
+                    &*lt.handle,
+                    &mut *matmul,
+                    lt::cusparseLtMatmulDescAttribute_t::CUSPARSELT_MATMUL_BIAS_POINTER,
+                    (&ptr) as *const *const std::ffi::c_void as *const _,
+                    std::mem::size_of::<*const std::ffi::c_void>(),
+                )
+            };
+            lt.call("cusparseLtMatmulDescSetAttribute(BIAS_POINTER)", st)?;
+        }
+        // SAFETY: the matmul descriptor is initialised; `alg` is writable storage.
+        let st = unsafe { lt.lib.cusparseLtMatmulAlgSelectionInit(&*lt.handle, &mut *alg, &*matmul, lt::cusparseLtMatmulAlg_t::CUSPARSELT_MATMUL_ALG_DEFAULT) };
+        lt.call("cusparseLtMatmulAlgSelectionInit", st)?;
+        // SAFETY: as above; `plan` is writable storage.
+        let st = unsafe { lt.lib.cusparseLtMatmulPlanInit(&*lt.handle, &mut *plan, &*matmul, &*alg) };
+        if let Err(e) = lt.call("cusparseLtMatmulPlanInit", st) {
+            // SAFETY: the selection was initialised above and is not used again.
+            unsafe { lt.lib.cusparseLtMatmulAlgSelectionDestroy(&*alg) };
+            return Err(e);
+        }
+        let mut ws = 0usize;
+        // SAFETY: the plan is initialised; `ws` is a host usize.
+        let st = unsafe { lt.lib.cusparseLtMatmulGetWorkspace(&*lt.handle, &*plan, &mut ws) };
+        let mut plan = Plan { lt: lt.clone(), _b: b, _d: d, _matmul: matmul, alg, plan, workspace: None, searched: false };
+        lt.call("cusparseLtMatmulGetWorkspace", st)?;
+        if ws > 0 {
+            plan.workspace = Some(lt.gpu.alloc(ws)?);
+        }
+        Ok(plan)
+    }
+
+    /// `y[m, n] = x[m, k] · Wᵀ (+ bias)`, all of this weight's dtype. The first call for a given
+    /// `m` makes and searches its plan. `x` and `y` may be shorter than the plan's padded row
+    /// count (a multiple of 8): then padded copies are used.
+    pub fn matmul(&self, x: &DeviceBuffer, m: usize, y: &mut DeviceBuffer) -> Result<()> {
+        let esz = self.dtype.size();
+        x.check_fits("sparse matmul", "input", m * self.k, esz)?;
+        y.check_fits("sparse matmul", "output", m * self.n, esz)?;
+        if m == 0 {
+            return Ok(());
+        }
+        let gpu = &self.lt.gpu;
+        let m_pad = m.div_ceil(8) * 8;
+        let x_pad;
+        let x_use = if x.len_bytes() >= m_pad * self.k * esz {
+            x
+        } else {
+            let mut t = gpu.alloc(m_pad * self.k * esz)?;
+            gpu.copy(x, 0, &mut t, 0, m * self.k * esz)?;
+            x_pad = t;
+            &x_pad
+        };
+        let direct = y.len_bytes() >= m_pad * self.n * esz;
+        let mut y_pad = if direct { None } else { Some(gpu.alloc(m_pad * self.n * esz)?) };
+        let y_ptr = match &y_pad {
+            Some(t) => t.device_ptr(),
+            None => y.device_ptr(),
+        };
+
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = match plans.entry(m_pad) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.plan(m_pad)?),
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let ws = plan.workspace.as_ref().map_or(std::ptr::null_mut(), |w| w.device_ptr() as *mut std::ffi::c_void);
+        let mut stream = self.lt.stream();
+        gpu.bind()?;
+        if !plan.searched {
+            // SAFETY: operands match the plan's descriptors (sizes checked above, padded to
+            // m_pad rows); alpha/beta are f32 host scalars for the f32 compute type; C = D.
+            let st = unsafe {
+                self.lt.lib.cusparseLtMatmulSearch(
+                    &*self.lt.handle,
+                    &mut *plan.plan,
+                    (&alpha) as *const f32 as *const _,
+                    self.compressed.device_ptr() as *const _,
+                    x_use.device_ptr() as *const _,
+                    (&beta) as *const f32 as *const _,
+                    y_ptr as *const _,
+                    y_ptr as *mut _,
+                    ws,
+                    &mut stream,
+                    1,
+                )
+            };
+            self.lt.call("cusparseLtMatmulSearch", st)?;
+            plan.searched = true;
+        }
+        // SAFETY: as for the search.
+        let st = unsafe {
+            self.lt.lib.cusparseLtMatmul(
+                &*self.lt.handle,
+                &*plan.plan,
+                (&alpha) as *const f32 as *const _,
+                self.compressed.device_ptr() as *const _,
+                x_use.device_ptr() as *const _,
+                (&beta) as *const f32 as *const _,
+                y_ptr as *const _,
+                y_ptr as *mut _,
+                ws,
+                &mut stream,
+                1,
+            )
+        };
+        self.lt.call("cusparseLtMatmul", st)?;
+        drop(plans);
+        if let Some(t) = y_pad.take() {
+            gpu.copy(&t, 0, y, 0, m * self.n * esz)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! `cargo xtask gpu-bundle [DIR]`: everything a GPU check needs, in one git-ignored folder that a
+//! GPU machine without a Rust toolchain can run (../shared/GPU.md §5):
+//!
+//! - `bin/sparsedm`: the release CLI (`sparsedm bench --device cuda`, sampling, training);
+//! - `tests/`: the GPU test executables — every test target of `sparsedm-kernels` and
+//!   `sparsedm-cuda-sys`, and every test target named `gpu*` in any package;
+//! - `benches/`: every bench target named `gpu*`;
+//! - `run.sh`: sets the library path (the python `nvidia/*/lib` folders, `/usr/local/cuda/lib64`),
+//!   sets `SPARSEDM_REQUIRE_GPU=1` (a missing GPU fails instead of skipping), runs all of the above
+//!   with logs under `$LOG_DIR` (default `$OUT` or `./logs`) and prints one summary line each.
+//!
+//! Built in release mode without debug info and stripped, in its own target directory
+//! (`target/gpu-bundle`) so it does not invalidate the normal release build.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::project_root;
+
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# Runs every GPU check of this bundle; made by `cargo xtask gpu-bundle`. Usage: ./run.sh [FILTER]
+# (FILTER: run only executables whose name contains it).
+set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
+LOG_DIR="${LOG_DIR:-${OUT:-$HERE/logs}}"
+mkdir -p "$LOG_DIR"
+FILTER="${1:-}"
+
+# Library path: the python nvidia wheels (cu13 first; cuSPARSELt is only there), then the toolkit.
+LIBS=""
+NV="$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__) if getattr(nvidia, "__file__", None) else list(nvidia.__path__)[0])' 2>/dev/null || true)"
+if [ -n "$NV" ]; then
+  for d in "$NV"/cu13/lib "$NV"/*/lib; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
+fi
+for d in /usr/local/cuda/lib64 /usr/local/nvidia/lib /usr/local/nvidia/lib64; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
+export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export SPARSEDM_REQUIRE_GPU=1
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+SUMMARY="$LOG_DIR/summary.txt"
+: > "$SUMMARY"
+status=0
+run_one() { # kind name command...
+  local kind="$1" name="$2"; shift 2
+  case "$name" in *"$FILTER"*) ;; *) return 0 ;; esac
+  local log="$LOG_DIR/$kind-$name.log" start end rc
+  start=$(date +%s.%N)
+  "$@" > "$log" 2>&1; rc=$?
+  end=$(date +%s.%N)
+  local secs; secs=$(awk "BEGIN{printf \"%.1f\", $end-$start}")
+  local counts; counts=$(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END{if (NR) printf "%d passed, %d failed, %d ignored", p, f, i}')
+  local verdict=PASS; [ $rc -ne 0 ] && { verdict=FAIL; status=1; }
+  printf '%s %-6s %-40s %6ss  %s\n' "$verdict" "$kind" "$name" "$secs" "$counts" | tee -a "$SUMMARY"
+  [ $rc -ne 0 ] && tail -n 30 "$log" | sed 's/^/    | /'
+  return 0
+}
+for t in "$HERE"/tests/*; do [ -x "$t" ] && run_one test "$(basename "$t")" "$t" --test-threads=1; done
+for b in "$HERE"/benches/*; do [ -x "$b" ] && run_one bench "$(basename "$b")" "$b" --bench; done
+run_one cli bench-uvit "$HERE/bin/sparsedm" bench --device cuda --json
+echo "logs: $LOG_DIR (summary.txt)"
+exit $status
+"#;
+
+/// Builds the bundle into `args[0]` (default `gpu-bundle/`).
+pub fn run(args: &[String]) -> Result<(), String> {
+    let root = project_root();
+    let dir = match args.first() {
+        Some(a) if a.starts_with('-') => return Err(format!("unknown flag {a}; usage: cargo xtask gpu-bundle [DIR]")),
+        Some(a) => root.join(a),
+        None => root.join("gpu-bundle"),
+    };
+    let target_dir = root.join("target").join("gpu-bundle");
+    let envs = [
+        ("CARGO_TARGET_DIR", target_dir.to_string_lossy().into_owned()),
+        ("CARGO_PROFILE_RELEASE_DEBUG", "0".into()),
+        ("CARGO_PROFILE_RELEASE_STRIP", "symbols".into()),
+    ];
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    for sub in ["bin", "tests", "benches"] {
+        fs::create_dir_all(dir.join(sub)).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+
+    cargo(&root, &envs, &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm"])?;
+    copy_exe(&target_dir.join("release").join("sparsedm"), &dir.join("bin").join("sparsedm"))?;
+
+    let tests = artifacts(&root, &envs, &["test", "--release", "--workspace", "--no-run", "--message-format=json"])?;
+    let mut n_tests = 0;
+    for a in tests.iter().filter(|a| a.is_test && wanted_test(a)) {
+        copy_exe(&a.executable, &dir.join("tests").join(format!("{}-{}", a.package, a.target)))?;
+        n_tests += 1;
+    }
+    let benches = artifacts(&root, &envs, &["bench", "--workspace", "--no-run", "--message-format=json"])?;
+    let mut n_benches = 0;
+    for a in benches.iter().filter(|a| a.target.starts_with("gpu")) {
+        copy_exe(&a.executable, &dir.join("benches").join(&a.target))?;
+        n_benches += 1;
+    }
+    let run_sh = dir.join("run.sh");
+    fs::write(&run_sh, RUN_SH).map_err(|e| format!("cannot write {}: {e}", run_sh.display()))?;
+    set_executable(&run_sh)?;
+    let size = dir_size(&dir);
+    eprintln!(
+        "gpu bundle: {} ({} test executables, {} benches, {:.1} MiB); on the GPU machine run {}/run.sh",
+        dir.display(),
+        n_tests,
+        n_benches,
+        size as f64 / (1 << 20) as f64,
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    if size > 60 << 20 {
+        eprintln!("warning: the bundle is over 60 MiB; the GPU machine accepts 64 MiB per call");
+    }
+    Ok(())
+}
+
+/// Test targets that belong in the bundle.
+fn wanted_test(a: &Artifact) -> bool {
+    a.target.starts_with("gpu") || a.package == "sparsedm-kernels" || a.package == "sparsedm-cuda-sys"
+}
+
+fn cargo(root: &Path, envs: &[(&str, String)], args: &[&str]) -> Result<String, String> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo {} failed with {}", args.join(" "), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One executable cargo reported.
+#[derive(Debug)]
+struct Artifact {
+    package: String,
+    target: String,
+    executable: PathBuf,
+    is_test: bool,
+}
+
+fn artifacts(root: &Path, envs: &[(&str, String)], args: &[&str]) -> Result<Vec<Artifact>, String> {
+    let stdout = cargo(root, envs, args)?;
+    Ok(stdout.lines().filter_map(parse_artifact).collect())
+}
+
+/// Extracts the fields we need from one `compiler-artifact` JSON line (std only: the values are
+/// plain strings cargo writes without escapes for our paths and names).
+fn parse_artifact(line: &str) -> Option<Artifact> {
+    if !line.contains(r#""reason":"compiler-artifact""#) {
+        return None;
+    }
+    let executable = string_after(line, r#""executable":""#)?;
+    let manifest = string_after(line, r#""manifest_path":""#)?;
+    let package = Path::new(&manifest).parent()?.file_name()?.to_string_lossy().into_owned();
+    let package = if manifest.contains("/crates/") { package } else { root_package_name(&package) };
+    let target_obj = &line[line.find(r#""target":{"#)?..];
+    let target = string_after(target_obj, r#""name":""#)?;
+    let is_test = line.contains(r#""test":true"#);
+    Some(Artifact { package, target, executable: PathBuf::from(executable), is_test })
+}
+
+/// The root manifest's package (its directory name is the checkout's, not the package's).
+fn root_package_name(dir_name: &str) -> String {
+    if dir_name == "xtask" { "xtask".into() } else { "sparsedm-suite".into() }
+}
+
+fn string_after(s: &str, key: &str) -> Option<String> {
+    let start = s.find(key)? + key.len();
+    let end = s[start..].find('"')?;
+    Some(s[start..start + end].to_string())
+}
+
+fn copy_exe(from: &Path, to: &Path) -> Result<(), String> {
+    fs::copy(from, to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+    set_executable(to)
+}
+
+#[cfg(unix)]
+fn set_executable(p: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+fn dir_size(p: &Path) -> u64 {
+    fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() { dir_size(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_cargo_test_artifact_line() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/main/crates/sparsedm-kernels#0.1.0","manifest_path":"/w/main/crates/sparsedm-kernels/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"gpu_ops","src_path":"/w/x.rs","edition":"2024","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/w/target/release/deps/gpu_ops-abc"],"executable":"/w/target/release/deps/gpu_ops-abc","fresh":true}"#;
+        let a = parse_artifact(line).expect("artifact");
+        assert_eq!(a.package, "sparsedm-kernels");
+        assert_eq!(a.target, "gpu_ops");
+        assert_eq!(a.executable, PathBuf::from("/w/target/release/deps/gpu_ops-abc"));
+        assert!(a.is_test && wanted_test(&a));
+        let lib = line.replace(r#""executable":"/w/target/release/deps/gpu_ops-abc""#, r#""executable":null"#);
+        assert!(parse_artifact(&lib).is_none(), "artifacts without an executable are skipped");
+        let root = line.replace("/w/main/crates/sparsedm-kernels/Cargo.toml", "/w/main/Cargo.toml").replace("gpu_ops", "cross_crate");
+        let a = parse_artifact(&root).expect("root artifact");
+        assert_eq!(a.package, "sparsedm-suite");
+        assert!(!wanted_test(&a), "non-GPU root tests stay out of the bundle");
+    }
+}
