@@ -38,6 +38,15 @@ pub enum Error {
     #[error("CUDA device {ordinal} is not available: {reason}")]
     CudaUnavailable { ordinal: usize, reason: String },
 
+    /// `op` has no implementation for tensors on `device` yet (a CUDA
+    /// tensor reached a CPU-only path).
+    #[error("{op} is not implemented on {device} yet")]
+    NotImplementedOnDevice { op: &'static str, device: Device },
+
+    /// A CUDA kernel launch, cuBLAS call, transfer or device allocation failed.
+    #[error("{op} on CUDA: {msg}")]
+    Cuda { op: &'static str, msg: String },
+
     /// An argument of `op` outside its domain (an index out of bounds, a
     /// probability outside [0, 1), ...).
     #[error("{op}: {msg}")]

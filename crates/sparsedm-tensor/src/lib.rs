@@ -5,8 +5,11 @@
 //!   offset); views (transpose, permute, narrow, broadcast, reshape of
 //!   contiguous data) never copy.
 //! - Devices are enum-dispatched ([`Device`], `storage::Storage`): the CPU
-//!   backend (rayon, the `gemm` crate) is always there; the CUDA slot reports
-//!   itself unavailable until the GPU backend is compiled in.
+//!   backend (rayon, the `gemm` crate) is always there; the CUDA backend
+//!   ([`cuda`], feature `cuda`, on by default) runs the same ops on a GPU
+//!   through `sparsedm-kernels` and reports itself unavailable, as an error,
+//!   on machines without one. [`set_matmul_precision`] picks f32, TF32 or
+//!   bf16 CUDA matrix products.
 //! - Autograd: ops on tracked tensors record a node; [`Tensor::backward`]
 //!   returns a [`GradStore`] of the variables' gradients. [`no_grad`] turns
 //!   recording off (inference, optimizer and EMA updates).
@@ -40,6 +43,7 @@ mod tensor;
 pub mod testing;
 
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
+pub use cuda::{matmul_precision, set_matmul_precision, MatmulPrecision};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};

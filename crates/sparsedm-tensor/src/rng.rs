@@ -127,19 +127,33 @@ impl Tensor {
     pub fn randn(shape: &[usize], rng: &mut Rng, device: &Device) -> Result<Tensor> {
         device.ensure_available()?;
         let n = shape.iter().product();
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(ordinal) = device {
+            return Ok(Tensor::from_storage(crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Normal)?, shape));
+        }
         Ok(Tensor::from_storage(f32_storage(rng.normal_vec(n)), shape))
     }
     /// Uniform values in `[lo, hi)`.
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         device.ensure_available()?;
         let n = shape.iter().product();
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(ordinal) = device {
+            return Ok(Tensor::from_storage(crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Uniform(lo, hi))?, shape));
+        }
         Ok(Tensor::from_storage(f32_storage(rng.uniform_vec(n, lo, hi)), shape))
     }
-    /// Integers in `[lo, hi)` as i64.
+    /// Integers in `[lo, hi)` as i64. There is no integer Philox kernel: on
+    /// a GPU the integers are drawn on the host (same stream as the CPU) and
+    /// uploaded; they are small (labels, timesteps).
     pub fn randint(shape: &[usize], lo: i64, hi: i64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         device.ensure_available()?;
         let n = shape.iter().product();
-        Ok(Tensor::from_storage(Storage::Cpu(CpuStorage::I64(rng.int_vec(n, lo, hi)?)), shape))
+        let t = Tensor::from_storage(Storage::Cpu(CpuStorage::I64(rng.int_vec(n, lo, hi)?)), shape);
+        if *device != Device::Cpu {
+            return t.to_device(device);
+        }
+        Ok(t)
     }
 
     /// Inverted dropout: zeroes each element with probability `p` and scales
@@ -152,6 +166,11 @@ impl Tensor {
             return Ok(self.clone());
         }
         let scale = 1.0 / (1.0 - p);
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(ordinal) = self.device() {
+            let mask = crate::cuda::random::draw(ordinal, self.elem_count(), rng, crate::cuda::random::Draw::Dropout(p, scale))?;
+            return self.mul(&Tensor::from_storage(mask, self.shape()));
+        }
         let mask: Vec<f32> = rng.uniform_vec(self.elem_count(), 0.0, 1.0).into_iter().map(|u| if u < p { 0.0 } else { scale }).collect();
         let mask = Tensor::from_storage(f32_storage(mask), self.shape());
         self.mul(&mask)

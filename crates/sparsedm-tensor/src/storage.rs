@@ -48,22 +48,23 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(c) => c.dtype(),
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(c) => c.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(c) => c.device(),
         }
     }
 
-    /// The f32 host buffer, or an error naming `op` for other dtypes/devices.
+    /// The f32 host buffer, or an error naming `op` for other dtypes/devices
+    /// (a CUDA buffer here means `op` has no CUDA path).
     pub(crate) fn cpu_f32(&self, op: &'static str) -> Result<&[f32]> {
         match self {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
             Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "f32" }),
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
         }
     }
 
@@ -72,7 +73,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::I64(v)) => Ok(v),
             Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "i64" }),
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
         }
     }
 
@@ -80,7 +81,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
             Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "f32" }),
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
         }
     }
 }

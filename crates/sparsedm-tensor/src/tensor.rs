@@ -57,6 +57,12 @@ impl Tensor {
         Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), None, false)
     }
 
+    /// An untracked tensor over fresh storage viewed through `layout`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn from_storage_layout(storage: Storage, layout: Layout) -> Tensor {
+        Tensor::make(Arc::new(RwLock::new(storage)), layout, None, false)
+    }
+
     /// The result of an op: tracked when grad mode is on and an input is.
     pub(crate) fn from_op(
         storage: Storage,
@@ -80,11 +86,35 @@ impl Tensor {
             .then(|| Node { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward })
     }
 
-    /// A tensor from f32 values in row-major order.
+    /// A tensor from f32 values in row-major order (uploaded when `device`
+    /// is a GPU).
     pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         Self::check_len("from_vec", data.len(), shape)?;
         device.ensure_available()?;
-        Ok(Self::from_storage(Storage::Cpu(CpuStorage::F32(data)), shape))
+        Self::from_host(CpuStorage::F32(data), shape, device, "from_vec")
+    }
+
+    /// A tensor over host data placed on `device` (an upload for a GPU).
+    fn from_host(data: CpuStorage, shape: &[usize], device: &Device, op: &'static str) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Self::from_storage(Storage::Cpu(data), shape)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => {
+                let gpu = crate::cuda::gpu_of(*ordinal)?;
+                Ok(Self::from_storage(Storage::Cuda(crate::cuda::CudaStorage::upload(&gpu, &data, op)?), shape))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(ordinal) => {
+                let _ = (data, op);
+                crate::cuda::ensure_available(*ordinal)?;
+                Err(Error::invalid("from_host", "internal: CUDA reported available in a build without CUDA"))
+            }
+        }
+    }
+
+    /// Whether the tensor lives on a GPU.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.device(), Device::Cuda(_))
     }
 
     /// A tensor from an f32 slice (copied).
@@ -96,7 +126,7 @@ impl Tensor {
     pub fn from_vec_i64(data: Vec<i64>, shape: &[usize], device: &Device) -> Result<Tensor> {
         Self::check_len("from_vec_i64", data.len(), shape)?;
         device.ensure_available()?;
-        Ok(Self::from_storage(Storage::Cpu(CpuStorage::I64(data)), shape))
+        Self::from_host(CpuStorage::I64(data), shape, device, "from_vec_i64")
     }
 
     /// A tensor over a host buffer of any dtype.
@@ -112,8 +142,14 @@ impl Tensor {
         Ok(())
     }
 
-    /// A tensor filled with `value`.
+    /// A tensor filled with `value` (on a GPU by a fill kernel, no upload).
     pub fn full(value: f32, shape: &[usize], device: &Device) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(ordinal) = device {
+            let gpu = crate::cuda::gpu_of(*ordinal)?;
+            let s = crate::cuda::CudaStorage::full(&gpu, DType::F32, shape.iter().product(), value, "full")?;
+            return Ok(Self::from_storage(Storage::Cuda(s), shape));
+        }
         Self::from_vec(vec![value; shape.iter().product()], shape, device)
     }
     pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
@@ -191,7 +227,7 @@ impl Tensor {
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner())
     }
-    fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,15 +249,24 @@ impl Tensor {
         })
     }
 
-    /// The elements as f32 in row-major order (f16/bf16/i64 are converted).
+    /// The elements as f32 in row-major order (f16/bf16/i64 are converted;
+    /// a CUDA tensor is downloaded).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         let s = self.storage();
         let l = self.layout();
         match &*s {
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => Ok(match c.download_view(l, "to_vec_f32")? {
+                CpuStorage::F32(v) => v,
+                CpuStorage::F16(v) => v.into_iter().map(f32::from).collect(),
+                CpuStorage::BF16(v) => v.into_iter().map(f32::from).collect(),
+                CpuStorage::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+            }),
             Storage::Cpu(CpuStorage::F32(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset())),
             Storage::Cpu(CpuStorage::F16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
             Storage::Cpu(CpuStorage::BF16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
             Storage::Cpu(CpuStorage::I64(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(|x| x as f32).collect()),
+            #[cfg(not(feature = "cuda"))]
             Storage::Cuda(c) => match *c {},
         }
     }
@@ -230,6 +275,13 @@ impl Tensor {
     pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
         let s = self.storage();
         let l = self.layout();
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(c) = &*s {
+            return match c.download_view(l, "to_vec_i64")? {
+                CpuStorage::I64(v) => Ok(v),
+                other => Err(Error::UnsupportedDType { op: "to_vec_i64", dtype: other.dtype(), expected: "i64" }),
+            };
+        }
         Ok(gather(s.cpu_i64("to_vec_i64")?, l.shape(), l.strides(), l.offset()))
     }
 
@@ -241,7 +293,7 @@ impl Tensor {
         Ok(self.to_vec_f32()?[0])
     }
 
-    /// A contiguous host copy in the tensor's own dtype.
+    /// A contiguous host copy in the tensor's own dtype (downloaded from a GPU).
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
         let s = self.storage();
         let l = self.layout();
@@ -251,6 +303,9 @@ impl Tensor {
             Storage::Cpu(CpuStorage::F16(v)) => CpuStorage::F16(gather(v, sh, st, o)),
             Storage::Cpu(CpuStorage::BF16(v)) => CpuStorage::BF16(gather(v, sh, st, o)),
             Storage::Cpu(CpuStorage::I64(v)) => CpuStorage::I64(gather(v, sh, st, o)),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c.download_view(l, "to_cpu_storage")?,
+            #[cfg(not(feature = "cuda"))]
             Storage::Cuda(c) => match *c {},
         })
     }
@@ -270,6 +325,10 @@ impl Tensor {
     /// Overwrites this tensor's elements with those of `src` (same shape),
     /// in place, for optimizer and EMA updates. Every tensor sharing the
     /// storage sees the new values. Not recorded in the graph.
+    ///
+    /// Devices may differ: into a CUDA tensor, a CUDA source on the same GPU
+    /// is copied device to device and a CPU source is uploaded; into a CPU
+    /// tensor, a CUDA source is downloaded. The dtypes must match.
     pub fn set_data(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
             return Err(Error::ShapeMismatch { op: "set_data", lhs: self.shape().to_vec(), rhs: src.shape().to_vec() });
@@ -277,6 +336,10 @@ impl Tensor {
         let Some(range) = self.layout().contiguous_range() else {
             return Err(Error::bad_shape("set_data", self.shape(), "the destination must be contiguous"));
         };
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::index::set_data(self, src, range);
+        }
         // Read first: `src` may share this storage.
         let values = src.to_cpu_storage()?;
         let mut dst = self.storage_mut();
@@ -288,6 +351,9 @@ impl Tensor {
             (Storage::Cpu(d), v) => {
                 return Err(Error::UnsupportedDType { op: "set_data", dtype: v.dtype(), expected: dtype_name(d.dtype()) });
             }
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(_), _) => return Err(Error::invalid("set_data", "internal: CUDA destination on the CPU path")),
+            #[cfg(not(feature = "cuda"))]
             (Storage::Cuda(c), _) => match *c {},
         }
         Ok(())
@@ -295,10 +361,25 @@ impl Tensor {
 
     /// Applies `f` to the f32 elements in place (contiguous tensors only).
     /// Not recorded in the graph; meant for optimizers on the CPU.
+    ///
+    /// `f` is a host closure, so on a CUDA tensor the elements are
+    /// downloaded, `f` runs on the host and the result is uploaded back: a
+    /// round trip through host memory, fine for tests and one-off edits but
+    /// not for a training loop's optimizer.
     pub fn update_f32(&self, f: impl FnOnce(&mut [f32])) -> Result<()> {
         let Some(range) = self.layout().contiguous_range() else {
             return Err(Error::bad_shape("update_f32", self.shape(), "the tensor must be contiguous"));
         };
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            if self.dtype() != DType::F32 {
+                return Err(Error::UnsupportedDType { op: "update_f32", dtype: self.dtype(), expected: "f32" });
+            }
+            let mut host = self.to_vec_f32()?;
+            f(&mut host);
+            let src = Tensor::from_vec(host, self.shape(), &Device::Cpu)?;
+            return crate::cuda::index::set_data(self, &src, range);
+        }
         let mut s = self.storage_mut();
         f(&mut s.cpu_f32_mut("update_f32")?[range]);
         Ok(())
@@ -311,6 +392,13 @@ impl Tensor {
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
+        }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let src_dtype = self.dtype();
+            let out = crate::cuda::index::to_dtype(self, dtype)?;
+            let inputs: &[&Tensor] = if src_dtype.is_float() && dtype.is_float() { &[self] } else { &[] };
+            return Ok(Tensor::from_op(out, self.shape(), "to_dtype", inputs, bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)]))));
         }
         let src = self.to_cpu_storage()?;
         let out = match (src, dtype) {
@@ -341,13 +429,20 @@ impl Tensor {
         ))
     }
 
-    /// Moves the tensor to `device`.
+    /// Moves the tensor to `device` (same dtype; a contiguous copy). The
+    /// move is differentiable: the gradient moves back to the source device.
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         device.ensure_available()?;
-        if *device == self.device() {
+        let from = self.device();
+        if *device == from {
             return Ok(self.clone());
         }
-        Err(Error::invalid("to_device", format!("cannot move a tensor from {} to {device}", self.device())))
+        let host = self.to_cpu_storage()?;
+        let moved = Self::from_host(host, self.shape(), device, "to_device")?;
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        let storage = moved.0.storage.clone();
+        let node = Self::node_for("to_device", inputs, bw(move |c| Ok(vec![Some(c.grad.to_device(&from)?)])));
+        Ok(Tensor::make(storage, moved.0.layout.clone(), node, false))
     }
 }
 

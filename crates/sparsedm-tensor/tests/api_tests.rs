@@ -34,8 +34,10 @@ fn shape_errors_name_the_op_and_shapes() {
 
 #[test]
 fn cuda_requests_are_clear_errors() {
-    let e = Tensor::zeros(&[2], &Device::Cuda(0)).unwrap_err();
-    assert!(e.to_string().contains("CUDA device 0 is not available"), "{e}");
+    // Device 0 where no GPU is usable; on a GPU machine an ordinal no machine has.
+    let ordinal = if sparsedm_tensor::cuda::is_available() { 4096 } else { 0 };
+    let e = Tensor::zeros(&[2], &Device::Cuda(ordinal)).unwrap_err();
+    assert!(e.to_string().contains(&format!("CUDA device {ordinal} is not available")), "{e}");
     assert!(Device::parse("cuda:1").unwrap() == Device::Cuda(1));
     assert!(Device::parse("tpu").is_err());
 }

@@ -322,6 +322,10 @@ impl Tensor {
         let ho = (h + 2 * padding.0 - kh) / stride.0 + 1;
         let wo = (w + 2 * padding.1 - kw) / stride.1 + 1;
         let g = Geom { n, c, h, w, o, kh, kw, sh: stride.0, sw: stride.1, ph: padding.0, pw: padding.1, ho, wo };
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() || weight.is_cuda() || bias.is_some_and(|b| b.is_cuda()) {
+            return self.conv2d_cuda(weight, bias, g);
+        }
         let (xc, wt) = (self.contiguous()?, weight.contiguous()?);
         let bvals = bias.map(|b| b.to_vec_f32()).transpose()?;
         let out = xc.with_contiguous_f32(op, |x| wt.with_contiguous_f32(op, |wv| conv_forward(&g, x, wv, bvals.as_deref())))??;
@@ -351,6 +355,37 @@ impl Tensor {
                 let mut grads = vec![gx, gw];
                 if ctx.needs.len() == 3 {
                     grads.push(if ctx.needs[2] { Some(gout.sum_dims(&[0, 2, 3], false)?) } else { None });
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+}
+
+impl Tensor {
+    /// conv2d on CUDA (im2col + batched GEMM), same geometry checks as the CPU.
+    #[cfg(feature = "cuda")]
+    fn conv2d_cuda(&self, weight: &Tensor, bias: Option<&Tensor>, g: Geom) -> Result<Tensor> {
+        use sparsedm_kernels::ops::conv::ConvGeometry;
+        let geometry = ConvGeometry { n: g.n, c: g.c, h: g.h, w: g.w, kh: g.kh, kw: g.kw, stride: (g.sh, g.sw), padding: (g.ph, g.pw) };
+        let conv = crate::cuda::conv::Conv { g: geometry, o: g.o };
+        let out = conv.forward(self, weight, bias)?;
+        let mut inputs = vec![self, weight];
+        if let Some(b) = bias {
+            inputs.push(b);
+        }
+        let (x, w) = (self.detach(), weight.detach());
+        Ok(Tensor::from_op(
+            out,
+            &[g.n, g.o, g.ho, g.wo],
+            "conv2d",
+            &inputs,
+            bw(move |ctx| {
+                let gx = if ctx.needs[0] { Some(conv.backward_input(ctx.grad, &w)?) } else { None };
+                let gw = if ctx.needs[1] { Some(conv.backward_weight(ctx.grad, &x)?) } else { None };
+                let mut grads = vec![gx, gw];
+                if ctx.needs.len() == 3 {
+                    grads.push(if ctx.needs[2] { Some(ctx.grad.sum_dims(&[0, 2, 3], false)?) } else { None });
                 }
                 Ok(grads)
             }),

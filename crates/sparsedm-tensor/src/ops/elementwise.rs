@@ -84,6 +84,58 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + fast_exp(-x))
 }
 
+/// What a unary op computes, for the CUDA kernel (`unary_f32`'s op code and
+/// scalar parameters); the CPU path runs the op's own closure.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum UnaryKind {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Powf(f32),
+    Sqr,
+    Abs,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Gelu,
+    Silu,
+    /// `a·x + b`.
+    Affine(f32, f32),
+    /// `min(max(x, lo), hi)`.
+    Clamp(f32, f32),
+    /// `x > 0 ? 1 : 0`.
+    Step,
+}
+
+/// What a binary op computes, for the CUDA kernel (`binary_f32`'s op code).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// NaN-propagating maximum.
+    Max,
+    /// `a·GELU′(b)`, `a·SiLU′(b)`, `a·(1 − b²)`, `a·b·(1 − b)`, `b > 0 ? a : 0`.
+    GeluBwd,
+    SiluBwd,
+    TanhBwd,
+    SigmoidBwd,
+    ReluBwd,
+    /// `a ≥ b` and `a == b` as 1.0/0.0.
+    Ge,
+    Eq,
+}
+
+/// The CUDA recipe of a `zip_with` that is one binary kernel.
+fn on_gpu(kind: BinaryKind) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor> {
+    move |a, b| a.binary_raw(b, "zip_with", kind)
+}
+
 impl Tensor {
     /// Applies `f` to every element (untracked primitive).
     pub(crate) fn map(&self, op: &'static str, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
@@ -146,69 +198,129 @@ impl Tensor {
         Ok((out, shape))
     }
 
-    /// `f(a, b)` as an untracked tensor (used by backward rules).
-    pub(crate) fn zip_with(&self, rhs: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+    /// `f(a, b)` as an untracked tensor (used by backward rules). `gpu`
+    /// computes the same values from CUDA operands with device ops (`f` is a
+    /// host closure); it runs without recording and its result is detached.
+    pub(crate) fn zip_with(
+        &self,
+        rhs: &Tensor,
+        op: &'static str,
+        gpu: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() || rhs.is_cuda() {
+            if self.device() != rhs.device() {
+                return Err(crate::Error::DeviceMismatch { op, lhs: self.device(), rhs: rhs.device() });
+            }
+            let _g = crate::no_grad();
+            return Ok(gpu(self, rhs)?.detach());
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = gpu;
         let (v, shape) = self.map2(rhs, op, f)?;
         Ok(Tensor::from_storage(f32_storage(v), &shape))
+    }
+
+    /// One binary kernel as an untracked tensor (CUDA operands only).
+    pub(crate) fn binary_raw(&self, rhs: &Tensor, op: &'static str, kind: BinaryKind) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        {
+            let (s, shape) = crate::cuda::elementwise::binary(self, rhs, op, kind)?;
+            Ok(Tensor::from_storage(s, &shape))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (rhs, kind);
+            Err(crate::Error::invalid(op, "internal: a CUDA kernel was requested in a build without CUDA"))
+        }
     }
 
     fn unary(
         &self,
         op: &'static str,
+        kind: UnaryKind,
         f: impl Fn(f32) -> f32 + Sync,
         grad: impl Fn(&crate::autograd::BackwardCtx<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let s = crate::cuda::elementwise::unary(self, op, kind)?;
+            let x = self.clone();
+            return Ok(Tensor::from_op(s, self.shape(), op, &[self], bw(move |c| Ok(vec![Some(grad(c, &x)?)]))));
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = kind;
         let v = self.map(op, f)?;
         let x = self.clone();
         Ok(Tensor::from_op(f32_storage(v), self.shape(), op, &[self], bw(move |c| Ok(vec![Some(grad(c, &x)?)]))))
     }
 
     pub fn neg(&self) -> Result<Tensor> {
-        self.unary("neg", |x| -x, |c, _| c.grad.mul_scalar(-1.0))
+        self.unary("neg", UnaryKind::Neg, |x| -x, |c, _| c.grad.mul_scalar(-1.0))
     }
     pub fn exp(&self) -> Result<Tensor> {
-        self.unary("exp", f32::exp, |c, _| c.grad.zip_with(c.out, "exp_backward", |g, y| g * y))
+        self.unary("exp", UnaryKind::Exp, f32::exp, |c, _| c.grad.zip_with(c.out, "exp_backward", on_gpu(BinaryKind::Mul), |g, y| g * y))
     }
     pub fn log(&self) -> Result<Tensor> {
-        self.unary("log", f32::ln, |c, x| c.grad.zip_with(x, "log_backward", |g, x| g / x))
+        self.unary("log", UnaryKind::Log, f32::ln, |c, x| c.grad.zip_with(x, "log_backward", on_gpu(BinaryKind::Div), |g, x| g / x))
     }
     pub fn sqrt(&self) -> Result<Tensor> {
-        self.unary("sqrt", f32::sqrt, |c, _| c.grad.zip_with(c.out, "sqrt_backward", |g, y| 0.5 * g / y))
+        self.unary("sqrt", UnaryKind::Sqrt, f32::sqrt, |c, _| {
+            c.grad.zip_with(c.out, "sqrt_backward", |g, y| g.binary_raw(y, "sqrt_backward", BinaryKind::Div)?.affine(0.5, 0.0), |g, y| 0.5 * g / y)
+        })
     }
     pub fn rsqrt(&self) -> Result<Tensor> {
-        self.unary("rsqrt", |x| 1.0 / x.sqrt(), |c, _| c.grad.zip_with(c.out, "rsqrt_backward", |g, y| -0.5 * g * y * y * y))
+        self.unary("rsqrt", UnaryKind::Rsqrt, |x| 1.0 / x.sqrt(), |c, _| {
+            c.grad.zip_with(c.out, "rsqrt_backward", |g, y| g.mul(&y.powf(3.0)?.affine(-0.5, 0.0)?), |g, y| -0.5 * g * y * y * y)
+        })
     }
     /// `x^p` for a scalar exponent.
     pub fn powf(&self, p: f32) -> Result<Tensor> {
-        self.unary("powf", move |x| x.powf(p), move |c, x| c.grad.zip_with(x, "powf_backward", move |g, x| g * p * x.powf(p - 1.0)))
+        self.unary("powf", UnaryKind::Powf(p), move |x| x.powf(p), move |c, x| {
+            c.grad.zip_with(x, "powf_backward", |g, x| g.mul(&x.powf(p - 1.0)?.affine(p, 0.0)?), move |g, x| g * p * x.powf(p - 1.0))
+        })
     }
     pub fn sqr(&self) -> Result<Tensor> {
-        self.unary("sqr", |x| x * x, |c, x| c.grad.zip_with(x, "sqr_backward", |g, x| 2.0 * g * x))
+        self.unary("sqr", UnaryKind::Sqr, |x| x * x, |c, x| {
+            c.grad.zip_with(x, "sqr_backward", |g, x| g.binary_raw(x, "sqr_backward", BinaryKind::Mul)?.affine(2.0, 0.0), |g, x| 2.0 * g * x)
+        })
     }
     /// |x|; the gradient at 0 is 0, as in PyTorch.
     pub fn abs(&self) -> Result<Tensor> {
-        self.unary("abs", f32::abs, |c, x| c.grad.zip_with(x, "abs_backward", |g, x| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 }))
+        self.unary("abs", UnaryKind::Abs, f32::abs, |c, x| {
+            // sign(x) = step(x) − step(−x): 0 at 0 and at NaN, as on the CPU.
+            let sign = |x: &Tensor| x.step()?.sub(&x.neg()?.step()?);
+            c.grad.zip_with(x, "abs_backward", |g, x| g.mul(&sign(x)?), |g, x| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 })
+        })
     }
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary("tanh", f32::tanh, |c, _| c.grad.zip_with(c.out, "tanh_backward", |g, y| g * (1.0 - y * y)))
+        self.unary("tanh", UnaryKind::Tanh, f32::tanh, |c, _| c.grad.zip_with(c.out, "tanh_backward", on_gpu(BinaryKind::TanhBwd), |g, y| g * (1.0 - y * y)))
     }
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.unary("sigmoid", sigmoid, |c, _| c.grad.zip_with(c.out, "sigmoid_backward", |g, y| g * y * (1.0 - y)))
+        self.unary("sigmoid", UnaryKind::Sigmoid, sigmoid, |c, _| {
+            c.grad.zip_with(c.out, "sigmoid_backward", on_gpu(BinaryKind::SigmoidBwd), |g, y| g * y * (1.0 - y))
+        })
     }
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary("relu", |x| x.max(0.0), |c, x| c.grad.zip_with(x, "relu_backward", |g, x| if x > 0.0 { g } else { 0.0 }))
+        self.unary("relu", UnaryKind::Relu, |x| x.max(0.0), |c, x| {
+            c.grad.zip_with(x, "relu_backward", on_gpu(BinaryKind::ReluBwd), |g, x| if x > 0.0 { g } else { 0.0 })
+        })
     }
     /// GELU, the exact erf form (`torch.nn.GELU()` default).
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary("gelu", |x| x * normal_cdf(x), |c, x| c.grad.zip_with(x, "gelu_backward", |g, x| g * (normal_cdf(x) + x * normal_pdf(x))))
+        self.unary("gelu", UnaryKind::Gelu, |x| x * normal_cdf(x), |c, x| {
+            c.grad.zip_with(x, "gelu_backward", on_gpu(BinaryKind::GeluBwd), |g, x| g * (normal_cdf(x) + x * normal_pdf(x)))
+        })
     }
     /// SiLU (swish): x·σ(x).
     pub fn silu(&self) -> Result<Tensor> {
         self.unary(
             "silu",
+            UnaryKind::Silu,
             |x| x * sigmoid(x),
             |c, x| {
-                c.grad.zip_with(x, "silu_backward", |g, x| {
+                c.grad.zip_with(x, "silu_backward", on_gpu(BinaryKind::SiluBwd), |g, x| {
                     let s = sigmoid(x);
                     g * s * (1.0 + x * (1.0 - s))
                 })
@@ -217,7 +329,7 @@ impl Tensor {
     }
     /// `x·mul + add`.
     pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
-        self.unary("affine", move |x| x * mul + add, move |c, _| c.grad.mul_scalar(mul))
+        self.unary("affine", UnaryKind::Affine(mul, add), move |x| x * mul + add, move |c, _| c.grad.mul_scalar(mul))
     }
     pub fn mul_scalar(&self, s: f32) -> Result<Tensor> {
         self.affine(s, 0.0)
@@ -232,25 +344,54 @@ impl Tensor {
         }
         self.unary(
             "clamp",
+            UnaryKind::Clamp(min, max),
             move |x| x.clamp(min, max),
-            move |c, x| c.grad.zip_with(x, "clamp_backward", move |g, x| if (min..=max).contains(&x) { g } else { 0.0 }),
+            move |c, x| {
+                // In range ⇔ clamp(x) == x (false for NaN, as `contains` on the CPU).
+                let inside = |x: &Tensor| x.clamp(min, max)?.binary_raw(x, "clamp_backward", BinaryKind::Eq);
+                c.grad.zip_with(x, "clamp_backward", |g, x| g.mul(&inside(x)?), move |g, x| if (min..=max).contains(&x) { g } else { 0.0 })
+            },
         )
+    }
+
+    /// `x > 0 ? 1 : 0` (CUDA only: the building block of sign-like
+    /// backward rules; untracked).
+    pub(crate) fn step(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        {
+            Ok(Tensor::from_storage(crate::cuda::elementwise::unary(self, "step", UnaryKind::Step)?, self.shape()))
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err(crate::Error::invalid("step", "internal: a CUDA kernel was requested in a build without CUDA"))
     }
 
     fn binary(
         &self,
         rhs: &Tensor,
         op: &'static str,
+        kind: BinaryKind,
         f: impl Fn(f32, f32) -> f32 + Sync,
         grads: impl Fn(&crate::autograd::BackwardCtx<'_>, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         if self.device() != rhs.device() {
             return Err(crate::Error::DeviceMismatch { op, lhs: self.device(), rhs: rhs.device() });
         }
-        let (v, shape) = self.map2(rhs, op, f)?;
+        #[cfg(feature = "cuda")]
+        let (storage, shape) = if self.is_cuda() {
+            crate::cuda::elementwise::binary(self, rhs, op, kind)?
+        } else {
+            let (v, shape) = self.map2(rhs, op, f)?;
+            (f32_storage(v), shape)
+        };
+        #[cfg(not(feature = "cuda"))]
+        let (storage, shape) = {
+            let _ = kind;
+            let (v, shape) = self.map2(rhs, op, f)?;
+            (f32_storage(v), shape)
+        };
         let (a, b) = (self.clone(), rhs.clone());
         Ok(Tensor::from_op(
-            f32_storage(v),
+            storage,
             &shape,
             op,
             &[self, rhs],
@@ -270,19 +411,20 @@ impl Tensor {
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "add", |a, b| a + b, |c, _, _| Ok((Some(c.grad.clone()), Some(c.grad.clone()))))
+        self.binary(rhs, "add", BinaryKind::Add, |a, b| a + b, |c, _, _| Ok((Some(c.grad.clone()), Some(c.grad.clone()))))
     }
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "sub", |a, b| a - b, |c, _, _| Ok((Some(c.grad.clone()), c.needs[1].then(|| c.grad.mul_scalar(-1.0)).transpose()?)))
+        self.binary(rhs, "sub", BinaryKind::Sub, |a, b| a - b, |c, _, _| Ok((Some(c.grad.clone()), c.needs[1].then(|| c.grad.mul_scalar(-1.0)).transpose()?)))
     }
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(
             rhs,
             "mul",
+            BinaryKind::Mul,
             |a, b| a * b,
             |c, a, b| {
-                let ga = c.needs[0].then(|| c.grad.zip_with(b, "mul_backward", |g, b| g * b)).transpose()?;
-                let gb = c.needs[1].then(|| c.grad.zip_with(a, "mul_backward", |g, a| g * a)).transpose()?;
+                let ga = c.needs[0].then(|| c.grad.zip_with(b, "mul_backward", on_gpu(BinaryKind::Mul), |g, b| g * b)).transpose()?;
+                let gb = c.needs[1].then(|| c.grad.zip_with(a, "mul_backward", on_gpu(BinaryKind::Mul), |g, a| g * a)).transpose()?;
                 Ok((ga, gb))
             },
         )
@@ -291,13 +433,14 @@ impl Tensor {
         self.binary(
             rhs,
             "div",
+            BinaryKind::Div,
             |a, b| a / b,
             |c, _, b| {
-                let ga = c.needs[0].then(|| c.grad.zip_with(b, "div_backward", |g, b| g / b)).transpose()?;
+                let ga = c.needs[0].then(|| c.grad.zip_with(b, "div_backward", on_gpu(BinaryKind::Div), |g, b| g / b)).transpose()?;
                 let gb = if c.needs[1] {
                     // d(a/b)/db = -out/b
-                    let t = c.out.zip_with(b, "div_backward", |y, b| -y / b)?;
-                    Some(c.grad.zip_with(&t, "div_backward", |g, t| g * t)?)
+                    let t = c.out.zip_with(b, "div_backward", |y, b| y.binary_raw(b, "div_backward", BinaryKind::Div)?.neg(), |y, b| -y / b)?;
+                    Some(c.grad.zip_with(&t, "div_backward", on_gpu(BinaryKind::Mul), |g, t| g * t)?)
                 } else {
                     None
                 };
@@ -310,11 +453,12 @@ impl Tensor {
         self.binary(
             rhs,
             "maximum",
+            BinaryKind::Max,
             f32::max,
             |c, a, b| {
-                let sel = a.zip_with(b, "maximum_backward", |a, b| if a >= b { 1.0 } else { 0.0 })?;
-                let ga = c.grad.zip_with(&sel, "maximum_backward", |g, s| g * s)?;
-                let gb = c.grad.zip_with(&sel, "maximum_backward", |g, s| g * (1.0 - s))?;
+                let sel = a.zip_with(b, "maximum_backward", on_gpu(BinaryKind::Ge), |a, b| if a >= b { 1.0 } else { 0.0 })?;
+                let ga = c.grad.zip_with(&sel, "maximum_backward", on_gpu(BinaryKind::Mul), |g, s| g * s)?;
+                let gb = c.grad.zip_with(&sel, "maximum_backward", |g, s| g.mul(&s.affine(-1.0, 1.0)?), |g, s| g * (1.0 - s))?;
                 Ok((Some(ga), Some(gb)))
             },
         )
@@ -325,6 +469,11 @@ impl Tensor {
     pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let op = "where_cond";
         let shape = broadcast_shapes(op, &broadcast_shapes(op, cond.shape(), a.shape())?, b.shape())?;
+        #[cfg(feature = "cuda")]
+        if cond.is_cuda() || a.is_cuda() || b.is_cuda() {
+            let s = crate::cuda::elementwise::where_cond(cond, a, b, &shape)?;
+            return Ok(Self::where_node(s, &shape, cond, a, b));
+        }
         let (lc, la, lb) = (cond.layout().broadcast_as(&shape)?, a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
         let mut out = vec![0f32; shape.iter().product()];
         {
@@ -337,18 +486,28 @@ impl Tensor {
                 }
             });
         }
+        Ok(Self::where_node(f32_storage(out), &shape, cond, a, b))
+    }
+
+    /// The result of `where_cond` with its backward rule.
+    fn where_node(storage: crate::storage::Storage, shape: &[usize], cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        let op = "where_cond";
         let (ta, tb, tc) = (a.clone(), b.clone(), cond.detach());
-        Ok(Tensor::from_op(
-            f32_storage(out),
-            &shape,
+        Tensor::from_op(
+            storage,
+            shape,
             op,
             &[a, b],
             bw(move |c| {
                 let pick = |want: bool, shape: &[usize]| -> Result<Tensor> {
-                    c.grad.zip_with(&tc, "where_backward", move |g, m| if (m != 0.0) == want { g } else { 0.0 })?.sum_to_shape(shape)
+                    let gpu = |g: &Tensor, m: &Tensor| {
+                        let zero = Tensor::zeros(&[], &g.device())?;
+                        if want { Tensor::where_cond(m, g, &zero) } else { Tensor::where_cond(m, &zero, g) }
+                    };
+                    c.grad.zip_with(&tc, "where_backward", gpu, move |g, m| if (m != 0.0) == want { g } else { 0.0 })?.sum_to_shape(shape)
                 };
                 Ok(vec![c.needs[0].then(|| pick(true, ta.shape())).transpose()?, c.needs[1].then(|| pick(false, tb.shape())).transpose()?])
             }),
-        ))
+        )
     }
 }

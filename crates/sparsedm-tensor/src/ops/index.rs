@@ -36,12 +36,24 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out_shape: Vec<usize> = self.shape().iter().zip(pads).map(|(&s, &(a, b))| s + a + b).collect();
-        let mut out = vec![value; out_shape.iter().product()];
         let start: Vec<usize> = pads.iter().map(|p| p.0).collect();
-        self.with_f32("pad", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
+        #[cfg(feature = "cuda")]
+        let storage = if self.is_cuda() {
+            crate::cuda::index::pad(self, &start, &out_shape, value)?
+        } else {
+            let mut out = vec![value; out_shape.iter().product()];
+            self.with_f32("pad", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
+            f32_storage(out)
+        };
+        #[cfg(not(feature = "cuda"))]
+        let storage = {
+            let mut out = vec![value; out_shape.iter().product()];
+            self.with_f32("pad", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
+            f32_storage(out)
+        };
         let in_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
-            f32_storage(out),
+            storage,
             &out_shape,
             "pad",
             &[self],
@@ -80,15 +92,25 @@ impl Tensor {
             }
             out_shape[dim] += t.shape()[dim];
         }
-        let mut out = vec![0f32; out_shape.iter().product()];
-        let mut start = vec![0; out_shape.len()];
-        for t in tensors {
-            t.with_f32("cat", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
-            start[dim] += t.shape()[dim];
-        }
+        #[cfg(feature = "cuda")]
+        let cuda = if tensors.iter().any(|t| t.is_cuda()) { Some(crate::cuda::index::cat(tensors, dim, &out_shape)?) } else { None };
+        #[cfg(not(feature = "cuda"))]
+        let cuda: Option<crate::storage::Storage> = None;
+        let storage = match cuda {
+            Some(s) => s,
+            None => {
+                let mut out = vec![0f32; out_shape.iter().product()];
+                let mut start = vec![0; out_shape.len()];
+                for t in tensors {
+                    t.with_f32("cat", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
+                    start[dim] += t.shape()[dim];
+                }
+                f32_storage(out)
+            }
+        };
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[dim]).collect();
         Ok(Tensor::from_op(
-            f32_storage(out),
+            storage,
             &out_shape,
             "cat",
             tensors,
@@ -149,6 +171,20 @@ impl Tensor {
                 }
             })
             .collect::<Result<_>>()?;
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() || indices.is_cuda() {
+            let (s, idx_t) = crate::cuda::index::index_select(self, dim, &idx, indices)?;
+            let mut out_shape = self.shape().to_vec();
+            out_shape[dim] = idx.len();
+            let in_shape = self.shape().to_vec();
+            return Ok(Tensor::from_op(
+                s,
+                &out_shape,
+                op,
+                &[self],
+                bw(move |c| Ok(vec![Some(crate::cuda::index::index_select_backward(c.grad, &idx_t, &in_shape, dim)?)])),
+            ));
+        }
         let src = self.contiguous()?;
         let outer: usize = self.shape()[..dim].iter().product();
         let inner: usize = self.shape()[dim + 1..].iter().product();

@@ -129,16 +129,25 @@ impl Tensor {
         sa.extend([m, k]);
         let mut sb = batch.clone();
         sb.extend([k, n]);
-        let (la, lb) = (self.layout().broadcast_as(&sa)?, rhs.layout().broadcast_as(&sb)?);
-        let values = {
+        #[cfg(feature = "cuda")]
+        let storage = if self.is_cuda() || rhs.is_cuda() {
+            crate::cuda::gemm::matmul(self, rhs, &batch, m, k, n)?
+        } else {
+            let (la, lb) = (self.layout().broadcast_as(&sa)?, rhs.layout().broadcast_as(&sb)?);
             let (ga, gb) = (self.storage(), rhs.storage());
-            bmm(ga.cpu_f32(op)?, &la, gb.cpu_f32(op)?, &lb, m, k, n)
+            f32_storage(bmm(ga.cpu_f32(op)?, &la, gb.cpu_f32(op)?, &lb, m, k, n))
+        };
+        #[cfg(not(feature = "cuda"))]
+        let storage = {
+            let (la, lb) = (self.layout().broadcast_as(&sa)?, rhs.layout().broadcast_as(&sb)?);
+            let (ga, gb) = (self.storage(), rhs.storage());
+            f32_storage(bmm(ga.cpu_f32(op)?, &la, gb.cpu_f32(op)?, &lb, m, k, n))
         };
         let mut out_shape = batch;
         out_shape.extend([m, n]);
         let (a, b) = (self.clone(), rhs.clone());
         Ok(Tensor::from_op(
-            f32_storage(values),
+            storage,
             &out_shape,
             op,
             &[self, rhs],
@@ -170,20 +179,14 @@ impl Tensor {
         }
         let m = self.elem_count() / k.max(1);
         let x2 = self.reshape(&[m, k])?;
-        let mut out = vec![0f32; m * n];
-        if let Some(b) = bias {
-            let bv = b.to_vec_f32()?;
-            for row in out.chunks_mut(n.max(1)) {
-                row.copy_from_slice(&bv);
-            }
-        }
-        {
-            let (sx, sw) = (x2.storage(), weight.storage());
-            let (lx, lw) = (x2.layout(), weight.layout());
-            let (xv, wv) = (&sx.cpu_f32(op)?[lx.offset()..], &sw.cpu_f32(op)?[lw.offset()..]);
-            // rhs[kk, j] = W[j, kk]
-            gemm_f32(&mut out, m, n, k, xv, lx.strides()[0], lx.strides()[1], wv, lw.strides()[1], lw.strides()[0], bias.is_some(), true);
-        }
+        #[cfg(feature = "cuda")]
+        let cuda_out = if self.is_cuda() || weight.is_cuda() || bias.is_some_and(|b| b.is_cuda()) { Some(crate::cuda::gemm::linear(&x2, weight, bias, m, k, n)?) } else { None };
+        #[cfg(not(feature = "cuda"))]
+        let cuda_out: Option<crate::storage::Storage> = None;
+        let storage = match cuda_out {
+            Some(s) => s,
+            None => f32_storage(Self::linear_cpu(&x2, weight, bias, m, k, n)?),
+        };
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = n;
         let (xs, ws) = (x2.clone(), weight.clone());
@@ -193,7 +196,7 @@ impl Tensor {
             inputs.push(b);
         }
         Ok(Tensor::from_op(
-            f32_storage(out),
+            storage,
             &out_shape,
             op,
             &inputs,
@@ -208,5 +211,25 @@ impl Tensor {
                 Ok(grads)
             }),
         ))
+    }
+
+    /// The CPU forward of `linear`: one GEMM onto rows pre-filled with the bias.
+    fn linear_cpu(x2: &Tensor, weight: &Tensor, bias: Option<&Tensor>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        let op = "linear";
+        let mut out = vec![0f32; m * n];
+        if let Some(b) = bias {
+            let bv = b.to_vec_f32()?;
+            for row in out.chunks_mut(n.max(1)) {
+                row.copy_from_slice(&bv);
+            }
+        }
+        {
+            let (sx, sw) = (x2.storage(), weight.storage());
+            let (lx, lw) = (x2.layout(), weight.layout());
+            let (xv, wv) = (&sx.cpu_f32(op)?[lx.offset()..], &sw.cpu_f32(op)?[lw.offset()..]);
+            // rhs[kk, j] = W[j, kk]
+            gemm_f32(&mut out, m, n, k, xv, lx.strides()[0], lx.strides()[1], wv, lw.strides()[1], lw.strides()[0], bias.is_some(), true);
+        }
+        Ok(out)
     }
 }

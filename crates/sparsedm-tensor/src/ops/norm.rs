@@ -12,6 +12,21 @@ impl Tensor {
     /// (x − mean)/√(var + eps) over the last dim (biased variance).
     pub fn standardize_last(&self, eps: f32) -> Result<Tensor> {
         let len = *self.shape().last().ok_or_else(|| Error::bad_shape("standardize", self.shape(), "need at least 1 dim"))?;
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            if len == 0 {
+                return Err(Error::bad_shape("standardize", self.shape(), "rows of zero elements"));
+            }
+            // The kernel keeps rstd per row; the backward kernel uses it with the output.
+            let (s, rstd) = crate::cuda::nn::standardize(self, eps)?;
+            return Ok(Tensor::from_op(
+                s,
+                self.shape(),
+                "standardize",
+                &[self],
+                bw(move |c| Ok(vec![Some(crate::cuda::nn::standardize_backward(c.out, &rstd, c.grad)?)])),
+            ));
+        }
         let y = self.with_contiguous_f32("standardize", |d| {
             rows_map(d, len, |x, y| {
                 let n = x.len() as f64;

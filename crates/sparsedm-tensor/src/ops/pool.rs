@@ -152,6 +152,18 @@ impl Tensor {
         let op = "max_pool2d";
         let (n, c, h, w) = check_nchw(op, self)?;
         let (ho, wo) = (out_size(op, self.shape(), h, k, s, p)?, out_size(op, self.shape(), w, k, s, p)?);
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let (vals, arg) = crate::cuda::pool::max_pool(self, k, s, p)?;
+            let x_shape = self.shape().to_vec();
+            return Ok(Tensor::from_op(
+                vals,
+                &[n, c, ho, wo],
+                op,
+                &[self],
+                bw(move |ctx| Ok(vec![Some(crate::cuda::pool::max_pool_backward(ctx.grad, &arg, &x_shape, k, s, p)?)])),
+            ));
+        }
         let x = self.contiguous()?;
         if !(crate::autograd::is_grad_enabled() && self.is_tracked()) {
             // No gradient will be asked for: values only, without the argmax.
@@ -233,6 +245,18 @@ impl Tensor {
             let d = if count_include_pad { hp * wp } else { (h1 - h0) * (w1 - w0) };
             (h0, h1, w0, w1, d.max(1) as f32)
         };
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let vals = crate::cuda::pool::avg_pool(self, k, s, p, count_include_pad)?;
+            let x_shape = self.shape().to_vec();
+            return Ok(Tensor::from_op(
+                vals,
+                &[n, c, ho, wo],
+                op,
+                &[self],
+                bw(move |ctx| Ok(vec![Some(crate::cuda::pool::avg_pool_backward(ctx.grad, &x_shape, k, s, p, count_include_pad)?)])),
+            ));
+        }
         let x = self.contiguous()?;
         // Separable: per input row the window sums along W, then per output
         // row the sum of its window's rows, added in the same order as a
@@ -303,6 +327,18 @@ impl Tensor {
             crate::error::bail!(op, "factor must be positive");
         }
         let (ho, wo) = (h * factor, w * factor);
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let x_shape = self.shape().to_vec();
+            let vals = crate::cuda::pool::upsample(self, &x_shape, factor, false)?;
+            return Ok(Tensor::from_op(
+                vals,
+                &[n, c, ho, wo],
+                op,
+                &[self],
+                bw(move |ctx| Ok(vec![Some(Tensor::from_storage(crate::cuda::pool::upsample(ctx.grad, &x_shape, factor, true)?, &x_shape))])),
+            ));
+        }
         let x = self.contiguous()?;
         let vals = x.with_contiguous_f32(op, |xv| {
             per_plane(xv, h * w, ho * wo, n * c, |plane, o| {
@@ -345,6 +381,18 @@ impl Tensor {
         }
         let hi = source_indices(h, out_h);
         let wi = source_indices(w, out_w);
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let vals = crate::cuda::pool::resize_bilinear(self, out_h, out_w)?;
+            let x_shape = self.shape().to_vec();
+            return Ok(Tensor::from_op(
+                vals,
+                &[n, c, out_h, out_w],
+                op,
+                &[self],
+                bw(move |ctx| Ok(vec![Some(crate::cuda::pool::resize_bilinear_backward(ctx.grad, &x_shape, &hi, &wi)?)])),
+            ));
+        }
         let x = self.contiguous()?;
         let (hi2, wi2) = (hi.clone(), wi.clone());
         let vals = x.with_contiguous_f32(op, |xv| {

@@ -89,6 +89,19 @@ impl Tensor {
         let rank = self.rank();
         let is_prefix = dims.iter().enumerate().all(|(i, &d)| i == d);
         let is_suffix = dims.iter().rev().enumerate().all(|(i, &d)| d == rank - 1 - i);
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let s = crate::cuda::reduce::reduce(self, &dims, crate::cuda::reduce::Reduce::Sum, "sum")?;
+            let in_shape = self.shape().to_vec();
+            let kept_shape = reduced_shape(self.shape(), &dims, true);
+            return Ok(Tensor::from_op(
+                s,
+                &out_shape,
+                "sum",
+                &[self],
+                bw(move |c| Ok(vec![Some(c.grad.reshape(&kept_shape)?.broadcast_as(&in_shape)?.contiguous()?)])),
+            ));
+        }
         let values = if dims.is_empty() {
             self.to_vec_f32()?
         } else if self.is_contiguous() && is_suffix {
@@ -153,6 +166,24 @@ impl Tensor {
             return Err(Error::bad_shape("max", self.shape(), format!("dim {dim} is empty")));
         }
         let out_shape = reduced_shape(self.shape(), &dims, keepdim);
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let (vals, idx) = crate::cuda::reduce::max_with_index(self, dim)?;
+            let index = Tensor::from_storage(idx, &out_shape);
+            let (x, kept_shape) = (self.detach(), reduced_shape(self.shape(), &dims, true));
+            let out = Tensor::from_op(
+                vals,
+                &out_shape,
+                "max",
+                &[self],
+                bw(move |c| {
+                    // The gradient goes to the first maximal element: a one-hot mask times the broadcast gradient.
+                    let mask = crate::cuda::reduce::first_max_mask(&x, dim)?;
+                    Ok(vec![Some(mask.mul(&c.grad.reshape(&kept_shape)?)?)])
+                }),
+            );
+            return Ok((out, index));
+        }
         let (data, n) = self.reduced_rows_data("max", &dims)?;
         let pairs = reduce_rows(&data, n, |r| {
             let mut best = (r[0], 0usize);

@@ -75,7 +75,19 @@ impl Tensor {
         self.over_dim(dim, |x| x.log_softmax_last())
     }
 
+    /// Softmax or log-softmax of the last dim on CUDA, with the fused backward kernel.
+    #[cfg(feature = "cuda")]
+    fn softmax_last_cuda(&self, log: bool) -> Result<Tensor> {
+        let op = if log { "log_softmax" } else { "softmax" };
+        let s = crate::cuda::nn::softmax(self, log)?;
+        Ok(Tensor::from_op(s, self.shape(), op, &[self], bw(move |c| Ok(vec![Some(crate::cuda::nn::softmax_backward(c.out, c.grad, log)?)]))))
+    }
+
     fn softmax_last(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return self.softmax_last_cuda(false);
+        }
         let len = *self.shape().last().unwrap_or(&1);
         let y = self.with_contiguous_f32("softmax", |d| rows_map(d, len, softmax_row))?;
         Ok(Tensor::from_op(
@@ -102,6 +114,10 @@ impl Tensor {
     }
 
     fn log_softmax_last(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return self.softmax_last_cuda(true);
+        }
         let len = *self.shape().last().unwrap_or(&1);
         let y = self.with_contiguous_f32("log_softmax", |d| rows_map(d, len, log_softmax_row))?;
         Ok(Tensor::from_op(

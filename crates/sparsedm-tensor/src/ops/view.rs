@@ -95,6 +95,11 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let s = crate::cuda::index::contiguous(self)?;
+            return Ok(Tensor::from_op(s, self.shape(), "contiguous", &[self], bw(|c| Ok(vec![Some(c.grad.clone())]))));
+        }
         let data = self.to_cpu_storage()?;
         Ok(Tensor::from_op(Storage::Cpu(data), self.shape(), "contiguous", &[self], bw(|c| Ok(vec![Some(c.grad.clone())]))))
     }
