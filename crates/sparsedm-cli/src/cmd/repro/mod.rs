@@ -16,6 +16,7 @@
 
 mod paper;
 mod suites;
+mod table3;
 
 use super::DeviceArg;
 use anyhow::{Context, Result, bail};

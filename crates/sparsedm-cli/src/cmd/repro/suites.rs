@@ -172,17 +172,22 @@ pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
     write_outputs(a, s, Table::Ablation, "Ablation: sparsity ratio × mask training", &rows, &[], &notes)
 }
 
-/// Table 3 needs cuSPARSELt on a GPU; without one it records the published
-/// grid, PyTorch's on the H200, and why ours is missing.
+/// Table 3: measured on a GPU (`table3.rs`); without one, the published grid and why ours is
+/// missing.
 pub fn table3(a: &Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let reason = match a.device.resolve() {
-        Err(e) => format!("{e:#}"),
-        Ok(_) if !sparsedm_tensor::cuda::is_available() => {
-            "no CUDA GPU in this build or on this machine; the 2:4 GEMM runs through cuSPARSELt".to_string()
-        }
-        Ok(_) => "the cuSPARSELt path is not part of this build".to_string(),
+    let gpu = match super::table3::gpu_for(&a.device.device)? {
+        Ok(gpu) => gpu,
+        Err(reason) => return table3_unmeasured(a, &reason),
     };
+    let grid = super::table3::measure(&gpu)?;
+    let (md, json) = super::table3::report(&gpu, &grid, scale_name(a.scale));
+    write_files(&a.out, "table3", &md, &json)?;
+    eprintln!("[repro] wrote {}", a.out.join("table3.md").display());
+    Ok(())
+}
+
+fn table3_unmeasured(a: &Args, reason: &str) -> Result<()> {
     let mut md = String::new();
     let _ = writeln!(md, "# Table 3: end-to-end 2:4 speed-up on the GPU\n");
     let _ =
@@ -291,7 +296,7 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
     Ok(())
 }
 
-fn write_files(out: &Path, name: &str, md: &str, json: &serde_json::Value) -> Result<()> {
+pub(super) fn write_files(out: &Path, name: &str, md: &str, json: &serde_json::Value) -> Result<()> {
     let md_path = out.join(format!("{name}.md"));
     sparsedm_tensor::write_atomic(&md_path, md.as_bytes()).with_context(|| format!("cannot write {}", md_path.display()))?;
     let json_path = out.join(format!("{name}.json"));
