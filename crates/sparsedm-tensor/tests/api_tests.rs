@@ -131,3 +131,18 @@ fn safetensors_round_trip_and_errors() {
     assert!(e.to_string().contains("missing.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Empty views and an empty index list are valid inputs with empty results, not panics
+/// (a zero-sized dimension used to reach `chunks_mut(0)` in the strided walker).
+#[test]
+fn empty_views_and_empty_index_lists_give_empty_results() {
+    let table = Tensor::randn(&[5, 3], &mut Rng::new(2), &DEV).unwrap();
+    let none = Tensor::from_vec_i64(vec![], &[0], &DEV).unwrap();
+    assert_eq!(none.to_vec_i64().unwrap(), Vec::<i64>::new());
+    let sel = table.index_select(0, &none).unwrap();
+    assert_eq!(sel.shape(), &[0, 3]);
+    assert!(sel.to_vec_f32().unwrap().is_empty());
+    let narrow = table.narrow(1, 1, 0).unwrap();
+    assert_eq!(narrow.shape(), &[5, 0]);
+    assert!(narrow.t().unwrap().contiguous().unwrap().to_vec_f32().unwrap().is_empty());
+}

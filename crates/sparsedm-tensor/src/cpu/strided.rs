@@ -72,6 +72,10 @@ impl<const K: usize> Walk<K> {
     /// in parallel over chunks of rows. `out` is the contiguous output.
     pub fn for_each_run<T: Send>(&self, base: [usize; K], out: &mut [T], f: impl Fn(&mut [T], [usize; K], [usize; K]) + Sync) {
         let inner = self.inner();
+        if inner == 0 || out.is_empty() {
+            // An empty view (some dimension is 0) has no runs; `chunks_mut(0)` would panic.
+            return;
+        }
         let istr = self.inner_strides();
         let rows_per_chunk = (PAR_CHUNK / inner.max(1)).max(1);
         let body = |(chunk_idx, chunk): (usize, &mut [T])| {
