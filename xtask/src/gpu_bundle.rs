@@ -2,8 +2,9 @@
 //! GPU machine without a Rust toolchain can run (../shared/GPU.md §5):
 //!
 //! - `bin/sparsedm`: the release CLI (`sparsedm bench --device cuda`, sampling, training);
-//! - `tests/`: the GPU test executables — every test target of `sparsedm-kernels` and
-//!   `sparsedm-cuda-sys`, and every test target named `gpu*` in any package;
+//! - `tests/`: the GPU test executables — every test target named `gpu*` in any package, and the
+//!   tests of `sparsedm-cuda-sys` (which load the real cuSPARSELt there); the other unit tests read
+//!   source files by their build-machine paths and run in CI instead;
 //! - `benches/`: every bench target named `gpu*`;
 //! - `run.sh`: sets the library path (the python `nvidia/*/lib` folders, `/usr/local/cuda/lib64`),
 //!   sets `SPARSEDM_REQUIRE_GPU=1` (a missing GPU fails instead of skipping), runs all of the above
@@ -86,13 +87,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     cargo(&root, &envs, &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm"])?;
     copy_exe(&target_dir.join("release").join("sparsedm"), &dir.join("bin").join("sparsedm"))?;
 
-    let tests = artifacts(&root, &envs, &["test", "--release", "--workspace", "--no-run", "--message-format=json"])?;
+    // Only what the bundle carries is built: cuda-sys's tests and every `gpu*` target.
+    let mut tests = artifacts(&root, &envs, &["test", "--release", "--no-run", "--message-format=json", "-p", "sparsedm-cuda-sys", "--lib", "--tests"])?;
+    tests.extend(artifacts(&root, &envs, &["test", "--release", "--no-run", "--message-format=json", "--workspace", "--test", "gpu*"])?);
+    tests.sort_by(|a, b| a.executable.cmp(&b.executable));
+    tests.dedup_by(|a, b| a.executable == b.executable);
     let mut n_tests = 0;
     for a in tests.iter().filter(|a| a.is_test && wanted_test(a)) {
         copy_exe(&a.executable, &dir.join("tests").join(format!("{}-{}", a.package, a.target)))?;
         n_tests += 1;
     }
-    let benches = artifacts(&root, &envs, &["bench", "--workspace", "--no-run", "--message-format=json"])?;
+    let benches = artifacts(&root, &envs, &["bench", "--no-run", "--message-format=json", "--workspace", "--bench", "gpu*"])?;
     let mut n_benches = 0;
     for a in benches.iter().filter(|a| a.target.starts_with("gpu")) {
         copy_exe(&a.executable, &dir.join("benches").join(&a.target))?;
@@ -118,7 +123,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// Test targets that belong in the bundle.
 fn wanted_test(a: &Artifact) -> bool {
-    a.target.starts_with("gpu") || a.package == "sparsedm-kernels" || a.package == "sparsedm-cuda-sys"
+    a.target.starts_with("gpu") || a.package == "sparsedm-cuda-sys"
 }
 
 fn cargo(root: &Path, envs: &[(&str, String)], args: &[&str]) -> Result<String, String> {
@@ -218,6 +223,8 @@ mod tests {
         assert_eq!(a.target, "gpu_ops");
         assert_eq!(a.executable, PathBuf::from("/w/target/release/deps/gpu_ops-abc"));
         assert!(a.is_test && wanted_test(&a));
+        let unit = line.replace("gpu_ops", "sparsedm_kernels");
+        assert!(!wanted_test(&parse_artifact(&unit).expect("unit test artifact")), "kernels' unit tests stay in CI");
         let lib = line.replace(r#""executable":"/w/target/release/deps/gpu_ops-abc""#, r#""executable":null"#);
         assert!(parse_artifact(&lib).is_none(), "artifacts without an executable are skipped");
         let root = line.replace("/w/main/crates/sparsedm-kernels/Cargo.toml", "/w/main/Cargo.toml").replace("gpu_ops", "cross_crate");
