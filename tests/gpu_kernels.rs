@@ -374,7 +374,8 @@ fn gpu_adamw_and_ema_follow_the_cpu_formulas() {
     let (dp, dg, dm, dv) = (up(&g, &p), up(&g, &grad), up(&g, &m), up(&g, &v));
     let (mut dp, mut dm, mut dv) = (dp, dm, dv);
     for step in 1..=3u64 {
-        let s = ops::optim::AdamWScalars::new(1e-3, (0.9, 0.999), 1e-8, 0.03, step);
+        let t = sparsedm_tensor::AdamWScalars::new(1e-3, (0.9, 0.999), 1e-8, 0.03, step);
+        let s = ops::optim::AdamWScalars { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, decay: t.decay, step_size: t.step_size, bc2_sqrt: t.bc2_sqrt };
         ops::optim::adamw_step(&g, n, &s, &mut dp, &dg, &mut dm, &mut dv).unwrap();
         // The CPU AdamW of sparsedm-train, operation for operation.
         for i in 0..n {

@@ -126,6 +126,10 @@ impl Gpu {
     pub fn memory_stats(&self) -> PoolStats {
         self.pool.stats()
     }
+    /// Restarts the peak-memory counter at the current footprint (to measure one phase).
+    pub fn reset_peak_stats(&self) {
+        self.pool.reset_peak();
+    }
     /// Returns the allocator's cached blocks to the driver.
     pub fn empty_cache(&self) -> Result<()> {
         self.pool.release_cached()
@@ -164,11 +168,13 @@ impl Gpu {
             return Ok(());
         }
         self.bind()?;
-        // SAFETY: the destination range lies inside `buf` (checked above); the host slice stays
-        // borrowed until the stream is synchronized below, so the copy never outlives it.
+        // SAFETY: the destination range lies inside `buf` (checked above). `host` is pageable
+        // memory, which the DMA engine cannot read: the driver stages it into pinned memory
+        // before cuMemcpyHtoDAsync returns (synchronizing the stream itself if it must; CUDA
+        // "API synchronization behavior"), so the slice may be freed right after the call. The
+        // upload stays ordered on our stream before any kernel that reads `buf`.
         unsafe { result::memcpy_htod_async(buf.device_ptr() + at as u64, host, self.stream.cu_stream()) }
-            .map_err(driver("cuMemcpyHtoDAsync"))?;
-        self.synchronize()
+            .map_err(driver("cuMemcpyHtoDAsync"))
     }
 
     /// Copies `len` elements of type `T` starting at byte offset `at` to the host (waits for

@@ -66,6 +66,11 @@ impl Pool {
         self.lock().stats
     }
 
+    pub(crate) fn reset_peak(&self) {
+        let mut st = self.lock();
+        st.stats.peak = st.stats.in_use + st.stats.cached;
+    }
+
     /// A block of at least `bytes` bytes (contents undefined).
     pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> Result<DeviceBuffer> {
         let class = size_class(bytes);

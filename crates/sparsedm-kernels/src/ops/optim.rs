@@ -5,7 +5,8 @@ use crate::error::Result;
 use crate::launch::{i64_of, launch};
 use crate::{DeviceBuffer, Gpu};
 
-/// Per-step scalars of AdamW, computed on the host exactly as `sparsedm-train`'s CPU AdamW does.
+/// Per-step scalars of AdamW (the kernel's arguments). `sparsedm_tensor::AdamWScalars::new`
+/// computes them with the CPU optimizer's arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWScalars {
     pub lr: f32,
@@ -18,24 +19,6 @@ pub struct AdamWScalars {
     pub step_size: f32,
     /// `sqrt(1 − β2^t)` (computed in f64, rounded to f32).
     pub bc2_sqrt: f32,
-}
-
-impl AdamWScalars {
-    /// The scalars of step `t` (1-based).
-    pub fn new(lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32, t: u64) -> Self {
-        let t = t.min(i32::MAX as u64) as i32;
-        let bc1 = 1.0 - (betas.0 as f64).powi(t);
-        let bc2_sqrt = (1.0 - (betas.1 as f64).powi(t)).sqrt();
-        AdamWScalars {
-            lr,
-            beta1: betas.0,
-            beta2: betas.1,
-            eps,
-            decay: 1.0 - lr * weight_decay,
-            step_size: (lr as f64 / bc1) as f32,
-            bc2_sqrt: bc2_sqrt as f32,
-        }
-    }
 }
 
 /// One AdamW step over `n` parameters: `p`, `m`, `v` updated in place from gradient `g`.
