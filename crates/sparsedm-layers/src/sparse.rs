@@ -354,11 +354,40 @@ impl SparseSlot {
     }
 
     /// The magnitude mask of the current weight under `mode` (sparse modes only).
+    ///
+    /// On a GPU the common masks never leave the device (see
+    /// [`Self::device_mask`]); the rest, and every mask on the CPU, are
+    /// computed by `mask.rs` / `transposable.rs` on the host and placed on
+    /// the weight's device.
     fn magnitude_mask(&self, mode: SparseMode, nd: NonDivisible) -> Result<(Tensor, MaskPlan)> {
+        if self.weight.is_cuda()
+            && let Some(found) = self.device_mask(mode, nd)?
+        {
+            return Ok(found);
+        }
         let w = self.weight.to_vec_f32()?;
         let (mask, plan) = mode_mask(&w, self.layout, mode, nd)?
             .ok_or_else(|| LayersError::InvalidArgument { what: format!("{}", self.layout), msg: "dense mode has no mask".into() })?;
         Ok((Tensor::from_vec(mask, self.weight.shape(), &self.weight.device())?, plan))
+    }
+
+    /// The mask of a weight on a GPU, computed there: grouped N:M masks by
+    /// the `nm_mask` kernel (the same rule and tie-breaking as `mask.rs`,
+    /// so the masks are identical) and left-dense masks as a fill of ones.
+    /// `None` for what only the host computes: flat-index groups and
+    /// transposable masks (`Fixed` computes those once, so the transfer is
+    /// paid once), and dense modes (whose error the host path reports).
+    ///
+    /// SR-STE and STE recompute their mask at every forward, so this is what
+    /// keeps a GPU training step free of weight downloads.
+    fn device_mask(&self, mode: SparseMode, nd: NonDivisible) -> Result<Option<(Tensor, MaskPlan)>> {
+        let (Some(plan), Some(pattern)) = (plan_mode(self.layout, mode, nd)?, mode.pattern()) else { return Ok(None) };
+        Ok(match plan {
+            MaskPlan { transposable: true, .. } => None,
+            MaskPlan { outcome: MaskOutcome::LeftDense, .. } => Some((self.weight.ones_like()?, plan)),
+            MaskPlan { outcome: MaskOutcome::Grouped, .. } => Some((self.weight.nm_mask(pattern.n(), pattern.m())?, plan)),
+            MaskPlan { outcome: MaskOutcome::FlatIndex, .. } => None,
+        })
     }
 
     /// The current mask (`None` for dense layers). For `Untrained` this is
@@ -412,6 +441,10 @@ impl SparseSlot {
     /// weights change between forward and backward the gradient still
     /// belongs to the forward that was run. (Keeping λ(1 − m) ⊙ w instead of
     /// m costs the same memory.)
+    ///
+    /// Every step is a tensor op on the weight's device, so on a GPU the
+    /// mask (the `nm_mask` kernel), the masked value, the decay term and the
+    /// backward addition all stay there.
     fn straight_through(&self, mode: SparseMode, lambda: f32, nd: NonDivisible) -> Result<Tensor> {
         let (m, _) = self.magnitude_mask(mode, nd)?;
         let w = self.weight.detach();

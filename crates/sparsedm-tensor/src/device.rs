@@ -21,6 +21,28 @@ impl Device {
         }
     }
 
+    /// Waits until every operation queued on the device has finished (a
+    /// no-op on the CPU, whose ops are synchronous). GPU kernels run
+    /// asynchronously, so timings must synchronize before reading a clock;
+    /// a kernel's own failure also surfaces here.
+    pub fn synchronize(&self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(ordinal) => crate::cuda::synchronize(*ordinal),
+        }
+    }
+
+    /// The most device memory the process has held on this GPU since it was
+    /// first used: the caching allocator's peak of bytes in live buffers plus
+    /// cached free blocks (PyTorch's `max_memory_reserved`). `None` on the
+    /// CPU, which has no device allocator.
+    pub fn peak_memory_bytes(&self) -> crate::Result<Option<usize>> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(ordinal) => crate::cuda::peak_memory_bytes(*ordinal).map(Some),
+        }
+    }
+
     /// Parses `cpu`, `cuda` or `cuda:N`.
     pub fn parse(s: &str) -> crate::Result<Device> {
         match s {

@@ -9,7 +9,8 @@
 //!   ([`cuda`], feature `cuda`, on by default) runs the same ops on a GPU
 //!   through `sparsedm-kernels` and reports itself unavailable, as an error,
 //!   on machines without one. [`set_matmul_precision`] picks f32, TF32 or
-//!   bf16 CUDA matrix products.
+//!   bf16 CUDA matrix products. [`fused`] holds the in-place AdamW and EMA
+//!   updates and the N:M mask that a GPU training step runs as single kernels.
 //! - Autograd: ops on tracked tensors record a node; [`Tensor::backward`]
 //!   returns a [`GradStore`] of the variables' gradients. [`no_grad`] turns
 //!   recording off (inference, optimizer and EMA updates).
@@ -34,6 +35,7 @@ pub mod cuda;
 mod device;
 mod dtype;
 pub mod error;
+pub mod fused;
 pub mod io;
 mod layout;
 mod ops;
@@ -47,6 +49,7 @@ pub use cuda::{matmul_precision, set_matmul_precision, MatmulPrecision};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use fused::AdamWScalars;
 pub use io::{load_safetensors, load_safetensors_metadata, save_safetensors, write_atomic};
 pub use layout::{broadcast_shapes, contiguous_strides, Layout};
 pub use rng::Rng;

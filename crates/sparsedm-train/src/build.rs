@@ -28,10 +28,18 @@ pub fn arch(cfg: &RunConfig) -> Result<Arch> {
     Arch::from_str(&cfg.arch).map_err(TrainError::from)
 }
 
-/// A freshly initialised model of the run's architecture (seeded).
+/// A freshly initialised model of the run's architecture (seeded), on the CPU.
 pub fn new_model(cfg: &RunConfig, seed: u64) -> Result<Bundle> {
+    new_model_on(cfg, seed, sparsedm_tensor::Device::Cpu)
+}
+
+/// A freshly initialised model of the run's architecture with its
+/// parameters on `device`. Initial values are drawn on the host from
+/// `seed` and uploaded, so every device starts from the same weights.
+pub fn new_model_on(cfg: &RunConfig, seed: u64, device: sparsedm_tensor::Device) -> Result<Bundle> {
+    device.ensure_available()?;
     let config = ModelConfig::from_json(arch(cfg)?, &cfg.nnet_json()?)?;
-    let store = ParamStore::new(sparsedm_tensor::Device::Cpu, seed);
+    let store = ParamStore::new(device, seed);
     let model = config.build(&store)?;
     Ok(Bundle { store, model, config })
 }

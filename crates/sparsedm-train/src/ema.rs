@@ -2,6 +2,8 @@
 //! nnet, decay)`: p_ema ← decay·p_ema + (1 − decay)·p after every step,
 //! starting from a copy. The trainer passes the *deployed* (masked)
 //! weights of sparse layers, so the average is kept on the masked weights.
+//! Shadows live on their source's device; on a GPU each update is one fused
+//! kernel ([`Tensor::ema_update_`], the same arithmetic as the host loop).
 
 use crate::error::{Result, TrainError};
 use sparsedm_tensor::{no_grad, Tensor};
@@ -38,6 +40,10 @@ impl Ema {
         for ((name, s), (vname, v)) in self.shadow.iter().zip(values) {
             if name != vname {
                 return Err(TrainError::Config(format!("EMA: expected {name}, got {vname}")));
+            }
+            if s.is_cuda() {
+                s.ema_update_(v, d)?;
+                continue;
             }
             let cur = v.to_vec_f32()?;
             s.update_f32(|e| {

@@ -3,10 +3,14 @@
 //! correction, `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`. Weight decay
 //! applies to every parameter that has a gradient, as U-ViT does. The
 //! update is one fused pass per parameter over f32 slices, in parallel.
+//!
+//! A parameter on a GPU keeps its moments on the same GPU and is updated
+//! there by one fused kernel ([`Tensor::adamw_step_`]) with the same
+//! per-element arithmetic, so nothing moves through host memory.
 
 use crate::error::{Result, TrainError};
 use rayon::prelude::*;
-use sparsedm_tensor::{Device, GradStore, Tensor};
+use sparsedm_tensor::{AdamWScalars, Device, GradStore, Tensor};
 
 /// Hyper-parameters (defaults: PyTorch's, except the learning rate).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,8 +31,28 @@ impl Default for AdamWConfig {
 struct Slot {
     name: String,
     param: Tensor,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
+    moments: Moments,
+}
+
+/// A parameter's first and second moments, where its device needs them.
+#[derive(Debug)]
+enum Moments {
+    /// Host vectors for a parameter on the CPU (the rayon loop of `step`).
+    Host { exp_avg: Vec<f32>, exp_avg_sq: Vec<f32> },
+    /// Tensors on the parameter's GPU; `None` until the first step or load
+    /// (zeros then), because allocating device memory can fail and
+    /// [`AdamW::new`] cannot.
+    Device(Option<(Tensor, Tensor)>),
+}
+
+impl Slot {
+    /// The device moments, allocated (zeros) on first use.
+    fn device_moments(param: &Tensor, state: &mut Option<(Tensor, Tensor)>) -> Result<(Tensor, Tensor)> {
+        if state.is_none() {
+            *state = Some((param.zeros_like()?, param.zeros_like()?));
+        }
+        state.clone().ok_or_else(|| TrainError::Config("AdamW: device moments missing".into()))
+    }
 }
 
 /// The optimizer over a fixed list of named parameters.
@@ -44,8 +68,13 @@ impl AdamW {
         let slots = params
             .into_iter()
             .map(|(name, param)| {
-                let n = param.elem_count();
-                Slot { name, param, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] }
+                let moments = if param.is_cuda() {
+                    Moments::Device(None)
+                } else {
+                    let n = param.elem_count();
+                    Moments::Host { exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] }
+                };
+                Slot { name, param, moments }
             })
             .collect();
         AdamW { cfg, slots, step: 0 }
@@ -72,8 +101,16 @@ impl AdamW {
         let decay = 1.0 - lr * wd;
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.param) else { continue };
+            let (m, v) = match &mut slot.moments {
+                Moments::Host { exp_avg, exp_avg_sq } => (exp_avg, exp_avg_sq),
+                Moments::Device(state) => {
+                    let (m, v) = Slot::device_moments(&slot.param, state)?;
+                    let s = AdamWScalars { lr, beta1: b1, beta2: b2, eps, decay, step_size, bc2_sqrt };
+                    slot.param.adamw_step_(g, &m, &v, &s)?;
+                    continue;
+                }
+            };
             let g = g.to_vec_f32()?;
-            let (m, v) = (&mut slot.exp_avg, &mut slot.exp_avg_sq);
             slot.param.update_f32(|p| {
                 const CHUNK: usize = 1 << 14;
                 p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(
@@ -94,20 +131,28 @@ impl AdamW {
     }
 
     /// The state as named tensors (`optim.exp_avg.<param>`,
-    /// `optim.exp_avg_sq.<param>`, and `optim.step`) for checkpoints.
+    /// `optim.exp_avg_sq.<param>`, and `optim.step`) for checkpoints, on
+    /// the CPU whatever the parameters' device (moments on a GPU are
+    /// downloaded), so checkpoints do not depend on where training ran.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.slots.len() + 1);
         for s in &self.slots {
             let shape = s.param.shape();
-            out.push((format!("optim.exp_avg.{}", s.name), Tensor::from_slice(&s.exp_avg, shape, &Device::Cpu)?));
-            out.push((format!("optim.exp_avg_sq.{}", s.name), Tensor::from_slice(&s.exp_avg_sq, shape, &Device::Cpu)?));
+            let (m, v) = match &s.moments {
+                Moments::Host { exp_avg, exp_avg_sq } => (exp_avg.clone(), exp_avg_sq.clone()),
+                Moments::Device(Some((m, v))) => (m.to_vec_f32()?, v.to_vec_f32()?),
+                Moments::Device(None) => (vec![0.0; s.param.elem_count()], vec![0.0; s.param.elem_count()]),
+            };
+            out.push((format!("optim.exp_avg.{}", s.name), Tensor::from_vec(m, shape, &Device::Cpu)?));
+            out.push((format!("optim.exp_avg_sq.{}", s.name), Tensor::from_vec(v, shape, &Device::Cpu)?));
         }
         out.push(("optim.step".into(), Tensor::from_vec_i64(vec![self.step as i64], &[1], &Device::Cpu)?));
         Ok(out)
     }
 
     /// Restores the state written by [`Self::state_tensors`]; every entry
-    /// must be present with the right shape.
+    /// must be present with the right shape. Moments of parameters on a GPU
+    /// are uploaded there.
     pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         let get = |k: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors.get(k).ok_or_else(|| TrainError::Config(format!("optimizer state: missing tensor {k}")))?;
@@ -118,8 +163,15 @@ impl AdamW {
         };
         for s in &mut self.slots {
             let shape = s.param.shape().to_vec();
-            s.exp_avg = get(&format!("optim.exp_avg.{}", s.name), &shape)?;
-            s.exp_avg_sq = get(&format!("optim.exp_avg_sq.{}", s.name), &shape)?;
+            let m = get(&format!("optim.exp_avg.{}", s.name), &shape)?;
+            let v = get(&format!("optim.exp_avg_sq.{}", s.name), &shape)?;
+            s.moments = match s.moments {
+                Moments::Host { .. } => Moments::Host { exp_avg: m, exp_avg_sq: v },
+                Moments::Device(_) => {
+                    let dev = s.param.device();
+                    Moments::Device(Some((Tensor::from_vec(m, &shape, &dev)?, Tensor::from_vec(v, &shape, &dev)?)))
+                }
+            };
         }
         let step = tensors.get("optim.step").ok_or_else(|| TrainError::Config("optimizer state: missing optim.step".into()))?;
         self.step = step.to_vec_i64()?.first().copied().unwrap_or(0).max(0) as u64;

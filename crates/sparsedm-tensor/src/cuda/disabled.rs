@@ -28,3 +28,13 @@ pub fn is_available() -> bool {
 pub fn ensure_available(ordinal: usize) -> crate::Result<()> {
     Err(crate::Error::CudaUnavailable { ordinal, reason: "this build of sparsedm has no CUDA backend compiled in".into() })
 }
+
+/// Device synchronisation: the same error as [`ensure_available`].
+pub(crate) fn synchronize(ordinal: usize) -> crate::Result<()> {
+    ensure_available(ordinal)
+}
+
+/// The allocator's peak: the same error as [`ensure_available`].
+pub(crate) fn peak_memory_bytes(ordinal: usize) -> crate::Result<usize> {
+    ensure_available(ordinal).map(|()| 0)
+}

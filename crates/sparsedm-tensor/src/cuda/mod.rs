@@ -10,7 +10,9 @@
 //! One file per concern: `storage` (buffers, transfers, copies, casts),
 //! `kl` (tensor layouts → kernel layouts), `elementwise`, `reduce`, `gemm`
 //! (matmul, linear), `nn` (softmax, normalisation), `conv`, `pool`, `index`
-//! (gathers, cat, pad) and `random` (Philox draws).
+//! (gathers, cat, pad), `random` (Philox draws) and `fused` (the in-place
+//! AdamW and EMA updates and the N:M mask behind [`crate::fused`], device
+//! synchronisation and the allocator's peak).
 
 mod precision;
 pub use precision::{MatmulPrecision, matmul_precision, set_matmul_precision};
@@ -19,11 +21,17 @@ pub use precision::{MatmulPrecision, matmul_precision, set_matmul_precision};
 mod disabled;
 #[cfg(not(feature = "cuda"))]
 pub use disabled::{CudaStorage, ensure_available, is_available};
+#[cfg(not(feature = "cuda"))]
+pub(crate) use disabled::{peak_memory_bytes, synchronize};
 
 #[cfg(feature = "cuda")]
 pub(crate) mod conv;
 #[cfg(feature = "cuda")]
 pub(crate) mod elementwise;
+#[cfg(feature = "cuda")]
+pub(crate) mod fused;
+#[cfg(feature = "cuda")]
+pub(crate) use fused::{peak_memory_bytes, synchronize};
 #[cfg(feature = "cuda")]
 pub(crate) mod gemm;
 #[cfg(feature = "cuda")]

@@ -1,0 +1,56 @@
+//! `sparsedm bench`'s device and precision flags without a GPU: CUDA is let
+//! through to the bench only (and refused in one line where no GPU is
+//! usable), `--precision` other than f32 is refused on the CPU, and the JSON
+//! report says where and at what precision it ran. (The CUDA run itself is
+//! checked on a GPU machine with the bundle's `bin/sparsedm bench --device cuda`.)
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn bench_reports_device_and_precision_on_the_cpu() {
+    let (code, out, err) = run(&["bench", "--batch", "2", "--iters", "1", "--json", "--precision", "f32"]);
+    assert_eq!(code, Some(0), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["device"], "cpu");
+    assert_eq!(r["precision"], "f32");
+    assert!(r["peak_device_memory_bytes"].is_null());
+}
+
+#[test]
+fn bench_refuses_reduced_precision_on_the_cpu_and_unknown_precisions() {
+    let (code, _, err) = run(&["bench", "--iters", "1", "--precision", "bf16"]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: --precision bf16: CPU matrix products are f32 only"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (code, _, err) = run(&["bench", "--iters", "1", "--device", "cpu", "--precision", "fp8"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("expected f32, tf32 or bf16"), "{err}");
+}
+
+#[test]
+fn bench_without_a_usable_gpu_is_one_line() {
+    if sparsedm_tensor::cuda::is_available() {
+        eprintln!("skipped: this machine has a GPU (the bench would run)");
+        return;
+    }
+    let (code, _, err) = run(&["bench", "--iters", "1", "--device", "cuda"]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: --device cuda: CUDA device 0 is not available"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn other_commands_still_refuse_a_gpu() {
+    // `train` keeps the CPU-only resolve: on a machine without a GPU the
+    // availability check answers first, with a GPU the CPU-only refusal does.
+    let (code, _, err) = run(&["train", "--device", "cuda"]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: --device cuda"), "{err}");
+}
