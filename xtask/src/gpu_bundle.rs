@@ -58,7 +58,16 @@ run_one() { # kind name command...
 }
 for t in "$HERE"/tests/*; do [ -x "$t" ] && run_one test "$(basename "$t")" "$t" --test-threads=1; done
 for b in "$HERE"/benches/*; do [ -x "$b" ] && run_one bench "$(basename "$b")" "$b" --bench; done
-run_one cli bench-uvit "$HERE/bin/sparsedm" bench --device cuda --json
+# The issue targets: U-ViT-S/2 training step at batch 128 and sampling forward at batch 500 (bf16),
+# then the paper's Table 3 grid (dense vs 2:4 block forward).
+run_one cli bench-uvit-s2-b128 "$HERE/bin/sparsedm" bench --config cifar10_uvit_small --device cuda --batch 128
+run_one cli bench-uvit-s2-b500 "$HERE/bin/sparsedm" bench --config cifar10_uvit_small --device cuda --batch 500
+run_one cli repro-table3 "$HERE/bin/sparsedm" repro table3 --device cuda --out "$LOG_DIR/table3"
+for f in "$LOG_DIR"/bench-*.log "$LOG_DIR"/cli-*.log; do
+  [ -f "$f" ] || continue
+  case "$(basename "$f")" in *"$FILTER"*) ;; *) continue ;; esac
+  echo "== $(basename "$f")"; tail -n 40 "$f"
+done
 echo "logs: $LOG_DIR (summary.txt)"
 exit $status
 "#;
