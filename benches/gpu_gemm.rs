@@ -63,7 +63,18 @@ fn run(g: &Arc<Gpu>) -> Result<bool> {
             let s = GemmShape { m, n, k, batch: 1, input: dt, output: dt, f32_math: F32Math::Exact };
             let iters = if m * n * k > 1 << 36 { 5 } else { 20 };
             let dense_ms = time_ms(g, 3, 3, iters, || {
-                gemm(g, &s, 1.0, Operand { buf: &x, offset: 0, ld: k, batch_stride: 0, trans: false }, Operand { buf: &w, offset: 0, ld: k, batch_stride: 0, trans: true }, 0.0, &mut y, 0, n, 0)
+                gemm(
+                    g,
+                    &s,
+                    1.0,
+                    Operand { buf: &x, offset: 0, ld: k, batch_stride: 0, trans: false },
+                    Operand { buf: &w, offset: 0, ld: k, batch_stride: 0, trans: true },
+                    0.0,
+                    &mut y,
+                    0,
+                    n,
+                    0,
+                )
             })?;
             let sw = SparseWeight::new(&lt, &w, n, k, dt, None)?;
             let sparse_ms = time_ms(g, 3, 3, iters, || sw.matmul(&x, m, &mut y))?;

@@ -4,8 +4,8 @@
 //! GFLOP/s (criterion reports "elem/s" = FLOP/s; 1 MAC = 2 FLOP).
 //! Run with `cargo xtask bench tensor`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sparsedm_tensor::{no_grad, Device, Rng, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 
 // The same allocator as the `sparsedm` binary.
 #[global_allocator]

@@ -76,8 +76,14 @@ fn gpu_gemm_f32_all_transposes_and_batches_match_cpu_matmul() {
     let bm = randn(b * k * n, 2);
     let want = t(&a, &[b, m, k]).matmul(&t(&bm, &[b, k, n])).unwrap().to_vec_f32().unwrap();
     // Transposed storage of the same operands.
-    let at: Vec<f32> = (0..b).flat_map(|z| (0..k).flat_map(move |kk| (0..m).map(move |i| (z, i, kk)))).map(|(z, i, kk)| a[z * m * k + i * k + kk]).collect();
-    let bt: Vec<f32> = (0..b).flat_map(|z| (0..n).flat_map(move |j| (0..k).map(move |kk| (z, kk, j)))).map(|(z, kk, j)| bm[z * k * n + kk * n + j]).collect();
+    let at: Vec<f32> = (0..b)
+        .flat_map(|z| (0..k).flat_map(move |kk| (0..m).map(move |i| (z, i, kk))))
+        .map(|(z, i, kk)| a[z * m * k + i * k + kk])
+        .collect();
+    let bt: Vec<f32> = (0..b)
+        .flat_map(|z| (0..n).flat_map(move |j| (0..k).map(move |kk| (z, kk, j))))
+        .map(|(z, kk, j)| bm[z * k * n + kk * n + j])
+        .collect();
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         let (da, db) = (up(&g, if ta { &at } else { &a }), up(&g, if tb { &bt } else { &bm }));
         let mut c = out(&g, b * m * n);
@@ -92,12 +98,35 @@ fn gpu_gemm_f32_all_transposes_and_batches_match_cpu_matmul() {
     let da = up(&g, &a);
     let mut c = up(&g, &vec![1.0; b * m * n]);
     let s = GemmShape { m, n, k, batch: b, input: GpuDType::F32, output: GpuDType::F32, f32_math: F32Math::Exact };
-    gemm(&g, &s, 2.0, Operand { buf: &da, offset: 0, ld: k, batch_stride: m * k, trans: false }, Operand { buf: &db, offset: 0, ld: n, batch_stride: 0, trans: false }, 1.0, &mut c, 0, n, m * n).unwrap();
+    gemm(
+        &g,
+        &s,
+        2.0,
+        Operand { buf: &da, offset: 0, ld: k, batch_stride: m * k, trans: false },
+        Operand { buf: &db, offset: 0, ld: n, batch_stride: 0, trans: false },
+        1.0,
+        &mut c,
+        0,
+        n,
+        m * n,
+    )
+    .unwrap();
     let w0 = t(&a, &[b, m, k]).matmul(&t(&bm[..k * n], &[k, n])).unwrap().affine(2.0, 1.0).unwrap().to_vec_f32().unwrap();
     assert_close("gemm broadcast + beta", &down(&g, &c, b * m * n), &w0, 1e-5);
     // An operand too short for its shape is an error, not an out-of-bounds read.
     let short = up(&g, &a[..10]);
-    let err = gemm(&g, &s, 1.0, Operand { buf: &short, offset: 0, ld: k, batch_stride: m * k, trans: false }, Operand { buf: &db, offset: 0, ld: n, batch_stride: 0, trans: false }, 0.0, &mut c, 0, n, m * n);
+    let err = gemm(
+        &g,
+        &s,
+        1.0,
+        Operand { buf: &short, offset: 0, ld: k, batch_stride: m * k, trans: false },
+        Operand { buf: &db, offset: 0, ld: n, batch_stride: 0, trans: false },
+        0.0,
+        &mut c,
+        0,
+        n,
+        m * n,
+    );
     assert!(err.is_err());
 }
 
@@ -115,7 +144,19 @@ fn gpu_gemm_half_precisions_match_f32_within_rounding() {
         ops::copy::cast(&g, k * n, GpuDType::F32, &fb, dt, &mut hb).unwrap();
         let mut c = out(&g, m * n);
         let s = GemmShape { m, n, k, batch: 1, input: dt, output: GpuDType::F32, f32_math: F32Math::Exact };
-        gemm(&g, &s, 1.0, Operand { buf: &ha, offset: 0, ld: k, batch_stride: 0, trans: false }, Operand { buf: &hb, offset: 0, ld: n, batch_stride: 0, trans: false }, 0.0, &mut c, 0, n, 0).unwrap();
+        gemm(
+            &g,
+            &s,
+            1.0,
+            Operand { buf: &ha, offset: 0, ld: k, batch_stride: 0, trans: false },
+            Operand { buf: &hb, offset: 0, ld: n, batch_stride: 0, trans: false },
+            0.0,
+            &mut c,
+            0,
+            n,
+            0,
+        )
+        .unwrap();
         // Inputs rounded to 8 (bf16) or 11 (f16) bits: relative error ~ sqrt(k)·2^-8.
         let tol = if dt == GpuDType::BF16 { 0.1 } else { 0.01 };
         assert_close(&format!("gemm {dt}"), &down(&g, &c, m * n), &want, tol);
@@ -305,7 +346,19 @@ fn gpu_conv2d_via_im2col_and_gemm_matches_cpu_conv2d() {
     let mut y = out(&g, n * co * oh * ow);
     // y[b] [co, oh·ow] = W [co, kk] · cols[b] [kk, oh·ow]
     let s = GemmShape { m: co, n: oh * ow, k: kk, batch: n, input: GpuDType::F32, output: GpuDType::F32, f32_math: F32Math::Exact };
-    gemm(&g, &s, 1.0, Operand { buf: &dw, offset: 0, ld: kk, batch_stride: 0, trans: false }, Operand { buf: &cols, offset: 0, ld: oh * ow, batch_stride: kk * oh * ow, trans: false }, 0.0, &mut y, 0, oh * ow, co * oh * ow).unwrap();
+    gemm(
+        &g,
+        &s,
+        1.0,
+        Operand { buf: &dw, offset: 0, ld: kk, batch_stride: 0, trans: false },
+        Operand { buf: &cols, offset: 0, ld: oh * ow, batch_stride: kk * oh * ow, trans: false },
+        0.0,
+        &mut y,
+        0,
+        oh * ow,
+        co * oh * ow,
+    )
+    .unwrap();
     assert_close("conv2d", &down(&g, &y, n * co * oh * ow), &want, 1e-5);
     // col2im is im2col's adjoint: <col2im(u), x> = <u, im2col(x)>.
     let u = randn(n * kk * oh * ow, 17);
@@ -375,7 +428,15 @@ fn gpu_adamw_and_ema_follow_the_cpu_formulas() {
     let (mut dp, mut dm, mut dv) = (dp, dm, dv);
     for step in 1..=3u64 {
         let t = sparsedm_tensor::AdamWScalars::new(1e-3, (0.9, 0.999), 1e-8, 0.03, step);
-        let s = ops::optim::AdamWScalars { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, decay: t.decay, step_size: t.step_size, bc2_sqrt: t.bc2_sqrt };
+        let s = ops::optim::AdamWScalars {
+            lr: t.lr,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            decay: t.decay,
+            step_size: t.step_size,
+            bc2_sqrt: t.bc2_sqrt,
+        };
         ops::optim::adamw_step(&g, n, &s, &mut dp, &dg, &mut dm, &mut dv).unwrap();
         // The CPU AdamW of sparsedm-train, operation for operation.
         for i in 0..n {

@@ -38,7 +38,19 @@ fn to_f32(g: &Gpu, b: &DeviceBuffer, len: usize, dt: GpuDType) -> Vec<f32> {
 fn dense(g: &Gpu, x: &DeviceBuffer, w: &DeviceBuffer, bias: Option<&[f32]>, m: usize, n: usize, k: usize, dt: GpuDType) -> Vec<f32> {
     let mut y = g.alloc(m * n * 4).unwrap();
     let s = GemmShape { m, n, k, batch: 1, input: dt, output: GpuDType::F32, f32_math: F32Math::Exact };
-    gemm(g, &s, 1.0, Operand { buf: x, offset: 0, ld: k, batch_stride: 0, trans: false }, Operand { buf: w, offset: 0, ld: k, batch_stride: 0, trans: true }, 0.0, &mut y, 0, n, 0).unwrap();
+    gemm(
+        g,
+        &s,
+        1.0,
+        Operand { buf: x, offset: 0, ld: k, batch_stride: 0, trans: false },
+        Operand { buf: w, offset: 0, ld: k, batch_stride: 0, trans: true },
+        0.0,
+        &mut y,
+        0,
+        n,
+        0,
+    )
+    .unwrap();
     let mut v: Vec<f32> = g.download(&y, 0, m * n).unwrap();
     if let Some(b) = bias {
         for row in v.chunks_mut(n) {

@@ -65,7 +65,12 @@ fn bf16_bits(v: &[f32]) -> Vec<u16> {
 fn assert_bits(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{what}: [{i}] {a:e} ({:#010x}) vs {b:e} ({:#010x})", a.to_bits(), b.to_bits());
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{what}: [{i}] {a:e} ({:#010x}) vs {b:e} ({:#010x})",
+            a.to_bits(),
+            b.to_bits()
+        );
     }
 }
 
@@ -150,8 +155,11 @@ impl Geom {
                         let row = (ch * self.kh + ky) * self.kw + kx;
                         for oy in 0..self.oh {
                             for ox in 0..self.ow {
-                                if let (Some(iy), Some(ix)) = (Self::src(oy, ky, self.sh, self.ph, self.h), Self::src(ox, kx, self.sw, self.pw, self.w)) {
-                                    cols[(img * self.ck() + row) * self.p() + oy * self.ow + ox] = x[((img * self.c + ch) * self.h + iy) * self.w + ix];
+                                if let (Some(iy), Some(ix)) =
+                                    (Self::src(oy, ky, self.sh, self.ph, self.h), Self::src(ox, kx, self.sw, self.pw, self.w))
+                                {
+                                    cols[(img * self.ck() + row) * self.p() + oy * self.ow + ox] =
+                                        x[((img * self.c + ch) * self.h + iy) * self.w + ix];
                                 }
                             }
                         }
@@ -174,7 +182,8 @@ impl Geom {
                             let Some(iy) = Self::src(oy, ky, self.sh, self.ph, self.h) else { continue };
                             for ox in 0..self.ow {
                                 if let Some(ix) = Self::src(ox, kx, self.sw, self.pw, self.w) {
-                                    x[((img * self.c + ch) * self.h + iy) * self.w + ix] += cols[(img * self.ck() + row) * self.p() + oy * self.ow + ox];
+                                    x[((img * self.c + ch) * self.h + iy) * self.w + ix] +=
+                                        cols[(img * self.ck() + row) * self.p() + oy * self.ow + ox];
                                 }
                             }
                         }
@@ -215,7 +224,24 @@ fn run_conv<T: Copy + Default>(lib: &emu::Lib, name: &str, g: &Geom, input: &[T]
     // SAFETY: `input` and `out` hold exactly the element counts the kernel reads and writes for
     // this geometry (checked by the callers' lengths: x_len() and cols_len()).
     unsafe {
-        f(gr, BLOCK, g.n as i64, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7], dims[8], dims[9], dims[10], input.as_ptr(), out.as_mut_ptr())
+        f(
+            gr,
+            BLOCK,
+            g.n as i64,
+            dims[0],
+            dims[1],
+            dims[2],
+            dims[3],
+            dims[4],
+            dims[5],
+            dims[6],
+            dims[7],
+            dims[8],
+            dims[9],
+            dims[10],
+            input.as_ptr(),
+            out.as_mut_ptr(),
+        )
     };
     out
 }
@@ -236,7 +262,8 @@ fn im2col_equals_its_definition_and_with_a_matmul_equals_conv2d() {
         for img in 0..n {
             for oc in 0..o {
                 for p in 0..g.p() {
-                    let s: f64 = (0..g.ck()).map(|k| f64::from(wt[oc * g.ck() + k]) * f64::from(cols[(img * g.ck() + k) * g.p() + p])).sum();
+                    let s: f64 =
+                        (0..g.ck()).map(|k| f64::from(wt[oc * g.ck() + k]) * f64::from(cols[(img * g.ck() + k) * g.p() + p])).sum();
                     y[(img * o + oc) * g.p() + p] = s as f32;
                 }
             }
@@ -335,8 +362,16 @@ extern "C" void run_resize_bilinear(unsigned g, unsigned b, long long nc, int h,
 "#;
 
 /// (h, w, k, s, p) with p ≤ k/2 as the CPU requires; includes s > k (pixels no window reads).
-const POOL_CASES: &[(usize, usize, usize, usize, usize)] =
-    &[(7, 9, 3, 2, 0), (8, 8, 3, 1, 1), (5, 6, 2, 2, 1), (9, 7, 3, 2, 1), (4, 4, 1, 1, 0), (13, 11, 5, 3, 2), (10, 9, 2, 3, 1), (3, 5, 3, 3, 1)];
+const POOL_CASES: &[(usize, usize, usize, usize, usize)] = &[
+    (7, 9, 3, 2, 0),
+    (8, 8, 3, 1, 1),
+    (5, 6, 2, 2, 1),
+    (9, 7, 3, 2, 1),
+    (4, 4, 1, 1, 0),
+    (13, 11, 5, 3, 2),
+    (10, 9, 2, 3, 1),
+    (3, 5, 3, 3, 1),
+];
 
 fn pool_out(len: usize, k: usize, s: usize, p: usize) -> usize {
     (len + 2 * p - k) / s + 1
@@ -365,7 +400,23 @@ fn max_pool_forward_argmax_and_backward_match_the_cpu() {
         let (mut y, mut arg) = (vec![0f32; out_len], vec![0i64; out_len]);
         let d = [h, w, k, s, p, oh, ow].map(|v| v as i32);
         // SAFETY: x holds nc·h·w floats, y and arg nc·oh·ow elements each.
-        unsafe { fwd(grid(out_len), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], x.as_ptr(), y.as_mut_ptr(), arg.as_mut_ptr()) };
+        unsafe {
+            fwd(
+                grid(out_len),
+                BLOCK,
+                (n * c) as i64,
+                d[0],
+                d[1],
+                d[2],
+                d[3],
+                d[4],
+                d[5],
+                d[6],
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                arg.as_mut_ptr(),
+            )
+        };
         let xt = tensor(&x, &[n, c, h, w]);
         assert_bits(&y, &xt.max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap(), &format!("maxpool values case {case}"));
         assert_bits(&y, &xt.to_var().max_pool2d(k, s, p).unwrap().to_vec_f32().unwrap(), &format!("maxpool tracked values case {case}"));
@@ -387,7 +438,9 @@ fn max_pool_forward_argmax_and_backward_match_the_cpu() {
         let gy = values(out_len, 70 + case as u64);
         let mut gx = vec![f32::NAN; x.len()];
         // SAFETY: arg and gy hold nc·oh·ow elements, gx nc·h·w.
-        unsafe { bwd(grid(x.len()), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], arg.as_ptr(), gy.as_ptr(), gx.as_mut_ptr()) };
+        unsafe {
+            bwd(grid(x.len()), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], arg.as_ptr(), gy.as_ptr(), gx.as_mut_ptr())
+        };
         let want = cpu_grad(&x, &[n, c, h, w], &gy, |t| t.max_pool2d(k, s, p).unwrap());
         assert_bits(&gx, &want, &format!("maxpool backward case {case}"));
     }
@@ -409,13 +462,17 @@ fn avg_pool_forward_and_backward_match_the_cpu_bitwise() {
             let d = [h, w, k, s, p, usize::from(include_pad), oh, ow].map(|v| v as i32);
             let mut y = vec![f32::NAN; out_len];
             // SAFETY: x holds nc·h·w floats, y nc·oh·ow.
-            unsafe { fwd(grid(out_len), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], x.as_ptr(), y.as_mut_ptr()) };
+            unsafe {
+                fwd(grid(out_len), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], x.as_ptr(), y.as_mut_ptr())
+            };
             let want = tensor(&x, &[n, c, h, w]).avg_pool2d(k, s, p, include_pad).unwrap().to_vec_f32().unwrap();
             assert_bits(&y, &want, &format!("avgpool case {case} pad {include_pad}"));
             let gy = values(out_len, 90 + case as u64);
             let mut gx = vec![f32::NAN; x.len()];
             // SAFETY: gy holds nc·oh·ow floats, gx nc·h·w.
-            unsafe { bwd(grid(x.len()), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], gy.as_ptr(), gx.as_mut_ptr()) };
+            unsafe {
+                bwd(grid(x.len()), BLOCK, (n * c) as i64, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], gy.as_ptr(), gx.as_mut_ptr())
+            };
             let want = cpu_grad(&x, &[n, c, h, w], &gy, |t| t.avg_pool2d(k, s, p, include_pad).unwrap());
             assert_bits(&gx, &want, &format!("avgpool backward case {case} pad {include_pad}"));
         }
@@ -482,7 +539,13 @@ extern "C" void run_index_add_bwd(unsigned g, unsigned b, long long outer, long 
 
 type SelectFn<T> = unsafe extern "C" fn(u32, u32, i64, i64, i64, i64, *const i64, *const T, *mut T);
 
-fn index_select_kernel<T: Copy + Default>(lib: &emu::Lib, name: &str, (outer, dim, inner): (usize, usize, usize), idx: &[i64], x: &[T]) -> Vec<T> {
+fn index_select_kernel<T: Copy + Default>(
+    lib: &emu::Lib,
+    name: &str,
+    (outer, dim, inner): (usize, usize, usize),
+    idx: &[i64],
+    x: &[T],
+) -> Vec<T> {
     assert_eq!(x.len(), outer * dim * inner);
     // SAFETY: run_index_select_* have the `SelectFn<T>` signature (T = f32, or u16 storage).
     let f: SelectFn<T> = unsafe { lib.get(name) };
@@ -514,7 +577,9 @@ fn index_select_and_its_backward_match_the_cpu() {
                 assert!(y.is_empty());
                 let mut gx = vec![f32::NAN; x.len()];
                 // SAFETY: no gradient rows are read; gx holds outer·dim·inner floats.
-                unsafe { bwd(grid(gx.len()), BLOCK, outer as i64, 0, inner as i64, shape[dim] as i64, idx.as_ptr(), y.as_ptr(), gx.as_mut_ptr()) };
+                unsafe {
+                    bwd(grid(gx.len()), BLOCK, outer as i64, 0, inner as i64, shape[dim] as i64, idx.as_ptr(), y.as_ptr(), gx.as_mut_ptr())
+                };
                 assert!(gx.iter().all(|&v| v.to_bits() == 0), "index_add_bwd with no indices must write zeros");
                 continue;
             }
@@ -524,13 +589,29 @@ fn index_select_and_its_backward_match_the_cpu() {
             let xh = f16_bits(&x);
             assert_eq!(index_select_kernel(&lib, "run_index_select_f16", dims, &idx, &xh), f16_bits(&want), "index_select_f16 dim {dim}");
             let xb = bf16_bits(&x);
-            assert_eq!(index_select_kernel(&lib, "run_index_select_bf16", dims, &idx, &xb), bf16_bits(&want), "index_select_bf16 dim {dim}");
+            assert_eq!(
+                index_select_kernel(&lib, "run_index_select_bf16", dims, &idx, &xb),
+                bf16_bits(&want),
+                "index_select_bf16 dim {dim}"
+            );
 
             // Magnitudes spread over six decades: a different summation order changes the bits.
             let gy: Vec<f32> = values(y.len(), 9).iter().enumerate().map(|(i, v)| v * 10f32.powi((i % 7) as i32 - 3)).collect();
             let mut gx = vec![f32::NAN; x.len()];
             // SAFETY: gy holds outer·n_idx·inner floats, gx outer·dim·inner; indices in range.
-            unsafe { bwd(grid(gx.len()), BLOCK, outer as i64, idx.len() as i64, inner as i64, shape[dim] as i64, idx.as_ptr(), gy.as_ptr(), gx.as_mut_ptr()) };
+            unsafe {
+                bwd(
+                    grid(gx.len()),
+                    BLOCK,
+                    outer as i64,
+                    idx.len() as i64,
+                    inner as i64,
+                    shape[dim] as i64,
+                    idx.as_ptr(),
+                    gy.as_ptr(),
+                    gx.as_mut_ptr(),
+                )
+            };
             let want = cpu_grad(&x, &shape, &gy, |t| t.index_select(dim, &it).unwrap());
             assert_bits(&gx, &want, &format!("index_add_bwd dim {dim} idx {idx:?}"));
         }
@@ -586,7 +667,8 @@ fn nm_mask_equals_sparsedm_layers_mask_for_every_pattern() {
         for n in 1..=m {
             for (kh, kw) in [(1, 1), (1, 2)] {
                 let (rows, inp) = (3, 2 * m);
-                let layout = if (kh, kw) == (1, 1) { WeightLayout::linear(rows, inp) } else { WeightLayout::conv2d(rows, inp, kh, kw) }.unwrap();
+                let layout =
+                    if (kh, kw) == (1, 1) { WeightLayout::linear(rows, inp) } else { WeightLayout::conv2d(rows, inp, kh, kw) }.unwrap();
                 let w = tie_heavy(layout.numel(), (m * 64 + n) as u64);
                 let (want, _) = compute_mask(&w, layout, NmPattern::new(n, m).unwrap(), NonDivisible::LeaveDense).unwrap();
                 let got = nm_mask_kernel(f, &w, (rows, inp, kh * kw), n, m);
@@ -595,7 +677,9 @@ fn nm_mask_equals_sparsedm_layers_mask_for_every_pattern() {
         }
     }
     // Realistic conv layouts with continuous values, and the mask.rs unit cases.
-    for &(o, i, kh, kw, n, m) in &[(8, 16, 3, 3, 2, 4), (5, 24, 3, 3, 1, 8), (4, 64, 1, 1, 2, 4), (3, 32, 5, 5, 4, 16), (6, 12, 3, 1, 2, 3), (2, 64, 3, 3, 8, 32)] {
+    for &(o, i, kh, kw, n, m) in
+        &[(8, 16, 3, 3, 2, 4), (5, 24, 3, 3, 1, 8), (4, 64, 1, 1, 2, 4), (3, 32, 5, 5, 4, 16), (6, 12, 3, 1, 2, 3), (2, 64, 3, 3, 8, 32)]
+    {
         let layout = WeightLayout::conv2d(o, i, kh, kw).unwrap();
         let w = values(layout.numel(), (o * i) as u64);
         let (want, _) = compute_mask(&w, layout, NmPattern::new(n, m).unwrap(), NonDivisible::LeaveDense).unwrap();
@@ -696,7 +780,24 @@ fn adamw_steps_match_sparsedm_train_bitwise() {
         let step_size = (f64::from(lr) / bc1) as f32;
         let decay = 1.0 - lr * cfg.weight_decay;
         // SAFETY: p, g, m and v hold `len` floats each.
-        unsafe { step(grid(len), BLOCK, len as i64, lr, b1, b2, cfg.eps, decay, step_size, bc2_sqrt, p.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr()) };
+        unsafe {
+            step(
+                grid(len),
+                BLOCK,
+                len as i64,
+                lr,
+                b1,
+                b2,
+                cfg.eps,
+                decay,
+                step_size,
+                bc2_sqrt,
+                p.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                v.as_mut_ptr(),
+            )
+        };
         assert_bits(&p, &param.to_vec_f32().unwrap(), &format!("AdamW parameters after step {t}"));
         let state = opt.state_tensors().unwrap();
         let get = |name: &str| state.iter().find(|(n, _)| n == name).unwrap().1.to_vec_f32().unwrap();

@@ -156,7 +156,22 @@ fn half_conversions_match_the_half_crate() {
     // Encoding rounds to nearest even exactly as the half crate: a stride through all f32 bit
     // patterns plus the boundary cases (halfway points, overflow, subnormals, signed zeros).
     let mut inputs: Vec<f32> = (0..=u32::MAX).step_by(4093).map(f32::from_bits).collect();
-    inputs.extend([0.0, -0.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e-8, 2.9802322e-8, 2.9802326e-8, 6e-8, 1e-5, 0.1, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0]);
+    inputs.extend([
+        0.0,
+        -0.0,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        1e-8,
+        2.9802322e-8,
+        2.9802326e-8,
+        6e-8,
+        1e-5,
+        0.1,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+    ]);
     inputs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, f32::MAX, 3.3895314e38, 3.3961776e38]);
     for &f in &inputs {
         // SAFETY: plain scalar functions.

@@ -39,8 +39,8 @@ impl Lib {
     pub unsafe fn get<T: Copy>(&self, name: &str) -> T {
         // SAFETY: the caller guarantees `T` is the symbol's type; the library stays loaded for
         // the rest of the process (see `Lib`), so copying the pointer out of the `Symbol` is sound.
-        let sym = unsafe { self.lib.get::<T>(name.as_bytes()) }
-            .unwrap_or_else(|e| panic!("{}: no symbol `{name}`: {e}", self.path.display()));
+        let sym =
+            unsafe { self.lib.get::<T>(name.as_bytes()) }.unwrap_or_else(|e| panic!("{}: no symbol `{name}`: {e}", self.path.display()));
         *sym
     }
 
@@ -126,7 +126,17 @@ fn build(name: &str, text: &str) -> Option<Lib> {
     let include = root.join("kernels").join("include");
     let emu_header = root.join("kernels").join("emu").join("cuda_emu.h");
     let out = Command::new(&cxx)
-        .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-DSDM_EMULATION", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"])
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-DSDM_EMULATION",
+            "-Wall",
+            "-Wno-unused-function",
+            "-Wno-unknown-pragmas",
+        ])
         .arg("-I")
         .arg(&include)
         .arg("-include")

@@ -97,7 +97,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     copy_exe(&target_dir.join("release").join("sparsedm"), &dir.join("bin").join("sparsedm"))?;
 
     // Only what the bundle carries is built: cuda-sys's tests and every `gpu*` target.
-    let mut tests = artifacts(&root, &envs, &["test", "--release", "--no-run", "--message-format=json", "-p", "sparsedm-cuda-sys", "--lib", "--tests"])?;
+    let mut tests = artifacts(
+        &root,
+        &envs,
+        &["test", "--release", "--no-run", "--message-format=json", "-p", "sparsedm-cuda-sys", "--lib", "--tests"],
+    )?;
     tests.extend(artifacts(&root, &envs, &["test", "--release", "--no-run", "--message-format=json", "--workspace", "--test", "gpu*"])?);
     tests.sort_by(|a, b| a.executable.cmp(&b.executable));
     tests.dedup_by(|a, b| a.executable == b.executable);

@@ -69,7 +69,7 @@ fn rule_sparsedm_uvit(name: &str, _: &[usize], _: NmPattern) -> Option<NonDivisi
 
 /// apex ASP: Linear/Conv2d weights with size(0) % 8 == 0 and size(1) % 16 == 0 (§5).
 fn rule_asp(name: &str, shape: &[usize], _: NmPattern) -> Option<NonDivisible> {
-    (is_weight_layer(name, shape) && shape[0] % 8 == 0 && shape[1] % 16 == 0).then_some(NonDivisible::LeaveDense)
+    (is_weight_layer(name, shape) && shape[0].is_multiple_of(8) && shape[1].is_multiple_of(16)).then_some(NonDivisible::LeaveDense)
 }
 
 /// Every Linear/Conv2d; SparseDM's flat-index groups where the input dim does not divide (§7.2).
@@ -78,7 +78,7 @@ fn rule_all(name: &str, shape: &[usize], p: NmPattern) -> Option<NonDivisible> {
         return None;
     }
     let numel: usize = shape.iter().product();
-    Some(if shape[1] % p.m() != 0 && numel % p.m() == 0 { NonDivisible::FlatIndex } else { NonDivisible::LeaveDense })
+    Some(if !shape[1].is_multiple_of(p.m()) && numel.is_multiple_of(p.m()) { NonDivisible::FlatIndex } else { NonDivisible::LeaveDense })
 }
 
 /// `*.attn.*,!mid_block.*`.
@@ -132,10 +132,10 @@ fn check(
             Some(nd) => {
                 let w = o.to_vec_f32().unwrap();
                 let layout = WeightLayout::from_shape(o.shape()).unwrap();
-                let tileable = layout.out() % 4 == 0 && layout.inp() % 4 == 0;
+                let tileable = layout.out().is_multiple_of(4) && layout.inp().is_multiple_of(4);
                 let mask = if transposable && tileable {
                     transposable_mask(&w, layout, TransposableMethod::Exact).unwrap()
-                } else if transposable && layout.inp() % 4 == 0 {
+                } else if transposable && layout.inp().is_multiple_of(4) {
                     vec![1.0; w.len()] // cannot tile 4×4: left dense
                 } else {
                     compute_mask(&w, layout, p, nd).unwrap().0

@@ -66,7 +66,8 @@ fn killed_run_resumes_bit_identically() {
     let st = Command::new(BIN).args(["train", "--config"]).arg(&cfg).arg("--out").arg(&a).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
 
-    let mut child = Command::new(BIN).args(["train", "--config"]).arg(&cfg).arg("--out").arg(&b).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(BIN).args(["train", "--config"]).arg(&cfg).arg("--out").arg(&b).stderr(std::process::Stdio::null()).spawn().unwrap();
     let marker = b.join("checkpoints").join("step_00000008.safetensors");
     let start = Instant::now();
     while !marker.exists() {
@@ -96,7 +97,8 @@ fn killed_run_resumes_bit_identically() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
     let npz = root.join("s.npz");
-    let st = Command::new(BIN).args(["sample", "--checkpoint"]).arg(&ck).args(["--n", "2", "--steps", "3", "--out"]).arg(&npz).output().unwrap();
+    let st =
+        Command::new(BIN).args(["sample", "--checkpoint"]).arg(&ck).args(["--n", "2", "--steps", "3", "--out"]).arg(&npz).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let imgs = sparsedm_fid::read_images_npz(&npz).unwrap();
     assert_eq!((imgs.n, imgs.height, imgs.width, imgs.channels), (2, 16, 16, 3));
@@ -119,7 +121,8 @@ fn corrupt_inputs_give_clear_errors() {
     std::fs::create_dir_all(&bad_cifar).unwrap();
     std::fs::write(bad_cifar.join("data_batch_1.bin"), vec![0u8; 3000]).unwrap();
     let cfg = root.join("c.toml");
-    std::fs::write(&cfg, TINY.replace("name = \"shapes\"", &format!("name = \"cifar10\"\npath = {:?}", bad_cifar.display().to_string()))).unwrap();
+    std::fs::write(&cfg, TINY.replace("name = \"shapes\"", &format!("name = \"cifar10\"\npath = {:?}", bad_cifar.display().to_string())))
+        .unwrap();
     let c = cfg.display().to_string();
     fails_with(&["train", "--config", &c, "--out", &root.join("r").display().to_string()], "data_batch_1.bin");
     fails_with(&["train", "--config", "no-such-preset"], "presets:");

@@ -136,19 +136,19 @@ impl UViTConfig {
         if self.patch_size == 0 || self.img_size == 0 || self.in_chans == 0 || self.embed_dim == 0 {
             return bad("img_size, patch_size, in_chans and embed_dim must be positive".into());
         }
-        if self.img_size % self.patch_size != 0 {
+        if !self.img_size.is_multiple_of(self.patch_size) {
             return bad(format!("img_size {} is not a multiple of patch_size {}", self.img_size, self.patch_size));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!("embed_dim {} does not split into {} heads", self.embed_dim, self.num_heads));
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
             return bad(format!("mlp_ratio {} gives an empty MLP", self.mlp_ratio));
         }
-        if let Some(s) = self.qk_scale {
-            if !s.is_finite() {
-                return bad(format!("qk_scale {s} is not finite"));
-            }
+        if let Some(s) = self.qk_scale
+            && !s.is_finite()
+        {
+            return bad(format!("qk_scale {s} is not finite"));
         }
         Ok(())
     }

@@ -9,10 +9,7 @@ use sparsedm_fid::{KidOptions, StatsAccumulator, frechet_distance, kernel_incept
 
 fn main() -> Result<(), sparsedm_fid::FidError> {
     let d = 2048;
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5000);
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
     let batch = 250;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -55,16 +52,10 @@ fn main() -> Result<(), sparsedm_fid::FidError> {
     for _ in 0..3 {
         let t = Instant::now();
         let fd = frechet_distance(&a, &b)?;
-        println!(
-            "frechet_distance d={d}: {fd:.6} in {:.3} s",
-            t.elapsed().as_secs_f64()
-        );
+        println!("frechet_distance d={d}: {fd:.6} in {:.3} s", t.elapsed().as_secs_f64());
     }
 
-    let opts = KidOptions {
-        subsets: 10,
-        ..KidOptions::default()
-    };
+    let opts = KidOptions { subsets: 10, ..KidOptions::default() };
     let t = Instant::now();
     let kid = kernel_inception_distance(&fa, &fb, d, &opts)?;
     println!(

@@ -183,30 +183,16 @@ pub enum FidError {
 impl FidError {
     /// Shorthand for [`FidError::InvalidArgument`].
     pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
-        FidError::InvalidArgument {
-            name,
-            reason: reason.into(),
-        }
+        FidError::InvalidArgument { name, reason: reason.into() }
     }
 
     /// Shorthand for [`FidError::Io`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        FidError::Io {
-            path: path.into(),
-            source,
-        }
+        FidError::Io { path: path.into(), source }
     }
 
     /// Shorthand for [`FidError::BadArray`].
-    pub(crate) fn bad_array(
-        path: impl Into<PathBuf>,
-        key: &str,
-        reason: impl Into<String>,
-    ) -> Self {
-        FidError::BadArray {
-            path: path.into(),
-            key: key.to_owned(),
-            reason: reason.into(),
-        }
+    pub(crate) fn bad_array(path: impl Into<PathBuf>, key: &str, reason: impl Into<String>) -> Self {
+        FidError::BadArray { path: path.into(), key: key.to_owned(), reason: reason.into() }
     }
 }

@@ -66,12 +66,7 @@ pub fn frechet_terms(a: &FeatureStats, b: &FeatureStats) -> Result<FrechetTerms>
     b.check("the second statistics")?;
     let d = a.dim();
     if b.dim() != d {
-        return Err(FidError::DimensionMismatch {
-            what: "the first statistics",
-            a: d,
-            other: "the second statistics",
-            b: b.dim(),
-        });
+        return Err(FidError::DimensionMismatch { what: "the first statistics", a: d, other: "the second statistics", b: b.dim() });
     }
 
     let mean_term: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y) * (x - y)).sum();
@@ -79,13 +74,7 @@ pub fn frechet_terms(a: &FeatureStats, b: &FeatureStats) -> Result<FrechetTerms>
     let trace_b: f64 = (0..d).map(|i| b.sigma[i * d + i]).sum();
     let trace_sqrt = trace_sqrt_product(&a.sigma, &b.sigma, d)?;
     let value = mean_term + trace_a + trace_b - 2.0 * trace_sqrt;
-    Ok(FrechetTerms {
-        mean_term,
-        trace_a,
-        trace_b,
-        trace_sqrt,
-        value,
-    })
+    Ok(FrechetTerms { mean_term, trace_a, trace_b, trace_sqrt, value })
 }
 
 /// `tr sqrt(Σ₁ Σ₂)` for symmetric positive semi-definite row-major `d × d` matrices.
@@ -99,10 +88,7 @@ fn trace_sqrt_product(s1: &[f64], s2: &[f64], d: usize) -> Result<f64> {
 
     // Σ₁ = U diag(λ) Uᵀ; keep the columns of B = U diag(√λ) with λ > 0.
     let (lambda, u) = eigh(s1.as_ref(), true, "the first covariance")?;
-    let u = u.ok_or(FidError::EigenNoConvergence {
-        what: "the first covariance",
-        dim: d,
-    })?;
+    let u = u.ok_or(FidError::EigenNoConvergence { what: "the first covariance", dim: d })?;
     let tol = numerical_zero(&lambda);
     let keep: Vec<usize> = (0..d).filter(|&k| lambda[k] > tol).collect();
     let r = keep.len();
@@ -114,23 +100,9 @@ fn trace_sqrt_product(s1: &[f64], s2: &[f64], d: usize) -> Result<f64> {
 
     // M = Bᵀ Σ₂ B  (r × r), symmetric PSD and similar to Σ₁^½ Σ₂ Σ₁^½ (up to zero eigenvalues).
     let mut t = Mat::<f64>::zeros(d, r);
-    matmul(
-        t.as_mut(),
-        Accum::Replace,
-        s2.as_ref(),
-        bmat.as_ref(),
-        1.0,
-        par(),
-    );
+    matmul(t.as_mut(), Accum::Replace, s2.as_ref(), bmat.as_ref(), 1.0, par());
     let mut m = Mat::<f64>::zeros(r, r);
-    matmul(
-        m.as_mut(),
-        Accum::Replace,
-        bmat.transpose(),
-        t.as_ref(),
-        1.0,
-        par(),
-    );
+    matmul(m.as_mut(), Accum::Replace, bmat.transpose(), t.as_ref(), 1.0, par());
     let m = Mat::<f64>::from_fn(r, r, |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
 
     let (mu, _) = eigh(m.as_ref(), false, "the product sqrt(S1) S2 sqrt(S1)")?;
@@ -154,35 +126,15 @@ fn numerical_zero(eigenvalues: &[f64]) -> f64 {
 ///
 /// Calls faer's solver with this crate's explicit parallelism (the convenience methods on `Mat`
 /// consult faer's global setting, which panics when it has been disabled).
-pub(crate) fn eigh(
-    a: MatRef<'_, f64>,
-    vectors: bool,
-    what: &'static str,
-) -> Result<(Vec<f64>, Option<Mat<f64>>)> {
+pub(crate) fn eigh(a: MatRef<'_, f64>, vectors: bool, what: &'static str) -> Result<(Vec<f64>, Option<Mat<f64>>)> {
     let n = a.nrows();
-    let compute = if vectors {
-        ComputeEigenvectors::Yes
-    } else {
-        ComputeEigenvectors::No
-    };
+    let compute = if vectors { ComputeEigenvectors::Yes } else { ComputeEigenvectors::No };
     let par = par();
     let mut s = Diag::<f64>::zeros(n);
     let mut u = vectors.then(|| Mat::<f64>::zeros(n, n));
-    let mut buf = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
-        n,
-        compute,
-        par,
-        Default::default(),
-    ));
-    self_adjoint_evd(
-        a,
-        s.as_mut(),
-        u.as_mut().map(|u| u.as_mut()),
-        par,
-        MemStack::new(&mut buf),
-        Default::default(),
-    )
-    .map_err(|_| FidError::EigenNoConvergence { what, dim: n })?;
+    let mut buf = MemBuffer::new(self_adjoint_evd_scratch::<f64>(n, compute, par, Default::default()));
+    self_adjoint_evd(a, s.as_mut(), u.as_mut().map(|u| u.as_mut()), par, MemStack::new(&mut buf), Default::default())
+        .map_err(|_| FidError::EigenNoConvergence { what, dim: n })?;
     let values = s.column_vector().iter().copied().collect();
     Ok((values, u))
 }

@@ -53,9 +53,7 @@ impl ImageBatch {
 
 impl std::fmt::Debug for ImageBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageBatch")
-            .field("shape", &self.shape())
-            .finish_non_exhaustive()
+        f.debug_struct("ImageBatch").field("shape", &self.shape()).finish_non_exhaustive()
     }
 }
 
@@ -100,11 +98,7 @@ pub fn open_image_source(path: impl AsRef<Path>) -> Result<Box<dyn ImageSource +
     let meta = std::fs::metadata(path).map_err(|e| FidError::io(path, e))?;
     if meta.is_dir() {
         if let Some(dir) = Cifar10::locate(path) {
-            let split = if dir.join("data_batch_1.bin").is_file() {
-                CifarSplit::Train
-            } else {
-                CifarSplit::Test
-            };
+            let split = if dir.join("data_batch_1.bin").is_file() { CifarSplit::Train } else { CifarSplit::Test };
             return Ok(Box::new(Cifar10::from_dir(dir, split)?));
         }
         return Ok(Box::new(ImageFolder::open(path)?));
@@ -112,20 +106,12 @@ pub fn open_image_source(path: impl AsRef<Path>) -> Result<Box<dyn ImageSource +
     match extension_lowercase(path).as_deref() {
         Some("npz") => Ok(Box::new(NpzImages::open(path)?)),
         Some("bin") => Ok(Box::new(Cifar10::from_files([path])?)),
-        _ => Err(FidError::invalid(
-            "path",
-            format!(
-                "{}: expected a directory, an .npz file or a CIFAR-10 .bin file",
-                path.display()
-            ),
-        )),
+        _ => Err(FidError::invalid("path", format!("{}: expected a directory, an .npz file or a CIFAR-10 .bin file", path.display()))),
     }
 }
 
 fn extension_lowercase(path: &Path) -> Option<String> {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
+    path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,10 +142,7 @@ impl ImageFolder {
         collect_images(&root, &mut files)?;
         files.sort();
         let Some(first) = files.first() else {
-            return Err(FidError::NoImages {
-                path: root,
-                reason: format!("no files with extension {}", IMAGE_EXTENSIONS.join("/")),
-            });
+            return Err(FidError::NoImages { path: root, reason: format!("no files with extension {}", IMAGE_EXTENSIONS.join("/")) });
         };
         let (w0, h0) = image_dimensions(first)?;
         let dims: Vec<Result<(u32, u32)>> = files.par_iter().map(|p| image_dimensions(p)).collect();
@@ -176,12 +159,7 @@ impl ImageFolder {
                 });
             }
         }
-        Ok(ImageFolder {
-            root,
-            files,
-            height: h0 as usize,
-            width: w0 as usize,
-        })
+        Ok(ImageFolder { root, files, height: h0 as usize, width: w0 as usize })
     }
 
     /// The image files, in iteration order.
@@ -211,10 +189,7 @@ impl ImageFolder {
                     .with_guessed_format()
                     .map_err(|e| FidError::io(path, e))?
                     .decode()
-                    .map_err(|source| FidError::ImageDecode {
-                        path: path.clone(),
-                        source,
-                    })?
+                    .map_err(|source| FidError::ImageDecode { path: path.clone(), source })?
                     .into_rgb8();
                 if (img.width() as usize, img.height() as usize) != (w, h) {
                     return Err(FidError::ImageSizeMismatch {
@@ -232,12 +207,7 @@ impl ImageFolder {
             .collect();
         // Report the first failure in path order, whatever order the threads finished in.
         results.into_iter().collect::<Result<Vec<()>>>()?;
-        Ok(ImageBatch {
-            data,
-            n: files.len(),
-            height: h,
-            width: w,
-        })
+        Ok(ImageBatch { data, n: files.len(), height: h, width: w })
     }
 }
 
@@ -265,10 +235,7 @@ fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
         .with_guessed_format()
         .map_err(|e| FidError::io(path, e))?
         .into_dimensions()
-        .map_err(|source| FidError::ImageDecode {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| FidError::ImageDecode { path: path.to_owned(), source })
 }
 
 /// Interleaved `plane × channels` bytes (HWC) → 3 planes of f32 in `[0, 1]` (CHW); one channel
@@ -277,11 +244,7 @@ fn hwc_u8_to_chw_f32(src: &[u8], channels: usize, plane: usize, out: &mut [f32])
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for (i, px) in src.chunks_exact(channels).take(plane).enumerate() {
-        let (pr, pg, pb) = if channels == 1 {
-            (px[0], px[0], px[0])
-        } else {
-            (px[0], px[1], px[2])
-        };
+        let (pr, pg, pb) = if channels == 1 { (px[0], px[0], px[0]) } else { (px[0], px[1], px[2]) };
         r[i] = f32::from(pr) / 255.0;
         g[i] = f32::from(pg) / 255.0;
         b[i] = f32::from(pb) / 255.0;
@@ -300,26 +263,18 @@ impl ImageSource for ImageFolder {
     fn batches(&self, batch_size: usize) -> Result<BatchIter<'_>> {
         check_batch_size(batch_size)?;
         let mut failed = false;
-        Ok(Box::new(self.files.chunks(batch_size).map_while(
-            move |chunk| {
-                if failed {
-                    return None;
-                }
-                let batch = self.decode_batch(chunk);
-                failed = batch.is_err();
-                Some(batch)
-            },
-        )))
+        Ok(Box::new(self.files.chunks(batch_size).map_while(move |chunk| {
+            if failed {
+                return None;
+            }
+            let batch = self.decode_batch(chunk);
+            failed = batch.is_err();
+            Some(batch)
+        })))
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} images {}x{} in {}",
-            self.files.len(),
-            self.width,
-            self.height,
-            self.root.display()
-        )
+        format!("{} images {}x{} in {}", self.files.len(), self.width, self.height, self.root.display())
     }
 }
 
@@ -340,10 +295,7 @@ impl NpzImages {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let stream = open_u8_nhwc(&path, "arr_0")?;
-        Ok(NpzImages {
-            path,
-            shape: stream.shape,
-        })
+        Ok(NpzImages { path, shape: stream.shape })
     }
 
     /// `[N, H, W, C]` as stored.
@@ -368,10 +320,7 @@ impl ImageSource for NpzImages {
             return Err(FidError::bad_array(
                 &self.path,
                 "arr_0",
-                format!(
-                    "shape changed since the file was opened: {:?} -> {:?}",
-                    self.shape, stream.shape
-                ),
+                format!("shape changed since the file was opened: {:?} -> {:?}", self.shape, stream.shape),
             ));
         }
         let [n, h, w, c] = self.shape;
@@ -391,25 +340,14 @@ impl ImageSource for NpzImages {
                 return Some(Err(FidError::bad_array(
                     path,
                     "arr_0",
-                    format!(
-                        "truncated data: cannot read images {}..{}: {e}",
-                        done,
-                        done + b
-                    ),
+                    format!("truncated data: cannot read images {}..{}: {e}", done, done + b),
                 )));
             }
             let plane = h * w;
             let mut data = vec![0f32; b * 3 * plane];
-            data.par_chunks_mut(3 * plane)
-                .zip(buf.par_chunks(plane * c))
-                .for_each(|(out, src)| hwc_u8_to_chw_f32(src, c, plane, out));
+            data.par_chunks_mut(3 * plane).zip(buf.par_chunks(plane * c)).for_each(|(out, src)| hwc_u8_to_chw_f32(src, c, plane, out));
             done += b;
-            Some(Ok(ImageBatch {
-                data,
-                n: b,
-                height: h,
-                width: w,
-            }))
+            Some(Ok(ImageBatch { data, n: b, height: h, width: w }))
         })))
     }
 
@@ -443,9 +381,7 @@ impl CifarSplit {
         match self {
             CifarSplit::Train => train.collect(),
             CifarSplit::Test => vec!["test_batch.bin".into()],
-            CifarSplit::All => train
-                .chain(std::iter::once("test_batch.bin".into()))
-                .collect(),
+            CifarSplit::All => train.chain(std::iter::once("test_batch.bin".into())).collect(),
         }
     }
 }
@@ -473,22 +409,15 @@ impl Cifar10 {
         let mut total = 0usize;
         for p in files {
             let p: PathBuf = p.into();
-            let len = std::fs::metadata(&p)
-                .map_err(|e| FidError::io(&p, e))?
-                .len();
+            let len = std::fs::metadata(&p).map_err(|e| FidError::io(&p, e))?.len();
             if len == 0 || len % CIFAR_RECORD as u64 != 0 {
                 return Err(FidError::BadCifarFile {
                     path: p,
-                    reason: format!(
-                        "size {len} bytes is not a positive multiple of the {CIFAR_RECORD}-byte record"
-                    ),
+                    reason: format!("size {len} bytes is not a positive multiple of the {CIFAR_RECORD}-byte record"),
                 });
             }
-            let records =
-                usize::try_from(len / CIFAR_RECORD as u64).map_err(|_| FidError::BadCifarFile {
-                    path: p.clone(),
-                    reason: "file too large".into(),
-                })?;
+            let records = usize::try_from(len / CIFAR_RECORD as u64)
+                .map_err(|_| FidError::BadCifarFile { path: p.clone(), reason: "file too large".into() })?;
             total += records;
             out.push((p, records));
         }
@@ -517,8 +446,7 @@ impl Cifar10 {
         for (path, records) in &self.files {
             let mut r = BufReader::new(File::open(path).map_err(|e| FidError::io(path, e))?);
             for _ in 0..*records {
-                r.read_exact(&mut record)
-                    .map_err(|e| cifar_truncated(path, e))?;
+                r.read_exact(&mut record).map_err(|e| cifar_truncated(path, e))?;
                 labels.push(record[0]);
             }
         }
@@ -547,10 +475,7 @@ impl Cifar10 {
 }
 
 fn cifar_truncated(path: &Path, e: io::Error) -> FidError {
-    FidError::BadCifarFile {
-        path: path.to_owned(),
-        reason: format!("cannot read a whole record: {e}"),
-    }
+    FidError::BadCifarFile { path: path.to_owned(), reason: format!("cannot read a whole record: {e}") }
 }
 
 /// Sequential reader of CIFAR-10 records across files.
@@ -576,10 +501,7 @@ impl CifarIter<'_> {
                     break;
                 };
                 self.file_idx += 1;
-                self.reader = Some(BufReader::with_capacity(
-                    1 << 20,
-                    File::open(path).map_err(|e| FidError::io(path, e))?,
-                ));
+                self.reader = Some(BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| FidError::io(path, e))?));
                 self.left_in_file = *records;
                 continue;
             }
@@ -587,20 +509,13 @@ impl CifarIter<'_> {
             let Some(reader) = self.reader.as_mut() else {
                 break;
             };
-            reader
-                .read_exact(&mut self.record)
-                .map_err(|e| cifar_truncated(path, e))?;
+            reader.read_exact(&mut self.record).map_err(|e| cifar_truncated(path, e))?;
             // Skip the label byte; the 3072 pixel bytes are already R, G, B planes (CHW).
             data.extend(self.record[1..].iter().map(|&v| f32::from(v) / 255.0));
             self.left_in_file -= 1;
             n += 1;
         }
-        Ok((n > 0).then_some(ImageBatch {
-            data,
-            n,
-            height: 32,
-            width: 32,
-        }))
+        Ok((n > 0).then_some(ImageBatch { data, n, height: 32, width: 32 }))
     }
 }
 
@@ -644,10 +559,6 @@ impl ImageSource for Cifar10 {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} CIFAR-10 images from {} file(s)",
-            self.total,
-            self.files.len()
-        )
+        format!("{} CIFAR-10 images from {} file(s)", self.total, self.files.len())
     }
 }

@@ -44,14 +44,7 @@ pub struct KidOptions {
 
 impl Default for KidOptions {
     fn default() -> Self {
-        KidOptions {
-            subsets: 100,
-            subset_size: 1000,
-            degree: 3,
-            gamma: None,
-            coef0: 1.0,
-            seed: 2020,
-        }
+        KidOptions { subsets: 100, subset_size: 1000, degree: 3, gamma: None, coef0: 1.0, seed: 2020 }
     }
 }
 
@@ -71,34 +64,20 @@ pub struct Kid {
 ///
 /// Errors on shape problems, non-finite features, `subsets == 0`, `subset_size < 2`, or a set
 /// with fewer than `subset_size` samples (torch-fidelity refuses that case as well).
-pub fn kernel_inception_distance(
-    features_1: &[f32],
-    features_2: &[f32],
-    dim: usize,
-    opts: &KidOptions,
-) -> Result<Kid> {
+pub fn kernel_inception_distance(features_1: &[f32], features_2: &[f32], dim: usize, opts: &KidOptions) -> Result<Kid> {
     let n1 = rows_of(features_1, dim, "first feature set")?;
     let n2 = rows_of(features_2, dim, "second feature set")?;
     if opts.subsets == 0 {
         return Err(FidError::invalid("subsets", "must be at least 1"));
     }
     if opts.subset_size < 2 {
-        return Err(FidError::invalid(
-            "subset_size",
-            format!("must be at least 2, got {}", opts.subset_size),
-        ));
+        return Err(FidError::invalid("subset_size", format!("must be at least 2, got {}", opts.subset_size)));
     }
-    for (n, what) in [
-        (n1, "the first feature set"),
-        (n2, "the second feature set"),
-    ] {
+    for (n, what) in [(n1, "the first feature set"), (n2, "the second feature set")] {
         if n < opts.subset_size {
             return Err(FidError::invalid(
                 "subset_size",
-                format!(
-                    "KID subset size {} is larger than {what} ({n} samples)",
-                    opts.subset_size
-                ),
+                format!("KID subset size {} is larger than {what} ({n} samples)", opts.subset_size),
             ));
         }
     }
@@ -117,17 +96,8 @@ pub fn kernel_inception_distance(
     }
     let k = per_subset.len() as f64;
     let mean = per_subset.iter().sum::<f64>() / k;
-    let std = (per_subset
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum::<f64>()
-        / k)
-        .sqrt();
-    Ok(Kid {
-        mean,
-        std,
-        per_subset,
-    })
+    let std = (per_subset.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / k).sqrt();
+    Ok(Kid { mean, std, per_subset })
 }
 
 /// Unbiased MMD² between all of `x` (`m × dim`) and all of `y` (`n × dim`) under the
@@ -138,45 +108,24 @@ pub fn kernel_inception_distance(
 /// ```
 ///
 /// For `m = n` this is torch-fidelity's `polynomial_mmd` (`mmd_est="unbiased"`).
-pub fn polynomial_mmd2_unbiased(
-    x: &[f32],
-    y: &[f32],
-    dim: usize,
-    degree: i32,
-    gamma: Option<f64>,
-    coef0: f64,
-) -> Result<f64> {
+pub fn polynomial_mmd2_unbiased(x: &[f32], y: &[f32], dim: usize, degree: i32, gamma: Option<f64>, coef0: f64) -> Result<f64> {
     let m = rows_of(x, dim, "first feature set")?;
     let n = rows_of(y, dim, "second feature set")?;
     if m < 2 || n < 2 {
-        return Err(FidError::TooFewSamples {
-            what: "an unbiased MMD estimate",
-            needed: 2,
-            got: m.min(n),
-        });
+        return Err(FidError::TooFewSamples { what: "an unbiased MMD estimate", needed: 2, got: m.min(n) });
     }
     check_finite(x, dim, "first feature set")?;
     check_finite(y, dim, "second feature set")?;
-    let to_mat =
-        |f: &[f32], rows: usize| Mat::<f64>::from_fn(rows, dim, |i, j| f64::from(f[i * dim + j]));
-    Ok(mmd2_unbiased(
-        &to_mat(x, m),
-        &to_mat(y, n),
-        degree,
-        gamma,
-        coef0,
-    ))
+    let to_mat = |f: &[f32], rows: usize| Mat::<f64>::from_fn(rows, dim, |i, j| f64::from(f[i * dim + j]));
+    Ok(mmd2_unbiased(&to_mat(x, m), &to_mat(y, n), degree, gamma, coef0))
 }
 
 /// Number of rows of a flat row-major feature buffer, or a shape error.
 fn rows_of(f: &[f32], dim: usize, what: &str) -> Result<usize> {
     if dim == 0 {
-        return Err(FidError::invalid(
-            "dim",
-            "the feature dimension must be positive",
-        ));
+        return Err(FidError::invalid("dim", "the feature dimension must be positive"));
     }
-    if f.len() % dim != 0 {
+    if !f.len().is_multiple_of(dim) {
         return Err(FidError::ShapeMismatch {
             what: what.to_owned(),
             expected: format!("[n, {dim}] (a multiple of {dim} values)"),
@@ -189,12 +138,7 @@ fn rows_of(f: &[f32], dim: usize, what: &str) -> Result<usize> {
 fn check_finite(f: &[f32], dim: usize, what: &str) -> Result<()> {
     match f.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(k) => Err(FidError::NonFinite {
-            what: what.to_owned(),
-            row: k / dim,
-            col: k % dim,
-            value: f64::from(f[k]),
-        }),
+        Some(k) => Err(FidError::NonFinite { what: what.to_owned(), row: k / dim, col: k % dim, value: f64::from(f[k]) }),
     }
 }
 
@@ -235,14 +179,7 @@ fn mmd2_unbiased(x: &Mat<f64>, y: &Mat<f64>, degree: i32, gamma: Option<f64>, co
     let sxx = offdiag_sum(x);
     let syy = offdiag_sum(y);
     let mut gxy = Mat::<f64>::zeros(x.nrows(), y.nrows());
-    matmul(
-        gxy.as_mut(),
-        Accum::Replace,
-        x.as_ref(),
-        y.transpose(),
-        1.0,
-        par(),
-    );
+    matmul(gxy.as_mut(), Accum::Replace, x.as_ref(), y.transpose(), 1.0, par());
     let mut sxy = 0.0;
     for j in 0..y.nrows() {
         for i in 0..x.nrows() {
@@ -270,14 +207,9 @@ impl Mt19937 {
         state[0] = seed;
         for i in 1..Self::N {
             let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
+            state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
         }
-        Mt19937 {
-            state,
-            pos: Self::N,
-        }
+        Mt19937 { state, pos: Self::N }
     }
 
     fn regenerate(&mut self) {
@@ -366,44 +298,20 @@ mod tests {
         // then r.choice(1000, 4, replace=False) -> [358 763 430 530].
         let mut r = Mt19937::new(2020);
         assert_eq!(r.choice_without_replacement(10, 5), vec![2, 4, 9, 1, 5]);
-        assert_eq!(
-            r.choice_without_replacement(1000, 4),
-            vec![358, 763, 430, 530]
-        );
+        assert_eq!(r.choice_without_replacement(1000, 4), vec![358, 763, 430, 530]);
     }
 
     #[test]
     fn choice_matches_numpy_fixture() {
         // Written by tests/fixtures/make_numpy_npz.py (numpy 2.4.6).
-        let p = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/numpy_expected.json"
-        );
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numpy_expected.json");
         let e: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let as_vec = |v: &serde_json::Value| -> Vec<usize> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as usize)
-                .collect()
-        };
+        let as_vec = |v: &serde_json::Value| -> Vec<usize> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect() };
         let mut r = Mt19937::new(123);
-        for (i, want) in e["choice_seed_123_n50_k10_x3"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
-            assert_eq!(
-                r.choice_without_replacement(50, 10),
-                as_vec(want),
-                "draw {i}"
-            );
+        for (i, want) in e["choice_seed_123_n50_k10_x3"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(r.choice_without_replacement(50, 10), as_vec(want), "draw {i}");
         }
         let mut r = Mt19937::new(7);
-        assert_eq!(
-            r.choice_without_replacement(70_000, 5),
-            as_vec(&e["choice_seed_7_n70000_k5"])
-        );
+        assert_eq!(r.choice_without_replacement(70_000, 5), as_vec(&e["choice_seed_7_n70000_k5"]));
     }
 }

@@ -42,23 +42,13 @@ struct Npz {
 impl Npz {
     fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| FidError::io(path, e))?;
-        let archive = ZipArchive::new(BufReader::new(file)).map_err(|source| FidError::Zip {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Npz {
-            path: path.to_owned(),
-            archive,
-        })
+        let archive = ZipArchive::new(BufReader::new(file)).map_err(|source| FidError::Zip { path: path.to_owned(), source })?;
+        Ok(Npz { path: path.to_owned(), archive })
     }
 
     /// Array names (zip entries ending in `.npy`, without the suffix), like `np.load(..).files`.
     fn keys(&self) -> Vec<String> {
-        self.archive
-            .file_names()
-            .filter_map(npyz::npz::array_name_from_file_name)
-            .map(str::to_owned)
-            .collect()
+        self.archive.file_names().filter_map(npyz::npz::array_name_from_file_name).map(str::to_owned).collect()
     }
 
     /// Zip entry name of array `key`, or a [`FidError::MissingKey`].
@@ -67,11 +57,7 @@ impl Npz {
         if self.archive.file_names().any(|n| n == wanted) {
             Ok(wanted)
         } else {
-            Err(FidError::MissingKey {
-                path: self.path.clone(),
-                key: key.to_owned(),
-                present: self.keys(),
-            })
+            Err(FidError::MissingKey { path: self.path.clone(), key: key.to_owned(), present: self.keys() })
         }
     }
 
@@ -79,23 +65,13 @@ impl Npz {
     fn read_f64(&mut self, key: &str) -> Result<(Vec<u64>, Vec<f64>, Order)> {
         let name = self.entry_name(key)?;
         let path = self.path.clone();
-        let entry = self
-            .archive
-            .by_name(&name)
-            .map_err(|source| FidError::Zip {
-                path: path.clone(),
-                source,
-            })?;
+        let entry = self.archive.by_name(&name).map_err(|source| FidError::Zip { path: path.clone(), source })?;
         let entry_size = entry.size();
-        let npy = NpyFile::new(BufReader::new(entry))
-            .map_err(|e| FidError::bad_array(&path, key, format!("invalid .npy header: {e}")))?;
+        let npy = NpyFile::new(BufReader::new(entry)).map_err(|e| FidError::bad_array(&path, key, format!("invalid .npy header: {e}")))?;
         let shape = npy.shape().to_vec();
         // Refuse a header that declares more data than the entry holds before anything is
         // allocated for it (a corrupt header must not trigger a huge allocation).
-        let declared = npy
-            .dtype()
-            .num_bytes()
-            .and_then(|b| npy.len().checked_mul(b as u64));
+        let declared = npy.dtype().num_bytes().and_then(|b| npy.len().checked_mul(b as u64));
         if declared.is_none_or(|b| b > entry_size) {
             return Err(FidError::bad_array(
                 &path,
@@ -109,21 +85,13 @@ impl Npz {
         }
         let order = npy.order();
         let descr = npy.dtype().descr();
-        let truncated =
-            |e: io::Error| FidError::bad_array(&path, key, format!("cannot read the data: {e}"));
+        let truncated = |e: io::Error| FidError::bad_array(&path, key, format!("cannot read the data: {e}"));
         let data: Vec<f64> = match npy.try_data::<f64>() {
             Ok(reader) => reader.collect::<io::Result<_>>().map_err(truncated)?,
             Err(npy) => match npy.try_data::<f32>() {
-                Ok(reader) => reader
-                    .map(|v| v.map(f64::from))
-                    .collect::<io::Result<_>>()
-                    .map_err(truncated)?,
+                Ok(reader) => reader.map(|v| v.map(f64::from)).collect::<io::Result<_>>().map_err(truncated)?,
                 Err(_) => {
-                    return Err(FidError::bad_array(
-                        &path,
-                        key,
-                        format!("dtype {descr} is not supported (expected float64 or float32)"),
-                    ));
+                    return Err(FidError::bad_array(&path, key, format!("dtype {descr} is not supported (expected float64 or float32)")));
                 }
             },
         };
@@ -155,26 +123,12 @@ pub fn read_stats_npz(path: impl AsRef<Path>) -> Result<FeatureStats> {
 
     let (mu_shape, mu, _) = npz.read_f64("mu")?;
     if mu_shape.len() != 1 || mu_shape[0] == 0 {
-        return Err(FidError::bad_array(
-            path,
-            "mu",
-            format!(
-                "expected shape [d] with d > 0, got {}",
-                shape_str(&mu_shape)
-            ),
-        ));
+        return Err(FidError::bad_array(path, "mu", format!("expected shape [d] with d > 0, got {}", shape_str(&mu_shape))));
     }
     let d = mu.len();
     let (sigma_shape, mut sigma, order) = npz.read_f64("sigma")?;
     if sigma_shape != [d as u64, d as u64] {
-        return Err(FidError::bad_array(
-            path,
-            "sigma",
-            format!(
-                "expected shape [{d}, {d}] (d from mu), got {}",
-                shape_str(&sigma_shape)
-            ),
-        ));
+        return Err(FidError::bad_array(path, "sigma", format!("expected shape [{d}, {d}] (d from mu), got {}", shape_str(&sigma_shape))));
     }
     if order == Order::Fortran {
         let col_major = sigma;
@@ -197,37 +151,20 @@ pub fn write_stats_npz(path: impl AsRef<Path>, stats: &FeatureStats) -> Result<(
     })
 }
 
-fn write_f64_entry<W: Write + Seek>(
-    zip: &mut ZipWriter<W>,
-    key: &str,
-    shape: &[u64],
-    data: &[f64],
-) -> io::Result<()> {
+fn write_f64_entry<W: Write + Seek>(zip: &mut ZipWriter<W>, key: &str, shape: &[u64], data: &[f64]) -> io::Result<()> {
     let bytes = data.len() as u64 * 8 + 128;
-    zip.start_file(
-        npyz::npz::file_name_from_array_name(key),
-        entry_options(bytes),
-    )?;
-    let mut w = npyz::WriteOptions::<f64>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut *zip)
-        .begin_nd()?;
+    zip.start_file(npyz::npz::file_name_from_array_name(key), entry_options(bytes))?;
+    let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(shape).writer(&mut *zip).begin_nd()?;
     w.extend(data.iter().copied())?;
     w.finish()
 }
 
 fn entry_options(payload_bytes: u64) -> FileOptions {
-    FileOptions::default()
-        .compression_method(CompressionMethod::Stored)
-        .large_file(payload_bytes >= ZIP32_LIMIT)
+    FileOptions::default().compression_method(CompressionMethod::Stored).large_file(payload_bytes >= ZIP32_LIMIT)
 }
 
 /// Writes a zip through `body` into `path.tmp-<pid>` and renames it to `path`.
-fn write_atomically(
-    path: &Path,
-    body: impl FnOnce(&mut ZipWriter<BufWriter<File>>) -> io::Result<()>,
-) -> Result<()> {
+fn write_atomically(path: &Path, body: impl FnOnce(&mut ZipWriter<BufWriter<File>>) -> io::Result<()>) -> Result<()> {
     let tmp = temp_path(path);
     let result = (|| -> io::Result<()> {
         let file = File::create(&tmp)?;
@@ -251,10 +188,7 @@ fn write_atomically(
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -308,12 +242,8 @@ pub(crate) struct U8ArrayStream {
 pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
     let mut npz = Npz::open(path)?;
     let name = npz.entry_name(key)?;
-    let zip_err = |source| FidError::Zip {
-        path: path.to_owned(),
-        source,
-    };
-    let header_err =
-        |e: io::Error| FidError::bad_array(path, key, format!("invalid .npy header: {e}"));
+    let zip_err = |source| FidError::Zip { path: path.to_owned(), source };
+    let header_err = |e: io::Error| FidError::bad_array(path, key, format!("invalid .npy header: {e}"));
 
     // `payload`: bytes left in the entry after the .npy header.
     let (header, reader, payload): (NpyHeader, Box<dyn Read + Send>, u64) = {
@@ -322,8 +252,7 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
             let (start, size) = (entry.data_start(), entry.size());
             drop(entry);
             let mut file = File::open(path).map_err(|e| FidError::io(path, e))?;
-            file.seek(SeekFrom::Start(start))
-                .map_err(|e| FidError::io(path, e))?;
+            file.seek(SeekFrom::Start(start)).map_err(|e| FidError::io(path, e))?;
             let mut reader = BufReader::with_capacity(1 << 20, file).take(size);
             let header = NpyHeader::from_reader(&mut reader).map_err(header_err)?;
             let payload = reader.limit();
@@ -332,9 +261,7 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
             // The declared size only sizes the initial buffer (capped: it is untrusted).
             let hint = usize::try_from(entry.size()).unwrap_or(0).min(1 << 28);
             let mut bytes = Vec::with_capacity(hint);
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| FidError::bad_array(path, key, format!("cannot decompress: {e}")))?;
+            entry.read_to_end(&mut bytes).map_err(|e| FidError::bad_array(path, key, format!("cannot decompress: {e}")))?;
             let mut reader = Cursor::new(bytes);
             let header = NpyHeader::from_reader(&mut reader).map_err(header_err)?;
             let payload = reader.get_ref().len() as u64 - reader.position();
@@ -344,48 +271,19 @@ pub(crate) fn open_u8_nhwc(path: &Path, key: &str) -> Result<U8ArrayStream> {
 
     let dtype_ok = matches!(header.dtype(), DType::Plain(ref t) if t.type_char() == TypeChar::Uint && t.size_field() == 1);
     if !dtype_ok {
-        return Err(FidError::bad_array(
-            path,
-            key,
-            format!(
-                "dtype {} is not supported (expected uint8 images)",
-                header.dtype().descr()
-            ),
-        ));
+        return Err(FidError::bad_array(path, key, format!("dtype {} is not supported (expected uint8 images)", header.dtype().descr())));
     }
     let s = header.shape();
     let shape_ok = s.len() == 4 && (s[3] == 3 || s[3] == 1);
     if !shape_ok {
-        return Err(FidError::bad_array(
-            path,
-            key,
-            format!(
-                "expected shape [N, H, W, 3] (NHWC uint8 images), got {}",
-                shape_str(s)
-            ),
-        ));
+        return Err(FidError::bad_array(path, key, format!("expected shape [N, H, W, 3] (NHWC uint8 images), got {}", shape_str(s))));
     }
     if header.order() == Order::Fortran && s.iter().filter(|&&x| x > 1).count() > 1 {
-        return Err(FidError::bad_array(
-            path,
-            key,
-            "Fortran-ordered image arrays are not supported",
-        ));
+        return Err(FidError::bad_array(path, key, "Fortran-ordered image arrays are not supported"));
     }
-    let to_usize = |x: u64| {
-        usize::try_from(x).map_err(|_| {
-            FidError::bad_array(path, key, format!("shape {} too large", shape_str(s)))
-        })
-    };
-    let shape = [
-        to_usize(s[0])?,
-        to_usize(s[1])?,
-        to_usize(s[2])?,
-        to_usize(s[3])?,
-    ];
-    let needed = shape
-        .iter()
-        .try_fold(1u64, |acc, &x| acc.checked_mul(x as u64));
+    let to_usize = |x: u64| usize::try_from(x).map_err(|_| FidError::bad_array(path, key, format!("shape {} too large", shape_str(s))));
+    let shape = [to_usize(s[0])?, to_usize(s[1])?, to_usize(s[2])?, to_usize(s[3])?];
+    let needed = shape.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x as u64));
     if needed.is_none_or(|b| b > payload) {
         return Err(FidError::bad_array(
             path,
@@ -413,28 +311,18 @@ pub fn read_images_npz(path: impl AsRef<Path>) -> Result<U8Images> {
         .and_then(|x| x.checked_mul(channels))
         .ok_or_else(|| FidError::bad_array(path, "arr_0", "shape overflows the address space"))?;
     let mut data = vec![0u8; len];
-    stream.reader.read_exact(&mut data).map_err(|e| {
-        FidError::bad_array(
-            path,
-            "arr_0",
-            format!("truncated data ({len} bytes expected): {e}"),
-        )
-    })?;
-    Ok(U8Images {
-        data,
-        n,
-        height,
-        width,
-        channels,
-    })
+    stream
+        .reader
+        .read_exact(&mut data)
+        .map_err(|e| FidError::bad_array(path, "arr_0", format!("truncated data ({len} bytes expected): {e}")))?;
+    Ok(U8Images { data, n, height, width, channels })
 }
 
 /// Writes NHWC uint8 images as `arr_0` of an `.npz` (like `np.savez(path, images)`).
 ///
 /// `data.len()` must equal `n·height·width·channels`.
 pub fn write_images_npz(path: impl AsRef<Path>, images: &U8Images) -> Result<()> {
-    let mut w =
-        NpzImageWriter::create(path, images.n, images.height, images.width, images.channels)?;
+    let mut w = NpzImageWriter::create(path, images.n, images.height, images.width, images.channels)?;
     w.push(&images.data)?;
     w.finish()
 }
@@ -465,25 +353,13 @@ impl std::fmt::Debug for NpzImageWriter {
 
 impl NpzImageWriter {
     /// Starts writing `n` images of `height × width × channels` (channels 1 or 3) to `path`.
-    pub fn create(
-        path: impl AsRef<Path>,
-        n: usize,
-        height: usize,
-        width: usize,
-        channels: usize,
-    ) -> Result<Self> {
+    pub fn create(path: impl AsRef<Path>, n: usize, height: usize, width: usize, channels: usize) -> Result<Self> {
         let path = path.as_ref().to_owned();
         if channels != 3 && channels != 1 {
-            return Err(FidError::invalid(
-                "channels",
-                format!("must be 3 (RGB) or 1 (grayscale), got {channels}"),
-            ));
+            return Err(FidError::invalid("channels", format!("must be 3 (RGB) or 1 (grayscale), got {channels}")));
         }
         if height == 0 || width == 0 {
-            return Err(FidError::invalid(
-                "height/width",
-                format!("image size {height}x{width} is empty"),
-            ));
+            return Err(FidError::invalid("height/width", format!("image size {height}x{width} is empty")));
         }
         let image_bytes = height
             .checked_mul(width)
@@ -510,20 +386,12 @@ impl NpzImageWriter {
             let _ = std::fs::remove_file(&tmp);
             FidError::io(&path, e)
         })?;
-        Ok(NpzImageWriter {
-            path,
-            tmp,
-            zip: Some(zip),
-            image_bytes,
-            expected: n,
-            written: 0,
-            shape,
-        })
+        Ok(NpzImageWriter { path, tmp, zip: Some(zip), image_bytes, expected: n, written: 0, shape })
     }
 
     /// Appends whole images (NHWC bytes; the length must be a multiple of one image's size).
     pub fn push(&mut self, data: &[u8]) -> Result<()> {
-        if data.len() % self.image_bytes != 0 {
+        if !data.len().is_multiple_of(self.image_bytes) {
             return Err(FidError::ShapeMismatch {
                 what: format!("image batch for {}", self.path.display()),
                 expected: format!(
@@ -546,12 +414,8 @@ impl NpzImageWriter {
                 ),
             ));
         }
-        let zip = self
-            .zip
-            .as_mut()
-            .ok_or_else(|| FidError::invalid("self", "writer already finished"))?;
-        zip.write_all(data)
-            .map_err(|e| FidError::io(&self.path, e))?;
+        let zip = self.zip.as_mut().ok_or_else(|| FidError::invalid("self", "writer already finished"))?;
+        zip.write_all(data).map_err(|e| FidError::io(&self.path, e))?;
         self.written += count;
         Ok(())
     }
@@ -567,12 +431,7 @@ impl NpzImageWriter {
         if self.written != self.expected {
             return Err(FidError::invalid(
                 "n",
-                format!(
-                    "{}: {} images declared but {} written",
-                    self.path.display(),
-                    self.expected,
-                    self.written
-                ),
+                format!("{}: {} images declared but {} written", self.path.display(), self.expected, self.written),
             ));
         }
         let Some(mut zip) = self.zip.take() else {
@@ -583,11 +442,10 @@ impl NpzImageWriter {
             inner.flush()?;
             inner.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
-        done.and_then(|()| std::fs::rename(&self.tmp, &self.path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&self.tmp);
-                FidError::io(&self.path, e)
-            })
+        done.and_then(|()| std::fs::rename(&self.tmp, &self.path)).map_err(|e| {
+            let _ = std::fs::remove_file(&self.tmp);
+            FidError::io(&self.path, e)
+        })
     }
 }
 

@@ -56,11 +56,7 @@ impl fmt::Debug for FeatureStats {
     // A derived Debug would print all d² covariance entries (4 M numbers for d = 2048).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.mu.len();
-        let trace: f64 = if self.sigma.len() == d * d {
-            (0..d).map(|i| self.sigma[i * d + i]).sum()
-        } else {
-            f64::NAN
-        };
+        let trace: f64 = if self.sigma.len() == d * d { (0..d).map(|i| self.sigma[i * d + i]).sum() } else { f64::NAN };
         f.debug_struct("FeatureStats")
             .field("dim", &d)
             .field("n", &self.n)
@@ -103,11 +99,7 @@ impl FeatureStats {
     pub(crate) fn check_shape(&self, what: &str) -> Result<()> {
         let d = self.mu.len();
         if d == 0 {
-            return Err(FidError::ShapeMismatch {
-                what: format!("mu of {what}"),
-                expected: "[d] with d > 0".into(),
-                actual: "[0]".into(),
-            });
+            return Err(FidError::ShapeMismatch { what: format!("mu of {what}"), expected: "[d] with d > 0".into(), actual: "[0]".into() });
         }
         if self.sigma.len() != d * d {
             return Err(FidError::ShapeMismatch {
@@ -124,20 +116,10 @@ impl FeatureStats {
         self.check_shape(what)?;
         let d = self.mu.len();
         if let Some((j, &v)) = self.mu.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(FidError::NonFinite {
-                what: format!("mu of {what}"),
-                row: 0,
-                col: j,
-                value: v,
-            });
+            return Err(FidError::NonFinite { what: format!("mu of {what}"), row: 0, col: j, value: v });
         }
         if let Some((k, &v)) = self.sigma.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(FidError::NonFinite {
-                what: format!("sigma of {what}"),
-                row: k / d,
-                col: k % d,
-                value: v,
-            });
+            return Err(FidError::NonFinite { what: format!("sigma of {what}"), row: k / d, col: k % d, value: v });
         }
         Ok(())
     }
@@ -166,10 +148,7 @@ pub struct StatsAccumulator {
 
 impl fmt::Debug for StatsAccumulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StatsAccumulator")
-            .field("dim", &self.dim)
-            .field("n", &self.n)
-            .finish_non_exhaustive()
+        f.debug_struct("StatsAccumulator").field("dim", &self.dim).field("n", &self.n).finish_non_exhaustive()
     }
 }
 
@@ -179,17 +158,9 @@ impl StatsAccumulator {
     /// Allocates the `dim × dim` f64 scatter matrix (32 MiB for `dim = 2048`).
     pub fn new(dim: usize) -> Result<Self> {
         if dim == 0 {
-            return Err(FidError::invalid(
-                "dim",
-                "the feature dimension must be positive",
-            ));
+            return Err(FidError::invalid("dim", "the feature dimension must be positive"));
         }
-        Ok(StatsAccumulator {
-            dim,
-            n: 0,
-            mean: vec![0.0; dim],
-            m2: Mat::zeros(dim, dim),
-        })
+        Ok(StatsAccumulator { dim, n: 0, mean: vec![0.0; dim], m2: Mat::zeros(dim, dim) })
     }
 
     /// Feature dimension.
@@ -220,7 +191,7 @@ impl StatsAccumulator {
         if rows.is_empty() {
             return Ok(());
         }
-        if rows.len() % d != 0 {
+        if !rows.len().is_multiple_of(d) {
             return Err(FidError::ShapeMismatch {
                 what: "feature batch".into(),
                 expected: format!("[B, {d}] (a multiple of {d} values)"),
@@ -231,12 +202,7 @@ impl StatsAccumulator {
         for (k, &v) in rows.iter().enumerate() {
             let v = to_f64(v);
             if !v.is_finite() {
-                return Err(FidError::NonFinite {
-                    what: "feature batch".into(),
-                    row: self.n + k / d,
-                    col: k % d,
-                    value: v,
-                });
+                return Err(FidError::NonFinite { what: "feature batch".into(), row: self.n + k / d, col: k % d, value: v });
             }
         }
 
@@ -319,11 +285,7 @@ impl StatsAccumulator {
     /// Does not consume the accumulator, so it can be called for intermediate snapshots.
     pub fn finish(&self) -> Result<FeatureStats> {
         if self.n < 2 {
-            return Err(FidError::TooFewSamples {
-                what: "an unbiased covariance",
-                needed: 2,
-                got: self.n,
-            });
+            return Err(FidError::TooFewSamples { what: "an unbiased covariance", needed: 2, got: self.n });
         }
         let d = self.dim;
         let inv = 1.0 / (self.n - 1) as f64;
@@ -335,10 +297,6 @@ impl StatsAccumulator {
                 sigma[j * d + i] = v;
             }
         }
-        Ok(FeatureStats {
-            mu: self.mean.clone(),
-            sigma,
-            n: self.n,
-        })
+        Ok(FeatureStats { mu: self.mean.clone(), sigma, n: self.n })
     }
 }

@@ -15,9 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 use sparsedm_fid::{FeatureStats, FidError, StatsAccumulator, frechet_distance, frechet_terms};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 struct Fixture {
@@ -27,27 +25,18 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let bytes =
-            std::fs::read(fixture("frechet.safetensors")).expect("read frechet.safetensors");
-        let json: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(fixture("frechet.json")).expect("read frechet.json"),
-        )
-        .expect("parse frechet.json");
+        let bytes = std::fs::read(fixture("frechet.safetensors")).expect("read frechet.safetensors");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture("frechet.json")).expect("read frechet.json")).expect("parse frechet.json");
         Fixture { bytes, json }
     }
 
     /// (shape, f64 values) of tensor `name`.
     fn tensor(&self, name: &str) -> (Vec<usize>, Vec<f64>) {
         let st = SafeTensors::deserialize(&self.bytes).expect("parse safetensors");
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("tensor {name}: {e}"));
         assert_eq!(t.dtype(), Dtype::F64, "{name} dtype");
-        let data = t
-            .data()
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let data = t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         (t.shape().to_vec(), data)
     }
 
@@ -58,9 +47,7 @@ impl Fixture {
     }
 
     fn expected_fd(&self, case: &str) -> f64 {
-        self.json["cases"][case]["fd"]
-            .as_f64()
-            .expect("fd in frechet.json")
+        self.json["cases"][case]["fd"].as_f64().expect("fd in frechet.json")
     }
 }
 
@@ -78,16 +65,10 @@ fn frechet_distance_matches_pytorch_fid() {
         let got = frechet_distance(&a, &b).unwrap();
         let err = rel_err(got, want);
         println!("{case}: got {got:.12}, want {want:.12}, rel err {err:.2e}");
-        assert!(
-            err < tol,
-            "{case}: FD {got} vs reference {want} (rel err {err:e} > {tol:e})"
-        );
+        assert!(err < tol, "{case}: FD {got} vs reference {want} (rel err {err:e} > {tol:e})");
         // Symmetric in its arguments.
         let swapped = frechet_distance(&b, &a).unwrap();
-        assert!(
-            rel_err(swapped, want) < tol,
-            "{case}: swapped FD {swapped} vs {want}"
-        );
+        assert!(rel_err(swapped, want) < tol, "{case}: swapped FD {swapped} vs {want}");
     }
 }
 
@@ -102,13 +83,8 @@ fn frechet_matches_nuclear_norm_ground_truth() {
         let centred = |side: &str| {
             let (shape, f) = fx.tensor(&format!("{case}.features_{side}"));
             let (n, d) = (shape[0], shape[1]);
-            let mean: Vec<f64> = (0..d)
-                .map(|j| (0..n).map(|i| f[i * d + j]).sum::<f64>() / n as f64)
-                .collect();
-            (
-                n,
-                faer::Mat::<f64>::from_fn(n, d, |i, j| f[i * d + j] - mean[j]),
-            )
+            let mean: Vec<f64> = (0..d).map(|j| (0..n).map(|i| f[i * d + j]).sum::<f64>() / n as f64).collect();
+            (n, faer::Mat::<f64>::from_fn(n, d, |i, j| f[i * d + j] - mean[j]))
         };
         let (na, a) = centred("a");
         let (nb, b) = centred("b");
@@ -117,15 +93,8 @@ fn frechet_matches_nuclear_norm_ground_truth() {
         let trace_sqrt = nuclear / (((na - 1) * (nb - 1)) as f64).sqrt();
         let t = frechet_terms(&fx.stats(case, "a"), &fx.stats(case, "b")).unwrap();
         let err = rel_err(t.trace_sqrt, trace_sqrt);
-        println!(
-            "{case}: tr sqrt = {:.15} (ground truth {trace_sqrt:.15}), rel err {err:.1e}",
-            t.trace_sqrt
-        );
-        assert!(
-            err < 1e-11,
-            "{case}: tr sqrt {} vs {trace_sqrt}",
-            t.trace_sqrt
-        );
+        println!("{case}: tr sqrt = {:.15} (ground truth {trace_sqrt:.15}), rel err {err:.1e}", t.trace_sqrt);
+        assert!(err < 1e-11, "{case}: tr sqrt {} vs {trace_sqrt}", t.trace_sqrt);
     }
 }
 
@@ -136,17 +105,8 @@ fn frechet_of_identical_stats_is_zero_and_terms_add_up() {
         let a = fx.stats(case, "a");
         let t = frechet_terms(&a, &a).unwrap();
         // tr sqrt(Σ Σ) = tr Σ; the distance is 0 up to round-off relative to the traces.
-        assert!(
-            t.value.abs() < 1e-9 * t.trace_a,
-            "{case}: FD(a, a) = {}",
-            t.value
-        );
-        assert!(
-            rel_err(t.trace_sqrt, t.trace_a) < 1e-10,
-            "{case}: {} vs {}",
-            t.trace_sqrt,
-            t.trace_a
-        );
+        assert!(t.value.abs() < 1e-9 * t.trace_a, "{case}: FD(a, a) = {}", t.value);
+        assert!(rel_err(t.trace_sqrt, t.trace_a) < 1e-10, "{case}: {} vs {}", t.trace_sqrt, t.trace_a);
         assert_eq!(t.mean_term, 0.0);
     }
     let b = fx.stats("small", "b");
@@ -177,14 +137,8 @@ fn accumulator_matches_numpy_mean_and_cov() {
                 assert_eq!(got.n, n);
                 let mu_err = max_abs_diff(&got.mu, &want.mu) / mu_scale;
                 let sigma_err = max_abs_diff(&got.sigma, &want.sigma) / sigma_scale;
-                assert!(
-                    mu_err < 1e-12,
-                    "{case}.{side} batch {batch}: mu rel err {mu_err:e}"
-                );
-                assert!(
-                    sigma_err < 1e-12,
-                    "{case}.{side} batch {batch}: sigma rel err {sigma_err:e}"
-                );
+                assert!(mu_err < 1e-12, "{case}.{side} batch {batch}: mu rel err {mu_err:e}");
+                assert!(sigma_err < 1e-12, "{case}.{side} batch {batch}: sigma rel err {sigma_err:e}");
             }
         }
     }
@@ -243,61 +197,33 @@ fn accumulator_f32_and_merge() {
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     // Dimension 0.
-    assert!(matches!(
-        StatsAccumulator::new(0),
-        Err(FidError::InvalidArgument { .. })
-    ));
+    assert!(matches!(StatsAccumulator::new(0), Err(FidError::InvalidArgument { .. })));
     // Ragged batch.
     let mut acc = StatsAccumulator::new(3).unwrap();
     let err = acc.add_batch(&[1.0, 2.0, 3.0, 4.0]).unwrap_err();
     assert!(matches!(err, FidError::ShapeMismatch { .. }), "{err}");
     // Non-finite value: names the global row and the column, leaves the accumulator unchanged.
     acc.add_batch(&[1.0, 2.0, 3.0]).unwrap();
-    let err = acc
-        .add_batch(&[0.0, 0.0, 0.0, 1.0, f32::NAN, 0.0])
-        .unwrap_err();
+    let err = acc.add_batch(&[0.0, 0.0, 0.0, 1.0, f32::NAN, 0.0]).unwrap_err();
     match &err {
         FidError::NonFinite { row, col, .. } => assert_eq!((*row, *col), (2, 1), "{err}"),
         other => panic!("unexpected {other}"),
     }
     assert_eq!(acc.count(), 1);
     // One sample: no unbiased covariance.
-    assert!(matches!(
-        acc.finish(),
-        Err(FidError::TooFewSamples { got: 1, .. })
-    ));
+    assert!(matches!(acc.finish(), Err(FidError::TooFewSamples { got: 1, .. })));
     // Merge of different dimensions.
     let other = StatsAccumulator::new(4).unwrap();
-    assert!(matches!(
-        acc.merge(&other),
-        Err(FidError::DimensionMismatch { .. })
-    ));
+    assert!(matches!(acc.merge(&other), Err(FidError::DimensionMismatch { .. })));
 
     // Frechet: dimension mismatch, inconsistent sigma, NaN.
     let a = FeatureStats::new(vec![0.0; 2], vec![1.0, 0.0, 0.0, 1.0], 10).unwrap();
     let b = FeatureStats::new(vec![0.0; 3], vec![0.0; 9], 10).unwrap();
-    assert!(matches!(
-        frechet_distance(&a, &b),
-        Err(FidError::DimensionMismatch { a: 2, b: 3, .. })
-    ));
-    assert!(matches!(
-        FeatureStats::new(vec![0.0; 2], vec![0.0; 3], 1),
-        Err(FidError::ShapeMismatch { .. })
-    ));
-    let bad = FeatureStats {
-        mu: vec![0.0; 2],
-        sigma: vec![1.0; 5],
-        n: 0,
-    };
-    assert!(matches!(
-        frechet_distance(&a, &bad),
-        Err(FidError::ShapeMismatch { .. })
-    ));
-    let nan = FeatureStats {
-        mu: vec![0.0; 2],
-        sigma: vec![1.0, 0.0, f64::NAN, 1.0],
-        n: 0,
-    };
+    assert!(matches!(frechet_distance(&a, &b), Err(FidError::DimensionMismatch { a: 2, b: 3, .. })));
+    assert!(matches!(FeatureStats::new(vec![0.0; 2], vec![0.0; 3], 1), Err(FidError::ShapeMismatch { .. })));
+    let bad = FeatureStats { mu: vec![0.0; 2], sigma: vec![1.0; 5], n: 0 };
+    assert!(matches!(frechet_distance(&a, &bad), Err(FidError::ShapeMismatch { .. })));
+    let nan = FeatureStats { mu: vec![0.0; 2], sigma: vec![1.0, 0.0, f64::NAN, 1.0], n: 0 };
     let err = frechet_distance(&a, &nan).unwrap_err();
     match &err {
         FidError::NonFinite { row, col, what, .. } => {
@@ -334,8 +260,5 @@ fn diag(v: &[f64]) -> Vec<f64> {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }

@@ -8,15 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use sparsedm_fid::{
-    FeatureStats, FidError, NpzImageWriter, U8Images, read_images_npz, read_stats_npz,
-    write_images_npz, write_stats_npz,
-};
+use sparsedm_fid::{FeatureStats, FidError, NpzImageWriter, U8Images, read_images_npz, read_stats_npz, write_images_npz, write_stats_npz};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -24,17 +19,12 @@ fn expected() -> serde_json::Value {
 }
 
 fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 /// A fresh directory under cargo's per-target temporary directory.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("sparsedm-fid-npz-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sparsedm-fid-npz-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -48,24 +38,15 @@ fn reads_numpy_float64_stats_exactly() {
     assert_eq!(stats.sigma, f64s(&e["sigma"]));
     assert_eq!(stats.n, 0);
     // np.savez_compressed (deflate) gives the same.
-    assert_eq!(
-        read_stats_npz(fixture("stats_compressed.npz")).unwrap(),
-        stats
-    );
+    assert_eq!(read_stats_npz(fixture("stats_compressed.npz")).unwrap(), stats);
 }
 
 #[test]
 fn reads_numpy_float32_stats_widened() {
     let e = expected();
     let stats = read_stats_npz(fixture("stats_f32.npz")).unwrap();
-    let mu32: Vec<f64> = f64s(&e["mu"])
-        .iter()
-        .map(|&v| f64::from(v as f32))
-        .collect();
-    let sigma32: Vec<f64> = f64s(&e["sigma"])
-        .iter()
-        .map(|&v| f64::from(v as f32))
-        .collect();
+    let mu32: Vec<f64> = f64s(&e["mu"]).iter().map(|&v| f64::from(v as f32)).collect();
+    let sigma32: Vec<f64> = f64s(&e["sigma"]).iter().map(|&v| f64::from(v as f32)).collect();
     assert_eq!(stats.mu, mu32);
     assert_eq!(stats.sigma, sigma32);
 }
@@ -91,10 +72,7 @@ fn stats_errors_name_file_and_key() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(
-        err.to_string().contains("stats_missing_sigma.npz") && err.to_string().contains("`sigma`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("stats_missing_sigma.npz") && err.to_string().contains("`sigma`"), "{err}");
 
     let bad = fixture("stats_bad_shape.npz");
     let err = read_stats_npz(&bad).unwrap_err();
@@ -102,29 +80,20 @@ fn stats_errors_name_file_and_key() {
         FidError::BadArray { path, key, reason } => {
             assert_eq!(path, &bad);
             assert_eq!(key, "sigma");
-            assert!(
-                reason.contains("[8, 8]") && reason.contains("[8, 7]"),
-                "{reason}"
-            );
+            assert!(reason.contains("[8, 8]") && reason.contains("[8, 7]"), "{reason}");
         }
         other => panic!("unexpected {other}"),
     }
 
     // An image npz is not a stats npz.
     let err = read_stats_npz(fixture("images_u8.npz")).unwrap_err();
-    assert!(
-        matches!(err, FidError::MissingKey { ref key, .. } if key == "mu"),
-        "{err}"
-    );
+    assert!(matches!(err, FidError::MissingKey { ref key, .. } if key == "mu"), "{err}");
 
     // Not a zip at all / no such file.
     let err = read_stats_npz(fixture("numpy_expected.json")).unwrap_err();
     assert!(matches!(err, FidError::Zip { .. }), "{err}");
     let err = read_stats_npz(fixture("does_not_exist.npz")).unwrap_err();
-    assert!(
-        matches!(err, FidError::Io { ref path, .. } if path.ends_with("does_not_exist.npz")),
-        "{err}"
-    );
+    assert!(matches!(err, FidError::Io { ref path, .. } if path.ends_with("does_not_exist.npz")), "{err}");
 }
 
 #[test]
@@ -149,9 +118,7 @@ fn stats_round_trip() {
     let dir = temp_dir("stats");
     let d = 5;
     let mu: Vec<f64> = (0..d).map(|i| (i as f64).sqrt() - 1.0 / 3.0).collect();
-    let sigma: Vec<f64> = (0..d * d)
-        .map(|k| ((k / d) as f64 + 1.0) * ((k % d) as f64 + 1.0) / 7.0)
-        .collect();
+    let sigma: Vec<f64> = (0..d * d).map(|k| ((k / d) as f64 + 1.0) * ((k % d) as f64 + 1.0) / 7.0).collect();
     let stats = FeatureStats::new(mu, sigma, 42).unwrap();
     let p = dir.join("stats.npz");
     write_stats_npz(&p, &stats).unwrap();
@@ -160,10 +127,7 @@ fn stats_round_trip() {
     assert_eq!(back.sigma, stats.sigma);
     assert_eq!(back.n, 0, "n is not part of the pytorch-fid format");
     // No temporary file left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("stats.npz")]);
 
     // Rewriting the numpy-made file reproduces its values.
@@ -173,48 +137,24 @@ fn stats_round_trip() {
     assert_eq!(read_stats_npz(&p2).unwrap(), numpy);
 
     // Inconsistent stats are refused before anything is written.
-    let bad = FeatureStats {
-        mu: vec![0.0; 2],
-        sigma: vec![0.0; 3],
-        n: 0,
-    };
-    assert!(matches!(
-        write_stats_npz(dir.join("bad.npz"), &bad),
-        Err(FidError::ShapeMismatch { .. })
-    ));
+    let bad = FeatureStats { mu: vec![0.0; 2], sigma: vec![0.0; 3], n: 0 };
+    assert!(matches!(write_stats_npz(dir.join("bad.npz"), &bad), Err(FidError::ShapeMismatch { .. })));
     assert!(!dir.join("bad.npz").exists());
 }
 
 #[test]
 fn reads_numpy_images_exactly() {
     let e = expected();
-    let shape: Vec<usize> = e["images_shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let pixels: Vec<u8> = e["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u8)
-        .collect();
+    let shape: Vec<usize> = e["images_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let pixels: Vec<u8> = e["images"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
     for name in ["images_u8.npz", "images_u8_compressed.npz"] {
         let imgs = read_images_npz(fixture(name)).unwrap();
-        assert_eq!(
-            vec![imgs.n, imgs.height, imgs.width, imgs.channels],
-            shape,
-            "{name}"
-        );
+        assert_eq!(vec![imgs.n, imgs.height, imgs.width, imgs.channels], shape, "{name}");
         assert_eq!(imgs.data, pixels, "{name}");
     }
     // The stats file has no arr_0.
     let err = read_images_npz(fixture("stats_f64.npz")).unwrap_err();
-    assert!(
-        matches!(err, FidError::MissingKey { ref key, .. } if key == "arr_0"),
-        "{err}"
-    );
+    assert!(matches!(err, FidError::MissingKey { ref key, .. } if key == "arr_0"), "{err}");
 }
 
 #[test]
@@ -222,13 +162,7 @@ fn images_round_trip_and_streaming_writer() {
     let dir = temp_dir("images");
     let (n, h, w, c) = (4, 3, 2, 3);
     let data: Vec<u8> = (0..n * h * w * c).map(|i| (i * 37 % 256) as u8).collect();
-    let imgs = U8Images {
-        data: data.clone(),
-        n,
-        height: h,
-        width: w,
-        channels: c,
-    };
+    let imgs = U8Images { data: data.clone(), n, height: h, width: w, channels: c };
     let p = dir.join("samples.npz");
     write_images_npz(&p, &imgs).unwrap();
     assert_eq!(read_images_npz(&p).unwrap(), imgs);
@@ -239,10 +173,7 @@ fn images_round_trip_and_streaming_writer() {
     let img_bytes = h * w * c;
     wr.push(&data[..img_bytes]).unwrap();
     // A partial image is refused.
-    assert!(matches!(
-        wr.push(&data[..img_bytes - 1]),
-        Err(FidError::ShapeMismatch { .. })
-    ));
+    assert!(matches!(wr.push(&data[..img_bytes - 1]), Err(FidError::ShapeMismatch { .. })));
     wr.push(&data[img_bytes..]).unwrap();
     assert_eq!(wr.written(), n);
     // More than declared is refused.
@@ -259,23 +190,14 @@ fn images_round_trip_and_streaming_writer() {
     // Dropping an unfinished writer leaves nothing either.
     let p4 = dir.join("dropped.npz");
     drop(NpzImageWriter::create(&p4, n, h, w, c).unwrap());
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, vec!["samples.npz", "streamed.npz"]);
 
     // Bad geometry.
     assert!(NpzImageWriter::create(dir.join("x.npz"), 1, 2, 2, 4).is_err());
     assert!(NpzImageWriter::create(dir.join("x.npz"), 1, 0, 2, 3).is_err());
-    let wrong = U8Images {
-        data: vec![0; 5],
-        n: 1,
-        height: 1,
-        width: 2,
-        channels: 3,
-    };
+    let wrong = U8Images { data: vec![0; 5], n: 1, height: 1, width: 2, channels: 3 };
     assert!(write_images_npz(dir.join("x.npz"), &wrong).is_err());
 }
 
@@ -285,15 +207,9 @@ fn write_lying_npz(path: &Path, name: &str, dtype: npyz::DType, shape: &[u64], p
     use npyz::WriterBuilder;
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let opts =
-        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file(name, opts).unwrap();
-    npyz::WriteOptions::new_header_only()
-        .dtype(dtype)
-        .shape(shape)
-        .writer(&mut zip)
-        .write_header_only()
-        .unwrap();
+    npyz::WriteOptions::new_header_only().dtype(dtype).shape(shape).writer(&mut zip).write_header_only().unwrap();
     zip.write_all(payload).unwrap();
     zip.finish().unwrap();
 }
@@ -308,15 +224,9 @@ fn lying_headers_are_errors_without_huge_allocations() {
         use npyz::WriterBuilder;
         use std::io::Write;
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
-        let opts =
-            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
         zip.start_file("mu.npy", opts).unwrap();
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[2])
-            .writer(&mut zip)
-            .begin_nd()
-            .unwrap();
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[2]).writer(&mut zip).begin_nd().unwrap();
         w.extend([1.0f64, 2.0]).unwrap();
         w.finish().unwrap();
         zip.start_file("sigma.npy", opts).unwrap();
@@ -330,39 +240,18 @@ fn lying_headers_are_errors_without_huge_allocations() {
         zip.finish().unwrap();
     }
     let err = read_stats_npz(&p).unwrap_err();
-    assert!(
-        matches!(&err, FidError::BadArray { key, reason, .. } if key == "sigma" && reason.contains("needs more bytes")),
-        "{err}"
-    );
+    assert!(matches!(&err, FidError::BadArray { key, reason, .. } if key == "sigma" && reason.contains("needs more bytes")), "{err}");
 
     // arr_0 claims 1000 images of 4x5x3 but holds 60 bytes (one image).
     let p = dir.join("short_images.npz");
-    write_lying_npz(
-        &p,
-        "arr_0.npy",
-        <u8 as AutoSerialize>::default_dtype(),
-        &[1000, 4, 5, 3],
-        &[0; 60],
-    );
-    for err in [
-        read_images_npz(&p).unwrap_err(),
-        sparsedm_fid::NpzImages::open(&p).unwrap_err(),
-    ] {
-        assert!(
-            matches!(&err, FidError::BadArray { key, reason, .. } if key == "arr_0" && reason.contains("truncated")),
-            "{err}"
-        );
+    write_lying_npz(&p, "arr_0.npy", <u8 as AutoSerialize>::default_dtype(), &[1000, 4, 5, 3], &[0; 60]);
+    for err in [read_images_npz(&p).unwrap_err(), sparsedm_fid::NpzImages::open(&p).unwrap_err()] {
+        assert!(matches!(&err, FidError::BadArray { key, reason, .. } if key == "arr_0" && reason.contains("truncated")), "{err}");
         assert!(err.to_string().contains("short_images.npz"), "{err}");
     }
     // Wrong image layout: [N, 3, H, W] (NCHW) is refused with the shape in the message.
     let p = dir.join("nchw.npz");
-    write_lying_npz(
-        &p,
-        "arr_0.npy",
-        <u8 as AutoSerialize>::default_dtype(),
-        &[1, 3, 4, 5],
-        &[0; 60],
-    );
+    write_lying_npz(&p, "arr_0.npy", <u8 as AutoSerialize>::default_dtype(), &[1, 3, 4, 5], &[0; 60]);
     let err = read_images_npz(&p).unwrap_err();
     assert!(err.to_string().contains("[1, 3, 4, 5]"), "{err}");
 }

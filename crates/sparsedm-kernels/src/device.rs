@@ -146,8 +146,7 @@ impl Gpu {
         self.bind()?;
         // SAFETY: `buf` owns at least `bytes` bytes; the memset is ordered on our stream before
         // any later use of the buffer.
-        unsafe { result::memset_d8_async(buf.device_ptr(), 0, bytes, self.stream.cu_stream()) }
-            .map_err(driver("cuMemsetD8Async"))?;
+        unsafe { result::memset_d8_async(buf.device_ptr(), 0, bytes, self.stream.cu_stream()) }.map_err(driver("cuMemsetD8Async"))?;
         Ok(buf)
     }
 
@@ -209,12 +208,7 @@ impl Gpu {
         // SAFETY: both ranges lie inside their buffers; `dst` is borrowed mutably, so they are
         // distinct allocations.
         unsafe {
-            result::memcpy_dtod_async(
-                dst.device_ptr() + dst_at as u64,
-                src.device_ptr() + src_at as u64,
-                bytes,
-                self.stream.cu_stream(),
-            )
+            result::memcpy_dtod_async(dst.device_ptr() + dst_at as u64, src.device_ptr() + src_at as u64, bytes, self.stream.cu_stream())
         }
         .map_err(driver("cuMemcpyDtoDAsync"))
     }

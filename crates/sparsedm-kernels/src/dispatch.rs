@@ -86,7 +86,18 @@ fn format_line(p: &Problem, d: &Decision) -> String {
         Choice::Dense => "dense",
         Choice::Sparse => "sparse",
     };
-    format!("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.6}\t{:.6}", p.device.replace('\t', " "), p.m, p.n, p.k, dtype_name(p.dtype), u8::from(p.bias), choice, d.dense_ms, d.sparse_ms)
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.6}\t{:.6}",
+        p.device.replace('\t', " "),
+        p.m,
+        p.n,
+        p.k,
+        dtype_name(p.dtype),
+        u8::from(p.bias),
+        choice,
+        d.dense_ms,
+        d.sparse_ms
+    )
 }
 
 fn parse_line(line: &str) -> Option<(Problem, Decision)> {
@@ -132,7 +143,12 @@ impl Dispatch {
 
     /// The decision for `p`: cached, or measured now with `time_dense` / `time_sparse`
     /// (milliseconds per call) and saved.
-    pub fn decide(&self, p: &Problem, time_dense: impl FnOnce() -> Result<f64>, time_sparse: impl FnOnce() -> Result<f64>) -> Result<Decision> {
+    pub fn decide(
+        &self,
+        p: &Problem,
+        time_dense: impl FnOnce() -> Result<f64>,
+        time_sparse: impl FnOnce() -> Result<f64>,
+    ) -> Result<Decision> {
         if let Some(d) = self.cached(p) {
             return Ok(d);
         }
@@ -145,7 +161,8 @@ impl Dispatch {
     /// Writes every decision to the cache file atomically (sorted, so the file is stable).
     pub fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let mut lines: Vec<String> = self.decisions.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(p, d)| format_line(p, d)).collect();
+        let mut lines: Vec<String> =
+            self.decisions.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(p, d)| format_line(p, d)).collect();
         lines.sort();
         write_atomic(path, &(lines.join("\n") + "\n"))
     }

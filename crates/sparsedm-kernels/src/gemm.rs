@@ -60,7 +60,18 @@ fn check_operand(what: &str, o: &Operand, rows: usize, cols: usize, batch: usize
 }
 
 /// `C = α·op(A)·op(B) + β·C` (see the module docs).
-pub fn gemm(gpu: &Gpu, s: &GemmShape, alpha: f32, a: Operand, b: Operand, beta: f32, c: &mut DeviceBuffer, c_offset: usize, ldc: usize, c_batch_stride: usize) -> Result<()> {
+pub fn gemm(
+    gpu: &Gpu,
+    s: &GemmShape,
+    alpha: f32,
+    a: Operand,
+    b: Operand,
+    beta: f32,
+    c: &mut DeviceBuffer,
+    c_offset: usize,
+    ldc: usize,
+    c_batch_stride: usize,
+) -> Result<()> {
     if s.output != GpuDType::F32 && s.output != s.input {
         return Err(KernelsError::invalid("gemm", format!("output {} must be f32 or the input type {}", s.output, s.input)));
     }

@@ -70,7 +70,8 @@ impl Linear24 {
     /// The path `forward` takes for `m` rows (timing both once if this problem is new).
     pub fn choice(&self, x: &DeviceBuffer, m: usize, y: &mut DeviceBuffer) -> Result<Choice> {
         let Some(sparse) = &self.sparse else { return Ok(Choice::Dense) };
-        let problem = Problem { device: self.gpu.name().to_string(), m, n: self.n, k: self.k, dtype: self.dtype, bias: self.bias.is_some() };
+        let problem =
+            Problem { device: self.gpu.name().to_string(), m, n: self.n, k: self.k, dtype: self.dtype, bias: self.bias.is_some() };
         if let Some(d) = self.dispatch.cached(&problem) {
             return Ok(d.choice);
         }

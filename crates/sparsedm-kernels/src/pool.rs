@@ -93,12 +93,7 @@ impl Pool {
                 // SAFETY: as above.
                 unsafe { result::malloc_sync(class) }.map_err(|_| {
                     let st = self.lock().stats;
-                    KernelsError::OutOfMemory {
-                        ordinal: self.ctx.ordinal(),
-                        requested: bytes,
-                        in_use: st.in_use,
-                        cached: st.cached,
-                    }
+                    KernelsError::OutOfMemory { ordinal: self.ctx.ordinal(), requested: bytes, in_use: st.in_use, cached: st.cached }
                 })?
             }
         };

@@ -113,7 +113,9 @@ impl MatDesc {
         let mut desc: Box<lt::cusparseLtMatDescriptor_t> = Box::new(unsafe { std::mem::zeroed() });
         let ty = cuda_type(dt)?;
         // SAFETY: the handle is initialised; `desc` is writable descriptor storage.
-        let st = unsafe { lt.lib.cusparseLtDenseDescriptorInit(&*lt.handle, &mut *desc, rows as i64, cols as i64, ld as i64, ALIGNMENT, ty, order) };
+        let st = unsafe {
+            lt.lib.cusparseLtDenseDescriptorInit(&*lt.handle, &mut *desc, rows as i64, cols as i64, ld as i64, ALIGNMENT, ty, order)
+        };
         lt.call("cusparseLtDenseDescriptorInit", st)?;
         Ok(MatDesc { lt: lt.clone(), desc })
     }
@@ -205,7 +207,14 @@ impl SparseWeight {
     /// Checks that `w` (`[n, k]` row-major, `dtype`) is 2:4 along `k` and compresses it. `bias`
     /// (`n` values of `dtype`) is copied. A weight that is not 2:4 is an error naming the shape;
     /// an unsupported shape is a [`KernelsError::Sparse`] the caller can answer with dense.
-    pub fn new(lt: &Arc<SparseLt>, w: &DeviceBuffer, n: usize, k: usize, dtype: GpuDType, bias: Option<&DeviceBuffer>) -> Result<SparseWeight> {
+    pub fn new(
+        lt: &Arc<SparseLt>,
+        w: &DeviceBuffer,
+        n: usize,
+        k: usize,
+        dtype: GpuDType,
+        bias: Option<&DeviceBuffer>,
+    ) -> Result<SparseWeight> {
         if !shape_supported(n, k) {
             return Err(KernelsError::Sparse {
                 call: "2:4 weight",
@@ -295,8 +304,11 @@ impl SparseWeight {
         let d = MatDesc::dense(lt, self.n, m_pad, self.n, self.dtype, col)?;
         let non_t = lt::cusparseOperation_t::CUSPARSE_OPERATION_NON_TRANSPOSE;
         // SAFETY: zeroed opaque storage for the init calls to fill.
-        let (mut matmul, mut alg, mut plan): (Box<lt::cusparseLtMatmulDescriptor_t>, Box<lt::cusparseLtMatmulAlgSelection_t>, Box<lt::cusparseLtMatmulPlan_t>) =
-            unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
+        let (mut matmul, mut alg, mut plan): (
+            Box<lt::cusparseLtMatmulDescriptor_t>,
+            Box<lt::cusparseLtMatmulAlgSelection_t>,
+            Box<lt::cusparseLtMatmulPlan_t>,
+        ) = unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
         // SAFETY: all descriptors are initialised and outlive the matmul descriptor (they move
         // into the Plan that owns it); C and D share one descriptor (D = A·B + 0·C).
         let st = unsafe {
@@ -329,7 +341,14 @@ impl SparseWeight {
             lt.call("cusparseLtMatmulDescSetAttribute(BIAS_POINTER)", st)?;
         }
         // SAFETY: the matmul descriptor is initialised; `alg` is writable storage.
-        let st = unsafe { lt.lib.cusparseLtMatmulAlgSelectionInit(&*lt.handle, &mut *alg, &*matmul, lt::cusparseLtMatmulAlg_t::CUSPARSELT_MATMUL_ALG_DEFAULT) };
+        let st = unsafe {
+            lt.lib.cusparseLtMatmulAlgSelectionInit(
+                &*lt.handle,
+                &mut *alg,
+                &*matmul,
+                lt::cusparseLtMatmulAlg_t::CUSPARSELT_MATMUL_ALG_DEFAULT,
+            )
+        };
         lt.call("cusparseLtMatmulAlgSelectionInit", st)?;
         // SAFETY: as above; `plan` is writable storage.
         let st = unsafe { lt.lib.cusparseLtMatmulPlanInit(&*lt.handle, &mut *plan, &*matmul, &*alg) };

@@ -22,10 +22,10 @@ fn weights(n: usize) -> Vec<f32> {
 
 fn time(label: &str, iters: u32, mut f: impl FnMut()) {
     // Optional filter: `mask_speed Greedy` runs only the cases whose label contains "Greedy".
-    if let Some(filter) = std::env::args().nth(1) {
-        if !label.contains(&filter) {
-            return;
-        }
+    if let Some(filter) = std::env::args().nth(1)
+        && !label.contains(&filter)
+    {
+        return;
     }
     f(); // warm-up (rayon pool, page faults)
     // Best of `iters`: the machine may be shared, and the minimum is the least noisy estimate.
@@ -43,10 +43,7 @@ fn main() -> Result<(), sparsedm_layers::LayersError> {
     let cases = [
         ("Linear [2048, 512]", WeightLayout::linear(2048, 512)?),
         ("Linear [512, 2048]", WeightLayout::linear(512, 2048)?),
-        (
-            "Conv2d [256, 256, 3, 3]",
-            WeightLayout::conv2d(256, 256, 3, 3)?,
-        ),
+        ("Conv2d [256, 256, 3, 3]", WeightLayout::conv2d(256, 256, 3, 3)?),
     ];
     for (name, layout) in cases {
         let w = weights(layout.numel());
@@ -54,16 +51,12 @@ fn main() -> Result<(), sparsedm_layers::LayersError> {
         for p in ["2:4", "4:8", "1:32", "16:32", "31:32"] {
             let p: NmPattern = p.parse()?;
             time(&format!("mask_into {p} {name}"), 50, || {
-                sparsedm_layers::mask_into(&w, &mut mask, layout, p, NonDivisible::default())
-                    .expect("valid");
+                sparsedm_layers::mask_into(&w, &mut mask, layout, p, NonDivisible::default()).expect("valid");
             });
         }
         for method in [TransposableMethod::Exact, TransposableMethod::Greedy] {
             time(&format!("transposable {method:?} {name}"), 10, || {
-                sparsedm_layers::transposable::transposable_mask_into(
-                    &w, &mut mask, layout, method,
-                )
-                .expect("valid");
+                sparsedm_layers::transposable::transposable_mask_into(&w, &mut mask, layout, method).expect("valid");
             });
         }
     }

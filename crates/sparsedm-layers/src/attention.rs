@@ -17,8 +17,15 @@ pub struct Attention {
 
 impl Attention {
     /// `qk_scale` overrides the default 1/√(C/heads).
-    pub fn new(store: &ParamStore, dim: usize, heads: usize, qkv_bias: bool, qk_scale: Option<f32>, init: (Init, Init)) -> Result<Self, LayersError> {
-        if heads == 0 || dim % heads != 0 {
+    pub fn new(
+        store: &ParamStore,
+        dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        qk_scale: Option<f32>,
+        init: (Init, Init),
+    ) -> Result<Self, LayersError> {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(LayersError::Param { name: store.path("qkv"), msg: format!("width {dim} does not split into {heads} heads") });
         }
         let head_dim = dim / heads;
@@ -33,7 +40,14 @@ impl Attention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
         let (b, l, c) = match *x.shape() {
             [b, l, c] => (b, l, c),
-            _ => return Err(sparsedm_tensor::Error::BadShape { op: "attention", shape: x.shape().to_vec(), msg: "expected [B, L, C]".into() }.into()),
+            _ => {
+                return Err(sparsedm_tensor::Error::BadShape {
+                    op: "attention",
+                    shape: x.shape().to_vec(),
+                    msg: "expected [B, L, C]".into(),
+                }
+                .into());
+            }
         };
         let h = self.heads;
         // [B, L, 3C] -> [B, L, 3, H, D] -> [3, B, H, L, D]

@@ -45,18 +45,14 @@ pub enum LayersError {
     },
 
     /// A pattern string is not of the form `N:M`.
-    #[error(
-        "cannot parse N:M pattern {input:?}: expected two integers separated by ':', like \"2:4\""
-    )]
+    #[error("cannot parse N:M pattern {input:?}: expected two integers separated by ':', like \"2:4\"")]
     PatternSyntax {
         /// The string that failed to parse.
         input: String,
     },
 
     /// A weight shape that is neither `[out, in]` nor `[out, in, kh, kw]`.
-    #[error(
-        "unsupported weight shape {shape:?}: expected [out, in] (Linear) or [out, in, kh, kw] (Conv2d)"
-    )]
+    #[error("unsupported weight shape {shape:?}: expected [out, in] (Linear) or [out, in, kh, kw] (Conv2d)")]
     UnsupportedRank {
         /// The rejected shape.
         shape: Vec<usize>,
@@ -270,10 +266,9 @@ impl PartialEq for LayersError {
                 E::LengthMismatch { what: a, layout: b, expected: c, actual: d },
                 E::LengthMismatch { what: e, layout: f, expected: g, actual: h },
             ) => (a, b, c, d) == (e, f, g, h),
-            (
-                E::InputNotDivisible { layout: a, inp: b, pattern: c },
-                E::InputNotDivisible { layout: d, inp: e, pattern: f },
-            ) => (a, b, c) == (d, e, f),
+            (E::InputNotDivisible { layout: a, inp: b, pattern: c }, E::InputNotDivisible { layout: d, inp: e, pattern: f }) => {
+                (a, b, c) == (d, e, f)
+            }
             (
                 E::FlatIndexNotDivisible { layout: a, numel: b, pattern: c },
                 E::FlatIndexNotDivisible { layout: d, numel: e, pattern: f },
@@ -294,10 +289,9 @@ impl PartialEq for LayersError {
             (E::Policy { policy: a, msg: b }, E::Policy { policy: c, msg: d }) => (a, b) == (c, d),
             (E::Schedule { spec: a, msg: b }, E::Schedule { spec: c, msg: d }) => (a, b) == (c, d),
             (E::SparseCheckpoint { path: a, msg: b }, E::SparseCheckpoint { path: c, msg: d }) => (a, b) == (c, d),
-            (
-                E::LayerNotSparse { path: a, layer: b, source: c },
-                E::LayerNotSparse { path: d, layer: e, source: f },
-            ) => (a, b, c) == (d, e, f),
+            (E::LayerNotSparse { path: a, layer: b, source: c }, E::LayerNotSparse { path: d, layer: e, source: f }) => {
+                (a, b, c) == (d, e, f)
+            }
             (E::InvalidArgument { what: a, msg: b }, E::InvalidArgument { what: c, msg: d }) => (a, b) == (c, d),
             _ => false,
         }

@@ -73,9 +73,7 @@ impl WeightLayout {
         match *shape {
             [out, inp] => Self::linear(out, inp),
             [out, inp, kh, kw] => Self::conv2d(out, inp, kh, kw),
-            _ => Err(LayersError::UnsupportedRank {
-                shape: shape.to_vec(),
-            }),
+            _ => Err(LayersError::UnsupportedRank { shape: shape.to_vec() }),
         }
     }
 
@@ -137,10 +135,7 @@ impl WeightLayout {
         if shape.contains(&0) {
             return Err(LayersError::EmptyDimension { shape });
         }
-        shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or(LayersError::ShapeOverflow { shape })
+        shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(LayersError::ShapeOverflow { shape })
     }
 
     /// `(ky, kx)` of kernel position `p` (in `0..kh·kw`) for a Conv2d, `None` for a Linear.
@@ -167,12 +162,7 @@ impl WeightLayout {
     pub(crate) fn check_len(&self, what: &'static str, len: usize) -> Result<usize, LayersError> {
         let expected = self.checked_numel()?;
         if len != expected {
-            return Err(LayersError::LengthMismatch {
-                what,
-                layout: *self,
-                expected,
-                actual: len,
-            });
+            return Err(LayersError::LengthMismatch { what, layout: *self, expected, actual: len });
         }
         Ok(expected)
     }
@@ -203,17 +193,8 @@ mod tests {
         let l = WeightLayout::from_shape(&[16, 64]).unwrap();
         assert_eq!(l.multi_index(70), vec![1, 6]);
         assert_eq!(l.kernel_pos(0), None);
-        assert!(matches!(
-            WeightLayout::from_shape(&[4, 4, 3]),
-            Err(LayersError::UnsupportedRank { .. })
-        ));
-        assert!(matches!(
-            WeightLayout::from_shape(&[4, 0]),
-            Err(LayersError::EmptyDimension { .. })
-        ));
-        assert!(matches!(
-            WeightLayout::from_shape(&[usize::MAX, 2]),
-            Err(LayersError::ShapeOverflow { .. })
-        ));
+        assert!(matches!(WeightLayout::from_shape(&[4, 4, 3]), Err(LayersError::UnsupportedRank { .. })));
+        assert!(matches!(WeightLayout::from_shape(&[4, 0]), Err(LayersError::EmptyDimension { .. })));
+        assert!(matches!(WeightLayout::from_shape(&[usize::MAX, 2]), Err(LayersError::ShapeOverflow { .. })));
     }
 }

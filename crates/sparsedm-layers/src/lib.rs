@@ -59,27 +59,24 @@ pub mod transposable;
 pub mod validate;
 
 pub use attention::Attention;
+pub use checkpoint::{
+    LayerSparsity, SPARSITY_METADATA_KEY, SparsitySpec, load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint,
+    sparse_state_dict, write_sparse_checkpoint,
+};
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use error::{BlockLine, LayersError};
 pub use init::Init;
-pub use linear::Linear;
-pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
-pub use checkpoint::{
-    load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint, sparse_state_dict,
-    write_sparse_checkpoint, LayerSparsity, SparsitySpec, SPARSITY_METADATA_KEY,
-};
 pub use kt::{KtLoss, KtLossValue};
-pub use policy::{apply_policy, NamedPolicy, Policy, Selection};
+pub use layout::WeightLayout;
+pub use linear::Linear;
+pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
+pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
+pub use pattern::{MAX_M, NmPattern};
+pub use policy::{NamedPolicy, Policy, Selection, apply_policy};
 pub use progressive::{ProgressiveSchedule, Stage, Switch};
 pub use prune::{prune, replace_pruned};
 pub use report::{LayerKind, LayerReport, ReportTotals, SparsityReport};
-pub use sparse::{mode_mask, plan_mode, MaskPlan, ModeKind, SparseMode, SparseSlot, SRSTE_LAMBDA};
+pub use sparse::{MaskPlan, ModeKind, SRSTE_LAMBDA, SparseMode, SparseSlot, mode_mask, plan_mode};
 pub use store::ParamStore;
-pub use layout::WeightLayout;
-pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
-pub use pattern::{MAX_M, NmPattern};
-pub use transposable::{
-    TransposableMethod, check_transposable, transposable_mask, transposable_mask_into,
-    valid_4x4_patterns,
-};
+pub use transposable::{TransposableMethod, check_transposable, transposable_mask, transposable_mask_into, valid_4x4_patterns};
 pub use validate::{check_nm, kept_magnitude, sparsity};

@@ -91,23 +91,15 @@ const PAR_GRAIN: usize = 1 << 14;
 /// # Errors
 /// An invalid layout, or [`LayersError::FlatIndexNotDivisible`] for flat-index grouping of a
 /// weight whose element count is not a multiple of M.
-pub fn plan_mask(
-    layout: WeightLayout,
-    pattern: NmPattern,
-    non_divisible: NonDivisible,
-) -> Result<MaskOutcome, LayersError> {
+pub fn plan_mask(layout: WeightLayout, pattern: NmPattern, non_divisible: NonDivisible) -> Result<MaskOutcome, LayersError> {
     let numel = layout.checked_numel()?;
-    if layout.inp() % pattern.m() == 0 {
+    if layout.inp().is_multiple_of(pattern.m()) {
         return Ok(MaskOutcome::Grouped);
     }
     match non_divisible {
         NonDivisible::LeaveDense => Ok(MaskOutcome::LeftDense),
         NonDivisible::FlatIndex if numel % pattern.m() == 0 => Ok(MaskOutcome::FlatIndex),
-        NonDivisible::FlatIndex => Err(LayersError::FlatIndexNotDivisible {
-            layout,
-            numel,
-            pattern,
-        }),
+        NonDivisible::FlatIndex => Err(LayersError::FlatIndexNotDivisible { layout, numel, pattern }),
     }
 }
 
@@ -152,18 +144,12 @@ pub fn mask_into(
         _ if pattern.is_dense() => mask.fill(1.0),
         MaskOutcome::LeftDense => mask.fill(1.0),
         // Linear (or 1×1 conv): groups are contiguous runs of M.
-        MaskOutcome::Grouped if k == 1 => par_regions(weight, mask, m, |w, out| {
-            dispatch_m!(m, mask_contiguous(w, out, n, m))
-        }),
-        MaskOutcome::Grouped => par_regions(weight, mask, row_len, |w, out| {
-            dispatch_m!(m, mask_rows_strided(w, out, inp, k, n, m))
-        }),
+        MaskOutcome::Grouped if k == 1 => par_regions(weight, mask, m, |w, out| dispatch_m!(m, mask_contiguous(w, out, n, m))),
+        MaskOutcome::Grouped => par_regions(weight, mask, row_len, |w, out| dispatch_m!(m, mask_rows_strided(w, out, inp, k, n, m))),
         MaskOutcome::FlatIndex => {
             // Flat groups may cross rows: a region of `rows` whole rows holds whole groups.
             let rows = m / gcd(row_len, m);
-            par_regions(weight, mask, rows * row_len, |w, out| {
-                dispatch_m!(m, mask_region_flat(w, out, inp, k, n, m))
-            });
+            par_regions(weight, mask, rows * row_len, |w, out| dispatch_m!(m, mask_region_flat(w, out, inp, k, n, m)));
         }
     }
     Ok(outcome)
@@ -180,9 +166,7 @@ where
         return;
     }
     let region = unit * PAR_GRAIN.div_ceil(unit);
-    mask.par_chunks_mut(region)
-        .zip(weight.par_chunks(region))
-        .for_each(|(out, w)| f(w, out));
+    mask.par_chunks_mut(region).zip(weight.par_chunks(region)).for_each(|(out, w)| f(w, out));
 }
 
 /// Magnitude key of `w`: the bits of `|w|` as a non-negative `i32`. For non-negative floats the
@@ -264,14 +248,7 @@ fn mask_contiguous<const M: usize>(w: &[f32], out: &mut [f32], n: usize, m: usiz
 
 /// Whole rows of a conv weight: groups of `m` input channels at stride `k` for each kernel
 /// position (`in % m == 0`).
-fn mask_rows_strided<const M: usize>(
-    w: &[f32],
-    out: &mut [f32],
-    inp: usize,
-    k: usize,
-    n: usize,
-    m: usize,
-) {
+fn mask_rows_strided<const M: usize>(w: &[f32], out: &mut [f32], inp: usize, k: usize, n: usize, m: usize) {
     let m = group_size::<M>(m);
     let row_len = inp * k;
     let mut buf = [0i32; MAX_M];
@@ -294,14 +271,7 @@ fn mask_rows_strided<const M: usize>(
 /// Flat-index groups (see [`NonDivisible::FlatIndex`]) over a region of whole rows whose element
 /// count is a multiple of `m`: flat position `f` in `(out, ky, kx, in)` order maps to
 /// `o·row_len + c·k + p` in the PyTorch `(out, in, ky, kx)` buffer.
-fn mask_region_flat<const M: usize>(
-    w: &[f32],
-    out: &mut [f32],
-    inp: usize,
-    k: usize,
-    n: usize,
-    m: usize,
-) {
+fn mask_region_flat<const M: usize>(w: &[f32], out: &mut [f32], inp: usize, k: usize, n: usize, m: usize) {
     let m = group_size::<M>(m);
     let row_len = inp * k;
     let mut buf = [0i32; MAX_M];
@@ -376,11 +346,9 @@ mod tests {
     #[test]
     fn ties_keep_the_earlier_element() {
         let l = WeightLayout::linear(1, 4).unwrap();
-        let (mask, _) =
-            compute_mask(&[1.0, -1.0, 1.0, 0.5], l, p("2:4"), NonDivisible::default()).unwrap();
+        let (mask, _) = compute_mask(&[1.0, -1.0, 1.0, 0.5], l, p("2:4"), NonDivisible::default()).unwrap();
         assert_eq!(mask, [1.0, 1.0, 0.0, 0.0]);
-        let (mask, _) =
-            compute_mask(&[0.0, -0.0, 0.0, 0.0], l, p("2:4"), NonDivisible::default()).unwrap();
+        let (mask, _) = compute_mask(&[0.0, -0.0, 0.0, 0.0], l, p("2:4"), NonDivisible::default()).unwrap();
         assert_eq!(mask, [1.0, 1.0, 0.0, 0.0]);
     }
 
@@ -407,9 +375,7 @@ mod tests {
         let l = WeightLayout::conv2d(64, 16, 3, 3).unwrap(); // 9216 elements, parallel path
         let big = WeightLayout::conv2d(64, 64, 3, 3).unwrap(); // 36864 elements
         for layout in [l, big] {
-            let w: Vec<f32> = (0..layout.numel())
-                .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32))
-                .collect();
+            let w: Vec<f32> = (0..layout.numel()).map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32)).collect();
             let (a, _) = compute_mask(&w, layout, p("2:4"), NonDivisible::LeaveDense).unwrap();
             let mut b = vec![0.0; layout.numel()];
             let rows = 4;

@@ -38,10 +38,18 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn new(store: &ParamStore, groups: usize, channels: usize, eps: f32) -> Result<Self, LayersError> {
-        if groups == 0 || channels % groups != 0 {
-            return Err(LayersError::Param { name: store.path("weight"), msg: format!("{channels} channels do not split into {groups} groups") });
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(LayersError::Param {
+                name: store.path("weight"),
+                msg: format!("{channels} channels do not split into {groups} groups"),
+            });
         }
-        Ok(GroupNorm { groups, weight: store.param("weight", &[channels], Init::Ones)?, bias: store.param("bias", &[channels], Init::Zeros)?, eps })
+        Ok(GroupNorm {
+            groups,
+            weight: store.param("weight", &[channels], Init::Ones)?,
+            bias: store.param("bias", &[channels], Init::Zeros)?,
+            eps,
+        })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
         Ok(x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps)?)

@@ -34,11 +34,7 @@ impl NmPattern {
     /// # Errors
     /// [`LayersError::ImpossiblePattern`] unless `1 <= n <= m <= MAX_M`.
     pub fn new(n: usize, m: usize) -> Result<Self, LayersError> {
-        if n >= 1 && n <= m && m <= MAX_M {
-            Ok(NmPattern { n, m })
-        } else {
-            Err(LayersError::ImpossiblePattern { n, m })
-        }
+        if n >= 1 && n <= m && m <= MAX_M { Ok(NmPattern { n, m }) } else { Err(LayersError::ImpossiblePattern { n, m }) }
     }
 
     /// Weights kept per group.
@@ -78,9 +74,7 @@ impl FromStr for NmPattern {
 
     /// Parses `"N:M"` (surrounding whitespace allowed), then validates it like [`NmPattern::new`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || LayersError::PatternSyntax {
-            input: s.to_owned(),
-        };
+        let syntax = || LayersError::PatternSyntax { input: s.to_owned() };
         let (n, m) = s.trim().split_once(':').ok_or_else(syntax)?;
         let n: usize = n.trim().parse().map_err(|_| syntax())?;
         let m: usize = m.trim().parse().map_err(|_| syntax())?;

@@ -70,14 +70,14 @@ impl NamedPolicy {
                 }
             }
             NamedPolicy::Asp => {
-                if layout.out() % 8 == 0 && layout.inp() % 16 == 0 {
+                if layout.out().is_multiple_of(8) && layout.inp().is_multiple_of(16) {
                     Selection::Sparse(NonDivisible::LeaveDense)
                 } else {
                     Selection::Dense(format!("ASP size rule: out {} % 8 or in {} % 16 is not 0", layout.out(), layout.inp()))
                 }
             }
             NamedPolicy::All => {
-                let flat_ok = layout.numel() % pattern.m() == 0;
+                let flat_ok = layout.numel().is_multiple_of(pattern.m());
                 Selection::Sparse(if flat_ok { NonDivisible::FlatIndex } else { NonDivisible::LeaveDense })
             }
         }
@@ -297,10 +297,10 @@ where
 /// Why a selected layer ends up without a mask (see [`plan_mode`]).
 fn left_dense_reason(layout: WeightLayout, pattern: NmPattern, transposable: bool) -> String {
     let m = pattern.m();
-    if transposable && layout.inp() % 4 == 0 {
+    if transposable && layout.inp().is_multiple_of(4) {
         return format!("out {} is not a multiple of 4: no transposable 4x4 tiles", layout.out());
     }
-    if layout.numel() % m == 0 {
+    if layout.numel().is_multiple_of(m) {
         format!("in {} is not a multiple of {m}", layout.inp())
     } else {
         format!("in {} and the {} weights are not multiples of {m}", layout.inp(), layout.numel())

@@ -201,7 +201,7 @@ impl MaskPlan {
 
 /// Whether transposable 2:4 tiles (4 outputs × 4 inputs) cover `layout`.
 fn tileable(layout: WeightLayout) -> bool {
-    layout.out() % 4 == 0 && layout.inp() % 4 == 0
+    layout.out().is_multiple_of(4) && layout.inp().is_multiple_of(4)
 }
 
 /// How `mode` would mask a weight of `layout` whose non-divisible handling
@@ -231,7 +231,7 @@ pub fn plan_mode(layout: WeightLayout, mode: SparseMode, nd: NonDivisible) -> Re
         if tileable(layout) {
             return Ok(Some(MaskPlan { outcome: MaskOutcome::Grouped, transposable: true }));
         }
-        if layout.inp() % 4 == 0 {
+        if layout.inp().is_multiple_of(4) {
             return Ok(Some(MaskPlan { outcome: MaskOutcome::LeftDense, transposable: false }));
         }
     }

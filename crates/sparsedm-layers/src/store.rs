@@ -7,10 +7,10 @@
 //! Loading is strict: every missing, unexpected or mis-shaped tensor is
 //! collected and reported in one error.
 
+use crate::LayersError;
 use crate::init::Init;
 use crate::sparse::SparseSlot;
-use crate::LayersError;
-use sparsedm_tensor::{no_grad, DType, Device, Rng, Tensor};
+use sparsedm_tensor::{DType, Device, Rng, Tensor, no_grad};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -106,11 +106,7 @@ pub fn valid_4x4_patterns() -> &'static [u16] {
 ///
 /// # Errors
 /// See [`transposable_mask_into`].
-pub fn transposable_mask(
-    weight: &[f32],
-    layout: WeightLayout,
-    method: TransposableMethod,
-) -> Result<Vec<f32>, LayersError> {
+pub fn transposable_mask(weight: &[f32], layout: WeightLayout, method: TransposableMethod) -> Result<Vec<f32>, LayersError> {
     let numel = layout.check_len("weight", weight.len())?;
     let mut mask = vec![0.0f32; numel];
     transposable_mask_into(weight, &mut mask, layout, method)?;
@@ -135,26 +131,24 @@ pub fn transposable_mask_into(
     let (inp, k) = (layout.inp(), layout.kernel_area());
     let band = 4 * layout.row_len();
     let t = table();
-    mask.par_chunks_mut(band)
-        .zip(weight.par_chunks(band))
-        .for_each(|(mb, wb)| {
-            for p in 0..k {
-                for cb in (0..inp).step_by(4) {
-                    let at = |cell: usize| ((cell / 4) * inp + cb + cell % 4) * k + p;
-                    let mut mags = [0f32; 16];
-                    for (cell, mg) in mags.iter_mut().enumerate() {
-                        *mg = magnitude(wb[at(cell)]);
-                    }
-                    let kept = match method {
-                        TransposableMethod::Exact => best_pattern(&mags, t),
-                        TransposableMethod::Greedy => greedy_pattern(&mags),
-                    };
-                    for cell in 0..16 {
-                        mb[at(cell)] = if kept & (1 << cell) != 0 { 1.0 } else { 0.0 };
-                    }
+    mask.par_chunks_mut(band).zip(weight.par_chunks(band)).for_each(|(mb, wb)| {
+        for p in 0..k {
+            for cb in (0..inp).step_by(4) {
+                let at = |cell: usize| ((cell / 4) * inp + cb + cell % 4) * k + p;
+                let mut mags = [0f32; 16];
+                for (cell, mg) in mags.iter_mut().enumerate() {
+                    *mg = magnitude(wb[at(cell)]);
+                }
+                let kept = match method {
+                    TransposableMethod::Exact => best_pattern(&mags, t),
+                    TransposableMethod::Greedy => greedy_pattern(&mags),
+                };
+                for cell in 0..16 {
+                    mb[at(cell)] = if kept & (1 << cell) != 0 { 1.0 } else { 0.0 };
                 }
             }
-        });
+        }
+    });
     Ok(())
 }
 
@@ -175,12 +169,7 @@ pub fn check_transposable(values: &[f32], layout: WeightLayout) -> Result<(), La
                 let nz = |r: usize, c: usize| values[((ob + r) * inp + cb + c) * k + p] != 0.0;
                 let lines = (0..4)
                     .map(|r| (BlockLine::Row(ob + r), (0..4).filter(|&c| nz(r, c)).count()))
-                    .chain((0..4).map(|c| {
-                        (
-                            BlockLine::Column(cb + c),
-                            (0..4).filter(|&r| nz(r, c)).count(),
-                        )
-                    }));
+                    .chain((0..4).map(|c| (BlockLine::Column(cb + c), (0..4).filter(|&r| nz(r, c)).count())));
                 for (line, nonzeros) in lines {
                     if nonzeros > 2 {
                         return Err(LayersError::TransposableViolation {
@@ -200,7 +189,7 @@ pub fn check_transposable(values: &[f32], layout: WeightLayout) -> Result<(), La
 }
 
 fn check_tileable(layout: WeightLayout) -> Result<(), LayersError> {
-    if layout.out() % 4 != 0 || layout.inp() % 4 != 0 {
+    if !layout.out().is_multiple_of(4) || !layout.inp().is_multiple_of(4) {
         return Err(LayersError::TransposableShape { layout });
     }
     Ok(())
@@ -284,9 +273,7 @@ mod tests {
         for _ in 0..20 {
             let mut mags = [0f32; 16];
             for m in &mut mags {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 *m = (state >> 40) as f32 / (1u64 << 24) as f32;
             }
             let mut brute = 0f64;
@@ -294,18 +281,12 @@ mod tests {
                 let ok = (0..4).all(|r| ((b >> (4 * r)) & 0xF).count_ones() == 2)
                     && (0..4).all(|c| (0..4).filter(|r| b & (1 << (4 * r + c)) != 0).count() == 2);
                 if ok {
-                    let s = (0..16)
-                        .filter(|i| b & (1 << i) != 0)
-                        .map(|i| f64::from(mags[i]))
-                        .sum();
+                    let s = (0..16).filter(|i| b & (1 << i) != 0).map(|i| f64::from(mags[i])).sum();
                     brute = brute.max(s);
                 }
             }
             let best = best_pattern(&mags, table());
-            let s: f64 = (0..16)
-                .filter(|i| best & (1 << i) != 0)
-                .map(|i| f64::from(mags[i]))
-                .sum();
+            let s: f64 = (0..16).filter(|i| best & (1 << i) != 0).map(|i| f64::from(mags[i])).sum();
             assert!((s - brute).abs() < 1e-9, "{s} vs {brute}");
         }
     }

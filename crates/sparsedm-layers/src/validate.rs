@@ -24,12 +24,7 @@ use crate::pattern::NmPattern;
 /// An invalid layout or length; [`LayersError::NmViolation`] or
 /// [`LayersError::FlatGroupViolation`] naming the first offending group and its nonzero count;
 /// [`LayersError::InputNotDivisible`]; [`LayersError::FlatIndexNotDivisible`].
-pub fn check_nm(
-    values: &[f32],
-    layout: WeightLayout,
-    pattern: NmPattern,
-    non_divisible: NonDivisible,
-) -> Result<(), LayersError> {
+pub fn check_nm(values: &[f32], layout: WeightLayout, pattern: NmPattern, non_divisible: NonDivisible) -> Result<(), LayersError> {
     let numel = layout.check_len("values", values.len())?;
     if pattern.is_dense() {
         return Ok(());
@@ -40,9 +35,7 @@ pub fn check_nm(
         for (o, row) in values.chunks_exact(row_len).enumerate() {
             for p in 0..k {
                 for g in 0..inp / m {
-                    let nonzeros = (g * m..(g + 1) * m)
-                        .filter(|&c| row[c * k + p] != 0.0)
-                        .count();
+                    let nonzeros = (g * m..(g + 1) * m).filter(|&c| row[c * k + p] != 0.0).count();
                     if nonzeros > n {
                         return Err(LayersError::NmViolation {
                             layout,
@@ -60,24 +53,14 @@ pub fn check_nm(
         return Ok(());
     }
     match non_divisible {
-        NonDivisible::LeaveDense => Err(LayersError::InputNotDivisible {
-            layout,
-            inp,
-            pattern,
-        }),
+        NonDivisible::LeaveDense => Err(LayersError::InputNotDivisible { layout, inp, pattern }),
         NonDivisible::FlatIndex => {
             if numel % m != 0 {
-                return Err(LayersError::FlatIndexNotDivisible {
-                    layout,
-                    numel,
-                    pattern,
-                });
+                return Err(LayersError::FlatIndexNotDivisible { layout, numel, pattern });
             }
             let at = |f: usize| flat_to_pytorch(f, inp, k, row_len);
             for g in 0..numel / m {
-                let nonzeros = (g * m..(g + 1) * m)
-                    .filter(|&f| values[at(f)] != 0.0)
-                    .count();
+                let nonzeros = (g * m..(g + 1) * m).filter(|&f| values[at(f)] != 0.0).count();
                 if nonzeros > n {
                     return Err(LayersError::FlatGroupViolation {
                         layout,
@@ -108,19 +91,10 @@ pub fn sparsity(values: &[f32]) -> f64 {
 ///
 /// # Errors
 /// An invalid layout, or a `weight`/`mask` length that does not match it.
-pub fn kept_magnitude(
-    weight: &[f32],
-    mask: &[f32],
-    layout: WeightLayout,
-) -> Result<f64, LayersError> {
+pub fn kept_magnitude(weight: &[f32], mask: &[f32], layout: WeightLayout) -> Result<f64, LayersError> {
     layout.check_len("weight", weight.len())?;
     layout.check_len("mask", mask.len())?;
-    Ok(weight
-        .iter()
-        .zip(mask)
-        .filter(|&(_, &keep)| keep != 0.0)
-        .map(|(&w, _)| f64::from(w.abs()))
-        .sum())
+    Ok(weight.iter().zip(mask).filter(|&(_, &keep)| keep != 0.0).map(|(&w, _)| f64::from(w.abs())).sum())
 }
 
 #[cfg(test)]

@@ -16,15 +16,12 @@ use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 use sparsedm_layers::{
-    BlockLine, LayersError, MaskOutcome, NmPattern, NonDivisible, TransposableMethod, WeightLayout,
-    check_nm, check_transposable, compute_mask, kept_magnitude, mask_into, plan_mask, sparsity,
-    transposable_mask, valid_4x4_patterns,
+    BlockLine, LayersError, MaskOutcome, NmPattern, NonDivisible, TransposableMethod, WeightLayout, check_nm, check_transposable,
+    compute_mask, kept_magnitude, mask_into, plan_mask, sparsity, transposable_mask, valid_4x4_patterns,
 };
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 struct Fixture {
@@ -35,10 +32,7 @@ struct Fixture {
 impl Fixture {
     fn load() -> Self {
         let bytes = std::fs::read(fixture_path("nm_masks.safetensors")).expect("read safetensors");
-        let json = serde_json::from_str(
-            &std::fs::read_to_string(fixture_path("nm_masks.json")).expect("read json"),
-        )
-        .expect("parse json");
+        let json = serde_json::from_str(&std::fs::read_to_string(fixture_path("nm_masks.json")).expect("read json")).expect("parse json");
         Fixture { bytes, json }
     }
 
@@ -47,11 +41,7 @@ impl Fixture {
         let st = SafeTensors::deserialize(&self.bytes).expect("parse safetensors");
         let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        let values = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         (t.shape().to_vec(), values)
     }
 
@@ -60,12 +50,7 @@ impl Fixture {
             .as_array()
             .expect("patterns")
             .iter()
-            .map(|p| {
-                p.as_str()
-                    .expect("pattern string")
-                    .parse()
-                    .expect("valid pattern")
-            })
+            .map(|p| p.as_str().expect("pattern string").parse().expect("valid pattern"))
             .collect()
     }
 }
@@ -108,10 +93,7 @@ fn naive_mask(w: &[f32], shape: &[usize], p: NmPattern, flat: bool) -> Vec<f32> 
     let groups: Vec<Vec<usize>> = if flat {
         order.chunks(m).map(<[usize]>::to_vec).collect()
     } else {
-        order
-            .chunks(inp)
-            .flat_map(|run| run.chunks(m).map(<[usize]>::to_vec))
-            .collect()
+        order.chunks(inp).flat_map(|run| run.chunks(m).map(<[usize]>::to_vec)).collect()
     };
     let mut mask = vec![0.0; w.len()];
     for g in groups {
@@ -126,23 +108,14 @@ fn naive_mask(w: &[f32], shape: &[usize], p: NmPattern, flat: bool) -> Vec<f32> 
 }
 
 fn first_mismatch(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .find(|(_, (x, y))| x != y)
-        .map(|(i, (&x, &y))| (i, x, y))
+    a.iter().zip(b).enumerate().find(|(_, (x, y))| x != y).map(|(i, (&x, &y))| (i, x, y))
 }
 
 #[test]
 fn fixture_lists_the_eleven_ratios() {
     let fx = Fixture::load();
     let names: Vec<String> = fx.patterns().iter().map(ToString::to_string).collect();
-    assert_eq!(
-        names,
-        [
-            "2:4", "1:4", "2:8", "4:8", "1:8", "1:16", "1:32", "31:32", "15:16", "7:8", "3:4"
-        ]
-    );
+    assert_eq!(names, ["2:4", "1:4", "2:8", "4:8", "1:8", "1:16", "1:32", "31:32", "15:16", "7:8", "3:4"]);
 }
 
 #[test]
@@ -158,10 +131,7 @@ fn magnitude_masks_match_reference_exactly() {
             let (mask, outcome) = compute_mask(&w, layout, p, NonDivisible::default()).unwrap();
             assert_eq!(outcome, MaskOutcome::Grouped, "{name}");
             if let Some((i, got, want)) = first_mismatch(&mask, &expected) {
-                panic!(
-                    "{name}: element {i} {:?}: got {got}, reference {want}",
-                    layout.multi_index(i)
-                );
+                panic!("{name}: element {i} {:?}: got {got}, reference {want}", layout.multi_index(i));
             }
             // The mask and the masked weight are N:M along the input dimension, exactly N/M dense.
             check_nm(&mask, layout, p, NonDivisible::LeaveDense).unwrap();
@@ -188,9 +158,7 @@ fn fixture_has_no_ties_within_groups() {
         for o in 0..out {
             for q in 0..k {
                 for g in 0..inp / 32 {
-                    let mut mags: Vec<u32> = (g * 32..(g + 1) * 32)
-                        .map(|c| w[(o * inp + c) * k + q].abs().to_bits())
-                        .collect();
+                    let mut mags: Vec<u32> = (g * 32..(g + 1) * 32).map(|c| w[(o * inp + c) * k + q].abs().to_bits()).collect();
                     mags.sort_unstable();
                     mags.dedup();
                     assert_eq!(mags.len(), 32, "{prefix}: tie at out {o}, position {q}");
@@ -205,31 +173,17 @@ fn large_weights_with_ties_match_naive_reference() {
     // 2048×512 goes through the parallel path; quantised values create many ties.
     let shape = [2048usize, 512];
     let layout = WeightLayout::from_shape(&shape).unwrap();
-    let w: Vec<f32> = random_weights(2048 * 512, 7)
-        .iter()
-        .map(|x| (x * 4.0).round())
-        .collect();
+    let w: Vec<f32> = random_weights(2048 * 512, 7).iter().map(|x| (x * 4.0).round()).collect();
     for p in ["2:4", "1:8", "7:8", "5:32"].map(pat) {
         let (mask, _) = compute_mask(&w, layout, p, NonDivisible::default()).unwrap();
-        assert_eq!(
-            first_mismatch(&mask, &naive_mask(&w, &shape, p, false)),
-            None,
-            "{p}"
-        );
+        assert_eq!(first_mismatch(&mask, &naive_mask(&w, &shape, p, false)), None, "{p}");
     }
     let shape = [64usize, 128, 3, 3];
     let layout = WeightLayout::from_shape(&shape).unwrap();
-    let w: Vec<f32> = random_weights(layout.numel(), 8)
-        .iter()
-        .map(|x| (x * 3.0).round())
-        .collect();
+    let w: Vec<f32> = random_weights(layout.numel(), 8).iter().map(|x| (x * 3.0).round()).collect();
     for p in ["2:4", "3:16"].map(pat) {
         let (mask, _) = compute_mask(&w, layout, p, NonDivisible::default()).unwrap();
-        assert_eq!(
-            first_mismatch(&mask, &naive_mask(&w, &shape, p, false)),
-            None,
-            "{p}"
-        );
+        assert_eq!(first_mismatch(&mask, &naive_mask(&w, &shape, p, false)), None, "{p}");
     }
 }
 
@@ -239,13 +193,8 @@ fn transposable_exact_meets_reference_objective() {
     let (shape, w) = fx.tensor("transposable.weight");
     let (_, reference_mask) = fx.tensor("transposable.mask_2_4");
     let layout = WeightLayout::from_shape(&shape).unwrap();
-    let objective = fx.json["transposable"]["objective_sum_abs_kept"]
-        .as_f64()
-        .unwrap();
-    assert_eq!(
-        fx.json["transposable"]["valid_4x4_patterns"].as_u64(),
-        Some(90)
-    );
+    let objective = fx.json["transposable"]["objective_sum_abs_kept"].as_f64().unwrap();
+    assert_eq!(fx.json["transposable"]["valid_4x4_patterns"].as_u64(), Some(90));
     assert_eq!(valid_4x4_patterns().len(), 90);
 
     let mask = transposable_mask(&w, layout, TransposableMethod::Exact).unwrap();
@@ -253,31 +202,17 @@ fn transposable_exact_meets_reference_objective() {
     let theirs = kept_magnitude(&w, &reference_mask, layout).unwrap();
     eprintln!("transposable objective: ours {ours}, reference mask {theirs}, json {objective}");
     // The reference summed in float32; we sum in float64.
-    assert!(
-        (ours - objective).abs() <= 1e-5 * objective,
-        "objective {ours} vs {objective}"
-    );
+    assert!((ours - objective).abs() <= 1e-5 * objective, "objective {ours} vs {objective}");
     assert!((theirs - objective).abs() <= 1e-5 * objective);
-    assert!(
-        ours >= theirs - 1e-9,
-        "not optimal: {ours} < reference mask's {theirs}"
-    );
+    assert!(ours >= theirs - 1e-9, "not optimal: {ours} < reference mask's {theirs}");
 
     // Valid 2:4 along rows and along columns, and exactly 2 per row/column of every block.
     check_transposable(&mask, layout).unwrap();
     check_nm(&mask, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
     let (rows, cols) = (shape[0], shape[1]);
-    let transposed: Vec<f32> = (0..cols * rows)
-        .map(|i| mask[(i % rows) * cols + i / rows])
-        .collect();
+    let transposed: Vec<f32> = (0..cols * rows).map(|i| mask[(i % rows) * cols + i / rows]).collect();
     let t_layout = WeightLayout::linear(cols, rows).unwrap();
-    check_nm(
-        &transposed,
-        t_layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::LeaveDense,
-    )
-    .unwrap();
+    check_nm(&transposed, t_layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
     assert_eq!(sparsity(&mask), 0.5);
 }
 
@@ -286,19 +221,12 @@ fn transposable_greedy_is_valid_and_within_half_of_optimum() {
     let fx = Fixture::load();
     let (shape, fixture_w) = fx.tensor("transposable.weight");
     let mut cases = vec![(shape, fixture_w)];
-    for (seed, shape) in [
-        (1u64, vec![64usize, 64]),
-        (2, vec![128, 32]),
-        (3, vec![8, 16, 3, 3]),
-    ] {
+    for (seed, shape) in [(1u64, vec![64usize, 64]), (2, vec![128, 32]), (3, vec![8, 16, 3, 3])] {
         let n = shape.iter().product();
         cases.push((shape, random_weights(n, seed)));
     }
     // Heavy-tailed weights make the greedy choice matter more.
-    cases.push((
-        vec![32, 32],
-        random_weights(1024, 4).iter().map(|x| x.powi(5)).collect(),
-    ));
+    cases.push((vec![32, 32], random_weights(1024, 4).iter().map(|x| x.powi(5)).collect()));
     for (shape, w) in cases {
         let layout = WeightLayout::from_shape(&shape).unwrap();
         let exact = transposable_mask(&w, layout, TransposableMethod::Exact).unwrap();
@@ -306,20 +234,8 @@ fn transposable_greedy_is_valid_and_within_half_of_optimum() {
         check_transposable(&exact, layout).unwrap();
         check_transposable(&greedy, layout).unwrap();
         // Rows of each tile are the normal N:M groups (input channels at each (out, kh, kw)).
-        check_nm(
-            &exact,
-            layout,
-            NmPattern::TWO_FOUR,
-            NonDivisible::LeaveDense,
-        )
-        .unwrap();
-        check_nm(
-            &greedy,
-            layout,
-            NmPattern::TWO_FOUR,
-            NonDivisible::LeaveDense,
-        )
-        .unwrap();
+        check_nm(&exact, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
+        check_nm(&greedy, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
         let e = kept_magnitude(&w, &exact, layout).unwrap();
         let g = kept_magnitude(&w, &greedy, layout).unwrap();
         assert!(g >= 0.5 * e, "{shape:?}: greedy {g} < half of exact {e}");
@@ -349,28 +265,13 @@ fn transposable_conv_tiles_output_and_input_channels() {
 fn impossible_patterns_are_rejected() {
     let err = "5:4".parse::<NmPattern>().unwrap_err();
     assert!(matches!(err, LayersError::ImpossiblePattern { n: 5, m: 4 }));
-    assert_eq!(
-        err.to_string(),
-        "impossible N:M pattern 5:4: need 1 <= N <= M <= 32"
-    );
+    assert_eq!(err.to_string(), "impossible N:M pattern 5:4: need 1 <= N <= M <= 32");
     for s in ["0:4", "2:0", "3:33", "33:33", "0:0"] {
-        assert!(
-            matches!(
-                s.parse::<NmPattern>(),
-                Err(LayersError::ImpossiblePattern { .. })
-            ),
-            "{s}"
-        );
+        assert!(matches!(s.parse::<NmPattern>(), Err(LayersError::ImpossiblePattern { .. })), "{s}");
     }
     for s in ["", "2", "2-4", "a:b", "2:4:8", "-2:4", "2.0:4"] {
         let err = s.parse::<NmPattern>().unwrap_err();
-        assert_eq!(
-            err,
-            LayersError::PatternSyntax {
-                input: s.to_owned()
-            },
-            "{s}"
-        );
+        assert_eq!(err, LayersError::PatternSyntax { input: s.to_owned() }, "{s}");
         assert!(err.to_string().contains("\"2:4\""));
     }
     assert!(NmPattern::new(32, 32).unwrap().is_dense());
@@ -378,71 +279,23 @@ fn impossible_patterns_are_rejected() {
 
 #[test]
 fn wrong_shapes_are_errors() {
-    assert_eq!(
-        WeightLayout::from_shape(&[4, 8, 3]),
-        Err(LayersError::UnsupportedRank {
-            shape: vec![4, 8, 3]
-        })
-    );
-    assert!(matches!(
-        WeightLayout::from_shape(&[8]),
-        Err(LayersError::UnsupportedRank { .. })
-    ));
-    assert!(matches!(
-        WeightLayout::from_shape(&[0, 8, 3, 3]),
-        Err(LayersError::EmptyDimension { .. })
-    ));
+    assert_eq!(WeightLayout::from_shape(&[4, 8, 3]), Err(LayersError::UnsupportedRank { shape: vec![4, 8, 3] }));
+    assert!(matches!(WeightLayout::from_shape(&[8]), Err(LayersError::UnsupportedRank { .. })));
+    assert!(matches!(WeightLayout::from_shape(&[0, 8, 3, 3]), Err(LayersError::EmptyDimension { .. })));
     let layout = WeightLayout::linear(4, 8).unwrap();
-    let err = compute_mask(
-        &[0.0; 31],
-        layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::default(),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err,
-        LayersError::LengthMismatch {
-            what: "weight",
-            layout,
-            expected: 32,
-            actual: 31
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "weight has 31 elements but Linear weight [4, 8] needs 32"
-    );
+    let err = compute_mask(&[0.0; 31], layout, NmPattern::TWO_FOUR, NonDivisible::default()).unwrap_err();
+    assert_eq!(err, LayersError::LengthMismatch { what: "weight", layout, expected: 32, actual: 31 });
+    assert_eq!(err.to_string(), "weight has 31 elements but Linear weight [4, 8] needs 32");
     let mut short = [0.0; 16];
-    let err = mask_into(
-        &[0.0; 32],
-        &mut short,
-        layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::default(),
-    )
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        LayersError::LengthMismatch { what: "mask", .. }
-    ));
+    let err = mask_into(&[0.0; 32], &mut short, layout, NmPattern::TWO_FOUR, NonDivisible::default()).unwrap_err();
+    assert!(matches!(err, LayersError::LengthMismatch { what: "mask", .. }));
     // A hand-built layout is re-checked.
-    let bad = WeightLayout::Conv2d {
-        out: 4,
-        inp: 4,
-        kh: 0,
-        kw: 3,
-    };
-    assert!(matches!(
-        compute_mask(&[], bad, NmPattern::TWO_FOUR, NonDivisible::default()),
-        Err(LayersError::EmptyDimension { .. })
-    ));
+    let bad = WeightLayout::Conv2d { out: 4, inp: 4, kh: 0, kw: 3 };
+    assert!(matches!(compute_mask(&[], bad, NmPattern::TWO_FOUR, NonDivisible::default()), Err(LayersError::EmptyDimension { .. })));
     let not_tileable = WeightLayout::linear(6, 8).unwrap();
     assert_eq!(
         transposable_mask(&[0.0; 48], not_tileable, TransposableMethod::Exact),
-        Err(LayersError::TransposableShape {
-            layout: not_tileable
-        })
+        Err(LayersError::TransposableShape { layout: not_tileable })
     );
     assert!(kept_magnitude(&[0.0; 48], &[0.0; 47], not_tileable).is_err());
 }
@@ -452,81 +305,36 @@ fn non_divisible_input_left_dense() {
     // Like the UNet's first conv: 3 input channels.
     let layout = WeightLayout::conv2d(16, 3, 3, 3).unwrap();
     let w = random_weights(layout.numel(), 5);
-    assert_eq!(
-        plan_mask(layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense),
-        Ok(MaskOutcome::LeftDense)
-    );
-    let (mask, outcome) =
-        compute_mask(&w, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
+    assert_eq!(plan_mask(layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense), Ok(MaskOutcome::LeftDense));
+    let (mask, outcome) = compute_mask(&w, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap();
     assert_eq!(outcome, MaskOutcome::LeftDense);
     assert!(mask.iter().all(|&x| x == 1.0));
     let err = check_nm(&mask, layout, NmPattern::TWO_FOUR, NonDivisible::LeaveDense).unwrap_err();
-    assert_eq!(
-        err,
-        LayersError::InputNotDivisible {
-            layout,
-            inp: 3,
-            pattern: NmPattern::TWO_FOUR
-        }
-    );
-    assert!(
-        err.to_string()
-            .contains("input dimension 3 is not a multiple of M = 4")
-    );
+    assert_eq!(err, LayersError::InputNotDivisible { layout, inp: 3, pattern: NmPattern::TWO_FOUR });
+    assert!(err.to_string().contains("input dimension 3 is not a multiple of M = 4"));
 }
 
 #[test]
 fn non_divisible_input_flat_index_grouping() {
     // SparseDM's UNet first conv: [out, 3, 3, 3], 27 weights per output channel, groups of 4 in
     // (out, kh, kw, in) flat order crossing kernel and output-channel boundaries.
-    for shape in [
-        vec![112usize, 3, 3, 3],
-        vec![16, 3, 3, 3],
-        vec![6, 10],
-        vec![4, 5, 1, 3],
-    ] {
+    for shape in [vec![112usize, 3, 3, 3], vec![16, 3, 3, 3], vec![6, 10], vec![4, 5, 1, 3]] {
         let layout = WeightLayout::from_shape(&shape).unwrap();
         let w = random_weights(layout.numel(), shape.iter().sum::<usize>() as u64);
         for p in ["2:4", "1:4", "3:4"].map(pat) {
             let (mask, outcome) = compute_mask(&w, layout, p, NonDivisible::FlatIndex).unwrap();
             assert_eq!(outcome, MaskOutcome::FlatIndex, "{shape:?}");
-            assert_eq!(
-                first_mismatch(&mask, &naive_mask(&w, &shape, p, true)),
-                None,
-                "{shape:?} {p}"
-            );
-            assert_eq!(
-                sparsity(&mask),
-                p.sparsity(),
-                "{shape:?} {p}: density must be exact"
-            );
+            assert_eq!(first_mismatch(&mask, &naive_mask(&w, &shape, p, true)), None, "{shape:?} {p}");
+            assert_eq!(sparsity(&mask), p.sparsity(), "{shape:?} {p}: density must be exact");
             check_nm(&mask, layout, p, NonDivisible::FlatIndex).unwrap();
         }
     }
     // 81 elements are not a whole number of groups of 4: the reference's reshape would fail.
     let layout = WeightLayout::conv2d(3, 3, 3, 3).unwrap();
-    let err = compute_mask(
-        &[1.0; 81],
-        layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::FlatIndex,
-    )
-    .unwrap_err();
-    assert_eq!(
-        err,
-        LayersError::FlatIndexNotDivisible {
-            layout,
-            numel: 81,
-            pattern: NmPattern::TWO_FOUR
-        }
-    );
+    let err = compute_mask(&[1.0; 81], layout, NmPattern::TWO_FOUR, NonDivisible::FlatIndex).unwrap_err();
+    assert_eq!(err, LayersError::FlatIndexNotDivisible { layout, numel: 81, pattern: NmPattern::TWO_FOUR });
     assert!(matches!(
-        check_nm(
-            &[1.0; 81],
-            layout,
-            NmPattern::TWO_FOUR,
-            NonDivisible::FlatIndex
-        ),
+        check_nm(&[1.0; 81], layout, NmPattern::TWO_FOUR, NonDivisible::FlatIndex),
         Err(LayersError::FlatIndexNotDivisible { .. })
     ));
 }
@@ -538,13 +346,7 @@ fn validation_names_the_offending_group() {
     let layout = WeightLayout::from_shape(&shape).unwrap();
     let (mask, _) = compute_mask(&w, layout, NmPattern::TWO_FOUR, NonDivisible::default()).unwrap();
     let mut masked: Vec<f32> = w.iter().zip(&mask).map(|(a, b)| a * b).collect();
-    check_nm(
-        &masked,
-        layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::default(),
-    )
-    .unwrap();
+    check_nm(&masked, layout, NmPattern::TWO_FOUR, NonDivisible::default()).unwrap();
     // Revive every weight of the group out 5, kernel (1, 2), inputs 8..12; and a later group.
     for c in 8..12 {
         masked[((5 * 32 + c) * 3 + 1) * 3 + 2] = 0.25;
@@ -552,13 +354,7 @@ fn validation_names_the_offending_group() {
     masked[((7 * 32 + 1) * 3) * 3] = 1.0;
     masked[((7 * 32) * 3) * 3] = 1.0;
     masked[((7 * 32 + 2) * 3) * 3] = 1.0;
-    let err = check_nm(
-        &masked,
-        layout,
-        NmPattern::TWO_FOUR,
-        NonDivisible::default(),
-    )
-    .unwrap_err();
+    let err = check_nm(&masked, layout, NmPattern::TWO_FOUR, NonDivisible::default()).unwrap_err();
     assert_eq!(
         err,
         LayersError::NmViolation {
@@ -617,19 +413,9 @@ fn validation_names_the_offending_group() {
     let err = check_transposable(&v, layout).unwrap_err();
     assert_eq!(
         err,
-        LayersError::TransposableViolation {
-            layout,
-            out_start: 4,
-            in_start: 4,
-            kernel_pos: None,
-            line: BlockLine::Column(5),
-            nonzeros: 3,
-        }
+        LayersError::TransposableViolation { layout, out_start: 4, in_start: 4, kernel_pos: None, line: BlockLine::Column(5), nonzeros: 3 }
     );
-    assert!(
-        err.to_string().contains("column in 5 has 3 nonzeros"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("column in 5 has 3 nonzeros"), "{err}");
 }
 
 #[test]

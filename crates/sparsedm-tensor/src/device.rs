@@ -50,10 +50,7 @@ impl Device {
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => Ok(Device::Cuda(n)),
-                None => Err(crate::Error::invalid(
-                    "device",
-                    format!("unknown device {s:?}; expected cpu, cuda or cuda:N"),
-                )),
+                None => Err(crate::Error::invalid("device", format!("unknown device {s:?}; expected cpu, cuda or cuda:N"))),
             },
         }
     }

@@ -44,13 +44,13 @@ pub mod storage;
 mod tensor;
 pub mod testing;
 
-pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
-pub use cuda::{matmul_precision, set_matmul_precision, MatmulPrecision};
+pub use autograd::{GradStore, NoGradGuard, is_grad_enabled, no_grad};
+pub use cuda::{MatmulPrecision, matmul_precision, set_matmul_precision};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use fused::AdamWScalars;
 pub use io::{load_safetensors, load_safetensors_metadata, save_safetensors, write_atomic};
-pub use layout::{broadcast_shapes, contiguous_strides, Layout};
+pub use layout::{Layout, broadcast_shapes, contiguous_strides};
 pub use rng::Rng;
 pub use tensor::Tensor;

@@ -139,7 +139,10 @@ impl Tensor {
         let n = shape.iter().product();
         #[cfg(feature = "cuda")]
         if let Device::Cuda(ordinal) = device {
-            return Ok(Tensor::from_storage(crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Uniform(lo, hi))?, shape));
+            return Ok(Tensor::from_storage(
+                crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Uniform(lo, hi))?,
+                shape,
+            ));
         }
         Ok(Tensor::from_storage(f32_storage(rng.uniform_vec(n, lo, hi)), shape))
     }

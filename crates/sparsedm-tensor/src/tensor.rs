@@ -2,7 +2,7 @@
 //! when it is part of a differentiable computation, the [`Node`] that made it.
 //! Cloning a tensor is cheap (an `Arc`). Views share storage.
 
-use crate::autograd::{is_grad_enabled, BackwardCtx, Node};
+use crate::autograd::{BackwardCtx, Node, is_grad_enabled};
 use crate::cpu::strided::gather;
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Error, Layout, Result};
@@ -82,8 +82,11 @@ impl Tensor {
     }
 
     fn node_for(op: &'static str, inputs: &[&Tensor], backward: crate::autograd::BackwardFn) -> Option<Node> {
-        (is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()))
-            .then(|| Node { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward })
+        (is_grad_enabled() && inputs.iter().any(|t| t.is_tracked())).then(|| Node {
+            op,
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+            backward,
+        })
     }
 
     /// A tensor from f32 values in row-major order (uploaded when `device`
@@ -426,13 +429,7 @@ impl Tensor {
         let src_dtype = self.dtype();
         let differentiable = src_dtype.is_float() && dtype.is_float();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
-        Ok(Tensor::from_op(
-            Storage::Cpu(out),
-            self.shape(),
-            "to_dtype",
-            inputs,
-            bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)])),
-        ))
+        Ok(Tensor::from_op(Storage::Cpu(out), self.shape(), "to_dtype", inputs, bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)]))))
     }
 
     /// Moves the tensor to `device` (same dtype; a contiguous copy). The

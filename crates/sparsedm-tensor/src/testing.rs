@@ -2,7 +2,7 @@
 //! tolerances relative to the reference's magnitude, and a finite-difference
 //! gradient checker.
 
-use crate::{no_grad, Result, Rng, Tensor};
+use crate::{Result, Rng, Tensor, no_grad};
 
 /// Max |a − b| divided by max |b| (the fixtures' tolerance convention).
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -1,7 +1,7 @@
 //! Behaviour of the public API beyond numerics: errors instead of panics,
 //! dtypes, in-place updates, no-grad scopes, safetensors round trips.
 
-use sparsedm_tensor::{load_safetensors, load_safetensors_metadata, no_grad, save_safetensors, DType, Device, Error, Rng, Tensor};
+use sparsedm_tensor::{DType, Device, Error, Rng, Tensor, load_safetensors, load_safetensors_metadata, no_grad, save_safetensors};
 
 const DEV: Device = Device::Cpu;
 

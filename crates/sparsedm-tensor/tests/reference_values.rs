@@ -6,7 +6,7 @@
 //! outputs so no PyTorch is needed here.
 
 use sparsedm_tensor::testing::assert_close;
-use sparsedm_tensor::{load_safetensors, Result, Tensor};
+use sparsedm_tensor::{Result, Tensor, load_safetensors};
 use std::collections::HashMap;
 
 const TOL: f32 = 1e-5;
@@ -42,12 +42,7 @@ fn norms() {
     let r = refs();
     cmp(&r, "out.layer_norm", r["in.seq"].layer_norm(Some(&r["in.lw"]), Some(&r["in.lb"]), 1e-5), TOL);
     cmp(&r, "out.group_norm", r["in.g"].group_norm(3, Some(&r["in.gw"]), Some(&r["in.gb"]), 1e-6), TOL);
-    cmp(
-        &r,
-        "out.batch_norm",
-        r["in.img"].batch_norm_inference(&r["in.rm"], &r["in.rv"], Some(&r["in.w3"]), Some(&r["in.b3"]), 1e-3),
-        TOL,
-    );
+    cmp(&r, "out.batch_norm", r["in.img"].batch_norm_inference(&r["in.rm"], &r["in.rv"], Some(&r["in.w3"]), Some(&r["in.b3"]), 1e-3), TOL);
 }
 
 #[test]

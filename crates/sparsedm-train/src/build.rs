@@ -3,10 +3,10 @@
 //! noise schedule and the dataset.
 
 use crate::config::{RunConfig, SparseConfig};
-use crate::data::{cifar::Cifar10Dataset, folder::ImageFolderDataset, folder::Preprocess, shapes::ShapesDataset, Dataset};
+use crate::data::{Dataset, cifar::Cifar10Dataset, folder::ImageFolderDataset, folder::Preprocess, shapes::ShapesDataset};
 use crate::error::{Result, TrainError};
-use sparsedm_diffusion::{load_checkpoint, Arch, EpsModel, ModelConfig, NoiseSchedule, ScheduleKind};
-use sparsedm_layers::{apply_policy, NmPattern, ParamStore, Policy, ProgressiveSchedule, SparseMode, SparsityReport};
+use sparsedm_diffusion::{Arch, EpsModel, ModelConfig, NoiseSchedule, ScheduleKind, load_checkpoint};
+use sparsedm_layers::{NmPattern, ParamStore, Policy, ProgressiveSchedule, SparseMode, SparsityReport, apply_policy};
 use std::str::FromStr;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! previous checkpoints intact.
 
 use crate::error::{Result, TrainError};
-use sparsedm_tensor::{load_safetensors, load_safetensors_metadata, save_safetensors, Tensor};
+use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, save_safetensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

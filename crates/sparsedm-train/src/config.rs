@@ -313,7 +313,7 @@ impl RunConfig {
 
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.train.batch_size == 0 || self.train.grad_accum == 0 || self.train.batch_size % self.train.grad_accum != 0 {
+        if self.train.batch_size == 0 || self.train.grad_accum == 0 || !self.train.batch_size.is_multiple_of(self.train.grad_accum) {
             return bad(format!(
                 "train.batch_size {} must be a positive multiple of train.grad_accum {}",
                 self.train.batch_size, self.train.grad_accum

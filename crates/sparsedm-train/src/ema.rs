@@ -6,7 +6,7 @@
 //! kernel ([`Tensor::ema_update_`], the same arithmetic as the host loop).
 
 use crate::error::{Result, TrainError};
-use sparsedm_tensor::{no_grad, Tensor};
+use sparsedm_tensor::{Tensor, no_grad};
 
 /// Shadow copies of named tensors.
 #[derive(Debug)]
@@ -21,7 +21,10 @@ impl Ema {
         if !(0.0..=1.0).contains(&decay) {
             return Err(TrainError::Config(format!("EMA decay {decay} outside [0, 1]")));
         }
-        let shadow = values.iter().map(|(n, t)| Ok((n.clone(), t.detach().contiguous()?.to_vec_f32().and_then(|v| Tensor::from_vec(v, t.shape(), &t.device()))?))).collect::<Result<_>>()?;
+        let shadow = values
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.detach().contiguous()?.to_vec_f32().and_then(|v| Tensor::from_vec(v, t.shape(), &t.device()))?)))
+            .collect::<Result<_>>()?;
         Ok(Ema { decay, shadow })
     }
 

@@ -8,9 +8,15 @@
 pub enum LrSchedule {
     Constant,
     /// Linear warm-up over `warmup` steps, then constant (U-ViT).
-    WarmupConstant { warmup: u64 },
+    WarmupConstant {
+        warmup: u64,
+    },
     /// Linear warm-up, then cosine decay to `min_factor` at `total` steps.
-    WarmupCosine { warmup: u64, total: u64, min_factor: f32 },
+    WarmupCosine {
+        warmup: u64,
+        total: u64,
+        min_factor: f32,
+    },
 }
 
 impl LrSchedule {
@@ -19,7 +25,11 @@ impl LrSchedule {
         match *self {
             LrSchedule::Constant => 1.0,
             LrSchedule::WarmupConstant { warmup } => {
-                if warmup == 0 { 1.0 } else { (step as f32 / warmup as f32).min(1.0) }
+                if warmup == 0 {
+                    1.0
+                } else {
+                    (step as f32 / warmup as f32).min(1.0)
+                }
             }
             LrSchedule::WarmupCosine { warmup, total, min_factor } => {
                 if step < warmup {

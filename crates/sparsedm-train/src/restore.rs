@@ -5,12 +5,12 @@
 //! the architecture and the constructor's keyword arguments).
 
 use crate::build::{self, Bundle};
-use crate::checkpoint::{load_train_state, META_CONFIG, META_KIND};
+use crate::checkpoint::{META_CONFIG, META_KIND, load_train_state};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use sparsedm_diffusion::{Arch, ModelConfig, NoiseSchedule, ScheduleKind};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{load_safetensors_metadata, Device};
+use sparsedm_tensor::{Device, load_safetensors_metadata};
 use std::path::Path;
 
 /// A model ready for inference and the schedule it was trained with.

@@ -331,23 +331,22 @@ impl Trainer {
             let m = self.train_step()?;
             let rate = (self.step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             on_step(&m, rate);
-            if self.step % self.cfg.train.log_interval.max(1) == 0 || self.step == end {
+            if self.step.is_multiple_of(self.cfg.train.log_interval.max(1)) || self.step == end {
                 let mut line = serde_json::to_value(m).map_err(|e| TrainError::Config(e.to_string()))?;
                 line["steps_per_s"] = serde_json::json!(rate);
                 writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
             }
-            if self.cfg.train.sample_interval > 0 && self.step % self.cfg.train.sample_interval == 0 {
+            if self.cfg.train.sample_interval > 0 && self.step.is_multiple_of(self.cfg.train.sample_interval) {
                 self.sample_grid()?;
             }
-            if let Some(every) = self.cfg.fid.as_ref().map(|f| f.every.max(1)) {
-                if self.step % every == 0 {
-                    let fid = self.evaluate_fid()?;
-                    let line = serde_json::json!({"step": self.step, "fid": fid, "best_fid": self.best_fid});
-                    writeln!(log, "{line}")
-                        .map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
-                }
+            if let Some(every) = self.cfg.fid.as_ref().map(|f| f.every.max(1))
+                && self.step.is_multiple_of(every)
+            {
+                let fid = self.evaluate_fid()?;
+                let line = serde_json::json!({"step": self.step, "fid": fid, "best_fid": self.best_fid});
+                writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
             }
-            if self.step % self.cfg.train.save_interval.max(1) == 0 && self.step != end {
+            if self.step.is_multiple_of(self.cfg.train.save_interval.max(1)) && self.step != end {
                 self.save()?;
             }
             last = Some(m);

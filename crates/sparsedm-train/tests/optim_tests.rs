@@ -5,7 +5,7 @@
 //! Also gradient clipping and EMA against their closed forms.
 
 use sparsedm_tensor::testing::assert_close;
-use sparsedm_tensor::{load_safetensors, Device, Tensor};
+use sparsedm_tensor::{Device, Tensor, load_safetensors};
 use sparsedm_train::ema::Ema;
 use sparsedm_train::grad::{clip_global_norm, global_norm};
 use sparsedm_train::optim::{AdamW, AdamWConfig};
@@ -23,7 +23,13 @@ fn adamw_matches_pytorch() {
     let lrs = r["lrs"].to_vec_f32().unwrap();
     for (k, &lr) in lrs.iter().enumerate() {
         // Gradients via a loss whose gradient is exactly the reference's.
-        let loss = a.mul(&r[&format!("grad{k}.a")]).unwrap().sum_all().unwrap().add(&b.mul(&r[&format!("grad{k}.b")]).unwrap().sum_all().unwrap()).unwrap();
+        let loss = a
+            .mul(&r[&format!("grad{k}.a")])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&b.mul(&r[&format!("grad{k}.b")]).unwrap().sum_all().unwrap())
+            .unwrap();
         let grads = loss.backward().unwrap();
         opt.step(&grads, lr).unwrap();
         assert_close(&format!("step {k} a"), &a.to_vec_f32().unwrap(), &r[&format!("after{k}.a")].to_vec_f32().unwrap(), 1e-6);

@@ -2,7 +2,7 @@
 //! embedded shapes, 2:4 SparseDM fine-tuning (SR-STE + the dense teacher),
 //! sampling; and the exactness of resuming from a checkpoint.
 
-use sparsedm_layers::{check_nm, NmPattern, NonDivisible, SparseMode};
+use sparsedm_layers::{NmPattern, NonDivisible, SparseMode, check_nm};
 use sparsedm_train::{RunConfig, Trainer};
 use std::path::PathBuf;
 
@@ -98,7 +98,9 @@ fn pretrain_finetune_2of4_and_sample() {
     let mut checked = 0;
     for (name, _) in &sparse {
         let w = tensors.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1.to_vec_f32().unwrap();
-        let layout = sparsedm_layers::WeightLayout::from_shape(tensors.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1.shape()).unwrap();
+        let layout =
+            sparsedm_layers::WeightLayout::from_shape(tensors.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1.shape())
+                .unwrap();
         check_nm(&w, layout, p, NonDivisible::LeaveDense).unwrap_or_else(|e| panic!("{name}: {e}"));
         checked += 1;
     }

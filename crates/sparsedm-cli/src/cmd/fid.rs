@@ -164,10 +164,10 @@ fn score(args: ScoreArgs) -> Result<()> {
     };
     // Fail before the expensive extraction when a statistics file cannot match pool3 features.
     for (op, path) in [(&a, &args.a), (&b, &args.b)] {
-        if let (Operand::Stats(s), true) = (op, needs_net) {
-            if s.dim() != POOL3_DIM {
-                bail!("{} holds {}-d statistics, but Inception pool3 features are {POOL3_DIM}-d", path.display(), s.dim());
-            }
+        if let (Operand::Stats(s), true) = (op, needs_net)
+            && s.dim() != POOL3_DIM
+        {
+            bail!("{} holds {}-d statistics, but Inception pool3 features are {POOL3_DIM}-d", path.display(), s.dim());
         }
     }
     let both_images = matches!(a, Operand::Images(_)) && matches!(b, Operand::Images(_));

@@ -206,10 +206,10 @@ pub(crate) fn check_inputs(what: &str, x: &Tensor, y: Option<&Tensor>, steps: us
         Some(&b) if b > 0 => b,
         _ => return Err(input_err(what, format!("x_init must be [B, …] with B > 0, got shape {:?}", x.shape()))),
     };
-    if let Some(y) = y {
-        if y.shape() != [b] || y.dtype() != DType::I64 {
-            return Err(input_err(what, format!("labels must be i64 [{b}], got {:?} {:?}", y.dtype(), y.shape())));
-        }
+    if let Some(y) = y
+        && (y.shape() != [b] || y.dtype() != DType::I64)
+    {
+        return Err(input_err(what, format!("labels must be i64 [{b}], got {:?} {:?}", y.dtype(), y.shape())));
     }
     if steps < min_steps {
         return Err(input_err(what, format!("needs at least {min_steps} step(s), got {steps}")));

@@ -24,7 +24,10 @@ impl ConvGeometry {
     pub fn output(&self) -> Result<(usize, usize)> {
         let (ph, pw) = (self.h + 2 * self.padding.0, self.w + 2 * self.padding.1);
         if self.kh == 0 || self.kw == 0 || self.stride.0 == 0 || self.stride.1 == 0 || ph < self.kh || pw < self.kw {
-            return Err(KernelsError::invalid("conv2d", format!("kernel {}x{} does not fit input {}x{} with padding {:?}", self.kh, self.kw, self.h, self.w, self.padding)));
+            return Err(KernelsError::invalid(
+                "conv2d",
+                format!("kernel {}x{} does not fit input {}x{} with padding {:?}", self.kh, self.kw, self.h, self.w, self.padding),
+            ));
         }
         Ok(((ph - self.kh) / self.stride.0 + 1, (pw - self.kw) / self.stride.1 + 1))
     }

@@ -20,7 +20,16 @@ pub fn unary(gpu: &Gpu, dt: GpuDType, op: i32, a: f32, b: f32, x: &DeviceBuffer,
 }
 
 /// `y = g_op(a, b)`; both layouts already broadcast to the output shape (zero strides).
-pub fn binary(gpu: &Gpu, dt: GpuDType, op: i32, a: &DeviceBuffer, al: &SdmLayout, b: &DeviceBuffer, bl: &SdmLayout, y: &mut DeviceBuffer) -> Result<()> {
+pub fn binary(
+    gpu: &Gpu,
+    dt: GpuDType,
+    op: i32,
+    a: &DeviceBuffer,
+    al: &SdmLayout,
+    b: &DeviceBuffer,
+    bl: &SdmLayout,
+    y: &mut DeviceBuffer,
+) -> Result<()> {
     check_same_shape("binary", al, bl)?;
     check_view("binary", "lhs", al, a, dt.size())?;
     check_view("binary", "rhs", bl, b, dt.size())?;

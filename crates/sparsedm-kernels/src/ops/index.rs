@@ -25,7 +25,8 @@ pub fn index_select(
     if ny == 0 {
         return Ok(());
     }
-    let (o, n, i, s, ip, xp, yp) = (i64_of(outer), i64_of(n_idx), i64_of(inner), i64_of(src_dim), idx.device_ptr(), x.device_ptr(), y.device_ptr());
+    let (o, n, i, s, ip, xp, yp) =
+        (i64_of(outer), i64_of(n_idx), i64_of(inner), i64_of(src_dim), idx.device_ptr(), x.device_ptr(), y.device_ptr());
     launch!(gpu, "index", format!("index_select_{dt}"), grid_for(ny, BLOCK), o, n, i, s, ip, xp, yp)
 }
 
@@ -47,6 +48,7 @@ pub fn index_add_bwd(
     if nx == 0 {
         return Ok(());
     }
-    let (o, n, i, d, ip, gyp, gxp) = (i64_of(outer), i64_of(n_idx), i64_of(inner), i64_of(dst_dim), idx.device_ptr(), gy.device_ptr(), gx.device_ptr());
+    let (o, n, i, d, ip, gyp, gxp) =
+        (i64_of(outer), i64_of(n_idx), i64_of(inner), i64_of(dst_dim), idx.device_ptr(), gy.device_ptr(), gx.device_ptr());
     launch!(gpu, "index", "index_add_bwd", grid_for(nx, BLOCK), o, n, i, d, ip, gyp, gxp)
 }

@@ -12,5 +12,5 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod rng;
-pub mod sparse;
 pub mod softmax;
+pub mod sparse;

@@ -22,7 +22,15 @@ pub struct AdamWScalars {
 }
 
 /// One AdamW step over `n` parameters: `p`, `m`, `v` updated in place from gradient `g`.
-pub fn adamw_step(gpu: &Gpu, n: usize, s: &AdamWScalars, p: &mut DeviceBuffer, g: &DeviceBuffer, m: &mut DeviceBuffer, v: &mut DeviceBuffer) -> Result<()> {
+pub fn adamw_step(
+    gpu: &Gpu,
+    n: usize,
+    s: &AdamWScalars,
+    p: &mut DeviceBuffer,
+    g: &DeviceBuffer,
+    m: &mut DeviceBuffer,
+    v: &mut DeviceBuffer,
+) -> Result<()> {
     for (what, b) in [("parameters", &*p), ("gradient", g), ("first moment", &*m), ("second moment", &*v)] {
         b.check_fits("adamw", what, n, 4)?;
     }

@@ -21,7 +21,10 @@ impl PoolGeometry {
     /// Output size (floor mode), or an error for a window that does not fit.
     pub fn output(&self) -> Result<(usize, usize)> {
         if self.k == 0 || self.s == 0 || 2 * self.p > self.k || self.h + 2 * self.p < self.k || self.w + 2 * self.p < self.k {
-            return Err(KernelsError::invalid("pool2d", format!("window {} stride {} padding {} on {}x{}", self.k, self.s, self.p, self.h, self.w)));
+            return Err(KernelsError::invalid(
+                "pool2d",
+                format!("window {} stride {} padding {} on {}x{}", self.k, self.s, self.p, self.h, self.w),
+            ));
         }
         Ok(((self.h + 2 * self.p - self.k) / self.s + 1, (self.w + 2 * self.p - self.k) / self.s + 1))
     }
@@ -106,7 +109,8 @@ pub fn upsample_nearest2d(gpu: &Gpu, nc: usize, h: usize, w: usize, f: usize, x:
     if ny == 0 {
         return Ok(());
     }
-    let (nc, h, w, f, xp, yp) = (i64_of(nc), small("upsample", h)?, small("upsample", w)?, small("upsample", f)?, x.device_ptr(), y.device_ptr());
+    let (nc, h, w, f, xp, yp) =
+        (i64_of(nc), small("upsample", h)?, small("upsample", w)?, small("upsample", f)?, x.device_ptr(), y.device_ptr());
     launch!(gpu, "pool", "upsample_nearest2d_fwd", grid_for(ny, BLOCK), nc, h, w, f, xp, yp)
 }
 
@@ -118,12 +122,22 @@ pub fn upsample_nearest2d_bwd(gpu: &Gpu, nc: usize, h: usize, w: usize, f: usize
     if nx == 0 {
         return Ok(());
     }
-    let (nc, h, w, f, gyp, gxp) = (i64_of(nc), small("upsample", h)?, small("upsample", w)?, small("upsample", f)?, gy.device_ptr(), gx.device_ptr());
+    let (nc, h, w, f, gyp, gxp) =
+        (i64_of(nc), small("upsample", h)?, small("upsample", w)?, small("upsample", f)?, gy.device_ptr(), gx.device_ptr());
     launch!(gpu, "pool", "upsample_nearest2d_bwd", grid_for(nx, BLOCK), nc, h, w, f, gyp, gxp)
 }
 
 /// Bilinear resize, `align_corners = False` (pytorch-fid's resize to 299).
-pub fn resize_bilinear(gpu: &Gpu, nc: usize, h: usize, w: usize, oh: usize, ow: usize, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<()> {
+pub fn resize_bilinear(
+    gpu: &Gpu,
+    nc: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    x: &DeviceBuffer,
+    y: &mut DeviceBuffer,
+) -> Result<()> {
     let ny = nc * oh * ow;
     x.check_fits("resize_bilinear", "input", nc * h * w, 4)?;
     y.check_fits("resize_bilinear", "output", ny, 4)?;

@@ -6,7 +6,16 @@ use crate::launch::{i64_of, launch};
 use crate::{DeviceBuffer, Gpu, GpuDType};
 
 /// `y[o, i] = op_r x[o, r, i]` (op codes `abi::reduce`), y f32 `[outer, inner]`.
-pub fn reduce(gpu: &Gpu, dt: GpuDType, outer: usize, red: usize, inner: usize, op: i32, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<()> {
+pub fn reduce(
+    gpu: &Gpu,
+    dt: GpuDType,
+    outer: usize,
+    red: usize,
+    inner: usize,
+    op: i32,
+    x: &DeviceBuffer,
+    y: &mut DeviceBuffer,
+) -> Result<()> {
     if red == 0 {
         return Err(KernelsError::invalid("reduce", "empty reduction axis"));
     }
@@ -20,7 +29,15 @@ pub fn reduce(gpu: &Gpu, dt: GpuDType, outer: usize, red: usize, inner: usize, o
 }
 
 /// Max over `red` and its first index (NaN counts as the maximum).
-pub fn argmax(gpu: &Gpu, outer: usize, red: usize, inner: usize, x: &DeviceBuffer, vals: &mut DeviceBuffer, idx: &mut DeviceBuffer) -> Result<()> {
+pub fn argmax(
+    gpu: &Gpu,
+    outer: usize,
+    red: usize,
+    inner: usize,
+    x: &DeviceBuffer,
+    vals: &mut DeviceBuffer,
+    idx: &mut DeviceBuffer,
+) -> Result<()> {
     if red == 0 {
         return Err(KernelsError::invalid("argmax", "empty reduction axis"));
     }

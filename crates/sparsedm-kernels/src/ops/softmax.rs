@@ -24,7 +24,16 @@ pub fn softmax(gpu: &Gpu, dt: GpuDType, log: bool, rows: usize, cols: usize, x: 
 }
 
 /// Gradient of [`softmax`] from its output `y` and the output gradient `gy`.
-pub fn softmax_bwd(gpu: &Gpu, dt: GpuDType, log: bool, rows: usize, cols: usize, y: &DeviceBuffer, gy: &DeviceBuffer, gx: &mut DeviceBuffer) -> Result<()> {
+pub fn softmax_bwd(
+    gpu: &Gpu,
+    dt: GpuDType,
+    log: bool,
+    rows: usize,
+    cols: usize,
+    y: &DeviceBuffer,
+    gy: &DeviceBuffer,
+    gx: &mut DeviceBuffer,
+) -> Result<()> {
     check("softmax_bwd", dt, rows, cols, &[("output", y), ("output gradient", gy), ("input gradient", gx)])?;
     if rows * cols == 0 {
         return Ok(());

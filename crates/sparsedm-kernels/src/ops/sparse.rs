@@ -22,7 +22,15 @@ pub fn nm_mask(gpu: &Gpu, rows: usize, inp: usize, k: usize, n: usize, m: usize,
 }
 
 /// `out = g + λ·(1 − mask)·w`: SR-STE's gradient of the dense weights.
-pub fn srste_grad(gpu: &Gpu, n: usize, lambda: f32, g: &DeviceBuffer, w: &DeviceBuffer, mask: &DeviceBuffer, out: &mut DeviceBuffer) -> Result<()> {
+pub fn srste_grad(
+    gpu: &Gpu,
+    n: usize,
+    lambda: f32,
+    g: &DeviceBuffer,
+    w: &DeviceBuffer,
+    mask: &DeviceBuffer,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
     for (what, b) in [("gradient", g), ("weight", w), ("mask", mask), ("output", &*out)] {
         b.check_fits("srste_grad", what, n, 4)?;
     }

@@ -26,12 +26,12 @@ impl<const K: usize> Walk<K> {
                 continue;
             }
             let s: [usize; K] = std::array::from_fn(|k| strides[k][i]);
-            if let (Some(pd), Some(ps)) = (dims.last_mut(), out.last_mut()) {
-                if (0..K).all(|k| ps[k] == s[k] * d) {
-                    *pd *= d;
-                    *ps = s;
-                    continue;
-                }
+            if let (Some(pd), Some(ps)) = (dims.last_mut(), out.last_mut())
+                && (0..K).all(|k| ps[k] == s[k] * d)
+            {
+                *pd *= d;
+                *ps = s;
+                continue;
             }
             dims.push(d);
             out.push(s);

@@ -314,10 +314,10 @@ impl Tensor {
         if h + 2 * padding.0 < kh || w + 2 * padding.1 < kw {
             return Err(Error::bad_shape(op, self.shape(), format!("kernel {kh}x{kw} larger than the padded input")));
         }
-        if let Some(b) = bias {
-            if b.shape() != [o] {
-                return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
-            }
+        if let Some(b) = bias
+            && b.shape() != [o]
+        {
+            return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
         }
         let ho = (h + 2 * padding.0 - kh) / stride.0 + 1;
         let wo = (w + 2 * padding.1 - kw) / stride.1 + 1;

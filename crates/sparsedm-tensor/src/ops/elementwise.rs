@@ -172,29 +172,30 @@ impl Tensor {
         walk.for_each_run([la.offset(), lb.offset()], &mut out, |run, [oa, ob], [sa, sb]| {
             let len = run.len();
             match (sa, sb) {
-            (1, 1) => {
-                for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
+                (1, 1) => {
+                    for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                        *d = f(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let y = b[ob];
+                    for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                        *d = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a[oa];
+                    for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                        *d = f(x, y);
+                    }
+                }
+                _ => {
+                    for (i, d) in run.iter_mut().enumerate() {
+                        *d = f(a[oa + i * sa], b[ob + i * sb]);
+                    }
                 }
             }
-            (1, 0) => {
-                let y = b[ob];
-                for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
-                    *d = f(x, y);
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
-                }
-            }
-            _ => {
-                for (i, d) in run.iter_mut().enumerate() {
-                    *d = f(a[oa + i * sa], b[ob + i * sb]);
-                }
-            }
-        }});
+        });
         Ok((out, shape))
     }
 
@@ -267,35 +268,73 @@ impl Tensor {
     }
     pub fn sqrt(&self) -> Result<Tensor> {
         self.unary("sqrt", UnaryKind::Sqrt, f32::sqrt, |c, _| {
-            c.grad.zip_with(c.out, "sqrt_backward", |g, y| g.binary_raw(y, "sqrt_backward", BinaryKind::Div)?.affine(0.5, 0.0), |g, y| 0.5 * g / y)
+            c.grad.zip_with(
+                c.out,
+                "sqrt_backward",
+                |g, y| g.binary_raw(y, "sqrt_backward", BinaryKind::Div)?.affine(0.5, 0.0),
+                |g, y| 0.5 * g / y,
+            )
         })
     }
     pub fn rsqrt(&self) -> Result<Tensor> {
-        self.unary("rsqrt", UnaryKind::Rsqrt, |x| 1.0 / x.sqrt(), |c, _| {
-            c.grad.zip_with(c.out, "rsqrt_backward", |g, y| g.mul(&y.powf(3.0)?.affine(-0.5, 0.0)?), |g, y| -0.5 * g * y * y * y)
-        })
+        self.unary(
+            "rsqrt",
+            UnaryKind::Rsqrt,
+            |x| 1.0 / x.sqrt(),
+            |c, _| c.grad.zip_with(c.out, "rsqrt_backward", |g, y| g.mul(&y.powf(3.0)?.affine(-0.5, 0.0)?), |g, y| -0.5 * g * y * y * y),
+        )
     }
     /// `x^p` for a scalar exponent.
     pub fn powf(&self, p: f32) -> Result<Tensor> {
-        self.unary("powf", UnaryKind::Powf(p), move |x| x.powf(p), move |c, x| {
-            c.grad.zip_with(x, "powf_backward", |g, x| g.mul(&x.powf(p - 1.0)?.affine(p, 0.0)?), move |g, x| g * p * x.powf(p - 1.0))
-        })
+        self.unary(
+            "powf",
+            UnaryKind::Powf(p),
+            move |x| x.powf(p),
+            move |c, x| {
+                c.grad.zip_with(x, "powf_backward", |g, x| g.mul(&x.powf(p - 1.0)?.affine(p, 0.0)?), move |g, x| g * p * x.powf(p - 1.0))
+            },
+        )
     }
     pub fn sqr(&self) -> Result<Tensor> {
-        self.unary("sqr", UnaryKind::Sqr, |x| x * x, |c, x| {
-            c.grad.zip_with(x, "sqr_backward", |g, x| g.binary_raw(x, "sqr_backward", BinaryKind::Mul)?.affine(2.0, 0.0), |g, x| 2.0 * g * x)
-        })
+        self.unary(
+            "sqr",
+            UnaryKind::Sqr,
+            |x| x * x,
+            |c, x| {
+                c.grad.zip_with(
+                    x,
+                    "sqr_backward",
+                    |g, x| g.binary_raw(x, "sqr_backward", BinaryKind::Mul)?.affine(2.0, 0.0),
+                    |g, x| 2.0 * g * x,
+                )
+            },
+        )
     }
     /// |x|; the gradient at 0 is 0, as in PyTorch.
     pub fn abs(&self) -> Result<Tensor> {
         self.unary("abs", UnaryKind::Abs, f32::abs, |c, x| {
             // sign(x) = step(x) − step(−x): 0 at 0 and at NaN, as on the CPU.
             let sign = |x: &Tensor| x.step()?.sub(&x.neg()?.step()?);
-            c.grad.zip_with(x, "abs_backward", |g, x| g.mul(&sign(x)?), |g, x| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 })
+            c.grad.zip_with(
+                x,
+                "abs_backward",
+                |g, x| g.mul(&sign(x)?),
+                |g, x| {
+                    if x > 0.0 {
+                        g
+                    } else if x < 0.0 {
+                        -g
+                    } else {
+                        0.0
+                    }
+                },
+            )
         })
     }
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary("tanh", UnaryKind::Tanh, f32::tanh, |c, _| c.grad.zip_with(c.out, "tanh_backward", on_gpu(BinaryKind::TanhBwd), |g, y| g * (1.0 - y * y)))
+        self.unary("tanh", UnaryKind::Tanh, f32::tanh, |c, _| {
+            c.grad.zip_with(c.out, "tanh_backward", on_gpu(BinaryKind::TanhBwd), |g, y| g * (1.0 - y * y))
+        })
     }
     pub fn sigmoid(&self) -> Result<Tensor> {
         self.unary("sigmoid", UnaryKind::Sigmoid, sigmoid, |c, _| {
@@ -303,15 +342,21 @@ impl Tensor {
         })
     }
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary("relu", UnaryKind::Relu, |x| x.max(0.0), |c, x| {
-            c.grad.zip_with(x, "relu_backward", on_gpu(BinaryKind::ReluBwd), |g, x| if x > 0.0 { g } else { 0.0 })
-        })
+        self.unary(
+            "relu",
+            UnaryKind::Relu,
+            |x| x.max(0.0),
+            |c, x| c.grad.zip_with(x, "relu_backward", on_gpu(BinaryKind::ReluBwd), |g, x| if x > 0.0 { g } else { 0.0 }),
+        )
     }
     /// GELU, the exact erf form (`torch.nn.GELU()` default).
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary("gelu", UnaryKind::Gelu, |x| x * normal_cdf(x), |c, x| {
-            c.grad.zip_with(x, "gelu_backward", on_gpu(BinaryKind::GeluBwd), |g, x| g * (normal_cdf(x) + x * normal_pdf(x)))
-        })
+        self.unary(
+            "gelu",
+            UnaryKind::Gelu,
+            |x| x * normal_cdf(x),
+            |c, x| c.grad.zip_with(x, "gelu_backward", on_gpu(BinaryKind::GeluBwd), |g, x| g * (normal_cdf(x) + x * normal_pdf(x))),
+        )
     }
     /// SiLU (swish): x·σ(x).
     pub fn silu(&self) -> Result<Tensor> {
@@ -414,7 +459,13 @@ impl Tensor {
         self.binary(rhs, "add", BinaryKind::Add, |a, b| a + b, |c, _, _| Ok((Some(c.grad.clone()), Some(c.grad.clone()))))
     }
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "sub", BinaryKind::Sub, |a, b| a - b, |c, _, _| Ok((Some(c.grad.clone()), c.needs[1].then(|| c.grad.mul_scalar(-1.0)).transpose()?)))
+        self.binary(
+            rhs,
+            "sub",
+            BinaryKind::Sub,
+            |a, b| a - b,
+            |c, _, _| Ok((Some(c.grad.clone()), c.needs[1].then(|| c.grad.mul_scalar(-1.0)).transpose()?)),
+        )
     }
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(
@@ -439,7 +490,8 @@ impl Tensor {
                 let ga = c.needs[0].then(|| c.grad.zip_with(b, "div_backward", on_gpu(BinaryKind::Div), |g, b| g / b)).transpose()?;
                 let gb = if c.needs[1] {
                     // d(a/b)/db = -out/b
-                    let t = c.out.zip_with(b, "div_backward", |y, b| y.binary_raw(b, "div_backward", BinaryKind::Div)?.neg(), |y, b| -y / b)?;
+                    let t =
+                        c.out.zip_with(b, "div_backward", |y, b| y.binary_raw(b, "div_backward", BinaryKind::Div)?.neg(), |y, b| -y / b)?;
                     Some(c.grad.zip_with(&t, "div_backward", on_gpu(BinaryKind::Mul), |g, t| g * t)?)
                 } else {
                     None
@@ -450,18 +502,12 @@ impl Tensor {
     }
     /// Element-wise maximum; ties send the gradient to `self`.
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(
-            rhs,
-            "maximum",
-            BinaryKind::Max,
-            f32::max,
-            |c, a, b| {
-                let sel = a.zip_with(b, "maximum_backward", on_gpu(BinaryKind::Ge), |a, b| if a >= b { 1.0 } else { 0.0 })?;
-                let ga = c.grad.zip_with(&sel, "maximum_backward", on_gpu(BinaryKind::Mul), |g, s| g * s)?;
-                let gb = c.grad.zip_with(&sel, "maximum_backward", |g, s| g.mul(&s.affine(-1.0, 1.0)?), |g, s| g * (1.0 - s))?;
-                Ok((Some(ga), Some(gb)))
-            },
-        )
+        self.binary(rhs, "maximum", BinaryKind::Max, f32::max, |c, a, b| {
+            let sel = a.zip_with(b, "maximum_backward", on_gpu(BinaryKind::Ge), |a, b| if a >= b { 1.0 } else { 0.0 })?;
+            let ga = c.grad.zip_with(&sel, "maximum_backward", on_gpu(BinaryKind::Mul), |g, s| g * s)?;
+            let gb = c.grad.zip_with(&sel, "maximum_backward", |g, s| g.mul(&s.affine(-1.0, 1.0)?), |g, s| g * (1.0 - s))?;
+            Ok((Some(ga), Some(gb)))
+        })
     }
 
     /// `cond ? a : b` element-wise with broadcasting; `cond` is f32 (non-zero

@@ -41,7 +41,11 @@ pub(crate) fn gemm_f32(
     // Bounds of the strided operands must lie inside the slices.
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
     assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len() && last(k, n, rhs_rs, rhs_cs) < rhs.len(), "gemm_f32: operand out of bounds");
-    let par = if parallel && m * n * k >= PAR_GEMM_WORK { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
+    let par = if parallel && m * n * k >= PAR_GEMM_WORK {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the asserts above guarantee that every element addressed
     // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`; `out`
     // is uniquely borrowed and does not alias the inputs.
@@ -167,20 +171,25 @@ impl Tensor {
     /// of its own.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let op = "linear";
-        let k = *self.shape().last().ok_or_else(|| Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() })?;
+        let k =
+            *self.shape().last().ok_or_else(|| Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() })?;
         if weight.rank() != 2 || weight.shape()[1] != k {
             return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
         }
         let n = weight.shape()[0];
-        if let Some(b) = bias {
-            if b.shape() != [n] {
-                return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
-            }
+        if let Some(b) = bias
+            && b.shape() != [n]
+        {
+            return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
         }
         let m = self.elem_count() / k.max(1);
         let x2 = self.reshape(&[m, k])?;
         #[cfg(feature = "cuda")]
-        let cuda_out = if self.is_cuda() || weight.is_cuda() || bias.is_some_and(|b| b.is_cuda()) { Some(crate::cuda::gemm::linear(&x2, weight, bias, m, k, n)?) } else { None };
+        let cuda_out = if self.is_cuda() || weight.is_cuda() || bias.is_some_and(|b| b.is_cuda()) {
+            Some(crate::cuda::gemm::linear(&x2, weight, bias, m, k, n)?)
+        } else {
+            None
+        };
         #[cfg(not(feature = "cuda"))]
         let cuda_out: Option<crate::storage::Storage> = None;
         let storage = match cuda_out {

@@ -112,7 +112,14 @@ impl Tensor {
     }
 
     /// Batch norm in inference mode (running statistics) on `[N, C, ...]`.
-    pub fn batch_norm_inference(&self, mean: &Tensor, var: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    pub fn batch_norm_inference(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
         if self.rank() < 2 {
             return Err(Error::bad_shape("batch_norm", self.shape(), "need [N, C, ...]"));
         }
@@ -137,7 +144,14 @@ impl Tensor {
         self.mul(&scale.reshape(&pshape)?)?.add(&shift.reshape(&pshape)?)
     }
 
-    fn channel_affine(&self, y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, pshape: &[usize], op: &'static str) -> Result<Tensor> {
+    fn channel_affine(
+        &self,
+        y: Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        pshape: &[usize],
+        op: &'static str,
+    ) -> Result<Tensor> {
         let c = pshape[0];
         let mut y = y;
         for p in [weight, bias].into_iter().flatten() {

@@ -336,7 +336,9 @@ impl Tensor {
                 &[n, c, ho, wo],
                 op,
                 &[self],
-                bw(move |ctx| Ok(vec![Some(Tensor::from_storage(crate::cuda::pool::upsample(ctx.grad, &x_shape, factor, true)?, &x_shape))])),
+                bw(move |ctx| {
+                    Ok(vec![Some(Tensor::from_storage(crate::cuda::pool::upsample(ctx.grad, &x_shape, factor, true)?, &x_shape))])
+                }),
             ));
         }
         let x = self.contiguous()?;

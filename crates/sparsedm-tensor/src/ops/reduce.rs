@@ -47,7 +47,8 @@ fn sum_prefix(data: &[f32], rows: usize, inner: usize) -> Vec<f32> {
     if rows * inner < 1 << 15 {
         return partial(0, rows);
     }
-    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BLOCK)).into_par_iter().map(|b| partial(b * BLOCK, ((b + 1) * BLOCK).min(rows))).collect();
+    let blocks: Vec<Vec<f32>> =
+        (0..rows.div_ceil(BLOCK)).into_par_iter().map(|b| partial(b * BLOCK, ((b + 1) * BLOCK).min(rows))).collect();
     let mut acc = vec![0f32; inner];
     for b in blocks {
         for (a, x) in acc.iter_mut().zip(b) {
@@ -62,11 +63,7 @@ fn reduce_rows<T: Send>(data: &[f32], len: usize, f: impl Fn(&[f32]) -> T + Sync
     if len == 0 {
         return Vec::new();
     }
-    if data.len() < 1 << 14 {
-        data.chunks(len).map(&f).collect()
-    } else {
-        data.par_chunks(len).map(&f).collect()
-    }
+    if data.len() < 1 << 14 { data.chunks(len).map(&f).collect() } else { data.par_chunks(len).map(&f).collect() }
 }
 
 impl Tensor {

@@ -58,11 +58,7 @@ impl Tensor {
     fn over_dim(&self, dim: usize, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let last = self.rank().checked_sub(1).ok_or_else(|| Error::bad_shape("softmax", self.shape(), "need at least 1 dim"))?;
         self.layout().check_dim_pub("softmax", dim)?;
-        if dim == last {
-            f(self)
-        } else {
-            f(&self.transpose(dim, last)?.contiguous()?)?.transpose(dim, last)
-        }
+        if dim == last { f(self) } else { f(&self.transpose(dim, last)?.contiguous()?)?.transpose(dim, last) }
     }
 
     /// Softmax over `dim`.
@@ -80,7 +76,13 @@ impl Tensor {
     fn softmax_last_cuda(&self, log: bool) -> Result<Tensor> {
         let op = if log { "log_softmax" } else { "softmax" };
         let s = crate::cuda::nn::softmax(self, log)?;
-        Ok(Tensor::from_op(s, self.shape(), op, &[self], bw(move |c| Ok(vec![Some(crate::cuda::nn::softmax_backward(c.out, c.grad, log)?)]))))
+        Ok(Tensor::from_op(
+            s,
+            self.shape(),
+            op,
+            &[self],
+            bw(move |c| Ok(vec![Some(crate::cuda::nn::softmax_backward(c.out, c.grad, log)?)])),
+        ))
     }
 
     fn softmax_last(&self) -> Result<Tensor> {

@@ -62,7 +62,11 @@ impl ImageFolderDataset {
                         if img.width() < 153 || img.height() < 185 {
                             return Err(TrainError::Data {
                                 path: f.clone(),
-                                msg: format!("{}x{} is too small for the CelebA crop (128x128 at top 57, left 25)", img.width(), img.height()),
+                                msg: format!(
+                                    "{}x{} is too small for the CelebA crop (128x128 at top 57, left 25)",
+                                    img.width(),
+                                    img.height()
+                                ),
                             });
                         }
                         img.crop_imm(25, 57, 128, 128).resize_exact(64, 64, FilterType::Triangle)
@@ -86,7 +90,10 @@ impl ImageFolderDataset {
         let mut pixels = Vec::with_capacity(decoded.len() * 3 * size.0 * size.1);
         for ((h, w, chw), f) in decoded.into_iter().zip(&files) {
             if (h, w) != size {
-                return Err(TrainError::Data { path: f.clone(), msg: format!("image is {w}x{h}, the first image is {}x{}", size.1, size.0) });
+                return Err(TrainError::Data {
+                    path: f.clone(),
+                    msg: format!("image is {w}x{h}, the first image is {}x{}", size.1, size.0),
+                });
             }
             pixels.extend_from_slice(&chw);
         }

@@ -9,8 +9,8 @@
 use super::Dataset;
 use crate::error::Result;
 use sparsedm_tensor::{Device, Rng, Tensor};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 /// Loader settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,11 @@ pub fn make_batch(data: &dyn Dataset, cfg: &LoaderConfig, k: u64) -> Result<Batc
     let per = 3 * h * w;
     let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, k);
     let mut pixels = vec![0f32; idx.len() * per];
-    let flips = if cfg.random_flip { Rng::from_state(cfg.seed ^ 0x464c_4950, k << 8).uniform_vec(idx.len(), 0.0, 1.0) } else { vec![1.0; idx.len()] };
+    let flips = if cfg.random_flip {
+        Rng::from_state(cfg.seed ^ 0x464c_4950, k << 8).uniform_vec(idx.len(), 0.0, 1.0)
+    } else {
+        vec![1.0; idx.len()]
+    };
     for ((&i, out), &f) in idx.iter().zip(pixels.chunks_mut(per)).zip(&flips) {
         data.get(i, out)?;
         if f < 0.5 {

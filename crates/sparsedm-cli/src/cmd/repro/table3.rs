@@ -34,7 +34,8 @@ pub fn measure(gpu: &Arc<Gpu>) -> Result<Vec<Vec<BlockTiming>>> {
     for r in paper::TABLE3_MLP_RATIOS {
         let mut row = Vec::new();
         for p in paper::TABLE3_PATCHES {
-            let t = time_block(gpu, BlockConfig::paper(p, r), &dispatch).with_context(|| format!("Table 3 cell patch {p}, mlp_ratio {r}"))?;
+            let t =
+                time_block(gpu, BlockConfig::paper(p, r), &dispatch).with_context(|| format!("Table 3 cell patch {p}, mlp_ratio {r}"))?;
             eprintln!(
                 "[repro] table3 patch {p} mlp_ratio {r}: dense {:.2} ms, 2:4 {:.2} ms ({:.2}×), dispatched {:.2} ms ({:.2}×)",
                 t.dense_ms,
@@ -65,7 +66,10 @@ pub fn report(gpu: &Gpu, grid: &[Vec<BlockTiming>], scale: &str) -> (String, ser
         "One U-ViT block of width 8192 (8 heads × 1024), batch 64, fp16, 32×32 inputs, 2:4 on qkv, proj, fc1, fc2; speed-up = dense forward time / 2:4 forward time. Measured on {}.\n",
         gpu.name()
     );
-    let _ = writeln!(md, "Ours: dispatched (each layer takes its faster path), with forced-2:4 in parentheses; target ≥ 1.3× at patch 1 with mlp_ratio ≥ 4, ≥ 1.0× elsewhere.\n");
+    let _ = writeln!(
+        md,
+        "Ours: dispatched (each layer takes its faster path), with forced-2:4 in parentheses; target ≥ 1.3× at patch 1 with mlp_ratio ≥ 4, ≥ 1.0× elsewhere.\n"
+    );
     let _ = writeln!(md, "| mlp_ratio | ours p=1 | p=2 | p=4 | paper p=1 | p=2 | p=4 | PyTorch 2.11 on H200 p=1 | p=2 | p=4 |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     let mut met_all = true;
@@ -85,7 +89,10 @@ pub fn report(gpu: &Gpu, grid: &[Vec<BlockTiming>], scale: &str) -> (String, ser
         );
     }
     let _ = writeln!(md, "\nTargets {} (✗ marks a missed cell).", if met_all { "all met" } else { "not all met" });
-    let _ = writeln!(md, "\nPaper: A40, PyTorch 2.2 CUTLASS semi-structured kernels. Peer: PyTorch 2.11 + cuSPARSELt 0.8 on an H200 (../shared/GPU.md §6).");
+    let _ = writeln!(
+        md,
+        "\nPaper: A40, PyTorch 2.2 CUTLASS semi-structured kernels. Peer: PyTorch 2.11 + cuSPARSELt 0.8 on an H200 (../shared/GPU.md §6)."
+    );
     let ours: Vec<Vec<serde_json::Value>> = grid
         .iter()
         .map(|row| {
