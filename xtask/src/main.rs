@@ -7,6 +7,7 @@ mod bindgen;
 mod gpu_bundle;
 mod ptx;
 mod repro;
+mod vs_torch;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,9 @@ usage: cargo xtask <task>
 
 tasks:
   bench [SUITE]   run benchmarks in release mode (SUITE: tensor, train-cpu; default: all)
+  bench vs-torch [--rounds R] [--iters N] [--model PRESET:BATCH]
+                  our CPU forward and training step beside PyTorch's (SPARSEDM_TORCH_PYTHON),
+                  interleaved in the same run, with the ratios
   repro TABLE [--scale tiny|paper] [FLAGS]
                   reproduce a table of the paper (TABLE: table1, table2, table3, ablation);
                   writes repro-output/TABLE.md and TABLE.json (flags: `sparsedm repro --help`)
