@@ -1,8 +1,8 @@
 //! `Conv2d` (NCHW, weight `[out, in, kh, kw]`) with an optional N:M
 //! sparsity on its weight, groups along input channels.
 
-use crate::init::Init;
-use crate::sparse::SparseSlot;
+use crate::nn::init::Init;
+use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 

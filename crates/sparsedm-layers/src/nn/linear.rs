@@ -1,8 +1,8 @@
 //! `Linear` (y = x Wᵀ + b, PyTorch layout `[out, in]`) with an optional N:M
 //! sparsity on its weight through a [`SparseSlot`].
 
-use crate::init::Init;
-use crate::sparse::SparseSlot;
+use crate::nn::init::Init;
+use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 
