@@ -4,8 +4,8 @@
 //! `Result<_, LayersError>` instead of panicking, and each variant carries enough context (the
 //! pattern, the layout, the offending group) for the message to be actionable on its own.
 
-use crate::layout::WeightLayout;
-use crate::pattern::{MAX_M, NmPattern};
+use crate::nm::layout::WeightLayout;
+use crate::nm::pattern::{MAX_M, NmPattern};
 
 /// Everything that can go wrong when building, computing or checking N:M masks.
 #[derive(Debug, thiserror::Error)]

@@ -1,62 +1,57 @@
-//! N:M sparse masks for the layers of sparse diffusion models (SparseDM).
+//! N:M sparse layers for sparse diffusion models (SparseDM).
 //!
-//! This crate part holds the **pure mask algorithms**: they work on plain `&[f32]` weight buffers in
-//! PyTorch layout plus a [`WeightLayout`], and know nothing of the tensor engine, so the sparse
-//! layers (SR-STE, ASP) can call them on whatever storage they use.
+//! The crate is in three folders, each using only the folders listed before it:
 //!
-//! * [`pattern`]: [`NmPattern`], a validated `N:M` (`"2:4"`; `N == M` is the dense point).
-//! * [`layout`]: [`WeightLayout`], Linear `[out, in]` / Conv2d `[out, in, kh, kw]`, and the axis the
-//!   N:M groups run along (the input dimension; input channels at each `(out, ky, kx)` for a conv).
-//! * [`mask`]: magnitude N:M masks (the SR-STE rule: keep the N largest `|w|` per group of M),
-//!   allocation-free and parallel via [`mask_into`] since SR-STE recomputes them at every forward
-//!   pass; [`NonDivisible`] handles input dimensions that are not a multiple of M, including
-//!   SparseDM's flat-index grouping.
-//! * [`validate`]: [`check_nm`] (naming the first offending group), [`sparsity`],
-//!   [`kept_magnitude`].
-//! * [`transposable`]: transposable 2:4 masks (exact over the 90 valid 4×4 patterns, or greedy
-//!   2-approximation) for sparse forward *and* backward GEMMs.
-//! * [`error`]: [`LayersError`]; no function here panics on bad input.
+//! * [`nm`]: the **pure mask algorithms** on plain `&[f32]` buffers plus a
+//!   [`WeightLayout`]; they know nothing of the tensor engine.
+//!   - [`pattern`]: [`NmPattern`], a validated `N:M` (`"2:4"`; `N == M` is the dense point).
+//!   - [`layout`]: [`WeightLayout`], Linear `[out, in]` / Conv2d `[out, in, kh, kw]`, and the axis the
+//!     N:M groups run along (the input dimension; input channels at each `(out, ky, kx)` for a conv).
+//!   - [`mask`]: magnitude N:M masks (the SR-STE rule: keep the N largest `|w|` per group of M),
+//!     allocation-free and parallel via [`mask_into`] since SR-STE recomputes them at every forward
+//!     pass; [`NonDivisible`] handles input dimensions that are not a multiple of M, including
+//!     SparseDM's flat-index grouping.
+//!   - [`validate`]: [`check_nm`] (naming the first offending group), [`sparsity`],
+//!     [`kept_magnitude`].
+//!   - [`transposable`]: transposable 2:4 masks (exact over the 90 valid 4×4 patterns, or greedy
+//!     2-approximation) for sparse forward *and* backward GEMMs.
 //!
-//! Masks are `Vec<f32>` of 0.0/1.0 so a layer can multiply them with the weight directly.
+//!   Masks are `Vec<f32>` of 0.0/1.0 so a layer can multiply them with the weight directly.
+//! * [`nn`]: the **layers** the models are built from ([`Linear`], [`Conv2d`], [`LayerNorm`],
+//!   [`GroupNorm`], [`BatchNorm2d`], [`Embedding`], [`Attention`]), the [`ParamStore`] that names
+//!   their parameters like the reference `state_dict()`, and [`SparseSlot`], the single owner of a
+//!   Linear/Conv2d weight, which turns the dense weight into the weight each training mode uses
+//!   ([`SparseMode`]: SR-STE, STE, ASP's fixed mask, untrained masks).
+//! * [`method`]: the **method** around them:
+//!   - [`policy`]: which layers get a pattern ([`Policy`]: `sparsedm-uvit`,
+//!     `asp`, `all`, name globs) and [`apply_policy`];
+//!   - [`report`]: [`SparsityReport`], per-layer pattern, achieved sparsity
+//!     and MACs, as a table or JSON;
+//!   - [`kt`]: the knowledge-transfer loss [`KtLoss`];
+//!   - [`progressive`]: the progressive-sparsity baseline
+//!     [`ProgressiveSchedule`] (masks switched in place);
+//!   - [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
+//!     spec in the safetensors metadata, verified on read);
+//!   - [`prune`](mod@prune): one-shot magnitude pruning ([`prune()`]).
+//! * [`error`]: [`LayersError`], the crate's one error type; no function here panics on bad input.
 //!
-//! On top of the mask algorithms sit the **layers** the models are built from
-//! ([`Linear`], [`Conv2d`], [`LayerNorm`], [`GroupNorm`], [`BatchNorm2d`],
-//! [`Embedding`], [`Attention`]), the [`ParamStore`] that names their
-//! parameters like the reference `state_dict()`, and [`SparseSlot`], which
-//! turns a dense weight into the weight each training mode uses
-//! ([`SparseMode`]: SR-STE, STE, ASP's fixed mask, untrained masks).
-//!
-//! And the **method** around them:
-//! * [`policy`]: which layers get a pattern ([`Policy`]: `sparsedm-uvit`,
-//!   `asp`, `all`, name globs) and [`apply_policy`];
-//! * [`report`]: [`SparsityReport`], per-layer pattern, achieved sparsity
-//!   and MACs, as a table or JSON;
-//! * [`kt`]: the knowledge-transfer loss [`KtLoss`];
-//! * [`progressive`]: the progressive-sparsity baseline
-//!   [`ProgressiveSchedule`] (masks switched in place);
-//! * [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
-//!   spec in the safetensors metadata, verified on read);
-//! * [`prune`](mod@prune): one-shot magnitude pruning ([`prune()`]).
+//! Every public item is also re-exported at the crate root, and every module
+//! under its flat name (`sparsedm_layers::mask`), as before the folders existed.
 
-pub mod attention;
-pub mod checkpoint;
-pub mod conv2d;
 pub mod error;
-pub mod init;
-pub mod kt;
-pub mod layout;
-pub mod linear;
-pub mod mask;
-pub mod norm;
-pub mod pattern;
-pub mod policy;
-pub mod progressive;
-pub mod prune;
-pub mod report;
-pub mod sparse;
-pub mod store;
-pub mod transposable;
-pub mod validate;
+pub mod method;
+pub mod nm;
+pub mod nn;
+
+// The modules under their flat pre-folder paths (`sparsedm_layers::mask`,
+// `sparsedm_layers::sparse`, ...), so code written against them keeps
+// compiling; new code should name the folder (`sparsedm_layers::nm::mask`).
+#[doc(no_inline)]
+pub use method::{checkpoint, kt, policy, progressive, prune, report};
+#[doc(no_inline)]
+pub use nm::{layout, mask, pattern, transposable, validate};
+#[doc(no_inline)]
+pub use nn::{attention, conv2d, init, linear, norm, sparse, store};
 
 pub use attention::Attention;
 pub use checkpoint::{

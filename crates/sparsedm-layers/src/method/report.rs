@@ -17,7 +17,7 @@
 //! Zeros that happen to sit in a dense weight save nothing and are not
 //! counted as savings (they do show in the achieved sparsity).
 
-use crate::sparse::SparseMode;
+use crate::nn::sparse::SparseMode;
 use crate::{LayersError, ParamStore, WeightLayout};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -28,8 +28,8 @@
 //! are never touched; choose the layers once with
 //! [`crate::apply_policy`] at the first stage's pattern.
 
-use crate::pattern::NmPattern;
-use crate::sparse::{SparseMode, plan_mode};
+use crate::nm::pattern::NmPattern;
+use crate::nn::sparse::{SparseMode, plan_mode};
 use crate::{LayersError, ParamStore};
 use std::fmt;
 use std::str::FromStr;

@@ -1,17 +1,22 @@
 //! `Linear` (y = x Wᵀ + b, PyTorch layout `[out, in]`) with an optional N:M
 //! sparsity on its weight through a [`SparseSlot`].
+//!
+//! The slot is the one owner of the weight: the layer keeps no copy of its
+//! own, so there is a single handle to reason about when a mode prunes the
+//! weight in place or a checkpoint overwrites it (the [`ParamStore`] entry
+//! `weight` is the same variable, registered under its state-dict name).
 
-use crate::init::Init;
-use crate::sparse::SparseSlot;
+use crate::nn::init::Init;
+use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 
 /// A fully connected layer.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    /// Owns the weight `[out, in]` and its sparsity.
     slot: SparseSlot,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
@@ -24,9 +29,9 @@ impl Linear {
     pub fn with_init(store: &ParamStore, in_dim: usize, out_dim: usize, bias: bool, w: Init, b: Init) -> Result<Self, LayersError> {
         let weight = store.param("weight", &[out_dim, in_dim], w)?;
         let bias = if bias { Some(store.param("bias", &[out_dim], b)?) } else { None };
-        let slot = SparseSlot::new(weight.clone(), store.training_flag())?;
+        let slot = SparseSlot::new(weight, store.training_flag())?;
         store.register_sparse(slot.clone());
-        Ok(Linear { weight, bias, slot })
+        Ok(Linear { slot, bias })
     }
 
     /// `x` of shape `[..., in]` to `[..., out]`.
@@ -35,8 +40,9 @@ impl Linear {
         Ok(x.linear(&w, self.bias.as_ref())?)
     }
 
+    /// The dense weight variable (held by the slot).
     pub fn weight(&self) -> &Tensor {
-        &self.weight
+        self.slot.weight()
     }
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
@@ -45,9 +51,9 @@ impl Linear {
         &self.slot
     }
     pub fn in_dim(&self) -> usize {
-        self.weight.shape()[1]
+        self.slot.layout().inp()
     }
     pub fn out_dim(&self) -> usize {
-        self.weight.shape()[0]
+        self.slot.layout().out()
     }
 }

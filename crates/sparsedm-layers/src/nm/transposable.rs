@@ -30,7 +30,7 @@
 //! * Conv2d `[out, in, kh, kw]`: the implicit-GEMM filter matrix `[out, kh·kw·in]` in NHWC
 //!   (`K×RSC`) order, i.e. each tile is 4 consecutive output channels × 4 consecutive input
 //!   channels at one kernel position `(ky, kx)`. Its rows are then exactly the Conv2d N:M groups
-//!   of [`crate::mask`] (input channels at a fixed `(out, ky, kx)`), and its columns group 4
+//!   of [`crate::nm::mask`] (input channels at a fixed `(out, ky, kx)`), and its columns group 4
 //!   output channels at a fixed `(in, ky, kx)`, the reduction axis of the data-gradient GEMM
 //!   `dX = Wᵀ·dY`.
 //!
@@ -39,14 +39,14 @@
 //! # Ties and non-finite values
 //! Exact: the first pattern in [`valid_4x4_patterns`] order with the largest score wins. Greedy:
 //! equal `|w|` are visited in row-major order within the block. NaN magnitudes count as `+inf`
-//! (the largest), as in [`crate::mask`].
+//! (the largest), as in [`crate::nm::mask`].
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use crate::error::{BlockLine, LayersError};
-use crate::layout::WeightLayout;
+use crate::nm::layout::WeightLayout;
 
 /// Which per-block solver to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

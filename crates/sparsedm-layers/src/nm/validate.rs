@@ -8,9 +8,9 @@
 //! A value counts as nonzero unless it equals `0.0` (`-0.0` is zero, NaN is nonzero).
 
 use crate::error::LayersError;
-use crate::layout::WeightLayout;
-use crate::mask::{NonDivisible, flat_to_pytorch};
-use crate::pattern::NmPattern;
+use crate::nm::layout::WeightLayout;
+use crate::nm::mask::{NonDivisible, flat_to_pytorch};
+use crate::nm::pattern::NmPattern;
 
 /// Checks that `values` (a weight or a mask in layout `layout`) has at most `N` nonzeros in every
 /// group of `M` along the input dimension.

@@ -25,10 +25,10 @@
 //! dense" gets the mode anyway (its slot's mask is all ones), and the report
 //! says `left-dense` so nobody mistakes it for a sparse layer.
 
-use crate::mask::NonDivisible;
-use crate::pattern::NmPattern;
-use crate::report::SparsityReport;
-use crate::sparse::{SparseMode, plan_mode};
+use crate::method::report::SparsityReport;
+use crate::nm::mask::NonDivisible;
+use crate::nm::pattern::NmPattern;
+use crate::nn::sparse::{SparseMode, plan_mode};
 use crate::{LayersError, ParamStore, WeightLayout};
 use std::fmt;
 use std::str::FromStr;

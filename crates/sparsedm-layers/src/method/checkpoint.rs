@@ -31,10 +31,10 @@
 //! SR-STE training exactly, also keep a dense checkpoint
 //! ([`ParamStore::save_safetensors`]).
 
-use crate::mask::{MaskOutcome, NonDivisible};
-use crate::sparse::{ModeKind, SparseMode, plan_mode};
-use crate::transposable::check_transposable;
-use crate::validate::check_nm;
+use crate::nm::mask::{MaskOutcome, NonDivisible};
+use crate::nm::transposable::check_transposable;
+use crate::nm::validate::check_nm;
+use crate::nn::sparse::{ModeKind, SparseMode, plan_mode};
 use crate::{LayersError, NmPattern, ParamStore, WeightLayout};
 use serde::{Deserialize, Serialize};
 use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, save_safetensors};

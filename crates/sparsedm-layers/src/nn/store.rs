@@ -8,8 +8,8 @@
 //! collected and reported in one error.
 
 use crate::LayersError;
-use crate::init::Init;
-use crate::sparse::SparseSlot;
+use crate::nn::init::Init;
+use crate::nn::sparse::SparseSlot;
 use sparsedm_tensor::{DType, Device, Rng, Tensor, no_grad};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

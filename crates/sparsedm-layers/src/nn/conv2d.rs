@@ -1,8 +1,11 @@
 //! `Conv2d` (NCHW, weight `[out, in, kh, kw]`) with an optional N:M
 //! sparsity on its weight, groups along input channels.
+//!
+//! As for [`crate::Linear`], the [`SparseSlot`] is the one owner of the
+//! weight; the layer keeps only the bias and the geometry.
 
-use crate::init::Init;
-use crate::sparse::SparseSlot;
+use crate::nn::init::Init;
+use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 
@@ -28,9 +31,9 @@ impl Conv2dConfig {
 /// A 2-D convolution layer.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    /// Owns the weight `[out, in, kh, kw]` and its sparsity.
     slot: SparseSlot,
+    bias: Option<Tensor>,
     cfg: Conv2dConfig,
 }
 
@@ -44,9 +47,9 @@ impl Conv2d {
     pub fn with_init(store: &ParamStore, in_ch: usize, out_ch: usize, cfg: Conv2dConfig, w: Init, b: Init) -> Result<Self, LayersError> {
         let weight = store.param("weight", &[out_ch, in_ch, cfg.kernel.0, cfg.kernel.1], w)?;
         let bias = if cfg.bias { Some(store.param("bias", &[out_ch], b)?) } else { None };
-        let slot = SparseSlot::new(weight.clone(), store.training_flag())?;
+        let slot = SparseSlot::new(weight, store.training_flag())?;
         store.register_sparse(slot.clone());
-        Ok(Conv2d { weight, bias, slot, cfg })
+        Ok(Conv2d { slot, bias, cfg })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
@@ -54,8 +57,9 @@ impl Conv2d {
         Ok(x.conv2d(&w, self.bias.as_ref(), self.cfg.stride, self.cfg.padding)?)
     }
 
+    /// The dense weight variable (held by the slot).
     pub fn weight(&self) -> &Tensor {
-        &self.weight
+        self.slot.weight()
     }
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()

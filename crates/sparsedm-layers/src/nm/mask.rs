@@ -9,7 +9,7 @@
 //! caller buffer, allocates nothing, and runs in parallel (rayon) over output rows of large layers.
 //!
 //! # Groups
-//! See [`crate::layout`]: a Linear groups `M` consecutive inputs of one row; a Conv2d groups `M`
+//! See [`crate::nm::layout`]: a Linear groups `M` consecutive inputs of one row; a Conv2d groups `M`
 //! consecutive input channels at a fixed `(out, ky, kx)` (stride `kh·kw` in memory). When the
 //! input dimension is not a multiple of `M`, [`NonDivisible`] decides what happens.
 //!
@@ -34,8 +34,8 @@
 use rayon::prelude::*;
 
 use crate::error::LayersError;
-use crate::layout::WeightLayout;
-use crate::pattern::{MAX_M, NmPattern};
+use crate::nm::layout::WeightLayout;
+use crate::nm::pattern::{MAX_M, NmPattern};
 
 /// Calls `f::<M>` with `M = m` for the common group sizes and `M = 0` (runtime size) otherwise.
 macro_rules! dispatch_m {

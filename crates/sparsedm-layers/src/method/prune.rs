@@ -6,12 +6,12 @@
 //! [`prune`] works on a built model's [`ParamStore`]; [`replace_pruned`]
 //! then puts the pruned weights back into the tensors of the original file
 //! (same names, same dtypes, every other tensor bit for bit), which is what
-//! `sparsedm prune` writes with [`crate::checkpoint::write_sparse_checkpoint`].
+//! `sparsedm prune` writes with [`crate::method::checkpoint::write_sparse_checkpoint`].
 
-use crate::checkpoint::SparsitySpec;
-use crate::policy::{Policy, apply_policy};
-use crate::report::SparsityReport;
-use crate::sparse::SparseMode;
+use crate::method::checkpoint::SparsitySpec;
+use crate::method::policy::{Policy, apply_policy};
+use crate::method::report::SparsityReport;
+use crate::nn::sparse::SparseMode;
 use crate::{LayersError, NmPattern, ParamStore};
 use sparsedm_tensor::Tensor;
 use std::collections::HashMap;

@@ -1,8 +1,8 @@
 //! Multi-head self-attention as U-ViT's `Attention` module (`qkv` and
 //! `proj` Linear layers; the math path of scaled dot-product attention).
 
-use crate::init::Init;
-use crate::linear::Linear;
+use crate::nn::init::Init;
+use crate::nn::linear::Linear;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 

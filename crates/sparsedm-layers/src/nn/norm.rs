@@ -1,7 +1,7 @@
 //! Normalisation layers with PyTorch's parameter names (`weight`, `bias`,
 //! `running_mean`, `running_var`).
 
-use crate::init::Init;
+use crate::nn::init::Init;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 

@@ -24,10 +24,10 @@
 //! in the middle of a forward pass.
 
 use crate::LayersError;
-use crate::layout::WeightLayout;
-use crate::mask::{MaskOutcome, NonDivisible, compute_mask, plan_mask};
-use crate::pattern::NmPattern;
-use crate::transposable::{TransposableMethod, transposable_mask};
+use crate::nm::layout::WeightLayout;
+use crate::nm::mask::{MaskOutcome, NonDivisible, compute_mask, plan_mask};
+use crate::nm::pattern::NmPattern;
+use crate::nm::transposable::{TransposableMethod, transposable_mask};
 use sparsedm_tensor::{Tensor, no_grad};
 use std::fmt;
 use std::str::FromStr;
