@@ -15,9 +15,6 @@ pub(crate) type Operand<'a, S> = (&'a S, &'a Layout);
 /// in errors. Every method returns contiguous storage of the result's shape
 /// unless it says otherwise.
 pub(crate) trait BackendStorage: Sized {
-    /// The element type.
-    fn dtype(&self) -> DType;
-
     /// The view `l` as a contiguous host buffer in its own dtype.
     fn to_cpu(&self, l: &Layout, op: &'static str) -> Result<crate::backend::cpu::CpuStorage>;
     /// A contiguous copy of the view `l` on the same device.

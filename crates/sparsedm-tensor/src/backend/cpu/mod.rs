@@ -39,10 +39,6 @@ fn dense<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<std::bor
 }
 
 impl BackendStorage for CpuStorage {
-    fn dtype(&self) -> DType {
-        CpuStorage::dtype(self)
-    }
-
     fn to_cpu(&self, l: &Layout, _op: &'static str) -> Result<CpuStorage> {
         Ok(self.gather_view(l))
     }

@@ -7,96 +7,92 @@
 use sparsedm_kernels::GpuDType;
 use sparsedm_kernels::ops::conv::{ConvGeometry, col2im, im2col};
 
-use crate::cuda::gemm::{broadcast_to, gemm_into};
-use crate::cuda::reduce::{Reduce, reduce};
-use crate::cuda::storage::{CudaStorage, cuda_ref, dense_f32};
-use crate::cuda::{kerr, same_gpu};
-use crate::storage::Storage;
-use crate::{DType, Result, Tensor};
+use crate::backend::cuda::gemm::{broadcast_to, gemm_into};
+use crate::backend::cuda::reduce;
+use crate::backend::cuda::storage::{CudaStorage, Held, dense_f32, kerr, same_gpu};
+use crate::op_kinds::ConvGeom;
+use crate::{DType, Layout, Result};
 
-/// The geometry of one convolution and its output channels.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Conv {
-    pub g: ConvGeometry,
-    pub o: usize,
+/// The kernels' geometry of `g`.
+fn geometry(g: &ConvGeom) -> ConvGeometry {
+    ConvGeometry { n: g.n, c: g.c, h: g.h, w: g.w, kh: g.kh, kw: g.kw, stride: (g.sh, g.sw), padding: (g.ph, g.pw) }
 }
 
-impl Conv {
-    fn pointwise(&self) -> bool {
-        self.g.kh == 1 && self.g.kw == 1 && self.g.stride == (1, 1) && self.g.padding == (0, 0)
+/// The im2col columns of `x` (`[N, CK, P]` contiguous), or `x` itself for a
+/// pointwise convolution.
+fn columns<'a>(x: &'a CudaStorage, l: &Layout, g: &ConvGeom) -> Result<Held<'a>> {
+    let op = "conv2d";
+    let xd = dense_f32(x, l, op)?;
+    if g.is_pointwise() {
+        return Ok(xd);
     }
-    fn p(&self) -> Result<usize> {
-        let (ho, wo) = self.g.output().map_err(kerr("conv2d"))?;
-        Ok(ho * wo)
-    }
-    fn ck(&self) -> usize {
-        self.g.col_rows()
-    }
+    let gpu = same_gpu(op, &[x])?;
+    let mut cols = CudaStorage::alloc(&gpu, DType::F32, g.n * g.ck() * g.p(), op)?;
+    im2col(&gpu, GpuDType::F32, &geometry(g), xd.buffer(), cols.buffer_mut()).map_err(kerr(op))?;
+    Ok(Held::Owned(cols))
+}
 
-    /// The im2col columns of `x` (`[N, CK, P]`), or `x` itself viewed so for
-    /// a pointwise convolution.
-    fn columns(&self, x: &Tensor) -> Result<Tensor> {
-        let op = "conv2d";
-        let (n, ck, p) = (self.g.n, self.ck(), self.p()?);
-        let xd = dense_f32(x, op)?;
-        if self.pointwise() {
-            return xd.reshape(&[n, ck, p]);
-        }
-        let gpu = same_gpu(op, &[x])?;
-        let mut cols = CudaStorage::alloc(&gpu, DType::F32, n * ck * p, op)?;
-        {
-            let s = xd.storage();
-            im2col(&gpu, GpuDType::F32, &self.g, cuda_ref(&s, op)?.buffer(), cols.buffer_mut()).map_err(kerr(op))?;
-        }
-        Ok(Tensor::from_storage(Storage::Cuda(cols), &[n, ck, p]))
-    }
+/// `[N, O, Ho, Wo]` output of `x` with weight `w` (`[O, C, kh, kw]`).
+pub(crate) fn forward(
+    x: &CudaStorage,
+    lx: &Layout,
+    w: &CudaStorage,
+    lw: &Layout,
+    bias: Option<(&CudaStorage, &Layout)>,
+    g: &ConvGeom,
+) -> Result<CudaStorage> {
+    let op = "conv2d";
+    let mut inputs = vec![x, w];
+    inputs.extend(bias.map(|b| b.0));
+    let gpu = same_gpu(op, &inputs)?;
+    let (n, ck, p, o) = (g.n, g.ck(), g.p(), g.o);
+    let cols = columns(x, lx, g)?;
+    let w2 = dense_f32(w, lw, op)?;
+    let mut out = match bias {
+        Some((b, lb)) => broadcast_to(&*dense_f32(b, lb, op)?, &Layout::contiguous(&[1, o, 1]), &[n, o, p], op)?,
+        None => CudaStorage::alloc(&gpu, DType::F32, n * o * p, op)?,
+    };
+    gemm_into(
+        op,
+        (&w2, &Layout::contiguous(&[o, ck])),
+        (&cols, &Layout::contiguous(&[n, ck, p])),
+        &[n],
+        o,
+        ck,
+        p,
+        &mut out,
+        bias.is_some(),
+    )?;
+    Ok(out)
+}
 
-    /// `[N, O, Ho, Wo]` output of `x` with weight `w` (`[O, C, kh, kw]`).
-    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Storage> {
-        let op = "conv2d";
-        let mut inputs = vec![x, w];
-        inputs.extend(bias);
-        let gpu = same_gpu(op, &inputs)?;
-        let (n, ck, p, o) = (self.g.n, self.ck(), self.p()?, self.o);
-        let cols = self.columns(x)?;
-        let w2 = dense_f32(w, op)?.reshape(&[o, ck])?;
-        let mut out = match bias {
-            Some(b) => broadcast_to(&b.reshape(&[1, o, 1])?, &[n, o, p], op)?,
-            None => CudaStorage::alloc(&gpu, DType::F32, n * o * p, op)?,
-        };
-        gemm_into(op, &w2, &cols, &[n], o, ck, p, &mut out, bias.is_some())?;
-        Ok(Storage::Cuda(out))
+/// Input gradient `[N, C, H, W]` from the output gradient `gy`.
+pub(crate) fn backward_input(gy: &CudaStorage, lg: &Layout, w: &CudaStorage, lw: &Layout, g: &ConvGeom) -> Result<CudaStorage> {
+    let op = "conv2d_backward";
+    let gpu = same_gpu(op, &[gy, w])?;
+    let (n, ck, p, o) = (g.n, g.ck(), g.p(), g.o);
+    let gy3 = dense_f32(gy, lg, op)?;
+    let wd = dense_f32(w, lw, op)?;
+    let wt = Layout::contiguous(&[o, ck]).transpose(0, 1)?;
+    let mut colg = CudaStorage::alloc(&gpu, DType::F32, n * ck * p, op)?;
+    gemm_into(op, (&wd, &wt), (&gy3, &Layout::contiguous(&[n, o, p])), &[n], ck, o, p, &mut colg, false)?;
+    if g.is_pointwise() {
+        return Ok(colg);
     }
+    let mut gx = CudaStorage::alloc(&gpu, DType::F32, g.n * g.c * g.h * g.w, op)?;
+    col2im(&gpu, GpuDType::F32, &geometry(g), colg.buffer(), gx.buffer_mut()).map_err(kerr(op))?;
+    Ok(gx)
+}
 
-    /// Input gradient `[N, C, H, W]` from the output gradient `gy`.
-    pub(crate) fn backward_input(&self, gy: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let op = "conv2d_backward";
-        let gpu = same_gpu(op, &[gy, w])?;
-        let (n, ck, p, o) = (self.g.n, self.ck(), self.p()?, self.o);
-        let gy3 = dense_f32(gy, op)?.reshape(&[n, o, p])?;
-        let wt = dense_f32(w, op)?.reshape(&[o, ck])?.t()?;
-        let mut colg = CudaStorage::alloc(&gpu, DType::F32, n * ck * p, op)?;
-        gemm_into(op, &wt, &gy3, &[n], ck, o, p, &mut colg, false)?;
-        let shape = [n, self.g.c, self.g.h, self.g.w];
-        if self.pointwise() {
-            return Ok(Tensor::from_storage(Storage::Cuda(colg), &shape));
-        }
-        let mut gx = CudaStorage::alloc(&gpu, DType::F32, shape.iter().product(), op)?;
-        col2im(&gpu, GpuDType::F32, &self.g, colg.buffer(), gx.buffer_mut()).map_err(kerr(op))?;
-        Ok(Tensor::from_storage(Storage::Cuda(gx), &shape))
-    }
-
-    /// Weight gradient `[O, C, kh, kw]`: Σₙ gₙ · colsₙᵀ.
-    pub(crate) fn backward_weight(&self, gy: &Tensor, x: &Tensor) -> Result<Tensor> {
-        let op = "conv2d_backward";
-        let gpu = same_gpu(op, &[gy, x])?;
-        let (n, ck, p, o) = (self.g.n, self.ck(), self.p()?, self.o);
-        let gy3 = dense_f32(gy, op)?.reshape(&[n, o, p])?;
-        let cols_t = self.columns(x)?.transpose(1, 2)?;
-        let mut per = CudaStorage::alloc(&gpu, DType::F32, n * o * ck, op)?;
-        gemm_into(op, &gy3, &cols_t, &[n], o, p, ck, &mut per, false)?;
-        let per = Tensor::from_storage(Storage::Cuda(per), &[n, o, ck]);
-        let sum = reduce(&per, &[0], Reduce::Sum, op)?;
-        Ok(Tensor::from_storage(sum, &[o, self.g.c, self.g.kh, self.g.kw]))
-    }
+/// Weight gradient `[O, C, kh, kw]`: Σₙ gₙ · colsₙᵀ.
+pub(crate) fn backward_weight(gy: &CudaStorage, lg: &Layout, x: &CudaStorage, lx: &Layout, g: &ConvGeom) -> Result<CudaStorage> {
+    let op = "conv2d_backward";
+    let gpu = same_gpu(op, &[gy, x])?;
+    let (n, ck, p, o) = (g.n, g.ck(), g.p(), g.o);
+    let gy3 = dense_f32(gy, lg, op)?;
+    let cols = columns(x, lx, g)?;
+    let cols_t = Layout::contiguous(&[n, ck, p]).transpose(1, 2)?;
+    let mut per = CudaStorage::alloc(&gpu, DType::F32, n * o * ck, op)?;
+    gemm_into(op, (&gy3, &Layout::contiguous(&[n, o, p])), (&cols, &cols_t), &[n], o, p, ck, &mut per, false)?;
+    reduce::sum(&per, &Layout::contiguous(&[n, o, ck]), &[0], op)
 }

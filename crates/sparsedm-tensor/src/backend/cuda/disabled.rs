@@ -56,9 +56,6 @@ pub(crate) fn peak_memory_bytes(ordinal: usize) -> Result<usize> {
 }
 
 impl BackendStorage for CudaStorage {
-    fn dtype(&self) -> DType {
-        match *self {}
-    }
     fn to_cpu(&self, _: &Layout, _: &'static str) -> Result<CpuStorage> {
         match *self {}
     }
