@@ -48,6 +48,10 @@ pub(crate) fn normal_cdf(x: f32) -> f32 {
     0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + fast_exp(-x))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -72,8 +76,4 @@ mod tests {
         assert!(super::fast_exp(-1000.0) < 1e-37 && super::fast_exp(1000.0) > 1e38);
         assert!(super::sigmoid(-100.0) < 1e-30 && (super::sigmoid(100.0) - 1.0).abs() < 1e-7);
     }
-}
-
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + fast_exp(-x))
 }

@@ -13,6 +13,10 @@ use crate::{DType, Device, Error, Layout, Result, Rng};
 pub enum CudaStorage {}
 
 impl CudaStorage {
+    /// Element type (never called: the type has no values).
+    pub fn dtype(&self) -> DType {
+        match *self {}
+    }
     /// Device (never called: the type has no values).
     pub fn device(&self) -> Device {
         match *self {}
