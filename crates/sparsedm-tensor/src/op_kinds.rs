@@ -1,5 +1,5 @@
-//! The vocabulary shared by the device-free ops (`crate::ops`) and the
-//! backends (`crate::backend`): what an element-wise op computes, the
+//! The vocabulary shared by the device-free ops (`ops/`) and the
+//! backends (`backend/`): what an element-wise op computes, the
 //! geometry of a convolution or a pool, which random draw to make, the
 //! scalars of a fused AdamW step. Plain data with no behaviour of its own,
 //! so that ops and backends both import it and never each other.

@@ -2,11 +2,11 @@
 //! asks which device that is (the candle design). [`Storage`] is an enum of
 //! the backends' buffer types; each method below matches once and hands the
 //! buffers, their [`Layout`]s and the op kind to the CPU backend
-//! (`crate::backend::cpu`) or the CUDA backend (`crate::backend::cuda`,
+//! (`backend/cpu`) or the CUDA backend (`backend/cuda`,
 //! an uninhabited type without the `cuda` feature). Operands on different
 //! devices are an [`Error::DeviceMismatch`] here, for every op.
 //!
-//! Ops (`crate::ops`) validate shapes, broadcast layouts, call these
+//! Ops (`ops/`) validate shapes, broadcast layouts, call these
 //! primitives and record autograd nodes; they never see a device.
 
 use crate::backend::api::{BackendStorage, Operand};

@@ -16,7 +16,7 @@ pub(crate) type Operand<'a, S> = (&'a S, &'a Layout);
 /// unless it says otherwise.
 pub(crate) trait BackendStorage: Sized {
     /// The view `l` as a contiguous host buffer in its own dtype.
-    fn to_cpu(&self, l: &Layout, op: &'static str) -> Result<crate::backend::cpu::CpuStorage>;
+    fn to_cpu(&self, l: &Layout, op: &'static str) -> Result<crate::backend::cpu::buffer::CpuStorage>;
     /// A contiguous copy of the view `l` on the same device.
     fn copy_view(&self, l: &Layout, op: &'static str) -> Result<Self>;
     /// The view `l` converted to `dtype`.

@@ -1,6 +1,6 @@
-//! The device backends, behind [`crate::storage::Storage`] (the only place
+//! The device backends, behind `Storage` (storage.rs) (the only place
 //! that chooses between them). A backend knows buffers, [`crate::Layout`]s
-//! and op kinds ([`crate::op_kinds`]), never a `Tensor`:
+//! and op kinds (op_kinds.rs), never a `Tensor`:
 //!
 //! - `api`: the [`api::BackendStorage`] contract both buffer types fulfil.
 //! - [`cpu`]: host buffers and kernels (rayon, the `gemm` crate), one file

@@ -1,6 +1,6 @@
 //! Tensor operations, one family per file, device-free: each op checks
 //! shapes, broadcasts layouts, calls one backend primitive through
-//! [`crate::storage::Storage`] and records one autograd node whose backward
+//! `Storage` (storage.rs) and records one autograd node whose backward
 //! rule is built from tensor ops or backend primitives.
 
 pub(crate) mod conv;

@@ -3,7 +3,7 @@
 //! file is the backend's table of contents: [`BackendStorage`] for
 //! `CpuStorage`, each primitive a call into its family's file.
 
-mod buffer;
+pub(crate) mod buffer;
 mod conv;
 mod convert;
 mod elementwise;

@@ -1,6 +1,6 @@
 //! The GPU backend. With the `cuda` feature (the default) a CUDA tensor's
 //! buffer is a [`CudaStorage`] on a `sparsedm_kernels::Gpu`, and
-//! `crate::storage::Storage` dispatches here when its buffers live on a GPU
+//! `Storage` (storage.rs) dispatches here when its buffers live on a GPU
 //! (`backend.rs` is the table of primitives); functions take buffers and
 //! layouts, never a `Tensor`. The kernels and
 //! cuBLAS come from `sparsedm-kernels` (see `kernels/ABI.md`). cudarc opens
