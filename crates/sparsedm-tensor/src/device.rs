@@ -1,6 +1,7 @@
 //! Where a tensor lives. The CPU backend is always present; `Cuda(ordinal)`
 //! is the slot of the GPU backend, which reports itself unavailable when it is
-//! not compiled in (see [`crate::cuda`]).
+//! not compiled in (see [`crate::cuda`]). What a device can do is asked of
+//! [`crate::storage`], the one place that dispatches on it.
 
 /// A compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -15,10 +16,7 @@ pub enum Device {
 impl Device {
     /// Checks that the device can be used, returning a clear error otherwise.
     pub fn ensure_available(&self) -> crate::Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            Device::Cuda(ordinal) => crate::cuda::ensure_available(*ordinal),
-        }
+        crate::storage::ensure_available(*self)
     }
 
     /// Waits until every operation queued on the device has finished (a
@@ -26,10 +24,7 @@ impl Device {
     /// asynchronously, so timings must synchronize before reading a clock;
     /// a kernel's own failure also surfaces here.
     pub fn synchronize(&self) -> crate::Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            Device::Cuda(ordinal) => crate::cuda::synchronize(*ordinal),
-        }
+        crate::storage::synchronize(*self)
     }
 
     /// The most device memory the process has held on this GPU since it was
@@ -37,10 +32,7 @@ impl Device {
     /// cached free blocks (PyTorch's `max_memory_reserved`). `None` on the
     /// CPU, which has no device allocator.
     pub fn peak_memory_bytes(&self) -> crate::Result<Option<usize>> {
-        match self {
-            Device::Cpu => Ok(None),
-            Device::Cuda(ordinal) => crate::cuda::peak_memory_bytes(*ordinal).map(Some),
-        }
+        crate::storage::peak_memory_bytes(*self)
     }
 
     /// Parses `cpu`, `cuda` or `cuda:N`.

@@ -20,6 +20,15 @@ impl DType {
             DType::I64 => 8,
         }
     }
+    /// The lower-case name (`f32`, `f16`, `bf16`, `i64`), for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I64 => "i64",
+        }
+    }
     /// Whether the type is a floating-point type.
     pub fn is_float(self) -> bool {
         !matches!(self, DType::I64)

@@ -4,13 +4,16 @@
 //! - [`Tensor`]: shared flat storage plus a [`Layout`] (shape, strides,
 //!   offset); views (transpose, permute, narrow, broadcast, reshape of
 //!   contiguous data) never copy.
-//! - Devices are enum-dispatched ([`Device`], `storage::Storage`): the CPU
-//!   backend (rayon, the `gemm` crate) is always there; the CUDA backend
-//!   ([`cuda`], feature `cuda`, on by default) runs the same ops on a GPU
-//!   through `sparsedm-kernels` and reports itself unavailable, as an error,
-//!   on machines without one. [`set_matmul_precision`] picks f32, TF32 or
-//!   bf16 CUDA matrix products. [`fused`] holds the in-place AdamW and EMA
-//!   updates and the N:M mask that a GPU training step runs as single kernels.
+//! - Devices: ops (`ops/`) are device-free; [`storage::Storage`] is the one
+//!   place that dispatches on the device, to a backend ([`backend`]) that
+//!   sees buffers, layouts and op kinds, never a `Tensor`. The CPU backend
+//!   (rayon, the `gemm` crate) is always there; the CUDA backend ([`cuda`],
+//!   feature `cuda`, on by default) runs the same primitives on a GPU through
+//!   `sparsedm-kernels` and reports itself unavailable, as an error, on
+//!   machines without one. [`set_matmul_precision`] picks f32, TF32 or bf16
+//!   CUDA matrix products. [`Tensor::adamw_step_`], [`Tensor::ema_update_`]
+//!   and [`Tensor::nm_mask`] are fused in-place updates and the N:M mask on
+//!   any device; [`nm`] is the N:M rule on plain slices.
 //! - Autograd: ops on tracked tensors record a node; [`Tensor::backward`]
 //!   returns a [`GradStore`] of the variables' gradients. [`no_grad`] turns
 //!   recording off (inference, optimizer and EMA updates).
@@ -30,27 +33,31 @@
 //! ```
 
 pub mod autograd;
-pub(crate) mod cpu;
-pub mod cuda;
+pub mod backend;
 mod device;
 mod dtype;
 pub mod error;
-pub mod fused;
 pub mod io;
 mod layout;
+pub(crate) mod op_kinds;
 mod ops;
 pub mod rng;
 pub mod storage;
 mod tensor;
 pub mod testing;
 
+/// The one CPU implementation of the N:M magnitude mask (plain slices).
+pub use backend::cpu::nm;
+/// The GPU backend's public face (availability, matmul precision).
+pub use backend::cuda;
+
 pub use autograd::{GradStore, NoGradGuard, is_grad_enabled, no_grad};
 pub use cuda::{MatmulPrecision, matmul_precision, set_matmul_precision};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use fused::AdamWScalars;
 pub use io::{load_safetensors, load_safetensors_metadata, save_safetensors, write_atomic};
 pub use layout::{Layout, broadcast_shapes, contiguous_strides};
+pub use op_kinds::AdamWScalars;
 pub use rng::Rng;
 pub use tensor::Tensor;

@@ -5,9 +5,7 @@
 //! produce the same stream in parallel, and a checkpoint stores two
 //! integers.
 
-use crate::ops::view::f32_storage;
-use crate::storage::{CpuStorage, Storage};
-use crate::{Device, Error, Result, Tensor};
+use crate::{Error, Result};
 use rayon::prelude::*;
 
 const M0: u32 = 0xD251_1F53;
@@ -119,64 +117,6 @@ impl Rng {
             .collect();
         v.truncate(n);
         Ok(v)
-    }
-}
-
-impl Tensor {
-    /// Standard normal values.
-    pub fn randn(shape: &[usize], rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        device.ensure_available()?;
-        let n = shape.iter().product();
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(ordinal) = device {
-            return Ok(Tensor::from_storage(crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Normal)?, shape));
-        }
-        Ok(Tensor::from_storage(f32_storage(rng.normal_vec(n)), shape))
-    }
-    /// Uniform values in `[lo, hi)`.
-    pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        device.ensure_available()?;
-        let n = shape.iter().product();
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(ordinal) = device {
-            return Ok(Tensor::from_storage(
-                crate::cuda::random::draw(*ordinal, n, rng, crate::cuda::random::Draw::Uniform(lo, hi))?,
-                shape,
-            ));
-        }
-        Ok(Tensor::from_storage(f32_storage(rng.uniform_vec(n, lo, hi)), shape))
-    }
-    /// Integers in `[lo, hi)` as i64. There is no integer Philox kernel: on
-    /// a GPU the integers are drawn on the host (same stream as the CPU) and
-    /// uploaded; they are small (labels, timesteps).
-    pub fn randint(shape: &[usize], lo: i64, hi: i64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        device.ensure_available()?;
-        let n = shape.iter().product();
-        let t = Tensor::from_storage(Storage::Cpu(CpuStorage::I64(rng.int_vec(n, lo, hi)?)), shape);
-        if *device != Device::Cpu {
-            return t.to_device(device);
-        }
-        Ok(t)
-    }
-
-    /// Inverted dropout: zeroes each element with probability `p` and scales
-    /// the rest by 1/(1−p); the identity when `train` is false or `p` is 0.
-    pub fn dropout(&self, p: f32, train: bool, rng: &mut Rng) -> Result<Tensor> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("probability {p} outside [0, 1)")));
-        }
-        if !train || p == 0.0 {
-            return Ok(self.clone());
-        }
-        let scale = 1.0 / (1.0 - p);
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(ordinal) = self.device() {
-            let mask = crate::cuda::random::draw(ordinal, self.elem_count(), rng, crate::cuda::random::Draw::Dropout(p, scale))?;
-            return self.mul(&Tensor::from_storage(mask, self.shape()));
-        }
-        let mask: Vec<f32> = rng.uniform_vec(self.elem_count(), 0.0, 1.0).into_iter().map(|u| if u < p { 0.0 } else { scale }).collect();
-        let mask = Tensor::from_storage(f32_storage(mask), self.shape());
-        self.mul(&mask)
     }
 }
 

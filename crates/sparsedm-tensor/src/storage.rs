@@ -1,56 +1,135 @@
-//! Flat, layout-free buffers, enum-dispatched by device and dtype (the candle
-//! design): `Storage::Cpu(CpuStorage::F32(vec))`, and `Storage::Cuda` for the
-//! GPU backend. Strides and offsets live in [`crate::Layout`], never here.
+//! A tensor's buffer on its device, and the one place in the crate that
+//! asks which device that is (the candle design). [`Storage`] is an enum of
+//! the backends' buffer types; each method below matches once and hands the
+//! buffers, their [`Layout`]s and the op kind to the CPU backend
+//! (`backend/cpu`) or the CUDA backend (`backend/cuda`,
+//! an uninhabited type without the `cuda` feature). Operands on different
+//! devices are an [`Error::DeviceMismatch`] here, for every op.
+//!
+//! Ops (`ops/`) validate shapes, broadcast layouts, call these
+//! primitives and record autograd nodes; they never see a device.
 
-use crate::cuda::CudaStorage;
-use crate::{DType, Device, Error, Result};
-use half::{bf16, f16};
+use crate::backend::api::{BackendStorage, Operand};
+use crate::backend::cuda::{self, CudaStorage};
+use crate::op_kinds::{AdamWScalars, BinaryKind, ConvGeom, Draw, PoolGeom, UnaryKind};
+use crate::{DType, Device, Error, Layout, Result, Rng};
 
-/// Host buffers, one variant per dtype.
-#[derive(Debug, Clone)]
-pub enum CpuStorage {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I64(Vec<i64>),
-}
+pub use crate::backend::cpu::CpuStorage;
 
-/// A tensor's buffer on its device.
+/// A tensor's buffer on its device (flat; strides live in the [`Layout`]).
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),
 }
 
-impl CpuStorage {
-    pub fn dtype(&self) -> DType {
-        match self {
-            CpuStorage::F32(_) => DType::F32,
-            CpuStorage::F16(_) => DType::F16,
-            CpuStorage::BF16(_) => DType::BF16,
-            CpuStorage::I64(_) => DType::I64,
+/// Applies the same backend method to whichever buffer `$s` holds, wrapping
+/// the result back into a `Storage`.
+macro_rules! each {
+    ($s:expr, $c:ident => $e:expr) => {
+        match $s {
+            Storage::Cpu($c) => Ok(Storage::Cpu($e?)),
+            Storage::Cuda($c) => Ok(Storage::Cuda($e?)),
         }
-    }
-    pub fn len(&self) -> usize {
-        match self {
-            CpuStorage::F32(v) => v.len(),
-            CpuStorage::F16(v) => v.len(),
-            CpuStorage::BF16(v) => v.len(),
-            CpuStorage::I64(v) => v.len(),
+    };
+}
+
+/// Both operands' buffers on one backend, or a device mismatch naming `op`.
+macro_rules! both {
+    ($op:expr, ($a:expr, $b:expr), |$x:ident, $y:ident| $e:expr) => {
+        match ($a, $b) {
+            (Storage::Cpu($x), Storage::Cpu($y)) => Ok(Storage::Cpu($e?)),
+            (Storage::Cuda($x), Storage::Cuda($y)) => Ok(Storage::Cuda($e?)),
+            (x, y) => Err(Error::DeviceMismatch { op: $op, lhs: x.device(), rhs: y.device() }),
         }
+    };
+}
+
+/// The CPU buffer of `s`, or a device mismatch with `dev` naming `op`.
+fn cpu_of<'a>(op: &'static str, dev: Device, s: &'a Storage) -> Result<&'a CpuStorage> {
+    match s {
+        Storage::Cpu(c) => Ok(c),
+        other => Err(Error::DeviceMismatch { op, lhs: dev, rhs: other.device() }),
     }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+}
+
+/// The CUDA buffer of `s`, or a device mismatch with `dev` naming `op`.
+fn cuda_of<'a>(op: &'static str, dev: Device, s: &'a Storage) -> Result<&'a CudaStorage> {
+    match s {
+        Storage::Cuda(c) => Ok(c),
+        other => Err(Error::DeviceMismatch { op, lhs: dev, rhs: other.device() }),
+    }
+}
+
+/// Optional operand on the backend of the CPU/CUDA pair.
+fn opt_cpu<'a>(op: &'static str, dev: Device, o: Option<(&'a Storage, &'a Layout)>) -> Result<Option<Operand<'a, CpuStorage>>> {
+    o.map(|(s, l)| cpu_of(op, dev, s).map(|c| (c, l))).transpose()
+}
+fn opt_cuda<'a>(op: &'static str, dev: Device, o: Option<(&'a Storage, &'a Layout)>) -> Result<Option<Operand<'a, CudaStorage>>> {
+    o.map(|(s, l)| cuda_of(op, dev, s).map(|c| (c, l))).transpose()
+}
+
+// ----- devices ---------------------------------------------------------------
+
+/// Checks that `device` can be used, returning a clear error otherwise.
+pub(crate) fn ensure_available(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(ordinal) => cuda::ensure_available(ordinal),
+    }
+}
+
+/// Waits for every queued operation of `device`.
+pub(crate) fn synchronize(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(ordinal) => cuda::synchronize(ordinal),
+    }
+}
+
+/// The device allocator's peak footprint (`None` on the CPU).
+pub(crate) fn peak_memory_bytes(device: Device) -> Result<Option<usize>> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda(ordinal) => cuda::peak_memory_bytes(ordinal).map(Some),
     }
 }
 
 impl Storage {
+    // ----- creation and transfers -------------------------------------------
+
+    /// Host data placed on `device` (an upload for a GPU).
+    pub(crate) fn from_host(data: CpuStorage, device: Device, op: &'static str) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(data)),
+            Device::Cuda(ordinal) => Ok(Storage::Cuda(CudaStorage::upload_to(ordinal, &data, op)?)),
+        }
+    }
+
+    /// `n` f32 elements equal to `value` on `device` (a fill kernel on a GPU).
+    pub(crate) fn full(value: f32, n: usize, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::F32(vec![value; n]))),
+            Device::Cuda(ordinal) => Ok(Storage::Cuda(CudaStorage::full_on(ordinal, n, value, "full")?)),
+        }
+    }
+
+    /// `n` random values of `what` on `device`, advancing `rng` (the same
+    /// stream on every device).
+    pub(crate) fn draw(n: usize, rng: &mut Rng, what: Draw, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::F32(crate::backend::cpu::random::draw(n, rng, what)))),
+            Device::Cuda(ordinal) => Ok(Storage::Cuda(CudaStorage::draw_on(ordinal, n, rng, what)?)),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(c) => c.dtype(),
             Storage::Cuda(c) => c.dtype(),
         }
     }
+
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
@@ -58,30 +137,279 @@ impl Storage {
         }
     }
 
-    /// The f32 host buffer, or an error naming `op` for other dtypes/devices
-    /// (a CUDA buffer here means `op` has no CUDA path).
-    pub(crate) fn cpu_f32(&self, op: &'static str) -> Result<&[f32]> {
+    /// The view `l` as a contiguous host buffer (a download from a GPU).
+    pub(crate) fn to_cpu(&self, l: &Layout, op: &'static str) -> Result<CpuStorage> {
         match self {
-            Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-            Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "f32" }),
-            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
+            Storage::Cpu(c) => c.to_cpu(l, op),
+            Storage::Cuda(c) => c.to_cpu(l, op),
         }
     }
 
-    /// The i64 host buffer, or an error naming `op`.
-    pub(crate) fn cpu_i64(&self, op: &'static str) -> Result<&[i64]> {
-        match self {
-            Storage::Cpu(CpuStorage::I64(v)) => Ok(v),
-            Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "i64" }),
-            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
+    /// A contiguous copy of the view `l` on `device` (a device copy, an
+    /// upload or a download).
+    pub(crate) fn copy_to(&self, l: &Layout, device: Device, op: &'static str) -> Result<Storage> {
+        if device == self.device() {
+            return self.copy_view(l, op);
+        }
+        match (self, device) {
+            (Storage::Cuda(c), Device::Cuda(ordinal)) => {
+                // Between two GPUs: through the host.
+                Ok(Storage::Cuda(CudaStorage::upload_to(ordinal, &c.to_cpu(l, op)?, op)?))
+            }
+            _ => Storage::from_host(self.to_cpu(l, op)?, device, op),
         }
     }
 
-    pub(crate) fn cpu_f32_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
+    /// A contiguous copy of the view `l` on the same device.
+    pub(crate) fn copy_view(&self, l: &Layout, op: &'static str) -> Result<Storage> {
+        each!(self, c => c.copy_view(l, op))
+    }
+
+    /// The view `l` converted to `dtype`.
+    pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
+        each!(self, c => c.to_dtype(l, dtype))
+    }
+
+    /// Overwrites elements `range` with the contiguous `src` (same device and dtype).
+    pub(crate) fn write_range(&mut self, range: std::ops::Range<usize>, src: &Storage, op: &'static str) -> Result<()> {
+        let dev = self.device();
         match self {
-            Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-            Storage::Cpu(c) => Err(Error::UnsupportedDType { op, dtype: c.dtype(), expected: "f32" }),
-            Storage::Cuda(c) => Err(Error::NotImplementedOnDevice { op, device: c.device() }),
+            Storage::Cpu(d) => d.write_range(range, cpu_of(op, dev, src)?, op),
+            Storage::Cuda(d) => d.write_range(range, cuda_of(op, dev, src)?, op),
         }
+    }
+
+    /// Runs a host closure on the f32 elements `range`, in place.
+    pub(crate) fn update_f32(&mut self, range: std::ops::Range<usize>, f: &mut dyn FnMut(&mut [f32])) -> Result<()> {
+        match self {
+            Storage::Cpu(c) => c.update_f32(range, f),
+            Storage::Cuda(c) => c.update_f32(range, f),
+        }
+    }
+
+    // ----- element-wise -----------------------------------------------------
+
+    pub(crate) fn unary(&self, l: &Layout, kind: UnaryKind, op: &'static str) -> Result<Storage> {
+        each!(self, c => c.unary(l, kind, op))
+    }
+
+    /// `kind(self, rhs)`; both layouts already have the output shape.
+    pub(crate) fn binary(&self, l: &Layout, rhs: &Storage, rl: &Layout, kind: BinaryKind, op: &'static str) -> Result<Storage> {
+        both!(op, (self, rhs), |a, b| a.binary(l, (b, rl), kind, op))
+    }
+
+    /// `self != 0 ? a : b`; all layouts already have the output shape.
+    pub(crate) fn where_cond(&self, l: &Layout, a: (&Storage, &Layout), b: (&Storage, &Layout)) -> Result<Storage> {
+        let op = "where_cond";
+        let dev = self.device();
+        match self {
+            Storage::Cpu(c) => Ok(Storage::Cpu(c.where_cond(l, (cpu_of(op, dev, a.0)?, a.1), (cpu_of(op, dev, b.0)?, b.1))?)),
+            Storage::Cuda(c) => Ok(Storage::Cuda(c.where_cond(l, (cuda_of(op, dev, a.0)?, a.1), (cuda_of(op, dev, b.0)?, b.1))?)),
+        }
+    }
+
+    // ----- reductions -------------------------------------------------------
+
+    pub(crate) fn sum_dims(&self, l: &Layout, dims: &[usize]) -> Result<Storage> {
+        each!(self, c => c.sum_dims(l, dims))
+    }
+
+    /// Maximum over `dim` and the index (i64) of its first maximal element.
+    pub(crate) fn max_dim(&self, l: &Layout, dim: usize) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(c) => c.max_dim(l, dim).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))),
+            Storage::Cuda(c) => c.max_dim(l, dim).map(|(v, i)| (Storage::Cuda(v), Storage::Cuda(i))),
+        }
+    }
+
+    pub(crate) fn max_dim_backward(&self, l: &Layout, idx: &Storage, in_shape: &[usize], dim: usize) -> Result<Storage> {
+        both!("max_backward", (self, idx), |g, i| g.max_dim_backward(l, i, in_shape, dim))
+    }
+
+    // ----- products ---------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Storage> {
+        both!("matmul", (self, rhs), |a, b| a.matmul(l, (b, rl), batch, m, k, n))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn linear(
+        &self,
+        l: &Layout,
+        w: (&Storage, &Layout),
+        bias: Option<(&Storage, &Layout)>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Storage> {
+        let (op, dev) = ("linear", self.device());
+        match self {
+            Storage::Cpu(x) => Ok(Storage::Cpu(x.linear(l, (cpu_of(op, dev, w.0)?, w.1), opt_cpu(op, dev, bias)?, m, k, n)?)),
+            Storage::Cuda(x) => Ok(Storage::Cuda(x.linear(l, (cuda_of(op, dev, w.0)?, w.1), opt_cuda(op, dev, bias)?, m, k, n)?)),
+        }
+    }
+
+    // ----- convolution and pooling ------------------------------------------
+
+    pub(crate) fn conv2d(&self, l: &Layout, w: (&Storage, &Layout), bias: Option<(&Storage, &Layout)>, g: &ConvGeom) -> Result<Storage> {
+        let (op, dev) = ("conv2d", self.device());
+        match self {
+            Storage::Cpu(x) => Ok(Storage::Cpu(x.conv2d(l, (cpu_of(op, dev, w.0)?, w.1), opt_cpu(op, dev, bias)?, g)?)),
+            Storage::Cuda(x) => Ok(Storage::Cuda(x.conv2d(l, (cuda_of(op, dev, w.0)?, w.1), opt_cuda(op, dev, bias)?, g)?)),
+        }
+    }
+
+    pub(crate) fn conv2d_backward_input(&self, l: &Layout, w: &Storage, lw: &Layout, g: &ConvGeom) -> Result<Storage> {
+        both!("conv2d_backward", (self, w), |gy, w| gy.conv2d_backward_input(l, (w, lw), g))
+    }
+
+    pub(crate) fn conv2d_backward_weight(&self, l: &Layout, x: &Storage, lx: &Layout, g: &ConvGeom) -> Result<Storage> {
+        both!("conv2d_backward", (self, x), |gy, x| gy.conv2d_backward_weight(l, (x, lx), g))
+    }
+
+    pub(crate) fn max_pool2d(&self, l: &Layout, g: &PoolGeom, with_argmax: bool) -> Result<(Storage, Option<Storage>)> {
+        match self {
+            Storage::Cpu(c) => c.max_pool2d(l, g, with_argmax).map(|(v, a)| (Storage::Cpu(v), a.map(Storage::Cpu))),
+            Storage::Cuda(c) => c.max_pool2d(l, g, with_argmax).map(|(v, a)| (Storage::Cuda(v), a.map(Storage::Cuda))),
+        }
+    }
+
+    pub(crate) fn max_pool2d_backward(&self, l: &Layout, argmax: &Storage, g: &PoolGeom) -> Result<Storage> {
+        both!("max_pool2d_backward", (self, argmax), |gy, a| gy.max_pool2d_backward(l, a, g))
+    }
+
+    pub(crate) fn avg_pool2d(&self, l: &Layout, g: &PoolGeom, include_pad: bool) -> Result<Storage> {
+        each!(self, c => c.avg_pool2d(l, g, include_pad))
+    }
+
+    pub(crate) fn avg_pool2d_backward(&self, l: &Layout, g: &PoolGeom, include_pad: bool) -> Result<Storage> {
+        each!(self, c => c.avg_pool2d_backward(l, g, include_pad))
+    }
+
+    pub(crate) fn upsample_nearest2d(&self, l: &Layout, nchw: [usize; 4], factor: usize) -> Result<Storage> {
+        each!(self, c => c.upsample_nearest2d(l, nchw, factor))
+    }
+
+    pub(crate) fn upsample_nearest2d_backward(&self, l: &Layout, nchw: [usize; 4], factor: usize) -> Result<Storage> {
+        each!(self, c => c.upsample_nearest2d_backward(l, nchw, factor))
+    }
+
+    pub(crate) fn resize_bilinear(&self, l: &Layout, nchw: [usize; 4], out: (usize, usize)) -> Result<Storage> {
+        each!(self, c => c.resize_bilinear(l, nchw, out))
+    }
+
+    pub(crate) fn resize_bilinear_backward(&self, l: &Layout, nchw: [usize; 4], out: (usize, usize)) -> Result<Storage> {
+        each!(self, c => c.resize_bilinear_backward(l, nchw, out))
+    }
+
+    // ----- row-wise ---------------------------------------------------------
+
+    pub(crate) fn softmax_last(&self, l: &Layout, log: bool) -> Result<Storage> {
+        each!(self, c => c.softmax_last(l, log))
+    }
+
+    /// Gradient of `softmax_last` from its output `self` and the output gradient.
+    pub(crate) fn softmax_last_backward(&self, l: &Layout, grad: &Storage, lg: &Layout, log: bool) -> Result<Storage> {
+        both!("softmax_backward", (self, grad), |y, g| y.softmax_last_backward(l, (g, lg), log))
+    }
+
+    /// Standardized rows and `rstd` per row.
+    pub(crate) fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(c) => c.standardize_last(l, eps).map(|(y, r)| (Storage::Cpu(y), Storage::Cpu(r))),
+            Storage::Cuda(c) => c.standardize_last(l, eps).map(|(y, r)| (Storage::Cuda(y), Storage::Cuda(r))),
+        }
+    }
+
+    /// Gradient of `standardize_last` from the input `self`, the output `y`,
+    /// the saved `rstd` and the output gradient.
+    pub(crate) fn standardize_last_backward(
+        &self,
+        l: &Layout,
+        y: (&Storage, &Layout),
+        rstd: &Storage,
+        grad: (&Storage, &Layout),
+        eps: f32,
+    ) -> Result<Storage> {
+        let (op, dev) = ("standardize_backward", self.device());
+        match self {
+            Storage::Cpu(x) => Ok(Storage::Cpu(x.standardize_last_backward(
+                l,
+                (cpu_of(op, dev, y.0)?, y.1),
+                cpu_of(op, dev, rstd)?,
+                (cpu_of(op, dev, grad.0)?, grad.1),
+                eps,
+            )?)),
+            Storage::Cuda(x) => Ok(Storage::Cuda(x.standardize_last_backward(
+                l,
+                (cuda_of(op, dev, y.0)?, y.1),
+                cuda_of(op, dev, rstd)?,
+                (cuda_of(op, dev, grad.0)?, grad.1),
+                eps,
+            )?)),
+        }
+    }
+
+    // ----- data movement ----------------------------------------------------
+
+    pub(crate) fn index_select(&self, l: &Layout, dim: usize, idx: &Storage) -> Result<Storage> {
+        both!("index_select", (self, idx), |x, i| x.index_select(l, dim, i))
+    }
+
+    pub(crate) fn index_select_backward(&self, l: &Layout, idx: &Storage, in_shape: &[usize], dim: usize) -> Result<Storage> {
+        both!("index_select_backward", (self, idx), |g, i| g.index_select_backward(l, i, in_shape, dim))
+    }
+
+    /// A new f32 buffer of `shape` (filled with `fill`, or entirely written
+    /// when `None`) with each part's view written into its box: `cat`, `pad`.
+    pub(crate) fn assemble(parts: &[(&Storage, &Layout, Layout)], shape: &[usize], fill: Option<f32>, op: &'static str) -> Result<Storage> {
+        let first = parts.first().ok_or_else(|| Error::invalid(op, "no operands"))?.0;
+        let dev = first.device();
+        match first {
+            Storage::Cpu(_) => {
+                let ps = parts.iter().map(|(s, l, b)| Ok((cpu_of(op, dev, s)?, *l, b.clone()))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::assemble(&ps, shape, fill, op)?))
+            }
+            Storage::Cuda(_) => {
+                let ps = parts.iter().map(|(s, l, b)| Ok((cuda_of(op, dev, s)?, *l, b.clone()))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(CudaStorage::assemble(&ps, shape, fill, op)?))
+            }
+        }
+    }
+
+    // ----- fused in-place updates and masks ---------------------------------
+
+    /// One AdamW step on the first `len` elements of `self`, `m` and `v`.
+    pub(crate) fn adamw_step(
+        &mut self,
+        grad: (&Storage, &Layout),
+        m: &mut Storage,
+        v: &mut Storage,
+        s: &AdamWScalars,
+        len: usize,
+    ) -> Result<()> {
+        let (op, dev) = ("adamw_step_", self.device());
+        let mismatch = |o: &Storage| Error::DeviceMismatch { op, lhs: dev, rhs: o.device() };
+        match (self, m, v) {
+            (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)) => p.adamw_step((cpu_of(op, dev, grad.0)?, grad.1), m, v, s, len),
+            (Storage::Cuda(p), Storage::Cuda(m), Storage::Cuda(v)) => p.adamw_step((cuda_of(op, dev, grad.0)?, grad.1), m, v, s, len),
+            (_, m, v) => Err(mismatch(if m.device() != dev { m } else { v })),
+        }
+    }
+
+    /// `self ← d·self + (1 − d)·value` over the first `len` elements.
+    pub(crate) fn ema_update(&mut self, value: (&Storage, &Layout), d: f32, len: usize) -> Result<()> {
+        let (op, dev) = ("ema_update_", self.device());
+        match self {
+            Storage::Cpu(e) => e.ema_update((cpu_of(op, dev, value.0)?, value.1), d, len),
+            Storage::Cuda(e) => e.ema_update((cuda_of(op, dev, value.0)?, value.1), d, len),
+        }
+    }
+
+    /// The grouped `n:m` magnitude mask of a weight `[rows, inp, k…]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nm_mask(&self, l: &Layout, rows: usize, inp: usize, k: usize, n: usize, m: usize) -> Result<Storage> {
+        each!(self, c => c.nm_mask(l, rows, inp, k, n, m))
     }
 }

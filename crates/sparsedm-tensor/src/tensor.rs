@@ -3,10 +3,8 @@
 //! Cloning a tensor is cheap (an `Arc`). Views share storage.
 
 use crate::autograd::{BackwardCtx, Node, is_grad_enabled};
-use crate::cpu::strided::gather;
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Error, Layout, Result};
-use half::{bf16, f16};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -57,12 +55,6 @@ impl Tensor {
         Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), None, false)
     }
 
-    /// An untracked tensor over fresh storage viewed through `layout`.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn from_storage_layout(storage: Storage, layout: Layout) -> Tensor {
-        Tensor::make(Arc::new(RwLock::new(storage)), layout, None, false)
-    }
-
     /// The result of an op: tracked when grad mode is on and an input is.
     pub(crate) fn from_op(
         storage: Storage,
@@ -99,20 +91,7 @@ impl Tensor {
 
     /// A tensor over host data placed on `device` (an upload for a GPU).
     fn from_host(data: CpuStorage, shape: &[usize], device: &Device, op: &'static str) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(Self::from_storage(Storage::Cpu(data), shape)),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(ordinal) => {
-                let gpu = crate::cuda::gpu_of(*ordinal)?;
-                Ok(Self::from_storage(Storage::Cuda(crate::cuda::CudaStorage::upload(&gpu, &data, op)?), shape))
-            }
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(ordinal) => {
-                let _ = (data, op);
-                crate::cuda::ensure_available(*ordinal)?;
-                Err(Error::invalid("from_host", "internal: CUDA reported available in a build without CUDA"))
-            }
-        }
+        Ok(Self::from_storage(Storage::from_host(data, *device, op)?, shape))
     }
 
     /// Whether the tensor lives on a GPU.
@@ -147,13 +126,8 @@ impl Tensor {
 
     /// A tensor filled with `value` (on a GPU by a fill kernel, no upload).
     pub fn full(value: f32, shape: &[usize], device: &Device) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(ordinal) = device {
-            let gpu = crate::cuda::gpu_of(*ordinal)?;
-            let s = crate::cuda::CudaStorage::full(&gpu, DType::F32, shape.iter().product(), value, "full")?;
-            return Ok(Self::from_storage(Storage::Cuda(s), shape));
-        }
-        Self::from_vec(vec![value; shape.iter().product()], shape, device)
+        device.ensure_available()?;
+        Ok(Self::from_storage(Storage::full(value, shape.iter().product(), *device)?, shape))
     }
     pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
         Self::full(0.0, shape, device)
@@ -228,7 +202,6 @@ impl Tensor {
     }
 
     /// Whether `self` and `other` are views of one buffer.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
@@ -240,58 +213,26 @@ impl Tensor {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the f32 buffer and the layout (no copy).
-    pub(crate) fn with_f32<R>(&self, op: &'static str, f: impl FnOnce(&[f32], &Layout) -> R) -> Result<R> {
-        let s = self.storage();
-        Ok(f(s.cpu_f32(op)?, self.layout()))
-    }
-
-    /// Runs `f` on the elements in row-major order, copying only when the
-    /// layout is not contiguous.
-    pub(crate) fn with_contiguous_f32<R>(&self, op: &'static str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-        let s = self.storage();
-        let data = s.cpu_f32(op)?;
-        let l = self.layout();
-        Ok(match l.contiguous_range() {
-            Some(r) => f(&data[r]),
-            None => f(&gather(data, l.shape(), l.strides(), l.offset())),
-        })
-    }
-
     /// The elements as f32 in row-major order (f16/bf16/i64 are converted;
     /// a CUDA tensor is downloaded).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        let s = self.storage();
-        let l = self.layout();
-        match &*s {
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(c) => Ok(match c.download_view(l, "to_vec_f32")? {
-                CpuStorage::F32(v) => v,
-                CpuStorage::F16(v) => v.into_iter().map(f32::from).collect(),
-                CpuStorage::BF16(v) => v.into_iter().map(f32::from).collect(),
-                CpuStorage::I64(v) => v.into_iter().map(|x| x as f32).collect(),
-            }),
-            Storage::Cpu(CpuStorage::F32(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset())),
-            Storage::Cpu(CpuStorage::F16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
-            Storage::Cpu(CpuStorage::BF16(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(f32::from).collect()),
-            Storage::Cpu(CpuStorage::I64(v)) => Ok(gather(v, l.shape(), l.strides(), l.offset()).into_iter().map(|x| x as f32).collect()),
-            #[cfg(not(feature = "cuda"))]
-            Storage::Cuda(c) => match *c {},
-        }
+        Ok(match self.to_cpu_storage()? {
+            CpuStorage::F32(v) => v,
+            CpuStorage::F16(v) => v.into_iter().map(f32::from).collect(),
+            CpuStorage::BF16(v) => v.into_iter().map(f32::from).collect(),
+            CpuStorage::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        })
     }
 
     /// The elements of an i64 tensor in row-major order.
     pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
-        let s = self.storage();
-        let l = self.layout();
-        #[cfg(feature = "cuda")]
-        if let Storage::Cuda(c) = &*s {
-            return match c.download_view(l, "to_vec_i64")? {
-                CpuStorage::I64(v) => Ok(v),
-                other => Err(Error::UnsupportedDType { op: "to_vec_i64", dtype: other.dtype(), expected: "i64" }),
-            };
+        if self.dtype() != DType::I64 {
+            return Err(Error::UnsupportedDType { op: "to_vec_i64", dtype: self.dtype(), expected: "i64" });
         }
-        Ok(gather(s.cpu_i64("to_vec_i64")?, l.shape(), l.strides(), l.offset()))
+        match self.to_cpu_storage()? {
+            CpuStorage::I64(v) => Ok(v),
+            other => Err(Error::UnsupportedDType { op: "to_vec_i64", dtype: other.dtype(), expected: "i64" }),
+        }
     }
 
     /// The single value of a one-element tensor.
@@ -304,19 +245,7 @@ impl Tensor {
 
     /// A contiguous host copy in the tensor's own dtype (downloaded from a GPU).
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
-        let s = self.storage();
-        let l = self.layout();
-        let (sh, st, o) = (l.shape(), l.strides(), l.offset());
-        Ok(match &*s {
-            Storage::Cpu(CpuStorage::F32(v)) => CpuStorage::F32(gather(v, sh, st, o)),
-            Storage::Cpu(CpuStorage::F16(v)) => CpuStorage::F16(gather(v, sh, st, o)),
-            Storage::Cpu(CpuStorage::BF16(v)) => CpuStorage::BF16(gather(v, sh, st, o)),
-            Storage::Cpu(CpuStorage::I64(v)) => CpuStorage::I64(gather(v, sh, st, o)),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(c) => c.download_view(l, "to_cpu_storage")?,
-            #[cfg(not(feature = "cuda"))]
-            Storage::Cuda(c) => match *c {},
-        })
+        self.storage().to_cpu(self.layout(), "to_cpu_storage")
     }
 
     // ----- graph control ----------------------------------------------------
@@ -345,27 +274,12 @@ impl Tensor {
         let Some(range) = self.layout().contiguous_range() else {
             return Err(Error::bad_shape("set_data", self.shape(), "the destination must be contiguous"));
         };
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() {
-            return crate::cuda::index::set_data(self, src, range);
+        // A contiguous copy on this tensor's device first: `src` may share this storage.
+        if src.dtype() != self.dtype() {
+            return Err(Error::UnsupportedDType { op: "set_data", dtype: src.dtype(), expected: self.dtype().name() });
         }
-        // Read first: `src` may share this storage.
-        let values = src.to_cpu_storage()?;
-        let mut dst = self.storage_mut();
-        match (&mut *dst, values) {
-            (Storage::Cpu(CpuStorage::F32(d)), CpuStorage::F32(v)) => d[range].copy_from_slice(&v),
-            (Storage::Cpu(CpuStorage::F16(d)), CpuStorage::F16(v)) => d[range].copy_from_slice(&v),
-            (Storage::Cpu(CpuStorage::BF16(d)), CpuStorage::BF16(v)) => d[range].copy_from_slice(&v),
-            (Storage::Cpu(CpuStorage::I64(d)), CpuStorage::I64(v)) => d[range].copy_from_slice(&v),
-            (Storage::Cpu(d), v) => {
-                return Err(Error::UnsupportedDType { op: "set_data", dtype: v.dtype(), expected: dtype_name(d.dtype()) });
-            }
-            #[cfg(feature = "cuda")]
-            (Storage::Cuda(_), _) => return Err(Error::invalid("set_data", "internal: CUDA destination on the CPU path")),
-            #[cfg(not(feature = "cuda"))]
-            (Storage::Cuda(c), _) => match *c {},
-        }
-        Ok(())
+        let staged = src.storage().copy_to(src.layout(), self.device(), "set_data")?;
+        self.storage_mut().write_range(range, &staged, "set_data")
     }
 
     /// Applies `f` to the f32 elements in place (contiguous tensors only).
@@ -379,19 +293,15 @@ impl Tensor {
         let Some(range) = self.layout().contiguous_range() else {
             return Err(Error::bad_shape("update_f32", self.shape(), "the tensor must be contiguous"));
         };
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() {
-            if self.dtype() != DType::F32 {
-                return Err(Error::UnsupportedDType { op: "update_f32", dtype: self.dtype(), expected: "f32" });
-            }
-            let mut host = self.to_vec_f32()?;
-            f(&mut host);
-            let src = Tensor::from_vec(host, self.shape(), &Device::Cpu)?;
-            return crate::cuda::index::set_data(self, &src, range);
+        if self.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType { op: "update_f32", dtype: self.dtype(), expected: "f32" });
         }
-        let mut s = self.storage_mut();
-        f(&mut s.cpu_f32_mut("update_f32")?[range]);
-        Ok(())
+        let mut f = Some(f);
+        self.storage_mut().update_f32(range, &mut |v| {
+            if let Some(f) = f.take() {
+                f(v)
+            }
+        })
     }
 
     // ----- dtype and device -------------------------------------------------
@@ -402,34 +312,11 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() {
-            let src_dtype = self.dtype();
-            let out = crate::cuda::index::to_dtype(self, dtype)?;
-            let inputs: &[&Tensor] = if src_dtype.is_float() && dtype.is_float() { &[self] } else { &[] };
-            return Ok(Tensor::from_op(out, self.shape(), "to_dtype", inputs, bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)]))));
-        }
-        let src = self.to_cpu_storage()?;
-        let out = match (src, dtype) {
-            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-            (CpuStorage::F32(v), DType::I64) => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
-            (other, DType::F32) => CpuStorage::F32(match other {
-                CpuStorage::F16(v) => v.iter().map(|&x| x.to_f32()).collect(),
-                CpuStorage::BF16(v) => v.iter().map(|&x| x.to_f32()).collect(),
-                CpuStorage::I64(v) => v.iter().map(|&x| x as f32).collect(),
-                CpuStorage::F32(v) => v,
-            }),
-            (other, _) => {
-                // Go through f32 for the remaining pairs.
-                let mid = Tensor::from_cpu_storage(other, self.shape())?.to_dtype(DType::F32)?;
-                return mid.to_dtype(dtype);
-            }
-        };
         let src_dtype = self.dtype();
+        let out = self.storage().to_dtype(self.layout(), dtype)?;
         let differentiable = src_dtype.is_float() && dtype.is_float();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape(), "to_dtype", inputs, bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)]))))
+        Ok(Tensor::from_op(out, self.shape(), "to_dtype", inputs, bw(move |c| Ok(vec![Some(c.grad.to_dtype(src_dtype)?)]))))
     }
 
     /// Moves the tensor to `device` (same dtype; a contiguous copy). The
@@ -440,21 +327,9 @@ impl Tensor {
         if *device == from {
             return Ok(self.clone());
         }
-        let host = self.to_cpu_storage()?;
-        let moved = Self::from_host(host, self.shape(), device, "to_device")?;
+        let moved = self.storage().copy_to(self.layout(), *device, "to_device")?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
-        let storage = moved.0.storage.clone();
-        let node = Self::node_for("to_device", inputs, bw(move |c| Ok(vec![Some(c.grad.to_device(&from)?)])));
-        Ok(Tensor::make(storage, moved.0.layout.clone(), node, false))
-    }
-}
-
-fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        DType::I64 => "i64",
+        Ok(Tensor::from_op(moved, self.shape(), "to_device", inputs, bw(move |c| Ok(vec![Some(c.grad.to_device(&from)?)]))))
     }
 }
 

@@ -1,29 +1,10 @@
 //! Data movement: constant padding, concatenation, split/chunk,
-//! `index_select` and embedding lookup.
+//! `index_select` and embedding lookup. Padding and concatenation write
+//! views into boxes of a new buffer (one backend primitive, `assemble`).
 
-use crate::cpu::strided::Walk;
-use crate::ops::view::f32_storage;
+use crate::storage::Storage;
 use crate::tensor::bw;
-use crate::{Error, Result, Tensor};
-
-/// Copies the strided source view into the contiguous region of `dst`
-/// described by `dst_shape` (a sub-box of `dst_full` at `dst_start`).
-fn copy_into_box(src: &[f32], src_layout: &crate::Layout, dst: &mut [f32], dst_full: &[usize], dst_start: &[usize]) {
-    let dst_strides = crate::layout::contiguous_strides(dst_full);
-    let base: usize = dst_start.iter().zip(&dst_strides).map(|(a, b)| a * b).sum();
-    let shape = src_layout.shape();
-    let walk = Walk::new(shape, [src_layout.strides(), &dst_strides]);
-    let inner = walk.inner();
-    let [is, id] = walk.inner_strides();
-    let rows = shape.iter().product::<usize>() / inner.max(1);
-    for r in 0..rows {
-        let [os, od] = walk.row_offsets(r);
-        let (os, od) = (os + src_layout.offset(), od + base);
-        for i in 0..inner {
-            dst[od + i * id] = src[os + i * is];
-        }
-    }
-}
+use crate::{Error, Layout, Result, Tensor};
 
 impl Tensor {
     /// Pads every dim `d` with `pads[d] = (before, after)` entries of `value`
@@ -37,20 +18,11 @@ impl Tensor {
         }
         let out_shape: Vec<usize> = self.shape().iter().zip(pads).map(|(&s, &(a, b))| s + a + b).collect();
         let start: Vec<usize> = pads.iter().map(|p| p.0).collect();
-        #[cfg(feature = "cuda")]
-        let storage = if self.is_cuda() {
-            crate::cuda::index::pad(self, &start, &out_shape, value)?
-        } else {
-            let mut out = vec![value; out_shape.iter().product()];
-            self.with_f32("pad", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
-            f32_storage(out)
-        };
-        #[cfg(not(feature = "cuda"))]
-        let storage = {
-            let mut out = vec![value; out_shape.iter().product()];
-            self.with_f32("pad", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
-            f32_storage(out)
-        };
+        let mut region = Layout::contiguous(&out_shape);
+        for (d, (&st, &len)) in start.iter().zip(self.shape()).enumerate() {
+            region = region.narrow(d, st, len)?;
+        }
+        let storage = Storage::assemble(&[(&self.storage(), self.layout(), region)], &out_shape, Some(value), "pad")?;
         let in_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
             storage,
@@ -92,21 +64,16 @@ impl Tensor {
             }
             out_shape[dim] += t.shape()[dim];
         }
-        #[cfg(feature = "cuda")]
-        let cuda = if tensors.iter().any(|t| t.is_cuda()) { Some(crate::cuda::index::cat(tensors, dim, &out_shape)?) } else { None };
-        #[cfg(not(feature = "cuda"))]
-        let cuda: Option<crate::storage::Storage> = None;
-        let storage = match cuda {
-            Some(s) => s,
-            None => {
-                let mut out = vec![0f32; out_shape.iter().product()];
-                let mut start = vec![0; out_shape.len()];
-                for t in tensors {
-                    t.with_f32("cat", |src, l| copy_into_box(src, l, &mut out, &out_shape, &start))?;
-                    start[dim] += t.shape()[dim];
-                }
-                f32_storage(out)
+        let storage = {
+            let full = Layout::contiguous(&out_shape);
+            let guards: Vec<_> = tensors.iter().map(|t| t.storage()).collect();
+            let mut at = 0;
+            let mut parts = Vec::with_capacity(tensors.len());
+            for (t, g) in tensors.iter().zip(&guards) {
+                parts.push((&**g, t.layout(), full.narrow(dim, at, t.shape()[dim])?));
+                at += t.shape()[dim];
             }
+            Storage::assemble(&parts, &out_shape, None, "cat")?
         };
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[dim]).collect();
         Ok(Tensor::from_op(
@@ -171,55 +138,20 @@ impl Tensor {
                 }
             })
             .collect::<Result<_>>()?;
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() || indices.is_cuda() {
-            let (s, idx_t) = crate::cuda::index::index_select(self, dim, &idx, indices)?;
-            let mut out_shape = self.shape().to_vec();
-            out_shape[dim] = idx.len();
-            let in_shape = self.shape().to_vec();
-            return Ok(Tensor::from_op(
-                s,
-                &out_shape,
-                op,
-                &[self],
-                bw(move |c| Ok(vec![Some(crate::cuda::index::index_select_backward(c.grad, &idx_t, &in_shape, dim)?)])),
-            ));
-        }
-        let src = self.contiguous()?;
-        let outer: usize = self.shape()[..dim].iter().product();
-        let inner: usize = self.shape()[dim + 1..].iter().product();
-        let mut out = vec![0f32; outer * idx.len() * inner];
-        src.with_contiguous_f32(op, |s| {
-            for o in 0..outer {
-                for (j, &i) in idx.iter().enumerate() {
-                    let from = (o * size + i) * inner;
-                    let to = (o * idx.len() + j) * inner;
-                    out[to..to + inner].copy_from_slice(&s[from..from + inner]);
-                }
-            }
-        })?;
+        // The validated indices on the tensor's device, kept for the backward.
+        let idx_t = Tensor::from_vec_i64(idx.iter().map(|&i| i as i64).collect(), &[idx.len()], &self.device())?;
+        let out = self.storage().index_select(self.layout(), dim, &idx_t.storage())?;
         let mut out_shape = self.shape().to_vec();
         out_shape[dim] = idx.len();
         let in_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
-            f32_storage(out),
+            out,
             &out_shape,
             op,
             &[self],
             bw(move |c| {
-                // index_add of the gradient rows into zeros.
-                let g = c.grad.contiguous()?.to_vec_f32()?;
-                let mut acc = vec![0f32; in_shape.iter().product()];
-                for o in 0..outer {
-                    for (j, &i) in idx.iter().enumerate() {
-                        let to = (o * size + i) * inner;
-                        let from = (o * idx.len() + j) * inner;
-                        for (a, &x) in acc[to..to + inner].iter_mut().zip(&g[from..from + inner]) {
-                            *a += x;
-                        }
-                    }
-                }
-                Ok(vec![Some(Tensor::from_storage(f32_storage(acc), &in_shape))])
+                let gx = c.grad.storage().index_select_backward(c.grad.layout(), &idx_t.storage(), &in_shape, dim)?;
+                Ok(vec![Some(Tensor::from_storage(gx, &in_shape))])
             }),
         ))
     }

@@ -1,13 +1,16 @@
-//! Tensor operations, one family per file. Each op computes its forward
-//! value with a CPU kernel and records a backward rule written with other
-//! tensor ops (or a dedicated backward kernel where that is much faster).
+//! Tensor operations, one family per file, device-free: each op checks
+//! shapes, broadcasts layouts, calls one backend primitive through
+//! `Storage` (storage.rs) and records one autograd node whose backward
+//! rule is built from tensor ops or backend primitives.
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod random;
 pub(crate) mod reduce;
 pub(crate) mod softmax;
 pub(crate) mod view;

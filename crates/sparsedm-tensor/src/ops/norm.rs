@@ -1,10 +1,9 @@
-//! Normalisation layers' functional forms. One primitive, `standardize_last`
-//! ((x − mean)/√(var + eps) over the last dim, with its fused backward),
+//! Normalisation layers' functional forms. One backend primitive,
+//! `standardize_last` ((x − mean)/√(var + eps) over the last dim, with its
+//! fused backward primitive),
 //! serves layer norm and group norm; the affine parts are ordinary tracked
 //! ops, so their gradients come for free.
 
-use crate::ops::softmax::{rows_map, rows_map2};
-use crate::ops::view::f32_storage;
 use crate::tensor::bw;
 use crate::{Error, Result, Tensor};
 
@@ -12,66 +11,23 @@ impl Tensor {
     /// (x − mean)/√(var + eps) over the last dim (biased variance).
     pub fn standardize_last(&self, eps: f32) -> Result<Tensor> {
         let len = *self.shape().last().ok_or_else(|| Error::bad_shape("standardize", self.shape(), "need at least 1 dim"))?;
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() {
-            if len == 0 {
-                return Err(Error::bad_shape("standardize", self.shape(), "rows of zero elements"));
-            }
-            // The kernel keeps rstd per row; the backward kernel uses it with the output.
-            let (s, rstd) = crate::cuda::nn::standardize(self, eps)?;
-            return Ok(Tensor::from_op(
-                s,
-                self.shape(),
-                "standardize",
-                &[self],
-                bw(move |c| Ok(vec![Some(crate::cuda::nn::standardize_backward(c.out, &rstd, c.grad)?)])),
-            ));
-        }
-        let y = self.with_contiguous_f32("standardize", |d| {
-            rows_map(d, len, |x, y| {
-                let n = x.len() as f64;
-                let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
-                let mean = mean as f32;
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = (v - mean) * rstd;
-                }
-            })
-        })?;
-        let x = self.clone();
+        let (y, rstd) = self.storage().standardize_last(self.layout(), eps)?;
+        let rstd = Tensor::from_storage(rstd, &[self.elem_count().checked_div(len).unwrap_or(0)]);
+        let x = self.detach();
         Ok(Tensor::from_op(
-            f32_storage(y),
+            y,
             self.shape(),
             "standardize",
             &[self],
             bw(move |c| {
-                // dx = rstd·(g − mean(g) − y·mean(g⊙y)); rstd is recomputed.
-                let g = c.grad.contiguous()?;
-                let xs = x.contiguous()?;
-                let v = g.with_contiguous_f32("standardize_backward", |g| {
-                    xs.with_contiguous_f32("standardize_backward", |xv| {
-                        rows_map2(g, xv, len, |g, x, o| {
-                            let n = x.len() as f64;
-                            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-                            let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                            let rstd = 1.0 / (var + eps as f64).sqrt();
-                            let (mut mg, mut mgy) = (0f64, 0f64);
-                            for (&g, &x) in g.iter().zip(x) {
-                                let y = (x as f64 - mean) * rstd;
-                                mg += g as f64;
-                                mgy += g as f64 * y;
-                            }
-                            mg /= n;
-                            mgy /= n;
-                            for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
-                                let y = (x as f64 - mean) * rstd;
-                                *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
-                            }
-                        })
-                    })
-                })??;
-                Ok(vec![Some(Tensor::from_storage(f32_storage(v), x.shape()))])
+                let gx = x.storage().standardize_last_backward(
+                    x.layout(),
+                    (&c.out.storage(), c.out.layout()),
+                    &rstd.storage(),
+                    (&c.grad.storage(), c.grad.layout()),
+                    eps,
+                )?;
+                Ok(vec![Some(Tensor::from_storage(gx, x.shape()))])
             }),
         ))
     }

@@ -2,7 +2,6 @@
 //! broadcast, unsqueeze/squeeze; and `contiguous`, which copies only when
 //! the layout is not already row-major.
 
-use crate::storage::{CpuStorage, Storage};
 use crate::tensor::bw;
 use crate::{Error, Result, Tensor};
 
@@ -95,13 +94,8 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        #[cfg(feature = "cuda")]
-        if self.is_cuda() {
-            let s = crate::cuda::index::contiguous(self)?;
-            return Ok(Tensor::from_op(s, self.shape(), "contiguous", &[self], bw(|c| Ok(vec![Some(c.grad.clone())]))));
-        }
-        let data = self.to_cpu_storage()?;
-        Ok(Tensor::from_op(Storage::Cpu(data), self.shape(), "contiguous", &[self], bw(|c| Ok(vec![Some(c.grad.clone())]))))
+        let data = self.storage().copy_view(self.layout(), "contiguous")?;
+        Ok(Tensor::from_op(data, self.shape(), "contiguous", &[self], bw(|c| Ok(vec![Some(c.grad.clone())]))))
     }
 
     /// Sums a broadcast gradient back to `shape` (the inverse of
@@ -126,9 +120,4 @@ impl Tensor {
         }
         self.sum_dims(&dims, true)?.reshape(shape)
     }
-}
-
-/// Builds an f32 tensor from an op's output values.
-pub(crate) fn f32_storage(v: Vec<f32>) -> Storage {
-    Storage::Cpu(CpuStorage::F32(v))
 }

@@ -6,22 +6,12 @@
 
 use sparsedm_kernels::ops::rng;
 
-use crate::cuda::storage::CudaStorage;
-use crate::cuda::{gpu_of, kerr};
-use crate::storage::Storage;
+use crate::backend::cuda::storage::{CudaStorage, gpu_of, kerr};
+use crate::op_kinds::Draw;
 use crate::{DType, Result, Rng};
 
-/// Which draw to make.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Draw {
-    Normal,
-    Uniform(f32, f32),
-    /// Dropout multipliers: `u < p ? 0 : scale`.
-    Dropout(f32, f32),
-}
-
-/// `n` values of `draw` on device `ordinal`, advancing `r`.
-pub(crate) fn draw(ordinal: usize, n: usize, r: &mut Rng, what: Draw) -> Result<Storage> {
+/// `n` values of `what` on device `ordinal`, advancing `r`.
+pub(crate) fn draw(ordinal: usize, n: usize, r: &mut Rng, what: Draw) -> Result<CudaStorage> {
     let op = "rng";
     let gpu = gpu_of(ordinal)?;
     let (seed, counter) = r.state();
@@ -33,5 +23,5 @@ pub(crate) fn draw(ordinal: usize, n: usize, r: &mut Rng, what: Draw) -> Result<
     }
     .map_err(kerr(op))?;
     *r = Rng::from_state(seed, counter.wrapping_add(rng::blocks_used(n)));
-    Ok(Storage::Cuda(out))
+    Ok(out)
 }

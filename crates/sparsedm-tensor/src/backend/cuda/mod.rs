@@ -1,17 +1,20 @@
 //! The GPU backend. With the `cuda` feature (the default) a CUDA tensor's
-//! buffer is a [`CudaStorage`] on a `sparsedm_kernels::Gpu`, and the ops of
-//! `crate::ops` branch here when their inputs live on a GPU; the kernels and
+//! buffer is a [`CudaStorage`] on a `sparsedm_kernels::Gpu`, and
+//! `Storage` (storage.rs) dispatches here when its buffers live on a GPU
+//! (`backend.rs` is the table of primitives); functions take buffers and
+//! layouts, never a `Tensor`. The kernels and
 //! cuBLAS come from `sparsedm-kernels` (see `kernels/ABI.md`). cudarc opens
 //! the driver at run time, so a build with the feature still runs on machines
 //! without CUDA: asking for a CUDA device there is
 //! [`crate::Error::CudaUnavailable`], never a panic. Without the feature the
 //! storage type is uninhabited and every CUDA request is that same error.
 //!
-//! One file per concern: `storage` (buffers, transfers, copies, casts),
+//! One file per concern: `backend` (the `BackendStorage` table), `storage`
+//! (buffers, transfers, copies, casts),
 //! `kl` (tensor layouts → kernel layouts), `elementwise`, `reduce`, `gemm`
 //! (matmul, linear), `nn` (softmax, normalisation), `conv`, `pool`, `index`
 //! (gathers, cat, pad), `random` (Philox draws) and `fused` (the in-place
-//! AdamW and EMA updates and the N:M mask behind [`crate::fused`], device
+//! AdamW and EMA updates and the N:M mask, device
 //! synchronisation and the allocator's peak).
 
 mod precision;
@@ -25,30 +28,30 @@ pub use disabled::{CudaStorage, ensure_available, is_available};
 pub(crate) use disabled::{peak_memory_bytes, synchronize};
 
 #[cfg(feature = "cuda")]
-pub(crate) mod conv;
+mod backend;
 #[cfg(feature = "cuda")]
-pub(crate) mod elementwise;
+mod conv;
 #[cfg(feature = "cuda")]
-pub(crate) mod fused;
+mod elementwise;
+#[cfg(feature = "cuda")]
+mod fused;
 #[cfg(feature = "cuda")]
 pub(crate) use fused::{peak_memory_bytes, synchronize};
 #[cfg(feature = "cuda")]
-pub(crate) mod gemm;
+mod gemm;
 #[cfg(feature = "cuda")]
-pub(crate) mod index;
+mod index;
 #[cfg(feature = "cuda")]
-pub(crate) mod kl;
+mod kl;
 #[cfg(feature = "cuda")]
-pub(crate) mod nn;
+mod nn;
 #[cfg(feature = "cuda")]
-pub(crate) mod pool;
+mod pool;
 #[cfg(feature = "cuda")]
-pub(crate) mod random;
+mod random;
 #[cfg(feature = "cuda")]
-pub(crate) mod reduce;
+mod reduce;
 #[cfg(feature = "cuda")]
 mod storage;
 #[cfg(feature = "cuda")]
 pub use storage::{CudaStorage, ensure_available, is_available};
-#[cfg(feature = "cuda")]
-pub(crate) use storage::{gpu_of, kerr, same_gpu};

@@ -4,7 +4,7 @@
 
 use sparsedm_kernels::abi::{MAX_DIMS, SdmLayout};
 
-use crate::cpu::strided::Walk;
+use crate::backend::cpu::strided::Walk;
 use crate::{Error, Result};
 
 /// The kernel layouts of `K` operands iterated over one logical `shape`

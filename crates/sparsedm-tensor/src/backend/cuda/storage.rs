@@ -7,9 +7,9 @@ use std::sync::Arc;
 use half::{bf16, f16};
 use sparsedm_kernels::{DeviceBuffer, Gpu, GpuDType, KernelsError, ops};
 
-use crate::cuda::kl;
-use crate::storage::{CpuStorage, Storage};
-use crate::{DType, Device, Error, Layout, Result, Tensor};
+use crate::backend::cpu::CpuStorage;
+use crate::backend::cuda::kl;
+use crate::{DType, Device, Error, Layout, Result};
 
 /// A tensor buffer on one GPU: `len` elements of `dtype` (f32, f16, bf16 or
 /// i64), flat like a CPU buffer; strides live in the tensor's [`Layout`].
@@ -52,20 +52,15 @@ pub(crate) fn kerr(op: &'static str) -> impl FnOnce(KernelsError) -> Error {
     }
 }
 
-/// The GPU all `tensors` live on, or an error naming `op`: the first tensor
-/// must be on CUDA and every other on the same device.
-pub(crate) fn same_gpu(op: &'static str, tensors: &[&Tensor]) -> Result<Arc<Gpu>> {
-    let first = tensors.first().ok_or_else(|| Error::invalid(op, "no operands"))?;
-    let dev = first.device();
-    for t in &tensors[1..] {
-        if t.device() != dev {
-            return Err(Error::DeviceMismatch { op, lhs: dev, rhs: t.device() });
+/// The GPU all `bufs` live on, or a device mismatch naming `op`.
+pub(crate) fn same_gpu(op: &'static str, bufs: &[&CudaStorage]) -> Result<Arc<Gpu>> {
+    let first = bufs.first().ok_or_else(|| Error::invalid(op, "no operands"))?;
+    for b in &bufs[1..] {
+        if b.device() != first.device() {
+            return Err(Error::DeviceMismatch { op, lhs: first.device(), rhs: b.device() });
         }
     }
-    match dev {
-        Device::Cuda(ordinal) => gpu_of(ordinal),
-        Device::Cpu => Err(Error::invalid(op, "internal: CUDA path called with CPU tensors")),
-    }
+    Ok(first.gpu.clone())
 }
 
 /// The kernels' element type of `dtype` (i64 has none: only copies move it).
@@ -75,14 +70,6 @@ pub(crate) fn gpu_dtype(op: &'static str, dtype: DType) -> Result<GpuDType> {
         DType::F16 => Ok(GpuDType::F16),
         DType::BF16 => Ok(GpuDType::BF16),
         DType::I64 => Err(Error::UnsupportedDType { op, dtype, expected: "f32, f16 or bf16" }),
-    }
-}
-
-/// The CUDA buffer of a storage, or an error naming `op` for a CPU one.
-pub(crate) fn cuda_ref<'a>(s: &'a Storage, op: &'static str) -> Result<&'a CudaStorage> {
-    match s {
-        Storage::Cuda(c) => Ok(c),
-        Storage::Cpu(_) => Err(Error::invalid(op, "internal: expected a CUDA buffer, found a CPU one")),
     }
 }
 
@@ -113,6 +100,16 @@ impl CudaStorage {
     }
     pub(crate) fn buffer_mut(&mut self) -> &mut DeviceBuffer {
         &mut self.buf
+    }
+
+    /// A device copy of a host buffer on GPU `ordinal`.
+    pub(crate) fn upload_to(ordinal: usize, data: &CpuStorage, op: &'static str) -> Result<Self> {
+        Self::upload(&gpu_of(ordinal)?, data, op)
+    }
+
+    /// `len` f32 elements equal to `v` on GPU `ordinal` (a fill kernel).
+    pub(crate) fn full_on(ordinal: usize, len: usize, v: f32, op: &'static str) -> Result<Self> {
+        Self::full(&gpu_of(ordinal)?, DType::F32, len, v, op)
     }
 
     /// Uninitialised storage for `len` elements.
@@ -226,24 +223,36 @@ impl CudaStorage {
     }
 }
 
-/// `t` itself when its layout is contiguous from element 0 of its buffer,
-/// else an untracked contiguous copy: what the row-wise kernels (which take a
-/// bare buffer) need. Checks that `t` is f32 and on CUDA.
-pub(crate) fn dense_f32(t: &Tensor, op: &'static str) -> Result<Tensor> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), expected: "f32" });
-    }
-    dense(t, op)
+/// A buffer an op reads: borrowed when the view already is the buffer
+/// (contiguous from element 0), else an owned contiguous copy.
+pub(crate) enum Held<'a> {
+    Borrowed(&'a CudaStorage),
+    Owned(CudaStorage),
 }
 
-/// Like [`dense_f32`] for any dtype.
-pub(crate) fn dense(t: &Tensor, op: &'static str) -> Result<Tensor> {
-    if t.layout().contiguous_range().is_some_and(|r| r.start == 0) {
-        return Ok(t.clone());
+impl std::ops::Deref for Held<'_> {
+    type Target = CudaStorage;
+    fn deref(&self) -> &CudaStorage {
+        match self {
+            Held::Borrowed(s) => s,
+            Held::Owned(s) => s,
+        }
     }
-    let copy = {
-        let s = t.storage();
-        cuda_ref(&s, op)?.copy_view(t.layout(), op)?
-    };
-    Ok(Tensor::from_storage(Storage::Cuda(copy), t.shape()))
+}
+
+/// The view `l` of `s` as a buffer contiguous from element 0 (a copy only
+/// when needed): what the row-wise kernels, which take a bare buffer, read.
+pub(crate) fn dense<'a>(s: &'a CudaStorage, l: &Layout, op: &'static str) -> Result<Held<'a>> {
+    if l.contiguous_range().is_some_and(|r| r.start == 0) {
+        return Ok(Held::Borrowed(s));
+    }
+    Ok(Held::Owned(s.copy_view(l, op)?))
+}
+
+/// Like [`dense`], checking that the elements are f32.
+pub(crate) fn dense_f32<'a>(s: &'a CudaStorage, l: &Layout, op: &'static str) -> Result<Held<'a>> {
+    if s.dtype() != DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: s.dtype(), expected: "f32" });
+    }
+    dense(s, l, op)
 }

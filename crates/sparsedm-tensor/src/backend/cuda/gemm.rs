@@ -7,11 +7,10 @@
 use sparsedm_kernels::GpuDType;
 use sparsedm_kernels::gemm::{F32Math, GemmShape, Operand, gemm};
 
-use crate::cpu::strided::Walk;
-use crate::cuda::storage::{CudaStorage, cuda_ref};
-use crate::cuda::{MatmulPrecision, kerr, matmul_precision, same_gpu};
-use crate::storage::Storage;
-use crate::{DType, Error, Layout, Result, Tensor};
+use crate::backend::cpu::strided::Walk;
+use crate::backend::cuda::precision::{MatmulPrecision, matmul_precision};
+use crate::backend::cuda::storage::{CudaStorage, Held, kerr, same_gpu};
+use crate::{DType, Error, Layout, Result};
 
 /// How cuBLAS reads one operand: element offset, leading dimension, batch
 /// stride, transposed.
@@ -51,61 +50,53 @@ fn describe(l: &Layout) -> Option<Desc> {
     None
 }
 
-/// `t` ready for a GEMM of element type `dt`: itself for f32 operands; for
-/// bf16, a cast copy keeping the layout when the view covers its buffer
-/// exactly (a permutation of contiguous data, e.g. a transposed weight), else
-/// a contiguous cast copy.
-fn in_dtype(t: &Tensor, dt: DType, op: &'static str) -> Result<Tensor> {
+/// `(t, l)` ready for a GEMM of element type `dt`: itself for f32
+/// operands; for bf16, a cast copy keeping the layout when the view covers
+/// its buffer exactly (a permutation of contiguous data, e.g. a transposed
+/// weight), else a contiguous cast copy.
+fn in_dtype<'a>(t: &'a CudaStorage, l: &Layout, dt: DType, op: &'static str) -> Result<(Held<'a>, Layout)> {
     if t.dtype() != DType::F32 {
         return Err(Error::UnsupportedDType { op, dtype: t.dtype(), expected: "f32" });
     }
     if dt == DType::F32 {
-        return Ok(t.clone());
+        return Ok((Held::Borrowed(t), l.clone()));
     }
-    let l = t.layout();
     let n = l.elem_count();
     let extent = 1 + l.shape().iter().zip(l.strides()).map(|(&s, &st)| s.saturating_sub(1) * st).sum::<usize>();
     let dense_perm = l.offset() == 0 && extent == n && l.shape().iter().zip(l.strides()).all(|(&s, &st)| s == 1 || st > 0);
-    let s = t.storage();
-    let c = cuda_ref(&s, op)?;
     if dense_perm {
-        Ok(Tensor::from_storage_layout(Storage::Cuda(c.cast(n, dt, op)?), l.clone()))
+        Ok((Held::Owned(t.cast(n, dt, op)?), l.clone()))
     } else {
-        let copy = c.copy_view(l, op)?;
-        Ok(Tensor::from_storage(Storage::Cuda(copy.cast(n, dt, op)?), l.shape()))
+        Ok((Held::Owned(t.copy_view(l, op)?.cast(n, dt, op)?), Layout::contiguous(l.shape())))
     }
 }
 
-/// `t` broadcast to `shape` and described for cuBLAS, copying (the view,
-/// then if needed the broadcast itself) when its strides do not allow it.
-fn operand(t: &Tensor, shape: &[usize], op: &'static str) -> Result<(Tensor, Desc)> {
-    let l = t.layout().broadcast_as(shape)?;
-    if let Some(d) = describe(&l) {
-        return Ok((t.clone(), d));
+/// `(t, l)` broadcast to `shape` and described for cuBLAS, copying (the
+/// view, then if needed the broadcast itself) when its strides do not allow it.
+fn operand<'a>(t: &'a CudaStorage, l: &Layout, shape: &[usize], op: &'static str) -> Result<(Held<'a>, Desc)> {
+    let b = l.broadcast_as(shape)?;
+    if let Some(d) = describe(&b) {
+        return Ok((Held::Borrowed(t), d));
     }
-    let s = t.storage();
-    let c = cuda_ref(&s, op)?;
-    let dense = Tensor::from_storage(Storage::Cuda(c.copy_view(t.layout(), op)?), t.shape());
-    let l = dense.layout().broadcast_as(shape)?;
-    if let Some(d) = describe(&l) {
-        return Ok((dense, d));
+    let dense = t.copy_view(l, op)?;
+    let b = Layout::contiguous(l.shape()).broadcast_as(shape)?;
+    if let Some(d) = describe(&b) {
+        return Ok((Held::Owned(dense), d));
     }
     // The batch broadcast itself has no single batch stride: materialise it.
-    let full = {
-        let ds = dense.storage();
-        Tensor::from_storage(Storage::Cuda(cuda_ref(&ds, op)?.copy_view(&l, op)?), shape)
-    };
-    let d = describe(full.layout()).ok_or_else(|| Error::invalid(op, "internal: a contiguous operand is not describable"))?;
-    Ok((full, d))
+    let full = dense.copy_view(&b, op)?;
+    let d = describe(&Layout::contiguous(shape)).ok_or_else(|| Error::invalid(op, "internal: a contiguous operand is not describable"))?;
+    Ok((Held::Owned(full), d))
 }
 
 /// `out[b] = a[b] · bm[b] (+ out[b] when `accumulate`)` with `a` broadcast to
 /// `[batch…, m, k]`, `bm` to `[batch…, k, n]` and `out` an f32 buffer holding
 /// `[batch, m, n]` contiguously.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into(
     op: &'static str,
-    a: &Tensor,
-    bm: &Tensor,
+    (a, la): (&CudaStorage, &Layout),
+    (bm, lb): (&CudaStorage, &Layout),
     batch: &[usize],
     m: usize,
     k: usize,
@@ -124,63 +115,73 @@ pub(crate) fn gemm_into(
         }
         return Ok(());
     }
-    let precision = matmul_precision();
-    let (dt, gdt, f32_math) = match precision {
+    let (dt, gdt, f32_math) = match matmul_precision() {
         MatmulPrecision::F32 => (DType::F32, GpuDType::F32, F32Math::Exact),
         MatmulPrecision::Tf32 => (DType::F32, GpuDType::F32, F32Math::Tf32),
         MatmulPrecision::Bf16 => (DType::BF16, GpuDType::BF16, F32Math::Exact),
     };
-    let (a, bm) = (in_dtype(a, dt, op)?, in_dtype(bm, dt, op)?);
+    let ((a, la), (bm, lb)) = (in_dtype(a, la, dt, op)?, in_dtype(bm, lb, dt, op)?);
     let mut sa = batch.to_vec();
     sa.extend([m, k]);
     let mut sb = batch.to_vec();
     sb.extend([k, n]);
-    let (at, ad) = operand(&a, &sa, op)?;
-    let (bt, bd) = operand(&bm, &sb, op)?;
+    let (at, ad) = operand(&a, &la, &sa, op)?;
+    let (bt, bd) = operand(&bm, &lb, &sb, op)?;
     let shape = GemmShape { m, n, k, batch: nb, input: gdt, output: GpuDType::F32, f32_math };
-    let (ga, gb) = (at.storage(), bt.storage());
-    let (ba, bb) = (cuda_ref(&ga, op)?.buffer(), cuda_ref(&gb, op)?.buffer());
-    let oa = Operand { buf: ba, offset: ad.offset, ld: ad.ld, batch_stride: ad.batch_stride, trans: ad.trans };
-    let ob = Operand { buf: bb, offset: bd.offset, ld: bd.ld, batch_stride: bd.batch_stride, trans: bd.trans };
+    let oa = Operand { buf: at.buffer(), offset: ad.offset, ld: ad.ld, batch_stride: ad.batch_stride, trans: ad.trans };
+    let ob = Operand { buf: bt.buffer(), offset: bd.offset, ld: bd.ld, batch_stride: bd.batch_stride, trans: bd.trans };
     let beta = if accumulate { 1.0 } else { 0.0 };
     gemm(&gpu, &shape, 1.0, oa, ob, beta, out.buffer_mut(), 0, n, m * n).map_err(kerr(op))
 }
 
-/// `[batch…, m, k] @ [batch…, k, n]` (inputs broadcast to the batch shape).
-pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Storage> {
+/// `[batch…, m, k] @ [batch…, k, n]` (views broadcast to the batch shape).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
     let op = "matmul";
     let gpu = same_gpu(op, &[a, b])?;
     let mut out = CudaStorage::alloc(&gpu, DType::F32, batch.iter().product::<usize>() * m * n, op)?;
-    gemm_into(op, a, b, batch, m, k, n, &mut out, false)?;
-    Ok(Storage::Cuda(out))
+    gemm_into(op, (a, la), (b, lb), batch, m, k, n, &mut out, false)?;
+    Ok(out)
 }
 
 /// `x2 [m, k] · wᵀ + bias` (bias `[n]` broadcast into the output first, then
 /// accumulated onto by the GEMM: no separate pass).
-pub(crate) fn linear(x2: &Tensor, w: &Tensor, bias: Option<&Tensor>, m: usize, k: usize, n: usize) -> Result<Storage> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear(
+    x2: &CudaStorage,
+    lx: &Layout,
+    w: &CudaStorage,
+    lw: &Layout,
+    bias: Option<(&CudaStorage, &Layout)>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
     let op = "linear";
     let mut inputs = vec![x2, w];
-    inputs.extend(bias);
+    inputs.extend(bias.map(|b| b.0));
     let gpu = same_gpu(op, &inputs)?;
     let mut out = match bias {
-        Some(b) => broadcast_rows(b, m, n, op)?,
+        Some((b, lb)) => broadcast_to(b, lb, &[m, n], op)?,
         None => CudaStorage::alloc(&gpu, DType::F32, m * n, op)?,
     };
-    gemm_into(op, x2, &w.t()?, &[], m, k, n, &mut out, bias.is_some())?;
-    Ok(Storage::Cuda(out))
+    gemm_into(op, (x2, lx), (w, &lw.transpose(0, 1)?), &[], m, k, n, &mut out, bias.is_some())?;
+    Ok(out)
 }
 
-/// A new `[m, n]` f32 buffer whose every row is the `[n]` vector `b`.
-pub(crate) fn broadcast_rows(b: &Tensor, m: usize, n: usize, op: &'static str) -> Result<CudaStorage> {
-    broadcast_to(b, &[m, n], op)
-}
-
-/// A new contiguous f32 buffer holding `b` broadcast to `shape`.
-pub(crate) fn broadcast_to(b: &Tensor, shape: &[usize], op: &'static str) -> Result<CudaStorage> {
+/// A new contiguous f32 buffer holding the view `(b, l)` broadcast to `shape`.
+pub(crate) fn broadcast_to(b: &CudaStorage, l: &Layout, shape: &[usize], op: &'static str) -> Result<CudaStorage> {
     if b.dtype() != DType::F32 {
         return Err(Error::UnsupportedDType { op, dtype: b.dtype(), expected: "f32" });
     }
-    let l = b.layout().broadcast_as(shape)?;
-    let s = b.storage();
-    cuda_ref(&s, op)?.copy_view(&l, op)
+    b.copy_view(&l.broadcast_as(shape)?, op)
 }

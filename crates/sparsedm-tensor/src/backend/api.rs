@@ -1,0 +1,111 @@
+//! The contract every backend's buffer type fulfils: [`BackendStorage`].
+//! A backend sees flat buffers, [`Layout`]s and op kinds, never a `Tensor`;
+//! it returns new buffers (or rewrites one in place for the fused updates).
+//! Shapes are validated and layouts broadcast by the ops before they call
+//! in, so a backend checks only what is its own business (dtypes, device
+//! limits such as a kernel's rank).
+
+use crate::op_kinds::{AdamWScalars, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
+use crate::{DType, Layout, Result};
+
+/// One operand: a buffer and the view of it the op reads.
+pub(crate) type Operand<'a, S> = (&'a S, &'a Layout);
+
+/// The primitives a device provides. `op` arguments name the user-facing op
+/// in errors. Every method returns contiguous storage of the result's shape
+/// unless it says otherwise.
+pub(crate) trait BackendStorage: Sized {
+    /// The view `l` as a contiguous host buffer in its own dtype.
+    fn to_cpu(&self, l: &Layout, op: &'static str) -> Result<crate::backend::cpu::buffer::CpuStorage>;
+    /// A contiguous copy of the view `l` on the same device.
+    fn copy_view(&self, l: &Layout, op: &'static str) -> Result<Self>;
+    /// The view `l` converted to `dtype`.
+    fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self>;
+    /// Overwrites elements `range` with the contiguous `src` (same dtype).
+    fn write_range(&mut self, range: std::ops::Range<usize>, src: &Self, op: &'static str) -> Result<()>;
+    /// Runs a host closure on the f32 elements `range`, in place (a GPU
+    /// buffer goes through host memory).
+    fn update_f32(&mut self, range: std::ops::Range<usize>, f: &mut dyn FnMut(&mut [f32])) -> Result<()>;
+
+    /// `kind(x)` element-wise.
+    fn unary(&self, l: &Layout, kind: UnaryKind, op: &'static str) -> Result<Self>;
+    /// `kind(a, b)` element-wise; both layouts already have the output shape.
+    fn binary(&self, l: &Layout, rhs: Operand<'_, Self>, kind: BinaryKind, op: &'static str) -> Result<Self>;
+    /// `cond != 0 ? a : b`; all layouts already have the output shape.
+    fn where_cond(&self, l: &Layout, a: Operand<'_, Self>, b: Operand<'_, Self>) -> Result<Self>;
+
+    /// Sum over the sorted, distinct `dims` (kept dims in order).
+    fn sum_dims(&self, l: &Layout, dims: &[usize]) -> Result<Self>;
+    /// Maximum over `dim` and the index (i64) of its first maximal element
+    /// (NaN counts as the maximum).
+    fn max_dim(&self, l: &Layout, dim: usize) -> Result<(Self, Self)>;
+    /// Gradient of [`Self::max_dim`]: the output gradient `self` (laid out
+    /// like the reduced shape with `dim` kept as 1) scattered to the saved
+    /// indices `idx` along `dim` of an `in_shape` tensor.
+    fn max_dim_backward(&self, l: &Layout, idx: &Self, in_shape: &[usize], dim: usize) -> Result<Self>;
+
+    /// `[batch…, m, k] @ [batch…, k, n]`; both layouts are broadcast to the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(&self, l: &Layout, rhs: Operand<'_, Self>, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Self>;
+    /// `x [m, k] · wᵀ + bias` with `w [n, k]` and `bias [n]`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(&self, l: &Layout, w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, k: usize, n: usize) -> Result<Self>;
+
+    /// 2-D convolution `[n, c, h, w] ⋆ [o, c, kh, kw] (+ bias [o])`.
+    fn conv2d(&self, l: &Layout, w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, g: &ConvGeom) -> Result<Self>;
+    /// Input gradient of [`Self::conv2d`] from the output gradient `self`.
+    fn conv2d_backward_input(&self, l: &Layout, w: Operand<'_, Self>, g: &ConvGeom) -> Result<Self>;
+    /// Weight gradient of [`Self::conv2d`] from the output gradient `self`.
+    fn conv2d_backward_weight(&self, l: &Layout, x: Operand<'_, Self>, g: &ConvGeom) -> Result<Self>;
+
+    /// Max pool values and, when `with_argmax`, the in-plane index (i64) of
+    /// each output's maximum (ties: the first element; NaN wins).
+    fn max_pool2d(&self, l: &Layout, g: &PoolGeom, with_argmax: bool) -> Result<(Self, Option<Self>)>;
+    /// Gradient of [`Self::max_pool2d`] from the output gradient `self`.
+    fn max_pool2d_backward(&self, l: &Layout, argmax: &Self, g: &PoolGeom) -> Result<Self>;
+    /// Average pool (PyTorch semantics, floor mode).
+    fn avg_pool2d(&self, l: &Layout, g: &PoolGeom, count_include_pad: bool) -> Result<Self>;
+    /// Gradient of [`Self::avg_pool2d`] from the output gradient `self`.
+    fn avg_pool2d_backward(&self, l: &Layout, g: &PoolGeom, count_include_pad: bool) -> Result<Self>;
+    /// Nearest upsampling of `[n, c, h, w]` (`nchw`) by `factor`.
+    fn upsample_nearest2d(&self, l: &Layout, nchw: [usize; 4], factor: usize) -> Result<Self>;
+    /// Gradient of [`Self::upsample_nearest2d`] (`nchw` is the input's shape).
+    fn upsample_nearest2d_backward(&self, l: &Layout, nchw: [usize; 4], factor: usize) -> Result<Self>;
+    /// Bilinear resize (`align_corners = False`) of `[n, c, h, w]` to `out`.
+    fn resize_bilinear(&self, l: &Layout, nchw: [usize; 4], out: (usize, usize)) -> Result<Self>;
+    /// Gradient of [`Self::resize_bilinear`] (`nchw` is the input's shape).
+    fn resize_bilinear_backward(&self, l: &Layout, nchw: [usize; 4], out: (usize, usize)) -> Result<Self>;
+
+    /// Softmax (or log-softmax) over the last dim.
+    fn softmax_last(&self, l: &Layout, log: bool) -> Result<Self>;
+    /// Gradient of [`Self::softmax_last`] from its output `self` and the
+    /// output gradient `grad`.
+    fn softmax_last_backward(&self, l: &Layout, grad: Operand<'_, Self>, log: bool) -> Result<Self>;
+    /// `(x − mean)/√(var + eps)` over the last dim; also returns `rstd` per row (f32).
+    fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)>;
+    /// Gradient of [`Self::standardize_last`] from the input `self`, the
+    /// output `y`, the saved `rstd` and the output gradient (each backend
+    /// reads what it needs: the CPU recomputes the statistics from `x` in
+    /// f64, CUDA uses `y` and `rstd`).
+    fn standardize_last_backward(&self, l: &Layout, y: Operand<'_, Self>, rstd: &Self, grad: Operand<'_, Self>, eps: f32) -> Result<Self>;
+
+    /// Entries `idx` (validated, i64, contiguous) along `dim`.
+    fn index_select(&self, l: &Layout, dim: usize, idx: &Self) -> Result<Self>;
+    /// Gradient of [`Self::index_select`]: rows of `self` added into zeros of `in_shape`.
+    fn index_select_backward(&self, l: &Layout, idx: &Self, in_shape: &[usize], dim: usize) -> Result<Self>;
+    /// A new f32 buffer of `shape`, filled with `fill` (all of it is written
+    /// when `None`), with each part's view written into its box (a view of
+    /// the contiguous `shape`): `cat` and `pad`.
+    fn assemble(parts: &[(&Self, &Layout, Layout)], shape: &[usize], fill: Option<f32>, op: &'static str) -> Result<Self>;
+
+    /// One fused AdamW step: `self` (the parameter), `m` and `v` rewritten
+    /// in place from the gradient; all contiguous from element 0 except `grad`.
+    fn adamw_step(&mut self, grad: Operand<'_, Self>, m: &mut Self, v: &mut Self, s: &AdamWScalars, len: usize) -> Result<()>;
+    /// `self ← d·self + (1 − d)·value`, in place over the first `len` elements.
+    fn ema_update(&mut self, value: Operand<'_, Self>, d: f32, len: usize) -> Result<()>;
+    /// The grouped `n:m` magnitude mask of a weight `[rows, inp, k…]`
+    /// (groups of `m` consecutive input channels at each row and trailing
+    /// position `k`; `inp` is a multiple of `m`).
+    #[allow(clippy::too_many_arguments)]
+    fn nm_mask(&self, l: &Layout, rows: usize, inp: usize, k: usize, n: usize, m: usize) -> Result<Self>;
+}

@@ -1,0 +1,131 @@
+//! Element-wise CPU kernels: unary maps, binary maps over broadcast layouts
+//! and `where`. The loops go through [`Walk`], so strided and broadcast
+//! operands need no copies; each op kind is its own monomorphised loop.
+
+use crate::backend::cpu::math::{normal_cdf, normal_pdf, sigmoid};
+use crate::backend::cpu::strided::Walk;
+use crate::op_kinds::{BinaryKind, UnaryKind};
+use crate::{Layout, Result};
+
+/// `f(x)` for every element of the view `l` of `src`.
+fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; l.elem_count()];
+    let walk = Walk::new(l.shape(), [l.strides()]);
+    walk.for_each_run([l.offset()], &mut out, |run, [o], [s]| {
+        let len = run.len();
+        if s == 1 {
+            for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
+                *d = f(x);
+            }
+        } else {
+            for (i, d) in run.iter_mut().enumerate() {
+                *d = f(src[o + i * s]);
+            }
+        }
+    });
+    out
+}
+
+/// `f(a, b)` over two views of one (broadcast) shape.
+fn map2(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let shape = la.shape();
+    let mut out = vec![0f32; la.elem_count()];
+    let walk = Walk::new(shape, [la.strides(), lb.strides()]);
+    walk.for_each_run([la.offset(), lb.offset()], &mut out, |run, [oa, ob], [sa, sb]| {
+        let len = run.len();
+        match (sa, sb) {
+            (1, 1) => {
+                for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                    *d = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[ob];
+                for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                    *d = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                    *d = f(x, y);
+                }
+            }
+            _ => {
+                for (i, d) in run.iter_mut().enumerate() {
+                    *d = f(a[oa + i * sa], b[ob + i * sb]);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `kind(x)` over the view `l`.
+pub(crate) fn unary(x: &[f32], l: &Layout, kind: UnaryKind) -> Vec<f32> {
+    match kind {
+        UnaryKind::Neg => map(x, l, |x| -x),
+        UnaryKind::Exp => map(x, l, f32::exp),
+        UnaryKind::Log => map(x, l, f32::ln),
+        UnaryKind::Sqrt => map(x, l, f32::sqrt),
+        UnaryKind::Rsqrt => map(x, l, |x| 1.0 / x.sqrt()),
+        UnaryKind::Powf(p) => map(x, l, move |x| x.powf(p)),
+        UnaryKind::Sqr => map(x, l, |x| x * x),
+        UnaryKind::Abs => map(x, l, f32::abs),
+        UnaryKind::Tanh => map(x, l, f32::tanh),
+        UnaryKind::Sigmoid => map(x, l, sigmoid),
+        UnaryKind::Relu => map(x, l, |x| x.max(0.0)),
+        UnaryKind::Gelu => map(x, l, |x| x * normal_cdf(x)),
+        UnaryKind::Silu => map(x, l, |x| x * sigmoid(x)),
+        UnaryKind::Affine(mul, add) => map(x, l, move |x| x * mul + add),
+        UnaryKind::Clamp(lo, hi) => map(x, l, move |x| x.clamp(lo, hi)),
+    }
+}
+
+/// `kind(a, b)` over two views of the output shape.
+pub(crate) fn binary(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, kind: BinaryKind) -> Vec<f32> {
+    match kind {
+        BinaryKind::Add => map2(a, la, b, lb, |a, b| a + b),
+        BinaryKind::Sub => map2(a, la, b, lb, |a, b| a - b),
+        BinaryKind::Mul => map2(a, la, b, lb, |a, b| a * b),
+        BinaryKind::Div => map2(a, la, b, lb, |a, b| a / b),
+        BinaryKind::Max => map2(a, la, b, lb, f32::max),
+        BinaryKind::Ge => map2(a, la, b, lb, |a, b| if a >= b { 1.0 } else { 0.0 }),
+        BinaryKind::NegDiv => map2(a, la, b, lb, |a, b| -a / b),
+        BinaryKind::MulComplement => map2(a, la, b, lb, |a, b| a * (1.0 - b)),
+        BinaryKind::GeluBwd => map2(a, la, b, lb, |g, x| g * (normal_cdf(x) + x * normal_pdf(x))),
+        BinaryKind::SiluBwd => map2(a, la, b, lb, |g, x| {
+            let s = sigmoid(x);
+            g * s * (1.0 + x * (1.0 - s))
+        }),
+        BinaryKind::TanhBwd => map2(a, la, b, lb, |g, y| g * (1.0 - y * y)),
+        BinaryKind::SigmoidBwd => map2(a, la, b, lb, |g, y| g * y * (1.0 - y)),
+        BinaryKind::ReluBwd => map2(a, la, b, lb, |g, x| if x > 0.0 { g } else { 0.0 }),
+        BinaryKind::SqrtBwd => map2(a, la, b, lb, |g, y| 0.5 * g / y),
+        BinaryKind::RsqrtBwd => map2(a, la, b, lb, |g, y| -0.5 * g * y * y * y),
+        BinaryKind::PowfBwd(p) => map2(a, la, b, lb, move |g, x| g * p * x.powf(p - 1.0)),
+        BinaryKind::SqrBwd => map2(a, la, b, lb, |g, x| 2.0 * g * x),
+        BinaryKind::AbsBwd => map2(a, la, b, lb, |g, x| {
+            if x > 0.0 {
+                g
+            } else if x < 0.0 {
+                -g
+            } else {
+                0.0
+            }
+        }),
+        BinaryKind::ClampBwd(lo, hi) => map2(a, la, b, lb, move |g, x| if (lo..=hi).contains(&x) { g } else { 0.0 }),
+    }
+}
+
+/// `cond != 0 ? a : b` over three views of the output shape.
+pub(crate) fn where_cond(c: &[f32], lc: &Layout, a: &[f32], la: &Layout, b: &[f32], lb: &Layout) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; lc.elem_count()];
+    let walk = Walk::new(lc.shape(), [lc.strides(), la.strides(), lb.strides()]);
+    walk.for_each_run([lc.offset(), la.offset(), lb.offset()], &mut out, |run, [oc, oa, ob], [sc, sa, sb]| {
+        for (i, d) in run.iter_mut().enumerate() {
+            *d = if c[oc + i * sc] != 0.0 { a[oa + i * sa] } else { b[ob + i * sb] };
+        }
+    });
+    Ok(out)
+}

@@ -1,0 +1,131 @@
+//! CPU matrix products through the `gemm` crate (packed, SIMD,
+//! rayon-parallel kernels): batched products of broadcast, possibly
+//! transposed views read through their strides without copying, and
+//! `linear` as one GEMM onto rows pre-filled with the bias.
+
+use crate::Layout;
+use crate::backend::cpu::strided::gather;
+use rayon::prelude::*;
+
+/// Work (m·n·k) above which one product is worth gemm's own threads.
+const PAR_GEMM_WORK: usize = 1 << 18;
+
+/// `out[m,n] = lhs[m,k] · rhs[k,n]` for one matrix, given element strides
+/// (row, col) of each operand; `out` is row-major.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(out.len() >= m * n, "gemm_f32: output buffer too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // Bounds of the strided operands must lie inside the slices.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len() && last(k, n, rhs_rs, rhs_cs) < rhs.len(), "gemm_f32: operand out of bounds");
+    let par = if parallel && m * n * k >= PAR_GEMM_WORK {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee that every element addressed
+    // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`; `out`
+    // is uniquely borrowed and does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Batched product of two broadcast layouts of equal batch shape.
+pub(crate) fn bmm(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, m: usize, k: usize, n: usize) -> Vec<f32> {
+    let r = la.rank();
+    let batch_shape = &la.shape()[..r - 2];
+    let batch: usize = batch_shape.iter().product();
+    let (ars, acs) = (la.strides()[r - 2], la.strides()[r - 1]);
+    let (brs, bcs) = (lb.strides()[r - 2], lb.strides()[r - 1]);
+    let offsets = |l: &Layout, i: usize| {
+        let mut rem = i;
+        let mut off = l.offset();
+        for d in (0..r - 2).rev() {
+            off += (rem % l.shape()[d]) * l.strides()[d];
+            rem /= l.shape()[d];
+        }
+        off
+    };
+    let mut out = vec![0f32; batch * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let one = |i: usize, o: &mut [f32], parallel: bool| {
+        let (oa, ob) = (offsets(la, i), offsets(lb, i));
+        gemm_f32(o, m, n, k, &a[oa..], ars, acs, &b[ob..], brs, bcs, false, parallel);
+    };
+    if batch == 1 || m * n * k >= PAR_GEMM_WORK * 8 {
+        out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
+    } else {
+        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
+    }
+    out
+}
+
+/// `x [m, k] · wᵀ + bias`: one GEMM onto rows pre-filled with the bias.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear(
+    x: &[f32],
+    lx: &Layout,
+    w: &[f32],
+    lw: &Layout,
+    bias: Option<(&[f32], &Layout)>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    if let Some((b, lb)) = bias {
+        let bv = gather(b, lb.shape(), lb.strides(), lb.offset());
+        for row in out.chunks_mut(n.max(1)) {
+            row.copy_from_slice(&bv);
+        }
+    }
+    let (xv, wv) = (&x[lx.offset()..], &w[lw.offset()..]);
+    // rhs[kk, j] = W[j, kk]
+    gemm_f32(&mut out, m, n, k, xv, lx.strides()[0], lx.strides()[1], wv, lw.strides()[1], lw.strides()[0], bias.is_some(), true);
+    out
+}

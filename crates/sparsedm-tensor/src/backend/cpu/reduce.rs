@@ -1,0 +1,118 @@
+//! CPU reductions: sums (accumulated in f64 per output row so that large
+//! means stay exact to f32 precision, with fast paths for reductions over a
+//! suffix or a prefix of a contiguous tensor) and the maximum with its index.
+
+use crate::backend::cpu::buffer::with_contiguous;
+use crate::backend::cpu::strided::gather;
+use crate::{Layout, Result};
+use rayon::prelude::*;
+
+/// Sums contiguous `data` viewed as `[rows, inner]` over rows (a prefix
+/// reduction, e.g. a bias gradient), in parallel over row blocks.
+fn sum_prefix(data: &[f32], rows: usize, inner: usize) -> Vec<f32> {
+    const BLOCK: usize = 64;
+    let partial = |r0: usize, r1: usize| {
+        let mut acc = vec![0f32; inner];
+        for r in r0..r1 {
+            for (a, &x) in acc.iter_mut().zip(&data[r * inner..(r + 1) * inner]) {
+                *a += x;
+            }
+        }
+        acc
+    };
+    if rows * inner < 1 << 15 {
+        return partial(0, rows);
+    }
+    let blocks: Vec<Vec<f32>> =
+        (0..rows.div_ceil(BLOCK)).into_par_iter().map(|b| partial(b * BLOCK, ((b + 1) * BLOCK).min(rows))).collect();
+    let mut acc = vec![0f32; inner];
+    for b in blocks {
+        for (a, x) in acc.iter_mut().zip(b) {
+            *a += x;
+        }
+    }
+    acc
+}
+
+/// Reduces each contiguous row of length `len` with `f`.
+fn reduce_rows<T: Send>(data: &[f32], len: usize, f: impl Fn(&[f32]) -> T + Sync) -> Vec<T> {
+    if len == 0 {
+        return Vec::new();
+    }
+    if data.len() < 1 << 14 { data.chunks(len).map(&f).collect() } else { data.par_chunks(len).map(&f).collect() }
+}
+
+/// The view with `dims` moved last, gathered contiguously, and the number of
+/// elements reduced per output.
+fn reduced_rows_data(x: &[f32], l: &Layout, dims: &[usize]) -> Result<(Vec<f32>, usize)> {
+    let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
+    let perm: Vec<usize> = kept.iter().chain(dims).copied().collect();
+    let n: usize = dims.iter().map(|&d| l.shape()[d]).product();
+    let p = l.permute(&perm)?;
+    Ok((gather(x, p.shape(), p.strides(), p.offset()), n))
+}
+
+fn row_sum(r: &[f32]) -> f32 {
+    r.iter().map(|&x| x as f64).sum::<f64>() as f32
+}
+
+/// Sum of the view over the sorted, distinct `dims`.
+pub(crate) fn sum_dims(x: &[f32], l: &Layout, dims: &[usize]) -> Result<Vec<f32>> {
+    let rank = l.rank();
+    let n: usize = dims.iter().map(|&d| l.shape()[d]).product();
+    let is_prefix = dims.iter().enumerate().all(|(i, &d)| i == d);
+    let is_suffix = dims.iter().rev().enumerate().all(|(i, &d)| d == rank - 1 - i);
+    Ok(if dims.is_empty() {
+        gather(x, l.shape(), l.strides(), l.offset())
+    } else if l.is_contiguous() && is_suffix {
+        with_contiguous(x, l, |d| reduce_rows(d, n, row_sum))
+    } else if l.is_contiguous() && is_prefix {
+        with_contiguous(x, l, |d| sum_prefix(d, n, l.elem_count() / n.max(1)))
+    } else {
+        let (data, n) = reduced_rows_data(x, l, dims)?;
+        reduce_rows(&data, n, row_sum)
+    })
+}
+
+/// Maximum over `dim` (non-empty) and the index of the first maximal element.
+pub(crate) fn max_dim(x: &[f32], l: &Layout, dim: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+    let (data, n) = reduced_rows_data(x, l, &[dim])?;
+    let pairs = reduce_rows(&data, n, |r| {
+        let mut best = (r[0], 0usize);
+        for (i, &x) in r.iter().enumerate().skip(1) {
+            if x > best.0 || (x.is_nan() && !best.0.is_nan()) {
+                best = (x, i);
+            }
+        }
+        best
+    });
+    Ok((pairs.iter().map(|p| p.0).collect(), pairs.iter().map(|p| p.1 as i64).collect()))
+}
+
+/// Gradient of [`max_dim`]: the output gradient scattered into a
+/// `[kept…, n]` buffer at the saved indices, then `dim` moved back in place.
+pub(crate) fn max_dim_backward(g: &[f32], lg: &Layout, idx: &[i64], in_shape: &[usize], dim: usize) -> Result<Vec<f32>> {
+    let n = in_shape[dim];
+    let g = gather(g, lg.shape(), lg.strides(), lg.offset());
+    let mut buf = vec![0f32; g.len() * n];
+    for (o, (&gv, &i)) in g.iter().zip(idx).enumerate() {
+        buf[o * n + i as usize] = gv;
+    }
+    let mut moved: Vec<usize> = in_shape.iter().enumerate().filter(|(d, _)| *d != dim).map(|(_, &s)| s).collect();
+    moved.push(n);
+    // `buf` has `dim` last; view it with `dim` back in place and gather.
+    let rank = in_shape.len();
+    let perm: Vec<usize> = (0..rank)
+        .map(|d| {
+            if d == dim {
+                rank - 1
+            } else if d < dim {
+                d
+            } else {
+                d - 1
+            }
+        })
+        .collect();
+    let view = Layout::contiguous(&moved).permute(&perm)?;
+    Ok(gather(&buf, view.shape(), view.strides(), view.offset()))
+}

@@ -1,0 +1,132 @@
+//! Row-wise CPU kernels over the last dim: softmax and log-softmax, and the
+//! standardization behind layer norm and group norm, each with its fused
+//! backward. Rows are processed in parallel on contiguous data.
+
+use crate::backend::cpu::math::fast_exp;
+use rayon::prelude::*;
+
+/// Applies `f(row_in, row_out)` to every row of length `len`, in parallel.
+fn rows_map(data: &[f32], len: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    if len == 0 {
+        return out;
+    }
+    if data.len() < 1 << 14 {
+        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| f(i, o));
+    } else {
+        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| f(i, o));
+    }
+    out
+}
+
+/// Like [`rows_map`] over two inputs of the same shape.
+fn rows_map2(a: &[f32], b: &[f32], len: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    if len == 0 {
+        return out;
+    }
+    if a.len() < 1 << 14 {
+        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+    } else {
+        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+    }
+    out
+}
+
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = fast_exp(v - max);
+        sum += *o;
+    }
+    let inv = 1.0 / sum;
+    y.iter_mut().for_each(|o| *o *= inv);
+}
+
+fn log_softmax_row(x: &[f32], y: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v - lse;
+    }
+}
+
+/// Softmax (or log-softmax) of each row of length `len` of contiguous `x`.
+pub(crate) fn softmax_last(x: &[f32], len: usize, log: bool) -> Vec<f32> {
+    if log { rows_map(x, len, log_softmax_row) } else { rows_map(x, len, softmax_row) }
+}
+
+/// Gradient of [`softmax_last`] from its output `y` and the gradient `g`
+/// (both contiguous): `y ⊙ (g − Σ g⊙y)`, or `g − exp(y)·Σ g` for log-softmax.
+pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool) -> Vec<f32> {
+    if log {
+        rows_map2(g, y, len, |g, y, o| {
+            let s: f32 = g.iter().sum();
+            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                *o = g - y.exp() * s;
+            }
+        })
+    } else {
+        rows_map2(g, y, len, |g, y, o| {
+            let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                *o = y * (g - dot);
+            }
+        })
+    }
+}
+
+/// Mean and 1/√(var + eps) of a row, in f64 (biased variance).
+fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.0 / (var + eps as f64).sqrt())
+}
+
+/// `(x − mean)·rstd` per row of contiguous `x`, and `rstd` per row (f32),
+/// in one pass over the rows (in parallel for large inputs).
+pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let mut y = vec![0f32; x.len()];
+    if len == 0 {
+        return (y, Vec::new());
+    }
+    let mut rstd = vec![0f32; x.len() / len];
+    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| {
+        let (mean, rs) = row_stats(x, eps);
+        let (mean, rs) = (mean as f32, rs as f32);
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = (v - mean) * rs;
+        }
+        *r = rs;
+    };
+    if x.len() < 1 << 14 {
+        x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()).for_each(row);
+    } else {
+        x.par_chunks(len).zip(y.par_chunks_mut(len)).zip(rstd.par_iter_mut()).for_each(row);
+    }
+    (y, rstd)
+}
+
+/// Gradient of [`standardize_last`] from the input `x` and the gradient `g`
+/// (contiguous): `rstd·(g − mean(g) − y·mean(g⊙y))`, with the statistics
+/// recomputed from `x` in f64.
+pub(crate) fn standardize_last_backward(x: &[f32], g: &[f32], len: usize, eps: f32) -> Vec<f32> {
+    rows_map2(g, x, len, |g, x, o| {
+        let n = x.len() as f64;
+        let (mean, rstd) = row_stats(x, eps);
+        let (mut mg, mut mgy) = (0f64, 0f64);
+        for (&g, &x) in g.iter().zip(x) {
+            let y = (x as f64 - mean) * rstd;
+            mg += g as f64;
+            mgy += g as f64 * y;
+        }
+        mg /= n;
+        mgy /= n;
+        for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
+            let y = (x as f64 - mean) * rstd;
+            *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
+        }
+    })
+}

@@ -1,3 +1,0 @@
-//! CPU-specific machinery shared by the ops (strided iteration).
-
-pub(crate) mod strided;
