@@ -42,6 +42,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod conv2d;
 pub mod error;
+pub mod finite;
 pub mod init;
 pub mod kt;
 pub mod layout;
@@ -65,6 +66,7 @@ pub use checkpoint::{
 };
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use error::{BlockLine, LayersError};
+pub use finite::{allow_non_finite_weights, check_finite, non_finite_weights_allowed};
 pub use init::Init;
 pub use kt::{KtLoss, KtLossValue};
 pub use layout::WeightLayout;
