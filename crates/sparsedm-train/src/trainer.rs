@@ -99,8 +99,6 @@ impl Trainer {
             }
             _ => cfg,
         };
-        let cfg_text = cfg.to_toml()?;
-        sparsedm_tensor::write_atomic(run_dir.join("config.toml"), cfg_text.as_bytes())?;
 
         let student = build::new_model(&cfg, cfg.seed)?;
         match &state {
@@ -163,6 +161,9 @@ impl Trainer {
             return Err(TrainError::Config(format!("the dataset's images are {w}x{h}, the model expects {mw}x{mh}")));
         }
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
+        // Written once everything above is known to work, so a refused
+        // setup leaves no half-made run behind.
+        sparsedm_tensor::write_atomic(run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         Ok(Trainer {
             schedule: build::schedule(&cfg)?,
             cfg,
