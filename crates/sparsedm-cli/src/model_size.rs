@@ -75,21 +75,29 @@ pub fn check_fits(cfg: &ModelConfig, what: &str) -> Result<()> {
 }
 
 /// Checks the configuration `config` (for messages) against the header of
-/// `weights` before anything is built: every weight it implies that the
-/// file holds must have the file's shape, and the model must fit in memory.
-/// Missing or extra tensors are left to the strict load, which lists them all.
+/// `weights` before anything is built. A config that implies more weight
+/// values than the file holds cannot describe it, and building it could
+/// exhaust memory: it is refused, naming the first weight whose shape
+/// differs. Otherwise the model is small enough to build, and the strict
+/// load lists every missing, extra or mis-shaped tensor in one go. In both
+/// cases the model must fit in memory.
 pub fn check_config_against_weights(cfg: &ModelConfig, config: &Path, weights: &Path) -> Result<()> {
     let file = header_shapes(weights)?;
-    for (name, expected) in weight_shapes(cfg) {
-        if let Some(actual) = file.get(&name)
-            && *actual != expected
-        {
-            bail!(
-                "{}: tensor {name} has shape {actual:?}, but the config {} gives {expected:?}: the config does not describe these weights",
-                weights.display(),
-                config.display()
-            );
-        }
+    let file_values =
+        file.values().fold(0u64, |acc, shape| acc.saturating_add(shape.iter().fold(1u64, |p, &d| p.saturating_mul(d as u64))));
+    let needed = param_lower_bound(cfg)?;
+    if needed > file_values {
+        let first = weight_shapes(cfg).into_iter().find_map(|(name, expected)| match file.get(&name) {
+            Some(actual) if *actual != expected => Some(format!("tensor {name} has shape {actual:?} there, the config gives {expected:?}")),
+            None => Some(format!("it has no tensor {name} {expected:?}")),
+            _ => None,
+        });
+        bail!(
+            "the config {} describes at least {needed} weight values but {} holds {file_values}{}: the config does not describe these weights",
+            config.display(),
+            weights.display(),
+            first.map(|f| format!(" ({f})")).unwrap_or_default()
+        );
     }
     check_fits(cfg, &config.display().to_string())
 }
