@@ -34,3 +34,14 @@ pub fn prepare_new_run(dir: &Path, force: bool) -> Result<()> {
     }
     crate::output::check_writable("--out", dir)
 }
+
+/// With `--force` on `demo`/`repro`: removes the `runs/` folder of an
+/// earlier invocation in `out` (the training runs of [`crate::lab`]), so
+/// the new runs start clean instead of mixing checkpoints.
+pub fn remove_lab_runs(out: &Path) -> Result<()> {
+    let runs = out.join("runs");
+    if runs.is_dir() {
+        std::fs::remove_dir_all(&runs).with_context(|| format!("--force: cannot remove {} of an earlier run", runs.display()))?;
+    }
+    Ok(())
+}

@@ -362,6 +362,8 @@ fn protected_outputs() {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("000000.png"), b"stale").unwrap();
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--steps", "1", "--out", s(&folder)], &["pngs", "not empty", "--force"]);
+    refused(&d, &["demo", "--out", s(&folder)], &["pngs", "not empty", "--force"]);
+    refused(&d, &["repro", "table2", "--out", s(&folder)], &["pngs", "not empty", "--force"]);
     let run_copy = d.join("run");
     std::fs::create_dir_all(run_copy.join("checkpoints")).unwrap();
     std::fs::write(run_copy.join("config.toml"), TINY_RUN).unwrap();

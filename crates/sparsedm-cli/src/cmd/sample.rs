@@ -135,6 +135,11 @@ pub fn run(a: Args) -> Result<()> {
         (Some(_), None) | (None, Some(_)) => anyhow::bail!("--arch and --config go together"),
         _ => None,
     };
+    if let (Some(ext), Some(cfg_path)) = (&external, &a.config) {
+        let cfg = sparsedm_diffusion::ModelConfig::from_json(ext.arch, &ext.config)
+            .with_context(|| format!("--config {}", cfg_path.display()))?;
+        crate::model_size::check_config_against_weights(&cfg, cfg_path, &a.checkpoint)?;
+    }
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
