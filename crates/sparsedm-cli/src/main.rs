@@ -6,8 +6,12 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod budget;
 mod cmd;
 mod lab;
+mod model_size;
+mod output;
+mod run_folder;
 
 // Tensor ops allocate large short-lived buffers; mimalloc keeps them in
 // its pages instead of mapping and zero-faulting fresh memory each time

@@ -5,21 +5,41 @@
 //! unexpected and mis-shaped tensor is listed in one error (so a user fixes
 //! a conversion in one go), and nothing is written into the model unless
 //! the whole file matches. f16/bf16 (and f64) tensors are converted to f32.
+//! A file that carries a sparsity spec in its metadata (`sparsedm prune`,
+//! a sparse run's export) must satisfy it: a layer the spec lists as N:M
+//! whose stored weight is not is refused naming the layer and the first
+//! offending group — never silently re-masked or loaded as dense. Values
+//! must be finite (see `sparsedm_layers::finite`).
 //! Official `.pth`/`.ckpt` files are converted with
 //! `scripts/convert_checkpoint.py`.
 
 use crate::error::Result;
-use sparsedm_layers::ParamStore;
+use sparsedm_layers::{ParamStore, SPARSITY_METADATA_KEY, read_sparse_checkpoint};
+use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// Loads `path` into every entry of `store` (strict; see the module doc).
 /// The error is [`sparsedm_layers::LayersError::CheckpointMismatch`] (inside
-/// [`crate::DiffusionError::Layers`]) for name/shape problems, or a tensor
-/// I/O error for an unreadable file.
+/// [`crate::DiffusionError::Layers`]) for name/shape problems, a sparsity
+/// violation of the file's own spec, or a tensor I/O error for an
+/// unreadable file.
 pub fn load_checkpoint(store: &ParamStore, path: impl AsRef<Path>) -> Result<()> {
-    store.load_safetensors(path, |_| false)?;
+    let path = path.as_ref();
+    let tensors = read_verified(path)?;
+    store.load_tensors(&path.display().to_string(), tensors, |_| false)?;
     Ok(())
+}
+
+/// The tensors of a checkpoint file, in their stored dtypes; when its
+/// metadata holds a sparsity spec, every listed layer is verified against
+/// it first ([`sparsedm_layers::SparsitySpec::verify`]).
+pub fn read_verified(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    let path = path.as_ref();
+    if load_safetensors_metadata(path)?.contains_key(SPARSITY_METADATA_KEY) {
+        return Ok(read_sparse_checkpoint(path)?.0);
+    }
+    Ok(load_safetensors(path)?)
 }
 
 /// Writes every entry of `store` to `path` (f32, atomically), with optional

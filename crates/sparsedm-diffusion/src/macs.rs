@@ -84,9 +84,25 @@ impl MacEntry {
 pub struct MacReport {
     pub batch: usize,
     pub entries: Vec<MacEntry>,
+    /// The first line whose count (or the running total) does not fit in
+    /// 64 bits: its count is saturated, so the report must not be used as
+    /// numbers (see [`MacReport::check`]).
+    pub overflow: Option<String>,
 }
 
 impl MacReport {
+    /// Errors when a count overflowed 64 bits (a huge batch or model):
+    /// checked arithmetic, never a wrapped, silently wrong number.
+    pub fn check(&self) -> crate::Result<()> {
+        match &self.overflow {
+            None => Ok(()),
+            Some(line) => Err(crate::DiffusionError::Config(format!(
+                "the MAC count of {line} at batch {} overflows 64 bits: use a smaller batch or model",
+                self.batch
+            ))),
+        }
+    }
+
     fn sum(&self, pick: impl Fn(MacKind) -> bool) -> f64 {
         self.entries.iter().filter(|e| pick(e.kind)).map(MacEntry::macs).sum()
     }
@@ -96,7 +112,7 @@ impl MacReport {
     }
     /// Linear + Conv2d MACs as if every layer were dense.
     pub fn linear_conv_dense(&self) -> u64 {
-        self.entries.iter().filter(|e| e.kind.is_weight_layer()).map(|e| e.dense).sum()
+        self.entries.iter().filter(|e| e.kind.is_weight_layer()).fold(0u64, |a, e| a.saturating_add(e.dense))
     }
     /// Normalisation ops (5 per element).
     pub fn norms(&self) -> f64 {
@@ -189,34 +205,47 @@ impl MacReport {
 struct Walk {
     batch: u64,
     entries: Vec<MacEntry>,
+    total: u64,
+    overflow: Option<String>,
 }
 
 impl Walk {
-    fn push(&mut self, name: String, kind: MacKind, dense: u64, layout: Option<WeightLayout>) {
-        self.entries.push(MacEntry { name, kind, dense, layout, pattern: None });
+    fn push(&mut self, name: String, kind: MacKind, dense: Option<u64>, layout: Option<WeightLayout>) {
+        let dense = dense.and_then(|d| d.checked_mul(self.batch));
+        let total = dense.and_then(|d| self.total.checked_add(d));
+        if (dense.is_none() || total.is_none()) && self.overflow.is_none() {
+            self.overflow = Some(name.clone());
+        }
+        self.total = total.unwrap_or(u64::MAX);
+        self.entries.push(MacEntry { name, kind, dense: dense.unwrap_or(u64::MAX), layout, pattern: None });
     }
     /// Linear applied to `rows` rows per sample.
     fn linear(&mut self, name: String, rows: usize, inp: usize, out: usize) {
         let layout = WeightLayout::Linear { out, inp };
-        self.push(name, MacKind::Linear, self.batch * (rows * inp * out) as u64, Some(layout));
+        self.push(name, MacKind::Linear, product(&[rows, inp, out]), Some(layout));
     }
     /// Conv with `out` channels on an `out_pixels`-pixel output per sample.
     fn conv(&mut self, name: String, inp: usize, out: usize, k: usize, out_pixels: usize) {
         let layout = WeightLayout::Conv2d { out, inp, kh: k, kw: k };
-        self.push(name, MacKind::Conv2d, self.batch * (out_pixels * out * inp * k * k) as u64, Some(layout));
+        self.push(name, MacKind::Conv2d, product(&[out_pixels, out, inp, k, k]), Some(layout));
     }
     fn norm(&mut self, name: String, kind: MacKind, elems: usize) {
-        self.push(name, kind, self.batch * NORM_OPS_PER_ELEMENT * elems as u64, None);
+        self.push(name, kind, product(&[NORM_OPS_PER_ELEMENT as usize, elems]), None);
     }
     /// QKᵀ and AV over `l` positions of total width `d`.
     fn attn(&mut self, name: String, l: usize, d: usize) {
-        self.push(name, MacKind::AttentionMatmul, self.batch * 2 * (l * l * d) as u64, None);
+        self.push(name, MacKind::AttentionMatmul, product(&[2, l, l, d]), None);
     }
+}
+
+/// The product of `factors` in u64, `None` on overflow.
+fn product(factors: &[usize]) -> Option<u64> {
+    factors.iter().try_fold(1u64, |acc, &f| acc.checked_mul(f as u64))
 }
 
 /// The report of U-ViT at its configured image size.
 pub fn uvit_macs(cfg: &UViTConfig, batch: usize) -> MacReport {
-    let mut w = Walk { batch: batch as u64, entries: Vec::new() };
+    let mut w = Walk { batch: batch as u64, entries: Vec::new(), total: 0, overflow: None };
     let (d, l, n, c, p) = (cfg.embed_dim, cfg.seq_len(), cfg.num_patches(), cfg.in_chans, cfg.patch_size);
     w.conv("patch_embed.proj".into(), c, d, p, n);
     if cfg.mlp_time_embed {
@@ -245,12 +274,12 @@ pub fn uvit_macs(cfg: &UViTConfig, batch: usize) -> MacReport {
     if cfg.conv {
         w.conv("final_layer".into(), c, c, 3, cfg.img_size * cfg.img_size);
     }
-    MacReport { batch, entries: w.entries }
+    MacReport { batch, entries: w.entries, overflow: w.overflow }
 }
 
 /// The report of the DDPM UNet at its configured resolution.
 pub fn unet_macs(cfg: &UNetConfig, batch: usize) -> MacReport {
-    let mut w = Walk { batch: batch as u64, entries: Vec::new() };
+    let mut w = Walk { batch: batch as u64, entries: Vec::new(), total: 0, overflow: None };
     let temb = cfg.temb_ch();
     w.linear("temb.dense.0".into(), 1, cfg.ch, temb);
     w.linear("temb.dense.1".into(), 1, temb, temb);
@@ -313,7 +342,7 @@ pub fn unet_macs(cfg: &UNetConfig, batch: usize) -> MacReport {
     let c0 = cfg.ch * cfg.ch_mult[0];
     w.norm("norm_out".into(), MacKind::GroupNorm, c0 * r0 * r0);
     w.conv("conv_out".into(), c0, cfg.out_ch, 3, r0 * r0);
-    MacReport { batch, entries: w.entries }
+    MacReport { batch, entries: w.entries, overflow: w.overflow }
 }
 
 #[cfg(test)]
@@ -441,5 +470,15 @@ mod tests {
         r.apply_store(&store);
         assert_eq!(r.entries.iter().find(|e| e.name == "conv_in").unwrap().pattern, Some(pattern));
         drop(model);
+    }
+
+    #[test]
+    fn a_huge_batch_overflows_into_an_error_not_a_wrapped_count() {
+        let cfg = UViTConfig::cifar10_uvit_small();
+        assert!(uvit_macs(&cfg, 1).check().is_ok());
+        let r = uvit_macs(&cfg, usize::MAX / 2);
+        let msg = r.check().unwrap_err().to_string();
+        assert!(msg.contains("overflows 64 bits") && msg.contains("patch_embed.proj"), "{msg}");
+        assert!(unet_macs(&UNetConfig::cifar10_ddpm(), usize::MAX).check().is_err());
     }
 }

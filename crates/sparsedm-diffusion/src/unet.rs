@@ -93,6 +93,24 @@ impl UNetConfig {
         if self.ch < 4 || self.out_ch == 0 || self.in_channels == 0 || self.resolution == 0 {
             return bad("ch must be at least 4 and out_ch, in_channels, resolution positive".into());
         }
+        // Far beyond any real model, and small enough that the shape and
+        // MAC arithmetic cannot overflow: an absurd width is an error here,
+        // not an allocation abort when the model is built.
+        let widest = self.ch_mult.iter().copied().max().unwrap_or(1);
+        for (what, v, max) in [
+            ("ch", self.ch, 1 << 20),
+            ("ch_mult entry", widest, 1 << 10),
+            ("ch × ch_mult", self.ch.saturating_mul(widest), 1 << 20),
+            ("number of levels (ch_mult)", self.ch_mult.len(), 32),
+            ("num_res_blocks", self.num_res_blocks, 1 << 10),
+            ("in_channels", self.in_channels, 1 << 12),
+            ("out_ch", self.out_ch, 1 << 12),
+            ("resolution", self.resolution, 1 << 16),
+        ] {
+            if v > max {
+                return bad(format!("{what} {v} is larger than the supported maximum {max}"));
+            }
+        }
         for c in self.channel_counts() {
             if c % GN_GROUPS != 0 {
                 return bad(format!(

@@ -145,6 +145,21 @@ impl UViTConfig {
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
             return bad(format!("mlp_ratio {} gives an empty MLP", self.mlp_ratio));
         }
+        // Far beyond any real model, and small enough that the shape and
+        // MAC arithmetic cannot overflow: an absurd width is an error here,
+        // not an allocation abort when the model is built.
+        for (what, v, max) in [
+            ("img_size", self.img_size, 1 << 16),
+            ("in_chans", self.in_chans, 1 << 12),
+            ("embed_dim", self.embed_dim, 1 << 20),
+            ("depth", self.depth, 1 << 12),
+            ("MLP width (embed_dim × mlp_ratio)", self.mlp_hidden(), 1 << 22),
+            ("num_classes", self.num_classes.max(0) as usize, 1 << 24),
+        ] {
+            if v > max {
+                return bad(format!("{what} {v} is larger than the supported maximum {max}"));
+            }
+        }
         if let Some(s) = self.qk_scale
             && !s.is_finite()
         {

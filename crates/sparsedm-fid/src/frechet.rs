@@ -31,6 +31,7 @@ use faer::linalg::evd::{ComputeEigenvectors, self_adjoint_evd, self_adjoint_evd_
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 
+use crate::covariance::check_covariance;
 use crate::error::{FidError, Result};
 use crate::stats::{FeatureStats, par};
 
@@ -53,9 +54,10 @@ pub struct FrechetTerms {
 
 /// Fréchet distance between `a` and `b` (pytorch-fid's `calculate_frechet_distance`).
 ///
-/// Errors if the dimensions differ, a shape is inconsistent, a value is non-finite, or the
-/// eigensolver fails to converge. The result is not clamped: for identical statistics it is 0
-/// up to round-off, which may be a tiny negative number (pytorch-fid does not clamp either).
+/// Errors if the dimensions differ, a shape is inconsistent, a value is non-finite, a
+/// covariance is not symmetric positive semi-definite ([`crate::covariance`]), or the
+/// eigensolver fails to converge. Never negative: a round-off negative (identical statistics
+/// give 0 up to round-off) is reported as 0, and a clearly negative value is an error.
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     Ok(frechet_terms(a, b)?.value)
 }
@@ -72,8 +74,19 @@ pub fn frechet_terms(a: &FeatureStats, b: &FeatureStats) -> Result<FrechetTerms>
     let mean_term: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y) * (x - y)).sum();
     let trace_a: f64 = (0..d).map(|i| a.sigma[i * d + i]).sum();
     let trace_b: f64 = (0..d).map(|i| b.sigma[i * d + i]).sum();
+    check_covariance(&a.sigma, d, "the first statistics")?;
+    check_covariance(&b.sigma, d, "the second statistics")?;
     let trace_sqrt = trace_sqrt_product(&a.sigma, &b.sigma, d)?;
     let value = mean_term + trace_a + trace_b - 2.0 * trace_sqrt;
+    // Round-off of the traces: a distance below zero by less than this is zero.
+    let round_off = 1e-6 * (trace_a.abs() + trace_b.abs() + mean_term) + f64::EPSILON;
+    if value < -round_off {
+        return Err(FidError::invalid(
+            "statistics",
+            format!("the Fréchet distance came out negative ({value:e}): the statistics are inconsistent"),
+        ));
+    }
+    let value = value.max(0.0);
     Ok(FrechetTerms { mean_term, trace_a, trace_b, trace_sqrt, value })
 }
 

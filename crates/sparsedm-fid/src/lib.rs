@@ -19,6 +19,7 @@
 //! All statistics and distances are computed in f64 with `faer` (dense kernels parallelised
 //! over rayon's global thread pool).
 
+pub mod covariance;
 pub mod error;
 pub mod extract;
 pub mod frechet;

@@ -39,6 +39,7 @@
 //! under its flat name (`sparsedm_layers::mask`), as before the folders existed.
 
 pub mod error;
+pub mod finite;
 pub mod method;
 pub mod nm;
 pub mod nn;
@@ -60,6 +61,7 @@ pub use checkpoint::{
 };
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use error::{BlockLine, LayersError};
+pub use finite::{allow_non_finite_weights, check_finite, non_finite_weights_allowed};
 pub use init::Init;
 pub use kt::{KtLoss, KtLossValue};
 pub use layout::WeightLayout;

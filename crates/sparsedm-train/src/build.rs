@@ -76,6 +76,7 @@ pub fn sparsify(store: &ParamStore, s: &SparseConfig) -> Result<(SparsityReport,
         None => NmPattern::from_str(&s.pattern)?,
     };
     let report = apply_policy(store, &policy, pattern, mode_builder(s))?;
+    crate::validate::ensure_some_layer_masked(&report, &pattern.to_string(), &s.policy)?;
     Ok((report, progressive))
 }
 

@@ -336,7 +336,7 @@ impl RunConfig {
                 return bad("sparse.method = \"progressive\" needs sparse.progressive (e.g. \"15:16@0,7:8@1000,2:4@2000\")".into());
             }
         }
-        Ok(())
+        crate::validate::check_ranges(self)
     }
 }
 

@@ -16,9 +16,11 @@ pub mod grad;
 pub mod lr;
 pub mod optim;
 pub mod restore;
+pub mod resume;
 pub mod samples;
 pub mod speed;
 pub mod trainer;
+pub mod validate;
 
 pub use config::RunConfig;
 pub use error::{Result, TrainError};

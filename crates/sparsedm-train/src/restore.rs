@@ -10,7 +10,7 @@ use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use sparsedm_diffusion::{Arch, ModelConfig, NoiseSchedule, ScheduleKind};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{Device, load_safetensors_metadata};
+use sparsedm_tensor::{Device, Tensor, load_safetensors_metadata};
 use std::path::Path;
 
 /// A model ready for inference and the schedule it was trained with.
@@ -46,10 +46,14 @@ pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> 
             let st = load_train_state(path)?;
             let run = RunConfig::parse(&st.config_toml, &format!("{} (config)", path.display()), &[])?;
             let b = build::new_model(&run, run.seed)?;
-            let weights = if use_ema { st.ema } else { st.model };
-            let ignore_buffers = use_ema;
-            let names: Vec<String> = weights.iter().map(|w| w.0.clone()).collect();
-            b.store.load_tensors(&path.display().to_string(), weights, |n| ignore_buffers && !names.iter().any(|w| w == n))?;
+            let (weights, source) = if use_ema {
+                (ema_weights(path, st.ema, st.model, &b.store)?, format!("{} (ema.*)", path.display()))
+            } else {
+                (st.model, format!("{} (model.*)", path.display()))
+            };
+            // Strict: every parameter must come from the file (a missing
+            // EMA tensor is an error, never a randomly initialised layer).
+            b.store.load_tensors(&source, weights, |_| false)?;
             if let Some(s) = &run.sparse {
                 build::sparsify(&b.store, s)?;
             }
@@ -82,4 +86,21 @@ pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> 
             Ok(Restored { bundle: Bundle { store, model, config }, schedule: kind.build(), run: None })
         }
     }
+}
+
+/// The weights to sample from with EMA: the EMA of every parameter plus the
+/// buffers (not averaged) from `model.*`. A checkpoint without any `ema.*`
+/// tensor is refused with a pointer to `--raw`; one missing some is caught
+/// by the strict load that follows.
+fn ema_weights(path: &Path, ema: Vec<(String, Tensor)>, model: Vec<(String, Tensor)>, store: &ParamStore) -> Result<Vec<(String, Tensor)>> {
+    if ema.is_empty() {
+        return Err(TrainError::Data {
+            path: path.into(),
+            msg: "the training checkpoint has no ema.* tensors (EMA weights): sample its raw weights with --raw".into(),
+        });
+    }
+    let params: std::collections::HashSet<String> = store.params().into_iter().map(|(n, _)| n).collect();
+    let mut weights = ema;
+    weights.extend(model.into_iter().filter(|(n, _)| !params.contains(n)));
+    Ok(weights)
 }

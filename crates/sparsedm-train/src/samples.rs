@@ -39,19 +39,68 @@ pub struct Images {
 
 /// Samples `req.n` images in batches; batch `i` starts from the noise of
 /// Philox stream (seed, i), so results do not depend on the batch split
-/// only through the seed.
+/// only through the seed. Holds every image in memory: for large `n` use
+/// [`generate_batches`], which hands each batch over as it is drawn.
 pub fn generate(
     model: &dyn EpsModel,
     schedule: &dyn NoiseSchedule,
     req: &SampleRequest,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Images> {
-    let _g = no_grad();
-    let [c, h, w] = req.shape;
+    let [_, h, w] = req.shape;
+    let bytes = req.n.checked_mul(h * w * 3).ok_or_else(|| TrainError::Config(format!("sampling: {} images overflow memory", req.n)))?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(bytes).map_err(|_| TrainError::Config(format!("sampling: {} images of {w}x{h} do not fit in memory", req.n)))?;
+    generate_batches(model, schedule, req, |batch, done| {
+        data.extend_from_slice(&batch.data);
+        on_batch(done);
+        Ok(())
+    })?;
+    Ok(Images { data, n: req.n, h, w })
+}
+
+/// Checks a request before any work: positive `n`, `batch` and `steps`, a
+/// class label only for a class-conditional model and within its classes,
+/// a finite guidance scale only together with a class.
+pub fn check_request(req: &SampleRequest) -> Result<()> {
+    let bad = |m: String| Err(TrainError::Config(m));
     if req.n == 0 || req.batch == 0 {
-        return Err(TrainError::Config("sampling: n and batch must be positive".into()));
+        return bad(format!("sampling: n ({}) and batch ({}) must be positive", req.n, req.batch));
     }
-    let mut data = Vec::with_capacity(req.n * h * w * c);
+    if req.steps == 0 {
+        return bad("sampling: steps must be at least 1".into());
+    }
+    match (req.class, req.num_classes) {
+        (Some(k), None) => return bad(format!("class {k} given, but the model is unconditional (it has no classes)")),
+        (Some(k), Some(nc)) if k < 0 || k >= nc as i64 => {
+            return bad(format!("class {k} is out of range: the model's labels are 0..={}", nc as i64 - 1));
+        }
+        _ => {}
+    }
+    if let Some(s) = req.cfg_scale {
+        if req.class.is_none() {
+            return bad("a guidance scale needs a class (classifier-free guidance steers towards a label)".into());
+        }
+        if !s.is_finite() {
+            return bad(format!("guidance scale {s} is not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+/// Samples `req.n` images batch by batch (see [`generate`] for the noise),
+/// calling `sink(batch, done)` with each batch's images as soon as they are
+/// drawn, so memory stays one batch whatever `n` is. A non-finite model
+/// output is an error naming the batch, never a black image.
+pub fn generate_batches(
+    model: &dyn EpsModel,
+    schedule: &dyn NoiseSchedule,
+    req: &SampleRequest,
+    mut sink: impl FnMut(&Images, usize) -> Result<()>,
+) -> Result<()> {
+    let _g = no_grad();
+    check_request(req)?;
+    let [c, h, w] = req.shape;
     let mut done = 0;
     let mut rng = Rng::new(req.seed);
     let guided;
@@ -72,11 +121,20 @@ pub fn generate(
         };
         let opts = SamplerOptions { clip_denoised: req.clip_denoised, ..SamplerOptions::new(req.steps) };
         let out = sample(req.sampler, model, schedule, &x, y.as_ref(), &opts, &mut rng)?;
-        data.extend(to_u8_nhwc(&out)?);
+        let values = out.to_vec_f32()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "sampling: images {done}..{} came out with a non-finite value ({} at element {i}): the model's weights or the sampler settings are broken",
+                done + b,
+                values[i]
+            )));
+        }
+        drop(values);
+        let batch = Images { data: to_u8_nhwc(&out)?, n: b, h, w };
         done += b;
-        on_batch(done);
+        sink(&batch, done)?;
     }
-    Ok(Images { data, n: req.n, h, w })
+    Ok(())
 }
 
 /// [B, 3, H, W] in [−1, 1] → NHWC u8.
@@ -112,12 +170,19 @@ pub fn write_grid_png(path: &Path, imgs: &Images, cols: usize) -> Result<()> {
 
 /// Writes every image as `DIR/000000.png`, ….
 pub fn write_png_folder(dir: &Path, imgs: &Images) -> Result<()> {
+    write_png_images(dir, imgs, 0)
+}
+
+/// Writes the images of one batch as `DIR/<first>.png`, `DIR/<first+1>.png`,
+/// … (six digits at least), each atomically: what streaming callers of
+/// [`generate_batches`] use.
+pub fn write_png_images(dir: &Path, imgs: &Images, first: usize) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::Data { path: dir.into(), msg: e.to_string() })?;
     let per = imgs.h * imgs.w * 3;
     for i in 0..imgs.n {
         let img = image::RgbImage::from_raw(imgs.w as u32, imgs.h as u32, imgs.data[i * per..(i + 1) * per].to_vec())
             .ok_or_else(|| TrainError::Config("image buffer size".into()))?;
-        save_png(&dir.join(format!("{i:06}.png")), &img)?;
+        save_png(&dir.join(format!("{:06}.png", first + i)), &img)?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! give the same weights as 2K uninterrupted steps, bit for bit.
 
 use crate::build::{self, Bundle};
-use crate::checkpoint::{TrainState, list_checkpoints, load_train_state, save_train_state};
+use crate::checkpoint::{TrainState, save_train_state};
 use crate::config::RunConfig;
 use crate::data::{Dataset, Loader, LoaderConfig};
 use crate::ema::Ema;
@@ -60,6 +60,8 @@ pub struct Trainer {
     /// Inception network and reference statistics, loaded at the first
     /// FID evaluation.
     fid_state: Option<(sparsedm_fid::InceptionV3, sparsedm_fid::FeatureStats)>,
+    /// See [`Trainer::resume_notes`].
+    resume_notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -73,12 +75,19 @@ impl Trainer {
     /// checkpoint there (its config wins over `cfg` except `train.n_steps`).
     pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool) -> Result<Self> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
+        let mut resume_notes = Vec::new();
         let state = if resume {
-            let all = list_checkpoints(run_dir)?;
-            let (_, last) = all
-                .last()
-                .ok_or_else(|| TrainError::Data { path: run_dir.into(), msg: "--resume: no checkpoint found in checkpoints/".into() })?;
-            Some(load_train_state(last)?)
+            // Hygiene: orphan temporaries removed, the newest usable checkpoint
+            // (skipped ones reported), metrics cut back to its step.
+            let r = crate::resume::newest_loadable(run_dir)?;
+            resume_notes.extend(r.skipped);
+            resume_notes.extend(crate::resume::clean_orphans(run_dir).iter().map(|p| format!("removed the orphan {}", p.display())));
+            let cut = crate::resume::truncate_metrics(run_dir, r.state.step)?;
+            if cut > 0 {
+                resume_notes.push(format!("cut {cut} rows past step {} from metrics.jsonl", r.state.step));
+            }
+            resume_notes.push(format!("resuming from {}", r.path.display()));
+            Some(r.state)
         } else {
             None
         };
@@ -90,9 +99,6 @@ impl Trainer {
             }
             _ => cfg,
         };
-        let cfg_text = cfg.to_toml()?;
-        std::fs::write(run_dir.join("config.toml"), &cfg_text)
-            .map_err(|e| TrainError::Data { path: run_dir.join("config.toml"), msg: e.to_string() })?;
 
         let student = build::new_model(&cfg, cfg.seed)?;
         match &state {
@@ -155,6 +161,9 @@ impl Trainer {
             return Err(TrainError::Config(format!("the dataset's images are {w}x{h}, the model expects {mw}x{mh}")));
         }
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
+        // Written once everything above is known to work, so a refused
+        // setup leaves no half-made run behind.
+        sparsedm_tensor::write_atomic(run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         Ok(Trainer {
             schedule: build::schedule(&cfg)?,
             cfg,
@@ -174,7 +183,14 @@ impl Trainer {
             best_fid,
             report,
             fid_state: None,
+            resume_notes,
         })
+    }
+
+    /// What resuming did to the run folder (checkpoints skipped, orphans
+    /// removed, metrics rows cut), one line each; empty for a new run.
+    pub fn resume_notes(&self) -> &[String] {
+        &self.resume_notes
     }
 
     pub fn step(&self) -> u64 {

@@ -49,6 +49,9 @@ pub struct Args {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Write into a non-empty --out folder (files of an earlier demo there are replaced).
+    #[arg(long)]
+    pub force: bool,
     /// pytorch-fid InceptionV3 weights (safetensors) for real FID besides FD-px48.
     #[arg(long, value_name = "FILE")]
     pub inception: Option<PathBuf>,
@@ -65,6 +68,12 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.samples >= 2, "--samples must be at least 2 (the Fréchet distance needs a covariance)");
     let started = Instant::now();
     let out = args.out.clone();
+    let inputs: Vec<&Path> = args.inception.iter().map(PathBuf::as_path).collect();
+    crate::output::check_dir("--out", &out, args.force, &inputs, "the demo's checkpoints, grids and report")?;
+    if args.force {
+        // An earlier demo's training runs would mix with this one's checkpoints.
+        crate::run_folder::remove_lab_runs(&out)?;
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let base = RunConfig::load(PRESET, &[])?;
@@ -207,6 +216,6 @@ with published numbers; with {} images it is biased upwards (the last row: that 
     for r in rows {
         let _ = writeln!(s, "### {}\n\n![{} samples]({})\n", r.method, r.method, r.grid);
     }
-    std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))?;
+    sparsedm_tensor::write_atomic(path, s.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -51,6 +51,9 @@ pub struct StatsArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch: usize,
+    /// Replace an existing --out file (never the --images input).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -138,6 +141,7 @@ fn extract(net: &InceptionV3, source: &dyn ImageSource, batch: usize, keep_featu
 fn stats(args: StatsArgs) -> Result<()> {
     args.device.resolve()?;
     check_batch(args.batch)?;
+    crate::output::check_file("--out", &args.out, args.force, &[&args.images, &args.inception])?;
     let source =
         open_image_source(&args.images).map_err(flat).with_context(|| format!("opening image source {}", args.images.display()))?;
     let net = load_inception(&args.inception)?;

@@ -8,6 +8,12 @@
 //! for U-ViT, `input.t` for the UNet, both `[B]`) and, for class-conditional
 //! models only, `input.y` `[B]`. The result goes to OUT.safetensors under
 //! `output`. The model runs in evaluation mode (no dropout) without a graph.
+//!
+//! Inputs are checked before the model is built: non-finite values in
+//! `input.x` or the times, times outside the model-time range every
+//! schedule here uses ([0, 1000]), labels outside the model's classes; the
+//! config's weight shapes against the weights' header. An existing
+//! `--output` needs `--force`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use sparsedm_diffusion::load_checkpoint;
@@ -37,16 +43,30 @@ pub struct Args {
     /// Where to write the result (safetensors, key "output").
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace an existing --output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Load weights holding NaN/Inf anyway (forensics).
+    #[arg(long)]
+    pub allow_non_finite: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
 
+/// Model times (the time input of the networks) of every schedule of this
+/// crate lie in [0, MAX_MODEL_TIME] (`t·1000` for continuous schedules,
+/// the step index for discrete ones).
+const MAX_MODEL_TIME: f32 = 1000.0;
+
 pub fn run(args: Args) -> Result<()> {
     args.device.resolve()?;
+    crate::output::check_file("--output", &args.output, args.force, &[&args.config, &args.weights, &args.inputs])?;
+    sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
     let cfg = ModelConfig::from_file(args.arch, &args.config)?;
     let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();
     let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;
 
+    crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
     let store = ParamStore::new(Device::Cpu, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
@@ -100,6 +120,21 @@ fn take_inputs(inputs: &mut BTreeMap<String, Tensor>, cfg: &ModelConfig, path: &
         if y.shape() != [b] {
             bail!("{shown}: input.y has shape {:?}, expected [{b}] (one label per image)", y.shape());
         }
+        let nc = cfg.num_classes().unwrap_or(0) as f64;
+        let labels = y.to_dtype(DType::F32)?.to_vec_f32()?;
+        if let Some((i, l)) =
+            labels.iter().enumerate().find(|(_, l)| !(l.is_finite() && **l >= 0.0 && f64::from(**l) < nc && l.fract() == 0.0))
+        {
+            bail!("{shown}: input.y[{i}] = {l} is not a label of the model (0..{nc})");
+        }
+    }
+    let xs = x.to_vec_f32()?;
+    if let Some(i) = xs.iter().position(|v| !v.is_finite()) {
+        bail!("{shown}: input.x holds {} at element {i}: inputs must be finite", xs[i]);
+    }
+    let ts = t.to_dtype(DType::F32)?.to_vec_f32()?;
+    if let Some((i, v)) = ts.iter().enumerate().find(|(_, v)| !(v.is_finite() && (0.0..=MAX_MODEL_TIME).contains(*v))) {
+        bail!("{shown}: {time_key}[{i}] = {v} is outside the model-time range [0, {MAX_MODEL_TIME}]");
     }
     Ok((x, t, y))
 }

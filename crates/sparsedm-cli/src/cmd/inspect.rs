@@ -1,10 +1,17 @@
 //! `sparsedm inspect`: what a checkpoint holds — every tensor's name, dtype
 //! and shape, the sparsity of each weight, and for weights that look N:M
 //! sparse whether every group really satisfies the pattern.
+//!
+//! A file's own sparsity spec (`sparsedm.sparsity` metadata, written by
+//! `sparsedm prune` and sparse exports) is always checked, layer by layer;
+//! with `--pattern` every 2-D/4-D weight is checked against it too. Any
+//! violation makes the command fail (exit 1) after the table, naming the
+//! first offending layer and group, so scripts can rely on the exit code.
 
-use anyhow::{Context, Result};
-use sparsedm_layers::{NmPattern, NonDivisible, WeightLayout, check_nm, sparsity};
-use sparsedm_tensor::load_safetensors;
+use anyhow::{Context, Result, bail};
+use sparsedm_layers::{NmPattern, NonDivisible, SPARSITY_METADATA_KEY, SparsitySpec, WeightLayout, check_nm, sparsity};
+use sparsedm_tensor::{load_safetensors, load_safetensors_metadata};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Patterns tried, densest first, when no pattern is given.
@@ -12,7 +19,7 @@ const CANDIDATES: [&str; 9] = ["31:32", "15:16", "7:8", "3:4", "2:4", "1:4", "1:
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4"
+    after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4\n\nExit status 1 when a layer violates the stored spec or --pattern."
 )]
 pub struct Args {
     /// The safetensors checkpoint.
@@ -24,7 +31,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let shown = args.checkpoint.display().to_string();
+    let meta = load_safetensors_metadata(&args.checkpoint)?;
     let tensors = load_safetensors(&args.checkpoint)?;
+    // Training checkpoints store the dense SR-STE weights under model.*: their spec
+    // describes the run's masks, not the stored values, so it is not checked here.
+    let is_train_state = meta.get("sparsedm.kind").map(String::as_str) == Some("train-state");
+    let spec = match meta.get(SPARSITY_METADATA_KEY) {
+        Some(json) if !is_train_state => Some(SparsitySpec::from_json(json, &shown)?),
+        _ => None,
+    };
+    // Per-layer verdicts of the stored spec: weight name → Ok(pattern) or the violation.
+    let mut spec_verdicts: BTreeMap<String, std::result::Result<String, String>> = BTreeMap::new();
+    if let Some(spec) = &spec {
+        for (layer, entry) in &spec.layers {
+            let one = SparsitySpec { format: spec.format, layers: BTreeMap::from([(layer.clone(), entry.clone())]) };
+            let verdict = one.verify(&tensors, &shown).map(|()| entry.pattern.clone()).map_err(|e| e.to_string());
+            spec_verdicts.insert(format!("{layer}.weight"), verdict);
+        }
+    }
+    let mut failures: Vec<String> = Vec::new();
     let mut total = 0usize;
     let mut zeros = 0f64;
     println!("{:<48} {:<6} {:<20} {:>9}  n:m", "tensor", "dtype", "shape", "sparsity");
@@ -39,28 +65,61 @@ pub fn run(args: Args) -> Result<()> {
             zeros += s * v.len() as f64;
             line += &format!(" {:>8.2}%", 100.0 * s);
             if let Ok(layout) = WeightLayout::from_shape(t.shape()) {
-                line += &format!("  {}", nm_verdict(&v, layout, args.pattern, s));
+                let (verdict, failure) = nm_verdict(&v, layout, args.pattern, s);
+                line += &format!("  {verdict}");
+                if let Some(f) = failure {
+                    failures.push(format!("{name} is not {f}"));
+                }
             }
+            if let Some(v) = v.iter().find(|v| !v.is_finite()) {
+                line += &format!("  (holds {v})");
+            }
+        }
+        match spec_verdicts.get(name) {
+            Some(Ok(p)) => line += &format!("  [spec {p}: ok]"),
+            Some(Err(e)) => {
+                line += "  [VIOLATES its stored spec]";
+                failures.push(e.clone());
+            }
+            None => {}
         }
         println!("{line}");
     }
+    // Spec entries whose weight is not in the file at all.
+    for (weight, verdict) in &spec_verdicts {
+        if let Err(e) = verdict
+            && !tensors.iter().any(|(n, _)| n == weight)
+        {
+            failures.push(e.clone());
+        }
+    }
     println!("{} tensors, {total} values, {:.2}% zeros", tensors.len(), 100.0 * zeros / total.max(1) as f64);
+    if let Some(spec) = &spec {
+        println!("stored sparsity spec: {} layers", spec.layers.len());
+    }
+    if let Some(first) = failures.first() {
+        bail!("{shown}: {} sparsity violation(s); first: {first}", failures.len());
+    }
     Ok(())
 }
 
-fn nm_verdict(v: &[f32], layout: WeightLayout, pattern: Option<NmPattern>, s: f64) -> String {
+/// The verdict column, and for a requested pattern that fails, what failed.
+fn nm_verdict(v: &[f32], layout: WeightLayout, pattern: Option<NmPattern>, s: f64) -> (String, Option<String>) {
     match pattern {
         Some(p) => match check_nm(v, layout, p, NonDivisible::LeaveDense) {
-            Ok(()) => format!("valid {p}"),
-            Err(e) => format!("NOT {p}: {e}"),
+            Ok(()) => (format!("valid {p}"), None),
+            Err(e) => (format!("NOT {p}: {e}"), Some(format!("{p}: {e}"))),
         },
-        None if s == 0.0 => "dense".into(),
-        None => CANDIDATES
-            .iter()
-            .rev()
-            .filter_map(|c| c.parse::<NmPattern>().ok())
-            .find(|p| check_nm(v, layout, *p, NonDivisible::LeaveDense).is_ok())
-            .map(|p| format!("valid {p}"))
-            .unwrap_or_else(|| "unstructured".into()),
+        None if s == 0.0 => ("dense".into(), None),
+        None => (
+            CANDIDATES
+                .iter()
+                .rev()
+                .filter_map(|c| c.parse::<NmPattern>().ok())
+                .find(|p| check_nm(v, layout, *p, NonDivisible::LeaveDense).is_ok())
+                .map(|p| format!("valid {p}"))
+                .unwrap_or_else(|| "unstructured".into()),
+            None,
+        ),
     }
 }

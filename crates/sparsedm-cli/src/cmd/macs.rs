@@ -54,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     let mut report = cfg.mac_report(args.batch);
+    report.check()?;
     if let Some(pattern) = args.pattern {
         report.apply_policy(&args.policy, pattern);
         if !report.entries.iter().any(|e| e.pattern.is_some()) {

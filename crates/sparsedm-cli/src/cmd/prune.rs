@@ -4,16 +4,19 @@
 //! report printed.
 //!
 //! The model is built from its config (as `sparsedm forward` does) only to
-//! know its layers; the checkpoint is loaded strictly. The output holds the
-//! input's tensors under the same names and dtypes: pruned weights with
+//! know its layers; the checkpoint is loaded strictly (its own sparsity spec
+//! verified, NaN/Inf weights refused: pruning would keep NaN as the largest).
+//! An existing `--out` needs `--force`, and never may be the input.
+//! The output holds the input's tensors under the same names and dtypes: pruned weights with
 //! zeros where pruned, every other tensor bit for bit as it was, plus the
 //! sparsity spec in the safetensors metadata (`sparsedm.sparsity`), so
 //! `sparsedm inspect` and the loaders can verify it.
 
 use anyhow::{Context, Result, bail};
+use sparsedm_diffusion::checkpoint::read_verified;
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_sparse_checkpoint};
-use sparsedm_tensor::{Device, load_safetensors, load_safetensors_metadata};
+use sparsedm_tensor::{Device, load_safetensors_metadata};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -48,16 +51,23 @@ pub struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.transposable && (args.pattern.n(), args.pattern.m()) != (2, 4) {
         bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {}", args.pattern);
     }
+    crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
     let cfg = ModelConfig::from_file(args.arch, &args.config)?;
+    crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
     let store = ParamStore::new(Device::Cpu, 0);
     cfg.build(&store).with_context(|| format!("building the {} model of {}", args.arch, args.config.display()))?;
-    let original = load_safetensors(&args.weights)?;
+    // Verified against its own sparsity spec when it has one; NaN/Inf
+    // weights are refused by the load (magnitude pruning would keep NaN).
+    let original = read_verified(&args.weights)?;
     store.load_tensors(&args.weights.display().to_string(), original.clone(), |_| false)?;
 
     let report = prune(&store, &args.policy, args.pattern, args.transposable)

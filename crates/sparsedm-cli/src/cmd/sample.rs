@@ -2,12 +2,20 @@
 //! weights are used by default; an exported model; or a converted official
 //! checkpoint with `--arch` and `--config`), written as PNG files into a
 //! folder or as an NHWC uint8 `arr_0` npz for FID tools.
+//!
+//! Images are written batch by batch as they are drawn (memory stays one
+//! batch whatever `--n` is); the output is checked before any work: an
+//! existing npz or a non-empty folder needs `--force`, the checkpoint is
+//! never an output, the disk must hold at least the images' size, and flags
+//! that would be ignored (`--cfg-scale` without `--class`, `--raw` or
+//! `--schedule` where they do not apply, ...) are refused.
 
-use anyhow::{Context, Result};
+use crate::{budget, output};
+use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
 use sparsedm_train::restore::{ExternalModel, restore};
-use sparsedm_train::samples::{SampleRequest, generate, write_npz, write_png_folder};
-use std::path::PathBuf;
+use sparsedm_train::samples::{Images, SampleRequest, check_request, generate_batches, write_png_images};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -57,12 +65,67 @@ pub struct Args {
     /// Noise schedule for --arch checkpoints (default: vp-linear for uvit, ddpm-linear for ddpm-unet).
     #[arg(long)]
     pub schedule: Option<ScheduleKind>,
+    /// Replace an existing npz, or write into a non-empty folder (its numbered PNGs from an earlier run are removed first).
+    #[arg(long)]
+    pub force: bool,
+    /// Load weights holding NaN/Inf anyway (forensics; sampling still refuses non-finite images).
+    #[arg(long)]
+    pub allow_non_finite: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
 
+/// Whether `out` names an npz file (else a PNG folder).
+fn is_npz(out: &Path) -> bool {
+    out.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
+/// The flag checks that need no file: every flag given must apply.
+fn check_flags(a: &Args) -> Result<()> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if a.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    if let Some(s) = a.cfg_scale {
+        if a.class.is_none() {
+            bail!("--cfg-scale {s} needs --class (classifier-free guidance steers towards a class)");
+        }
+        if !s.is_finite() {
+            bail!("--cfg-scale {s} is not a finite number");
+        }
+    }
+    if a.schedule.is_some() && a.arch.is_none() {
+        bail!("--schedule applies to --arch checkpoints only (a run's checkpoint carries its schedule)");
+    }
+    if a.raw && a.arch.is_some() {
+        bail!("--raw applies to training checkpoints (raw vs EMA weights), not to --arch checkpoints");
+    }
+    if let (Some(_), Some(s)) = (a.clip_denoised, a.sampler)
+        && !matches!(s, SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolverPp2M)
+    {
+        bail!("--clip-denoised does not apply to sampler {s} (only ddpm, ddim and dpm-solver++2m form x̂₀)");
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     a.device.resolve()?;
+    check_flags(&a)?;
+    let mut inputs: Vec<&Path> = vec![&a.checkpoint];
+    if let Some(c) = &a.config {
+        inputs.push(c);
+    }
+    if is_npz(&a.out) {
+        output::check_file("--out", &a.out, a.force, &inputs)?;
+    } else {
+        output::check_dir("--out", &a.out, a.force, &inputs, "the sampled images")?;
+    }
+    sparsedm_layers::allow_non_finite_weights(a.allow_non_finite);
     let external = match (&a.arch, &a.config) {
         (Some(arch), Some(cfg)) => {
             let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
@@ -72,6 +135,11 @@ pub fn run(a: Args) -> Result<()> {
         (Some(_), None) | (None, Some(_)) => anyhow::bail!("--arch and --config go together"),
         _ => None,
     };
+    if let (Some(ext), Some(cfg_path)) = (&external, &a.config) {
+        let cfg = sparsedm_diffusion::ModelConfig::from_json(ext.arch, &ext.config)
+            .with_context(|| format!("--config {}", cfg_path.display()))?;
+        crate::model_size::check_config_against_weights(&cfg, cfg_path, &a.checkpoint)?;
+    }
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
@@ -92,17 +160,52 @@ pub fn run(a: Args) -> Result<()> {
         num_classes: r.bundle.config.num_classes(),
         clip_denoised: a.clip_denoised.or(r.run.as_ref().and_then(|c| c.sample.clip_denoised)),
     };
+    check_request(&req)?;
+    let [c, h, w] = req.shape;
+    // One batch of noise and images must fit; the whole set must fit on disk
+    // (an npz exactly, PNGs at their smallest: a tiny header per image).
+    let per_image = budget::product("one image", &[c as u64, h as u64, w as u64])?;
+    budget::ensure_memory(&format!("--batch {}", a.batch), budget::product("a batch", &[a.batch.min(a.n) as u64, per_image, 4 * 8])?)?;
+    let min_file = if is_npz(&a.out) { per_image } else { per_image / 64 + 64 };
+    budget::ensure_disk(&format!("--n {}", a.n), &a.out, budget::product("the images", &[a.n as u64, min_file])?)?;
+
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let imgs = generate(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |done| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
-    if a.out.extension().and_then(|e| e.to_str()) == Some("npz") {
-        write_npz(&a.out, &imgs)?;
+    if is_npz(&a.out) {
+        let mut writer = sparsedm_fid::NpzImageWriter::create(&a.out, a.n, h, w, 3)?;
+        generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs, done| {
+            writer.push(&imgs.data)?;
+            bar.set_position(done as u64);
+            Ok(())
+        })?;
+        writer.finish()?;
     } else {
-        write_png_folder(&a.out, &imgs)?;
+        if a.force {
+            remove_numbered_pngs(&a.out)?;
+        }
+        generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs: &Images, done| {
+            write_png_images(&a.out, imgs, done - imgs.n)?;
+            bar.set_position(done as u64);
+            Ok(())
+        })?;
     }
-    println!("wrote {} images ({}x{}, {sampler}, {steps} steps) to {}", imgs.n, imgs.w, imgs.h, a.out.display());
+    bar.finish_and_clear();
+    println!("wrote {} images ({w}x{h}, {sampler}, {steps} steps) to {}", a.n, a.out.display());
+    Ok(())
+}
+
+/// Removes the `NNNNNN.png` files an earlier `sample` wrote into `dir`
+/// (with `--force`), so stale images never mix with new ones.
+fn remove_numbered_pngs(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.strip_suffix(".png").is_some_and(|stem| stem.len() >= 6 && stem.bytes().all(|b| b.is_ascii_digit())) {
+            std::fs::remove_file(e.path()).with_context(|| format!("--force: cannot remove the stale {}", e.path().display()))?;
+        }
+    }
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! dense pre-training or SparseDM fine-tuning — with a progress bar, a JSONL
 //! metrics log, sample grids and atomic checkpoints; `--resume DIR`
 //! continues a run exactly where its last checkpoint left it.
+//!
+//! A folder that already holds a run needs `--resume` (continue it) or
+//! `--force` (replace it); with `--resume`, flags that would be ignored
+//! (`--config`, `--out`, `--set` of anything but `train.n_steps`: the
+//! checkpoint's config wins) are refused.
 
 use anyhow::{Context, Result, bail};
 use sparsedm_train::{RunConfig, Trainer};
@@ -26,12 +31,29 @@ pub struct Args {
     /// The run folder (default runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run an existing --out folder holds (its checkpoints, metrics and samples are removed).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
     args.device.resolve()?;
+    if args.resume.is_some() {
+        if args.config.is_some() {
+            bail!("--config does not apply with --resume: the run continues with the config stored in its checkpoint");
+        }
+        if args.out.is_some() {
+            bail!("--out does not apply with --resume: the run continues in its own folder");
+        }
+        if args.force {
+            bail!("--force does not apply with --resume (nothing is replaced)");
+        }
+        if let Some(s) = args.set.iter().find(|s| s.split_once('=').map(|(k, _)| k.trim()) != Some("train.n_steps")) {
+            bail!("--set {s} does not apply with --resume: only train.n_steps may change (the checkpoint's config wins)");
+        }
+    }
     let (cfg, dir, resume) = match (&args.resume, &args.config) {
         (Some(dir), _) => {
             let text = std::fs::read_to_string(dir.join("config.toml"))
@@ -46,9 +68,20 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => bail!("give --config RUN.toml (or a preset name), or --resume DIR"),
     };
+    if !resume {
+        crate::run_folder::prepare_new_run(&dir, args.force)?;
+    }
+    let model = sparsedm_diffusion::ModelConfig::from_json(sparsedm_train::build::arch(&cfg)?, &cfg.nnet_json()?)?;
+    crate::model_size::check_fits(&model, "the run config")?;
+    let [c, h, w] = model.input_shape();
+    let batch_bytes = crate::budget::product("train.batch_size", &[cfg.train.batch_size as u64, c as u64, h as u64, w as u64, 4])?;
+    crate::budget::ensure_memory(&format!("train.batch_size {}", cfg.train.batch_size), batch_bytes)?;
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
     let mut trainer = Trainer::new(cfg, &dir, resume)?;
+    for note in trainer.resume_notes() {
+        eprintln!("{note}");
+    }
     eprintln!(
         "run {}: {} parameters, {} on {}, from step {}",
         dir.display(),

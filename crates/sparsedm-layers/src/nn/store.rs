@@ -150,7 +150,8 @@ impl ParamStore {
 
     /// Copies named tensors into the store's entries. Every entry must be
     /// given exactly once with its shape (f16/bf16/i64 values convert to
-    /// f32); names for which `ignore` returns true are skipped. All
+    /// f32) and finite values (see [`crate::finite`]); names for which
+    /// `ignore` returns true are skipped. All
     /// problems are reported together, and nothing is written unless there
     /// are none.
     pub fn load_tensors(&self, source: &str, tensors: Vec<(String, Tensor)>, ignore: impl Fn(&str) -> bool) -> Result<()> {
@@ -158,6 +159,7 @@ impl ParamStore {
         let mut problems = Vec::new();
         let mut seen = HashSet::new();
         let mut updates = Vec::new();
+        let mut non_finite = None;
         for (name, t) in tensors {
             if ignore(&name) {
                 continue;
@@ -171,6 +173,9 @@ impl ParamStore {
                 }
                 Some((dst, _)) => {
                     seen.insert(name.clone());
+                    if non_finite.is_none() {
+                        non_finite = crate::finite::check_finite(source, &name, &t).err();
+                    }
                     updates.push((dst.clone(), t));
                 }
             }
@@ -183,6 +188,9 @@ impl ParamStore {
         if !problems.is_empty() {
             problems.sort();
             return Err(LayersError::CheckpointMismatch { path: source.to_string(), problems });
+        }
+        if let Some(e) = non_finite {
+            return Err(e);
         }
         let _g = no_grad();
         for (dst, src) in updates {

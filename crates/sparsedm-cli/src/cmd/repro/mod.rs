@@ -93,11 +93,20 @@ pub struct Args {
     /// Paper scale: run on the CPU even with the paper's budgets (weeks).
     #[arg(long)]
     pub allow_cpu: bool,
+    /// Write into a non-empty --out folder (files of an earlier run there are replaced).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let inputs: Vec<&std::path::Path> =
+        [&a.inception, &a.data, &a.checkpoint, &a.fid_stats].into_iter().flatten().map(PathBuf::as_path).collect();
+    crate::output::check_dir("--out", &a.out, a.force, &inputs, "the reproduced table and its files")?;
+    if a.force {
+        crate::run_folder::remove_lab_runs(&a.out)?;
+    }
     if a.table == Table::Table3 {
         return suites::table3(&a);
     }

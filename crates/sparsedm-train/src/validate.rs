@@ -1,0 +1,110 @@
+//! Accepted ranges of a run's numeric hyper-parameters, checked when a
+//! config is parsed (before anything is built or trained), and the check
+//! that a sparse run really masks a layer. A value outside its range is one
+//! error naming the field, the value and the range — never a run that
+//! silently does something else (a negative learning rate is gradient
+//! ascent; a pattern that fits no layer is a dense run called sparse).
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use sparsedm_layers::SparsityReport;
+
+/// `lo ≤ v ≤ hi` (or `<` where `open_hi`) and finite, else an error naming `field`.
+fn in_range(field: &str, v: f32, lo: f32, hi: f32, open_hi: bool) -> Result<()> {
+    let ok = v.is_finite() && v >= lo && if open_hi { v < hi } else { v <= hi };
+    if ok {
+        return Ok(());
+    }
+    let close = if open_hi { ")" } else { "]" };
+    Err(TrainError::Config(format!("{field} = {v} is outside its accepted range [{lo}, {hi}{close}")))
+}
+
+/// Positive and finite, at most `hi`.
+fn positive(field: &str, v: f32, hi: f32) -> Result<()> {
+    if v.is_finite() && v > 0.0 && v <= hi {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!("{field} = {v} is outside its accepted range (0, {hi}]")))
+}
+
+/// At least one.
+fn at_least_one(field: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(TrainError::Config(format!("{field} = 0: it must be at least 1")));
+    }
+    Ok(())
+}
+
+/// Checks every numeric hyper-parameter of `cfg` against its accepted range.
+pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
+    let o = &cfg.optimizer;
+    positive("optimizer.lr", o.lr, 1.0)?;
+    in_range("optimizer.weight_decay", o.weight_decay, 0.0, 1.0, false)?;
+    in_range("optimizer.betas[0]", o.betas.0, 0.0, 1.0, true)?;
+    in_range("optimizer.betas[1]", o.betas.1, 0.0, 1.0, true)?;
+    positive("optimizer.eps", o.eps, 1.0)?;
+    in_range("train.ema_rate", cfg.train.ema_rate, 0.0, 1.0, false)?;
+    if let Some(c) = cfg.train.grad_clip {
+        positive("train.grad_clip", c, f32::MAX)?;
+    }
+    in_range("lr_scheduler.min_factor", cfg.lr_scheduler.min_factor, 0.0, 1.0, false)?;
+    at_least_one("dataset.len", cfg.dataset.len)?;
+    if let Some(s) = &cfg.sparse {
+        in_range("sparse.lambda", s.lambda, 0.0, 1.0, false)?;
+        in_range("sparse.w_diff", s.w_diff, 0.0, f32::MAX, false)?;
+        in_range("sparse.w_kt", s.w_kt, 0.0, f32::MAX, false)?;
+        if s.w_diff == 0.0 && s.w_kt == 0.0 {
+            return Err(TrainError::Config("sparse.w_diff and sparse.w_kt are both 0: the loss would be zero".into()));
+        }
+    }
+    at_least_one("sample.steps", cfg.sample.steps)?;
+    at_least_one("sample.grid", cfg.sample.grid)?;
+    if let Some(g) = cfg.sample.cfg_scale
+        && !g.is_finite()
+    {
+        return Err(TrainError::Config(format!("sample.cfg_scale = {g} is not a finite number")));
+    }
+    if let Some(f) = &cfg.fid {
+        if f.n_samples < 2 {
+            return Err(TrainError::Config(format!("fid.n_samples = {}: the Fréchet distance needs at least 2", f.n_samples)));
+        }
+        at_least_one("fid.steps", f.steps)?;
+    }
+    Ok(())
+}
+
+/// Refuses a sparse run whose policy and pattern mask no layer (every
+/// selected layer left dense, e.g. a pattern whose M divides no input
+/// dimension): it would train a dense model and report it as sparse.
+pub fn ensure_some_layer_masked(report: &SparsityReport, pattern: &str, policy: &str) -> Result<()> {
+    let masked = report.layers.iter().filter(|l| !matches!(l.masking.as_str(), "dense" | "left-dense")).count();
+    if masked == 0 {
+        let left: Vec<&str> = report.layers.iter().filter(|l| l.pattern.is_some()).map(|l| l.name.as_str()).take(3).collect();
+        return Err(TrainError::Config(format!(
+            "sparse.pattern {pattern} with policy {policy} masks no layer ({} selected, all left dense{}): this would be a dense run",
+            report.layers.iter().filter(|l| l.pattern.is_some()).count(),
+            if left.is_empty() { String::new() } else { format!(", e.g. {}", left.join(", ")) }
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::RunConfig;
+
+    fn err(set: &str) -> String {
+        RunConfig::load("demo_shapes_uvit", &[set.to_string()]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn out_of_range_hyper_parameters_are_named() {
+        assert!(err("optimizer.lr=-1").contains("optimizer.lr = -1"));
+        assert!(err("optimizer.lr=nan").contains("optimizer.lr"));
+        assert!(err("optimizer.betas=[1.0, 0.999]").contains("optimizer.betas[0]"));
+        assert!(err("optimizer.eps=0").contains("optimizer.eps"));
+        assert!(err("train.grad_clip=-2").contains("train.grad_clip"));
+        assert!(err("sample.steps=0").contains("sample.steps"));
+        RunConfig::load("demo_shapes_uvit", &["optimizer.lr=1e-3".into()]).unwrap();
+    }
+}
