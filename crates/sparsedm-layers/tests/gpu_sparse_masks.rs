@@ -162,9 +162,12 @@ fn gpu_nm_mask_refuses_what_it_cannot_group() {
 }
 
 #[test]
-fn nm_mask_refuses_cpu_tensors() {
-    // Runs everywhere: the CPU masks belong to mask.rs, and saying so is an error, not a panic.
+fn nm_mask_on_cpu_tensors_is_the_layers_rule() {
+    // Runs everywhere: `Tensor::nm_mask` is a backend primitive since the backend boundary
+    // (issue 14); on the CPU it is the same single implementation that `compute_mask` wraps.
     let w = Tensor::randn(&[4, 8], &mut Rng::new(1), &CPU).unwrap();
-    let e = w.nm_mask(2, 4).unwrap_err().to_string();
-    assert!(e.contains("CUDA tensors only"), "{e}");
+    let got = w.nm_mask(2, 4).unwrap().to_vec_f32().unwrap();
+    let layout = sparsedm_layers::WeightLayout::linear(4, 8).unwrap();
+    let (want, _) = sparsedm_layers::compute_mask(&w.to_vec_f32().unwrap(), layout, pat("2:4"), NonDivisible::LeaveDense).unwrap();
+    assert_eq!(got, want);
 }
