@@ -18,7 +18,6 @@
 #pragma once
 
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstddef>
@@ -109,11 +108,13 @@ enum class FiberState : unsigned char { Ready, AtBlockBarrier, AtWarpBarrier, Do
 
 constexpr unsigned kMaxBlock = 1024;
 constexpr size_t kStackSize = 64 * 1024;
+constexpr uint64_t kCanary = 0x5344'4d46'4942'4552ull;  // "SDMFIBER"
 
 struct Scheduler {
-    // Fiber stacks, each below a guard page, mapped once per OS thread for kMaxBlock fibers.
+    // Fiber stacks, mapped once per OS thread for kMaxBlock fibers (one mapping: guard pages
+    // would cost a kernel memory map each, and hosts limit their number). The lowest word of
+    // each stack holds a canary, checked after every block, so an overflow is reported.
     char* stacks = nullptr;
-    size_t page = 4096;
     std::vector<Context> fibers;
     std::vector<FiberState> state;
     // Warp exchange slots, two sets used alternately (see cuda_emu.h's warp_exchange), and each
@@ -132,19 +133,16 @@ struct Scheduler {
 
     bool map_stacks() {
         if (stacks) return true;
-        long p = sysconf(_SC_PAGESIZE);
-        page = p > 0 ? (size_t)p : 4096;
-        size_t each = kStackSize + page;
-        void* m = mmap(nullptr, each * kMaxBlock, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void* m = mmap(nullptr, kStackSize * kMaxBlock, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) return false;
         stacks = (char*)m;
-        // A stack overflow faults on the guard page instead of corrupting the next fiber's stack.
-        for (unsigned i = 0; i < kMaxBlock; ++i) mprotect(stacks + i * each, page, PROT_NONE);
         fibers.resize(kMaxBlock);
         state.resize(kMaxBlock);
         return true;
     }
-    char* stack_of(unsigned t) { return stacks + t * (kStackSize + page) + page; }
+    // The usable stack of fiber t (above its canary word).
+    char* stack_of(unsigned t) { return stacks + t * kStackSize + sizeof(uint64_t); }
+    uint64_t& canary_of(unsigned t) { return *(uint64_t*)(stacks + t * kStackSize); }
 };
 
 inline thread_local Scheduler tl_sched;
@@ -239,7 +237,8 @@ inline int run_block(unsigned b, unsigned grid, unsigned block, void (*body)(voi
     blockDim = dim3(block);
     gridDim = dim3(grid);
     for (unsigned t = 0; t < block; ++t) {
-        context_init(s.fibers[t], s.stack_of(t), kStackSize, fiber_entry);
+        s.canary_of(t) = kCanary;
+        context_init(s.fibers[t], s.stack_of(t), kStackSize - sizeof(uint64_t), fiber_entry);
         s.state[t] = FiberState::Ready;
         s.exchanges[t] = 0;
     }
@@ -267,6 +266,9 @@ inline int run_block(unsigned b, unsigned grid, unsigned block, void (*body)(voi
         }
     }
     s.in_fiber = false;
+    for (unsigned t = 0; t < block && !s.error[0]; ++t)
+        if (s.canary_of(t) != kCanary)
+            std::snprintf(s.error, sizeof s.error, "block %u thread %u overflowed its %zu-byte fiber stack", b, t, kStackSize);
     return s.error[0] ? -1 : 0;
 }
 
