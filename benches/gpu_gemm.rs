@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench gpu_gemm` on a GPU machine, or `bench-gpu_gemm` from the GPU bundle.
 //! Without a GPU it prints why and exits 0 (1 with `SPARSEDM_REQUIRE_GPU=1`). `SPARSEDM_BENCH_QUICK=1`
-//! skips the three largest shapes.
+//! skips the three largest shapes. On the CUDA simulator (`SPARSEDM_CUDA_SIM=1`) nothing is timed:
+//! every shape, scaled down, is checked for dense-vs-2:4 agreement instead (exit 1 on a mismatch).
 
 use std::sync::Arc;
 
@@ -91,6 +92,38 @@ fn run(g: &Arc<Gpu>) -> Result<bool> {
     Ok(all_met)
 }
 
+/// The simulator's check: the same code paths on each shape scaled down (M/256, N/8, K/8, kept
+/// multiples of 16), 2:4 output against the dense GEMM's on the same masked weight.
+fn check_on_simulator(g: &Arc<Gpu>) -> Result<bool> {
+    let lt = SparseLt::get(g)?;
+    println!("{}: correctness only, no timings", g.name());
+    let mut ok = true;
+    for &(m, n, k, _, _, label) in SHAPES {
+        let (m, n, k) = ((m / 256).max(16), (n / 8).div_ceil(16) * 16, (k / 8).div_ceil(16) * 16);
+        for dt in [GpuDType::F16, GpuDType::BF16] {
+            let (x, w) = operands(g, m, n, k, dt)?;
+            let s = GemmShape { m, n, k, batch: 1, input: dt, output: GpuDType::F32, f32_math: F32Math::Exact };
+            let mut yd = g.alloc(m * n * 4)?;
+            let (xo, wo) = (
+                Operand { buf: &x, offset: 0, ld: k, batch_stride: 0, trans: false },
+                Operand { buf: &w, offset: 0, ld: k, batch_stride: 0, trans: true },
+            );
+            gemm(g, &s, 1.0, xo, wo, 0.0, &mut yd, 0, n, 0)?;
+            let sw = SparseWeight::new(&lt, &w, n, k, dt, None)?;
+            let mut ys = g.alloc(m * n * dt.size())?;
+            sw.matmul(&x, m, &mut ys)?;
+            let mut ysf = g.alloc(m * n * 4)?;
+            ops::copy::cast(g, m * n, dt, &ys, GpuDType::F32, &mut ysf)?;
+            let (d, sp): (Vec<f32>, Vec<f32>) = (g.download(&yd, 0, m * n)?, g.download(&ysf, 0, m * n)?);
+            let worst = d.iter().zip(&sp).map(|(a, b)| (a - b).abs() / (1.0 + a.abs())).fold(0.0f32, f32::max);
+            let tol = if dt == GpuDType::BF16 { 1e-2 } else { 2e-3 };
+            ok &= worst <= tol;
+            println!("| {m}×{n}×{k} | {dt} | worst relative difference {worst:.2e} (≤ {tol}) | {label} |");
+        }
+    }
+    Ok(ok)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is parsed.
     let gpu = match Gpu::get(0) {
@@ -104,6 +137,20 @@ fn main() {
             return;
         }
     };
+    if gpu.is_simulated() {
+        match check_on_simulator(&gpu) {
+            Ok(true) => println!("2:4 and dense GEMMs agree on every shape (simulated)"),
+            Ok(false) => {
+                eprintln!("gpu_gemm: 2:4 and dense GEMMs disagree on the simulator (see the table)");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("gpu_gemm: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     match run(&gpu) {
         Ok(true) => println!("all shapes reach 95 % of the ceiling's speedup"),
         Ok(false) => println!("some shapes miss 95 % of the ceiling's speedup (see the table)"),

@@ -184,3 +184,71 @@ fn half_conversions_match_the_half_crate() {
         assert_eq!(b, half::bf16::from_f32(f).to_bits(), "bf16 of {f:e} ({:#010x})", f.to_bits());
     }
 }
+
+/// Kernels run through the simulator's entry points (`SDM_SIM_ENTRY`, what `SPARSEDM_CUDA_SIM=1`
+/// launches): a barrier that can never open, and a barrier in a kernel run as a plain loop.
+const SIM_SOURCE: &str = r#"
+#include <cstdio>
+
+// Lanes 0..15 of warp 0 wait at __syncthreads, lanes 16..31 at __syncwarp: neither can open (a
+// hang, or undefined behaviour, on a GPU).
+__global__ void smoke_divergent_barriers(int* out) {
+    if (threadIdx.x < 16) __syncthreads(); else __syncwarp();
+    out[threadIdx.x] = 1;
+}
+
+// Every thread writes, meets the others, and reads its neighbour's value.
+__global__ void smoke_neighbour(int* out) {
+    __shared__ int s[1024];
+    s[threadIdx.x] = (int)(blockIdx.x * 1000 + threadIdx.x);
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+
+SDM_SIM_ENTRY(smoke_divergent_barriers)
+SDM_SIM_ENTRY(smoke_neighbour)
+
+// Runs `which` (0: divergent, 1: neighbour) over `grid` blocks of `block` threads, as fibers or
+// as a plain loop; returns the entry's status and copies its error message into msg.
+extern "C" int run_sim(int which, unsigned grid, unsigned block, int fibers, int* out, char* msg, unsigned cap) {
+    void* args[] = {&out};
+    SdmSimLaunch l{grid, block, 0, grid, fibers};
+    int rc = which == 0 ? sdm_sim_run_smoke_divergent_barriers(&l, args) : sdm_sim_run_smoke_neighbour(&l, args);
+    std::snprintf(msg, cap, "%s", sdm_sim_error());
+    return rc;
+}
+"#;
+
+type RunSim = unsafe extern "C" fn(i32, u32, u32, i32, *mut i32, *mut std::ffi::c_char, u32) -> i32;
+
+fn run_sim(lib: &emu::Lib, which: i32, grid: u32, block: u32, fibers: bool, out: &mut [i32]) -> (i32, String) {
+    // SAFETY: `run_sim` is declared with exactly this signature in SIM_SOURCE.
+    let run: RunSim = unsafe { lib.get("run_sim") };
+    let mut msg = vec![0 as std::ffi::c_char; 512];
+    assert!(out.len() >= (grid * block) as usize);
+    // SAFETY: out holds grid·block ints (checked), msg 512 bytes, the capacity passed.
+    let rc = unsafe { run(which, grid, block, i32::from(fibers), out.as_mut_ptr(), msg.as_mut_ptr(), 512) };
+    // SAFETY: snprintf NUL-terminated msg within its capacity.
+    (rc, unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+#[test]
+fn simulator_entries_run_blocks_and_report_deadlocks() {
+    let Some(lib) = emu::compile_source("smoke_sim", SIM_SOURCE) else { return };
+    let (grid, block) = (3u32, 96u32);
+    let mut out = vec![-1i32; (grid * block) as usize];
+    let (rc, msg) = run_sim(&lib, 1, grid, block, true, &mut out);
+    assert_eq!(rc, 0, "{msg}");
+    for b in 0..grid {
+        for t in 0..block {
+            assert_eq!(out[(b * block + t) as usize], (b * 1000 + (t + 1) % block) as i32, "block {b} thread {t}");
+        }
+    }
+    let (rc, msg) = run_sim(&lib, 0, 1, 64, true, &mut out);
+    assert_eq!(rc, -1);
+    assert!(msg.contains("deadlocked") && msg.contains("16 thread(s) wait at __syncthreads"), "{msg}");
+    // A barrier reached by a kernel run as a plain loop is an error, not a silent wrong result.
+    let (rc, msg) = run_sim(&lib, 1, 1, 64, false, &mut out);
+    assert_eq!(rc, -1);
+    assert!(msg.contains("without fibers"), "{msg}");
+}

@@ -6,18 +6,20 @@
 // libraries and calls them from Rust). It is a test tool, not a simulator: it aims at running
 // correct kernels with the results the GPU gives, and at making wrong kernels fail.
 //
-// Execution model. `sdm_emu_launch(kernel, grid, block, args...)` runs the blocks of a 1-D grid
-// one after another. A block is `block` std::threads (created once per launch and reused for every
-// block), so the threads of a block really run concurrently and must synchronise as on a GPU:
-//   * `__syncthreads()` is a std::barrier over the block's threads;
+// Execution model (see sdm_fiber.h). `sdm_emu_launch(kernel, grid, block, args...)` runs the
+// blocks of a 1-D grid one after another on the calling thread; the simulator (the Rust crate's
+// `sim` driver, through SDM_SIM_ENTRY below) runs ranges of blocks on several OS threads at once.
+// The threads of a block are fibers of one OS thread, switched only at synchronisation points:
+//   * `__syncthreads()` suspends the fiber until every live thread of the block arrived;
 //   * warps are groups of 32 consecutive threads; `__syncwarp()` and the warp intrinsics
-//     (`__shfl_*_sync`, `__ballot_sync`, `__any_sync`, `__all_sync`) are a per-warp std::barrier
-//     plus a per-thread exchange slot;
+//     (`__shfl_*_sync`, `__ballot_sync`, `__any_sync`, `__all_sync`) suspend the fiber until every
+//     live lane of its warp arrived, exchanging values through a per-thread slot, so the 32 lanes
+//     meet in lockstep at each of them;
 //   * a thread that returns from the kernel counts as arrived at every later barrier of its block
 //     (as exited threads do on the GPU), so `if (i >= n) return;` before a `__syncthreads()` works;
-//   * `__shared__` is `static`: one instance per kernel instantiation, shared by the threads of the
-//     running block. This is correct because blocks run one at a time and launches are serialised
-//     by a process-wide (per shared library) mutex.
+//   * `__shared__` is `static thread_local`: one instance per kernel instantiation and OS thread,
+//     shared by the fibers of the block that thread is running;
+//   * a barrier that can never open (not reached by every thread) stops the launch with an error.
 //
 // Restrictions (a kernel that breaks them deadlocks or misbehaves here, and is suspect on a GPU):
 //   * 1-D grids and blocks only, `block` ≤ 1024; no dynamic (`extern __shared__`) shared memory,
@@ -43,7 +45,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -51,9 +52,11 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "sdm_fiber.h"
 
 // ---------------------------------------------------------------------------------------------
 // Qualifiers. `__restrict__` is a g++ keyword already.
@@ -61,19 +64,12 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
+#define __shared__ static thread_local
 #define __constant__
 #define __launch_bounds__(...)
 
 // ---------------------------------------------------------------------------------------------
 // Built-in vector types and thread coordinates.
-struct uint3 {
-    unsigned x, y, z;
-};
-struct dim3 {
-    unsigned x = 1, y = 1, z = 1;
-    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
-};
 struct alignas(8) float2 { float x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(8) int2 { int x, y; };
@@ -87,72 +83,35 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
-inline thread_local uint3 threadIdx{0, 0, 0};
-inline thread_local uint3 blockIdx{0, 0, 0};
-inline thread_local dim3 blockDim{1, 1, 1};
-inline thread_local dim3 gridDim{1, 1, 1};
+// uint3, dim3, threadIdx, blockIdx, blockDim and gridDim are defined by sdm_fiber.h.
 constexpr int warpSize = 32;
 
 // ---------------------------------------------------------------------------------------------
-// The running block: its barriers and the warp exchange slots.
+// Warp exchange through the scheduler's per-thread slots.
 namespace sdm_emu {
 
-struct BlockCtx {
-    unsigned block;
-    std::unique_ptr<std::barrier<>> bar;                     // __syncthreads
-    std::vector<std::unique_ptr<std::barrier<>>> warp_bars;  // __syncwarp and warp intrinsics
-    std::vector<std::array<unsigned char, 16>> slot;         // one exchange slot per thread
+inline void warp_barrier() { wait_at(FiberState::AtWarpBarrier); }
 
-    explicit BlockCtx(unsigned b) : block(b), slot(b) { reset(); }
-
-    // Fresh barriers for the next block (exited threads dropped out of the previous ones).
-    void reset() {
-        bar = std::make_unique<std::barrier<>>((std::ptrdiff_t)block);
-        unsigned warps = (block + 31) / 32;
-        warp_bars.clear();
-        for (unsigned w = 0; w < warps; ++w) {
-            unsigned lanes = std::min(32u, block - 32 * w);
-            warp_bars.push_back(std::make_unique<std::barrier<>>((std::ptrdiff_t)lanes));
-        }
-    }
-
-    // Thread `t` returned from the kernel: it no longer takes part in this block's barriers.
-    void exit_thread(unsigned t) {
-        (void)bar->arrive_and_drop();
-        (void)warp_bars[t / 32]->arrive_and_drop();
-    }
-};
-
-inline thread_local BlockCtx* tl_ctx = nullptr;
-
-inline BlockCtx& ctx() {
-    if (!tl_ctx) {
-        std::fprintf(stderr, "cuda_emu: a block-level intrinsic was called outside sdm_emu_launch\n");
-        std::abort();
-    }
-    return *tl_ctx;
+// The slot set of the calling thread's next warp exchange. Exchanges alternate between two sets,
+// so one barrier per exchange suffices: a lane can only rewrite a set after every lane of its warp
+// arrived at the following exchange's barrier, i.e. finished reading this one.
+inline std::array<unsigned char, 16>* exchange_slots() {
+    Scheduler& s = tl_sched;
+    return s.slot[s.exchanges[threadIdx.x]++ & 1u].data();
 }
-
-inline std::mutex& launch_mutex() {
-    static std::mutex m;
-    return m;
-}
-
-inline void warp_barrier() { (void)ctx().warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
 
 // Every live lane of the calling warp publishes `v`; returns the value published by lane `src`
 // of the same warp (or `v` itself when that lane does not exist).
 template <class T>
 T warp_exchange(T v, unsigned src) {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 16, "warp exchange of a type > 16 bytes");
-    BlockCtx& c = ctx();
     unsigned tid = threadIdx.x;
-    std::memcpy(c.slot[tid].data(), &v, sizeof(T));
+    std::array<unsigned char, 16>* slots = exchange_slots();
+    std::memcpy(slots[tid].data(), &v, sizeof(T));
     warp_barrier();
     unsigned from = (tid & ~31u) + src;
     T r = v;
-    if (from < c.block) std::memcpy(&r, c.slot[from].data(), sizeof(T));
-    warp_barrier();  // nobody overwrites its slot before every lane has read
+    if (from < tl_sched.block) std::memcpy(&r, slots[from].data(), sizeof(T));
     return r;
 }
 
@@ -160,7 +119,7 @@ inline unsigned lane_id() { return threadIdx.x & 31u; }
 
 }  // namespace sdm_emu
 
-inline void __syncthreads() { (void)sdm_emu::ctx().bar->arrive_and_wait(); }
+inline void __syncthreads() { sdm_emu::wait_at(sdm_emu::FiberState::AtBlockBarrier); }
 inline void __syncwarp(unsigned = 0xffffffffu) { sdm_emu::warp_barrier(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -197,25 +156,24 @@ T __shfl_up_sync(unsigned, T var, unsigned delta, int width = 32) {
 }
 
 inline unsigned __ballot_sync(unsigned, int pred) {
-    sdm_emu::BlockCtx& c = sdm_emu::ctx();
     unsigned tid = threadIdx.x;
     unsigned base = tid & ~31u;
     int p = pred != 0;
-    std::memcpy(c.slot[tid].data(), &p, sizeof p);
+    std::array<unsigned char, 16>* slots = sdm_emu::exchange_slots();
+    std::memcpy(slots[tid].data(), &p, sizeof p);
     sdm_emu::warp_barrier();
     unsigned bits = 0;
-    for (unsigned l = 0; l < 32 && base + l < c.block; ++l) {
+    for (unsigned l = 0; l < 32 && base + l < sdm_emu::tl_sched.block; ++l) {
         int q;
-        std::memcpy(&q, c.slot[base + l].data(), sizeof q);
+        std::memcpy(&q, slots[base + l].data(), sizeof q);
         if (q) bits |= 1u << l;
     }
-    sdm_emu::warp_barrier();
     return bits;
 }
 // Lanes that exist in the caller's warp (a partial last warp has fewer than 32).
 inline unsigned __activemask() {
     unsigned base = threadIdx.x & ~31u;
-    unsigned lanes = std::min(32u, sdm_emu::ctx().block - base);
+    unsigned lanes = std::min(32u, sdm_emu::tl_sched.block - base);
     return lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
 }
 inline int __any_sync(unsigned m, int pred) { return __ballot_sync(m, pred) != 0; }
@@ -437,34 +395,81 @@ SDM_EMU_HALF_OPS(__nv_bfloat16)
 #undef SDM_EMU_HALF_OPS
 
 // ---------------------------------------------------------------------------------------------
-// The launch: `grid` blocks of `block` threads, blocks run one after another. Arguments are
-// converted to the kernel's parameter types (they are not deduced from the call), as `<<<>>>` does.
+// The launch: `grid` blocks of `block` threads, blocks run one after another on the calling
+// thread, every block as fibers. Arguments are converted to the kernel's parameter types (they are
+// not deduced from the call), as `<<<>>>` does. A deadlocked block aborts with its reason.
 template <class... A>
 void sdm_emu_launch(void (*kernel)(A...), unsigned grid, unsigned block, std::type_identity_t<A>... args) {
-    if (grid == 0 || block == 0 || block > 1024) {
+    if (grid == 0 || block == 0 || block > sdm_emu::kMaxBlock) {
         std::fprintf(stderr, "cuda_emu: invalid launch configuration grid=%u block=%u\n", grid, block);
         std::abort();
     }
-    std::lock_guard<std::mutex> lock(sdm_emu::launch_mutex());
-    sdm_emu::BlockCtx ctx(block);
-    auto next_block = [&ctx]() noexcept { ctx.reset(); };
-    std::barrier<decltype(next_block)> block_done((std::ptrdiff_t)block, next_block);
-    std::vector<std::thread> threads;
-    threads.reserve(block);
-    for (unsigned t = 0; t < block; ++t) {
-        threads.emplace_back([&, t] {
-            sdm_emu::tl_ctx = &ctx;
-            threadIdx = uint3{t, 0, 0};
-            blockDim = dim3(block);
-            gridDim = dim3(grid);
-            for (unsigned b = 0; b < grid; ++b) {
-                blockIdx = uint3{b, 0, 0};
-                kernel(args...);
-                ctx.exit_thread(t);
-                block_done.arrive_and_wait();  // completion resets the barriers for block b + 1
-            }
-            sdm_emu::tl_ctx = nullptr;
-        });
+    auto call = [&]() { kernel(args...); };
+    using Call = decltype(call);
+    sdm_emu::tl_sched.error[0] = 0;
+    for (unsigned b = 0; b < grid; ++b) {
+        if (sdm_emu::run_block(b, grid, block, [](void* p) { (*static_cast<Call*>(p))(); }, &call) != 0) {
+            std::fprintf(stderr, "cuda_emu: %s\n", sdm_emu::tl_sched.error);
+            std::abort();
+        }
     }
-    for (auto& th : threads) th.join();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Simulator entry points: `SDM_SIM_ENTRY(kernel)` exports, for an `extern "C"` kernel,
+//   int sdm_sim_run_<kernel>(const SdmSimLaunch*, void* const* args)  — blocks [first, last)
+//   unsigned sdm_sim_sig_<kernel>(unsigned* sizes, unsigned char* is_ptr, unsigned cap)
+// `args[i]` points to the value of parameter i (the caller checked its size against the
+// signature); `fibers == 0` runs the threads as a plain loop (kernels without barriers or warp
+// operations). A failing run returns −1 and `sdm_sim_error()` (same OS thread) says why.
+struct SdmSimLaunch {
+    unsigned grid, block, first, last;
+    int fibers;
+};
+
+namespace sdm_emu {
+
+template <class... A>
+constexpr size_t arity(void (*)(A...)) {
+    return sizeof...(A);
+}
+
+template <class... A, size_t... I>
+int sim_run(void (*kernel)(A...), const SdmSimLaunch* l, void* const* args, std::index_sequence<I...>) {
+    auto call = [&]() { kernel(*static_cast<const std::remove_cvref_t<A>*>(args[I])...); };
+    using Call = decltype(call);
+    auto body = [](void* p) { (*static_cast<Call*>(p))(); };
+    tl_sched.error[0] = 0;
+    if (l->block == 0 || l->block > kMaxBlock || l->last > l->grid) {
+        std::snprintf(tl_sched.error, sizeof tl_sched.error, "invalid launch grid=%u block=%u blocks %u..%u", l->grid,
+                      l->block, l->first, l->last);
+        return -1;
+    }
+    for (unsigned b = l->first; b < l->last; ++b) {
+        int rc = l->fibers ? run_block(b, l->grid, l->block, body, &call) : run_block_plain(b, l->grid, l->block, body, &call);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+template <class... A>
+unsigned sim_sig(void (*)(A...), unsigned* sizes, unsigned char* is_ptr, unsigned cap) {
+    unsigned i = 0;
+    ((i < cap ? (void)(sizes[i] = (unsigned)sizeof(std::remove_cvref_t<A>), is_ptr[i] = std::is_pointer_v<std::remove_cvref_t<A>>)
+              : (void)0,
+      ++i),
+     ...);
+    return (unsigned)sizeof...(A);
+}
+
+}  // namespace sdm_emu
+
+extern "C" __attribute__((used)) inline const char* sdm_sim_error() { return sdm_emu::tl_sched.error; }
+
+#define SDM_SIM_ENTRY(K)                                                                              \
+    extern "C" int sdm_sim_run_##K(const SdmSimLaunch* l, void* const* args) {                        \
+        return sdm_emu::sim_run(K, l, args, std::make_index_sequence<sdm_emu::arity(K)>{});          \
+    }                                                                                                 \
+    extern "C" unsigned sdm_sim_sig_##K(unsigned* sizes, unsigned char* is_ptr, unsigned cap) {       \
+        return sdm_emu::sim_sig(K, sizes, is_ptr, cap);                                               \
+    }

@@ -2,7 +2,8 @@
 //!
 //! [`compile`] builds a shared library from one kernel module compiled as C++ under
 //! `kernels/emu/cuda_emu.h` (the CPU emulation of the CUDA subset the kernels use: blocks run one
-//! after another, the threads of a block are real threads synchronised by barriers) plus the test's
+//! after another, the threads of a block are fibers switched at barriers and warp operations, see
+//! `kernels/emu/sdm_fiber.h`) plus the test's
 //! own `extern "C"` wrappers, and loads it. The kernels can thus be checked against the CPU
 //! reference ops on a machine without a GPU, which is the only way they are tested in CI.
 //!

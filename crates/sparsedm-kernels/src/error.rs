@@ -24,6 +24,11 @@ pub enum KernelsError {
     /// cuSPARSELt failed or does not support a problem.
     #[error("cuSPARSELt {call}: {reason}")]
     Sparse { call: &'static str, reason: String },
+    /// The CUDA simulator caught a fault a real GPU would show as a crash, a hang or garbage (an
+    /// access outside a live buffer, a use after free, a deadlocked barrier), or was asked for
+    /// something only a real GPU has (CUDA objects, device timing).
+    #[error("CUDA simulator: {reason}")]
+    Simulator { reason: String },
 }
 
 /// Result alias of this crate.

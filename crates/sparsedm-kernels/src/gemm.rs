@@ -97,6 +97,26 @@ pub fn gemm(
     let a_ptr = a.buf.device_ptr() + a.offset as u64 * esz;
     let b_ptr = b.buf.device_ptr() + b.offset as u64 * esz;
     let c_ptr = c.device_ptr() + c_offset as u64 * s.output.size() as u64;
+    if let Some(sim) = gpu.sim() {
+        // The same cuBLAS call, simulated on the host (column-major, operands swapped as below).
+        use crate::sim::blas::{Compute, GemmCall, Mat, gemm_strided_batched};
+        let compute = if compute == cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 { Compute::F32FastTf32 } else { Compute::F32 };
+        let call = GemmCall {
+            trans_a: b.trans,
+            trans_b: a.trans,
+            m: n,
+            n: m,
+            k,
+            alpha,
+            a: Mat { ptr: b_ptr, dtype: s.input, ld: ldb, stride: b.batch_stride as i64 },
+            b: Mat { ptr: a_ptr, dtype: s.input, ld: lda, stride: a.batch_stride as i64 },
+            beta,
+            c: Mat { ptr: c_ptr, dtype: s.output, ld: ldc, stride: c_batch_stride as i64 },
+            batch,
+            compute,
+        };
+        return gemm_strided_batched(&sim.memory, &call);
+    }
     gpu.bind()?;
     gpu.with_blas(|h| {
         // SAFETY: every operand's reachable range was checked against its buffer above; alpha

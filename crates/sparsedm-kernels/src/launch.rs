@@ -14,22 +14,32 @@ use crate::pool::DeviceBuffer;
 unsafe impl DeviceRepr for SdmLayout {}
 
 /// Launches `$module::$kernel` on `$gpu`'s stream with configuration `$cfg` and the listed
-/// arguments (local variables: the launch builder borrows them).
+/// arguments (local variables: the launch builder borrows them). On the simulator the same
+/// arguments go to the kernel compiled for the CPU (`crate::sim::launch`), which checks them
+/// against the kernel's C++ signature and every pointer against the live buffers.
 macro_rules! launch {
     ($gpu:expr, $module:literal, $kernel:expr, $cfg:expr, $($arg:ident),+ $(,)?) => {{
         let gpu: &$crate::Gpu = $gpu;
-        let func = gpu.function($module, &$kernel)?;
-        gpu.bind()?;
-        #[allow(unused_imports)]
-        use cudarc::driver::PushKernelArg as _;
-        let mut builder = gpu.stream().launch_builder(&func);
-        $( builder.arg(&$arg); )+
-        // SAFETY: the argument list matches the kernel's signature in kernels/ABI.md (types and
-        // order), and the calling launcher checked every pointer's buffer against the extent the
-        // kernel will touch.
-        unsafe { builder.launch($cfg) }
-            .map(|_| ())
-            .map_err($crate::error::driver("cuLaunchKernel"))
+        match gpu.sim() {
+            Some(sim) => {
+                let args = [$($crate::sim::SimArg::of(&$arg)),+];
+                sim.modules.launch(&sim.memory, $module, &$kernel, $cfg, &args)
+            }
+            None => {
+                let func = gpu.function($module, &$kernel)?;
+                gpu.bind()?;
+                #[allow(unused_imports)]
+                use cudarc::driver::PushKernelArg as _;
+                let mut builder = gpu.stream()?.launch_builder(&func);
+                $( builder.arg(&$arg); )+
+                // SAFETY: the argument list matches the kernel's signature in kernels/ABI.md
+                // (types and order), and the calling launcher checked every pointer's buffer
+                // against the extent the kernel will touch.
+                unsafe { builder.launch($cfg) }
+                    .map(|_| ())
+                    .map_err($crate::error::driver("cuLaunchKernel"))
+            }
+        }
     }};
 }
 pub(crate) use launch;

@@ -10,6 +10,9 @@
 //!   [`linear24`]: a 2:4 Linear that takes the faster of SpMM and cuBLAS per problem, timed once
 //!   and remembered on disk by [`dispatch`]; [`timing`]: CUDA-event timing.
 //! - [`abi`]: the Rust mirror of the kernels' structs and op codes.
+//! - [`sim`]: the CUDA simulator, a second driver behind [`Gpu`] selected by
+//!   `SPARSEDM_CUDA_SIM=1`: the same kernels compiled for the CPU, cuBLAS and cuSPARSELt computed
+//!   on the host, with the checks a real GPU would fail on.
 //!
 //! Nothing here links CUDA at build time: cudarc opens the driver and libraries when a [`Gpu`]
 //! is first requested, and a machine without them gets [`KernelsError::Unavailable`].
@@ -25,6 +28,7 @@ pub mod linear24;
 pub mod ops;
 mod pool;
 pub mod ptx;
+pub mod sim;
 pub mod sparse24;
 pub mod table3;
 pub mod testing;

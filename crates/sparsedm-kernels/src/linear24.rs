@@ -75,6 +75,10 @@ impl Linear24 {
         if let Some(d) = self.dispatch.cached(&problem) {
             return Ok(d.choice);
         }
+        if self.gpu.is_simulated() {
+            // The simulator has no meaningful timings: exercise the 2:4 path, record nothing.
+            return Ok(Choice::Sparse);
+        }
         let dense_ms = time_ms(&self.gpu, 2, 3, 10, || self.dense(x, m, y))?;
         let sparse_ms = time_ms(&self.gpu, 2, 3, 10, || sparse.matmul(x, m, y))?;
         Ok(self.dispatch.decide(&problem, || Ok(dense_ms), || Ok(sparse_ms))?.choice)

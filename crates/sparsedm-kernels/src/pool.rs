@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{CudaContext, result};
 
 use crate::error::{KernelsError, Result, driver};
+use crate::sim::memory::SimMemory;
 
 const SMALL_STEP: usize = 512;
 const SMALL_LIMIT: usize = 1 << 20;
@@ -45,16 +46,45 @@ struct PoolState {
     stats: PoolStats,
 }
 
+/// Where the blocks come from: the CUDA driver, or the simulator's host memory (which also
+/// learns which blocks are handed out, to catch uses after free).
+#[derive(Debug)]
+pub(crate) enum PoolMemory {
+    Cuda(Arc<CudaContext>),
+    Sim(Arc<SimMemory>),
+}
+
 /// Free lists of one device. Shared by every buffer it handed out.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    ctx: Arc<CudaContext>,
+    memory: PoolMemory,
+    ordinal: usize,
     state: Mutex<PoolState>,
 }
 
 impl Pool {
-    pub(crate) fn new(ctx: Arc<CudaContext>) -> Arc<Pool> {
-        Arc::new(Pool { ctx, state: Mutex::new(PoolState::default()) })
+    pub(crate) fn new(memory: PoolMemory, ordinal: usize) -> Arc<Pool> {
+        Arc::new(Pool { memory, ordinal, state: Mutex::new(PoolState::default()) })
+    }
+
+    /// A new block of `class` bytes from the driver (or the host), `None` when out of memory.
+    fn malloc(&self, class: usize) -> Result<Option<u64>> {
+        match &self.memory {
+            PoolMemory::Cuda(ctx) => {
+                ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+                // SAFETY: the context is current on this thread; the returned pointer is owned
+                // by the pool, which gives it back to the driver only in `release_cached`.
+                Ok(unsafe { result::malloc_sync(class) }.ok())
+            }
+            PoolMemory::Sim(m) => Ok(m.malloc(class)),
+        }
+    }
+
+    /// Tells the simulator that `ptr` now belongs to a buffer of `len` bytes.
+    fn handed_out(&self, ptr: u64, len: usize) {
+        if let PoolMemory::Sim(m) = &self.memory {
+            m.mark_live(ptr, len);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -80,39 +110,45 @@ impl Pool {
                 st.stats.cached -= class;
                 st.stats.in_use += class;
                 st.stats.hits += 1;
+                drop(st);
+                self.handed_out(ptr, bytes);
                 return Ok(DeviceBuffer { ptr, len: bytes, class, pool: self.clone() });
             }
         }
-        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
-        // SAFETY: the context is current on this thread; the returned pointer is owned by the
-        // new DeviceBuffer, which gives it back to this pool (never to the driver) on drop.
-        let ptr = match unsafe { result::malloc_sync(class) } {
-            Ok(p) => p,
-            Err(_) => {
+        let ptr = match self.malloc(class)? {
+            Some(p) => p,
+            None => {
                 self.release_cached()?;
-                // SAFETY: as above.
-                unsafe { result::malloc_sync(class) }.map_err(|_| {
+                self.malloc(class)?.ok_or_else(|| {
                     let st = self.lock().stats;
-                    KernelsError::OutOfMemory { ordinal: self.ctx.ordinal(), requested: bytes, in_use: st.in_use, cached: st.cached }
+                    KernelsError::OutOfMemory { ordinal: self.ordinal, requested: bytes, in_use: st.in_use, cached: st.cached }
                 })?
             }
         };
-        let mut st = self.lock();
-        st.stats.in_use += class;
-        st.stats.misses += 1;
-        st.stats.peak = st.stats.peak.max(st.stats.in_use + st.stats.cached);
+        {
+            let mut st = self.lock();
+            st.stats.in_use += class;
+            st.stats.misses += 1;
+            st.stats.peak = st.stats.peak.max(st.stats.in_use + st.stats.cached);
+        }
+        self.handed_out(ptr, bytes);
         Ok(DeviceBuffer { ptr, len: bytes, class, pool: self.clone() })
     }
 
     /// Gives every cached block back to the driver (after the device finished using them).
     pub(crate) fn release_cached(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
-        self.ctx.synchronize().map_err(driver("cuCtxSynchronize"))?;
+        if let PoolMemory::Cuda(ctx) = &self.memory {
+            ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+            ctx.synchronize().map_err(driver("cuCtxSynchronize"))?;
+        }
         let mut st = self.lock();
         for (class, ptrs) in st.free.drain().collect::<Vec<_>>() {
             for p in ptrs {
-                // SAFETY: `p` came from malloc_sync in this context and is in no live buffer.
-                unsafe { result::free_sync(p) }.map_err(driver("cuMemFree"))?;
+                match &self.memory {
+                    // SAFETY: `p` came from malloc_sync in this context and is in no live buffer.
+                    PoolMemory::Cuda(_) => unsafe { result::free_sync(p) }.map_err(driver("cuMemFree"))?,
+                    PoolMemory::Sim(m) => m.free(p),
+                }
                 st.stats.cached -= class;
             }
         }
@@ -120,6 +156,9 @@ impl Pool {
     }
 
     fn give_back(&self, ptr: u64, class: usize) {
+        if let PoolMemory::Sim(m) = &self.memory {
+            m.mark_free(ptr);
+        }
         let mut st = self.lock();
         st.stats.in_use -= class;
         st.stats.cached += class;

@@ -14,6 +14,10 @@
 //! (one per output feature = per row of D) runs in the epilogue. Shapes cuSPARSELt cannot take
 //! (`n` or `k` not a multiple of 16) are refused by [`SparseWeight::new`] with
 //! [`KernelsError::Sparse`], so the caller can fall back to dense.
+//!
+//! On the CUDA simulator (`SPARSEDM_CUDA_SIM=1`) the same call sequence (structured descriptor,
+//! prune check, compress, plan per row count, matmul) goes to `crate::sim::sparselt`, which
+//! enforces cuSPARSELt's constraints and computes on the host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sparsedm_cuda_sys::cusparselt as lt;
 
 use crate::error::{KernelsError, Result};
+use crate::sim::sparselt as sim_lt;
 use crate::{DeviceBuffer, Gpu, GpuDType};
 
 /// Alignment (bytes) declared for every cuSPARSELt operand; the allocator's blocks are 512-byte
@@ -42,32 +47,32 @@ fn cuda_type(dt: GpuDType) -> Result<lt::cudaDataType> {
     }
 }
 
-/// The cuSPARSELt library handle of one device.
-pub struct SparseLt {
+/// The cuSPARSELt library handle of one real device.
+struct LtLib {
     gpu: Arc<Gpu>,
     lib: &'static lt::CuSparseLt,
     handle: Box<lt::cusparseLtHandle_t>,
 }
 
-impl std::fmt::Debug for SparseLt {
+impl std::fmt::Debug for LtLib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SparseLt").field("device", &self.gpu.ordinal()).finish()
+        f.debug_struct("LtLib").field("device", &self.gpu.ordinal()).finish()
     }
 }
 
 // SAFETY: the handle is an opaque 512-byte struct that cuSPARSELt documents as usable from any
 // host thread; every call through it is serialized by the device's single stream and by the
 // per-weight plan mutex.
-unsafe impl Send for SparseLt {}
-// SAFETY: see Send; `&SparseLt` only issues calls cuSPARSELt allows concurrently on one handle.
-unsafe impl Sync for SparseLt {}
+unsafe impl Send for LtLib {}
+// SAFETY: see Send; `&LtLib` only issues calls cuSPARSELt allows concurrently on one handle.
+unsafe impl Sync for LtLib {}
 
-static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<SparseLt>>>> = OnceLock::new();
+static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<LtLib>>>> = OnceLock::new();
 
-impl SparseLt {
+impl LtLib {
     /// The handle of `gpu`'s device, created on first use. Fails cleanly when libcusparseLt is
     /// missing or of another version than the bindings.
-    pub fn get(gpu: &Arc<Gpu>) -> Result<Arc<SparseLt>> {
+    fn open(gpu: &Arc<Gpu>) -> Result<Arc<LtLib>> {
         let map = HANDLES.get_or_init(|| Mutex::new(HashMap::new()));
         let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = map.get(&gpu.ordinal()) {
@@ -79,7 +84,7 @@ impl SparseLt {
         let mut handle: Box<lt::cusparseLtHandle_t> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: `handle` points to writable memory of the right size and alignment.
         lt::check(unsafe { lib.cusparseLtInit(&mut *handle) }, "cusparseLtInit").map_err(sparse_err("cusparseLtInit"))?;
-        let h = Arc::new(SparseLt { gpu: gpu.clone(), lib, handle });
+        let h = Arc::new(LtLib { gpu: gpu.clone(), lib, handle });
         map.insert(gpu.ordinal(), h.clone());
         Ok(h)
     }
@@ -89,11 +94,12 @@ impl SparseLt {
     }
 
     fn stream(&self) -> lt::cudaStream_t {
-        self.gpu.stream().cu_stream() as lt::cudaStream_t
+        // Only real devices have an LtLib (see SparseLt::get), so the stream exists.
+        self.gpu.stream().map_or(std::ptr::null_mut(), |s| s.cu_stream() as lt::cudaStream_t)
     }
 }
 
-impl Drop for SparseLt {
+impl Drop for LtLib {
     fn drop(&mut self) {
         // SAFETY: the handle was initialised by cusparseLtInit and is destroyed once; every
         // weight and plan made with it holds an Arc to this value, so none outlives it.
@@ -103,12 +109,12 @@ impl Drop for SparseLt {
 
 /// A dense matrix descriptor, destroyed on drop.
 struct MatDesc {
-    lt: Arc<SparseLt>,
+    lt: Arc<LtLib>,
     desc: Box<lt::cusparseLtMatDescriptor_t>,
 }
 
 impl MatDesc {
-    fn dense(lt: &Arc<SparseLt>, rows: usize, cols: usize, ld: usize, dt: GpuDType, order: lt::cusparseOrder_t) -> Result<MatDesc> {
+    fn dense(lt: &Arc<LtLib>, rows: usize, cols: usize, ld: usize, dt: GpuDType, order: lt::cusparseOrder_t) -> Result<MatDesc> {
         // SAFETY: zeroed opaque storage for the init call to fill.
         let mut desc: Box<lt::cusparseLtMatDescriptor_t> = Box::new(unsafe { std::mem::zeroed() });
         let ty = cuda_type(dt)?;
@@ -120,7 +126,7 @@ impl MatDesc {
         Ok(MatDesc { lt: lt.clone(), desc })
     }
 
-    fn structured(lt: &Arc<SparseLt>, rows: usize, cols: usize, dt: GpuDType) -> Result<MatDesc> {
+    fn structured(lt: &Arc<LtLib>, rows: usize, cols: usize, dt: GpuDType) -> Result<MatDesc> {
         // SAFETY: zeroed opaque storage for the init call to fill.
         let mut desc: Box<lt::cusparseLtMatDescriptor_t> = Box::new(unsafe { std::mem::zeroed() });
         let ty = cuda_type(dt)?;
@@ -152,7 +158,7 @@ impl Drop for MatDesc {
 
 /// A plan for one row count: matmul descriptor, algorithm selection, plan, workspace.
 struct Plan {
-    lt: Arc<SparseLt>,
+    lt: Arc<LtLib>,
     // Descriptors the matmul descriptor refers to: kept alive as long as the plan.
     _b: MatDesc,
     _d: MatDesc,
@@ -174,9 +180,9 @@ impl Drop for Plan {
     }
 }
 
-/// A 2:4 Linear weight `[n, k]` compressed for sparse tensor cores, with its optional bias.
-pub struct SparseWeight {
-    lt: Arc<SparseLt>,
+/// A weight compressed by the real cuSPARSELt.
+struct LibWeight {
+    lt: Arc<LtLib>,
     n: usize,
     k: usize,
     dtype: GpuDType,
@@ -186,35 +192,28 @@ pub struct SparseWeight {
     plans: Mutex<HashMap<usize, Plan>>,
 }
 
-impl std::fmt::Debug for SparseWeight {
+impl std::fmt::Debug for LibWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SparseWeight").field("n", &self.n).field("k", &self.k).field("dtype", &self.dtype).finish()
+        f.debug_struct("LibWeight").field("n", &self.n).field("k", &self.k).field("dtype", &self.dtype).finish()
     }
 }
 
 // SAFETY: the raw descriptors are only used through `&self` methods that lock `plans` around
 // every cuSPARSELt call that mutates a plan; the descriptor of W is read-only after creation.
-unsafe impl Send for SparseWeight {}
+unsafe impl Send for LibWeight {}
 // SAFETY: see Send.
-unsafe impl Sync for SparseWeight {}
+unsafe impl Sync for LibWeight {}
 
 /// Whether cuSPARSELt can take a weight of this shape as the structured operand.
 pub fn shape_supported(n: usize, k: usize) -> bool {
     n > 0 && k > 0 && n.is_multiple_of(16) && k.is_multiple_of(16)
 }
 
-impl SparseWeight {
+impl LibWeight {
     /// Checks that `w` (`[n, k]` row-major, `dtype`) is 2:4 along `k` and compresses it. `bias`
     /// (`n` values of `dtype`) is copied. A weight that is not 2:4 is an error naming the shape;
     /// an unsupported shape is a [`KernelsError::Sparse`] the caller can answer with dense.
-    pub fn new(
-        lt: &Arc<SparseLt>,
-        w: &DeviceBuffer,
-        n: usize,
-        k: usize,
-        dtype: GpuDType,
-        bias: Option<&DeviceBuffer>,
-    ) -> Result<SparseWeight> {
+    pub fn new(lt: &Arc<LtLib>, w: &DeviceBuffer, n: usize, k: usize, dtype: GpuDType, bias: Option<&DeviceBuffer>) -> Result<LibWeight> {
         if !shape_supported(n, k) {
             return Err(KernelsError::Sparse {
                 call: "2:4 weight",
@@ -277,21 +276,9 @@ impl SparseWeight {
         };
         gpu.synchronize()?;
         drop(scratch);
-        Ok(SparseWeight { lt: lt.clone(), n, k, dtype, desc, compressed, bias, plans: Mutex::new(HashMap::new()) })
+        Ok(LibWeight { lt: lt.clone(), n, k, dtype, desc, compressed, bias, plans: Mutex::new(HashMap::new()) })
     }
 
-    /// Output features.
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-    /// Input features.
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-    /// Storage type of W, X and Y.
-    pub fn dtype(&self) -> GpuDType {
-        self.dtype
-    }
     /// Bytes of the compressed weight (about 56 % of the dense one for f16).
     pub fn compressed_bytes(&self) -> usize {
         self.compressed.len_bytes()
@@ -446,6 +433,171 @@ impl SparseWeight {
         drop(plans);
         if let Some(t) = y_pad.take() {
             gpu.copy(&t, 0, y, 0, m * self.n * esz)?;
+        }
+        Ok(())
+    }
+}
+
+/// cuSPARSELt on one device: the real library on a GPU, its simulation (`crate::sim::sparselt`)
+/// on the CUDA simulator.
+pub struct SparseLt {
+    gpu: Arc<Gpu>,
+    /// `None` on the simulator.
+    lib: Option<Arc<LtLib>>,
+}
+
+impl std::fmt::Debug for SparseLt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseLt").field("device", &self.gpu.ordinal()).field("simulated", &self.lib.is_none()).finish()
+    }
+}
+
+impl SparseLt {
+    /// The handle of `gpu`'s device, created on first use. Fails cleanly when libcusparseLt is
+    /// missing or of another version than the bindings (never on the simulator).
+    pub fn get(gpu: &Arc<Gpu>) -> Result<Arc<SparseLt>> {
+        let lib = if gpu.is_simulated() { None } else { Some(LtLib::open(gpu)?) };
+        Ok(Arc::new(SparseLt { gpu: gpu.clone(), lib }))
+    }
+}
+
+/// A 2:4 Linear weight `[n, k]` compressed for sparse tensor cores, with its optional bias.
+#[derive(Debug)]
+pub struct SparseWeight {
+    n: usize,
+    k: usize,
+    dtype: GpuDType,
+    imp: WeightImpl,
+}
+
+#[derive(Debug)]
+enum WeightImpl {
+    Lib(LibWeight),
+    Sim(SimWeight),
+}
+
+impl SparseWeight {
+    /// Checks that `w` (`[n, k]` row-major, `dtype`) is 2:4 along `k` and compresses it. `bias`
+    /// (`n` values of `dtype`) is copied. A weight that is not 2:4 is an error naming the shape;
+    /// an unsupported shape is a [`KernelsError::Sparse`] the caller can answer with dense.
+    pub fn new(
+        lt: &Arc<SparseLt>,
+        w: &DeviceBuffer,
+        n: usize,
+        k: usize,
+        dtype: GpuDType,
+        bias: Option<&DeviceBuffer>,
+    ) -> Result<SparseWeight> {
+        let imp = match &lt.lib {
+            Some(lib) => WeightImpl::Lib(LibWeight::new(lib, w, n, k, dtype, bias)?),
+            None => WeightImpl::Sim(SimWeight::new(&lt.gpu, w, n, k, dtype, bias)?),
+        };
+        Ok(SparseWeight { n, k, dtype, imp })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+    /// Storage type of W, X and Y.
+    pub fn dtype(&self) -> GpuDType {
+        self.dtype
+    }
+    /// Bytes of the compressed weight (about 56 % of the dense one for f16).
+    pub fn compressed_bytes(&self) -> usize {
+        match &self.imp {
+            WeightImpl::Lib(w) => w.compressed_bytes(),
+            WeightImpl::Sim(w) => w.compressed.len_bytes(),
+        }
+    }
+
+    /// `y[m, n] = x[m, k] · Wᵀ (+ bias)`, all of this weight's dtype. The first call for a given
+    /// `m` makes and searches its plan. `x` and `y` may be shorter than the plan's padded row
+    /// count (a multiple of 8): then padded copies are used.
+    pub fn matmul(&self, x: &DeviceBuffer, m: usize, y: &mut DeviceBuffer) -> Result<()> {
+        match &self.imp {
+            WeightImpl::Lib(w) => w.matmul(x, m, y),
+            WeightImpl::Sim(w) => w.matmul(x, m, y),
+        }
+    }
+}
+
+/// A weight compressed by the simulated cuSPARSELt: the same steps as [`LibWeight`].
+#[derive(Debug)]
+struct SimWeight {
+    gpu: Arc<Gpu>,
+    desc: sim_lt::Structured,
+    compressed: DeviceBuffer,
+    bias: Option<DeviceBuffer>,
+    plans: Mutex<HashMap<usize, sim_lt::Plan>>,
+}
+
+impl SimWeight {
+    fn memory(gpu: &Gpu) -> Result<&crate::sim::memory::SimMemory> {
+        gpu.sim().map(|s| &*s.memory).ok_or_else(|| KernelsError::invalid("2:4 weight", "not a simulated device"))
+    }
+
+    fn new(gpu: &Arc<Gpu>, w: &DeviceBuffer, n: usize, k: usize, dtype: GpuDType, bias: Option<&DeviceBuffer>) -> Result<SimWeight> {
+        let mem = Self::memory(gpu)?;
+        let desc = sim_lt::structured(n, k, k, ALIGNMENT, dtype)?;
+        w.check_fits("sparse weight", "weight", n * k, dtype.size())?;
+        if !sim_lt::prune_check(mem, &desc, w.device_ptr())? {
+            return Err(KernelsError::invalid("2:4 weight", format!("weight [{n}, {k}] is not 2:4 sparse along its input dimension")));
+        }
+        let compressed = gpu.alloc(sim_lt::compressed_size(&desc))?;
+        sim_lt::compress(mem, &desc, w.device_ptr(), compressed.device_ptr())?;
+        let bias = match bias {
+            Some(b) => {
+                b.check_fits("sparse weight", "bias", n, dtype.size())?;
+                let mut copy = gpu.alloc(n * dtype.size())?;
+                gpu.copy(b, 0, &mut copy, 0, n * dtype.size())?;
+                Some(copy)
+            }
+            None => None,
+        };
+        Ok(SimWeight { gpu: gpu.clone(), desc, compressed, bias, plans: Mutex::new(HashMap::new()) })
+    }
+
+    fn matmul(&self, x: &DeviceBuffer, m: usize, y: &mut DeviceBuffer) -> Result<()> {
+        let (n, k, dt) = (self.desc.rows, self.desc.cols, self.desc.dtype);
+        let esz = dt.size();
+        x.check_fits("sparse matmul", "input", m * k, esz)?;
+        y.check_fits("sparse matmul", "output", m * n, esz)?;
+        if m == 0 {
+            return Ok(());
+        }
+        let gpu = &self.gpu;
+        let m_pad = m.div_ceil(8) * 8;
+        let x_pad;
+        let x_use = if x.len_bytes() >= m_pad * k * esz {
+            x
+        } else {
+            let mut t = gpu.alloc(m_pad * k * esz)?;
+            gpu.copy(x, 0, &mut t, 0, m * k * esz)?;
+            x_pad = t;
+            &x_pad
+        };
+        let y_pad = if y.len_bytes() >= m_pad * n * esz { None } else { Some(gpu.alloc(m_pad * n * esz)?) };
+        let y_ptr = y_pad.as_ref().map_or(y.device_ptr(), |t| t.device_ptr());
+        let plan = {
+            let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+            match plans.get(&m_pad) {
+                Some(p) => *p,
+                None => {
+                    let b = sim_lt::dense(k, m_pad, k, ALIGNMENT, dt)?;
+                    let d = sim_lt::dense(n, m_pad, n, ALIGNMENT, dt)?;
+                    *plans.entry(m_pad).or_insert(sim_lt::plan(self.desc, b, d)?)
+                }
+            }
+        };
+        let bias = self.bias.as_ref().map(|b| b.device_ptr());
+        sim_lt::matmul(Self::memory(gpu)?, &plan, 1.0, self.compressed.device_ptr(), x_use.device_ptr(), 0.0, y_ptr, bias)?;
+        if let Some(t) = y_pad {
+            gpu.copy(&t, 0, y, 0, m * n * esz)?;
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 //! device; on a machine without one it prints why and the test returns early, unless
 //! `SPARSEDM_REQUIRE_GPU=1` is set, in which case a missing GPU fails the test (the H200 runs set
 //! it, so a silently skipped suite cannot pass there).
+//!
+//! With `SPARSEDM_CUDA_SIM=1` device 0 is the CUDA simulator ([`crate::sim`]): the GPU tests run
+//! on the CPU (CI does this); its name and [`crate::Gpu::is_simulated`] say it is not a GPU.
 
 use std::sync::Arc;
 

@@ -119,8 +119,14 @@ fn gpu_where_cond() {
     let cond = Tensor::from_vec(vec![1.0, 0.0, 0.0, 2.0, 0.0, -1.0], &[2, 3], &CPU).unwrap();
     let _p = PRECISION.read().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device("gpu_where_cond") else { return };
-    let c = cond.to_device(&dev).unwrap();
-    check("gpu_where_cond", dev, &[randn(&[2, 3], 5), randn(&[3], 6)], |v| Tensor::where_cond(&c, &v[0], &v[1]), 1e-6);
+    // The condition follows the operands: the check runs the closure on the CPU and on `dev`.
+    check(
+        "gpu_where_cond",
+        dev,
+        &[randn(&[2, 3], 5), randn(&[3], 6)],
+        |v| Tensor::where_cond(&cond.to_device(&v[0].device())?, &v[0], &v[1]),
+        1e-6,
+    );
 }
 
 #[test]
