@@ -292,6 +292,12 @@ fn numeric_validation() {
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--class", "2", "--out", s(&d.join("o"))], &["class 2", "unconditional"]);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
     refused(&d, &["train", "--resume", s(trained()), "--set", "optimizer.lr=1e-2"], &["optimizer.lr", "--resume"]);
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--arch", "uvit", "--config", s(&cfg), "--n", "1", "--out", s(&d.join("o"))],
+        &["--arch", "run config"],
+    );
+    refused(&d, &["sample", "--checkpoint", s(&weights), "--raw", "--n", "1", "--out", s(&d.join("o"))], &["--raw"]);
 }
 
 #[test]
