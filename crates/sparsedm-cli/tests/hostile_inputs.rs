@@ -290,6 +290,11 @@ fn numeric_validation() {
     let ck = checkpoint(2);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--cfg-scale", "3", "--out", s(&d.join("o"))], &["--cfg-scale", "--class"]);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--class", "2", "--out", s(&d.join("o"))], &["class 2", "unconditional"]);
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--n", "1", "--steps", "100000000000", "--out", s(&d.join("o"))],
+        &["100000000000 steps"],
+    );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
     refused(&d, &["train", "--resume", s(trained()), "--set", "optimizer.lr=1e-2"], &["optimizer.lr", "--resume"]);
     refused(
