@@ -113,6 +113,8 @@ fn check_flags(a: &Args) -> Result<()> {
     Ok(())
 }
 
+// The batch sinks return the trainer's error type, as `generate_batches` does.
+#[allow(clippy::result_large_err)]
 pub fn run(a: Args) -> Result<()> {
     a.device.resolve()?;
     check_flags(&a)?;
