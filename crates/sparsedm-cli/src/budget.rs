@@ -34,7 +34,10 @@ pub fn free_disk(path: &Path) -> Option<u64> {
     }
     // SAFETY: initialised by the successful call above.
     let st = unsafe { st.assume_init() };
-    (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
+    blocks.checked_mul(size)
 }
 
 #[cfg(not(unix))]

@@ -290,8 +290,19 @@ fn numeric_validation() {
     let ck = checkpoint(2);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--cfg-scale", "3", "--out", s(&d.join("o"))], &["--cfg-scale", "--class"]);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--class", "2", "--out", s(&d.join("o"))], &["class 2", "unconditional"]);
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--n", "1", "--steps", "100000000000", "--out", s(&d.join("o"))],
+        &["100000000000 steps"],
+    );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
     refused(&d, &["train", "--resume", s(trained()), "--set", "optimizer.lr=1e-2"], &["optimizer.lr", "--resume"]);
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--arch", "uvit", "--config", s(&cfg), "--n", "1", "--out", s(&d.join("o"))],
+        &["--arch", "run config"],
+    );
+    refused(&d, &["sample", "--checkpoint", s(&weights), "--raw", "--n", "1", "--out", s(&d.join("o"))], &["--raw"]);
 }
 
 #[test]

@@ -77,15 +77,10 @@ impl Trainer {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         let mut resume_notes = Vec::new();
         let state = if resume {
-            // Hygiene: orphan temporaries removed, the newest usable checkpoint
-            // (skipped ones reported), metrics cut back to its step.
+            // The newest usable checkpoint (skipped ones reported); the folder
+            // is tidied once the whole setup has succeeded (below).
             let r = crate::resume::newest_loadable(run_dir)?;
             resume_notes.extend(r.skipped);
-            resume_notes.extend(crate::resume::clean_orphans(run_dir).iter().map(|p| format!("removed the orphan {}", p.display())));
-            let cut = crate::resume::truncate_metrics(run_dir, r.state.step)?;
-            if cut > 0 {
-                resume_notes.push(format!("cut {cut} rows past step {} from metrics.jsonl", r.state.step));
-            }
             resume_notes.push(format!("resuming from {}", r.path.display()));
             Some(r.state)
         } else {
@@ -162,7 +157,15 @@ impl Trainer {
         }
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
         // Written once everything above is known to work, so a refused
-        // setup leaves no half-made run behind.
+        // setup leaves the folder as it was (no half-made run either).
+        if resume {
+            // Hygiene: orphan temporaries removed, metrics cut back to the step resumed from.
+            resume_notes.extend(crate::resume::clean_orphans(run_dir).iter().map(|p| format!("removed the orphan {}", p.display())));
+            let cut = crate::resume::truncate_metrics(run_dir, step)?;
+            if cut > 0 {
+                resume_notes.push(format!("cut {cut} rows past step {step} from metrics.jsonl"));
+            }
+        }
         sparsedm_tensor::write_atomic(run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         Ok(Trainer {
             schedule: build::schedule(&cfg)?,

@@ -113,6 +113,8 @@ fn check_flags(a: &Args) -> Result<()> {
     Ok(())
 }
 
+// The batch sinks return the trainer's error type, as `generate_batches` does.
+#[allow(clippy::result_large_err)]
 pub fn run(a: Args) -> Result<()> {
     a.device.resolve()?;
     check_flags(&a)?;
@@ -135,6 +137,21 @@ pub fn run(a: Args) -> Result<()> {
         (Some(_), None) | (None, Some(_)) => anyhow::bail!("--arch and --config go together"),
         _ => None,
     };
+    let meta = sparsedm_tensor::load_safetensors_metadata(&a.checkpoint)?;
+    let kind = meta.get(sparsedm_train::checkpoint::META_KIND).map(String::as_str);
+    if external.is_some() && meta.contains_key(sparsedm_train::checkpoint::META_CONFIG) {
+        bail!("--arch/--config do not apply: {} carries its own run config", a.checkpoint.display());
+    }
+    if let Some(text) = meta.get(sparsedm_train::checkpoint::META_CONFIG) {
+        // The run config stored in the file must describe the file's tensors
+        // before a model is built from it (a corrupt config must not allocate).
+        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", a.checkpoint.display()), &[])?;
+        let cfg = sparsedm_diffusion::ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
+        crate::model_size::check_config_against_weights(&cfg, Path::new("stored in the checkpoint"), &a.checkpoint)?;
+    }
+    if a.raw && kind != Some("train-state") {
+        bail!("--raw applies to training checkpoints (raw vs EMA weights); {} is not one", a.checkpoint.display());
+    }
     if let (Some(ext), Some(cfg_path)) = (&external, &a.config) {
         let cfg = sparsedm_diffusion::ModelConfig::from_json(ext.arch, &ext.config)
             .with_context(|| format!("--config {}", cfg_path.display()))?;
