@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod cmd;
 mod lab;
+mod presets;
 
 // Tensor ops allocate large short-lived buffers; mimalloc keeps them in
 // its pages instead of mapping and zero-faulting fresh memory each time

@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
     let (cfg, dir, resume) = match (&args.resume, &args.config) {
         (Some(dir), _) => {
             let text = std::fs::read_to_string(dir.join("config.toml"))
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
-    let mut trainer = Trainer::new(cfg, &dir, resume)?;
+    let mut trainer = Trainer::new(cfg, &dir, resume, device)?;
     eprintln!(
         "run {}: {} parameters, {} on {}, from step {}",
         dir.display(),
