@@ -1,7 +1,7 @@
 //! `sparsedm-train`: what turns models and layers into training runs —
 //! data ([`data`]), AdamW with PyTorch's semantics ([`optim`]), learning
 //! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
-//! and EMA of the (masked) weights ([`ema`]); [`step`] is one training
+//! and EMA of the weights ([`ema`]); [`step`] is one training
 //! step on any device, [`trainer`] runs it with data and checkpoints,
 //! [`experiment`] measures the result (zeros, MACs, FD-px, FID) for the
 //! demo and the reproduction suites.

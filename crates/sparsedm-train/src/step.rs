@@ -5,13 +5,16 @@
 //! ([`crate::speed`]) times the very same step on a synthetic batch, so the
 //! measured speed is the speed of training.
 //!
-//! A step: for each of `train.grad_accum` micro-batches, draw (t, ε, x_t)
-//! from the noise generator, predict ε with the student (and the teacher,
-//! without gradients), take the knowledge-transfer loss scaled by
-//! 1/accum and accumulate its gradients; then clip the global norm
-//! (optional), take the AdamW step at the schedule's rate, let the sparse
-//! layers finish the step ([`sparsedm_layers::ParamStore::after_optimizer_step`]),
-//! update the EMA and move a progressive schedule to its next stage.
+//! A step: draw (t, ε, x_t) for the whole batch from the noise generator;
+//! for each of `train.grad_accum` micro-batches, predict ε with the student
+//! (and the teacher, without gradients), take the knowledge-transfer loss
+//! scaled by 1/accum and accumulate its gradients; count SR-STE's decay
+//! once (see [`TrainStep::run`]); clip the global norm (optional), take the
+//! AdamW step at the schedule's rate, let the sparse layers finish the step
+//! ([`sparsedm_layers::ParamStore::after_optimizer_step`]), update the EMA
+//! of the dense parameters and move a progressive schedule to its next
+//! stage. So `accum` micro-batches of B/accum give the update of one batch
+//! of B, up to float rounding.
 //!
 //! Everything the next step depends on — parameters, moments, EMA, the
 //! noise generator's state and the step count — is in [`TrainStep::state`],
@@ -29,7 +32,7 @@ use crate::lr::LrSchedule;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::vocab::Teacher;
 use sparsedm_diffusion::NoiseSchedule;
-use sparsedm_layers::{KtLoss, ModeKind, ProgressiveSchedule, SparsityReport, SparsitySpec};
+use sparsedm_layers::{KtLoss, ModeKind, ProgressiveSchedule, SparseMode, SparsityReport, SparsitySpec};
 use sparsedm_tensor::{Device, GradStore, Rng, Tensor, no_grad};
 use std::collections::HashMap;
 
@@ -115,7 +118,7 @@ impl TrainStep {
         let params = student.store.params();
         let o = &cfg.optimizer;
         let mut opt = AdamW::new(params.clone(), AdamWConfig { lr: o.lr, betas: o.betas, eps: o.eps, weight_decay: o.weight_decay });
-        let mut ema = Ema::new(&ema_values(&student)?, cfg.train.ema_rate)?;
+        let mut ema = Ema::new(&params, cfg.train.ema_rate)?;
         let mut rng = Rng::new(cfg.seed ^ 0x004E_4F49_5345);
         if let Some(st) = saved {
             opt.load_state(&st.optim)?;
@@ -146,6 +149,13 @@ impl TrainStep {
 
     /// One optimizer step on `batch` (`train.batch_size` images, split
     /// into `train.grad_accum` micro-batches), moved to the run's device.
+    ///
+    /// The noise of the whole batch is drawn at once, so the split does
+    /// not change it. SR-STE adds its decay λ(1 − m) ⊙ w to the weight's
+    /// gradient in every backward pass, whatever the loss scale, so
+    /// `accum` micro-batches would add it `accum` times; the extra
+    /// `accum − 1` are taken back out before clipping and the optimizer,
+    /// so λ means per optimizer step what it means without accumulation.
     pub fn run(&mut self, batch: &Batch) -> Result<StepMetrics> {
         let images = batch.images.to_device(&self.device)?;
         if images.dims().first() != Some(&self.batch_size) {
@@ -164,20 +174,21 @@ impl TrainStep {
         let micro = self.batch_size / accum;
         let mut grads = GradStore::default();
         let (mut loss_sum, mut diff_sum, mut kt_sum) = (0f32, 0f32, None::<f32>);
+        let whole = self.schedule.sample_training(&images, &mut self.rng)?;
         for m in 0..accum {
-            let x0 = images.narrow(0, m * micro, micro)?;
-            let y = labels.as_ref().map(|l| l.narrow(0, m * micro, micro)).transpose()?;
+            let part = |t: &Tensor| t.narrow(0, m * micro, micro);
+            let (x_t, model_t, eps) = (part(&whole.x_t)?, part(&whole.model_t)?, part(&whole.eps)?);
+            let y = labels.as_ref().map(part).transpose()?;
             self.student.model.set_dropout_rng(Some(Rng::from_state(self.dropout_seed, (self.step << 16) | m as u64)));
-            let tr = self.schedule.sample_training(&x0, &mut self.rng)?;
-            let eps_hat = self.student.model.predict_eps(&tr.x_t, &tr.model_t, y.as_ref())?;
+            let eps_hat = self.student.model.predict_eps(&x_t, &model_t, y.as_ref())?;
             let teacher_eps = match &self.teacher {
                 Some(t) => {
                     let _g = no_grad();
-                    Some(t.model.predict_eps(&tr.x_t, &tr.model_t, y.as_ref())?.detach())
+                    Some(t.model.predict_eps(&x_t, &model_t, y.as_ref())?.detach())
                 }
                 None => None,
             };
-            let loss = self.kt.compute(&tr.eps, &eps_hat, teacher_eps.as_ref())?;
+            let loss = self.kt.compute(&eps, &eps_hat, teacher_eps.as_ref())?;
             let value = loss.total.to_scalar()?;
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step: self.step, value });
@@ -190,6 +201,8 @@ impl TrainStep {
             let scaled = if accum > 1 { loss.total.mul_scalar(1.0 / accum as f32)? } else { loss.total };
             accumulate(&mut grads, scaled.backward()?, &self.params)?;
         }
+        drop(whole);
+        self.srste_decay_once(&mut grads)?;
         let grad_norm = match self.grad_clip {
             Some(max) => clip_global_norm(&mut grads, &self.params, max)?,
             None => global_norm(&grads, &self.params)?,
@@ -198,12 +211,40 @@ impl TrainStep {
         self.opt.step(&grads, lr)?;
         drop(grads);
         self.student.store.after_optimizer_step()?;
-        self.ema.update(&ema_values(&self.student)?)?;
+        self.ema.update(&self.params)?;
         self.step += 1;
         if let Some((p, kind)) = &self.progressive {
             p.apply(self.step, &self.student.store, |pat| kind.with_pattern(pat))?;
         }
         Ok(StepMetrics { step: self.step, loss: loss_sum, loss_diffusion: diff_sum, loss_transfer: kt_sum, lr, grad_norm })
+    }
+
+    /// Removes the `accum − 1` extra SR-STE decay terms λ(1 − m) ⊙ w that
+    /// the micro-batches' backward passes added to each SR-STE weight's
+    /// gradient ((1 − m) ⊙ w is the weight minus its deployed value; the
+    /// weights and so the masks do not change within a step).
+    fn srste_decay_once(&self, grads: &mut GradStore) -> Result<()> {
+        if self.accum == 1 {
+            return Ok(());
+        }
+        let _g = no_grad();
+        let extra = (self.accum - 1) as f32;
+        for (name, slot) in self.student.store.sparse_slots() {
+            let SparseMode::SrSte { lambda, .. } = slot.mode() else { continue };
+            if lambda == 0.0 {
+                continue;
+            }
+            let weight = format!("{name}.weight");
+            let (_, w) = self
+                .params
+                .iter()
+                .find(|(n, _)| *n == weight)
+                .ok_or_else(|| TrainError::Config(format!("sparse layer {name} has no trained parameter {weight}")))?;
+            let Some(g) = grads.remove(w) else { continue };
+            let pruned = w.detach().sub(&slot.deployed_weight()?)?;
+            grads.insert(w, g.sub(&pruned.mul_scalar(lambda * extra)?)?);
+        }
+        Ok(())
     }
 
     /// Everything the next step depends on, on the host (so a checkpoint
@@ -252,23 +293,4 @@ impl TrainStep {
     pub fn sparsity_report(&self) -> Option<&SparsityReport> {
         self.report.as_ref()
     }
-}
-
-/// What the EMA averages: each parameter, with sparse layers' weights as
-/// deployed (masked).
-fn ema_values(b: &Bundle) -> Result<Vec<(String, Tensor)>> {
-    let deployed: HashMap<String, Tensor> = b
-        .store
-        .sparse_slots()
-        .into_iter()
-        .map(|(name, slot)| Ok((format!("{name}.weight"), slot.deployed_weight()?)))
-        .collect::<Result<_>>()?;
-    Ok(b.store
-        .params()
-        .into_iter()
-        .map(|(n, t)| match deployed.get(&n) {
-            Some(d) => (n, d.clone()),
-            None => (n, t),
-        })
-        .collect())
 }

@@ -1,6 +1,6 @@
 //! A training run: dense pre-training and sparse fine-tuning (SR-STE,
 //! STE, ASP's fixed masks, progressive ratios) with optional knowledge
-//! transfer from a frozen teacher, AdamW, EMA of the masked weights,
+//! transfer from a frozen teacher, AdamW, EMA of the dense weights,
 //! atomic rotating checkpoints and exact resumption. The step itself is
 //! [`TrainStep`], on the device the run is given; this module feeds it
 //! batches and writes logs, samples and checkpoints.
