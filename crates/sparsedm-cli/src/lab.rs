@@ -1,7 +1,8 @@
 //! The experiment bench shared by `sparsedm demo` and `sparsedm repro`:
 //! fine-tune a dense checkpoint with one method (SparseDM, STE, ASP,
 //! progressive), or prune it without training (untrained masks), or train
-//! a model from scratch; then sample it and measure one table row — zeros,
+//! a model from scratch; then sample it (a trained row: its EMA weights,
+//! as the paper scores its models) and measure one table row — zeros,
 //! MACs, FD-px (and FID with Inception weights) — with every row judged
 //! against the same real images and drawn from the same noise.
 
@@ -105,6 +106,11 @@ pub struct Row {
     pub grid: String,
     /// Exported model (safetensors), relative to the output folder.
     pub checkpoint: String,
+    /// Which weights were sampled, scored and exported: `"ema"` (a trained
+    /// row's EMA, as the paper scores its models) or `"checkpoint"` (the
+    /// dense checkpoint's weights as given, for the dense and
+    /// untrained-mask rows; the shipped tiny checkpoint holds EMA weights).
+    pub weights: &'static str,
     pub seconds: f64,
 }
 
@@ -129,20 +135,21 @@ impl Lab {
         let started = Instant::now();
         let grid = format!("samples_{slug}.png");
         let checkpoint = format!("{slug}.safetensors");
-        // Trained rows are evaluated on the trainer's own model (its slots carry the
-        // masks, so MACs and zeros are the deployed ones); the others on a loaded copy.
+        // Trained rows are evaluated on their EMA model (its slots carry the masks derived
+        // from the EMA weights, so MACs and zeros are the deployed ones); the others on a
+        // loaded copy of the dense checkpoint.
         let mut cfg = match method {
             Method::Scratch { config, .. } => (**config).clone(),
             _ => self.base.clone(),
         };
         cfg.sparse = method.sparse(pattern)?;
-        let (loaded, trainer, trained) = match method {
-            Method::Dense => (Some(self.load_dense()?), None, 0),
+        let (bundle, weights, trained) = match method {
+            Method::Dense => (self.load_dense()?, "checkpoint", 0),
             Method::Untrained => {
                 let b = self.load_dense()?;
                 let sparse = cfg.sparse.as_ref().context("the untrained-mask run has a [sparse] section")?;
                 build::sparsify(&b.store, sparse)?;
-                (Some(b), None, 0)
+                (b, "checkpoint", 0)
             }
             _ => {
                 cfg.train.n_steps = steps;
@@ -153,17 +160,12 @@ impl Lab {
                 }
                 cfg.validate()?;
                 let t = train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device)?;
-                t.export_model(&self.out.join(&checkpoint), false)?;
-                (None, Some(t), steps)
+                t.export_model(&self.out.join(&checkpoint), true)?;
+                (t.ema_model()?, "ema", steps)
             }
         };
-        let bundle = match (&loaded, &trainer) {
-            (Some(b), _) => b,
-            (None, Some(t)) => t.student(),
-            (None, None) => unreachable!("every method loads or trains a model"),
-        };
         bundle.store.set_training(false);
-        if loaded.is_some() {
+        if weights != "ema" {
             let path = self.out.join(&checkpoint);
             if cfg.sparse.is_some() {
                 sparsedm_layers::save_sparse_checkpoint(&bundle.store, &path, None)?;
@@ -172,7 +174,7 @@ impl Lab {
             }
         }
         let schedule = build::schedule(&cfg)?;
-        let imgs = draw(bundle, schedule.as_ref(), &self.draw)?;
+        let imgs = draw(&bundle, schedule.as_ref(), &self.draw)?;
         write_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize)?;
         let quality = self.judge.score(&imgs)?;
         let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
@@ -182,10 +184,11 @@ impl Lab {
             detail: method.detail(),
             pattern,
             steps: trained,
-            footprint: footprint(bundle)?,
+            footprint: footprint(&bundle)?,
             quality,
             grid,
             checkpoint,
+            weights,
             seconds: started.elapsed().as_secs_f64(),
         };
         eprintln!(

@@ -176,6 +176,10 @@ from the same noise (seed {}), DPM-Solver++(2M) with 25 steps and x̂₀ clipped
     );
     let _ = writeln!(
         s,
+        "- **weights**: each fine-tuned model is sampled, scored and exported with its EMA weights (the preset's EMA rate; the EMA model derives its 2:4 masks from its own weights), as the paper scores its models; the dense row uses the shipped checkpoint (EMA weights)."
+    );
+    let _ = writeln!(
+        s,
         "- **MACs/image**: Linear + Conv + LayerNorm multiply–accumulates of one forward pass, N:M layers counted at N/M (the paper's convention), and the share of the dense count."
     );
     let _ = writeln!(

@@ -303,6 +303,10 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
     }
     let _ =
         writeln!(md, "- Each row's samples: `samples_<model>.png`; its weights: `<model>.safetensors` (sparse ones verified N:M on load).");
+    let _ = writeln!(
+        md,
+        "- Trained rows are sampled, scored and exported with their EMA weights (`\"weights\": \"ema\"` in the JSON; the EMA model derives its masks from its own weights); the dense and untrained-mask rows use the dense checkpoint's weights as given (`\"checkpoint\"`)."
+    );
     let json = serde_json::json!({
         "table": table.name(),
         "scale": scale_name(a.scale),
