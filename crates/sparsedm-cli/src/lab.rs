@@ -1,15 +1,20 @@
 //! The experiment bench shared by `sparsedm demo` and `sparsedm repro`:
 //! fine-tune a dense checkpoint with one method (SparseDM, STE, ASP,
 //! progressive), or prune it without training (untrained masks), or train
-//! a model from scratch; then sample it and measure one table row — zeros,
+//! a model from scratch; then sample it (a trained row: its EMA weights,
+//! as the paper scores its models) and measure one table row — zeros,
 //! MACs, FD-px (and FID with Inception weights) — with every row judged
 //! against the same real images and drawn from the same noise.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparsedm_layers::{NamedPolicy, NmPattern, Policy, ProgressiveSchedule};
+use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
+use sparsedm_train::config::SparseConfig;
 use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, footprint};
 use sparsedm_train::samples::write_grid_png;
+use sparsedm_train::vocab::{SparseMethod, Teacher};
 use sparsedm_train::{RunConfig, Trainer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -29,9 +34,10 @@ pub enum Method {
     /// Magnitude masks on the dense weights, no training (the "untrained mask" ablation).
     Untrained,
     /// Traditional progressive sparsity: the given stages, SR-STE masks, no teacher.
-    Progressive(String),
-    /// A model trained from random init with the given config overrides (e.g. the half-size U-ViT).
-    Scratch { label: &'static str, sets: Vec<String> },
+    Progressive(ProgressiveSchedule),
+    /// A model trained from random init with this run config (e.g. the
+    /// half-size U-ViT); `what` says how it differs from the dense one.
+    Scratch { label: &'static str, what: String, config: Box<RunConfig> },
 }
 
 impl Method {
@@ -59,24 +65,28 @@ impl Method {
             }
             Method::Untrained => "magnitude masks applied to the dense weights, no training".into(),
             Method::Progressive(stages) => format!("progressive sparsity {stages} (SR-STE masks, plain ε-MSE)"),
-            Method::Scratch { sets, .. } => format!("trained from random init ({})", sets.join(", ")),
+            Method::Scratch { what, .. } => format!("trained from random init ({what})"),
         }
     }
 
-    /// Config overrides that turn the dense preset into this method's fine-tuning run.
-    fn overrides(&self, pattern: &str) -> Vec<String> {
-        let p = format!("sparse.pattern={pattern:?}");
-        let v = |xs: &[&str]| -> Vec<String> { std::iter::once(p.clone()).chain(xs.iter().map(|s| s.to_string())).collect() };
-        match self {
-            Method::SparseDm => v(&["sparse.method=\"srste\"", "sparse.lambda=2e-4", "sparse.teacher=\"init\"", "sparse.w_kt=0.1"]),
-            Method::Ste => v(&["sparse.method=\"ste\"", "sparse.teacher=\"none\""]),
-            Method::Asp => v(&["sparse.method=\"fixed\"", "sparse.policy=\"asp\"", "sparse.teacher=\"none\""]),
-            Method::Untrained => v(&["sparse.method=\"fixed\"", "sparse.teacher=\"none\""]),
-            Method::Progressive(stages) => {
-                v(&["sparse.method=\"progressive\"", "sparse.teacher=\"none\"", &format!("sparse.progressive={stages:?}")])
-            }
-            Method::Dense | Method::Scratch { .. } => Vec::new(),
-        }
+    /// The `[sparse]` section that turns the dense run into this method's
+    /// run at `pattern`; `None` for the dense methods.
+    fn sparse(&self, pattern: Option<NmPattern>) -> Result<Option<SparseConfig>> {
+        let sparse_method = match self {
+            Method::Dense | Method::Scratch { .. } => return Ok(None),
+            Method::SparseDm => SparseMethod::SrSte,
+            Method::Ste => SparseMethod::Ste,
+            Method::Asp | Method::Untrained => SparseMethod::Fixed,
+            Method::Progressive(_) => SparseMethod::Progressive,
+        };
+        let Some(pattern) = pattern else { bail!("{} needs an N:M pattern, got dense", self.label()) };
+        let base = SparseConfig { teacher: Teacher::None, ..SparseConfig::new(pattern, sparse_method) };
+        Ok(Some(match self {
+            Method::SparseDm => SparseConfig { teacher: Teacher::Init, ..base },
+            Method::Asp => SparseConfig { policy: Policy::named(NamedPolicy::Asp), ..base },
+            Method::Progressive(stages) => SparseConfig { progressive: Some(stages.clone()), ..base },
+            _ => base,
+        }))
     }
 }
 
@@ -96,61 +106,66 @@ pub struct Row {
     pub grid: String,
     /// Exported model (safetensors), relative to the output folder.
     pub checkpoint: String,
+    /// Which weights were sampled, scored and exported: `"ema"` (a trained
+    /// row's EMA, as the paper scores its models) or `"checkpoint"` (the
+    /// dense checkpoint's weights as given, for the dense and
+    /// untrained-mask rows; the shipped tiny checkpoint holds EMA weights).
+    pub weights: &'static str,
     pub seconds: f64,
 }
 
 /// Where and how rows are made.
 pub struct Lab {
     pub out: PathBuf,
-    /// The preset (or TOML file) of the dense model.
-    pub preset: String,
-    /// Overrides applied to every run (e.g. the fine-tuning learning rate).
-    pub base_sets: Vec<String>,
+    /// The dense model's run config with what every row shares (the
+    /// fine-tuning rate and warm-up, the data path).
+    pub base: RunConfig,
     /// The dense starting checkpoint (a model safetensors file).
     pub dense: PathBuf,
+    /// Where the rows train.
+    pub device: Device,
     pub judge: Judge,
     pub draw: DrawSpec,
 }
 
 impl Lab {
     /// Makes one row: trains (unless the method needs no training), samples, scores, exports.
-    pub fn row(&self, slug: &str, method: &Method, pattern: &str, steps: u64) -> Result<Row> {
+    /// `pattern` is the N:M pattern of the sparse methods (`None`: dense).
+    pub fn row(&self, slug: &str, method: &Method, pattern: Option<NmPattern>, steps: u64) -> Result<Row> {
         let started = Instant::now();
         let grid = format!("samples_{slug}.png");
         let checkpoint = format!("{slug}.safetensors");
-        // Trained rows are evaluated on the trainer's own model (its slots carry the
-        // masks, so MACs and zeros are the deployed ones); the others on a loaded copy.
-        let (loaded, trainer, cfg, trained) = match method {
-            Method::Dense => (Some(self.load_dense(&[])?), None, RunConfig::load(&self.preset, &self.base_sets)?, 0),
+        // Trained rows are evaluated on their EMA model (its slots carry the masks derived
+        // from the EMA weights, so MACs and zeros are the deployed ones); the others on a
+        // loaded copy of the dense checkpoint.
+        let mut cfg = match method {
+            Method::Scratch { config, .. } => (**config).clone(),
+            _ => self.base.clone(),
+        };
+        cfg.sparse = method.sparse(pattern)?;
+        let (bundle, weights, trained) = match method {
+            Method::Dense => (self.load_dense()?, "checkpoint", 0),
             Method::Untrained => {
-                let cfg = RunConfig::load(&self.preset, &self.sets(method.overrides(pattern)))?;
-                let b = self.load_dense(&[])?;
+                let b = self.load_dense()?;
                 let sparse = cfg.sparse.as_ref().context("the untrained-mask run has a [sparse] section")?;
                 build::sparsify(&b.store, sparse)?;
-                (Some(b), None, cfg, 0)
+                (b, "checkpoint", 0)
             }
             _ => {
-                let mut sets = self.sets(method.overrides(pattern));
-                sets.push(format!("train.n_steps={steps}"));
-                sets.push("train.sample_interval=0".into());
-                sets.push(format!("train.save_interval={}", steps.max(1)));
-                match method {
-                    Method::Scratch { sets: extra, .. } => sets.extend(extra.iter().cloned()),
-                    _ => sets.push(format!("train.init={:?}", self.dense.display().to_string())),
+                cfg.train.n_steps = steps;
+                cfg.train.sample_interval = 0;
+                cfg.train.save_interval = steps.max(1);
+                if !matches!(method, Method::Scratch { .. }) {
+                    cfg.train.init = Some(self.dense.display().to_string());
                 }
-                let cfg = RunConfig::load(&self.preset, &sets)?;
-                let t = train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "))?;
-                t.export_model(&self.out.join(&checkpoint), false)?;
-                (None, Some(t), cfg, steps)
+                cfg.validate()?;
+                let t = train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device)?;
+                t.export_model(&self.out.join(&checkpoint), true)?;
+                (t.ema_model()?, "ema", steps)
             }
         };
-        let bundle = match (&loaded, &trainer) {
-            (Some(b), _) => b,
-            (None, Some(t)) => t.student(),
-            (None, None) => unreachable!("every method loads or trains a model"),
-        };
         bundle.store.set_training(false);
-        if loaded.is_some() {
+        if weights != "ema" {
             let path = self.out.join(&checkpoint);
             if cfg.sparse.is_some() {
                 sparsedm_layers::save_sparse_checkpoint(&bundle.store, &path, None)?;
@@ -159,19 +174,21 @@ impl Lab {
             }
         }
         let schedule = build::schedule(&cfg)?;
-        let imgs = draw(bundle, schedule.as_ref(), &self.draw)?;
+        let imgs = draw(&bundle, schedule.as_ref(), &self.draw)?;
         write_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize)?;
         let quality = self.judge.score(&imgs)?;
+        let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
         let row = Row {
-            label: format!("{} {}", method.label(), if pattern == "dense" { "" } else { pattern }).trim().to_string(),
+            label: format!("{} {}", method.label(), if pattern == "dense" { "" } else { &pattern }).trim().to_string(),
             method: method.label().into(),
             detail: method.detail(),
-            pattern: pattern.into(),
+            pattern,
             steps: trained,
-            footprint: footprint(bundle)?,
+            footprint: footprint(&bundle)?,
             quality,
             grid,
             checkpoint,
+            weights,
             seconds: started.elapsed().as_secs_f64(),
         };
         eprintln!(
@@ -186,26 +203,22 @@ impl Lab {
         Ok(row)
     }
 
-    fn sets(&self, extra: Vec<String>) -> Vec<String> {
-        self.base_sets.iter().cloned().chain(extra).collect()
-    }
-
-    fn load_dense(&self, extra: &[String]) -> Result<Bundle> {
-        let cfg = RunConfig::load(&self.preset, &self.sets(extra.to_vec()))?;
-        let b = build::frozen_model(&cfg, &self.dense.display().to_string())?;
-        Ok(b)
+    /// The dense checkpoint in a model of the base config, on the host
+    /// (where rows are sampled).
+    fn load_dense(&self) -> Result<Bundle> {
+        Ok(build::frozen_model(&self.base, &self.dense.display().to_string())?)
     }
 }
 
 /// Runs one training to its end with a progress bar on a terminal (a line
 /// per log interval otherwise). A stale run folder is cleared first.
-pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str) -> Result<Trainer> {
+pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str, device: Device) -> Result<Trainer> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
-    let mut trainer = Trainer::new(cfg, dir, false)?;
+    let mut trainer = Trainer::new(cfg, dir, false, device)?;
     let (bar, terminal) = step_bar(n_steps, 0, prefix);
     trainer.run(None, |m, rate| {
         let msg = format!("loss {:.4} {:.2} steps/s", m.loss, rate);

@@ -3,7 +3,8 @@
 //! Markdown and JSON with the paper's numbers beside ours, the paper scale
 //! names every missing input, and Table 3 says why it is not measured here.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
@@ -44,7 +45,39 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
         assert!(s > 0.3 && s <= 0.5, "{r}");
         assert!(r["footprint"]["macs"].as_f64().unwrap() < rows[0]["footprint"]["macs"].as_f64().unwrap());
     }
+    // Trained rows are scored and exported on their EMA weights (issue 17), the dense row on the checkpoint's.
+    assert_eq!(rows[0]["weights"], "checkpoint", "{}", rows[0]);
+    for r in &rows[1..] {
+        assert_eq!(r["weights"], "ema", "{r}");
+    }
+    assert_exported_ema(&out, "sparsedm");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `<slug>.safetensors` holds the run's EMA weights (the dense-mode tensors
+/// equal the last training checkpoint's `ema.*`), not its raw `model.*`.
+fn assert_exported_ema(out: &Path, slug: &str) {
+    let exported: HashMap<String, Vec<f32>> = sparsedm_tensor::load_safetensors(out.join(format!("{slug}.safetensors")))
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec_f32().unwrap()))
+        .collect();
+    let ckpts = out.join("runs").join(slug).join("checkpoints");
+    let last = std::fs::read_dir(&ckpts).unwrap().map(|e| e.unwrap().path()).max().expect("a training checkpoint");
+    let state: HashMap<String, Vec<f32>> =
+        sparsedm_tensor::load_safetensors(&last).unwrap().into_iter().map(|(n, t)| (n, t.to_vec_f32().unwrap())).collect();
+    let (mut same, mut differs_from_raw) = (0, 0);
+    for (name, v) in &exported {
+        // Biases, norms and embeddings: the masked weights are the EMA model's own deployed ones.
+        if name.ends_with(".weight") && (name.contains(".attn.") || name.contains(".mlp.")) {
+            continue;
+        }
+        let Some(ema) = state.get(&format!("ema.{name}")) else { continue };
+        assert_eq!(v, ema, "{name}: the export is not the EMA");
+        same += 1;
+        differs_from_raw += usize::from(state[&format!("model.{name}")] != *v);
+    }
+    assert!(same > 10 && differs_from_raw > 0, "{same} tensors compared, {differs_from_raw} differ from the raw weights");
 }
 
 #[test]

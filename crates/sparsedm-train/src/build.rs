@@ -5,8 +5,11 @@
 use crate::config::{RunConfig, SparseConfig};
 use crate::data::{Dataset, cifar::Cifar10Dataset, folder::ImageFolderDataset, folder::Preprocess, shapes::ShapesDataset};
 use crate::error::{Result, TrainError};
-use sparsedm_diffusion::{Arch, EpsModel, ModelConfig, NoiseSchedule, ScheduleKind, load_checkpoint};
-use sparsedm_layers::{NmPattern, ParamStore, Policy, ProgressiveSchedule, SparseMode, SparsityReport, apply_policy};
+use crate::vocab::{DatasetKind, SparseMethod};
+use sparsedm_diffusion::{Arch, EpsModel, ModelConfig, NoiseSchedule, load_checkpoint};
+use sparsedm_layers::{
+    NamedPolicy, NmPattern, ParamStore, Policy, ProgressiveSchedule, Selection, SparseMode, SparsityReport, apply_policy,
+};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -44,9 +47,16 @@ pub fn new_model_on(cfg: &RunConfig, seed: u64, device: sparsedm_tensor::Device)
     Ok(Bundle { store, model, config })
 }
 
-/// A model with weights from a checkpoint, in evaluation mode, for teachers.
+/// A model with weights from a checkpoint, in evaluation mode, on the CPU
+/// (teachers of host runs, evaluation copies).
 pub fn frozen_model(cfg: &RunConfig, path: &str) -> Result<Bundle> {
-    let b = new_model(cfg, cfg.seed)?;
+    frozen_model_on(cfg, path, sparsedm_tensor::Device::Cpu)
+}
+
+/// A model with weights from a checkpoint, in evaluation mode, with its
+/// parameters on `device`: a run's frozen teacher lives beside its student.
+pub fn frozen_model_on(cfg: &RunConfig, path: &str, device: sparsedm_tensor::Device) -> Result<Bundle> {
+    let b = new_model_on(cfg, cfg.seed, device)?;
     load_checkpoint(&b.store, path)?;
     b.store.set_training(false);
     Ok(b)
@@ -54,45 +64,70 @@ pub fn frozen_model(cfg: &RunConfig, path: &str) -> Result<Bundle> {
 
 /// The mode a sparse layer gets for `pattern` under this run's method.
 pub fn mode_builder(s: &SparseConfig) -> impl Fn(NmPattern) -> SparseMode + Clone {
-    let (method, lambda, transposable) = (s.method.clone(), s.lambda, s.transposable);
-    move |pattern| match method.as_str() {
-        "ste" => SparseMode::Ste { pattern },
-        "fixed" => SparseMode::Fixed { pattern, transposable },
-        // "srste" and "progressive" (whose stages use SR-STE masks).
-        _ => SparseMode::SrSte { pattern, lambda },
-    }
+    let kind = s.method.mode_kind(s.lambda, s.transposable);
+    move |pattern| kind.with_pattern(pattern)
 }
 
 /// Applies the sparse section to a model's store; returns the report and
-/// the progressive schedule when the method is progressive.
+/// the progressive schedule when the method is progressive (whose first
+/// stage gives the starting pattern).
+///
+/// # Errors
+/// Besides those of [`apply_policy`] (a policy that selects no layer), a
+/// glob item of the policy that selects none of the model's layers: a
+/// misspelt named policy would otherwise prune nothing without a word.
 pub fn sparsify(store: &ParamStore, s: &SparseConfig) -> Result<(SparsityReport, Option<ProgressiveSchedule>)> {
-    let policy = Policy::from_str(&s.policy)?;
-    let progressive = match (&s.method[..], &s.progressive) {
-        ("progressive", Some(spec)) => Some(ProgressiveSchedule::from_str(spec)?),
-        _ => None,
+    let progressive = match s.method {
+        SparseMethod::Progressive => Some(s.progressive.clone().ok_or_else(|| {
+            TrainError::Config("sparse.method = \"progressive\" needs sparse.progressive (e.g. \"15:16@0,7:8@1000,2:4@2000\")".into())
+        })?),
+        SparseMethod::SrSte | SparseMethod::Ste | SparseMethod::Fixed => None,
     };
     let pattern = match &progressive {
         Some(p) => p.pattern_at(0),
-        None => NmPattern::from_str(&s.pattern)?,
+        None => s.pattern,
     };
-    let report = apply_policy(store, &policy, pattern, mode_builder(s))?;
-    crate::validate::ensure_some_layer_masked(&report, &pattern.to_string(), &s.policy)?;
+    check_policy_items(store, &s.policy, pattern)?;
+    let report = apply_policy(store, &s.policy, pattern, mode_builder(s))?;
+    crate::validate::ensure_some_layer_masked(&report, &pattern.to_string(), &s.policy.to_string())?;
     Ok((report, progressive))
+}
+
+/// Refuses a policy whose glob items (not the named policies, not the `!`
+/// exclusions) select none of the store's layers, naming the item and what
+/// the policy accepts.
+fn check_policy_items(store: &ParamStore, policy: &Policy, pattern: NmPattern) -> Result<()> {
+    let slots = store.sparse_slots();
+    let named = [NamedPolicy::SparseDmUvit, NamedPolicy::Asp, NamedPolicy::All];
+    for item in policy.to_string().split(',').filter(|i| !i.starts_with('!') && !named.iter().any(|n| n.name() == *i)) {
+        let single: Policy = item.parse()?;
+        if !slots.iter().any(|(name, slot)| matches!(single.select(name, slot.layout(), pattern), Selection::Sparse(_))) {
+            return Err(TrainError::Config(format!(
+                "sparse.policy item {item:?} selects none of the model's {} Linear/Conv2d layers (names look like {}); expected {}",
+                slots.len(),
+                slots.iter().take(3).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                <Policy as crate::vocab::Spelled>::accepted()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The run's noise schedule.
 pub fn schedule(cfg: &RunConfig) -> Result<Box<dyn NoiseSchedule>> {
-    Ok(ScheduleKind::from_str(&cfg.train.schedule)?.build())
+    Ok(cfg.train.schedule.build())
 }
 
 /// The run's dataset.
 pub fn dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>> {
     let d = &cfg.dataset;
     let path = || d.path.clone().unwrap_or_default();
-    Ok(match d.name.as_str() {
-        "shapes" => Arc::new(ShapesDataset::new(d.resolution.unwrap_or(16), d.len, cfg.seed ^ 0xDA7A)?),
-        "cifar10" => Arc::new(Cifar10Dataset::open(path(), sparsedm_fid::CifarSplit::Train)?),
-        "celeba64" => Arc::new(ImageFolderDataset::open(path(), Preprocess::CelebA64)?),
-        _ => Arc::new(ImageFolderDataset::open(path(), d.resolution.map(|r| Preprocess::Resize(r as u32)).unwrap_or(Preprocess::None))?),
+    Ok(match d.name {
+        DatasetKind::Shapes => Arc::new(ShapesDataset::new(d.resolution.unwrap_or(16), d.len, cfg.seed ^ 0xDA7A)?),
+        DatasetKind::Cifar10 => Arc::new(Cifar10Dataset::open(path(), sparsedm_fid::CifarSplit::Train)?),
+        DatasetKind::Celeba64 => Arc::new(ImageFolderDataset::open(path(), Preprocess::CelebA64)?),
+        DatasetKind::Folder => {
+            Arc::new(ImageFolderDataset::open(path(), d.resolution.map(|r| Preprocess::Resize(r as u32)).unwrap_or(Preprocess::None))?)
+        }
     })
 }

@@ -5,7 +5,11 @@
 //! path before the file is checked.
 
 use crate::error::{Result, TrainError};
+use crate::lr::LrSchedule;
+use crate::vocab::{DatasetKind, LrScheduleKind, OptimizerKind, SparseMethod, Teacher};
 use serde::{Deserialize, Serialize};
+use sparsedm_diffusion::ScheduleKind;
+use sparsedm_layers::{NmPattern, Policy, ProgressiveSchedule};
 use std::path::Path;
 
 /// A whole run.
@@ -36,7 +40,7 @@ pub struct RunConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// `"shapes"` (embedded, no download), `"cifar10"`, `"celeba64"` or `"folder"`.
-    pub name: String,
+    pub name: DatasetKind,
     /// Folder of the data (CIFAR-10 binaries, or images) for the non-embedded sets.
     #[serde(default)]
     pub path: Option<String>,
@@ -78,8 +82,8 @@ pub struct TrainSection {
     #[serde(default = "default_keep")]
     pub keep_last: usize,
     /// `"vp-linear"` (U-ViT, continuous) or `"ddpm-linear"` (discrete, Ho et al.).
-    #[serde(default = "default_schedule")]
-    pub schedule: String,
+    #[serde(default = "default_schedule", with = "crate::vocab::as_string")]
+    pub schedule: ScheduleKind,
     /// Start from these weights (a safetensors model checkpoint).
     #[serde(default)]
     pub init: Option<String>,
@@ -89,8 +93,8 @@ pub struct TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
-    #[serde(default = "default_adamw")]
-    pub name: String,
+    #[serde(default)]
+    pub name: OptimizerKind,
     pub lr: f32,
     pub weight_decay: f32,
     pub betas: (f32, f32),
@@ -103,7 +107,7 @@ pub struct OptimizerConfig {
 #[serde(deny_unknown_fields)]
 pub struct LrSchedulerConfig {
     #[serde(default = "default_customized")]
-    pub name: String,
+    pub name: LrScheduleKind,
     pub warmup_steps: u64,
     /// Final factor of the cosine schedule.
     #[serde(default)]
@@ -114,33 +118,54 @@ pub struct LrSchedulerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseConfig {
-    /// N:M pattern, e.g. `"2:4"`.
-    pub pattern: String,
-    /// `"srste"` (the paper), `"ste"`, `"fixed"` (apex ASP), `"progressive"`.
+    /// N:M pattern, e.g. `"2:4"` (the progressive method takes its
+    /// patterns from `progressive` instead).
+    #[serde(with = "crate::vocab::as_string")]
+    pub pattern: NmPattern,
+    /// `"srste"` (the paper), `"ste"`, `"fixed"` (apex ASP; alias `"asp"`), `"progressive"`.
     #[serde(default = "default_method")]
-    pub method: String,
+    pub method: SparseMethod,
     /// SR-STE decay λ.
     #[serde(default = "default_lambda")]
     pub lambda: f32,
     /// Which layers: `"sparsedm-uvit"`, `"asp"`, `"all"`, or name globs.
-    #[serde(default = "default_policy")]
-    pub policy: String,
+    #[serde(default = "default_policy", with = "crate::vocab::as_string")]
+    pub policy: Policy,
     /// Transposable 2:4 masks for the fixed (ASP) method.
     #[serde(default)]
     pub transposable: bool,
     /// Progressive schedule, e.g. `"15:16@0,7:8@100000,3:4@200000,2:4@300000"`.
-    #[serde(default)]
-    pub progressive: Option<String>,
+    #[serde(default, with = "crate::vocab::opt_as_string", skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<ProgressiveSchedule>,
     /// Knowledge transfer: `"init"` (the dense starting checkpoint, the
     /// paper's default), a checkpoint path, or `"none"`.
     #[serde(default = "default_teacher")]
-    pub teacher: String,
+    pub teacher: Teacher,
     /// Weight of the ε-MSE term.
     #[serde(default = "one_f")]
     pub w_diff: f32,
     /// Weight of the teacher-MSE term.
     #[serde(default = "default_w_kt")]
     pub w_kt: f32,
+}
+
+impl SparseConfig {
+    /// `method` at `pattern` with the defaults a TOML `[sparse]` section
+    /// gets for every field it leaves out (the paper's λ, policy, teacher
+    /// and loss weights), for code that builds runs as values.
+    pub fn new(pattern: NmPattern, method: SparseMethod) -> Self {
+        SparseConfig {
+            pattern,
+            method,
+            lambda: default_lambda(),
+            policy: default_policy(),
+            transposable: false,
+            progressive: None,
+            teacher: default_teacher(),
+            w_diff: one_f(),
+            w_kt: default_w_kt(),
+        }
+    }
 }
 
 /// Sampling for preview grids and `sparsedm sample` defaults.
@@ -217,29 +242,26 @@ fn default_save() -> u64 {
 fn default_keep() -> usize {
     3
 }
-fn default_schedule() -> String {
-    "vp-linear".into()
-}
-fn default_adamw() -> String {
-    "adamw".into()
+fn default_schedule() -> ScheduleKind {
+    ScheduleKind::VpLinear
 }
 fn default_eps() -> f32 {
     1e-8
 }
-fn default_customized() -> String {
-    "customized".into()
+fn default_customized() -> LrScheduleKind {
+    LrScheduleKind::Customized
 }
-fn default_method() -> String {
-    "srste".into()
+fn default_method() -> SparseMethod {
+    SparseMethod::SrSte
 }
 fn default_lambda() -> f32 {
     2e-4
 }
-fn default_policy() -> String {
-    "sparsedm-uvit".into()
+fn default_policy() -> Policy {
+    Policy::named(sparsedm_layers::NamedPolicy::SparseDmUvit)
 }
-fn default_teacher() -> String {
-    "init".into()
+fn default_teacher() -> Teacher {
+    Teacher::Init
 }
 fn default_w_kt() -> f32 {
     0.1
@@ -284,8 +306,8 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
-        let cfg: RunConfig = toml::Value::Table(doc).try_into().map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
-        cfg.check()?;
+        let cfg: RunConfig = toml::Value::Table(doc).try_into().map_err(|e| TrainError::Config(field_error(origin, &e.to_string())))?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -306,12 +328,29 @@ impl RunConfig {
         serde_json::to_value(&self.nnet).map_err(|e| TrainError::Config(format!("nnet: {e}")))
     }
 
+    /// The learning-rate schedule of this run (the cosine decay ends at
+    /// `train.n_steps`).
+    pub fn lr_schedule(&self) -> LrSchedule {
+        let l = &self.lr_scheduler;
+        match l.name {
+            LrScheduleKind::Customized => LrSchedule::WarmupConstant { warmup: l.warmup_steps },
+            LrScheduleKind::Cosine => {
+                LrSchedule::WarmupCosine { warmup: l.warmup_steps, total: self.train.n_steps, min_factor: l.min_factor }
+            }
+            LrScheduleKind::Constant => LrSchedule::Constant,
+        }
+    }
+
     /// The whole config as TOML (stored in checkpoints).
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self).map_err(|e| TrainError::Config(e.to_string()))
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks what the field types cannot: positive sizes, a data path
+    /// where one is read, a sparse section whose fields fit its method.
+    /// [`Self::parse`] runs it; code that builds or edits a config as a
+    /// value runs it before use.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.train.batch_size == 0 || self.train.grad_accum == 0 || !self.train.batch_size.is_multiple_of(self.train.grad_accum) {
             return bad(format!(
@@ -322,21 +361,46 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&self.train.ema_rate) {
             return bad(format!("train.ema_rate {} must be in [0, 1]", self.train.ema_rate));
         }
-        if !["shapes", "cifar10", "celeba64", "folder"].contains(&self.dataset.name.as_str()) {
-            return bad(format!("dataset.name {:?}: expected shapes, cifar10, celeba64 or folder", self.dataset.name));
-        }
-        if self.dataset.name != "shapes" && self.dataset.path.is_none() {
+        if self.dataset.name.needs_path() && self.dataset.path.is_none() {
             return bad(format!("dataset.path is required for dataset {:?}", self.dataset.name));
         }
         if let Some(s) = &self.sparse {
-            if !["srste", "ste", "fixed", "progressive"].contains(&s.method.as_str()) {
-                return bad(format!("sparse.method {:?}: expected srste, ste, fixed or progressive", s.method));
+            match (s.method, &s.progressive) {
+                (SparseMethod::Progressive, None) => {
+                    return bad("sparse.method = \"progressive\" needs sparse.progressive (e.g. \"15:16@0,7:8@1000,2:4@2000\")".into());
+                }
+                (SparseMethod::SrSte | SparseMethod::Ste | SparseMethod::Fixed, Some(p)) => {
+                    return bad(format!(
+                        "sparse.progressive = {:?} is only used by sparse.method = \"progressive\", not {:?}: remove one of them",
+                        p.to_string(),
+                        s.method.name()
+                    ));
+                }
+                _ => {}
             }
-            if s.method == "progressive" && s.progressive.is_none() {
-                return bad("sparse.method = \"progressive\" needs sparse.progressive (e.g. \"15:16@0,7:8@1000,2:4@2000\")".into());
+            if s.transposable && s.method != SparseMethod::Fixed {
+                return bad(format!(
+                    "sparse.transposable = true needs sparse.method = \"fixed\" (ASP's transposable masks), not {:?}",
+                    s.method.name()
+                ));
+            }
+            if s.teacher == Teacher::Init && self.train.init.is_none() {
+                return bad(
+                    "sparse.teacher = \"init\" needs train.init (the dense starting checkpoint); or set sparse.teacher = \"none\"".into()
+                );
             }
         }
         crate::validate::check_ranges(self)
+    }
+}
+
+/// One line naming the origin and the field: `origin: sparse.method:
+/// unknown variant …` (the TOML error puts the field on a second line).
+fn field_error(origin: &str, e: &str) -> String {
+    let e = e.trim_end();
+    match e.rsplit_once("\nin `") {
+        Some((msg, key)) => format!("{origin}: {}: {}", key.trim_end_matches('`'), msg.replace('\n', " ")),
+        None => format!("{origin}: {}", e.replace('\n', " ")),
     }
 }
 
@@ -376,7 +440,7 @@ mod tests {
         }
         let c = RunConfig::load("cifar10_uvit_small_sparsedm_2of4", &["train.n_steps=10".into(), "sparse.method=ste".into()]).unwrap();
         assert_eq!(c.train.n_steps, 10);
-        assert_eq!(c.sparse.as_ref().unwrap().method, "ste");
+        assert_eq!(c.sparse.as_ref().unwrap().method.name(), "ste");
         assert_eq!(c.train.batch_size, 128);
         assert_eq!(c.optimizer.betas, (0.99, 0.999));
         assert!(RunConfig::load("cifar10_uvit_small", &["train.nope=1".into()]).is_err(), "unknown keys are refused");

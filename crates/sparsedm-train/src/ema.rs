@@ -1,7 +1,10 @@
 //! Exponential moving average of model weights, U-ViT's `ema(nnet_ema,
 //! nnet, decay)`: p_ema ← decay·p_ema + (1 − decay)·p after every step,
-//! starting from a copy. The trainer passes the *deployed* (masked)
-//! weights of sparse layers, so the average is kept on the masked weights.
+//! starting from a copy. The trainer passes the dense parameters, also of
+//! sparse layers (as the reference averages `nnet`'s parameters, whose
+//! sparse Linears hold dense weights): the EMA model then derives its
+//! masks from its own averaged weights, so a position whose mask switches
+//! on carries its averaged dense value instead of ramping up from 0.
 //! Shadows live on their source's device; on a GPU each update is one fused
 //! kernel ([`Tensor::ema_update_`], the same arithmetic as the host loop).
 

@@ -2,17 +2,28 @@
 //! and accumulation over micro-batches.
 
 use crate::error::Result;
-use sparsedm_tensor::{GradStore, Tensor};
+use sparsedm_tensor::{GradStore, Tensor, no_grad};
 
-/// The global L2 norm of the gradients of `params`.
+/// The global L2 norm of the gradients of `params`. The sum of squares is
+/// formed by tensor ops on the gradients' device and only the total comes
+/// back to the host, so a GPU run moves one number per step, not every
+/// gradient.
 pub fn global_norm(grads: &GradStore, params: &[(String, Tensor)]) -> Result<f32> {
-    let mut total = 0f64;
+    let _g = no_grad();
+    let mut total: Option<Tensor> = None;
     for (_, p) in params {
         if let Some(g) = grads.get(p) {
-            total += g.to_vec_f32()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            let sq = g.sqr()?.sum_all()?;
+            total = Some(match total {
+                Some(t) => t.add(&sq)?,
+                None => sq,
+            });
         }
     }
-    Ok(total.sqrt() as f32)
+    Ok(match total {
+        Some(t) => t.to_scalar()?.sqrt(),
+        None => 0.0,
+    })
 }
 
 /// Scales the gradients so their global norm is at most `max_norm`

@@ -1,7 +1,8 @@
 //! `sparsedm-train`: what turns models and layers into training runs —
 //! data ([`data`]), AdamW with PyTorch's semantics ([`optim`]), learning
 //! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
-//! and EMA of the (masked) weights ([`ema`]); [`trainer`] runs them,
+//! and EMA of the weights ([`ema`]); [`step`] is one training
+//! step on any device, [`trainer`] runs it with data and checkpoints,
 //! [`experiment`] measures the result (zeros, MACs, FD-px, FID) for the
 //! demo and the reproduction suites.
 
@@ -19,9 +20,12 @@ pub mod restore;
 pub mod resume;
 pub mod samples;
 pub mod speed;
+pub mod step;
 pub mod trainer;
 pub mod validate;
+pub mod vocab;
 
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
-pub use trainer::{StepMetrics, Trainer};
+pub use step::{StepMetrics, TrainStep};
+pub use trainer::Trainer;

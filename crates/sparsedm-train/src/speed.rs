@@ -1,23 +1,30 @@
 //! Speed of a run config's model: one sampling forward, one dense training
-//! step (forward, backward, AdamW) and one step with 2:4 SR-STE masks on
-//! the `sparsedm-uvit`/`all` policy, each the mean of timed repetitions
-//! after warm-up, beside PyTorch's time for the same model and batch when
-//! it was measured (../shared/GPU.md §6). `sparsedm bench` and
-//! `cargo xtask bench train-cpu` print these.
+//! step and one step with 2:4 SR-STE masks on the `sparsedm-uvit`/`all`
+//! policy, each the mean of timed repetitions after warm-up, beside
+//! PyTorch's time for the same model and batch when it was measured
+//! (../shared/GPU.md §6). `sparsedm bench` and `cargo xtask bench
+//! train-cpu` print these.
 //!
-//! On a GPU the model, its inputs, the optimizer moments and the SR-STE
-//! masks all live on the device; every timed region ends with
+//! The training steps timed are the trainer's own ([`TrainStep::run`]:
+//! forward, backward, gradient norm, AdamW, the sparse layers' step and
+//! the EMA update), built from the config with random weights, no teacher
+//! and one micro-batch, on a synthetic batch: there is no second training
+//! loop to drift from the real one.
+//!
+//! On a GPU the model, its inputs, the optimizer moments, the EMA and the
+//! SR-STE masks all live on the device; every timed region ends with
 //! [`Device::synchronize`] so queued kernels are counted, the CUDA matrix
 //! products run at the precision given to [`measure_at`], and the report
 //! carries the device allocator's peak footprint.
 
-use crate::build::{self, Bundle};
-use crate::config::RunConfig;
+use crate::build::Bundle;
+use crate::config::{RunConfig, SparseConfig};
+use crate::data::Batch;
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, AdamWConfig};
-use sparsedm_layers::{NmPattern, Policy, SparseMode, apply_policy};
+use crate::step::TrainStep;
+use crate::vocab::{SparseMethod, Teacher};
+use sparsedm_layers::{NamedPolicy, NmPattern, Policy};
 use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, matmul_precision, no_grad, set_matmul_precision};
-use std::str::FromStr;
 use std::time::Instant;
 
 /// PyTorch 2.11's time for the same work, where it was measured (each
@@ -174,24 +181,22 @@ pub fn precision_name(p: MatmulPrecision) -> &'static str {
 }
 
 fn run_measurements(cfg: &RunConfig, batch: usize, iters: usize, device: Device, precision: MatmulPrecision) -> Result<SpeedReport> {
-    let dense = build::new_model_on(cfg, 0, device)?;
-    let shape = dense.config.input_shape();
+    let dense = bench_step(cfg, batch, false, device)?;
+    let shape = dense.student().config.input_shape();
     let mut rng = Rng::new(1);
     let x = Tensor::randn(&[batch, shape[0], shape[1], shape[2]], &mut rng, &Device::Cpu)?.to_device(&device)?;
-    let forward_ms = time_forward(&dense, &x, iters)?;
-    let train_step_ms = time_train(cfg, &dense, &x, iters)?;
-    drop(dense);
-    let sparse = build::new_model_on(cfg, 0, device)?;
-    let policy = if cfg.arch == "uvit" { "sparsedm-uvit" } else { "all" };
-    apply_policy(&sparse.store, &Policy::from_str(policy)?, NmPattern::new(2, 4)?, |pattern| SparseMode::SrSte { pattern, lambda: 2e-4 })?;
-    let train_step_srste_ms = time_train(cfg, &sparse, &x, iters)?;
+    let forward_ms = time_forward(dense.student(), &x, iters)?;
+    let train_step_ms = time_train(dense, &x, iters)?;
+    let sparse = bench_step(cfg, batch, true, device)?;
+    let params = sparse.student().store.num_params();
+    let train_step_srste_ms = time_train(sparse, &x, iters)?;
     let peer = match device {
         Device::Cpu => cpu_peer(cfg, batch),
         Device::Cuda(_) => cuda_peer(cfg, batch, precision),
     };
     Ok(SpeedReport {
         model: format!("{} {}", cfg.arch, describe_nnet(cfg)),
-        params: sparse.store.num_params(),
+        params,
         batch,
         device: device.to_string(),
         precision: precision_name(precision).to_string(),
@@ -203,6 +208,38 @@ fn run_measurements(cfg: &RunConfig, batch: usize, iters: usize, device: Device,
         train_step_srste_ms,
         peer,
     })
+}
+
+/// The training step `bench` times: the trainer's [`TrainStep`] of
+/// [`bench_config`], dense or with [`srste_2of4`], on `device`.
+pub fn bench_step(cfg: &RunConfig, batch: usize, srste: bool, device: Device) -> Result<TrainStep> {
+    let sparse = srste.then(|| srste_2of4(cfg));
+    TrainStep::new(&bench_config(cfg, batch, sparse), device, None)
+}
+
+/// `cfg`'s run reduced to what speed depends on: random weights (no
+/// `train.init`), batch `batch` in one micro-batch, and `sparse` in place
+/// of the config's own sparse section (whose teacher would need files).
+pub fn bench_config(cfg: &RunConfig, batch: usize, sparse: Option<SparseConfig>) -> RunConfig {
+    let mut c = cfg.clone();
+    c.seed = 0;
+    c.train.init = None;
+    c.train.batch_size = batch;
+    c.train.grad_accum = 1;
+    c.sparse = sparse;
+    c
+}
+
+/// The paper's 2:4 SR-STE (λ = 2e-4) without a teacher, on SparseDM's
+/// U-ViT layers for a U-ViT and on every layer otherwise.
+pub fn srste_2of4(cfg: &RunConfig) -> SparseConfig {
+    let policy = if cfg.arch == "uvit" { NamedPolicy::SparseDmUvit } else { NamedPolicy::All };
+    SparseConfig {
+        policy: Policy::named(policy),
+        teacher: Teacher::None,
+        w_kt: 0.0,
+        ..SparseConfig::new(NmPattern::TWO_FOUR, SparseMethod::SrSte)
+    }
 }
 
 fn describe_nnet(cfg: &RunConfig) -> String {
@@ -227,31 +264,17 @@ fn time_forward(b: &Bundle, x: &Tensor, iters: usize) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)
 }
 
-fn time_train(cfg: &RunConfig, b: &Bundle, x0: &Tensor, iters: usize) -> Result<f64> {
-    b.store.set_training(true);
-    let o = &cfg.optimizer;
-    let mut opt = AdamW::new(b.store.params(), AdamWConfig { lr: o.lr, betas: o.betas, eps: o.eps, weight_decay: o.weight_decay });
-    let sched = build::schedule(cfg)?;
-    let mut rng = Rng::new(2);
-    let mut step = || -> Result<()> {
-        let tr = sched.sample_training(x0, &mut rng)?;
-        let eps = b.model.predict_eps(&tr.x_t, &tr.model_t, None)?;
-        let loss = eps.sub(&tr.eps)?.sqr()?.mean_all()?;
-        let g = loss.backward()?;
-        opt.step(&g, o.lr)?;
-        for (_, slot) in b.store.sparse_slots() {
-            slot.after_optimizer_step()?;
-        }
-        Ok(())
-    };
+/// The mean time of [`TrainStep::run`] on the batch `x0` (no labels).
+fn time_train(mut step: TrainStep, x0: &Tensor, iters: usize) -> Result<f64> {
+    let batch = Batch { images: x0.clone(), labels: None, step: 0 };
     let dev = x0.device();
     for _ in 0..2 {
-        step()?;
+        step.run(&batch)?;
     }
     dev.synchronize()?;
     let start = Instant::now();
     for _ in 0..iters {
-        step()?;
+        step.run(&batch)?;
     }
     dev.synchronize()?;
     Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)

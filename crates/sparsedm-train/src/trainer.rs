@@ -1,7 +1,9 @@
-//! The training loop: dense pre-training and sparse fine-tuning (SR-STE,
+//! A training run: dense pre-training and sparse fine-tuning (SR-STE,
 //! STE, ASP's fixed masks, progressive ratios) with optional knowledge
-//! transfer from a frozen teacher, AdamW, EMA of the masked weights,
-//! atomic rotating checkpoints and exact resumption.
+//! transfer from a frozen teacher, AdamW, EMA of the dense weights,
+//! atomic rotating checkpoints and exact resumption. The step itself is
+//! [`TrainStep`], on the device the run is given; this module feeds it
+//! batches and writes logs, samples and checkpoints.
 //!
 //! Exactness: batch k is a pure function of (seed, k) (see
 //! [`crate::data::loader`]); the diffusion noise comes from one Philox
@@ -10,53 +12,29 @@
 //! give the same weights as 2K uninterrupted steps, bit for bit.
 
 use crate::build::{self, Bundle};
-use crate::checkpoint::{TrainState, save_train_state};
+use crate::checkpoint::save_train_state;
 use crate::config::RunConfig;
 use crate::data::{Dataset, Loader, LoaderConfig};
-use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::grad::{accumulate, clip_global_norm, global_norm};
-use crate::lr::LrSchedule;
-use crate::optim::{AdamW, AdamWConfig};
+pub use crate::step::StepMetrics;
+use crate::step::TrainStep;
 use sparsedm_diffusion::NoiseSchedule;
-use sparsedm_layers::{KtLoss, ProgressiveSchedule, SparsityReport, SparsitySpec};
-use sparsedm_tensor::{GradStore, Rng, Tensor, no_grad};
+use sparsedm_layers::SparsityReport;
+use sparsedm_tensor::Device;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What one optimizer step measured.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub loss: f32,
-    pub loss_diffusion: f32,
-    pub loss_transfer: Option<f32>,
-    pub lr: f32,
-    pub grad_norm: f32,
-}
-
 /// A training run.
 pub struct Trainer {
     cfg: RunConfig,
     run_dir: PathBuf,
-    student: Bundle,
-    teacher: Option<Bundle>,
-    schedule: Box<dyn NoiseSchedule>,
+    state: TrainStep,
     data: Arc<dyn Dataset>,
     loader: Loader,
-    opt: AdamW,
-    lr: LrSchedule,
-    ema: Ema,
-    kt: KtLoss,
-    progressive: Option<ProgressiveSchedule>,
-    params: Vec<(String, Tensor)>,
-    rng: Rng,
-    step: u64,
     best_fid: Option<f64>,
-    report: Option<SparsityReport>,
     /// Inception network and reference statistics, loaded at the first
     /// FID evaluation.
     fid_state: Option<(sparsedm_fid::InceptionV3, sparsedm_fid::FeatureStats)>,
@@ -66,17 +44,20 @@ pub struct Trainer {
 
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Trainer(step {}, {})", self.step, self.run_dir.display())
+        write!(f, "Trainer(step {}, {}, {})", self.step(), self.device(), self.run_dir.display())
     }
 }
 
 impl Trainer {
-    /// Sets up a run in `run_dir`. With `resume`, continues from the newest
-    /// checkpoint there (its config wins over `cfg` except `train.n_steps`).
-    pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool) -> Result<Self> {
+    /// Sets up a run in `run_dir` that trains on `device` (model, teacher,
+    /// optimizer state, EMA, batches and noise live there). With `resume`,
+    /// continues from the newest checkpoint there, which may have been
+    /// written on another device (its config wins over `cfg` except
+    /// `train.n_steps`).
+    pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool, device: Device) -> Result<Self> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         let mut resume_notes = Vec::new();
-        let state = if resume {
+        let saved = if resume {
             // The newest usable checkpoint (skipped ones reported); the folder
             // is tidied once the whole setup has succeeded (below).
             let r = crate::resume::newest_loadable(run_dir)?;
@@ -86,75 +67,22 @@ impl Trainer {
         } else {
             None
         };
-        let cfg = match &state {
+        let cfg = match &saved {
             Some(st) if !st.config_toml.is_empty() => {
-                let mut saved = RunConfig::parse(&st.config_toml, "the checkpoint's config", &[])?;
-                saved.train.n_steps = cfg.train.n_steps;
-                saved
+                let mut restored = RunConfig::parse(&st.config_toml, "the checkpoint's config", &[])?;
+                restored.train.n_steps = cfg.train.n_steps;
+                restored
             }
             _ => cfg,
         };
-
-        let student = build::new_model(&cfg, cfg.seed)?;
-        match &state {
-            Some(st) => student.store.load_tensors("checkpoint model.*", st.model.clone(), |_| false)?,
-            None => {
-                if let Some(init) = &cfg.train.init {
-                    sparsedm_diffusion::load_checkpoint(&student.store, init)?;
-                }
-            }
-        }
-        let (report, progressive, kt, teacher) = match &cfg.sparse {
-            None => (None, None, KtLoss::new(1.0, 0.0)?, None),
-            Some(s) => {
-                let (report, progressive) = build::sparsify(&student.store, s)?;
-                let teacher = match s.teacher.as_str() {
-                    "none" => None,
-                    "init" => {
-                        let init = cfg.train.init.as_deref().ok_or_else(|| {
-                            TrainError::Config("sparse.teacher = \"init\" needs train.init (the dense starting checkpoint)".into())
-                        })?;
-                        Some(build::frozen_model(&cfg, init)?)
-                    }
-                    path => Some(build::frozen_model(&cfg, path)?),
-                };
-                let w_kt = if teacher.is_some() { s.w_kt } else { 0.0 };
-                (Some(report), progressive, KtLoss::new(s.w_diff, w_kt)?, teacher)
-            }
-        };
-        let step = state.as_ref().map_or(0, |s| s.step);
-        if let (Some(p), Some(s)) = (&progressive, &cfg.sparse) {
-            // On resume, put the stage of the current step in place.
-            p.apply(step, &student.store, build::mode_builder(s))?;
-        }
-        let params = student.store.params();
-        let o = &cfg.optimizer;
-        let mut opt = AdamW::new(params.clone(), AdamWConfig { lr: o.lr, betas: o.betas, eps: o.eps, weight_decay: o.weight_decay });
-        let lr = match cfg.lr_scheduler.name.as_str() {
-            "customized" => LrSchedule::WarmupConstant { warmup: cfg.lr_scheduler.warmup_steps },
-            "cosine" => LrSchedule::WarmupCosine {
-                warmup: cfg.lr_scheduler.warmup_steps,
-                total: cfg.train.n_steps,
-                min_factor: cfg.lr_scheduler.min_factor,
-            },
-            "constant" => LrSchedule::Constant,
-            other => return Err(TrainError::Config(format!("lr_scheduler.name {other:?}: expected customized, cosine or constant"))),
-        };
-        let mut ema = Ema::new(&ema_values(&student)?, cfg.train.ema_rate)?;
-        let mut rng = Rng::new(cfg.seed ^ 0x004E_4F49_5345);
-        let mut best_fid = None;
-        if let Some(st) = &state {
-            opt.load_state(&st.optim)?;
-            ema.load(&st.ema.iter().cloned().collect())?;
-            rng = Rng::from_state(st.rng.0, st.rng.1);
-            best_fid = st.best_fid;
-        }
+        let state = TrainStep::new(&cfg, device, saved.as_ref())?;
         let data = build::dataset(&cfg)?;
         let (h, w) = data.image_size();
-        let [_, mh, mw] = student.config.input_shape();
+        let [_, mh, mw] = state.student().config.input_shape();
         if (h, w) != (mh, mw) {
             return Err(TrainError::Config(format!("the dataset's images are {w}x{h}, the model expects {mw}x{mh}")));
         }
+        let step = state.step();
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
         // Written once everything above is known to work, so a refused
         // setup leaves the folder as it was (no half-made run either).
@@ -168,23 +96,12 @@ impl Trainer {
         }
         sparsedm_tensor::write_atomic(run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         Ok(Trainer {
-            schedule: build::schedule(&cfg)?,
             cfg,
             run_dir: run_dir.to_path_buf(),
-            student,
-            teacher,
+            state,
             data,
             loader,
-            opt,
-            lr,
-            ema,
-            kt,
-            progressive,
-            params,
-            rng,
-            step,
-            best_fid,
-            report,
+            best_fid: saved.and_then(|s| s.best_fid),
             fid_state: None,
             resume_notes,
         })
@@ -197,7 +114,11 @@ impl Trainer {
     }
 
     pub fn step(&self) -> u64 {
-        self.step
+        self.state.step()
+    }
+    /// Where the run trains.
+    pub fn device(&self) -> Device {
+        self.state.device()
     }
     pub fn config(&self) -> &RunConfig {
         &self.cfg
@@ -206,99 +127,46 @@ impl Trainer {
         &self.run_dir
     }
     pub fn student(&self) -> &Bundle {
-        &self.student
+        self.state.student()
     }
     pub fn schedule(&self) -> &dyn NoiseSchedule {
-        self.schedule.as_ref()
+        self.state.schedule()
     }
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
         &self.data
     }
     /// The sparsity report from the start of the run (sparse runs).
     pub fn sparsity_report(&self) -> Option<&SparsityReport> {
-        self.report.as_ref()
+        self.state.sparsity_report()
     }
 
-    /// One optimizer step (over `grad_accum` micro-batches).
+    /// One optimizer step on the next batch (see [`TrainStep::run`]).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let batch = self.loader.next_batch()?;
-        self.student.store.set_training(true);
-        let accum = self.cfg.train.grad_accum;
-        let micro = self.cfg.train.batch_size / accum;
-        let dropout_seed = self.cfg.seed ^ 0xD50F;
-        let mut grads = GradStore::default();
-        let (mut loss_sum, mut diff_sum, mut kt_sum) = (0f32, 0f32, None::<f32>);
-        for m in 0..accum {
-            let x0 = batch.images.narrow(0, m * micro, micro)?;
-            let y = batch.labels.as_ref().map(|l| l.narrow(0, m * micro, micro)).transpose()?;
-            let y = if self.student.config.num_classes().is_some() { y } else { None };
-            self.student.model.set_dropout_rng(Some(Rng::from_state(dropout_seed, (self.step << 16) | m as u64)));
-            let tr = self.schedule.sample_training(&x0, &mut self.rng)?;
-            let eps_hat = self.student.model.predict_eps(&tr.x_t, &tr.model_t, y.as_ref())?;
-            let teacher_eps = match &self.teacher {
-                Some(t) => {
-                    let _g = no_grad();
-                    Some(t.model.predict_eps(&tr.x_t, &tr.model_t, y.as_ref())?.detach())
-                }
-                None => None,
-            };
-            let loss = self.kt.compute(&tr.eps, &eps_hat, teacher_eps.as_ref())?;
-            let value = loss.total.to_scalar()?;
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite { step: self.step, value });
-            }
-            loss_sum += value / accum as f32;
-            diff_sum += loss.diffusion / accum as f32;
-            if let Some(k) = loss.transfer {
-                *kt_sum.get_or_insert(0.0) += k / accum as f32;
-            }
-            let scaled = if accum > 1 { loss.total.mul_scalar(1.0 / accum as f32)? } else { loss.total };
-            accumulate(&mut grads, scaled.backward()?, &self.params)?;
-        }
-        let grad_norm = match self.cfg.train.grad_clip {
-            Some(max) => clip_global_norm(&mut grads, &self.params, max)?,
-            None => global_norm(&grads, &self.params)?,
-        };
-        let lr = self.cfg.optimizer.lr * self.lr.factor(self.step);
-        self.opt.step(&grads, lr)?;
-        drop(grads);
-        for (_, slot) in self.student.store.sparse_slots() {
-            slot.after_optimizer_step()?;
-        }
-        self.ema.update(&ema_values(&self.student)?)?;
-        self.step += 1;
-        if let (Some(p), Some(s)) = (&self.progressive, &self.cfg.sparse) {
-            p.apply(self.step, &self.student.store, build::mode_builder(s))?;
-        }
-        Ok(StepMetrics { step: self.step, loss: loss_sum, loss_diffusion: diff_sum, loss_transfer: kt_sum, lr, grad_norm })
+        self.state.run(&batch)
     }
 
-    /// Writes a checkpoint of the current state (atomic; old ones rotated).
+    /// Writes a checkpoint of the current state (atomic; old ones rotated),
+    /// on the host whatever the run's device.
     pub fn save(&self) -> Result<PathBuf> {
-        let spec = SparsitySpec::from_store(&self.student.store)?;
-        let st = TrainState {
-            step: self.step,
-            rng: self.rng.state(),
-            config_toml: self.cfg.to_toml()?,
-            best_fid: self.best_fid,
-            sparsity_json: Some(spec.to_json()),
-            model: self.student.store.state_dict(),
-            ema: self.ema.tensors().to_vec(),
-            optim: self.opt.state_tensors()?.into_iter().collect(),
-        };
+        let mut st = self.state.state()?;
+        st.config_toml = self.cfg.to_toml()?;
+        st.best_fid = self.best_fid;
         save_train_state(&self.run_dir, &st, self.cfg.train.keep_last)
     }
 
     /// A model holding the EMA weights, with the student's sparsity, in
-    /// evaluation mode: what samples and FID use.
+    /// evaluation mode: what exports, samples and FID use. It is built on
+    /// the host, where sampling and FID run in this version (their noise
+    /// is drawn there).
     pub fn ema_model(&self) -> Result<Bundle> {
         let b = build::new_model(&self.cfg, self.cfg.seed)?;
-        b.store.load_tensors("EMA weights", self.ema.tensors().to_vec(), |_| false)?;
+        b.store.load_tensors("EMA weights", self.state.ema_tensors().to_vec(), |_| false)?;
         if let Some(s) = &self.cfg.sparse {
-            match &self.progressive {
-                Some(p) => {
-                    p.apply(0, &b.store, build::mode_builder(s))?;
-                    p.apply(self.step, &b.store, build::mode_builder(s))?;
+            match self.state.progressive() {
+                Some((p, kind)) => {
+                    p.apply(0, &b.store, |pat| kind.with_pattern(pat))?;
+                    p.apply(self.step(), &b.store, |pat| kind.with_pattern(pat))?;
                 }
                 None => {
                     build::sparsify(&b.store, s)?;
@@ -319,12 +187,12 @@ impl Trainer {
             owned = self.ema_model()?;
             &owned
         } else {
-            &self.student
+            self.state.student()
         };
         let mut meta = HashMap::new();
         meta.insert(crate::checkpoint::META_CONFIG.to_string(), self.cfg.to_toml()?);
         meta.insert(crate::checkpoint::META_KIND.to_string(), "model".to_string());
-        meta.insert(crate::checkpoint::META_STEP.to_string(), self.step.to_string());
+        meta.insert(crate::checkpoint::META_STEP.to_string(), self.step().to_string());
         if self.cfg.sparse.is_some() {
             sparsedm_layers::save_sparse_checkpoint(&b.store, path, Some(meta))?;
         } else {
@@ -345,27 +213,28 @@ impl Trainer {
             .map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
         let mut last = None;
         let started = Instant::now();
-        let first = self.step;
-        while self.step < end {
+        let first = self.step();
+        while self.step() < end {
             let m = self.train_step()?;
-            let rate = (self.step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let step = m.step;
+            let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             on_step(&m, rate);
-            if self.step.is_multiple_of(self.cfg.train.log_interval.max(1)) || self.step == end {
+            if step.is_multiple_of(self.cfg.train.log_interval.max(1)) || step == end {
                 let mut line = serde_json::to_value(m).map_err(|e| TrainError::Config(e.to_string()))?;
                 line["steps_per_s"] = serde_json::json!(rate);
                 writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
             }
-            if self.cfg.train.sample_interval > 0 && self.step.is_multiple_of(self.cfg.train.sample_interval) {
+            if self.cfg.train.sample_interval > 0 && step.is_multiple_of(self.cfg.train.sample_interval) {
                 self.sample_grid()?;
             }
             if let Some(every) = self.cfg.fid.as_ref().map(|f| f.every.max(1))
-                && self.step.is_multiple_of(every)
+                && step.is_multiple_of(every)
             {
                 let fid = self.evaluate_fid()?;
-                let line = serde_json::json!({"step": self.step, "fid": fid, "best_fid": self.best_fid});
+                let line = serde_json::json!({"step": step, "fid": fid, "best_fid": self.best_fid});
                 writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
             }
-            if self.step.is_multiple_of(self.cfg.train.save_interval.max(1)) && self.step != end {
+            if step.is_multiple_of(self.cfg.train.save_interval.max(1)) && step != end {
                 self.save()?;
             }
             last = Some(m);
@@ -399,7 +268,7 @@ impl Trainer {
             num_classes: None,
             clip_denoised: self.cfg.sample.clip_denoised,
         };
-        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule.as_ref(), &req, |_| {})?;
+        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?;
         let (net, reference) = self.fid_state.as_ref().ok_or_else(|| TrainError::Config("FID state".into()))?;
         let opts = sparsedm_fid::ExtractOptions { progress: sparsedm_fid::Progress::Hidden, ..Default::default() };
         let stats = sparsedm_fid::extract_features(net, &imgs, &opts)?.stats()?;
@@ -427,30 +296,11 @@ impl Trainer {
             num_classes: None,
             clip_denoised: s.clip_denoised,
         };
-        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule.as_ref(), &req, |_| {})?;
-        let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step));
+        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?;
+        let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step()));
         crate::samples::write_grid_png(&path, &imgs, (s.grid as f64).sqrt().ceil() as usize)?;
         Ok(path)
     }
-}
-
-/// What the EMA averages: each parameter, with sparse layers' weights as
-/// deployed (masked).
-fn ema_values(b: &Bundle) -> Result<Vec<(String, Tensor)>> {
-    let deployed: HashMap<String, Tensor> = b
-        .store
-        .sparse_slots()
-        .into_iter()
-        .map(|(name, slot)| Ok((format!("{name}.weight"), slot.deployed_weight()?)))
-        .collect::<Result<_>>()?;
-    Ok(b.store
-        .params()
-        .into_iter()
-        .map(|(n, t)| match deployed.get(&n) {
-            Some(d) => (n, d.clone()),
-            None => (n, t),
-        })
-        .collect())
 }
 
 fn loader_config(cfg: &RunConfig) -> LoaderConfig {

@@ -78,7 +78,7 @@ steps = 2
         reference.display().to_string()
     );
     let cfg = RunConfig::parse(&text, "fid test", &[]).unwrap();
-    let mut t = Trainer::new(cfg, &dir.join("run"), false).unwrap();
+    let mut t = Trainer::new(cfg, &dir.join("run"), false, Device::Cpu).unwrap();
     t.run(None, |_, _| {}).unwrap();
     let log = std::fs::read_to_string(dir.join("run").join("metrics.jsonl")).unwrap();
     let fid_line = log.lines().find(|l| l.contains("\"fid\"")).expect("an FID line in metrics.jsonl");

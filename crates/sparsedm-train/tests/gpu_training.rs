@@ -11,6 +11,9 @@
 //!   reductions sum in another order); with bf16 matmuls the loss curve
 //!   follows the CPU's within a few percent. The same for SR-STE 2:4.
 //!
+//! - The trainer itself on a GPU: the same run as on the CPU, a checkpoint
+//!   written by the GPU run (on the host) resumed on the CPU.
+//!
 //! Without a GPU each test prints why it is skipped and passes, unless
 //! `SPARSEDM_REQUIRE_GPU=1` (the H200 runs), where a missing GPU fails it.
 //! The last test (CPU tensors refused by the fused updates) runs everywhere.
@@ -25,6 +28,7 @@ use sparsedm_tensor::testing::max_rel_diff;
 use sparsedm_tensor::{AdamWScalars, Device, MatmulPrecision, Rng, Tensor, set_matmul_precision};
 use sparsedm_train::ema::Ema;
 use sparsedm_train::optim::{AdamW, AdamWConfig};
+use sparsedm_train::{RunConfig, Trainer};
 
 const CPU: Device = Device::Cpu;
 
@@ -231,6 +235,69 @@ fn gpu_tiny_uvit_training_follows_the_cpu_in_bf16() {
         // bf16 operands (8-bit mantissa) in every matmul: the curve, not the bits.
         compare_curves(&format!("bf16, SR-STE {srste}"), &cpu, &gpu, 3e-2, 1e-1);
     }
+}
+
+/// A tiny U-ViT run on the embedded shapes, checkpointed every 2 steps.
+const TINY_RUN: &str = r#"
+seed = 3
+arch = "uvit"
+[nnet]
+img_size = 16
+patch_size = 4
+embed_dim = 32
+depth = 2
+num_heads = 2
+mlp_ratio = 2.0
+[dataset]
+name = "shapes"
+resolution = 16
+len = 256
+[train]
+n_steps = 4
+batch_size = 16
+ema_rate = 0.9
+save_interval = 2
+[optimizer]
+lr = 2e-3
+weight_decay = 0.03
+betas = [0.9, 0.999]
+[lr_scheduler]
+warmup_steps = 0
+"#;
+
+#[test]
+fn gpu_trainer_follows_the_cpu_and_its_checkpoint_resumes_on_the_cpu() {
+    let _p = PRECISION.read().unwrap_or_else(|e| e.into_inner());
+    let Some(dev) = device("gpu_trainer_follows_the_cpu_and_its_checkpoint_resumes_on_the_cpu") else { return };
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-trainer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = |n: u64| RunConfig::parse(TINY_RUN, "tiny", &[format!("train.n_steps={n}")]).unwrap();
+    let mut cpu = Trainer::new(cfg(4), &dir.join("cpu"), false, CPU).unwrap();
+    let mut cpu_losses = Vec::new();
+    cpu.run(None, |m, _| cpu_losses.push(m.loss)).unwrap();
+
+    let mut gpu = Trainer::new(cfg(2), &dir.join("gpu"), false, dev).unwrap();
+    assert_eq!(gpu.device(), dev);
+    let mut losses = Vec::new();
+    gpu.run(None, |m, _| losses.push(m.loss)).unwrap();
+    for (n, p) in gpu.student().store.params() {
+        assert_eq!(p.device(), dev, "{n} left the GPU");
+    }
+    drop(gpu);
+    let mut resumed = Trainer::new(cfg(4), &dir.join("gpu"), true, CPU).unwrap();
+    assert_eq!(resumed.step(), 2);
+    resumed.run(None, |m, _| losses.push(m.loss)).unwrap();
+
+    assert_eq!(losses.len(), cpu_losses.len());
+    for (k, (g, c)) in losses.iter().zip(&cpu_losses).enumerate() {
+        let rel = (g - c).abs() / c.abs().max(1e-6);
+        assert!(rel <= 1e-3, "step {k}: loss {g} (GPU, then resumed on the CPU) vs {c} (CPU): relative difference {rel:.2e}");
+    }
+    for ((n, a), (_, b)) in cpu.student().store.params().iter().zip(resumed.student().store.params().iter()) {
+        let d = max_rel_diff(&b.to_vec_f32().unwrap(), &a.to_vec_f32().unwrap());
+        assert!(d <= 1e-2, "{n}: differs by {d:.2e} between the CPU run and the GPU run resumed on the CPU");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

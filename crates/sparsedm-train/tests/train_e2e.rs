@@ -3,6 +3,7 @@
 //! sampling; and the exactness of resuming from a checkpoint.
 
 use sparsedm_layers::{NmPattern, NonDivisible, SparseMode, check_nm};
+use sparsedm_tensor::Device;
 use sparsedm_train::{RunConfig, Trainer};
 use std::path::PathBuf;
 
@@ -54,7 +55,7 @@ fn pretrain_finetune_2of4_and_sample() {
     let dir = tmp("e2e");
     // 1. Dense pre-training: the loss falls.
     let cfg = RunConfig::parse(TINY, "tiny", &[]).unwrap();
-    let mut t = Trainer::new(cfg, &dir.join("dense"), false).unwrap();
+    let mut t = Trainer::new(cfg, &dir.join("dense"), false, Device::Cpu).unwrap();
     let mut losses = Vec::new();
     t.run(None, |m, _| losses.push(m.loss)).unwrap();
     assert_eq!(losses.len(), 60);
@@ -76,7 +77,7 @@ fn pretrain_finetune_2of4_and_sample() {
         ],
     )
     .unwrap();
-    let mut s = Trainer::new(ft, &dir.join("sparse"), false).unwrap();
+    let mut s = Trainer::new(ft, &dir.join("sparse"), false, Device::Cpu).unwrap();
     let slots = s.student().store.sparse_slots();
     let sparse: Vec<_> = slots.iter().filter(|(_, sl)| sl.mode() != SparseMode::Dense).collect();
     assert!(sparse.len() >= 8, "qkv/proj/fc1/fc2 of every block are 2:4 ({} layers)", sparse.len());
@@ -117,13 +118,13 @@ fn pretrain_finetune_2of4_and_sample() {
 fn resume_is_bit_identical() {
     let dir = tmp("resume");
     let cfg = |n: u64| RunConfig::parse(TINY, "tiny", &[format!("train.n_steps={n}"), "train.save_interval=4".into()]).unwrap();
-    let mut straight = Trainer::new(cfg(8), &dir.join("a"), false).unwrap();
+    let mut straight = Trainer::new(cfg(8), &dir.join("a"), false, Device::Cpu).unwrap();
     straight.run(None, |_, _| {}).unwrap();
 
-    let mut first = Trainer::new(cfg(4), &dir.join("b"), false).unwrap();
+    let mut first = Trainer::new(cfg(4), &dir.join("b"), false, Device::Cpu).unwrap();
     first.run(None, |_, _| {}).unwrap();
     drop(first);
-    let mut resumed = Trainer::new(cfg(8), &dir.join("b"), true).unwrap();
+    let mut resumed = Trainer::new(cfg(8), &dir.join("b"), true, Device::Cpu).unwrap();
     assert_eq!(resumed.step(), 4);
     resumed.run(None, |_, _| {}).unwrap();
 

@@ -9,22 +9,15 @@
 
 use super::DeviceArg;
 use crate::lab::{self, Lab, Method, Row};
+use crate::presets::{DEMO_DENSE_CHECKPOINT, DEMO_PRESET as PRESET, FINETUNE_LR, FINETUNE_WARMUP_STEPS, demo_finetune_base};
 use anyhow::{Context, Result};
+use sparsedm_layers::NmPattern;
 use sparsedm_train::RunConfig;
 use sparsedm_train::data::Dataset;
 use sparsedm_train::experiment::{DrawSpec, Judge, Quality};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// The dense model's preset.
-pub const PRESET: &str = "demo_shapes_uvit";
-/// The shipped dense checkpoint of [`PRESET`] (EMA weights, f16; provenance in assets/README.md).
-pub const DENSE_CHECKPOINT: &[u8] = include_bytes!("../../assets/demo_shapes_uvit_dense.safetensors");
-/// Fine-tuning learning rate (the preset's pre-training rate is higher).
-pub const FINETUNE_LR: &str = "optimizer.lr=2e-4";
-/// Fine-tuning warm-up steps (short: fine-tuning starts from trained weights).
-pub const FINETUNE_WARMUP: &str = "lr_scheduler.warmup_steps=10";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "The quality score FD-px48 is a Fréchet distance between 4x4 average-pooled RGB pixels \
@@ -63,7 +56,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
     anyhow::ensure!(args.steps_finetune > 0, "--steps-finetune must be at least 1");
     anyhow::ensure!(args.samples >= 2, "--samples must be at least 2 (the Fréchet distance needs a covariance)");
     let started = Instant::now();
@@ -95,21 +88,21 @@ pub fn run(args: Args) -> Result<()> {
         Some(steps) => {
             eprintln!("[demo] 1/4 pre-training the dense U-ViT ({PRESET}) for {steps} steps");
             let cfg = RunConfig::load(PRESET, &[format!("train.n_steps={steps}"), "train.sample_interval=0".into()])?;
-            let t = lab::train_with_progress(cfg, &out.join("runs").join("pretrain"), "pretrain: ")?;
+            let t = lab::train_with_progress(cfg, &out.join("runs").join("pretrain"), "pretrain: ", device)?;
             t.export_model(&dense, true)?;
             Some(steps)
         }
         None => {
             eprintln!("[demo] 1/4 the dense U-ViT ({PRESET}) shipped with sparsedm");
-            sparsedm_tensor::write_atomic(&dense, DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
+            sparsedm_tensor::write_atomic(&dense, DEMO_DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
             None
         }
     };
     let lab = Lab {
         out: out.clone(),
-        preset: PRESET.into(),
-        base_sets: vec![FINETUNE_LR.into(), FINETUNE_WARMUP.into()],
+        base: demo_finetune_base()?,
         dense: dense.clone(),
+        device,
         judge,
         draw: DrawSpec {
             n: args.samples,
@@ -119,11 +112,11 @@ pub fn run(args: Args) -> Result<()> {
             clip_denoised: base.sample.clip_denoised,
         },
     };
-    let mut rows = vec![lab.row("dense", &Method::Dense, "dense", 0)?];
+    let mut rows = vec![lab.row("dense", &Method::Dense, None, 0)?];
     // 2. The three 2:4 fine-tunings, same budget.
     for (i, (slug, method)) in [("sparsedm", Method::SparseDm), ("ste", Method::Ste), ("asp", Method::Asp)].into_iter().enumerate() {
         eprintln!("[demo] {}/4 fine-tuning to 2:4 with {} for {} steps", i + 2, method.label(), args.steps_finetune);
-        rows.push(lab.row(slug, &method, "2:4", args.steps_finetune)?);
+        rows.push(lab.row(slug, &method, Some(NmPattern::TWO_FOUR), args.steps_finetune)?);
     }
 
     let table = render_table(&rows, &floor, args.samples, lab.judge.has_fid());
@@ -178,7 +171,7 @@ fn write_report(
     let _ = writeln!(
         s,
         "A small dense U-ViT (preset `{PRESET}`: 16×16 images, patch 2, width 128, depth 6, 4 heads, 1.50 M parameters) — {start} — \
-fine-tuned to 2:4 sparsity on the {} for {} steps (batch 64, lr 2e-4 after 10 warm-up steps) with each method. {} images per model \
+fine-tuned to 2:4 sparsity on the {} for {} steps (batch 64, lr {FINETUNE_LR:e} after {FINETUNE_WARMUP_STEPS} warm-up steps) with each method. {} images per model \
 from the same noise (seed {}), DPM-Solver++(2M) with 25 steps and x̂₀ clipped to [−1, 1]. Total time {elapsed:.0} s.\n",
         data.describe(),
         args.steps_finetune,
@@ -189,6 +182,10 @@ from the same noise (seed {}), DPM-Solver++(2M) with 25 steps and x̂₀ clipped
     let _ = writeln!(
         s,
         "- **zeros**: exact zeros over all Linear/Conv weights (SparseDM and STE prune the `sparsedm-uvit` layers — qkv, proj, fc1, fc2 — to 2:4; ASP prunes every layer ASP accepts); **whole model**: over all parameters."
+    );
+    let _ = writeln!(
+        s,
+        "- **weights**: each fine-tuned model is sampled, scored and exported with its EMA weights (the preset's EMA rate; the EMA model derives its 2:4 masks from its own weights), as the paper scores its models; the dense row uses the shipped checkpoint (EMA weights)."
     );
     let _ = writeln!(
         s,

@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
     if args.resume.is_some() {
         if args.config.is_some() {
             bail!("--config does not apply with --resume: the run continues with the config stored in its checkpoint");
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     crate::budget::ensure_memory(&format!("train.batch_size {}", cfg.train.batch_size), batch_bytes)?;
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
-    let mut trainer = Trainer::new(cfg, &dir, resume)?;
+    let mut trainer = Trainer::new(cfg, &dir, resume, device)?;
     for note in trainer.resume_notes() {
         eprintln!("{note}");
     }

@@ -113,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
     let device = a.device.resolve()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let setup = match a.scale {
-        Scale::Tiny => suites::Setup::tiny(&a)?,
+        Scale::Tiny => suites::Setup::tiny(&a, device)?,
         Scale::Paper => {
             let missing = missing_paper_inputs(&a);
             if !missing.is_empty() {
@@ -125,7 +125,7 @@ pub fn run(a: Args) -> Result<()> {
                      takes weeks on a CPU and this build has no GPU backend; pass --steps and --samples to shorten it, or --allow-cpu"
                 );
             }
-            suites::Setup::paper(&a)?
+            suites::Setup::paper(&a, device)?
         }
     };
     match a.table {

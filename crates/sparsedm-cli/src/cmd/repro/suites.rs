@@ -2,9 +2,11 @@
 
 use super::paper::{self, PaperRow};
 use super::{Args, Scale, Table};
-use crate::cmd::demo;
 use crate::lab::{Lab, Method, Row};
+use crate::presets::{DEMO_DENSE_CHECKPOINT, DEMO_PRESET, FINETUNE_LR, FINETUNE_WARMUP_STEPS, demo_finetune_base};
 use anyhow::{Context, Result};
+use sparsedm_layers::{NmPattern, ProgressiveSchedule, Stage};
+use sparsedm_tensor::Device;
 use sparsedm_train::RunConfig;
 use sparsedm_train::experiment::{DrawSpec, Judge, Quality};
 use std::fmt::Write as _;
@@ -16,8 +18,8 @@ pub struct Setup {
     /// Default fine-tuning steps (tables 1–2; the ablation's default is smaller at tiny scale).
     steps: u64,
     ablation_steps: u64,
-    /// Overrides making the half-size U-ViT (about half the MACs), and its training rate.
-    half: Vec<String>,
+    /// The half-size U-ViT's run (about half the MACs) and how it differs.
+    half: (String, RunConfig),
     /// What the setup is, for the report.
     describe: String,
     /// The paper's dataset whose rows are printed beside ours.
@@ -27,8 +29,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn tiny(a: &Args) -> Result<Setup> {
-        let base = RunConfig::load(demo::PRESET, &[])?;
+    pub fn tiny(a: &Args, device: Device) -> Result<Setup> {
+        let base = RunConfig::load(DEMO_PRESET, &[])?;
         let data = sparsedm_train::build::dataset(&base)?;
         let samples = a.samples.unwrap_or(64);
         // The reference leaves the last `samples` images out for the real-data floor row.
@@ -38,24 +40,28 @@ impl Setup {
         let judge = Judge::new(data.as_ref(), n_ref, a.inception.as_deref())?;
         let floor = judge.real_floor(data.as_ref(), data.len() - held_out, held_out)?;
         let dense = a.out.join("dense.safetensors");
-        sparsedm_tensor::write_atomic(&dense, demo::DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
+        sparsedm_tensor::write_atomic(&dense, DEMO_DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
         let describe = format!(
             "Tiny scale: the demo's dense U-ViT (`{}`: 16×16, patch 2, width 128, depth 6, 1.50 M parameters; the checkpoint shipped with sparsedm) \
-on the {}; fine-tuning batch 64, AdamW lr 2e-4 after 10 warm-up steps; {samples} samples per model from the same noise, \
+on the {}; fine-tuning batch 64, AdamW lr {FINETUNE_LR:e} after {FINETUNE_WARMUP_STEPS} warm-up steps; {samples} samples per model from the same noise, \
 {} with {} steps{}. Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not FID){}.",
-            demo::PRESET,
+            DEMO_PRESET,
             data.describe(),
             base.sample.sampler,
             base.sample.steps,
             if base.sample.clip_denoised == Some(true) { ", x̂₀ clipped to [−1, 1]" } else { "" },
             if a.inception.is_some() { " and FID against 1000 real images" } else { "" }
         );
+        let finetune = demo_finetune_base()?;
+        // Width 92 (4 heads of 23): (92/128)² ≈ 0.52 of the MACs, like the paper's 5.83 G vs 11.34 G;
+        // trained at the preset's (pre-training) rate.
+        let half = half_size(&finetune, 92, Some(base.optimizer.lr))?;
         Ok(Setup {
             lab: Lab {
                 out: a.out.clone(),
-                preset: demo::PRESET.into(),
-                base_sets: vec![demo::FINETUNE_LR.into(), demo::FINETUNE_WARMUP.into()],
+                base: finetune,
                 dense,
+                device,
                 judge,
                 draw: DrawSpec {
                     n: samples,
@@ -67,21 +73,19 @@ on the {}; fine-tuning batch 64, AdamW lr 2e-4 after 10 warm-up steps; {samples}
             },
             steps: a.steps.unwrap_or(100),
             ablation_steps: a.steps.unwrap_or(40),
-            // Width 92 (4 heads of 23): (92/128)² ≈ 0.52 of the MACs, like the paper's 5.83 G vs 11.34 G.
-            half: vec!["nnet.embed_dim=92".into(), format!("optimizer.lr={}", base.optimizer.lr)],
+            half,
             describe,
             paper_dataset: "CIFAR10 32x32",
             floor: Some(floor),
         })
     }
 
-    pub fn paper(a: &Args) -> Result<Setup> {
+    pub fn paper(a: &Args, device: Device) -> Result<Setup> {
         let (Some(data_dir), Some(checkpoint), Some(inception), Some(stats)) = (&a.data, &a.checkpoint, &a.inception, &a.fid_stats) else {
             anyhow::bail!("--scale paper needs --data, --checkpoint, --inception and --fid-stats");
         };
-        let preset = "cifar10_uvit_small";
-        let data_set = format!("dataset.path={:?}", data_dir.display().to_string());
-        let base = RunConfig::load(preset, std::slice::from_ref(&data_set))?;
+        let mut base = RunConfig::load("cifar10_uvit_small", &[])?;
+        base.dataset.path = Some(data_dir.display().to_string());
         let data = sparsedm_train::build::dataset(&base)?;
         let reference = sparsedm_fid::read_stats_npz(stats)?;
         eprintln!("[repro] CIFAR-10: {}; FID reference {}", data.describe(), stats.display());
@@ -94,19 +98,20 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
             a.steps.unwrap_or(500_000),
             stats.display()
         );
+        // Width 368 (8 heads of 46): (368/512)² ≈ 0.52 of the MACs (the paper: 5.83 G of 11.34 G).
+        let half = half_size(&base, 368, None)?;
         Ok(Setup {
             lab: Lab {
                 out: a.out.clone(),
-                preset: preset.into(),
-                base_sets: vec![data_set],
+                base,
                 dense: checkpoint.clone(),
+                device,
                 judge,
                 draw: DrawSpec { n: samples, sampler: "euler-maruyama".parse()?, steps: 1000, seed: a.seed, clip_denoised: None },
             },
             steps: a.steps.unwrap_or(500_000),
             ablation_steps: a.steps.unwrap_or(500_000),
-            // Width 368 (8 heads of 46): (368/512)² ≈ 0.52 of the MACs (the paper: 5.83 G of 11.34 G).
-            half: vec!["nnet.embed_dim=368".into()],
+            half,
             describe,
             paper_dataset: "CIFAR10 32x32",
             floor: None,
@@ -114,12 +119,31 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
     }
 }
 
+/// `base` at U-ViT width `embed_dim` (and learning rate `lr` if given): the
+/// half-size model of Table 1, and the line saying how it differs.
+fn half_size(base: &RunConfig, embed_dim: i64, lr: Option<f32>) -> Result<(String, RunConfig)> {
+    let mut c = base.clone();
+    c.nnet.insert("embed_dim".into(), embed_dim.into());
+    let mut what = format!("nnet.embed_dim = {embed_dim}");
+    if let Some(lr) = lr {
+        c.optimizer.lr = lr;
+        what += &format!(", optimizer.lr = {lr}");
+    }
+    c.validate()?;
+    Ok((what, c))
+}
+
 pub fn table1(a: &Args, s: &Setup) -> Result<()> {
     eprintln!("[repro] table 1: dense vs half-size U-ViT (from scratch, {} steps) vs ASP 2:4 ({} steps)", s.steps, s.steps);
     let rows = vec![
-        s.lab.row("dense", &Method::Dense, "dense", 0)?,
-        s.lab.row("half", &Method::Scratch { label: "half-size U-ViT", sets: s.half.clone() }, "dense", s.steps)?,
-        s.lab.row("asp", &Method::Asp, "2:4", s.steps)?,
+        s.lab.row("dense", &Method::Dense, None, 0)?,
+        s.lab.row(
+            "half",
+            &Method::Scratch { label: "half-size U-ViT", what: s.half.0.clone(), config: Box::new(s.half.1.clone()) },
+            None,
+            s.steps,
+        )?,
+        s.lab.row("asp", &Method::Asp, Some(NmPattern::TWO_FOUR), s.steps)?,
     ];
     let notes = [
         "The half-size U-ViT has the dense model's depth and about half its width (about half the MACs) and is trained from random init for the same number of steps the pruned model is fine-tuned — the paper's point: shrinking the model loses what pre-training learned.",
@@ -130,9 +154,9 @@ pub fn table1(a: &Args, s: &Setup) -> Result<()> {
 
 pub fn table2(a: &Args, s: &Setup) -> Result<()> {
     eprintln!("[repro] table 2: dense, ASP, STE and SparseDM at 2:4 ({} steps each)", s.steps);
-    let mut rows = vec![s.lab.row("dense", &Method::Dense, "dense", 0)?];
+    let mut rows = vec![s.lab.row("dense", &Method::Dense, None, 0)?];
     for (slug, m) in [("asp", Method::Asp), ("ste", Method::Ste), ("sparsedm", Method::SparseDm)] {
-        rows.push(s.lab.row(slug, &m, "2:4", s.steps)?);
+        rows.push(s.lab.row(slug, &m, Some(NmPattern::TWO_FOUR), s.steps)?);
     }
     let notes = [
         "Diff-Pruning (structural pruning, Fang et al. 2023) is not implemented by sparsedm; its published numbers are listed for reference only.",
@@ -150,19 +174,21 @@ pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
     let mut rows = Vec::new();
     for ratio in paper::ABLATION_RATIOS {
         let slug = ratio.replace(':', "of");
-        if ratio == "32:32" {
+        let pattern: NmPattern = ratio.parse()?;
+        if pattern.is_dense() {
             // N = M keeps every weight: the dense point of the curve.
-            rows.push(s.lab.row("dense", &Method::Dense, "dense", 0)?);
+            rows.push(s.lab.row("dense", &Method::Dense, None, 0)?);
             continue;
         }
-        rows.push(s.lab.row(&format!("untrained_{slug}"), &Method::Untrained, ratio, 0)?);
-        rows.push(s.lab.row(&format!("ste_{slug}"), &Method::Ste, ratio, steps)?);
-        rows.push(s.lab.row(&format!("sparsedm_{slug}"), &Method::SparseDm, ratio, steps)?);
+        rows.push(s.lab.row(&format!("untrained_{slug}"), &Method::Untrained, Some(pattern), 0)?);
+        rows.push(s.lab.row(&format!("ste_{slug}"), &Method::Ste, Some(pattern), steps)?);
+        rows.push(s.lab.row(&format!("sparsedm_{slug}"), &Method::SparseDm, Some(pattern), steps)?);
     }
     // Traditional progressive sparsity to 2:4 over the same budget (four equal stages).
     let q = (steps / 4).max(1);
-    let stages = format!("15:16@0,7:8@{q},3:4@{},2:4@{}", 2 * q, 3 * q);
-    rows.push(s.lab.row("progressive_2of4", &Method::Progressive(stages), "2:4", steps)?);
+    let stage = |spec: &str, start: u64| -> Result<Stage> { Ok(Stage { pattern: spec.parse()?, start }) };
+    let stages = ProgressiveSchedule::new(vec![stage("15:16", 0)?, stage("7:8", q)?, stage("3:4", 2 * q)?, stage("2:4", 3 * q)?])?;
+    rows.push(s.lab.row("progressive_2of4", &Method::Progressive(stages), Some(NmPattern::TWO_FOUR), steps)?);
     let notes = [
         "32:32 is the dense model (N = M keeps every weight).",
         "untrained mask: magnitude N:M masks applied to the dense weights, no training; STE: masks recomputed every step, plain ε-MSE; SparseDM: SR-STE + knowledge transfer.",
@@ -277,6 +303,10 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
     }
     let _ =
         writeln!(md, "- Each row's samples: `samples_<model>.png`; its weights: `<model>.safetensors` (sparse ones verified N:M on load).");
+    let _ = writeln!(
+        md,
+        "- Trained rows are sampled, scored and exported with their EMA weights (`\"weights\": \"ema\"` in the JSON; the EMA model derives its masks from its own weights); the dense and untrained-mask rows use the dense checkpoint's weights as given (`\"checkpoint\"`)."
+    );
     let json = serde_json::json!({
         "table": table.name(),
         "scale": scale_name(a.scale),

@@ -1,0 +1,25 @@
+//! The tiny-scale setup that `sparsedm demo` and `sparsedm repro --scale
+//! tiny` share — the dense model's preset, its shipped checkpoint and the
+//! fine-tuning schedule — kept here so neither command imports the other.
+
+use anyhow::Result;
+use sparsedm_train::RunConfig;
+
+/// The dense model's preset.
+pub const DEMO_PRESET: &str = "demo_shapes_uvit";
+/// The shipped dense checkpoint of [`DEMO_PRESET`] (EMA weights, f16; provenance in assets/README.md).
+pub const DEMO_DENSE_CHECKPOINT: &[u8] = include_bytes!("../assets/demo_shapes_uvit_dense.safetensors");
+/// Fine-tuning learning rate (the preset's pre-training rate is higher).
+pub const FINETUNE_LR: f32 = 2e-4;
+/// Fine-tuning warm-up steps (short: fine-tuning starts from trained weights).
+pub const FINETUNE_WARMUP_STEPS: u64 = 10;
+
+/// [`DEMO_PRESET`] with the fine-tuning rate and warm-up: the base of every
+/// tiny-scale row.
+pub fn demo_finetune_base() -> Result<RunConfig> {
+    let mut cfg = RunConfig::load(DEMO_PRESET, &[])?;
+    cfg.optimizer.lr = FINETUNE_LR;
+    cfg.lr_scheduler.warmup_steps = FINETUNE_WARMUP_STEPS;
+    cfg.validate()?;
+    Ok(cfg)
+}

@@ -1,0 +1,84 @@
+//! The typed config vocabulary: every choice field refuses a value it does
+//! not know with the accepted ones in the message (no silent fallback), and
+//! the presets' spellings, `--set` overrides and the config's own TOML
+//! round trip keep working.
+
+mod common;
+
+use common::{TINY, tmp};
+use sparsedm_layers::{ModeKind, NmPattern};
+use sparsedm_tensor::Device;
+use sparsedm_train::vocab::{LrScheduleKind, SparseMethod, Teacher};
+use sparsedm_train::{RunConfig, Trainer};
+
+/// A sparse run of the tiny model with `sets` applied.
+fn sparse(sets: &[&str]) -> Result<RunConfig, String> {
+    let mut all: Vec<String> = vec!["sparse.pattern=\"2:4\"".into(), "sparse.teacher=\"none\"".into()];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    RunConfig::parse(TINY, "tiny", &all).map_err(|e| e.to_string())
+}
+
+#[test]
+fn unknown_values_are_refused_with_the_accepted_ones() {
+    // (override, what the message must name: the bad value and the accepted spellings)
+    let cases: &[(&str, &[&str])] = &[
+        ("sparse.method=\"sr-ste\"", &["sr-ste", "srste", "ste", "fixed", "progressive"]),
+        ("sparse.teacher=\"inti\"", &["inti", "init", "none", "checkpoint path"]),
+        ("sparse.pattern=\"2/4\"", &["2/4", "N:M", "2:4"]),
+        ("sparse.pattern=\"5:4\"", &["5:4", "N:M with 1 <= N <= M <= 32"]),
+        ("sparse.policy=\"asp,\"", &["asp,", "sparsedm-uvit, asp, all"]),
+        ("sparse.progressive=\"2:4\"", &["2:4", "N:M@STEP"]),
+        ("lr_scheduler.name=\"linear\"", &["linear", "customized", "cosine", "constant"]),
+        ("train.schedule=\"vp-linaer\"", &["vp-linaer", "vp-linear", "vp-cosine", "ddpm-linear", "scaled-linear"]),
+        ("dataset.name=\"cifar100\"", &["cifar100", "shapes", "cifar10", "celeba64", "folder"]),
+        ("optimizer.name=\"sgd\"", &["sgd", "adamw"]),
+    ];
+    for (set, needles) in cases {
+        let err = sparse(&[set]).expect_err(set);
+        for n in *needles {
+            assert!(err.contains(n), "{set}: {n:?} missing from {err:?}");
+        }
+        let field = set.split('=').next().unwrap();
+        assert!(err.starts_with(&format!("tiny: {field}: ")), "{set}: the message starts with the field: {err:?}");
+        assert_eq!(err.lines().count(), 1, "{set}: one line: {err:?}");
+    }
+}
+
+#[test]
+fn inconsistent_sparse_sections_are_refused() {
+    let err = sparse(&["sparse.method=\"progressive\""]).unwrap_err();
+    assert!(err.contains("needs sparse.progressive"), "{err}");
+    let err = sparse(&["sparse.progressive=\"15:16@0,2:4@10\""]).unwrap_err();
+    assert!(err.contains("only used by sparse.method = \"progressive\""), "{err}");
+    let err = sparse(&["sparse.transposable=true"]).unwrap_err();
+    assert!(err.contains("needs sparse.method = \"fixed\""), "{err}");
+    let err = sparse(&["sparse.teacher=\"init\""]).unwrap_err();
+    assert!(err.contains("needs train.init"), "{err}");
+}
+
+#[test]
+fn known_spellings_parse_into_the_vocabulary_and_round_trip() {
+    let c = sparse(&["sparse.method=asp", "lr_scheduler.name=cosine", "sparse.pattern=\"1:8\""]).unwrap();
+    let s = c.sparse.as_ref().unwrap();
+    assert_eq!(s.method, SparseMethod::Fixed, "asp is the alias of fixed");
+    assert_eq!(s.method.mode_kind(2e-4, true), ModeKind::Fixed { transposable: true });
+    assert_eq!(s.pattern, NmPattern::new(1, 8).unwrap());
+    assert_eq!(s.teacher, Teacher::None);
+    assert_eq!(c.lr_scheduler.name, LrScheduleKind::Cosine);
+    let c =
+        sparse(&["sparse.teacher=\"runs/dense.safetensors\"", "sparse.method=progressive", "sparse.progressive=\"7:8@0,2:4@3\""]).unwrap();
+    assert_eq!(c.sparse.as_ref().unwrap().teacher, Teacher::Checkpoint("runs/dense.safetensors".into()));
+    // What a checkpoint stores parses back to the same config.
+    let back = RunConfig::parse(&c.to_toml().unwrap(), "round trip", &[]).unwrap();
+    assert_eq!(back, c);
+    let text = c.to_toml().unwrap();
+    assert!(text.contains("method = \"progressive\"") && text.contains("progressive = \"7:8@0,2:4@3\""), "{text}");
+}
+
+#[test]
+fn a_policy_glob_that_selects_no_layer_is_refused_naming_the_accepted_policies() {
+    let cfg = sparse(&["sparse.policy=\"sparsedm-uvit,sparsedm_uvit\""]).unwrap();
+    let err = Trainer::new(cfg, &tmp("vocab-policy"), false, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("\"sparsedm_uvit\" selects none of the model's"), "{err}");
+    assert!(err.contains("sparsedm-uvit, asp, all"), "{err}");
+}
