@@ -3,7 +3,8 @@
 //! rate schedules ([`lr`]), gradient clipping and accumulation ([`grad`]),
 //! and EMA of the (masked) weights ([`ema`]); [`trainer`] runs them,
 //! [`experiment`] measures the result (zeros, MACs, FD-px, FID) for the
-//! demo and the reproduction suites.
+//! demo and the reproduction suites, and [`figures`] draws sample grids,
+//! model comparisons and plots as PNG.
 
 pub mod build;
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod experiment;
+pub mod figures;
 pub mod grad;
 pub mod lr;
 pub mod optim;
