@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, footprint};
-use sparsedm_train::samples::write_grid_png;
+use sparsedm_train::figures::compare;
+use sparsedm_train::samples::{Images, write_labelled_grid_png};
 use sparsedm_train::{RunConfig, Trainer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,9 @@ pub struct Row {
     /// Exported model (safetensors), relative to the output folder.
     pub checkpoint: String,
     pub seconds: f64,
+    /// The first samples (the same noise in every row), for the comparison figure.
+    #[serde(skip)]
+    pub preview: Images,
 }
 
 /// Where and how rows are made.
@@ -160,10 +164,11 @@ impl Lab {
         }
         let schedule = build::schedule(&cfg)?;
         let imgs = draw(bundle, schedule.as_ref(), &self.draw)?;
-        write_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize)?;
+        let label = format!("{} {}", method.label(), if pattern == "dense" { "" } else { pattern }).trim().to_string();
+        write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
         let quality = self.judge.score(&imgs)?;
         let row = Row {
-            label: format!("{} {}", method.label(), if pattern == "dense" { "" } else { pattern }).trim().to_string(),
+            label,
             method: method.label().into(),
             detail: method.detail(),
             pattern: pattern.into(),
@@ -173,6 +178,7 @@ impl Lab {
             grid,
             checkpoint,
             seconds: started.elapsed().as_secs_f64(),
+            preview: imgs.first(compare::ROWS),
         };
         eprintln!(
             "  {:<22} FD-px48 {:>8.4}{}  zeros {:>5.1}%  MACs {:.2} M  ({:.0} s)",

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd;
+mod compare;
 mod lab;
 
 // Tensor ops allocate large short-lived buffers; mimalloc keeps them in
@@ -43,6 +44,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Reproduce a table of the paper (tiny scale on embedded data, or paper scale).
     Repro(cmd::repro::Args),
+    /// Plot the loss (and FID) curves of training runs as a PNG.
+    Plot(cmd::plot::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Fid(a) => cmd::fid::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Repro(a) => cmd::repro::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
