@@ -23,7 +23,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let runs = args.runs.iter().map(|dir| curves::read(dir)).collect::<sparsedm_train::Result<Vec<_>>>()?;
+    let mut runs = Vec::with_capacity(args.runs.len());
+    for dir in &args.runs {
+        runs.push(curves::read(dir)?);
+    }
     let img = curves::chart(&runs)?;
     png::save_new(&args.out, &img, args.force)?;
     println!("{}", args.out.display());
