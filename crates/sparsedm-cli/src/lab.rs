@@ -13,7 +13,8 @@ use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::config::SparseConfig;
 use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, footprint};
-use sparsedm_train::samples::write_grid_png;
+use sparsedm_train::figures::compare;
+use sparsedm_train::samples::{Images, write_labelled_grid_png};
 use sparsedm_train::vocab::{SparseMethod, Teacher};
 use sparsedm_train::{RunConfig, Trainer};
 use std::io::IsTerminal;
@@ -112,6 +113,9 @@ pub struct Row {
     /// untrained-mask rows; the shipped tiny checkpoint holds EMA weights).
     pub weights: &'static str,
     pub seconds: f64,
+    /// The first samples (the same noise in every row), for the comparison figure.
+    #[serde(skip)]
+    pub preview: Images,
 }
 
 /// Where and how rows are made.
@@ -175,11 +179,12 @@ impl Lab {
         }
         let schedule = build::schedule(&cfg)?;
         let imgs = draw(&bundle, schedule.as_ref(), &self.draw)?;
-        write_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize)?;
-        let quality = self.judge.score(&imgs)?;
         let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
+        let label = format!("{} {}", method.label(), if pattern == "dense" { "" } else { &pattern }).trim().to_string();
+        write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
+        let quality = self.judge.score(&imgs)?;
         let row = Row {
-            label: format!("{} {}", method.label(), if pattern == "dense" { "" } else { &pattern }).trim().to_string(),
+            label,
             method: method.label().into(),
             detail: method.detail(),
             pattern,
@@ -190,6 +195,7 @@ impl Lab {
             checkpoint,
             weights,
             seconds: started.elapsed().as_secs_f64(),
+            preview: imgs.first(compare::ROWS),
         };
         eprintln!(
             "  {:<22} FD-px48 {:>8.4}{}  zeros {:>5.1}%  MACs {:.2} M  ({:.0} s)",

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod budget;
 mod cmd;
+mod compare;
 mod lab;
 mod model_size;
 mod output;
@@ -48,6 +49,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Reproduce a table of the paper (tiny scale on embedded data, or paper scale).
     Repro(cmd::repro::Args),
+    /// Plot the loss (and FID) curves of training runs as a PNG.
+    Plot(cmd::plot::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Fid(a) => cmd::fid::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Repro(a) => cmd::repro::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! `sparsedm demo` through the real binary with tiny budgets: the table has
-//! the four methods, the report and the grids are written, and the three
-//! sparse checkpoints are valid 2:4 (checked on read); `--pretrain-steps`
+//! the four methods, the report, the readable grids and the side-by-side
+//! figure are written, and the three sparse checkpoints are valid 2:4
+//! (checked on read); `--pretrain-steps`
 //! trains the dense model instead of using the shipped one; `--device cuda`
 //! in a CPU-only build is one clear error.
 
@@ -28,7 +29,14 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
         let bytes = std::fs::read(out.join(grid)).unwrap_or_else(|e| panic!("{grid}: {e}"));
         assert!(bytes.starts_with(b"\x89PNG"), "{grid} is not a PNG");
         assert!(report.contains(grid), "report.md does not link {grid}");
+        // 8 samples of 16 px in 3 columns, each shown at 64 px.
+        let (w, h) = png_size(&out.join(grid));
+        assert!(w >= 3 * 64 && h >= 3 * 64, "{grid} is {w}x{h}");
     }
+    // The same noise through the four models, side by side.
+    let (w, h) = png_size(&out.join("compare.png"));
+    assert!(w >= 4 * 64 && h >= 6 * 64, "compare.png is {w}x{h}");
+    assert!(report.contains("](compare.png)"), "report.md does not embed compare.png");
     assert!(out.join("dense.safetensors").is_file());
     for ckpt in ["sparsedm.safetensors", "ste.safetensors", "asp.safetensors"] {
         let (_, spec) = sparsedm_layers::read_sparse_checkpoint(out.join(ckpt)).unwrap_or_else(|e| panic!("{ckpt}: {e}"));
@@ -41,6 +49,14 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
     let row = stdout.lines().find(|l| l.starts_with("| SparseDM ")).unwrap();
     assert!(!row.contains(" 0.0%"), "{row}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Width and height of a PNG file (from its IHDR chunk).
+fn png_size(path: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(b.starts_with(b"\x89PNG\r\n\x1a\n") && &b[12..16] == b"IHDR", "{} is not a PNG", path.display());
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `sparsedm repro` (what `cargo xtask repro` runs) and `sparsedm bench`
 //! through the real binary, with tiny budgets: tables are written in
-//! Markdown and JSON with the paper's numbers beside ours, the paper scale
+//! Markdown and JSON with the paper's numbers beside ours and embed their
+//! figures, the paper scale
 //! names every missing input, and Table 3 says why it is not measured here.
 
 use std::collections::HashMap;
@@ -51,6 +52,14 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
         assert_eq!(r["weights"], "ema", "{r}");
     }
     assert_exported_ema(&out, "sparsedm");
+    // The side-by-side figure (four 64-px columns, six rows of the four samples: all four)
+    // and the quality-against-MACs plot are written and embedded.
+    let (w, h) = png_size(&out.join("table2_compare.png"));
+    assert!(w >= 4 * 64 && h >= 4 * 64, "{w}x{h}");
+    assert_eq!(png_size(&out.join("table2_quality_macs.png")), (900, 560));
+    for file in ["table2_compare.png", "table2_quality_macs.png"] {
+        assert!(md.contains(&format!("]({file})")), "table2.md does not embed {file}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -78,6 +87,14 @@ fn assert_exported_ema(out: &Path, slug: &str) {
         differs_from_raw += usize::from(state[&format!("model.{name}")] != *v);
     }
     assert!(same > 10 && differs_from_raw > 0, "{same} tensors compared, {differs_from_raw} differ from the raw weights");
+}
+
+/// Width and height of a PNG file (from its IHDR chunk).
+fn png_size(path: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(b.starts_with(b"\x89PNG\r\n\x1a\n") && &b[12..16] == b"IHDR", "{} is not a PNG", path.display());
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
 }
 
 #[test]

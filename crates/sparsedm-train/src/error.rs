@@ -19,6 +19,9 @@ pub enum TrainError {
     /// An invalid setting.
     #[error("{0}")]
     Config(String),
+    /// A picture or plot that could not be drawn (the drawing library's reason).
+    #[error("cannot draw {what}: {msg}")]
+    Figure { what: String, msg: String },
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {value}; stopping (the last good checkpoint is kept)")]
     NonFinite { step: u64, value: f32 },

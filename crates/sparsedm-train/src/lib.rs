@@ -4,7 +4,8 @@
 //! and EMA of the weights ([`ema`]); [`step`] is one training
 //! step on any device, [`trainer`] runs it with data and checkpoints,
 //! [`experiment`] measures the result (zeros, MACs, FD-px, FID) for the
-//! demo and the reproduction suites.
+//! demo and the reproduction suites, and [`figures`] draws sample grids,
+//! model comparisons and plots as PNG.
 
 pub mod build;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod experiment;
+pub mod figures;
 pub mod grad;
 pub mod lr;
 pub mod optim;

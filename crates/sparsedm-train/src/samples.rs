@@ -37,6 +37,15 @@ pub struct Images {
     pub w: usize,
 }
 
+impl Images {
+    /// The first `k` images (all of them if there are fewer): what a figure
+    /// keeps of a large sample.
+    pub fn first(&self, k: usize) -> Images {
+        let n = k.min(self.n);
+        Images { data: self.data[..n * self.h * self.w * 3].to_vec(), n, h: self.h, w: self.w }
+    }
+}
+
 /// Samples `req.n` images in batches; batch `i` starts from the noise of
 /// Philox stream (seed, i), so results do not depend on the batch split
 /// only through the seed. Holds every image in memory: for large `n` use
@@ -152,24 +161,16 @@ pub fn to_u8_nhwc(x: &Tensor) -> Result<Vec<u8>> {
     Ok(v.into_iter().map(|x| (((x + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0 + 0.5).floor() as u8).collect())
 }
 
-/// Writes up to `cols`² images as one PNG grid with 2-pixel gaps.
+/// Writes the images as one PNG grid of `cols` columns, each sample shown
+/// at least 64 px wide and the grid labelled with the image count and size
+/// (see [`crate::figures::grid`]).
 pub fn write_grid_png(path: &Path, imgs: &Images, cols: usize) -> Result<()> {
-    let n = imgs.n;
-    let cols = cols.max(1).min(n.max(1));
-    let rows = n.div_ceil(cols);
-    let (gw, gh) = (cols * (imgs.w + 2) + 2, rows * (imgs.h + 2) + 2);
-    let mut canvas = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
-    for i in 0..n {
-        let (r, c) = (i / cols, i % cols);
-        let (ox, oy) = (2 + c * (imgs.w + 2), 2 + r * (imgs.h + 2));
-        for y in 0..imgs.h {
-            for x in 0..imgs.w {
-                let p = ((i * imgs.h + y) * imgs.w + x) * 3;
-                canvas.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([imgs.data[p], imgs.data[p + 1], imgs.data[p + 2]]));
-            }
-        }
-    }
-    save_png(path, &canvas)
+    write_labelled_grid_png(path, imgs, cols, "")
+}
+
+/// [`write_grid_png`] with `title` (e.g. the model's name) before the label.
+pub fn write_labelled_grid_png(path: &Path, imgs: &Images, cols: usize, title: &str) -> Result<()> {
+    crate::figures::png::save(path, &crate::figures::grid::render(imgs, cols, title)?)
 }
 
 /// Writes every image as `DIR/000000.png`, ….
@@ -186,7 +187,7 @@ pub fn write_png_images(dir: &Path, imgs: &Images, first: usize) -> Result<()> {
     for i in 0..imgs.n {
         let img = image::RgbImage::from_raw(imgs.w as u32, imgs.h as u32, imgs.data[i * per..(i + 1) * per].to_vec())
             .ok_or_else(|| TrainError::Config("image buffer size".into()))?;
-        save_png(&dir.join(format!("{:06}.png", first + i)), &img)?;
+        crate::figures::png::save(&dir.join(format!("{:06}.png", first + i)), &img)?;
     }
     Ok(())
 }
@@ -195,17 +196,6 @@ pub fn write_png_images(dir: &Path, imgs: &Images, first: usize) -> Result<()> {
 pub fn write_npz(path: &Path, imgs: &Images) -> Result<()> {
     let u = sparsedm_fid::U8Images { data: imgs.data.clone(), n: imgs.n, height: imgs.h, width: imgs.w, channels: 3 };
     sparsedm_fid::write_images_npz(path, &u)?;
-    Ok(())
-}
-
-fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::Data { path: dir.into(), msg: e.to_string() })?;
-    }
-    let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| TrainError::Data { path: path.into(), msg: format!("PNG encoding failed: {e}") })?;
-    sparsedm_tensor::write_atomic(path, &bytes)?;
     Ok(())
 }
 

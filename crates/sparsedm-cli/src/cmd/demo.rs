@@ -5,7 +5,8 @@
 //! ways for the same budget — SparseDM (SR-STE + knowledge transfer from the
 //! dense model), STE and ASP — samples each from the same noise and prints a
 //! table (sparsity, MACs, FD-px48, and FID with `--inception`), writing
-//! `report.md`, one PNG grid per model and the checkpoints.
+//! `report.md`, one labelled PNG grid per model, `compare.png` (the same
+//! noise through each model, side by side) and the checkpoints.
 
 use super::DeviceArg;
 use crate::lab::{self, Lab, Method, Row};
@@ -121,8 +122,9 @@ pub fn run(args: Args) -> Result<()> {
 
     let table = render_table(&rows, &floor, args.samples, lab.judge.has_fid());
     println!("{table}");
+    let side_by_side = crate::compare::write(&out, "compare.png", &rows.iter().collect::<Vec<_>>())?;
     let elapsed = started.elapsed().as_secs_f64();
-    write_report(&out.join("report.md"), &rows, &table, &args, pretrained, data.as_ref(), elapsed)?;
+    write_report(&out.join("report.md"), &rows, &table, &side_by_side, &args, pretrained, data.as_ref(), elapsed)?;
     eprintln!("[demo] done in {elapsed:.0} s; report, grids and checkpoints in {}", out.display());
     Ok(())
 }
@@ -157,6 +159,7 @@ fn write_report(
     path: &Path,
     rows: &[Row],
     table: &str,
+    side_by_side: &str,
     args: &Args,
     pretrained: Option<u64>,
     data: &dyn Dataset,
@@ -210,6 +213,8 @@ with published numbers; with {} images it is biased upwards (the last row: that 
         let _ = writeln!(s, "- **{}**: {} — checkpoint `{}`", r.method, r.detail, r.checkpoint);
     }
     let _ = writeln!(s, "\n## Samples\n");
+    let _ =
+        writeln!(s, "The same noise through each model, one column per model:\n\n![the same noise through each model]({side_by_side})\n");
     for r in rows {
         let _ = writeln!(s, "### {}\n\n![{} samples]({})\n", r.method, r.method, r.grid);
     }

@@ -6,6 +6,7 @@ pub mod fid;
 pub mod forward;
 pub mod inspect;
 pub mod macs;
+pub mod plot;
 pub mod prune;
 pub mod repro;
 pub mod sample;

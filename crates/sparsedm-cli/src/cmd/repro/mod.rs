@@ -1,6 +1,7 @@
 //! `sparsedm repro TABLE` (what `cargo xtask repro TABLE` runs): one
 //! command per table of the paper, writing `TABLE.md` and `TABLE.json`
-//! with the paper's numbers beside ours.
+//! with the paper's numbers beside ours, and the figures they embed (the
+//! same noise through every model; quality against sparsity or MACs).
 //!
 //! - `--scale tiny` (default): the same comparisons on the embedded shapes
 //!   data with the demo's small U-ViT, starting from the dense checkpoint
@@ -15,6 +16,7 @@
 //! one it writes the published numbers and says why ours are missing.
 
 mod paper;
+mod plots;
 mod suites;
 mod table3;
 

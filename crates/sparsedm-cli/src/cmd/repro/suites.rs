@@ -1,7 +1,9 @@
 //! What each table runs, at either scale, and how its results are written.
 
 use super::paper::{self, PaperRow};
+use super::plots;
 use super::{Args, Scale, Table};
+use crate::compare;
 use crate::lab::{Lab, Method, Row};
 use crate::presets::{DEMO_DENSE_CHECKPOINT, DEMO_PRESET, FINETUNE_LR, FINETUNE_WARMUP_STEPS, demo_finetune_base};
 use anyhow::{Context, Result};
@@ -149,7 +151,7 @@ pub fn table1(a: &Args, s: &Setup) -> Result<()> {
         "The half-size U-ViT has the dense model's depth and about half its width (about half the MACs) and is trained from random init for the same number of steps the pruned model is fine-tuned — the paper's point: shrinking the model loses what pre-training learned.",
         "ASP: one-shot magnitude 2:4 masks on every layer ASP accepts, kept fixed while fine-tuning (apex's recipe).",
     ];
-    write_outputs(a, s, Table::Table1, "Table 1: a half-size model and ASP against the dense model", &rows, paper::TABLE1, &notes)
+    write_outputs(a, s, Table::Table1, "Table 1: a half-size model and ASP against the dense model", &rows, paper::TABLE1, &notes, &[])
 }
 
 pub fn table2(a: &Args, s: &Setup) -> Result<()> {
@@ -162,7 +164,9 @@ pub fn table2(a: &Args, s: &Setup) -> Result<()> {
         "Diff-Pruning (structural pruning, Fang et al. 2023) is not implemented by sparsedm; its published numbers are listed for reference only.",
         "The paper's sparse MACs (5.67 G) are the dense count halved; sparsedm counts layer by layer (2:4 layers at half, the rest dense), which gives 6.08 G for U-ViT-S/2 with the sparsedm-uvit layers.",
     ];
-    write_outputs(a, s, Table::Table2, "Table 2: 2:4 sparse fine-tuning methods", &rows, paper::TABLE2, &notes)
+    let plot = plots::quality_vs_macs(&a.out, "table2_quality_macs.png", &rows)?;
+    let figures = [("Quality against MACs per image (lower left is better)", plot)];
+    write_outputs(a, s, Table::Table2, "Table 2: 2:4 sparse fine-tuning methods", &rows, paper::TABLE2, &notes, &figures)
 }
 
 pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
@@ -195,7 +199,10 @@ pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
         "progressive: the traditional schedule 15:16 → 7:8 → 3:4 → 2:4 in four equal stages over the same budget, SR-STE masks, no teacher (the paper switches every 100k steps).",
         "The paper reports these curves only as figures (Fig. 3), so there are no published numbers to print beside them.",
     ];
-    write_outputs(a, s, Table::Ablation, "Ablation: sparsity ratio × mask training", &rows, &[], &notes)
+    let lines = [Method::Untrained.label(), Method::Ste.label(), Method::SparseDm.label()];
+    let plot = plots::ablation(&a.out, "ablation.png", &rows, &paper::ABLATION_RATIOS, "32:32", &lines)?;
+    let figures = [("Quality against the sparsity ratio, one line per mask type (the paper's Fig. 3)", plot)];
+    write_outputs(a, s, Table::Ablation, "Ablation: sparsity ratio × mask training", &rows, &[], &notes, &figures)
 }
 
 /// Table 3: measured on a GPU (`table3.rs`); without one, the published grid and why ours is
@@ -253,7 +260,19 @@ fn scale_name(s: Scale) -> &'static str {
     }
 }
 
-fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], published: &[PaperRow], notes: &[&str]) -> Result<()> {
+/// Writes `TABLE.md` and `TABLE.json`: our rows, the comparison figure of the
+/// dense and 2:4 rows, the table's own `figures` (caption, file), the
+/// paper's rows and the notes.
+fn write_outputs(
+    a: &Args,
+    s: &Setup,
+    table: Table,
+    title: &str,
+    rows: &[Row],
+    published: &[PaperRow],
+    notes: &[&str],
+    figures: &[(&str, String)],
+) -> Result<()> {
     let fid = s.lab.judge.has_fid();
     let mut md = String::new();
     let _ = writeln!(md, "# {title} ({} scale)\n", scale_name(a.scale));
@@ -287,6 +306,14 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
             if fid { f.fid.map(|v| format!(" {v:.2} |")).unwrap_or_else(|| " – |".into()) } else { String::new() }
         );
     }
+    let shown: Vec<&Row> = rows.iter().filter(|r| r.pattern == "dense" || r.pattern == "2:4").collect();
+    let side_by_side = compare::write(&a.out, &format!("{}_compare.png", table.name()), &shown)?;
+    let mut all_figures = vec![("The same noise through each model (dense and 2:4 rows), one column per model", side_by_side)];
+    all_figures.extend(figures.iter().map(|(caption, file)| (*caption, file.clone())));
+    let _ = writeln!(md, "\n## Figures\n");
+    for (caption, file) in &all_figures {
+        let _ = writeln!(md, "{caption}:\n\n![{caption}]({file})\n");
+    }
     let mine: Vec<&PaperRow> =
         published.iter().filter(|p| p.dataset == s.paper_dataset && p.model.starts_with("U-ViT") && !p.model.contains("LDM")).collect();
     if !mine.is_empty() {
@@ -315,6 +342,7 @@ fn write_outputs(a: &Args, s: &Setup, table: Table, title: &str, rows: &[Row], p
         "real_floor": s.floor,
         "paper": published,
         "notes": notes,
+        "figures": all_figures.iter().map(|(_, file)| file).collect::<Vec<_>>(),
     });
     write_files(&a.out, table.name(), &md, &json)?;
     println!("{md}");
