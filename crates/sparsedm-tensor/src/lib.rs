@@ -38,6 +38,7 @@ pub mod error;
 pub mod fused;
 pub mod io;
 mod layout;
+pub mod nm_cpu;
 mod ops;
 pub mod rng;
 pub mod storage;
