@@ -12,6 +12,18 @@ use crate::{Error, Result};
 /// zero-valued rows that the kernels compute and never store.
 pub const ROW_BLOCK: usize = 4;
 
+/// Bytes between consecutive panel rows in the stored column offsets
+/// (a 16-float panel row).
+pub(crate) const COL_UNIT: usize = 64;
+
+/// Largest `in`: column offsets `c · COL_UNIT` must fit a `u32`.
+pub const MAX_IN: usize = 1 << 26;
+
+/// The stored offset of column `c`.
+fn enc(c: usize) -> u32 {
+    (c * COL_UNIT) as u32
+}
+
 /// Largest group size `m` supported (in-group positions fit 5 bits, and the
 /// mask rule of `sparsedm-layers` and the CUDA kernel use the same bound).
 pub const MAX_M: usize = 32;
@@ -32,9 +44,12 @@ pub const MAX_M: usize = 32;
 /// - Entries of a row are in ascending column order. Layout: block `b` of
 ///   rows `b·R .. b·R+R` (`R` = [`ROW_BLOCK`]), entry `j`, row `r` lives at
 ///   `(b·E + j)·R + r` in both `values` and `cols` (`E` entries per row).
-/// - Columns are absolute `u16` indices, so `in ≤ 65 536` (a U-ViT fc2 has
-///   2048, a 3×3 conv over 512 channels 4608); decoding the packed in-group
-///   positions at load time keeps the kernel free of index arithmetic.
+/// - Columns are stored as absolute byte offsets `c · 64` (`u32`, so
+///   `in ≤ 2²⁶`): the offset of panel row `c` when a panel row is 16 floats,
+///   and a power-of-two multiple of it for wider panels, which x86 address
+///   modes scale for free. Decoding the packed in-group positions once at
+///   load time keeps the kernel's inner loop free of index arithmetic (no
+///   shifts or vector extracts competing with the FMAs for their ports).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NmWeight {
     out: usize,
@@ -42,7 +57,7 @@ pub struct NmWeight {
     n: usize,
     m: usize,
     values: Vec<f32>,
-    cols: Vec<u16>,
+    cols: Vec<u32>,
 }
 
 fn check_pattern(op: &'static str, out: usize, inp: usize, n: usize, m: usize) -> Result<()> {
@@ -52,8 +67,8 @@ fn check_pattern(op: &'static str, out: usize, inp: usize, n: usize, m: usize) -
     if out == 0 || inp == 0 {
         return Err(Error::bad_shape(op, &[out, inp], "an N:M weight needs out >= 1 and in >= 1"));
     }
-    if inp > u16::MAX as usize + 1 {
-        return Err(Error::bad_shape(op, &[out, inp], "in > 65536 does not fit the u16 column indices"));
+    if inp > MAX_IN {
+        return Err(Error::bad_shape(op, &[out, inp], format!("in > {MAX_IN} does not fit the u32 column offsets")));
     }
     Ok(())
 }
@@ -77,7 +92,7 @@ impl NmWeight {
         let e = groups * n + inp % m;
         let blocks = out.div_ceil(ROW_BLOCK);
         let mut values = vec![0f32; blocks * e * ROW_BLOCK];
-        let mut cols = vec![0u16; blocks * e * ROW_BLOCK];
+        let mut cols = vec![0u32; blocks * e * ROW_BLOCK];
         let mut kept: Vec<usize> = Vec::with_capacity(m);
         for o in 0..blocks * ROW_BLOCK {
             let (b, r) = (o / ROW_BLOCK, o % ROW_BLOCK);
@@ -86,11 +101,11 @@ impl NmWeight {
                 // Padding row: zero values at valid columns (group order).
                 for g in 0..groups {
                     for s in 0..n {
-                        cols[at(g * n + s)] = (g * m + s) as u16;
+                        cols[at(g * n + s)] = enc(g * m + s);
                     }
                 }
                 for t in 0..inp % m {
-                    cols[at(groups * n + t)] = (groups * m + t) as u16;
+                    cols[at(groups * n + t)] = enc(groups * m + t);
                 }
                 continue;
             }
@@ -121,13 +136,13 @@ impl NmWeight {
                 kept.sort_unstable();
                 for (s, &p) in kept.iter().enumerate() {
                     values[at(g * n + s)] = grp[p];
-                    cols[at(g * n + s)] = (g * m + p) as u16;
+                    cols[at(g * n + s)] = enc(g * m + p);
                 }
             }
             for t in 0..inp % m {
                 let c = groups * m + t;
                 values[at(groups * n + t)] = row[c];
-                cols[at(groups * n + t)] = c as u16;
+                cols[at(groups * n + t)] = enc(c);
             }
         }
         Ok(NmWeight { out, inp, n, m, values, cols })
@@ -154,7 +169,7 @@ impl NmWeight {
             return Err(Error::ElementCount { op, shape: vec![out, groups * n], len: positions.len() });
         }
         let blocks = out.div_ceil(ROW_BLOCK);
-        let mut c = NmWeight { out, inp, n, m, values: vec![0f32; blocks * e * ROW_BLOCK], cols: vec![0u16; blocks * e * ROW_BLOCK] };
+        let mut c = NmWeight { out, inp, n, m, values: vec![0f32; blocks * e * ROW_BLOCK], cols: vec![0u32; blocks * e * ROW_BLOCK] };
         for o in 0..blocks * ROW_BLOCK {
             for g in 0..groups {
                 let pos: Vec<u8> =
@@ -168,13 +183,13 @@ impl NmWeight {
                         ));
                     }
                     let at = c.entry(o, g * n + s);
-                    c.cols[at] = (g * m + p) as u16;
+                    c.cols[at] = enc(g * m + p);
                     c.values[at] = if o < out { values[o * e + g * n + s] } else { 0.0 };
                 }
             }
             for t in 0..inp % m {
                 let at = c.entry(o, groups * n + t);
-                c.cols[at] = (groups * m + t) as u16;
+                c.cols[at] = enc(groups * m + t);
                 c.values[at] = if o < out { values[o * e + groups * n + t] } else { 0.0 };
             }
         }
@@ -206,8 +221,8 @@ impl NmWeight {
     pub(crate) fn blocked_values(&self) -> &[f32] {
         &self.values
     }
-    /// The blocked absolute column indices (layout in the type's docs).
-    pub(crate) fn blocked_cols(&self) -> &[u16] {
+    /// The blocked column offsets `c · 64` (layout in the type's docs).
+    pub(crate) fn blocked_cols(&self) -> &[u32] {
         &self.cols
     }
 
@@ -227,7 +242,7 @@ impl NmWeight {
         let gn = (self.inp / self.m) * self.n;
         (0..self.out)
             .flat_map(|o| (0..gn).map(move |j| (o, j)))
-            .map(|(o, j)| (self.cols[self.entry(o, j)] as usize % self.m) as u8)
+            .map(|(o, j)| (self.cols[self.entry(o, j)] as usize / COL_UNIT % self.m) as u8)
             .collect()
     }
 
@@ -238,7 +253,7 @@ impl NmWeight {
         for o in 0..self.out {
             for j in 0..e {
                 let at = self.entry(o, j);
-                w[o * self.inp + self.cols[at] as usize] = self.values[at];
+                w[o * self.inp + self.cols[at] as usize / COL_UNIT] = self.values[at];
             }
         }
         w

@@ -30,7 +30,9 @@ pub(crate) trait Simd {
     /// f32 lanes per register.
     const LANES: usize;
     /// Most registers per accumulator row (tile width `T = VMAX·LANES`);
-    /// `ROW_BLOCK·VMAX` accumulators must fit the register file.
+    /// `ROW_BLOCK·VMAX` accumulators must fit the register file, and `T`
+    /// must be 16, 32 or 64 floats (the panel row stride, a power-of-two
+    /// multiple of the 64 bytes the stored column offsets count in).
     const VMAX: usize;
     /// The register.
     type V: Copy;
@@ -54,12 +56,76 @@ pub(crate) trait Simd {
     /// # Safety
     /// The CPU must have the back-end's instruction set.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// Stores 4 registers (4 output features × `LANES` tokens) transposed:
+    /// `y[i·ldy + r] = a[r][i]` for every lane `i` and `r < 4`, so that a
+    /// finished register tile goes straight to the row-major `Y`.
+    ///
+    /// # Safety
+    /// The CPU must have the back-end's instruction set; the `LANES` runs of
+    /// 4 floats at `y + i·ldy` writable.
+    #[inline(always)]
+    unsafe fn store_t4(a: [Self::V; 4], y: *mut f32, ldy: usize) {
+        let mut tmp = [0f32; 64];
+        for (r, v) in a.into_iter().enumerate() {
+            // SAFETY: `tmp` holds 4·16 ≥ 4·LANES floats (LANES ≤ 16).
+            unsafe { Self::store(tmp.as_mut_ptr().add(r * Self::LANES), v) };
+        }
+        for i in 0..Self::LANES {
+            for r in 0..4 {
+                // SAFETY: the caller guarantees `y + i·ldy .. + 4` is writable.
+                unsafe { *y.add(i * ldy + r) = tmp[r * Self::LANES + i] };
+            }
+        }
+    }
+
+    /// The panel `p[k·t + i] = x[i·ldx + k]` for `k < inp`, `i < rt`, and
+    /// `0` for the padding tokens `rt ≤ i < nt` (row stride `t ≥ nt`).
+    ///
+    /// # Safety
+    /// The CPU must have the back-end's instruction set; `x` holds `rt` rows
+    /// of `inp` floats at stride `ldx`; `p` holds `inp·t` floats; `rt ≤ nt ≤ t`.
+    #[inline(always)]
+    unsafe fn build_panel(x: *const f32, ldx: usize, rt: usize, nt: usize, inp: usize, p: *mut f32, t: usize) {
+        // SAFETY: every index stays inside the extents the caller guarantees.
+        unsafe { panel_scalar(x, ldx, rt, nt, 0, inp, p, t) }
+    }
+}
+
+/// The scalar part of [`Simd::build_panel`]: `p[k·t + i] = x[i·ldx + k]`
+/// for tokens `i < nt` (zero from `rt` on) and columns `k0..k1`, in blocks
+/// of 16 columns so that the reads of each row are contiguous.
+///
+/// # Safety
+/// `x` holds `min(rt, nt)` rows of `k1` floats at stride `ldx`; `p` holds
+/// `(k1 - 1)·t + nt` floats.
+#[inline(always)]
+pub(crate) unsafe fn panel_scalar(x: *const f32, ldx: usize, rt: usize, nt: usize, k0: usize, k1: usize, p: *mut f32, t: usize) {
+    // SAFETY: as documented above.
+    unsafe {
+        for kb in (k0..k1).step_by(16) {
+            let ke = (kb + 16).min(k1);
+            for i in 0..nt {
+                if i < rt {
+                    let xr = x.add(i * ldx);
+                    for k in kb..ke {
+                        *p.add(k * t + i) = *xr.add(k);
+                    }
+                } else {
+                    for k in kb..ke {
+                        *p.add(k * t + i) = 0.0;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The instruction set a kernel runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
-    /// AVX-512F, 16 lanes (x86-64 with `avx512f`).
+    /// AVX-512F, 16 lanes (x86-64 with `avx512f`, and `avx2` + `fma`,
+    /// which every AVX-512 CPU has, for the panel transposes).
     Avx512,
     /// AVX2 + FMA, 8 lanes (x86-64 with `avx2` and `fma`).
     Avx2Fma,
@@ -74,7 +140,7 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(not(target_arch = "x86_64"))]
@@ -94,11 +160,12 @@ impl Isa {
     }
 }
 
-/// Bytes of the panel kept hot per column chunk (about half of a 32 KiB L1).
+/// Bytes of the panel kept hot per column chunk (at least 16 entries per
+/// row; the L1 of current x86 cores holds 32 to 48 KiB).
 fn chunk_bytes() -> usize {
     static KC: OnceLock<usize> = OnceLock::new();
     // SPARSEDM_NM_CHUNK_BYTES: a benchmarking knob (0 = no chunking).
-    *KC.get_or_init(|| std::env::var("SPARSEDM_NM_CHUNK_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(16 * 1024))
+    *KC.get_or_init(|| std::env::var("SPARSEDM_NM_CHUNK_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(32 * 1024))
 }
 
 /// Everything one work item needs; raw pointers because items write
@@ -118,7 +185,7 @@ pub(crate) struct Item {
     pub b1: usize,
     /// Blocked values / columns of `W`, `e` entries per row.
     pub vals: *const f32,
-    pub cols: *const u16,
+    pub cols: *const u32,
     pub e: usize,
     /// Entries per row per column chunk.
     pub chunk_e: usize,
@@ -127,7 +194,7 @@ pub(crate) struct Item {
     /// `Y`, row-major `[rows, out]`.
     pub y: *mut f32,
     pub out: usize,
-    /// Scratch: panel `[inp, T]` and `Yᵀ` tile `[(b1-b0)·R, T]`, 64-byte aligned.
+    /// Scratch: panel `[inp, VMAX·LANES]` and `Yᵀ` tile `[(b1-b0)·R, T]`, 64-byte aligned.
     pub panel: *mut f32,
     pub yt: *mut f32,
 }
@@ -139,38 +206,73 @@ unsafe impl Send for Item {}
 // SAFETY: as above; shared references to an `Item` only read its fields.
 unsafe impl Sync for Item {}
 
-/// Accumulates the entries `0..nnz` of one row block into its `Yᵀ` tile.
+/// Where a row block's accumulators start from.
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    /// The bias of its rows (`null`: zero), at the first column chunk.
+    Bias(*const f32),
+    /// The `Yᵀ` tile left by the previous chunk.
+    Tile,
+}
+
+/// Accumulates the entries `0..nnz` of one row block: accumulators from
+/// `init`, then either back into its `Yᵀ` tile `yt` (`direct` null) or, at
+/// the last chunk of a full block and full token tile, transposed straight
+/// into `Y` at `direct` (row stride `ldy`).
 ///
 /// # Safety
 /// `S`'s instruction set is available; `vals`/`cols` hold `nnz·R` entries;
-/// every column `c` satisfies `c < inp` with `panel` holding `inp·V·LANES`
-/// floats; `yt` holds `R·V·LANES` floats.
+/// every column `c` satisfies `c < inp` with `panel` holding `inp·VMAX·LANES`
+/// floats; `yt` holds `R·V·LANES` floats; a bias pointer `R` floats; a
+/// `direct` pointer `V·LANES` rows of `R` writable floats at stride `ldy`.
 #[inline(always)]
-unsafe fn block_kernel<S: Simd, const V: usize>(panel: *const f32, vals: *const f32, cols: *const u16, nnz: usize, yt: *mut f32) {
+unsafe fn block_kernel<S: Simd, const V: usize>(
+    panel: *const f32,
+    vals: *const f32,
+    cols: *const u32,
+    nnz: usize,
+    yt: *mut f32,
+    init: Init,
+    direct: *mut f32,
+    ldy: usize,
+) {
     const R: usize = ROW_BLOCK;
     let t = V * S::LANES;
+    // Panel rows are VMAX·LANES floats apart: `scale` × the stored offset.
+    let scale = S::VMAX * S::LANES / 16;
+    let panel = panel.cast::<u8>();
     // SAFETY: the caller guarantees the instruction set and the extents
     // documented above; every offset below stays inside them.
     unsafe {
         let mut acc = [[S::splat(0.0); V]; R];
         for r in 0..R {
             for v in 0..V {
-                acc[r][v] = S::load(yt.add(r * t + v * S::LANES));
+                acc[r][v] = match init {
+                    Init::Bias(b) if b.is_null() => S::splat(0.0),
+                    Init::Bias(b) => S::splat(*b.add(r)),
+                    Init::Tile => S::load(yt.add(r * t + v * S::LANES)),
+                };
             }
         }
         for j in 0..nnz {
             let (vj, cj) = (vals.add(j * R), cols.add(j * R));
             for r in 0..R {
                 let w = S::splat(*vj.add(r));
-                let p = panel.add(*cj.add(r) as usize * t);
+                let p = panel.add(*cj.add(r) as usize * scale).cast::<f32>();
                 for v in 0..V {
                     acc[r][v] = S::fma(w, S::load(p.add(v * S::LANES)), acc[r][v]);
                 }
             }
         }
-        for r in 0..R {
+        if direct.is_null() {
+            for r in 0..R {
+                for v in 0..V {
+                    S::store(yt.add(r * t + v * S::LANES), acc[r][v]);
+                }
+            }
+        } else {
             for v in 0..V {
-                S::store(yt.add(r * t + v * S::LANES), acc[r][v]);
+                S::store_t4([acc[0][v], acc[1][v], acc[2][v], acc[3][v]], direct.add(v * S::LANES * ldy), ldy);
             }
         }
     }
@@ -184,55 +286,46 @@ unsafe fn block_kernel<S: Simd, const V: usize>(panel: *const f32, vals: *const 
 #[inline(always)]
 unsafe fn item_v<S: Simd, const V: usize>(it: &Item) {
     let t = V * S::LANES;
-    let nb = it.b1 - it.b0;
-    // SAFETY: `spmm_with` sized `panel` ≥ inp·T and `yt` ≥ nb·R·T floats,
+    let stride = S::VMAX * S::LANES;
+    // SAFETY: `spmm_with` sized `panel` ≥ inp·VMAX·LANES and `yt` ≥ nb·R·T floats,
     // checked `x` has rows·inp and `y` rows·out floats, `r0+rt ≤ rows`,
     // `b1 ≤ row_blocks`, every column < inp; this item alone writes rows
     // `r0..r0+rt` × columns `b0·R..min(b1·R, out)` of `y`.
     unsafe {
-        // Panel Xᵀ[k, i] = X[r0 + i, k], zero for the padding lanes.
-        for kb in (0..it.inp).step_by(16) {
-            let ke = (kb + 16).min(it.inp);
-            for i in 0..t {
-                if i < it.rt {
-                    let xr = it.x.add((it.r0 + i) * it.inp);
-                    for k in kb..ke {
-                        *it.panel.add(k * t + i) = *xr.add(k);
-                    }
-                } else {
-                    for k in kb..ke {
-                        *it.panel.add(k * t + i) = 0.0;
-                    }
-                }
-            }
-        }
-        // Yᵀ tile starts as the bias.
-        for o in 0..nb * ROW_BLOCK {
-            let og = it.b0 * ROW_BLOCK + o;
-            let b = if !it.bias.is_null() && og < it.out { *it.bias.add(og) } else { 0.0 };
-            let row = it.yt.add(o * t);
-            for i in 0..t {
-                *row.add(i) = b;
-            }
-        }
+        S::build_panel(it.x.add(it.r0 * it.inp), it.inp, it.rt, t, it.inp, it.panel, stride);
+        // A block goes straight to Y at its last chunk when it is whole
+        // (all R rows exist, all t tokens are real); others via the tile.
+        let whole = |b: usize| it.rt == t && (b + 1) * ROW_BLOCK <= it.out;
         let mut c0 = 0;
-        while c0 < it.e {
+        loop {
             let c1 = (c0 + it.chunk_e).min(it.e);
             for b in it.b0..it.b1 {
                 let base = (b * it.e + c0) * ROW_BLOCK;
-                block_kernel::<S, V>(it.panel, it.vals.add(base), it.cols.add(base), c1 - c0, it.yt.add((b - it.b0) * ROW_BLOCK * t));
+                let init = if c0 == 0 {
+                    Init::Bias(if it.bias.is_null() || !whole(b) { std::ptr::null() } else { it.bias.add(b * ROW_BLOCK) })
+                } else {
+                    Init::Tile
+                };
+                let direct =
+                    if c1 == it.e && whole(b) { it.y.add(it.r0 * it.out + b * ROW_BLOCK) } else { std::ptr::null_mut() };
+                let yt = it.yt.add((b - it.b0) * ROW_BLOCK * t);
+                block_kernel::<S, V>(it.panel, it.vals.add(base), it.cols.add(base), c1 - c0, yt, init, direct, it.out);
+            }
+            if c1 == it.e {
+                break;
             }
             c0 = c1;
         }
-        // Write back Y[r0 + i, o] = Yᵀ[o, i].
-        let o_end = (it.b1 * ROW_BLOCK).min(it.out);
-        let o_beg = it.b0 * ROW_BLOCK;
-        for ob in (o_beg..o_end).step_by(16) {
-            let oe = (ob + 16).min(o_end);
-            for i in 0..it.rt {
-                let yr = it.y.add((it.r0 + i) * it.out);
-                for o in ob..oe {
-                    *yr.add(o) = *it.yt.add((o - o_beg) * t + i);
+        // Blocks that were not whole: Y[r0 + i, o] = Yᵀ[o, i] + bias[o].
+        for b in it.b0..it.b1 {
+            if whole(b) {
+                continue;
+            }
+            for o in b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(it.out) {
+                let bo = if it.bias.is_null() { 0.0 } else { *it.bias.add(o) };
+                let src = it.yt.add((o - it.b0 * ROW_BLOCK) * t);
+                for i in 0..it.rt {
+                    *it.y.add((it.r0 + i) * it.out + o) = *src.add(i) + bo;
                 }
             }
         }
@@ -242,7 +335,7 @@ unsafe fn item_v<S: Simd, const V: usize>(it: &Item) {
 /// Runs one work item with the tile width it asks for (`it.v` registers).
 ///
 /// # Safety
-/// As [`item_v`]; `1 ≤ it.v ≤ S::VMAX ≤ 6`.
+/// As [`item_v`]; `1 ≤ it.v ≤ S::VMAX ≤ 4`.
 #[inline(always)]
 pub(crate) unsafe fn item_generic<S: Simd>(it: &Item) {
     // SAFETY: forwarded from the caller.
@@ -251,9 +344,7 @@ pub(crate) unsafe fn item_generic<S: Simd>(it: &Item) {
             1 => item_v::<S, 1>(it),
             2 => item_v::<S, 2>(it),
             3 => item_v::<S, 3>(it),
-            4 => item_v::<S, 4>(it),
-            5 => item_v::<S, 5>(it),
-            _ => item_v::<S, 6>(it),
+            _ => item_v::<S, 4>(it),
         }
     }
 }
@@ -299,7 +390,7 @@ fn lanes_vmax(isa: Isa) -> (usize, usize) {
 fn run_item(isa: Isa, it: &Item) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `spmm_with` checked that the CPU has AVX-512F and the item's invariants.
+        // SAFETY: `spmm_with` checked that the CPU has AVX-512F, AVX2 and FMA and the item's invariants.
         Isa::Avx512 => unsafe { super::simd_avx512::item(it) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `spmm_with` checked that the CPU has AVX2 and FMA and the item's invariants.
@@ -349,7 +440,7 @@ pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[
     let (n, m) = w.pattern();
     let chunk_e = match chunk_bytes() {
         0 => e,
-        cb => ((cb / (tmax * 4)).max(m) / m * n).max(1),
+        cb => ((cb / (tmax * 4)).max(m) / m * n).max(16),
     };
     // Token tiles of tmax rows; the last one narrower (fewer registers).
     let tiles = rows.div_ceil(tmax);
@@ -390,7 +481,7 @@ pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[
             return;
         }
         let tw = v * lanes;
-        with_scratch(inp * tw, (b1 - b0) * ROW_BLOCK * tw, |panel, yt| {
+        with_scratch(inp * tmax, (b1 - b0) * ROW_BLOCK * tw, |panel, yt| {
             let it = Item { r0, rt, v, b0, b1, y: y_ptr.get(), panel, yt, ..*template };
             run_item(isa, &it);
         });
