@@ -6,7 +6,8 @@
 //! `cargo run --release -p sparsedm-tensor --example nm_spmm_table [reps] [filter]`
 //! (filter: a substring of the shape name, e.g. `uvit-b8`). Threads: rayon's
 //! default (`RAYON_NUM_THREADS`). `SPARSEDM_NM_ISA=avx2|portable` measures a
-//! slower path; `NM_TABLE_PATTERNS=2:4,4:8` other patterns. Columns: medians of wall time, their ratio, useful GFLOP/s
+//! slower path; `NM_TABLE_PATTERNS=2:4,4:8` other patterns,
+//! `NM_TABLE_SHAPE=rows,in,out` one more shape. Columns: medians of wall time, their ratio, useful GFLOP/s
 //! of the N:M kernel, the ratio of the fastest runs, and the ratio of median
 //! CPU time of all threads (the steadiest on a shared machine with
 //! `RAYON_NUM_THREADS=1`; with more threads it includes rayon's spinning).
@@ -68,6 +69,13 @@ fn main() {
         }
         for (name, inp, out) in [("qkv", 128, 384), ("proj", 128, 128), ("fc1", 128, 512), ("fc2", 512, 128)] {
             v.push((format!("demo-b64-{name}"), 64 * 65, inp, out));
+        }
+        // NM_TABLE_SHAPE=rows,in,out: one extra shape.
+        if let Ok(spec) = std::env::var("NM_TABLE_SHAPE") {
+            let d: Vec<usize> = spec.split(',').filter_map(|x| x.parse().ok()).collect();
+            if let [rows, inp, out] = d[..] {
+                v.push((format!("custom-{rows}x{inp}x{out}"), rows, inp, out));
+            }
         }
         v
     };

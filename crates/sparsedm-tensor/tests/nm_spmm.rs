@@ -3,7 +3,7 @@
 //! AVX2+FMA) plus the portable one, patterns from 1:2 to 31:32, shapes that
 //! are not multiples of the SIMD width, with and without bias.
 
-use sparsedm_tensor::nm_cpu::{Isa, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, spmm_with};
+use sparsedm_tensor::nm_cpu::{Isa, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, spmm_with, spmm_with_slab};
 use sparsedm_tensor::{Device, Tensor};
 
 /// Tolerance relative to the magnitude of the sum (`Σ|x·w| + |b|`): the
@@ -130,11 +130,11 @@ fn spmm_matches_masked_dense_for_every_pattern_shape_and_isa() {
 #[test]
 fn spmm_matches_at_model_like_shapes_with_chunks_and_split_outputs() {
     // Enough columns for several L1 chunks, 257 tokens (one U-ViT-S/2 image:
-    // a 1-row last tile) and few tiles, so that output rows are split
-    // between threads.
+    // a 1-row last tile), few tiles (output rows split between threads),
+    // and many tiles per slab of output rows.
     let mut rng = Rng(7);
     for &(n, m) in &[(2, 4), (1, 4), (1, 8), (3, 16)] {
-        for &(rows, inp, out) in &[(257, 512, 96), (65, 1024, 40), (2, 2048, 12)] {
+        for &(rows, inp, out) in &[(257, 512, 96), (65, 1024, 40), (2, 2048, 12), (700, 300, 30)] {
             let w = nm_weight(&mut rng, out, inp, n, m);
             let nm = NmWeight::compress(&w, out, inp, n, m).unwrap();
             let x = rng.vec(rows * inp);
@@ -144,6 +144,10 @@ fn spmm_matches_at_model_like_shapes_with_chunks_and_split_outputs() {
                 let mut y = vec![f32::NAN; rows * out];
                 spmm_with(isa, &x, rows, &nm, Some(&b), &mut y).unwrap();
                 assert_close(&format!("{n}:{m} {rows}x{inp}->{out} {isa:?}"), &y, &want, &scale);
+                // One row block per L2 slab: many (slab, token tile) items.
+                let mut y = vec![f32::NAN; rows * out];
+                spmm_with_slab(isa, 1, &x, rows, &nm, Some(&b), &mut y).unwrap();
+                assert_close(&format!("{n}:{m} {rows}x{inp}->{out} {isa:?} small slabs"), &y, &want, &scale);
             }
         }
     }

@@ -44,6 +44,9 @@ pub const MAX_M: usize = 32;
 /// - Entries of a row are in ascending column order. Layout: block `b` of
 ///   rows `b·R .. b·R+R` (`R` = [`ROW_BLOCK`]), entry `j`, row `r` lives at
 ///   `(b·E + j)·R + r` in both `values` and `cols` (`E` entries per row).
+///   This row layout is the canonical form (expand, checkpoints); the SpMM
+///   kernel reads a layout derived from it at construction, which groups
+///   each row block's columns by the set of its rows that use them.
 /// - Columns are stored as absolute byte offsets `c · 64` (`u32`, so
 ///   `in ≤ 2²⁶`): the offset of panel row `c` when a panel row is 16 floats,
 ///   and a power-of-two multiple of it for wider panels, which x86 address
@@ -58,6 +61,39 @@ pub struct NmWeight {
     m: usize,
     values: Vec<f32>,
     cols: Vec<u32>,
+    pat: PatternLayout,
+}
+
+/// Columns per chunk of the kernel layout: the kernel sweeps all row blocks
+/// of a slab over one chunk of panel rows (256 × 64 tokens × 4 B = 64 KiB
+/// on AVX-512, mostly L1-resident since a block touches only its rows'
+/// columns) before moving to the next; between chunks the accumulators go
+/// through a small `Yᵀ` tile. 128 to 512 measured alike on a shared Xeon;
+/// smaller chunks pay more for that round trip and the pattern runs.
+pub(crate) const CHUNK_COLS: usize = 256;
+
+// The kernel layout enumerates the 15 non-empty patterns of 4 rows.
+const _: () = assert!(ROW_BLOCK == 4);
+
+/// The kernel layout, derived from the row layout: within each (row block,
+/// column chunk), the columns that some of the block's 4 rows use, grouped
+/// by their row pattern (bit `r` set when row `r` has a non-zero there).
+/// One loaded panel row then feeds every row of the block that needs it
+/// (about 2 of 4 at 2:4), instead of one load per multiply-add.
+///
+/// Per (block `b`, chunk `c`), at `k = b·chunks + c`: `counts[15k + p - 1]`
+/// columns with pattern `p` (1..=15, in increasing `p`), whose offsets
+/// start at `starts[k].0` in `cols` and whose values (the pattern's rows in
+/// order, per column) start at `starts[k].1` in `vals`. Zero weights (the
+/// padding of groups with fewer than `n` non-zeros, and padding rows) are
+/// left out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct PatternLayout {
+    pub chunks: usize,
+    pub counts: Vec<u16>,
+    pub starts: Vec<(u32, u32)>,
+    pub cols: Vec<u32>,
+    pub vals: Vec<f32>,
 }
 
 fn check_pattern(op: &'static str, out: usize, inp: usize, n: usize, m: usize) -> Result<()> {
@@ -145,7 +181,7 @@ impl NmWeight {
                 cols[at(groups * n + t)] = enc(c);
             }
         }
-        Ok(NmWeight { out, inp, n, m, values, cols })
+        Ok(NmWeight { out, inp, n, m, values, cols, pat: PatternLayout::default() }.with_patterns())
     }
 
     /// Rebuilds a compressed weight from the per-row kept values and in-group
@@ -169,7 +205,15 @@ impl NmWeight {
             return Err(Error::ElementCount { op, shape: vec![out, groups * n], len: positions.len() });
         }
         let blocks = out.div_ceil(ROW_BLOCK);
-        let mut c = NmWeight { out, inp, n, m, values: vec![0f32; blocks * e * ROW_BLOCK], cols: vec![0u32; blocks * e * ROW_BLOCK] };
+        let mut c = NmWeight {
+            out,
+            inp,
+            n,
+            m,
+            values: vec![0f32; blocks * e * ROW_BLOCK],
+            cols: vec![0u32; blocks * e * ROW_BLOCK],
+            pat: PatternLayout::default(),
+        };
         for o in 0..blocks * ROW_BLOCK {
             for g in 0..groups {
                 let pos: Vec<u8> =
@@ -193,7 +237,7 @@ impl NmWeight {
                 c.values[at] = if o < out { values[o * e + groups * n + t] } else { 0.0 };
             }
         }
-        Ok(c)
+        Ok(c.with_patterns())
     }
 
     /// Output features (rows of `W`).
@@ -217,13 +261,58 @@ impl NmWeight {
     pub fn row_blocks(&self) -> usize {
         self.out.div_ceil(ROW_BLOCK)
     }
-    /// The blocked values (layout in the type's docs).
-    pub(crate) fn blocked_values(&self) -> &[f32] {
-        &self.values
+    /// The kernel layout (see [`PatternLayout`]).
+    pub(crate) fn patterns(&self) -> &PatternLayout {
+        &self.pat
     }
-    /// The blocked column offsets `c · 64` (layout in the type's docs).
-    pub(crate) fn blocked_cols(&self) -> &[u32] {
-        &self.cols
+
+    /// Derives the kernel layout from the row layout.
+    fn with_patterns(mut self) -> Self {
+        let (e, blocks) = (self.entries_per_row(), self.row_blocks());
+        let chunks = self.inp.div_ceil(CHUNK_COLS);
+        let mut pat = PatternLayout {
+            chunks,
+            counts: vec![0; blocks * chunks * 15],
+            starts: Vec::with_capacity(blocks * chunks),
+            ..Default::default()
+        };
+        // Per block: the 4 rows' weights and a row mask per column.
+        let mut wt = vec![0f32; self.inp * ROW_BLOCK];
+        let mut mask = vec![0u8; self.inp];
+        let mut by_pat: Vec<Vec<usize>> = vec![Vec::new(); 16];
+        for b in 0..blocks {
+            wt.fill(0.0);
+            mask.fill(0);
+            for j in 0..e {
+                for r in 0..ROW_BLOCK {
+                    let at = (b * e + j) * ROW_BLOCK + r;
+                    let (v, c) = (self.values[at], self.cols[at] as usize / COL_UNIT);
+                    if v != 0.0 && b * ROW_BLOCK + r < self.out {
+                        wt[c * ROW_BLOCK + r] = v;
+                        mask[c] |= 1 << r;
+                    }
+                }
+            }
+            for ch in 0..chunks {
+                let k = b * chunks + ch;
+                pat.starts.push((pat.cols.len() as u32, pat.vals.len() as u32));
+                by_pat.iter_mut().for_each(Vec::clear);
+                for c in ch * CHUNK_COLS..((ch + 1) * CHUNK_COLS).min(self.inp) {
+                    by_pat[mask[c] as usize].push(c);
+                }
+                for p in 1..16 {
+                    pat.counts[k * 15 + p - 1] = by_pat[p].len() as u16;
+                    for &c in &by_pat[p] {
+                        pat.cols.push(enc(c));
+                        for r in (0..ROW_BLOCK).filter(|r| p & (1 << r) != 0) {
+                            pat.vals.push(wt[c * ROW_BLOCK + r]);
+                        }
+                    }
+                }
+            }
+        }
+        self.pat = pat;
+        self
     }
 
     fn entry(&self, o: usize, j: usize) -> usize {

@@ -36,4 +36,4 @@ mod spmm;
 
 pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, shape_key};
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
-pub use spmm::{Isa, spmm, spmm_with};
+pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};

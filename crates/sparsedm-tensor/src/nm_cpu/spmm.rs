@@ -5,15 +5,20 @@
 //! so vectorising over output features would need a gather per multiply.
 //! Instead a tile of `T` rows of `X` (tokens) is transposed once into a panel
 //! `Xᵀ[in, T]`, and every kept entry `(w, c)` of an output row does
-//! `Yᵀ[o, :] += w · Xᵀ[c, :]`: one broadcast, `T / lanes` contiguous loads
-//! and fused multiply-adds, no gather. [`ROW_BLOCK`] output rows advance in
-//! lockstep (every row has the same number of entries), each with `T / lanes`
-//! accumulator registers, so 4 × 4 zmm registers on AVX-512 hide the FMA
-//! latency. The columns are visited in chunks so that the part of the panel
-//! in use stays in L1 while the accumulators go back to a small `Yᵀ` tile
-//! between chunks. Work items are (token tile × range of row blocks),
-//! spread over rayon's threads; each builds its own panel in thread-local,
-//! 64-byte aligned scratch and writes its own rectangle of `Y`.
+//! `Yᵀ[o, :] += w · Xᵀ[c, :]`: one broadcast and `T / lanes` contiguous
+//! fused multiply-adds, no gather. [`ROW_BLOCK`] = 4 output rows are
+//! accumulated together (4 × 4 zmm registers on AVX-512, 64 tokens), and
+//! their entries are stored grouped by row pattern (which of the 4 rows use
+//! a column), so that one loaded panel row feeds every row that needs it:
+//! about 2 of 4 at 2:4, which halves the loads per multiply-add compared
+//! with one load per entry (the loads, not the FMAs, bound this kernel).
+//!
+//! Loop order: work items are (slab of row blocks whose weights fit L2,
+//! group of token tiles), spread over rayon's threads. Per token tile an
+//! item builds its panel in thread-local, 64-byte aligned scratch, then per
+//! column chunk sweeps its row blocks (the chunk's panel rows stay in L1,
+//! the accumulators go through a small `Yᵀ` tile between chunks), and the
+//! last chunk's registers are stored transposed straight into `Y`.
 
 use super::format::{NmWeight, ROW_BLOCK};
 use crate::{Error, Result};
@@ -160,12 +165,12 @@ impl Isa {
     }
 }
 
-/// Bytes of the panel kept hot per column chunk (at least 16 entries per
-/// row; the L1 of current x86 cores holds 32 to 48 KiB).
-fn chunk_bytes() -> usize {
-    static KC: OnceLock<usize> = OnceLock::new();
-    // SPARSEDM_NM_CHUNK_BYTES: a benchmarking knob (0 = no chunking).
-    *KC.get_or_init(|| std::env::var("SPARSEDM_NM_CHUNK_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(32 * 1024))
+/// Bytes of weights per slab of output rows (kept in L2 across token
+/// tiles; x86 cores have 1 to 2 MiB of L2).
+fn slab_bytes() -> usize {
+    static SB: OnceLock<usize> = OnceLock::new();
+    // SPARSEDM_NM_SLAB_BYTES: a benchmarking knob.
+    *SB.get_or_init(|| std::env::var("SPARSEDM_NM_SLAB_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(512 * 1024))
 }
 
 /// Everything one work item needs; raw pointers because items write
@@ -183,12 +188,13 @@ pub(crate) struct Item {
     /// Row blocks `b0 .. b1` of `W`.
     pub b0: usize,
     pub b1: usize,
-    /// Blocked values / columns of `W`, `e` entries per row.
-    pub vals: *const f32,
+    /// The kernel layout of `W` (`format::PatternLayout`): column chunks, pattern
+    /// counts, per (block, chunk) starts, column offsets and values.
+    pub chunks: usize,
+    pub counts: *const u16,
+    pub starts: *const (u32, u32),
     pub cols: *const u32,
-    pub e: usize,
-    /// Entries per row per column chunk.
-    pub chunk_e: usize,
+    pub vals: *const f32,
     /// Bias `[out]` or null.
     pub bias: *const f32,
     /// `Y`, row-major `[rows, out]`.
@@ -215,22 +221,62 @@ enum Init {
     Tile,
 }
 
-/// Accumulates the entries `0..nnz` of one row block: accumulators from
-/// `init`, then either back into its `Yᵀ` tile `yt` (`direct` null) or, at
-/// the last chunk of a full block and full token tile, transposed straight
-/// into `Y` at `direct` (row stride `ldy`).
+/// One run of `cnt` columns that all have row pattern `P` (bit `r`: row
+/// `r` of the block uses the column): per column, `V` panel loads shared by
+/// the pattern's rows, one broadcast weight and `V` FMAs per row.
 ///
 /// # Safety
-/// `S`'s instruction set is available; `vals`/`cols` hold `nnz·R` entries;
-/// every column `c` satisfies `c < inp` with `panel` holding `inp·VMAX·LANES`
-/// floats; `yt` holds `R·V·LANES` floats; a bias pointer `R` floats; a
-/// `direct` pointer `V·LANES` rows of `R` writable floats at stride `ldy`.
+/// `S`'s instruction set is available; `cols` holds `cnt` offsets of
+/// columns `< inp`, `vals` `cnt·popcount(P)` weights; `panel` holds
+/// `inp·VMAX·LANES` floats.
+#[inline(always)]
+unsafe fn run_pattern<S: Simd, const V: usize, const P: usize>(
+    acc: &mut [[S::V; V]; ROW_BLOCK],
+    panel: *const u8,
+    cols: *const u32,
+    vals: *const f32,
+    cnt: usize,
+) {
+    let pop = P.count_ones() as usize;
+    let scale = S::VMAX * S::LANES / 16;
+    // SAFETY: the caller guarantees the instruction set and the extents.
+    unsafe {
+        for i in 0..cnt {
+            let p = panel.add(*cols.add(i) as usize * scale).cast::<f32>();
+            let x: [S::V; V] = std::array::from_fn(|v| S::load(p.add(v * S::LANES)));
+            let w = vals.add(i * pop);
+            let mut k = 0;
+            for r in 0..ROW_BLOCK {
+                if P & (1 << r) != 0 {
+                    let wr = S::splat(*w.add(k));
+                    k += 1;
+                    for v in 0..V {
+                        acc[r][v] = S::fma(wr, x[v], acc[r][v]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates one (row block, column chunk) of the kernel layout:
+/// accumulators from `init`, the 15 pattern runs, then either back into
+/// the block's `Yᵀ` tile `yt` (`direct` null) or, at the last chunk of a
+/// full block and full token tile, transposed straight into `Y` at `direct`
+/// (row stride `ldy`).
+///
+/// # Safety
+/// `S`'s instruction set is available; `counts` holds the 15 run lengths
+/// and `cols`/`vals` the runs' entries (columns `< inp`); `panel` holds
+/// `inp·VMAX·LANES` floats; `yt` holds `R·V·LANES` floats; a bias pointer
+/// `R` floats; a `direct` pointer `V·LANES` rows of `R` writable floats at
+/// stride `ldy`.
 #[inline(always)]
 unsafe fn block_kernel<S: Simd, const V: usize>(
     panel: *const f32,
-    vals: *const f32,
+    counts: *const u16,
     cols: *const u32,
-    nnz: usize,
+    vals: *const f32,
     yt: *mut f32,
     init: Init,
     direct: *mut f32,
@@ -238,8 +284,6 @@ unsafe fn block_kernel<S: Simd, const V: usize>(
 ) {
     const R: usize = ROW_BLOCK;
     let t = V * S::LANES;
-    // Panel rows are VMAX·LANES floats apart: `scale` × the stored offset.
-    let scale = S::VMAX * S::LANES / 16;
     let panel = panel.cast::<u8>();
     // SAFETY: the caller guarantees the instruction set and the extents
     // documented above; every offset below stays inside them.
@@ -254,16 +298,19 @@ unsafe fn block_kernel<S: Simd, const V: usize>(
                 };
             }
         }
-        for j in 0..nnz {
-            let (vj, cj) = (vals.add(j * R), cols.add(j * R));
-            for r in 0..R {
-                let w = S::splat(*vj.add(r));
-                let p = panel.add(*cj.add(r) as usize * scale).cast::<f32>();
-                for v in 0..V {
-                    acc[r][v] = S::fma(w, S::load(p.add(v * S::LANES)), acc[r][v]);
+        let (mut ci, mut vi) = (0usize, 0usize);
+        macro_rules! runs {
+            ($($p:literal)*) => {$(
+                let cnt = *counts.add($p - 1) as usize;
+                if cnt > 0 {
+                    run_pattern::<S, V, $p>(&mut acc, panel, cols.add(ci), vals.add(vi), cnt);
+                    ci += cnt;
+                    vi += cnt * ($p as usize).count_ones() as usize;
                 }
-            }
+            )*};
         }
+        runs!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        let _ = (ci, vi);
         if direct.is_null() {
             for r in 0..R {
                 for v in 0..V {
@@ -296,25 +343,29 @@ unsafe fn item_v<S: Simd, const V: usize>(it: &Item) {
         // A block goes straight to Y at its last chunk when it is whole
         // (all R rows exist, all t tokens are real); others via the tile.
         let whole = |b: usize| it.rt == t && (b + 1) * ROW_BLOCK <= it.out;
-        let mut c0 = 0;
-        loop {
-            let c1 = (c0 + it.chunk_e).min(it.e);
+        for ch in 0..it.chunks {
+            let last = ch + 1 == it.chunks;
             for b in it.b0..it.b1 {
-                let base = (b * it.e + c0) * ROW_BLOCK;
-                let init = if c0 == 0 {
+                let k = b * it.chunks + ch;
+                let (cs, vs) = *it.starts.add(k);
+                let init = if ch == 0 {
                     Init::Bias(if it.bias.is_null() || !whole(b) { std::ptr::null() } else { it.bias.add(b * ROW_BLOCK) })
                 } else {
                     Init::Tile
                 };
-                let direct =
-                    if c1 == it.e && whole(b) { it.y.add(it.r0 * it.out + b * ROW_BLOCK) } else { std::ptr::null_mut() };
+                let direct = if last && whole(b) { it.y.add(it.r0 * it.out + b * ROW_BLOCK) } else { std::ptr::null_mut() };
                 let yt = it.yt.add((b - it.b0) * ROW_BLOCK * t);
-                block_kernel::<S, V>(it.panel, it.vals.add(base), it.cols.add(base), c1 - c0, yt, init, direct, it.out);
+                block_kernel::<S, V>(
+                    it.panel,
+                    it.counts.add(k * 15),
+                    it.cols.add(cs as usize),
+                    it.vals.add(vs as usize),
+                    yt,
+                    init,
+                    direct,
+                    it.out,
+                );
             }
-            if c1 == it.e {
-                break;
-            }
-            c0 = c1;
         }
         // Blocks that were not whole: Y[r0 + i, o] = Yᵀ[o, i] + bias[o].
         for b in it.b0..it.b1 {
@@ -415,6 +466,25 @@ pub fn spmm(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut 
 /// # Errors
 /// As [`spmm`], and an instruction set this CPU does not have.
 pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+    spmm_with_slab(isa, slab_bytes(), x, rows, w, bias, y)
+}
+
+/// [`spmm_with`] with the bytes of weights per L2 slab given (the default
+/// is 512 KiB, or `SPARSEDM_NM_SLAB_BYTES`): tests use tiny slabs to cover
+/// many (slab, token tile) items on small weights; benchmarks tune it.
+///
+/// # Errors
+/// As [`spmm_with`].
+#[doc(hidden)]
+pub fn spmm_with_slab(
+    isa: Isa,
+    slab_bytes: usize,
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
     let op = "nm_spmm";
     let (out, inp) = (w.out_features(), w.in_features());
     if !isa.is_available() {
@@ -437,19 +507,26 @@ pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[
     let (lanes, vmax) = lanes_vmax(isa);
     let tmax = lanes * vmax;
     let e = w.entries_per_row();
-    let (n, m) = w.pattern();
-    let chunk_e = match chunk_bytes() {
-        0 => e,
-        cb => ((cb / (tmax * 4)).max(m) / m * n).max(16),
-    };
+    let pat = w.patterns();
     // Token tiles of tmax rows; the last one narrower (fewer registers).
     let tiles = rows.div_ceil(tmax);
     let nblocks = w.row_blocks();
-    // Split the output rows too when there are few tiles for the threads.
+    // Output rows in slabs whose weights stay in L2 while a run of token
+    // tiles streams past them (re-reading all weights from L3 for every
+    // tile of 64 tokens costs more than the multiply-adds at 2:4).
     let threads = rayon::current_num_threads().max(1);
-    let splits = if tiles >= 2 * threads { 1 } else { (2 * threads).div_ceil(tiles).min(nblocks.div_ceil(4)).max(1) };
-    let per_split = nblocks.div_ceil(splits);
-    let items: Vec<(usize, usize)> = (0..tiles).flat_map(|t| (0..splits).map(move |s| (t, s))).collect();
+    let block_bytes = (pat.cols.len() + pat.vals.len()) * 4 / nblocks.max(1);
+    let mut slab = (slab_bytes / block_bytes.max(1)).clamp(1, nblocks);
+    // Few tiles (one image): cut the slabs finer so every thread has work.
+    let min_slabs = (2 * threads).div_ceil(tiles);
+    if nblocks.div_ceil(slab) < min_slabs {
+        slab = nblocks.div_ceil(min_slabs).max(1);
+    }
+    let slabs = nblocks.div_ceil(slab);
+    // Token tiles in groups, enough (slab, group) items for the threads.
+    let groups = (2 * threads).div_ceil(slabs).clamp(1, tiles);
+    let per_group = tiles.div_ceil(groups);
+    let items: Vec<(usize, usize)> = (0..groups).flat_map(|g| (0..slabs).map(move |s| (s, g))).collect();
     let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr());
     let y_ptr = SendPtr(y.as_mut_ptr());
     let template = Item {
@@ -460,10 +537,11 @@ pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[
         v: 0,
         b0: 0,
         b1: 0,
-        vals: w.blocked_values().as_ptr(),
-        cols: w.blocked_cols().as_ptr(),
-        e,
-        chunk_e,
+        chunks: pat.chunks,
+        counts: pat.counts.as_ptr(),
+        starts: pat.starts.as_ptr(),
+        cols: pat.cols.as_ptr(),
+        vals: pat.vals.as_ptr(),
         bias: bias_ptr,
         y: std::ptr::null_mut(),
         out,
@@ -471,19 +549,20 @@ pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[
         yt: std::ptr::null_mut(),
     };
     let template = &template;
-    let work = |&(t, s): &(usize, usize)| {
-        let r0 = t * tmax;
-        let rt = (rows - r0).min(tmax);
-        let v = rt.div_ceil(lanes);
-        let b0 = (s * per_split).min(nblocks);
-        let b1 = ((s + 1) * per_split).min(nblocks);
+    let work = |&(s, g): &(usize, usize)| {
+        let b0 = (s * slab).min(nblocks);
+        let b1 = ((s + 1) * slab).min(nblocks);
         if b0 == b1 {
             return;
         }
-        let tw = v * lanes;
-        with_scratch(inp * tmax, (b1 - b0) * ROW_BLOCK * tw, |panel, yt| {
-            let it = Item { r0, rt, v, b0, b1, y: y_ptr.get(), panel, yt, ..*template };
-            run_item(isa, &it);
+        with_scratch(inp * tmax, (b1 - b0) * ROW_BLOCK * tmax, |panel, yt| {
+            for t in g * per_group..((g + 1) * per_group).min(tiles) {
+                let r0 = t * tmax;
+                let rt = (rows - r0).min(tmax);
+                let v = rt.div_ceil(lanes);
+                let it = Item { r0, rt, v, b0, b1, y: y_ptr.get(), panel, yt, ..*template };
+                run_item(isa, &it);
+            }
         });
     };
     if items.len() == 1 || rows * out * e < (1 << 18) {
