@@ -280,3 +280,160 @@ fn spmm_checks_lengths_and_unavailable_isas() {
         assert_eq!(spmm_with(isa, &[1.0; 8], 2, &c, None, &mut y).is_ok(), ok, "{isa:?}");
     }
 }
+
+mod checkpoint {
+    use super::{Rng, nm_weight};
+    use sparsedm_tensor::nm_cpu::{NmValueDtype, is_nm_checkpoint, load_nm_checkpoint_bytes, nm_checkpoint_bytes};
+    use sparsedm_tensor::{Device, Tensor};
+    use std::collections::HashMap;
+
+    fn t(v: Vec<f32>, shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A conv weight `[o, c, kh, kw]` that is n:m along `c` at every kernel position.
+    fn nm_conv(rng: &mut Rng, o: usize, c: usize, kh: usize, kw: usize, n: usize, m: usize) -> Vec<f32> {
+        // n:m rows in (o, kh, kw, c) order, permuted to (o, c, kh, kw).
+        let ohwc = nm_weight(rng, o * kh * kw, c, n, m);
+        let mut w = vec![0f32; ohwc.len()];
+        for oi in 0..o {
+            for ci in 0..c {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        w[((oi * c + ci) * kh + y) * kw + x] = ohwc[((oi * kh + y) * kw + x) * c + ci];
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn checkpoint_round_trips_linear_conv_and_dense_tensors() {
+        let mut rng = Rng(21);
+        let lin = nm_weight(&mut rng, 6, 10, 2, 4); // in % m = 2: dense tail
+        let conv = nm_conv(&mut rng, 4, 8, 3, 3, 2, 8);
+        let lin3 = nm_weight(&mut rng, 5, 96, 3, 32); // 5-bit positions
+        let bias = rng.vec(6);
+        let tensors = vec![
+            ("b.lin.weight".to_string(), t(lin.clone(), &[6, 10])),
+            ("b.lin.bias".to_string(), t(bias.clone(), &[6])),
+            ("conv.weight".to_string(), t(conv.clone(), &[4, 8, 3, 3])),
+            ("odd.weight".to_string(), t(lin3.clone(), &[5, 96])),
+        ];
+        let patterns =
+            HashMap::from([("b.lin.weight".to_string(), (2, 4)), ("conv.weight".to_string(), (2, 8)), ("odd.weight".to_string(), (3, 32))]);
+        let bytes = nm_checkpoint_bytes(&tensors, &patterns, NmValueDtype::F32).unwrap();
+        assert!(is_nm_checkpoint(&bytes));
+        let loaded = load_nm_checkpoint_bytes(&bytes).unwrap();
+        let names: Vec<&str> = loaded.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["b.lin.bias", "b.lin.weight", "conv.weight", "odd.weight"]);
+        type Want<'a> = (&'a Vec<f32>, &'a [usize], Option<(usize, usize)>);
+        let want: HashMap<&str, Want> = HashMap::from([
+            ("b.lin.bias", (&bias, &[6][..], None)),
+            ("b.lin.weight", (&lin, &[6, 10][..], Some((2, 4)))),
+            ("conv.weight", (&conv, &[4, 8, 3, 3][..], Some((2, 8)))),
+            ("odd.weight", (&lin3, &[5, 96][..], Some((3, 32)))),
+        ]);
+        for l in &loaded {
+            let (v, shape, pat) = want[l.name.as_str()];
+            assert_eq!(l.tensor.shape(), shape, "{}", l.name);
+            assert_eq!(&l.tensor.to_vec_f32().unwrap(), v, "{}", l.name);
+            assert_eq!(l.pattern, pat, "{}", l.name);
+        }
+        // f16 values: the same as rounding the dense weights to f16.
+        let bytes16 = nm_checkpoint_bytes(&tensors, &patterns, NmValueDtype::F16).unwrap();
+        for l in load_nm_checkpoint_bytes(&bytes16).unwrap() {
+            let (v, _, _) = want[l.name.as_str()];
+            let r: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            assert_eq!(l.tensor.to_vec_f32().unwrap(), r, "{} (f16)", l.name);
+        }
+    }
+
+    #[test]
+    fn checkpoint_refuses_bad_input() {
+        let w = t(vec![1.0, 1.0, 1.0, 0.0], &[1, 4]);
+        let tensors = vec![("w".to_string(), w)];
+        let err = nm_checkpoint_bytes(&tensors, &HashMap::from([("w".to_string(), (2, 4))]), NmValueDtype::F32).unwrap_err().to_string();
+        assert!(err.contains("w:") && err.contains("row 0, group 0"), "{err}");
+        assert!(nm_checkpoint_bytes(&tensors, &HashMap::from([("x".to_string(), (2, 4))]), NmValueDtype::F32).is_err());
+        let conv = vec![("c".to_string(), t(vec![0.0; 6], &[1, 6, 1, 1]))];
+        assert!(nm_checkpoint_bytes(&conv, &HashMap::from([("c".to_string(), (1, 4))]), NmValueDtype::F32).is_err());
+        // A plain safetensors file is not this format.
+        let plain = sparsedm_tensor::io::safetensors_bytes(&tensors, None).unwrap();
+        assert!(!is_nm_checkpoint(&plain));
+        assert!(load_nm_checkpoint_bytes(&plain).is_err());
+        assert!(load_nm_checkpoint_bytes(b"not safetensors").is_err());
+    }
+
+    /// U-ViT-S/2 (CIFAR-10: width 512, 13 blocks, MLP 2048, 257 tokens) at
+    /// 2:4 on the 52 Linears of the `sparsedm-uvit` policy, f16: the
+    /// compressed file against a dense f16 file of the same tensors.
+    #[test]
+    fn uvit_s2_2of4_f16_checkpoint_is_at_most_0_6_of_dense() {
+        let mut rng = Rng(77);
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        let mut patterns = HashMap::new();
+        let mut add = |name: String, shape: &[usize], nm: bool, rng: &mut Rng| {
+            let len: usize = shape.iter().product();
+            let v = if nm { nm_weight(rng, shape[0], shape[1], 2, 4) } else { rng.vec(len) };
+            if nm {
+                patterns.insert(name.clone(), (2, 4));
+            }
+            tensors.push((name, t(v, shape)));
+        };
+        add("patch_embed.proj.weight".into(), &[512, 3, 2, 2], false, &mut rng);
+        add("patch_embed.proj.bias".into(), &[512], false, &mut rng);
+        add("pos_embed".into(), &[1, 257, 512], false, &mut rng);
+        let blocks: Vec<String> = (0..6)
+            .map(|i| format!("in_blocks.{i}"))
+            .chain(["mid_block".to_string()])
+            .chain((0..6).map(|i| format!("out_blocks.{i}")))
+            .collect();
+        for b in &blocks {
+            for (p, shape, nm) in [
+                ("norm1.weight", &[512][..], false),
+                ("norm1.bias", &[512], false),
+                ("attn.qkv.weight", &[1536, 512], true),
+                ("attn.proj.weight", &[512, 512], true),
+                ("attn.proj.bias", &[512], false),
+                ("norm2.weight", &[512], false),
+                ("norm2.bias", &[512], false),
+                ("mlp.fc1.weight", &[2048, 512], true),
+                ("mlp.fc1.bias", &[2048], false),
+                ("mlp.fc2.weight", &[512, 2048], true),
+                ("mlp.fc2.bias", &[512], false),
+            ] {
+                add(format!("{b}.{p}"), shape, nm, &mut rng);
+            }
+            if b.starts_with("out_blocks") {
+                add(format!("{b}.skip_linear.weight"), &[512, 1024], false, &mut rng);
+                add(format!("{b}.skip_linear.bias"), &[512], false, &mut rng);
+            }
+        }
+        for (p, shape) in [
+            ("norm.weight", &[512][..]),
+            ("norm.bias", &[512]),
+            ("decoder_pred.weight", &[12, 512]),
+            ("decoder_pred.bias", &[12]),
+            ("final_layer.weight", &[3, 3, 3, 3]),
+            ("final_layer.bias", &[3]),
+        ] {
+            add(p.into(), shape, false, &mut rng);
+        }
+        assert_eq!(patterns.len(), 52);
+        let dense = nm_checkpoint_bytes(&tensors, &HashMap::new(), NmValueDtype::F16).unwrap();
+        let sparse = nm_checkpoint_bytes(&tensors, &patterns, NmValueDtype::F16).unwrap();
+        let ratio = sparse.len() as f64 / dense.len() as f64;
+        println!("U-ViT-S/2 2:4 f16: compressed {} bytes, dense {} bytes, ratio {ratio:.4}", sparse.len(), dense.len());
+        assert!(ratio <= 0.6, "compressed/dense = {ratio}");
+        // Loads to the same (f16-rounded) model.
+        let loaded = load_nm_checkpoint_bytes(&sparse).unwrap();
+        assert_eq!(loaded.len(), tensors.len());
+        let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for l in &loaded {
+            let want: Vec<f32> = by_name[l.name.as_str()].to_vec_f32().unwrap().iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            assert_eq!(l.tensor.to_vec_f32().unwrap(), want, "{}", l.name);
+        }
+    }
+}

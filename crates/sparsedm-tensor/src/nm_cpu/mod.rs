@@ -11,6 +11,8 @@
 //! - [`NmLinear`]: what an eval-mode Linear with an N:M weight calls; its
 //!   [`NmLinear::forward`] picks the faster of [`dense_linear`] and [`spmm`]
 //!   once per shape and caches the choice.
+//! - [`nm_checkpoint_bytes`] / [`load_nm_checkpoint_bytes`]: compressed N:M
+//!   checkpoints (kept values + packed positions in safetensors).
 //!
 //! ```
 //! use sparsedm_tensor::nm_cpu::{NmLinear, NmWeight};
@@ -25,6 +27,7 @@
 //! # Ok::<(), sparsedm_tensor::Error>(())
 //! ```
 
+mod checkpoint;
 mod dispatch;
 mod format;
 mod portable;
@@ -34,6 +37,10 @@ mod simd_avx2;
 mod simd_avx512;
 mod spmm;
 
+pub use checkpoint::{
+    NM_CHECKPOINT_KEY, NmLoaded, NmValueDtype, is_nm_checkpoint, load_nm_checkpoint, load_nm_checkpoint_bytes, nm_checkpoint_bytes,
+    save_nm_checkpoint,
+};
 pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, shape_key};
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
 pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};
