@@ -13,12 +13,14 @@
 //! about 2 of 4 at 2:4, which halves the loads per multiply-add compared
 //! with one load per entry (the loads, not the FMAs, bound this kernel).
 //!
-//! Loop order: work items are (slab of row blocks whose weights fit L2,
-//! group of token tiles), spread over rayon's threads. Per token tile an
-//! item builds its panel in thread-local, 64-byte aligned scratch, then per
-//! column chunk sweeps its row blocks (the chunk's panel rows stay in L1,
-//! the accumulators go through a small `Yᵀ` tile between chunks), and the
-//! last chunk's registers are stored transposed straight into `Y`.
+//! Loop order: work items are groups of token tiles (× a part of the
+//! output rows when there are few tiles), spread over rayon's threads. An
+//! item builds its tiles' panels once, in thread-local 64-byte aligned
+//! scratch that stays in L2, then for each slab of row blocks (weights that
+//! fit L2) and each tile sweeps the column chunks and the slab's blocks
+//! (the chunk's panel rows stay in L1, the accumulators go through a small
+//! `Yᵀ` tile between chunks); the last chunk's registers are stored
+//! transposed straight into `Y`.
 
 use super::format::{NmWeight, ROW_BLOCK};
 use crate::{Error, Result};
@@ -173,6 +175,9 @@ fn slab_bytes() -> usize {
     *SB.get_or_init(|| std::env::var("SPARSEDM_NM_SLAB_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(512 * 1024))
 }
 
+/// Bytes of the panels one work item builds and keeps (in L2).
+const PANEL_BUDGET: usize = 1 << 20;
+
 /// Everything one work item needs; raw pointers because items write
 /// disjoint rectangles of one output buffer from several threads.
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +205,9 @@ pub(crate) struct Item {
     /// `Y`, row-major `[rows, out]`.
     pub y: *mut f32,
     pub out: usize,
+    /// Whether to build the panel first (the first row-block slab of this
+    /// tile; later slabs reuse it).
+    pub build: bool,
     /// Scratch: panel `[inp, VMAX·LANES]` and `Yᵀ` tile `[(b1-b0)·R, T]`, 64-byte aligned.
     pub panel: *mut f32,
     pub yt: *mut f32,
@@ -339,7 +347,9 @@ unsafe fn item_v<S: Simd, const V: usize>(it: &Item) {
     // `b1 ≤ row_blocks`, every column < inp; this item alone writes rows
     // `r0..r0+rt` × columns `b0·R..min(b1·R, out)` of `y`.
     unsafe {
-        S::build_panel(it.x.add(it.r0 * it.inp), it.inp, it.rt, t, it.inp, it.panel, stride);
+        if it.build {
+            S::build_panel(it.x.add(it.r0 * it.inp), it.inp, it.rt, t, it.inp, it.panel, stride);
+        }
         // A block goes straight to Y at its last chunk when it is whole
         // (all R rows exist, all t tokens are real); others via the tile.
         let whole = |b: usize| it.rt == t && (b + 1) * ROW_BLOCK <= it.out;
@@ -511,22 +521,24 @@ pub fn spmm_with_slab(
     // Token tiles of tmax rows; the last one narrower (fewer registers).
     let tiles = rows.div_ceil(tmax);
     let nblocks = w.row_blocks();
-    // Output rows in slabs whose weights stay in L2 while a run of token
-    // tiles streams past them (re-reading all weights from L3 for every
-    // tile of 64 tokens costs more than the multiply-adds at 2:4).
+    // Two-level blocking. A work item takes a group of token tiles, builds
+    // their panels once (together about 1 MiB, so they stay in L2), then
+    // sweeps its output rows slab by slab (each slab's weights, 512 KiB,
+    // stay in L2 while the group's tiles pass over them). Transposing X
+    // once per tile, and reading the weights once per group rather than
+    // once per tile, keeps both off the critical path.
     let threads = rayon::current_num_threads().max(1);
     let block_bytes = (pat.cols.len() + pat.vals.len()) * 4 / nblocks.max(1);
-    let mut slab = (slab_bytes / block_bytes.max(1)).clamp(1, nblocks);
-    // Few tiles (one image): cut the slabs finer so every thread has work.
-    let min_slabs = (2 * threads).div_ceil(tiles);
-    if nblocks.div_ceil(slab) < min_slabs {
-        slab = nblocks.div_ceil(min_slabs).max(1);
-    }
-    let slabs = nblocks.div_ceil(slab);
-    // Token tiles in groups, enough (slab, group) items for the threads.
-    let groups = (2 * threads).div_ceil(slabs).clamp(1, tiles);
-    let per_group = tiles.div_ceil(groups);
-    let items: Vec<(usize, usize)> = (0..groups).flat_map(|g| (0..slabs).map(move |s| (s, g))).collect();
+    let slab = (slab_bytes / block_bytes.max(1)).clamp(1, nblocks);
+    let panel_floats = inp * tmax;
+    let mut per_group = (PANEL_BUDGET / (panel_floats * 4)).clamp(1, tiles);
+    // At least two items per thread when the tiles allow it.
+    per_group = per_group.min(tiles.div_ceil(2 * threads)).max(1);
+    let groups = tiles.div_ceil(per_group);
+    // Few tiles (one image): split the output rows between items too.
+    let parts = (2 * threads).div_ceil(groups).min(nblocks).max(1);
+    let per_part = nblocks.div_ceil(parts);
+    let items: Vec<(usize, usize)> = (0..groups).flat_map(|g| (0..parts).map(move |q| (g, q))).collect();
     let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr());
     let y_ptr = SendPtr(y.as_mut_ptr());
     let template = Item {
@@ -545,23 +557,31 @@ pub fn spmm_with_slab(
         bias: bias_ptr,
         y: std::ptr::null_mut(),
         out,
+        build: true,
         panel: std::ptr::null_mut(),
         yt: std::ptr::null_mut(),
     };
     let template = &template;
-    let work = |&(s, g): &(usize, usize)| {
-        let b0 = (s * slab).min(nblocks);
-        let b1 = ((s + 1) * slab).min(nblocks);
-        if b0 == b1 {
+    let work = |&(g, q): &(usize, usize)| {
+        let (pb0, pb1) = ((q * per_part).min(nblocks), ((q + 1) * per_part).min(nblocks));
+        let (t0, t1) = (g * per_group, ((g + 1) * per_group).min(tiles));
+        if pb0 == pb1 || t0 == t1 {
             return;
         }
-        with_scratch(inp * tmax, (b1 - b0) * ROW_BLOCK * tmax, |panel, yt| {
-            for t in g * per_group..((g + 1) * per_group).min(tiles) {
-                let r0 = t * tmax;
-                let rt = (rows - r0).min(tmax);
-                let v = rt.div_ceil(lanes);
-                let it = Item { r0, rt, v, b0, b1, y: y_ptr.get(), panel, yt, ..*template };
-                run_item(isa, &it);
+        with_scratch((t1 - t0) * panel_floats, slab.min(pb1 - pb0) * ROW_BLOCK * tmax, |panels, yt| {
+            let mut s0 = pb0;
+            while s0 < pb1 {
+                let s1 = (s0 + slab).min(pb1);
+                for t in t0..t1 {
+                    let r0 = t * tmax;
+                    let rt = (rows - r0).min(tmax);
+                    let v = rt.div_ceil(lanes);
+                    // SAFETY: the scratch holds (t1 - t0) panels of `panel_floats`.
+                    let panel = unsafe { panels.add((t - t0) * panel_floats) };
+                    let it = Item { r0, rt, v, b0: s0, b1: s1, y: y_ptr.get(), panel, yt, build: s0 == pb0, ..*template };
+                    run_item(isa, &it);
+                }
+                s0 = s1;
             }
         });
     };
