@@ -7,10 +7,14 @@
 //! (filter: a substring of the shape name, e.g. `uvit-b8`). Threads: rayon's
 //! default (`RAYON_NUM_THREADS`). `SPARSEDM_NM_ISA=avx2|portable` measures a
 //! slower path; `NM_TABLE_PATTERNS=2:4,4:8` other patterns,
-//! `NM_TABLE_SHAPE=rows,in,out` one more shape. Columns: medians of wall time, their ratio, useful GFLOP/s
-//! of the N:M kernel, the ratio of the fastest runs, and the ratio of median
-//! CPU time of all threads (the steadiest on a shared machine with
-//! `RAYON_NUM_THREADS=1`; with more threads it includes rayon's spinning).
+//! `NM_TABLE_SHAPE=rows,in,out` one more shape. Columns: medians of wall
+//! time, their ratio, useful GFLOP/s of the N:M kernel (2·rows·out·in·n/m),
+//! the ratio of the fastest runs (robust when other jobs share the CPUs),
+//! and the ratio of median CPU time of all threads from
+//! `/proc/self/task/*/schedstat` (Linux; a running thread's count only
+//! advances at scheduler ticks, so it means something only for runs of
+//! tens of milliseconds; with several threads it includes rayon's spinning).
+//! `NM_TABLE_CPU_MS=1` also prints those CPU times.
 
 use sparsedm_tensor::nm_cpu::{Isa, NmLinear, NmPath, NmWeight, spmm_with};
 use std::time::Instant;
@@ -36,8 +40,8 @@ fn masked(out: usize, inp: usize, n: usize, m: usize, seed: u64) -> Vec<f32> {
 }
 
 /// CPU time of all threads of this process in seconds (Linux
-/// `/proc/self/task/*/schedstat`; 0 elsewhere): on a machine shared with
-/// other jobs, single-threaded CPU time is far steadier than wall time.
+/// `/proc/self/task/*/schedstat`, 0 elsewhere; tick-granular for a thread
+/// that is running while it is read).
 fn cpu_s() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
     dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
