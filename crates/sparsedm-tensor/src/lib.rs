@@ -39,6 +39,7 @@ mod dtype;
 pub mod error;
 pub mod io;
 mod layout;
+pub mod nm_cpu;
 pub(crate) mod op_kinds;
 mod ops;
 pub mod rng;

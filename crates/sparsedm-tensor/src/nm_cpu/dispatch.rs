@@ -1,0 +1,230 @@
+//! Per layer shape, the faster of the dense GEMM and the N:M kernel.
+//!
+//! A sparse kernel only pays when the shape suits it (enough tokens, a
+//! sparse enough pattern), so [`NmLinear::forward`] times both paths the
+//! first time it meets a (rows bucket, in, out, n, m) shape, keeps the
+//! faster one in a process-wide table, and uses it from then on: never
+//! slower than dense, up to timing noise at the first call. Both paths
+//! compute the same `X·(W⊙mask)ᵀ + b` (within 1e-5 relative; they differ
+//! only in summation order), so results do not depend on the choice in any
+//! way that matters.
+
+use super::format::NmWeight;
+use super::spmm::spmm;
+use crate::{Device, Error, Result, Tensor};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+/// Work (rows·in·out) above which the dense GEMM uses rayon's threads, as
+/// `Tensor::linear` does.
+const PAR_GEMM_WORK: usize = 1 << 18;
+
+/// Timed repetitions of each path at a shape's first use.
+const TUNE_REPS: usize = 3;
+
+/// The implementation a layer shape runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NmPath {
+    /// Dense GEMM (the `gemm` crate) on the expanded masked weight.
+    Dense,
+    /// The N:M SpMM kernel ([`crate::nm_cpu::spmm`]) on the compressed weight.
+    Sparse,
+}
+
+/// Key of the dispatch table: rows rounded up to a power of two, then
+/// `in`, `out`, `n`, `m`.
+pub type ShapeKey = (usize, usize, usize, usize, usize);
+
+fn table() -> &'static Mutex<HashMap<ShapeKey, NmPath>> {
+    static T: OnceLock<Mutex<HashMap<ShapeKey, NmPath>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The key [`NmLinear::forward`] files a call under.
+pub fn shape_key(rows: usize, inp: usize, out: usize, n: usize, m: usize) -> ShapeKey {
+    (rows.max(1).next_power_of_two(), inp, out, n, m)
+}
+
+/// The path chosen for a shape, if it has been timed.
+pub fn chosen_path(key: ShapeKey) -> Option<NmPath> {
+    table().lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied()
+}
+
+/// Forgets every choice (benchmarks re-time after changing threads).
+pub fn clear_choices() {
+    table().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Dense `y = x·wᵀ + bias` through the `gemm` crate, called exactly as
+/// `Tensor::linear` does on the CPU (output pre-filled with the bias, rayon
+/// threads above the same work threshold): the reference the N:M kernel
+/// must beat. `x [rows, in]`, `w [out, in]`, `y [rows, out]`, row-major.
+///
+/// # Errors
+/// Buffer lengths that do not match `rows`, `in`, `out`.
+pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+    let op = "dense_linear";
+    if x.len() != rows * inp || w.len() != out * inp || y.len() != rows * out || bias.is_some_and(|b| b.len() != out) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "lengths x {}, w {}, y {}, bias {:?} do not fit rows {rows}, in {inp}, out {out}",
+                x.len(),
+                w.len(),
+                y.len(),
+                bias.map(<[f32]>::len)
+            ),
+        ));
+    }
+    match bias {
+        Some(b) => y.chunks_mut(out.max(1)).for_each(|r| r.copy_from_slice(b)),
+        None => y.fill(0.0),
+    }
+    if rows == 0 || out == 0 || inp == 0 {
+        return Ok(());
+    }
+    let par =
+        if rows * out * inp >= PAR_GEMM_WORK { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
+    // SAFETY: the lengths were checked above, so every element addressed by
+    // (rows, out, in) and the strides below lies inside `y`, `x` and `w`;
+    // `y` is uniquely borrowed and aliases neither input.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out,
+            inp,
+            y.as_mut_ptr(),
+            1,
+            out as isize,
+            true,
+            x.as_ptr(),
+            1,
+            inp as isize,
+            w.as_ptr(),
+            inp as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// An N:M Linear for inference: the compressed weight for the SpMM kernel,
+/// the expanded masked weight for the dense GEMM, and the bias. This is what
+/// a Linear (or an im2col convolution) in eval mode with an N:M weight
+/// should call: [`NmLinear::forward`] on `[rows, in]` data, or
+/// [`NmLinear::forward_tensor`] on a `[..., in]` CPU tensor.
+#[derive(Debug, Clone)]
+pub struct NmLinear {
+    weight: NmWeight,
+    dense: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl NmLinear {
+    /// From a masked dense weight `[out, in]` that is `n:m` sparse along `in`.
+    ///
+    /// # Errors
+    /// As [`NmWeight::compress`] (a group with more than `n` non-zeros is
+    /// refused, naming row and group), or a bias of length other than `out`.
+    pub fn new(masked_weight: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, n: usize, m: usize) -> Result<Self> {
+        let weight = NmWeight::compress(masked_weight, out, inp, n, m)?;
+        Self::from_compressed(weight, bias)
+    }
+
+    /// From an already compressed weight (a sparse checkpoint).
+    ///
+    /// # Errors
+    /// A bias of length other than `out`.
+    pub fn from_compressed(weight: NmWeight, bias: Option<&[f32]>) -> Result<Self> {
+        if let Some(b) = bias
+            && b.len() != weight.out_features()
+        {
+            return Err(Error::ElementCount { op: "nm_linear", shape: vec![weight.out_features()], len: b.len() });
+        }
+        let dense = weight.expand();
+        Ok(NmLinear { weight, dense, bias: bias.map(<[f32]>::to_vec) })
+    }
+
+    /// The compressed weight.
+    pub fn weight(&self) -> &NmWeight {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The dispatch-table key of a call with `rows` rows.
+    pub fn key(&self, rows: usize) -> ShapeKey {
+        let (n, m) = self.weight.pattern();
+        shape_key(rows, self.weight.in_features(), self.weight.out_features(), n, m)
+    }
+
+    /// `y = x·Wᵀ + b` with a given path.
+    ///
+    /// # Errors
+    /// Buffer lengths that do not match `rows`, `in`, `out`.
+    pub fn forward_with(&self, path: NmPath, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        match path {
+            NmPath::Dense => {
+                dense_linear(x, rows, &self.dense, self.weight.out_features(), self.weight.in_features(), self.bias.as_deref(), y)
+            }
+            NmPath::Sparse => spmm(x, rows, &self.weight, self.bias.as_deref(), y),
+        }
+    }
+
+    /// `y = x·Wᵀ + b` (`x [rows, in]`, `y [rows, out]`, row-major) with the
+    /// faster path for this shape: the first call for a shape key times both
+    /// ([`TUNE_REPS`] interleaved runs each, best time) and files the winner.
+    ///
+    /// # Errors
+    /// Buffer lengths that do not match `rows`, `in`, `out`.
+    pub fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        let key = self.key(rows);
+        if let Some(path) = chosen_path(key) {
+            return self.forward_with(path, x, rows, y);
+        }
+        let mut best = [f64::INFINITY; 2];
+        for _ in 0..TUNE_REPS {
+            for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
+                let t = Instant::now();
+                self.forward_with(path, x, rows, y)?;
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+        let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
+        table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
+        self.forward_with(path, x, rows, y)
+    }
+
+    /// [`NmLinear::forward`] on a CPU tensor `[..., in]`, giving `[..., out]`
+    /// (untracked: this is an inference path).
+    ///
+    /// # Errors
+    /// A tensor not on the CPU or whose last dimension is not `in`.
+    pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        let op = "nm_linear";
+        let inp = self.weight.in_features();
+        if x.device() != Device::Cpu {
+            return Err(Error::NotImplementedOnDevice { op, device: x.device() });
+        }
+        if x.shape().last() != Some(&inp) {
+            return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![self.weight.out_features(), inp] });
+        }
+        let rows = x.elem_count() / inp.max(1);
+        let xv = x.to_vec_f32()?;
+        let mut y = vec![0f32; rows * self.weight.out_features()];
+        self.forward(&xv, rows, &mut y)?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = self.weight.out_features();
+        Tensor::from_vec(y, &shape, &Device::Cpu)
+    }
+}

@@ -1,0 +1,46 @@
+//! N:M sparse inference on the CPU: a compressed weight format and SpMM
+//! kernels for `Y = X·Wᵀ + b` (AVX-512, AVX2+FMA chosen at run time, a
+//! portable fallback), and a per-shape choice between them and the dense
+//! GEMM.
+//!
+//! - [`NmWeight`]: the `n` kept values of every group of `m` input columns
+//!   (`m ≤ 32`) and their columns, blocked over output rows for the kernel;
+//!   built from a masked dense weight (a non-N:M weight is refused, naming
+//!   row and group) and expanded back.
+//! - [`spmm`] / [`spmm_with`]: the kernel, with the best or a chosen [`Isa`].
+//! - [`NmLinear`]: what an eval-mode Linear with an N:M weight calls; its
+//!   [`NmLinear::forward`] picks the faster of [`dense_linear`] and [`spmm`]
+//!   once per shape and caches the choice.
+//! - [`nm_checkpoint_bytes`] / [`load_nm_checkpoint_bytes`]: compressed N:M
+//!   checkpoints (kept values + packed positions in safetensors).
+//!
+//! ```
+//! use sparsedm_tensor::nm_cpu::{NmLinear, NmWeight};
+//! // 2 outputs, 4 inputs, 2:4: at most two non-zeros per group of 4.
+//! let w = [1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 0.0];
+//! let layer = NmLinear::new(&w, 2, 4, Some(&[0.5, -0.5]), 2, 4)?;
+//! let mut y = [0.0; 2];
+//! layer.forward(&[1.0, 1.0, 1.0, 1.0], 1, &mut y)?;
+//! assert_eq!(y, [3.5, 2.5]);
+//! assert_eq!(layer.weight().expand(), w);
+//! assert!(NmWeight::compress(&[1.0, 1.0, 1.0, 0.0], 1, 4, 2, 4).is_err());
+//! # Ok::<(), sparsedm_tensor::Error>(())
+//! ```
+
+mod checkpoint;
+mod dispatch;
+mod format;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod simd_avx2;
+#[cfg(target_arch = "x86_64")]
+mod simd_avx512;
+mod spmm;
+
+pub use checkpoint::{
+    NM_CHECKPOINT_KEY, NmLoaded, NmValueDtype, is_nm_checkpoint, load_nm_checkpoint, load_nm_checkpoint_bytes, nm_checkpoint_bytes,
+    save_nm_checkpoint,
+};
+pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, shape_key};
+pub use format::{MAX_M, NmWeight, ROW_BLOCK};
+pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};
