@@ -39,10 +39,12 @@ pub mod fused;
 pub mod io;
 mod layout;
 mod ops;
+pub mod pth;
 pub mod rng;
 pub mod storage;
 mod tensor;
 pub mod testing;
+mod weights;
 
 pub use autograd::{GradStore, NoGradGuard, is_grad_enabled, no_grad};
 pub use cuda::{MatmulPrecision, matmul_precision, set_matmul_precision};
@@ -54,3 +56,4 @@ pub use io::{load_safetensors, load_safetensors_metadata, save_safetensors, writ
 pub use layout::{Layout, broadcast_shapes, contiguous_strides};
 pub use rng::Rng;
 pub use tensor::Tensor;
+pub use weights::{WeightsFormat, load_weights, load_weights_metadata, weights_format};
