@@ -1,12 +1,14 @@
-//! Model checkpoints as safetensors files, by state-dict name.
+//! Model checkpoints by state-dict name: safetensors files, or PyTorch
+//! `.pth`/`.pt`/`.ckpt` files read directly (`sparsedm_tensor::load_weights`).
 //!
 //! Loading is strict, as PyTorch's `load_state_dict(strict=True)`: the file
 //! must hold exactly the model's tensors with their shapes. Every missing,
 //! unexpected and mis-shaped tensor is listed in one error (so a user fixes
 //! a conversion in one go), and nothing is written into the model unless
 //! the whole file matches. f16/bf16 (and f64) tensors are converted to f32.
-//! Official `.pth`/`.ckpt` files are converted with
-//! `scripts/convert_checkpoint.py`.
+//! Official `.pth`/`.ckpt` files load as they are; a state dict nested in
+//! one must be the only dict of tensors there (`sparsedm convert --key`
+//! extracts any other).
 
 use crate::error::Result;
 use sparsedm_layers::ParamStore;

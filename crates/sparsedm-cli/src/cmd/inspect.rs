@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use sparsedm_layers::{NmPattern, NonDivisible, WeightLayout, check_nm, sparsity};
-use sparsedm_tensor::load_safetensors;
+use sparsedm_tensor::load_weights;
 use std::path::PathBuf;
 
 /// Patterns tried, densest first, when no pattern is given.
@@ -15,8 +15,11 @@ const CANDIDATES: [&str; 9] = ["31:32", "15:16", "7:8", "3:4", "2:4", "1:4", "1:
     after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4"
 )]
 pub struct Args {
-    /// The safetensors checkpoint.
+    /// The checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
     pub checkpoint: PathBuf,
+    /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
+    #[arg(long)]
+    pub key: Option<String>,
     /// Check every 2-D/4-D weight against this N:M pattern (otherwise the
     /// sparsest pattern each sparse weight satisfies is reported).
     #[arg(long)]
@@ -24,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let tensors = load_safetensors(&args.checkpoint)?;
+    let tensors = load_weights(&args.checkpoint, args.key.as_deref())?;
     let mut total = 0usize;
     let mut zeros = 0f64;
     println!("{:<48} {:<6} {:<20} {:>9}  n:m", "tensor", "dtype", "shape", "sparsity");
