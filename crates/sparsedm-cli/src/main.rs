@@ -33,6 +33,8 @@ enum Command {
     /// The whole method in minutes on the embedded shapes data: dense, SparseDM, STE, ASP.
     Demo(cmd::demo::Args),
     Inspect(cmd::inspect::Args),
+    /// A PyTorch checkpoint (.pth/.pt/.ckpt) to safetensors, names unchanged, without Python.
+    Convert(cmd::convert::Args),
     /// One forward pass of a model on inputs from a safetensors file.
     Forward(cmd::forward::Args),
     /// Per-layer multiply–accumulate counts of a model (dense or N:M).
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
         Command::Forward(a) => cmd::forward::run(a),
         Command::Macs(a) => cmd::macs::run(a),
         Command::Prune(a) => cmd::prune::run(a),

@@ -1,4 +1,5 @@
-//! Model checkpoints as safetensors files, by state-dict name.
+//! Model checkpoints by state-dict name: safetensors files, or PyTorch
+//! `.pth`/`.pt`/`.ckpt` files read directly (`sparsedm_tensor::load_weights`).
 //!
 //! Loading is strict, as PyTorch's `load_state_dict(strict=True)`: the file
 //! must hold exactly the model's tensors with their shapes. Every missing,
@@ -10,12 +11,13 @@
 //! whose stored weight is not is refused naming the layer and the first
 //! offending group — never silently re-masked or loaded as dense. Values
 //! must be finite (see `sparsedm_layers::finite`).
-//! Official `.pth`/`.ckpt` files are converted with
-//! `scripts/convert_checkpoint.py`.
+//! Official `.pth`/`.ckpt` files load as they are; a state dict nested in
+//! one must be the only dict of tensors there (`sparsedm convert --key`
+//! extracts any other).
 
 use crate::error::Result;
 use sparsedm_layers::{ParamStore, SPARSITY_METADATA_KEY, read_sparse_checkpoint};
-use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata};
+use sparsedm_tensor::{Tensor, load_weights, load_weights_metadata};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -35,11 +37,18 @@ pub fn load_checkpoint(store: &ParamStore, path: impl AsRef<Path>) -> Result<()>
 /// metadata holds a sparsity spec, every listed layer is verified against
 /// it first ([`sparsedm_layers::SparsitySpec::verify`]).
 pub fn read_verified(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    read_verified_key(path, None)
+}
+
+/// [`read_verified`] for a file whose state dict may be nested under `key`
+/// (PyTorch checkpoints; see `sparsedm_tensor::load_weights`). Only
+/// safetensors files carry a sparsity spec.
+pub fn read_verified_key(path: impl AsRef<Path>, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    if load_safetensors_metadata(path)?.contains_key(SPARSITY_METADATA_KEY) {
+    if load_weights_metadata(path)?.contains_key(SPARSITY_METADATA_KEY) {
         return Ok(read_sparse_checkpoint(path)?.0);
     }
-    Ok(load_safetensors(path)?)
+    Ok(load_weights(path, key)?)
 }
 
 /// Writes every entry of `store` to `path` (f32, atomically), with optional

@@ -61,6 +61,11 @@ pub enum Error {
     #[error("safetensors file {path}: {msg}")]
     SafeTensors { path: String, msg: String },
 
+    /// Reading a PyTorch (`torch.save`) checkpoint failed, or it holds
+    /// something a state dict does not (a refused pickle global, say).
+    #[error("PyTorch checkpoint {path}: {msg}")]
+    TorchCheckpoint { path: String, msg: String },
+
     /// An I/O error with the file it concerns.
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },

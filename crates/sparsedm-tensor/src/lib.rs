@@ -42,10 +42,12 @@ mod layout;
 pub mod nm_cpu;
 pub(crate) mod op_kinds;
 mod ops;
+pub mod pth;
 pub mod rng;
 pub mod storage;
 mod tensor;
 pub mod testing;
+mod weights;
 
 /// The one CPU implementation of the N:M magnitude mask (plain slices).
 pub use backend::cpu::nm;
@@ -62,3 +64,4 @@ pub use layout::{Layout, broadcast_shapes, contiguous_strides};
 pub use op_kinds::AdamWScalars;
 pub use rng::Rng;
 pub use tensor::Tensor;
+pub use weights::{WeightsFormat, load_weights, load_weights_metadata, weights_format};

@@ -1,8 +1,9 @@
 //! Turning a checkpoint back into a model ready to sample from: a training
 //! checkpoint (EMA weights by default, with the run's sparsity so masks
 //! apply at inference), a model checkpoint exported by a run (its config is
-//! in the metadata), or a converted official checkpoint (the caller gives
-//! the architecture and the constructor's keyword arguments).
+//! in the metadata), or an official checkpoint (the `.pth`/`.ckpt` itself or
+//! its safetensors conversion; the caller gives the architecture and the
+//! constructor's keyword arguments).
 
 use crate::build::{self, Bundle};
 use crate::checkpoint::{META_CONFIG, META_KIND, load_train_state};
@@ -10,7 +11,7 @@ use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use sparsedm_diffusion::{Arch, ModelConfig, NoiseSchedule, ScheduleKind};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{Device, Tensor, load_safetensors_metadata};
+use sparsedm_tensor::{Device, Tensor, load_weights_metadata};
 use std::path::Path;
 
 /// A model ready for inference and the schedule it was trained with.
@@ -40,7 +41,7 @@ pub struct ExternalModel {
 /// Loads `path` for sampling; `use_ema` picks the EMA weights of a
 /// training checkpoint.
 pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> Result<Restored> {
-    let meta = load_safetensors_metadata(path)?;
+    let meta = load_weights_metadata(path)?;
     match meta.get(META_KIND).map(String::as_str) {
         Some("train-state") => {
             let st = load_train_state(path)?;

@@ -39,7 +39,7 @@ pub enum FidCommand {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  sparsedm fid stats --inception pt_inception.safetensors --images samples/ --out samples_stats.npz")]
 pub struct StatsArgs {
-    /// pytorch-fid Inception weights (pt_inception-2015-12-05-6726825d.pth as safetensors).
+    /// pytorch-fid Inception weights (pt_inception-2015-12-05-6726825d.pth itself, or as safetensors).
     #[arg(long)]
     pub inception: PathBuf,
     /// Image source: a PNG/JPEG folder, an NHWC uint8 `arr_0` .npz, or a CIFAR-10 binary folder.

@@ -2,8 +2,9 @@
 //! anyone can check the Rust models against PyTorch on their own weights.
 //!
 //! CONFIG.json holds the reference constructor's keyword arguments (at its
-//! top level or under `"config"`); W.safetensors the state dict with the
-//! reference names (`scripts/convert_checkpoint.py` converts `.pth` files);
+//! top level or under `"config"`); W the state dict with the reference
+//! names, as safetensors or as the PyTorch `.pth`/`.ckpt` itself (`--key`
+//! picks a state dict nested in it);
 //! IN.safetensors `input.x` `[B, C, H, W]`, the time input (`input.timesteps`
 //! for U-ViT, `input.t` for the UNet, both `[B]`) and, for class-conditional
 //! models only, `input.y` `[B]`. The result goes to OUT.safetensors under
@@ -16,10 +17,9 @@
 //! `--output` needs `--force`.
 
 use anyhow::{Context, Result, anyhow, bail};
-use sparsedm_diffusion::load_checkpoint;
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, no_grad, save_safetensors};
+use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, load_weights, no_grad, save_safetensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,9 +34,12 @@ pub struct Args {
     /// JSON with the constructor's keyword arguments (top level or under "config").
     #[arg(long)]
     pub config: PathBuf,
-    /// Weights (safetensors, reference state-dict names; f16/bf16 accepted).
+    /// Weights with the reference state-dict names: safetensors or a PyTorch .pth/.pt/.ckpt (f16/bf16 accepted).
     #[arg(long)]
     pub weights: PathBuf,
+    /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
+    #[arg(long)]
+    pub key: Option<String>,
     /// Inputs (safetensors): input.x, input.timesteps (uvit) or input.t (ddpm-unet), input.y if the model has classes.
     #[arg(long)]
     pub inputs: PathBuf,
@@ -70,7 +73,11 @@ pub fn run(args: Args) -> Result<()> {
     let store = ParamStore::new(Device::Cpu, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
-    load_checkpoint(&store, &args.weights).with_context(|| format!("loading weights {}", args.weights.display()))?;
+    let weights =
+        load_weights(&args.weights, args.key.as_deref()).with_context(|| format!("loading weights {}", args.weights.display()))?;
+    store
+        .load_tensors(&args.weights.display().to_string(), weights, |_| false)
+        .with_context(|| format!("loading weights {}", args.weights.display()))?;
 
     let start = std::time::Instant::now();
     let out = {

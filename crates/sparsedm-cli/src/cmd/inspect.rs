@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use sparsedm_layers::{NmPattern, NonDivisible, SPARSITY_METADATA_KEY, SparsitySpec, WeightLayout, check_nm, sparsity};
-use sparsedm_tensor::{load_safetensors, load_safetensors_metadata};
+use sparsedm_tensor::{load_weights, load_weights_metadata};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,8 +22,11 @@ const CANDIDATES: [&str; 9] = ["31:32", "15:16", "7:8", "3:4", "2:4", "1:4", "1:
     after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4\n\nExit status 1 when a layer violates the stored spec or --pattern."
 )]
 pub struct Args {
-    /// The safetensors checkpoint.
+    /// The checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
     pub checkpoint: PathBuf,
+    /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
+    #[arg(long)]
+    pub key: Option<String>,
     /// Check every 2-D/4-D weight against this N:M pattern (otherwise the
     /// sparsest pattern each sparse weight satisfies is reported).
     #[arg(long)]
@@ -32,8 +35,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let shown = args.checkpoint.display().to_string();
-    let meta = load_safetensors_metadata(&args.checkpoint)?;
-    let tensors = load_safetensors(&args.checkpoint)?;
+    let meta = load_weights_metadata(&args.checkpoint)?;
+    let tensors = load_weights(&args.checkpoint, args.key.as_deref())?;
     // Training checkpoints store the dense SR-STE weights under model.*: their spec
     // describes the run's masks, not the stored values, so it is not checked here.
     let is_train_state = meta.get("sparsedm.kind").map(String::as_str) == Some("train-state");

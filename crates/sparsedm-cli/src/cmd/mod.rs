@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the flags several of them share.
 
 pub mod bench;
+pub mod convert;
 pub mod demo;
 pub mod fid;
 pub mod forward;

@@ -13,10 +13,10 @@
 //! `sparsedm inspect` and the loaders can verify it.
 
 use anyhow::{Context, Result, bail};
-use sparsedm_diffusion::checkpoint::read_verified;
+use sparsedm_diffusion::checkpoint::read_verified_key;
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_sparse_checkpoint};
-use sparsedm_tensor::{Device, load_safetensors_metadata};
+use sparsedm_tensor::{Device, load_weights_metadata};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -33,9 +33,12 @@ pub struct Args {
     /// JSON with the constructor's keyword arguments (top level or under "config").
     #[arg(long)]
     pub config: PathBuf,
-    /// The dense (or already sparse) checkpoint, safetensors.
+    /// The dense (or already sparse) checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
     #[arg(long)]
     pub weights: PathBuf,
+    /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
+    #[arg(long)]
+    pub key: Option<String>,
     /// The N:M pattern: keep the N largest |w| of every M consecutive weights along the input dimension.
     #[arg(long, value_name = "N:M")]
     pub pattern: NmPattern,
@@ -67,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
     cfg.build(&store).with_context(|| format!("building the {} model of {}", args.arch, args.config.display()))?;
     // Verified against its own sparsity spec when it has one; NaN/Inf
     // weights are refused by the load (magnitude pruning would keep NaN).
-    let original = read_verified(&args.weights)?;
+    let original = read_verified_key(&args.weights, args.key.as_deref())?;
     store.load_tensors(&args.weights.display().to_string(), original.clone(), |_| false)?;
 
     let report = prune(&store, &args.policy, args.pattern, args.transposable)
@@ -77,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = report.with_macs(&macs);
 
     let (tensors, spec) = replace_pruned(original, &store)?;
-    let mut meta = load_safetensors_metadata(&args.weights)?;
+    let mut meta = load_weights_metadata(&args.weights)?;
     meta.remove(SPARSITY_METADATA_KEY);
     meta.insert("sparsedm.prune.source".into(), args.weights.display().to_string());
     meta.insert("sparsedm.prune.pattern".into(), args.pattern.to_string());

@@ -23,7 +23,7 @@ sparsedm sample --checkpoint runs/demo/checkpoints/step_00000600.safetensors --n
 sparsedm sample --checkpoint uvit_s2.safetensors --arch uvit --config cifar10_uvit_small.json --n 50000 \\\n    --sampler euler-maruyama --steps 1000 --out samples.npz\n\n\
 Samplers: euler-maruyama, pf-ode, dpm-solver-1, dpm-solver-2, dpm-solver-3, dpm-solver-fast, dpm-solver++2m, ddpm, ddim")]
 pub struct Args {
-    /// The checkpoint (safetensors).
+    /// The checkpoint (safetensors, or an official PyTorch .pth/.ckpt with --arch and --config).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Number of images.

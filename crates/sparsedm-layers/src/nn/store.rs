@@ -199,10 +199,12 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Loads a safetensors checkpoint strictly (see [`Self::load_tensors`]).
+    /// Loads a weights file strictly (see [`Self::load_tensors`]): safetensors, or a
+    /// PyTorch `.pth`/`.pt`/`.ckpt` whose state dict is found automatically
+    /// ([`sparsedm_tensor::load_weights`]).
     pub fn load_safetensors(&self, path: impl AsRef<Path>, ignore: impl Fn(&str) -> bool) -> Result<()> {
         let path = path.as_ref();
-        let tensors = sparsedm_tensor::load_safetensors(path)?;
+        let tensors = sparsedm_tensor::load_weights(path, None)?;
         self.load_tensors(&path.display().to_string(), tensors, ignore)
     }
 

@@ -147,8 +147,12 @@ fn missing_paper_inputs(a: &Args) -> Vec<String> {
         Some(_) => {}
     };
     need(a.data.as_ref(), "--data DIR", "CIFAR-10 binary version, cifar-10-batches-bin");
-    need(a.checkpoint.as_ref(), "--checkpoint FILE", "official U-ViT-S/2 CIFAR-10 weights converted with scripts/convert_checkpoint.py");
-    need(a.inception.as_ref(), "--inception FILE", "pytorch-fid's pt_inception-2015-12-05 weights converted to safetensors");
+    need(
+        a.checkpoint.as_ref(),
+        "--checkpoint FILE",
+        "official U-ViT-S/2 CIFAR-10 weights: cifar10_uvit_small.pth or its safetensors conversion",
+    );
+    need(a.inception.as_ref(), "--inception FILE", "pytorch-fid's pt_inception-2015-12-05 weights: the .pth or its safetensors conversion");
     need(a.fid_stats.as_ref(), "--fid-stats FILE", "FID statistics of the CIFAR-10 training images, from `sparsedm fid stats`");
     missing
 }
