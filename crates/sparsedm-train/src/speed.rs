@@ -104,7 +104,8 @@ impl SpeedReport {
 /// PyTorch's numbers on the 2-core build machine (../shared/GPU.md §6),
 /// keyed by the U-ViT constructor arguments and batch they were taken at.
 fn cpu_peer(cfg: &RunConfig, batch: usize) -> Option<Peer> {
-    let what = "PyTorch 2.11 CPU fp32, 2 threads";
+    // A reference measurement, not this run: for a peer timed beside us now, `cargo xtask bench vs-torch`.
+    let what = "reference: PyTorch 2.11 CPU fp32, 2 threads, 2-core build machine, 2026 (GPU.md §6; not this run)";
     let peer = |forward_ms: f64, train_step_ms: f64| {
         Some(Peer { what, forward_ms: Some(forward_ms), train_step_ms: Some(train_step_ms), train_step_srste_ms: None })
     };
@@ -126,11 +127,18 @@ fn cuda_peer(cfg: &RunConfig, batch: usize, precision: MatmulPrecision) -> Optio
     }
     let none = Peer { what: "", forward_ms: None, train_step_ms: None, train_step_srste_ms: None };
     match (precision, batch) {
-        (MatmulPrecision::Bf16, 128) => {
-            Some(Peer { what: "PyTorch 2.11 H200 bf16 autocast", train_step_ms: Some(46.9), train_step_srste_ms: Some(71.9), ..none })
+        (MatmulPrecision::Bf16, 128) => Some(Peer {
+            what: "reference: PyTorch 2.11 H200 bf16 autocast, 2026 (GPU.md §6)",
+            train_step_ms: Some(46.9),
+            train_step_srste_ms: Some(71.9),
+            ..none
+        }),
+        (MatmulPrecision::Bf16, 500) => {
+            Some(Peer { what: "reference: PyTorch 2.11 H200 bf16 autocast, 2026 (GPU.md §6)", forward_ms: Some(51.0), ..none })
         }
-        (MatmulPrecision::Bf16, 500) => Some(Peer { what: "PyTorch 2.11 H200 bf16 autocast", forward_ms: Some(51.0), ..none }),
-        (MatmulPrecision::F32, 128) => Some(Peer { what: "PyTorch 2.11 H200 fp32", train_step_ms: Some(241.6), ..none }),
+        (MatmulPrecision::F32, 128) => {
+            Some(Peer { what: "reference: PyTorch 2.11 H200 fp32, 2026 (GPU.md §6)", train_step_ms: Some(241.6), ..none })
+        }
         _ => None,
     }
 }
