@@ -35,6 +35,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// A PyTorch checkpoint (.pth/.pt/.ckpt) to safetensors, names unchanged, without Python.
     Convert(cmd::convert::Args),
+    /// A model's ε-prediction as ONNX (for TensorRT: trtexec --sparsity=enable).
+    Export(cmd::export::Args),
     /// One forward pass of a model on inputs from a safetensors file.
     Forward(cmd::forward::Args),
     /// Per-layer multiply–accumulate counts of a model (dense or N:M).
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Forward(a) => cmd::forward::run(a),
         Command::Macs(a) => cmd::macs::run(a),
         Command::Prune(a) => cmd::prune::run(a),

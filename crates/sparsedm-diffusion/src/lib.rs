@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod macs;
 pub mod model;
+pub mod onnx;
 pub mod registry;
 pub mod sampler;
 pub mod schedule;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod demo;
+pub mod export;
 pub mod fid;
 pub mod forward;
 pub mod inspect;
