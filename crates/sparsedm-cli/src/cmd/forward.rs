@@ -19,7 +19,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, load_weights, no_grad, save_safetensors};
+use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, no_grad, save_safetensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -73,8 +73,9 @@ pub fn run(args: Args) -> Result<()> {
     let store = ParamStore::new(Device::Cpu, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
-    let weights =
-        load_weights(&args.weights, args.key.as_deref()).with_context(|| format!("loading weights {}", args.weights.display()))?;
+    // Verified against the file's own sparsity spec when it has one (a PyTorch file has none).
+    let weights = sparsedm_diffusion::checkpoint::read_verified_key(&args.weights, args.key.as_deref())
+        .with_context(|| format!("loading weights {}", args.weights.display()))?;
     store
         .load_tensors(&args.weights.display().to_string(), weights, |_| false)
         .with_context(|| format!("loading weights {}", args.weights.display()))?;
