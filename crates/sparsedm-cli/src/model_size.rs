@@ -81,7 +81,14 @@ pub fn check_fits(cfg: &ModelConfig, what: &str) -> Result<()> {
 /// differs. Otherwise the model is small enough to build, and the strict
 /// load lists every missing, extra or mis-shaped tensor in one go. In both
 /// cases the model must fit in memory.
+///
+/// A PyTorch checkpoint has no header to read before its pickle: it is
+/// checked by its own bounded reader and then by the strict load (the
+/// config's size still has to fit in memory, checked when it is built).
 pub fn check_config_against_weights(cfg: &ModelConfig, config: &Path, weights: &Path) -> Result<()> {
+    if matches!(sparsedm_tensor::weights_format(weights)?, sparsedm_tensor::WeightsFormat::Torch(_)) {
+        return Ok(());
+    }
     let file = header_shapes(weights)?;
     let file_values =
         file.values().fold(0u64, |acc, shape| acc.saturating_add(shape.iter().fold(1u64, |p, &d| p.saturating_mul(d as u64))));
