@@ -9,7 +9,7 @@ use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 
 // The same allocator as the `sparsedm` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sparsedm_tensor::host_alloc::HostAllocator = sparsedm_tensor::host_alloc::HostAllocator;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, &mut Rng::new(seed), &Device::Cpu).expect("randn")
@@ -27,6 +27,8 @@ const LINEARS: &[(&str, usize, usize, usize)] = &[
 ];
 
 fn gemm(c: &mut Criterion) {
+    // Freed buffers stay committed and are reused without page faults.
+    sparsedm_tensor::host_alloc::keep_freed_pages();
     let _g = no_grad();
     let mut group = c.benchmark_group("gemm_forward");
     group.sample_size(10);
@@ -61,6 +63,8 @@ const CONVS: &[ConvCase] = &[
 ];
 
 fn conv(c: &mut Criterion) {
+    // Freed buffers stay committed and are reused without page faults.
+    sparsedm_tensor::host_alloc::keep_freed_pages();
     let mut group = c.benchmark_group("conv2d_forward");
     group.sample_size(10);
     let _g = no_grad();

@@ -10,9 +10,11 @@ use sparsedm_train::{RunConfig, speed};
 
 // The same allocator as the `sparsedm` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sparsedm_tensor::host_alloc::HostAllocator = sparsedm_tensor::host_alloc::HostAllocator;
 
 fn main() {
+    // Freed buffers stay committed and are reused without page faults.
+    sparsedm_tensor::host_alloc::keep_freed_pages();
     // `cargo bench` passes --bench; a filter argument is accepted and ignored.
     let iters: usize = std::env::var("SPARSEDM_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let cfg = RunConfig::load("demo_shapes_uvit", &[]).expect("the demo preset");

@@ -104,10 +104,8 @@ fn parse_count(flag: &str, s: &str) -> Result<usize, String> {
 /// against the reference U-ViT fixtures (when ../shared/fixtures exists).
 fn torch_python(root: &Path) -> Result<String, String> {
     let py = std::env::var("SPARSEDM_TORCH_PYTHON").map_err(|_| "SPARSEDM_TORCH_PYTHON is not set".to_string())?;
-    let out = Command::new(&py)
-        .args(["-c", "import torch; print(torch.__version__)"])
-        .output()
-        .map_err(|e| format!("cannot run {py}: {e}"))?;
+    let out =
+        Command::new(&py).args(["-c", "import torch; print(torch.__version__)"]).output().map_err(|e| format!("cannot run {py}: {e}"))?;
     if !out.status.success() {
         return Err(format!("{py} cannot import torch: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
     }

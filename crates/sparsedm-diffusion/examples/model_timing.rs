@@ -13,7 +13,7 @@ use std::time::Instant;
 
 // The allocator of the `sparsedm` binary, so the numbers match it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sparsedm_tensor::host_alloc::HostAllocator = sparsedm_tensor::host_alloc::HostAllocator;
 
 fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
     let _warm = f();
@@ -29,6 +29,8 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Freed buffers stay committed and are reused without page faults.
+    sparsedm_tensor::host_alloc::keep_freed_pages();
     let reps: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let only = std::env::args().nth(2);
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);

@@ -37,6 +37,7 @@ pub mod backend;
 mod device;
 mod dtype;
 pub mod error;
+pub mod host_alloc;
 pub mod io;
 mod layout;
 pub mod nm_cpu;
