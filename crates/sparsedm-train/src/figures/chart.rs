@@ -76,6 +76,24 @@ fn padded(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     Some((lo - 0.05 * span, hi + 0.05 * span))
 }
 
+/// A numeric tick label: integers without a decimal point (training steps
+/// read "5000", not "5000.0"), other values with at most four decimals and no
+/// trailing zeros, and very small or very large ones in scientific notation.
+fn tick_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        return "0".to_string();
+    }
+    if a < 1e7 && (v - v.round()).abs() <= 1e-9 * a.max(1.0) {
+        return format!("{}", v.round() as i64);
+    }
+    if (1e-3..1e7).contains(&a) {
+        let s = format!("{v:.4}");
+        return s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{v:.2e}")
+}
+
 /// Draws `chart` filling `area`.
 ///
 /// # Errors
@@ -101,7 +119,9 @@ pub fn draw_on(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &Chart) -> R
         let i = v.round();
         if (v - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
     };
+    let numeric = |v: &f64| tick_label(*v);
     let mut mesh = c.configure_mesh();
+    mesh.x_label_formatter(&numeric).y_label_formatter(&numeric);
     mesh.x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .label_style((FAMILY, 12))
@@ -158,4 +178,22 @@ pub fn render_panels(charts: &[Chart], width: u32, panel_height: u32) -> Result<
 /// As [`render_panels`].
 pub fn render(chart: &Chart, width: u32, height: u32) -> Result<RgbImage> {
     render_panels(std::slice::from_ref(chart), width, height)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_read_like_numbers() {
+        assert_eq!(tick_label(5000.0), "5000");
+        assert_eq!(tick_label(10.0), "10");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(-3.0), "-3");
+        assert_eq!(tick_label(0.92), "0.92");
+        assert_eq!(tick_label(1.0625), "1.0625");
+        assert_eq!(tick_label(0.123456), "0.1235");
+        assert_eq!(tick_label(2e-4), "2.00e-4");
+        assert_eq!(tick_label(1.5e8), "1.50e8");
+    }
 }
