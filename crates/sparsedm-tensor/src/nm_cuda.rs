@@ -127,7 +127,13 @@ impl Sparse24Linear {
             return self.forward_with(NmPath::Sparse, x);
         }
         let m = x.elem_count() / self.in_features().max(1);
-        let key = (self.imp.device_name().to_string(), m.max(1).next_power_of_two(), self.out_features(), self.in_features(), self.bias.is_some());
+        let key = (
+            self.imp.device_name().to_string(),
+            m.max(1).next_power_of_two(),
+            self.out_features(),
+            self.in_features(),
+            self.bias.is_some(),
+        );
         if let Some(&path) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return self.forward_with(path, x);
         }

@@ -25,10 +25,10 @@
 
 use crate::LayersError;
 use crate::nm::layout::WeightLayout;
-use crate::nn::deployed::{self, DeployCache};
 use crate::nm::mask::{MaskOutcome, NonDivisible, compute_mask, plan_mask};
 use crate::nm::pattern::NmPattern;
 use crate::nm::transposable::{TransposableMethod, transposable_mask};
+use crate::nn::deployed::{self, DeployCache};
 use sparsedm_tensor::{Tensor, no_grad};
 use std::fmt;
 use std::str::FromStr;
