@@ -32,7 +32,9 @@ use crate::data::Batch;
 use crate::error::{Result, TrainError};
 use crate::step::TrainStep;
 use crate::vocab::{SparseMethod, Teacher};
+use sparsedm_layers::deployed::deployed_time;
 use sparsedm_layers::{NamedPolicy, NmPattern, Policy, SparseMode, apply_policy};
+use sparsedm_tensor::nm_cpu::{NmPath, force_path};
 use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, matmul_precision, no_grad, set_matmul_precision};
 use std::time::Instant;
 
@@ -72,8 +74,15 @@ pub struct SpeedReport {
     /// and run by the deployed N:M kernels, ms (timed interleaved with
     /// `forward_ms`).
     pub forward_nm_ms: Option<f64>,
-    /// Layers that ran an N:M kernel in that forward (the others: dense).
+    /// Layers deployed on N:M kernels in that forward (the others: dense).
     pub nm_layers: Option<usize>,
+    /// CPU: time per N:M forward spent inside those layers, ms (the rest is
+    /// attention, norms, activations and the dense layers).
+    pub nm_layers_ms: Option<f64>,
+    /// CPU: the same layers on the same masked weights forced to the dense
+    /// GEMM, ms per forward: the layers' own speed-up is
+    /// `nm_layers_dense_ms / nm_layers_ms`.
+    pub nm_layers_dense_ms: Option<f64>,
     /// One dense training step, ms.
     pub train_step_ms: f64,
     /// One training step with 2:4 SR-STE masks recomputed every forward, ms.
@@ -106,6 +115,9 @@ impl SpeedReport {
                 self.forward_ms / nm,
                 self.nm_layers.unwrap_or(0)
             );
+        }
+        if let (Some(l), Some(d)) = (self.nm_layers_ms, self.nm_layers_dense_ms) {
+            s += &format!("  of which N:M layers {l:8.1} ms   (the same layers on the dense GEMM: {d:.1} ms, {:.2}x)\n", d / l);
         }
         s += &format!(
             "train step, dense    {:8.1} ms{}\n",
@@ -252,13 +264,20 @@ fn run_measurements(
     let shape = dense.student().config.input_shape();
     let mut rng = Rng::new(1);
     let x = Tensor::randn(&[batch, shape[0], shape[1], shape[2]], &mut rng, &Device::Cpu)?.to_device(&device)?;
-    let (forward_ms, forward_nm_ms, nm_layers) = match pattern {
-        None => (time_forward(dense.student(), &x, iters)?, None, None),
+    let mut nm = NmTimes::default();
+    let forward_ms = match pattern {
+        None => time_forward(dense.student(), &x, iters)?,
         Some(p) => {
-            let nm = nm_model(cfg, batch, device, p)?;
-            let (d, s) = time_forward_pair(dense.student(), &nm, &x, iters)?;
-            let layers = nm.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count();
-            (d, Some(s), Some(layers))
+            let model = nm_model(cfg, batch, device, p)?;
+            let (d, s, layers_ms) = time_forward_pair(dense.student(), &model, &x, iters)?;
+            nm.forward_ms = Some(s);
+            nm.layers =
+                Some(model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count());
+            if device == Device::Cpu {
+                nm.layers_ms = Some(layers_ms);
+                nm.layers_dense_ms = Some(time_layers_forced_dense(&model, &x, iters)?);
+            }
+            d
         }
     };
     let train_step_ms = time_train(dense, &x, iters)?;
@@ -280,8 +299,10 @@ fn run_measurements(
         iters,
         forward_ms,
         pattern: pattern.map(|p| p.to_string()),
-        forward_nm_ms,
-        nm_layers,
+        forward_nm_ms: nm.forward_ms,
+        nm_layers: nm.layers,
+        nm_layers_ms: nm.layers_ms,
+        nm_layers_dense_ms: nm.layers_dense_ms,
         train_step_ms,
         train_step_srste_ms,
         peer,
@@ -336,10 +357,20 @@ pub fn nm_model(cfg: &RunConfig, batch: usize, device: Device, pattern: NmPatter
     Ok(b)
 }
 
+/// The N:M part of a report.
+#[derive(Debug, Default)]
+struct NmTimes {
+    forward_ms: Option<f64>,
+    layers: Option<usize>,
+    layers_ms: Option<f64>,
+    layers_dense_ms: Option<f64>,
+}
+
 /// Mean forward times of `a` and `b` on `x`, timed alternately (one
 /// forward of each per repetition, after two warm-ups of each, the first
-/// of which builds `b`'s compressed weights and times its kernel choices).
-fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result<(f64, f64)> {
+/// of which builds `b`'s compressed weights and times its kernel choices),
+/// and the mean time per forward of `b` spent in its deployed layers.
+fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result<(f64, f64, f64)> {
     let _g = no_grad();
     a.store.set_training(false);
     b.store.set_training(false);
@@ -350,16 +381,41 @@ fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result
         b.model.predict_eps(x, &t, None)?;
     }
     let mut total = [0f64; 2];
+    let mut layers = 0f64;
     for _ in 0..iters {
         for (i, m) in [a, b].into_iter().enumerate() {
             dev.synchronize()?;
+            let in_layers = deployed_time();
             let start = Instant::now();
             m.model.predict_eps(x, &t, None)?;
             dev.synchronize()?;
             total[i] += start.elapsed().as_secs_f64();
+            if i == 1 {
+                layers += (deployed_time() - in_layers).as_secs_f64();
+            }
         }
     }
-    Ok((total[0] * 1e3 / iters as f64, total[1] * 1e3 / iters as f64))
+    let per = |s: f64| s * 1e3 / iters as f64;
+    Ok((per(total[0]), per(total[1]), per(layers)))
+}
+
+/// Mean time per forward of `b` spent in its deployed layers with every
+/// one forced to the dense GEMM on its masked weight (CPU).
+fn time_layers_forced_dense(b: &Bundle, x: &Tensor, iters: usize) -> Result<f64> {
+    let _g = no_grad();
+    let t = Tensor::full(500.0, &[x.dims()[0]], &x.device())?;
+    force_path(Some(NmPath::Dense));
+    let run = || -> Result<f64> {
+        b.model.predict_eps(x, &t, None)?;
+        let before = deployed_time();
+        for _ in 0..iters {
+            b.model.predict_eps(x, &t, None)?;
+        }
+        Ok((deployed_time() - before).as_secs_f64() * 1e3 / iters as f64)
+    };
+    let ms = run();
+    force_path(None);
+    ms
 }
 
 fn describe_nnet(cfg: &RunConfig) -> String {

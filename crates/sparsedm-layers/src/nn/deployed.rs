@@ -26,19 +26,21 @@
 //!
 //! **Cache.** Each slot keeps one entry, keyed by the weight's and bias's
 //! [`Tensor::version`] stamps (which change at every in-place write: the
-//! optimizer step, EMA, `set_data`, a checkpoint load), the training flag,
-//! the device and the matmul precision; [`SparseSlot::configure`] (a new
-//! mode or mask) drops it. So a trainer that samples every few thousand
-//! steps recompresses exactly once per sampling round, and never uses a
-//! stale weight.
+//! optimizer step, EMA, `set_data`, a checkpoint load), the device, the
+//! matmul precision and the pattern (the training flag matters only to
+//! `Untrained` masks, which are not deployed while training);
+//! [`SparseSlot::configure`] (a new mode or mask) drops it. So a trainer
+//! that samples every few thousand steps recompresses exactly once per
+//! sampling round, and never uses a stale weight.
 
 use crate::LayersError;
 use crate::nn::sparse::SparseSlot;
 use sparsedm_tensor::nm_cpu::{NmConv2d, NmLinear};
 use sparsedm_tensor::nm_cuda::Sparse24Linear;
 use sparsedm_tensor::{DType, Device, MatmulPrecision, Tensor, is_grad_enabled, matmul_precision};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, LayersError>;
 
@@ -47,7 +49,6 @@ type Result<T> = std::result::Result<T, LayersError>;
 struct Key {
     weight: u64,
     bias: Option<u64>,
-    training: bool,
     device: Device,
     precision: MatmulPrecision,
     pattern: (usize, usize),
@@ -109,7 +110,6 @@ fn deployed(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor>, conv: Option<C
     let key = Key {
         weight: slot.weight().version(),
         bias: bias.map(Tensor::version),
-        training: slot.is_training(),
         device,
         precision: matmul_precision(),
         pattern: (pattern.n(), pattern.m()),
@@ -166,13 +166,32 @@ fn build(slot: &SparseSlot, key: &Key, bias: Option<&Tensor>, conv: Option<ConvG
     }
 }
 
+/// Host nanoseconds spent in deployed forwards (compression excluded).
+static DEPLOYED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Host time spent so far in the forwards of deployed layers (their N:M
+/// kernels, or the dense product where that was chosen), compression
+/// excluded: `sparsedm bench --pattern` reports how much of a CPU forward
+/// the N:M layers take. On a GPU this counts only the launches (work is
+/// queued, not waited for).
+pub fn deployed_time() -> Duration {
+    Duration::from_nanos(DEPLOYED_NS.load(Ordering::Relaxed))
+}
+
+fn timed(f: impl FnOnce() -> sparsedm_tensor::Result<Tensor>) -> Result<Tensor> {
+    let start = Instant::now();
+    let y = f()?;
+    DEPLOYED_NS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(y)
+}
+
 /// The deployed forward of a Linear: `None` when it does not apply.
 pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let Some(imp) = deployed(slot, x, bias, None)? else { return Ok(None) };
     Ok(Some(match &*imp {
-        Imp::CpuLinear(l) => l.forward_tensor(x)?,
-        Imp::Cuda24(l) => l.forward(x)?,
-        Imp::Dense(w) => x.linear(w, bias)?,
+        Imp::CpuLinear(l) => timed(|| l.forward_tensor(x))?,
+        Imp::Cuda24(l) => timed(|| l.forward(x))?,
+        Imp::Dense(w) => timed(|| x.linear(w, bias))?,
         Imp::CpuConv(_) => return Ok(None),
     }))
 }
@@ -181,8 +200,8 @@ pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor
 pub(crate) fn conv_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Result<Option<Tensor>> {
     let Some(imp) = deployed(slot, x, bias, Some(g))? else { return Ok(None) };
     Ok(Some(match &*imp {
-        Imp::CpuConv(c) => c.forward_tensor(x)?,
-        Imp::Dense(w) => x.conv2d(w, bias, g.stride, g.padding)?,
+        Imp::CpuConv(c) => timed(|| c.forward_tensor(x))?,
+        Imp::Dense(w) => timed(|| x.conv2d(w, bias, g.stride, g.padding))?,
         Imp::CpuLinear(_) | Imp::Cuda24(_) => return Ok(None),
     }))
 }

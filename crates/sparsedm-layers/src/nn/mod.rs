@@ -15,7 +15,7 @@
 
 pub mod attention;
 pub mod conv2d;
-pub(crate) mod deployed;
+pub mod deployed;
 pub mod init;
 pub mod linear;
 pub mod norm;
