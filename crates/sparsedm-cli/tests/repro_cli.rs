@@ -127,6 +127,30 @@ fn table3_without_a_gpu_writes_the_published_grid_and_says_why() {
 }
 
 #[test]
+fn bench_pattern_times_the_nm_forward_beside_the_dense_one() {
+    let o = Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--pattern", "1:8", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["pattern"].as_str(), Some("1:8"));
+    let nm = r["forward_nm_ms"].as_f64().unwrap();
+    assert!(nm > 0.0 && nm.is_finite(), "forward_nm_ms = {nm}");
+    // The demo U-ViT's SparseDM layers: qkv, proj, fc1, fc2 of its 7 blocks.
+    assert_eq!(r["nm_layers"].as_u64(), Some(28), "{r}");
+    // Without --pattern there is no N:M forward.
+    let o = Command::new(BIN).args(["bench", "--batch", "1", "--iters", "1", "--json"]).output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["forward_nm_ms"].is_null() && r["pattern"].is_null());
+    // Bad patterns, and patterns a GPU has no kernel for, are one-line errors.
+    let o = Command::new(BIN).args(["bench", "--pattern", "5:4"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--pattern \"5:4\""));
+    let o = Command::new(BIN).args(["bench", "--pattern", "1:4", "--device", "cuda"]).env("SPARSEDM_CUDA_SIM", "1").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--pattern 1:4 on cuda:0: GPUs run N:M only as 2:4"), "{e}");
+}
+
+#[test]
 fn bench_times_forward_and_training_steps() {
     let o = Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--json"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -219,9 +219,11 @@ impl Mlp {
 }
 
 /// A pre-norm transformer block, with a `skip_linear` on the concatenation
-/// of its input and a long-skip tensor in the out-blocks.
+/// of its input and a long-skip tensor in the out-blocks. Public so that
+/// `repro table3` times the model's own block (dense against 2:4 deployed)
+/// rather than a re-composition of it.
 #[derive(Debug, Clone)]
-struct Block {
+pub struct Block {
     norm1: LayerNorm,
     attn: Attention,
     norm2: LayerNorm,
@@ -230,7 +232,11 @@ struct Block {
 }
 
 impl Block {
-    fn new(store: &ParamStore, cfg: &UViTConfig, skip: bool) -> Result<Self> {
+    /// The block of `cfg` (width `embed_dim`, `num_heads`, `mlp_ratio`,
+    /// `qkv_bias`) with its parameters under `store` (`norm1`, `attn.qkv`,
+    /// `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`, and `skip_linear` when
+    /// `skip`).
+    pub fn new(store: &ParamStore, cfg: &UViTConfig, skip: bool) -> Result<Self> {
         let d = cfg.embed_dim;
         Ok(Block {
             norm1: LayerNorm::new(&store.pp("norm1"), d, LN_EPS, true)?,
@@ -244,7 +250,9 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
+    /// `x` `[batch, tokens, embed_dim]` through the block (`skip`: the
+    /// long-skip tensor an out-block concatenates first).
+    pub fn forward(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
         let x = match (&self.skip_linear, skip) {
             (Some(lin), Some(s)) => lin.forward(&Tensor::cat(&[x, s], 2)?)?,
             (Some(_), None) => {

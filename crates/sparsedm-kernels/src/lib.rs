@@ -8,7 +8,9 @@
 //! - [`gemm`]: row-major (batched) GEMM through cuBLAS, f32/f16/bf16 in, f32 accumulate.
 //! - [`sparse24`]: cuSPARSELt 2:4 SpMM (weights compressed once, plans cached per row count);
 //!   [`linear24`]: a 2:4 Linear that takes the faster of SpMM and cuBLAS per problem, timed once
-//!   and remembered on disk by [`dispatch`]; [`timing`]: CUDA-event timing.
+//!   and remembered on disk by [`dispatch`]; [`timing`]: CUDA-event timing. Models reach
+//!   cuSPARSELt through `sparsedm-tensor`'s `nm_cuda` (the layers' deployed path); the paper's
+//!   Table 3 is measured on the model's own block by `sparsedm repro table3`.
 //! - [`abi`]: the Rust mirror of the kernels' structs and op codes.
 //! - [`sim`]: the CUDA simulator, a second driver behind [`Gpu`] selected by
 //!   `SPARSEDM_CUDA_SIM=1`: the same kernels compiled for the CPU, cuBLAS and cuSPARSELt computed
@@ -30,7 +32,6 @@ mod pool;
 pub mod ptx;
 pub mod sim;
 pub mod sparse24;
-pub mod table3;
 pub mod testing;
 pub mod timing;
 

@@ -20,6 +20,7 @@
 //! enforces cuSPARSELt's constraints and computes on the host.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use sparsedm_cuda_sys::cusparselt as lt;
@@ -461,6 +462,15 @@ impl SparseLt {
     }
 }
 
+/// Weights compressed by [`SparseWeight::new`] in this process (real or simulated).
+static COMPRESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many weights [`SparseWeight::new`] has compressed in this process: tests use it to check
+/// that a deployed model compresses each weight once, not at every forward.
+pub fn compressions() -> usize {
+    COMPRESSIONS.load(Ordering::Relaxed)
+}
+
 /// A 2:4 Linear weight `[n, k]` compressed for sparse tensor cores, with its optional bias.
 #[derive(Debug)]
 pub struct SparseWeight {
@@ -492,6 +502,7 @@ impl SparseWeight {
             Some(lib) => WeightImpl::Lib(LibWeight::new(lib, w, n, k, dtype, bias)?),
             None => WeightImpl::Sim(SimWeight::new(&lt.gpu, w, n, k, dtype, bias)?),
         };
+        COMPRESSIONS.fetch_add(1, Ordering::Relaxed);
         Ok(SparseWeight { n, k, dtype, imp })
     }
 

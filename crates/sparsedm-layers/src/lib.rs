@@ -52,7 +52,7 @@ pub use method::{checkpoint, kt, policy, progressive, prune, report};
 #[doc(no_inline)]
 pub use nm::{layout, mask, pattern, transposable, validate};
 #[doc(no_inline)]
-pub use nn::{attention, conv2d, init, linear, norm, sparse, store};
+pub use nn::{attention, conv2d, deployed, init, linear, norm, sparse, store};
 
 pub use attention::Attention;
 pub use checkpoint::{

@@ -14,6 +14,10 @@
 //!   CUDA matrix products. [`Tensor::adamw_step_`], [`Tensor::ema_update_`]
 //!   and [`Tensor::nm_mask`] are fused in-place updates and the N:M mask on
 //!   any device; [`nm`] is the N:M rule on plain slices.
+//! - Deployed N:M inference: [`nm_cpu`] (compressed N:M weights and SpMM
+//!   kernels, any N:M with M ≤ 32, Linear and Conv2d) and [`nm_cuda`] (2:4
+//!   through cuSPARSELt); [`Tensor::version`] stamps a buffer's contents so
+//!   the layers can keep a compressed weight until the weight changes.
 //! - Autograd: ops on tracked tensors record a node; [`Tensor::backward`]
 //!   returns a [`GradStore`] of the variables' gradients. [`no_grad`] turns
 //!   recording off (inference, optimizer and EMA updates).
@@ -41,6 +45,7 @@ pub mod host_alloc;
 pub mod io;
 mod layout;
 pub mod nm_cpu;
+pub mod nm_cuda;
 pub(crate) mod op_kinds;
 mod ops;
 pub mod pth;

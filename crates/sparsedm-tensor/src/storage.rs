@@ -250,6 +250,25 @@ impl Storage {
         }
     }
 
+    /// A deployed 2:4 weight: the view `l` (`[n, k]` f32, 2:4 along `k`) and
+    /// its bias compressed by cuSPARSELt on their GPU. CPU buffers have no
+    /// cuSPARSELt (their N:M path is `crate::nm_cpu`).
+    pub(crate) fn sparse24_compress(&self, l: &Layout, bias: Option<(&Storage, &Layout)>, n: usize, k: usize) -> Result<cuda::Sparse24> {
+        let (op, dev) = ("sparse24_compress", self.device());
+        match self {
+            Storage::Cpu(_) => Err(Error::NotImplementedOnDevice { op, device: dev }),
+            Storage::Cuda(w) => w.sparse24_compress(l, opt_cuda(op, dev, bias)?, n, k),
+        }
+    }
+
+    /// `x [m, k] · Wᵀ + b` with a compressed 2:4 weight (f32 in and out).
+    pub(crate) fn sparse24_matmul(&self, l: &Layout, w: &cuda::Sparse24, m: usize) -> Result<Storage> {
+        match self {
+            Storage::Cpu(_) => Err(Error::NotImplementedOnDevice { op: "sparse24_matmul", device: self.device() }),
+            Storage::Cuda(x) => Ok(Storage::Cuda(x.sparse24_matmul(l, w, m)?)),
+        }
+    }
+
     // ----- convolution and pooling ------------------------------------------
 
     pub(crate) fn conv2d(&self, l: &Layout, w: (&Storage, &Layout), bias: Option<(&Storage, &Layout)>, g: &ConvGeom) -> Result<Storage> {

@@ -5,10 +5,27 @@
 use crate::autograd::{BackwardCtx, Node, is_grad_enabled};
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Error, Layout, Result};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// Stamps for [`Tensor::version`]: every new buffer and every in-place write
+/// takes the next value, so a stamp names one state of one buffer.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// A buffer shared by a tensor and its views, with the stamp of its last
+/// write (see [`Tensor::version`]).
+struct Shared {
+    data: RwLock<Storage>,
+    version: AtomicU64,
+}
+
+impl Shared {
+    fn new(storage: Storage) -> Arc<Shared> {
+        Arc::new(Shared { data: RwLock::new(storage), version: AtomicU64::new(NEXT_VERSION.fetch_add(1, Ordering::Relaxed)) })
+    }
+}
 
 /// An n-dimensional array with reverse-mode autograd.
 #[derive(Clone)]
@@ -18,7 +35,7 @@ struct Inner {
     id: usize,
     // The buffer is behind a lock so that optimizers and EMA can update a
     // variable in place (see `set_data`) while views keep sharing it.
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<Shared>,
     layout: Layout,
     node: Option<Node>,
     is_var: bool,
@@ -46,13 +63,13 @@ where
 impl Tensor {
     // ----- construction -----------------------------------------------------
 
-    fn make(storage: Arc<RwLock<Storage>>, layout: Layout, node: Option<Node>, is_var: bool) -> Tensor {
+    fn make(storage: Arc<Shared>, layout: Layout, node: Option<Node>, is_var: bool) -> Tensor {
         Tensor(Arc::new(Inner { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), storage, layout, node, is_var }))
     }
 
     /// An untracked tensor over fresh contiguous storage.
     pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
-        Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), None, false)
+        Tensor::make(Shared::new(storage), Layout::contiguous(shape), None, false)
     }
 
     /// The result of an op: tracked when grad mode is on and an input is.
@@ -64,7 +81,7 @@ impl Tensor {
         backward: crate::autograd::BackwardFn,
     ) -> Tensor {
         let node = Self::node_for(op, inputs, backward);
-        Tensor::make(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), node, false)
+        Tensor::make(Shared::new(storage), Layout::contiguous(shape), node, false)
     }
 
     /// A view of `self` with another layout over the same storage.
@@ -207,10 +224,26 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0.storage.data.read().unwrap_or_else(|e| e.into_inner())
     }
+    /// The buffer for an in-place write: takes the write lock, then a new
+    /// [`Tensor::version`] stamp (so a reader that sees the new stamp waits
+    /// for the write to finish before it reads the data).
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.0.storage.data.write().unwrap_or_else(|e| e.into_inner());
+        self.0.storage.version.store(NEXT_VERSION.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        guard
+    }
+
+    /// A stamp of the current contents of this tensor's buffer: it changes
+    /// at every in-place write (`set_data`, `update_f32`, the fused AdamW
+    /// and EMA updates) through any tensor sharing the buffer, and no two
+    /// buffers ever share a stamp. Caches derived from a tensor's values
+    /// (a compressed sparse weight) keep the stamp they were built at and
+    /// rebuild when it differs. Read it before reading the values: a write
+    /// racing with the read then at worst costs one needless rebuild.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Acquire)
     }
 
     /// The elements as f32 in row-major order (f16/bf16/i64 are converted;

@@ -11,6 +11,15 @@
 //! and one micro-batch, on a synthetic batch: there is no second training
 //! loop to drift from the real one.
 //!
+//! With an N:M pattern ([`measure_nm`], `sparsedm bench --pattern N:M`)
+//! a second copy of the model (same random weights) is masked to N:M by
+//! magnitude on the config's policy (SparseDM's U-ViT layers by default)
+//! and its sampling forward, which runs the deployed N:M kernels
+//! (`sparsedm-layers`' `nn/deployed.rs`: `nm_cpu` on the CPU, cuSPARSELt
+//! 2:4 on a GPU), is timed interleaved with the dense one, repetition by
+//! repetition, so both see the same machine load: `forward_nm_ms` beside
+//! `forward_ms`.
+//!
 //! On a GPU the model, its inputs, the optimizer moments, the EMA and the
 //! SR-STE masks all live on the device; every timed region ends with
 //! [`Device::synchronize`] so queued kernels are counted, the CUDA matrix
@@ -23,7 +32,9 @@ use crate::data::Batch;
 use crate::error::{Result, TrainError};
 use crate::step::TrainStep;
 use crate::vocab::{SparseMethod, Teacher};
-use sparsedm_layers::{NamedPolicy, NmPattern, Policy};
+use sparsedm_layers::deployed::deployed_time;
+use sparsedm_layers::{NamedPolicy, NmPattern, Policy, SparseMode, apply_policy};
+use sparsedm_tensor::nm_cpu::{NmPath, force_path};
 use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, matmul_precision, no_grad, set_matmul_precision};
 use std::time::Instant;
 
@@ -57,6 +68,21 @@ pub struct SpeedReport {
     pub iters: usize,
     /// One forward without autograd (a sampling step), ms.
     pub forward_ms: f64,
+    /// The N:M pattern of the N:M forward (`--pattern`), if measured.
+    pub pattern: Option<String>,
+    /// The same forward with the model's policy layers masked to `pattern`
+    /// and run by the deployed N:M kernels, ms (timed interleaved with
+    /// `forward_ms`).
+    pub forward_nm_ms: Option<f64>,
+    /// Layers deployed on N:M kernels in that forward (the others: dense).
+    pub nm_layers: Option<usize>,
+    /// CPU: time per N:M forward spent inside those layers, ms (the rest is
+    /// attention, norms, activations and the dense layers).
+    pub nm_layers_ms: Option<f64>,
+    /// CPU: the same layers on the same masked weights forced to the dense
+    /// GEMM, ms per forward: the layers' own speed-up is
+    /// `nm_layers_dense_ms / nm_layers_ms`.
+    pub nm_layers_dense_ms: Option<f64>,
     /// One dense training step, ms.
     pub train_step_ms: f64,
     /// One training step with 2:4 SR-STE masks recomputed every forward, ms.
@@ -83,6 +109,16 @@ impl SpeedReport {
             self.iters
         );
         s += &format!("forward              {:8.1} ms{}\n", self.forward_ms, peer(self.forward_ms, self.peer.and_then(|p| p.forward_ms)));
+        if let (Some(p), Some(nm)) = (&self.pattern, self.forward_nm_ms) {
+            s += &format!(
+                "forward, {p:<11} {nm:8.1} ms   ({:.2}x faster than our dense forward; {} layers on N:M kernels)\n",
+                self.forward_ms / nm,
+                self.nm_layers.unwrap_or(0)
+            );
+        }
+        if let (Some(l), Some(d)) = (self.nm_layers_ms, self.nm_layers_dense_ms) {
+            s += &format!("  of which N:M layers {l:8.1} ms   (the same layers on the dense GEMM: {d:.1} ms, {:.2}x)\n", d / l);
+        }
         s += &format!(
             "train step, dense    {:8.1} ms{}\n",
             self.train_step_ms,
@@ -165,7 +201,35 @@ pub fn measure(cfg: &RunConfig, batch: usize, iters: usize, device: Device) -> R
 /// process-wide; it is restored afterwards). The CPU computes in f32 only,
 /// so there any other precision is an error.
 pub fn measure_at(cfg: &RunConfig, batch: usize, iters: usize, device: Device, precision: MatmulPrecision) -> Result<SpeedReport> {
+    measure_nm(cfg, batch, iters, device, precision, None)
+}
+
+/// [`measure_at`], and with `pattern` the N:M sampling forward beside the
+/// dense one (see the module docs). On a GPU only 2:4 at bf16 precision has
+/// an N:M kernel (cuSPARSELt); anything else is an error, not a dense time
+/// reported as N:M.
+pub fn measure_nm(
+    cfg: &RunConfig,
+    batch: usize,
+    iters: usize,
+    device: Device,
+    precision: MatmulPrecision,
+    pattern: Option<NmPattern>,
+) -> Result<SpeedReport> {
     device.ensure_available()?;
+    if let (Some(p), Device::Cuda(_)) = (pattern, device) {
+        if p != NmPattern::TWO_FOUR {
+            return Err(TrainError::Config(format!(
+                "bench: --pattern {p} on {device}: GPUs run N:M only as 2:4 (cuSPARSELt); other patterns run on the CPU"
+            )));
+        }
+        if precision != MatmulPrecision::Bf16 {
+            return Err(TrainError::Config(format!(
+                "bench: --pattern 2:4 on {device} needs bf16 matrix products (cuSPARSELt has no f32 2:4 mode), not {}",
+                precision_name(precision)
+            )));
+        }
+    }
     if batch == 0 || iters == 0 {
         return Err(TrainError::Config("bench: --batch and --iters must be at least 1".into()));
     }
@@ -174,7 +238,7 @@ pub fn measure_at(cfg: &RunConfig, batch: usize, iters: usize, device: Device, p
     }
     let before = matmul_precision();
     set_matmul_precision(precision);
-    let report = run_measurements(cfg, batch, iters, device, precision);
+    let report = run_measurements(cfg, batch, iters, device, precision, pattern);
     set_matmul_precision(before);
     report
 }
@@ -188,12 +252,34 @@ pub fn precision_name(p: MatmulPrecision) -> &'static str {
     }
 }
 
-fn run_measurements(cfg: &RunConfig, batch: usize, iters: usize, device: Device, precision: MatmulPrecision) -> Result<SpeedReport> {
+fn run_measurements(
+    cfg: &RunConfig,
+    batch: usize,
+    iters: usize,
+    device: Device,
+    precision: MatmulPrecision,
+    pattern: Option<NmPattern>,
+) -> Result<SpeedReport> {
     let dense = bench_step(cfg, batch, false, device)?;
     let shape = dense.student().config.input_shape();
     let mut rng = Rng::new(1);
     let x = Tensor::randn(&[batch, shape[0], shape[1], shape[2]], &mut rng, &Device::Cpu)?.to_device(&device)?;
-    let forward_ms = time_forward(dense.student(), &x, iters)?;
+    let mut nm = NmTimes::default();
+    let forward_ms = match pattern {
+        None => time_forward(dense.student(), &x, iters)?,
+        Some(p) => {
+            let model = nm_model(cfg, batch, device, p)?;
+            let (d, s, layers_ms) = time_forward_pair(dense.student(), &model, &x, iters)?;
+            nm.forward_ms = Some(s);
+            nm.layers =
+                Some(model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count());
+            if device == Device::Cpu {
+                nm.layers_ms = Some(layers_ms);
+                nm.layers_dense_ms = Some(time_layers_forced_dense(&model, &x, iters)?);
+            }
+            d
+        }
+    };
     let train_step_ms = time_train(dense, &x, iters)?;
     let sparse = bench_step(cfg, batch, true, device)?;
     let params = sparse.student().store.num_params();
@@ -212,6 +298,11 @@ fn run_measurements(cfg: &RunConfig, batch: usize, iters: usize, device: Device,
         threads: rayon::current_num_threads(),
         iters,
         forward_ms,
+        pattern: pattern.map(|p| p.to_string()),
+        forward_nm_ms: nm.forward_ms,
+        nm_layers: nm.layers,
+        nm_layers_ms: nm.layers_ms,
+        nm_layers_dense_ms: nm.layers_dense_ms,
         train_step_ms,
         train_step_srste_ms,
         peer,
@@ -248,6 +339,83 @@ pub fn srste_2of4(cfg: &RunConfig) -> SparseConfig {
         w_kt: 0.0,
         ..SparseConfig::new(NmPattern::TWO_FOUR, SparseMethod::SrSte)
     }
+}
+
+/// The bench's model (the same random weights as the dense one: same
+/// config, same seed) on `device`, masked to `pattern` by magnitude on the
+/// config's sparse policy (else SparseDM's U-ViT layers for a U-ViT, every
+/// layer otherwise), in evaluation mode.
+pub fn nm_model(cfg: &RunConfig, batch: usize, device: Device, pattern: NmPattern) -> Result<Bundle> {
+    let c = bench_config(cfg, batch, None);
+    let b = crate::build::new_model_on(&c, c.seed, device)?;
+    let policy = match &cfg.sparse {
+        Some(s) => s.policy.clone(),
+        None => srste_2of4(cfg).policy,
+    };
+    apply_policy(&b.store, &policy, pattern, SparseMode::srste)?;
+    b.store.set_training(false);
+    Ok(b)
+}
+
+/// The N:M part of a report.
+#[derive(Debug, Default)]
+struct NmTimes {
+    forward_ms: Option<f64>,
+    layers: Option<usize>,
+    layers_ms: Option<f64>,
+    layers_dense_ms: Option<f64>,
+}
+
+/// Mean forward times of `a` and `b` on `x`, timed alternately (one
+/// forward of each per repetition, after two warm-ups of each, the first
+/// of which builds `b`'s compressed weights and times its kernel choices),
+/// and the mean time per forward of `b` spent in its deployed layers.
+fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result<(f64, f64, f64)> {
+    let _g = no_grad();
+    a.store.set_training(false);
+    b.store.set_training(false);
+    let dev = x.device();
+    let t = Tensor::full(500.0, &[x.dims()[0]], &dev)?;
+    for _ in 0..2 {
+        a.model.predict_eps(x, &t, None)?;
+        b.model.predict_eps(x, &t, None)?;
+    }
+    let mut total = [0f64; 2];
+    let mut layers = 0f64;
+    for _ in 0..iters {
+        for (i, m) in [a, b].into_iter().enumerate() {
+            dev.synchronize()?;
+            let in_layers = deployed_time();
+            let start = Instant::now();
+            m.model.predict_eps(x, &t, None)?;
+            dev.synchronize()?;
+            total[i] += start.elapsed().as_secs_f64();
+            if i == 1 {
+                layers += (deployed_time() - in_layers).as_secs_f64();
+            }
+        }
+    }
+    let per = |s: f64| s * 1e3 / iters as f64;
+    Ok((per(total[0]), per(total[1]), per(layers)))
+}
+
+/// Mean time per forward of `b` spent in its deployed layers with every
+/// one forced to the dense GEMM on its masked weight (CPU).
+fn time_layers_forced_dense(b: &Bundle, x: &Tensor, iters: usize) -> Result<f64> {
+    let _g = no_grad();
+    let t = Tensor::full(500.0, &[x.dims()[0]], &x.device())?;
+    force_path(Some(NmPath::Dense));
+    let run = || -> Result<f64> {
+        b.model.predict_eps(x, &t, None)?;
+        let before = deployed_time();
+        for _ in 0..iters {
+            b.model.predict_eps(x, &t, None)?;
+        }
+        Ok((deployed_time() - before).as_secs_f64() * 1e3 / iters as f64)
+    };
+    let ms = run();
+    force_path(None);
+    ms
 }
 
 fn describe_nnet(cfg: &RunConfig) -> String {

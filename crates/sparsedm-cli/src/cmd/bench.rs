@@ -5,12 +5,20 @@
 //! 2-core CPU; U-ViT-S/2 on an H200 at batch 128 for the training steps and
 //! 500 for the forward). Random weights: speed does not depend on them.
 //!
+//! `--pattern N:M` also masks a copy of the model to N:M by magnitude (the
+//! config's sparse policy, else SparseDM's U-ViT layers / every layer of a
+//! UNet) and times its sampling forward on the deployed N:M kernels
+//! (`nm_cpu` on the CPU, any N:M with M ≤ 32; cuSPARSELt on a GPU, 2:4 at
+//! bf16 only) interleaved with the dense forward: `forward_nm_ms` beside
+//! `forward_ms`.
+//!
 //! `--device cuda[:N]` runs everything on that GPU (the only command that
 //! accepts a GPU in this version), with bf16 matrix products unless
 //! `--precision` says otherwise, and reports the GPU's peak memory.
 
 use super::DeviceArg;
 use anyhow::{Result, bail};
+use sparsedm_layers::NmPattern;
 use sparsedm_tensor::{Device, MatmulPrecision};
 use sparsedm_train::{RunConfig, speed};
 
@@ -18,6 +26,7 @@ use sparsedm_train::{RunConfig, speed};
 #[command(after_help = "Examples:\n  \
 sparsedm bench\n  \
 sparsedm bench --config cifar10_uvit_small --batch 8 --iters 3 --json\n  \
+sparsedm bench --pattern 2:4 --json\n  \
 sparsedm bench --config cifar10_uvit_small --batch 128 --device cuda --precision bf16\n\n\
 Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
 pub struct Args {
@@ -42,6 +51,10 @@ pub struct Args {
     /// Default: f32 on the CPU (the only choice there), bf16 on a GPU.
     #[arg(long, value_name = "PRECISION")]
     pub precision: Option<String>,
+    /// Also time the sampling forward with the policy's layers masked to this N:M pattern
+    /// (e.g. 2:4, 1:8) on the N:M kernels, reported as `forward_nm_ms`.
+    #[arg(long, value_name = "N:M")]
+    pub pattern: Option<String>,
 }
 
 /// Parses `--precision`.
@@ -64,8 +77,12 @@ pub fn run(a: Args) -> Result<()> {
     if device == Device::Cpu && precision != MatmulPrecision::F32 {
         bail!("--precision {}: CPU matrix products are f32 only (tf32 and bf16 need --device cuda)", speed::precision_name(precision));
     }
+    let pattern = match &a.pattern {
+        Some(p) => Some(p.parse::<NmPattern>().map_err(|e| anyhow::anyhow!("--pattern {p:?}: {e}"))?),
+        None => None,
+    };
     let cfg = RunConfig::load(&a.config, &a.set)?;
-    let report = speed::measure_at(&cfg, a.batch, a.iters, device, precision)?;
+    let report = speed::measure_nm(&cfg, a.batch, a.iters, device, precision, pattern)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -4,6 +4,7 @@
 //! As for [`crate::Linear`], the [`SparseSlot`] is the one owner of the
 //! weight; the layer keeps only the bias and the geometry.
 
+use crate::nn::deployed;
 use crate::nn::init::Init;
 use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
@@ -52,7 +53,15 @@ impl Conv2d {
         Ok(Conv2d { slot, bias, cfg })
     }
 
+    /// `x` `[n, in, h, w]` to `[n, out, h', w']`. Without grad mode and with
+    /// an N:M deployed weight this runs the N:M kernels (CPU: im2col + SpMM)
+    /// on the weight compressed once (see `nn/deployed.rs`); otherwise the
+    /// dense convolution with the mode's effective weight.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
+        let g = deployed::ConvGeometry { stride: self.cfg.stride, padding: self.cfg.padding };
+        if let Some(y) = deployed::conv_forward(&self.slot, x, self.bias.as_ref(), g)? {
+            return Ok(y);
+        }
         let w = self.slot.effective_weight()?;
         Ok(x.conv2d(&w, self.bias.as_ref(), self.cfg.stride, self.cfg.padding)?)
     }

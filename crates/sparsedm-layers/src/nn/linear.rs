@@ -6,6 +6,7 @@
 //! weight in place or a checkpoint overwrites it (the [`ParamStore`] entry
 //! `weight` is the same variable, registered under its state-dict name).
 
+use crate::nn::deployed;
 use crate::nn::init::Init;
 use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
@@ -34,8 +35,14 @@ impl Linear {
         Ok(Linear { slot, bias })
     }
 
-    /// `x` of shape `[..., in]` to `[..., out]`.
+    /// `x` of shape `[..., in]` to `[..., out]`. Without grad mode and with
+    /// an N:M deployed weight this runs the N:M kernels on the weight
+    /// compressed once (see `nn/deployed.rs`); otherwise the dense product
+    /// with the mode's effective weight.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
+        if let Some(y) = deployed::linear_forward(&self.slot, x, self.bias.as_ref())? {
+            return Ok(y);
+        }
         let w = self.slot.effective_weight()?;
         Ok(x.linear(&w, self.bias.as_ref())?)
     }

@@ -28,6 +28,7 @@ use crate::nm::layout::WeightLayout;
 use crate::nm::mask::{MaskOutcome, NonDivisible, compute_mask, plan_mask};
 use crate::nm::pattern::NmPattern;
 use crate::nm::transposable::{TransposableMethod, transposable_mask};
+use crate::nn::deployed::{self, DeployCache};
 use sparsedm_tensor::{Tensor, no_grad};
 use std::fmt;
 use std::str::FromStr;
@@ -273,13 +274,15 @@ pub struct SparseSlot {
     layout: WeightLayout,
     training: Arc<AtomicBool>,
     state: Arc<RwLock<State>>,
+    /// The weight as deployed for the N:M kernels (see `deployed.rs`).
+    deploy: Arc<DeployCache>,
 }
 
 impl SparseSlot {
     pub(crate) fn new(weight: Tensor, training: Arc<AtomicBool>) -> Result<Self> {
         let layout = WeightLayout::from_shape(weight.shape())?;
         let state = State { mode: SparseMode::Dense, non_divisible: NonDivisible::default(), fixed_mask: None, plan: None };
-        Ok(SparseSlot { weight, layout, training, state: Arc::new(RwLock::new(state)) })
+        Ok(SparseSlot { weight, layout, training, state: Arc::new(RwLock::new(state)), deploy: Arc::new(DeployCache::default()) })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -350,7 +353,43 @@ impl SparseSlot {
             self.weight.set_data(&self.weight.mul(mask)?)?;
         }
         *st = State { mode, non_divisible: nd, fixed_mask, plan };
+        self.deploy.clear();
         Ok(())
+    }
+
+    /// Whether the store this slot belongs to is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// The N:M pattern of the weight the forward uses, when that weight is
+    /// N:M along the input dimension (a sparse mode with a grouped mask,
+    /// and not an `Untrained` mask while training): what the deployed N:M
+    /// kernels can run (see `deployed.rs`). `None` for dense layers,
+    /// left-dense and flat-index masks.
+    pub fn deployed_pattern(&self) -> Option<NmPattern> {
+        let st = self.read();
+        let pattern = st.mode.pattern()?;
+        if matches!(st.mode, SparseMode::Untrained { .. }) && self.is_training() {
+            return None;
+        }
+        (st.plan?.outcome == MaskOutcome::Grouped).then_some(pattern)
+    }
+
+    pub(crate) fn deploy_cache(&self) -> &DeployCache {
+        &self.deploy
+    }
+
+    /// How many times this slot's deployed N:M weight has been built
+    /// (compressed): once per weight version, mode and device.
+    pub fn deploy_builds(&self) -> usize {
+        self.deploy.builds()
+    }
+
+    /// The kernel of the cached deployed weight, if any: `"nm-cpu"`,
+    /// `"nm-cpu-conv"`, `"cusparselt-2:4"` or `"dense"` (no N:M kernel applies).
+    pub fn deployed_kind(&self) -> Option<&'static str> {
+        deployed::cached_kind(self)
     }
 
     /// The magnitude mask of the current weight under `mode` (sparse modes only).

@@ -13,6 +13,7 @@ use super::format::NmWeight;
 use super::spmm::spmm;
 use crate::{Device, Error, Result, Tensor};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -54,6 +55,34 @@ pub fn chosen_path(key: ShapeKey) -> Option<NmPath> {
 /// Forgets every choice (benchmarks re-time after changing threads).
 pub fn clear_choices() {
     table().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// 0: choose by timing; 1: always dense; 2: always sparse.
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every later [`NmLinear::forward`] and
+/// [`crate::nm_cpu::NmConv2d::forward_tensor`] take `path` without timing
+/// (`None`: back to the timed choice). Both paths compute the same values,
+/// so this changes speed only: tests force `Sparse` so the kernel runs
+/// whatever the machine's timings say, benchmarks compare the two.
+pub fn force_path(path: Option<NmPath>) {
+    FORCED.store(
+        match path {
+            None => 0,
+            Some(NmPath::Dense) => 1,
+            Some(NmPath::Sparse) => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The path set by [`force_path`], if any.
+pub fn forced_path() -> Option<NmPath> {
+    match FORCED.load(Ordering::Relaxed) {
+        1 => Some(NmPath::Dense),
+        2 => Some(NmPath::Sparse),
+        _ => None,
+    }
 }
 
 /// Dense `y = x·wᵀ + bias` through the `gemm` crate, called exactly as
@@ -188,6 +217,9 @@ impl NmLinear {
     /// # Errors
     /// Buffer lengths that do not match `rows`, `in`, `out`.
     pub fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        if let Some(path) = forced_path() {
+            return self.forward_with(path, x, rows, y);
+        }
         let key = self.key(rows);
         if let Some(path) = chosen_path(key) {
             return self.forward_with(path, x, rows, y);

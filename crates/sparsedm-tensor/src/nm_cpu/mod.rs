@@ -11,6 +11,10 @@
 //! - [`NmLinear`]: what an eval-mode Linear with an N:M weight calls; its
 //!   [`NmLinear::forward`] picks the faster of [`dense_linear`] and [`spmm`]
 //!   once per shape and caches the choice.
+//! - [`NmConv2d`]: an eval-mode Conv2d with an N:M weight (groups along
+//!   input channels): im2col in channel-last order and the same kernel,
+//!   with its own per-shape choice against the dense convolution.
+//! - [`force_path`]: pins both choices to one path (tests, benchmarks).
 //! - [`nm_checkpoint_bytes`] / [`load_nm_checkpoint_bytes`]: compressed N:M
 //!   checkpoints (kept values + packed positions in safetensors).
 //!
@@ -28,6 +32,7 @@
 //! ```
 
 mod checkpoint;
+mod conv;
 mod dispatch;
 mod format;
 mod portable;
@@ -41,6 +46,7 @@ pub use checkpoint::{
     NM_CHECKPOINT_KEY, NmLoaded, NmValueDtype, is_nm_checkpoint, load_nm_checkpoint, load_nm_checkpoint_bytes, nm_checkpoint_bytes,
     save_nm_checkpoint,
 };
-pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, shape_key};
+pub use conv::{NmConv2d, chosen_conv_path};
+pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, force_path, forced_path, shape_key};
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
 pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};

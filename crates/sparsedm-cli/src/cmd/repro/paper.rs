@@ -64,6 +64,12 @@ pub const TABLE2: &[PaperRow] = &[
 /// U-ViT of width 8192 (8 heads × 1024), batch 64, fp16, on 32×32 inputs:
 /// rows mlp_ratio 1, 2, 4, 8; columns patch 1, 2, 4. Paper: A40, PyTorch 2.2
 /// CUTLASS kernels. Peer: PyTorch 2.11 cuSPARSELt on the H200 (../shared/GPU.md §6).
+/// Table 3's block: width 8192 = 8 heads × 1024, batch 64, 32×32 inputs (tokens = (32/patch)² + 1
+/// with the time token), mlp_ratio 1/2/4/8 × patch 1/2/4 (../shared/GPU.md §6).
+pub const TABLE3_WIDTH: usize = 8192;
+pub const TABLE3_HEADS: usize = 8;
+pub const TABLE3_BATCH: usize = 64;
+pub const TABLE3_IMAGE: usize = 32;
 pub const TABLE3_MLP_RATIOS: [usize; 4] = [1, 2, 4, 8];
 pub const TABLE3_PATCHES: [usize; 3] = [1, 2, 4];
 pub const TABLE3_PAPER: [[f64; 3]; 4] = [[1.02, 1.01, 1.01], [1.04, 0.97, 1.01], [1.23, 1.10, 0.98], [1.22, 1.17, 1.08]];

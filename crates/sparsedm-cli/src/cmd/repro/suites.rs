@@ -213,6 +213,21 @@ pub fn table3(a: &Args) -> Result<()> {
         Ok(gpu) => gpu,
         Err(reason) => return table3_unmeasured(a, &reason),
     };
+    // The model's block, dense against 2:4 through cuSPARSELt, must agree before anything is timed.
+    let check = super::table3::check_block(&gpu).context("Table 3 block check")?;
+    eprintln!(
+        "[repro] table3 block check on {}: the U-ViT block with 2:4 qkv, proj, fc1, fc2 through cuSPARSELt ({} layers, {} compressions) matches the dense masked block (relative error {:.1e})",
+        gpu.name(),
+        check.layers_24,
+        check.compressions,
+        check.rel_error
+    );
+    if gpu.is_simulated() {
+        return table3_unmeasured(
+            a,
+            &format!("{} refuses timing (its times would not be a GPU's); the block check above passed", gpu.name()),
+        );
+    }
     let grid = super::table3::measure(&gpu)?;
     let (md, json) = super::table3::report(&gpu, &grid, scale_name(a.scale));
     write_files(&a.out, "table3", &md, &json)?;

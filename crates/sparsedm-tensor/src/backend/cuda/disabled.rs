@@ -166,3 +166,42 @@ impl BackendStorage for CudaStorage {
         match *self {}
     }
 }
+
+/// Weights compressed by cuSPARSELt: none without the CUDA backend.
+pub fn sparse24_compressions() -> usize {
+    0
+}
+
+/// A compressed 2:4 weight on a GPU. Uninhabited in CPU-only builds.
+#[derive(Debug)]
+pub enum Sparse24 {}
+
+impl Sparse24 {
+    /// Output features (never called: the type has no values).
+    pub fn out_features(&self) -> usize {
+        match *self {}
+    }
+    /// Input features (never called).
+    pub fn in_features(&self) -> usize {
+        match *self {}
+    }
+    /// The device's name (never called).
+    pub fn device_name(&self) -> &str {
+        match *self {}
+    }
+    /// Whether the device is simulated (never called).
+    pub fn is_simulated(&self) -> bool {
+        match *self {}
+    }
+}
+
+impl CudaStorage {
+    /// Never called: the storage type has no values.
+    pub(crate) fn sparse24_compress(&self, _: &Layout, _: Option<(&CudaStorage, &Layout)>, _: usize, _: usize) -> Result<Sparse24> {
+        match *self {}
+    }
+    /// Never called: the storage type has no values.
+    pub(crate) fn sparse24_matmul(&self, _: &Layout, _: &Sparse24, _: usize) -> Result<CudaStorage> {
+        match *self {}
+    }
+}

@@ -13,7 +13,8 @@
 //! (buffers, transfers, copies, casts),
 //! `kl` (tensor layouts → kernel layouts), `elementwise`, `reduce`, `gemm`
 //! (matmul, linear), `nn` (softmax, normalisation), `conv`, `pool`, `index`
-//! (gathers, cat, pad), `random` (Philox draws) and `fused` (the in-place
+//! (gathers, cat, pad), `random` (Philox draws), `sparse24` (deployed 2:4 Linear weights
+//! compressed by cuSPARSELt) and `fused` (the in-place
 //! AdamW and EMA updates and the N:M mask, device
 //! synchronisation and the allocator's peak).
 
@@ -23,7 +24,7 @@ pub use precision::{MatmulPrecision, matmul_precision, set_matmul_precision};
 #[cfg(not(feature = "cuda"))]
 mod disabled;
 #[cfg(not(feature = "cuda"))]
-pub use disabled::{CudaStorage, ensure_available, is_available};
+pub use disabled::{CudaStorage, Sparse24, ensure_available, is_available, sparse24_compressions};
 #[cfg(not(feature = "cuda"))]
 pub(crate) use disabled::{peak_memory_bytes, synchronize};
 
@@ -51,6 +52,10 @@ mod pool;
 mod random;
 #[cfg(feature = "cuda")]
 mod reduce;
+#[cfg(feature = "cuda")]
+mod sparse24;
+#[cfg(feature = "cuda")]
+pub use sparse24::{Sparse24, sparse24_compressions};
 #[cfg(feature = "cuda")]
 mod storage;
 #[cfg(feature = "cuda")]

@@ -1,0 +1,185 @@
+//! The deployed N:M path of Linear and Conv2d (`nn/deployed.rs`) on the CPU:
+//! under `no_grad` a layer whose forward weight is N:M runs the `nm_cpu`
+//! kernels on a weight compressed once, and gives the masked dense forward
+//! (the same layer with grad mode on, i.e. `x·(w ⊙ m)ᵀ + b` through the
+//! dense GEMM / convolution) within 1e-5 relative, for several N:M
+//! patterns and shapes that are not multiples of the SIMD width; the cache
+//! follows every change of weight, bias, mode and training flag.
+//!
+//! Every test pins the kernels' dense-vs-N:M choice to the N:M kernel
+//! (`force_path`), so the SpMM itself is what is compared, whatever the
+//! machine's timings would choose.
+
+use sparsedm_layers::{Conv2d, Conv2dConfig, Linear, NmPattern, ParamStore, SparseMode};
+use sparsedm_tensor::nm_cpu::{NmPath, force_path};
+use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
+
+const DEV: Device = Device::Cpu;
+const REL: f32 = 1e-5;
+
+const PATTERNS: [(usize, usize); 7] = [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32), (3, 16), (1, 2)];
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(Rng::new(seed).normal_vec(n), shape, &DEV).unwrap()
+}
+
+/// `max |a − b| ≤ REL · max |b|`, naming `what` on failure.
+fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}: shapes");
+    let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= REL * scale, "{what}: max error {err} > {REL} × {scale}");
+}
+
+/// The masked dense forward: grad mode on, so the layer takes its ordinary
+/// path (`effective_weight()` and the dense op), detached for comparison.
+fn dense_forward(f: impl Fn() -> Tensor) -> Tensor {
+    f().detach()
+}
+
+fn deployed_forward(f: impl Fn() -> Tensor) -> Tensor {
+    let _g = no_grad();
+    f()
+}
+
+#[test]
+fn linear_nm_path_equals_masked_dense_forward() {
+    force_path(Some(NmPath::Sparse));
+    let mut seed = 1;
+    for (n, m) in PATTERNS {
+        for (inp, out, rows) in [(m * 3, 5, 1), (m * 8, 17, 7), (m * 12, 33, 70), (64.max(m * 2), 20, 130)] {
+            seed += 1;
+            let store = ParamStore::new(DEV, seed);
+            let lin = Linear::new(&store.pp("fc"), inp, out, true).unwrap();
+            lin.slot().set_mode(SparseMode::srste(NmPattern::new(n, m).unwrap())).unwrap();
+            store.set_training(false);
+            let x = randn(&[rows, inp], seed + 100);
+            let dense = dense_forward(|| lin.forward(&x).unwrap());
+            let nm = deployed_forward(|| lin.forward(&x).unwrap());
+            assert_eq!(lin.slot().deployed_kind(), Some("nm-cpu"), "{n}:{m} [{out}, {inp}]");
+            assert_close(&nm, &dense, &format!("Linear {n}:{m} [{out}, {inp}] × {rows} rows"));
+            // A leading batch dimension goes through the same path.
+            let x3 = randn(&[2, rows, inp], seed + 200);
+            assert_close(
+                &deployed_forward(|| lin.forward(&x3).unwrap()),
+                &dense_forward(|| lin.forward(&x3).unwrap()),
+                &format!("Linear {n}:{m} batched"),
+            );
+            assert_eq!(lin.slot().deploy_builds(), 1, "compressed once for both calls");
+        }
+    }
+}
+
+#[test]
+fn conv2d_nm_path_equals_masked_dense_forward() {
+    force_path(Some(NmPath::Sparse));
+    let mut seed = 50;
+    for (n, m) in [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32)] {
+        for (c, o, k, s, p, bias) in [(m, 5, 3, 1, 1, true), (2 * m, 16, 1, 1, 0, false), (3 * m, 7, 3, 2, 1, true), (m, 3, 2, 1, 0, true)]
+        {
+            seed += 1;
+            let store = ParamStore::new(DEV, seed);
+            let cfg = Conv2dConfig { kernel: (k, k), stride: (s, s), padding: (p, p), bias };
+            let conv = Conv2d::new(&store.pp("conv"), c, o, cfg).unwrap();
+            conv.slot().set_mode(SparseMode::Fixed { pattern: NmPattern::new(n, m).unwrap(), transposable: false }).unwrap();
+            store.set_training(false);
+            let x = randn(&[3, c, 7, 9], seed + 100);
+            let dense = dense_forward(|| conv.forward(&x).unwrap());
+            let nm = deployed_forward(|| conv.forward(&x).unwrap());
+            assert_eq!(conv.slot().deployed_kind(), Some("nm-cpu-conv"));
+            assert_close(&nm, &dense, &format!("Conv2d {n}:{m} in {c} out {o} k {k} s {s} p {p}"));
+        }
+    }
+}
+
+#[test]
+fn the_cache_follows_weight_bias_and_mode_changes() {
+    force_path(Some(NmPath::Sparse));
+    let store = ParamStore::new(DEV, 7);
+    let lin = Linear::new(&store.pp("fc"), 64, 24, true).unwrap();
+    lin.slot().set_mode(SparseMode::srste(NmPattern::TWO_FOUR)).unwrap();
+    store.set_training(false);
+    let x = randn(&[9, 64], 8);
+    let check = |what: &str| {
+        let nm = deployed_forward(|| lin.forward(&x).unwrap());
+        assert_close(&nm, &dense_forward(|| lin.forward(&x).unwrap()), what);
+        nm
+    };
+    let first = check("initial");
+    assert_eq!(lin.slot().deploy_builds(), 1);
+    check("again");
+    assert_eq!(lin.slot().deploy_builds(), 1, "an unchanged weight is not recompressed");
+
+    // An optimizer-like in-place update (the trainer samples between steps):
+    // the masks move with the weights, and the next forward sees them.
+    lin.weight().update_f32(|w| w.iter_mut().enumerate().for_each(|(i, v)| *v += 0.3 * ((i % 7) as f32 - 3.0))).unwrap();
+    let updated = check("after update_f32");
+    assert_eq!(lin.slot().deploy_builds(), 2);
+    assert_ne!(first.to_vec_f32().unwrap(), updated.to_vec_f32().unwrap(), "the update changed the output");
+
+    // `set_data` (EMA swaps, checkpoint loads) through another handle of the same buffer.
+    let handle = store.get("fc.weight").unwrap();
+    handle.set_data(&randn(&[24, 64], 9)).unwrap();
+    check("after set_data");
+    assert_eq!(lin.slot().deploy_builds(), 3);
+
+    // The bias.
+    lin.bias().unwrap().set_data(&randn(&[24], 10)).unwrap();
+    check("after a bias update");
+    assert_eq!(lin.slot().deploy_builds(), 4);
+
+    // A new mode: another pattern.
+    lin.slot().set_mode(SparseMode::srste(NmPattern::new(1, 8).unwrap())).unwrap();
+    check("after switching to 1:8");
+    assert_eq!(lin.slot().deploy_builds(), 5);
+
+    // Back to dense: no deployed N:M weight, the plain forward.
+    lin.slot().set_mode(SparseMode::Dense).unwrap();
+    let y = deployed_forward(|| lin.forward(&x).unwrap());
+    assert_close(&y, &x.linear(lin.weight(), lin.bias()).unwrap(), "dense mode");
+    assert_eq!(lin.slot().deploy_builds(), 5, "a dense layer builds nothing");
+}
+
+#[test]
+fn training_never_takes_the_deployed_path() {
+    force_path(Some(NmPath::Sparse));
+    let store = ParamStore::new(DEV, 11);
+    let lin = Linear::new(&store.pp("fc"), 32, 8, true).unwrap();
+    lin.slot().set_mode(SparseMode::srste(NmPattern::TWO_FOUR)).unwrap();
+    let x = randn(&[4, 32], 12);
+    // Grad mode on: the SR-STE forward, tracked, with its gradient.
+    let y = lin.forward(&x).unwrap();
+    assert!(y.is_tracked());
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(lin.weight()).is_some());
+    assert_eq!(lin.slot().deploy_builds(), 0);
+
+    // Untrained masks are dense while training, masked in evaluation.
+    lin.slot().set_mode(SparseMode::Untrained { pattern: NmPattern::TWO_FOUR }).unwrap();
+    store.set_training(true);
+    assert_eq!(lin.slot().deployed_pattern(), None);
+    let y = deployed_forward(|| lin.forward(&x).unwrap());
+    assert_close(&y, &x.linear(lin.weight(), lin.bias()).unwrap(), "untrained, training: dense weight");
+    store.set_training(false);
+    assert_eq!(lin.slot().deployed_pattern(), Some(NmPattern::TWO_FOUR));
+    let y = deployed_forward(|| lin.forward(&x).unwrap());
+    assert_close(&y, &dense_forward(|| lin.forward(&x).unwrap()), "untrained, eval: masked");
+    assert_eq!(lin.slot().deploy_builds(), 1);
+}
+
+#[test]
+fn non_grouped_masks_stay_dense() {
+    force_path(Some(NmPath::Sparse));
+    let store = ParamStore::new(DEV, 13);
+    // in = 30 is not a multiple of 4: the default leaves the layer dense.
+    let lin = Linear::new(&store.pp("fc"), 30, 8, true).unwrap();
+    lin.slot().set_mode(SparseMode::srste(NmPattern::TWO_FOUR)).unwrap();
+    store.set_training(false);
+    assert_eq!(lin.slot().deployed_pattern(), None);
+    let x = randn(&[3, 30], 14);
+    let y = deployed_forward(|| lin.forward(&x).unwrap());
+    assert_close(&y, &x.linear(lin.weight(), lin.bias()).unwrap(), "left dense");
+    assert_eq!(lin.slot().deploy_builds(), 0);
+}

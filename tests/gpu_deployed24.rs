@@ -1,0 +1,142 @@
+//! The deployed 2:4 path at model level on CUDA (`sparsedm-layers`'
+//! `nn/deployed.rs` → `sparsedm_tensor::nm_cuda::Sparse24Linear` →
+//! cuSPARSELt): a small U-ViT masked 2:4 by SparseDM's policy, at the bf16
+//! matmul precision, samples through cuSPARSELt under `no_grad` and gives
+//! the dense masked forward (grad mode on: the bf16 cuBLAS GEMMs) within
+//! bf16 tolerance; each weight is compressed once, and again only after it
+//! changes. A weight that is not 2:4 (a 4:8 mask) is refused by
+//! cuSPARSELt's prune check and the layer falls back to the dense product
+//! (no error: the model still samples, bit-identical to the dense forward).
+//!
+//! Runs on a real GPU, or on the CUDA simulator in CI
+//! (`SPARSEDM_CUDA_SIM=1`, which enforces cuSPARSELt's constraints);
+//! skipped without either unless `SPARSEDM_REQUIRE_GPU=1`.
+
+use sparsedm_diffusion::{EpsModel, UViT, UViTConfig};
+use sparsedm_kernels::testing::gpu_or_skip;
+use sparsedm_layers::{NamedPolicy, NmPattern, ParamStore, Policy, SparseMode, apply_policy};
+use sparsedm_tensor::nm_cuda::compressions;
+use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, no_grad, set_matmul_precision};
+use std::sync::Mutex;
+
+/// The matmul precision and the compression counter are process-wide:
+/// the tests of this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn cfg() -> UViTConfig {
+    UViTConfig { img_size: 8, patch_size: 2, embed_dim: 64, depth: 3, num_heads: 2, num_classes: 5, ..Default::default() }
+}
+
+fn inputs(dev: Device) -> (Tensor, Tensor, Tensor) {
+    let x = Tensor::randn(&[4, 3, 8, 8], &mut Rng::new(2), &Device::Cpu).unwrap().to_device(&dev).unwrap();
+    let t = Tensor::from_vec(vec![10.0, 300.0, 600.0, 990.0], &[4], &dev).unwrap();
+    let y = Tensor::from_vec_i64(vec![0, 4, 2, 1], &[4], &dev).unwrap();
+    (x, t, y)
+}
+
+/// `max |a − b|` and `max |b|`.
+fn err(a: &Tensor, b: &Tensor) -> (f32, f32) {
+    let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    (a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())), scale)
+}
+
+fn kinds(store: &ParamStore, kind: &str) -> usize {
+    store.sparse_slots().iter().filter(|(_, s)| s.deployed_kind() == Some(kind)).count()
+}
+
+#[test]
+fn gpu_uvit_24_samples_through_cusparselt_like_the_dense_masked_forward() {
+    let Some(gpu) = gpu_or_skip("gpu_uvit_24_samples_through_cusparselt_like_the_dense_masked_forward") else { return };
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::Cuda(gpu.ordinal());
+    set_matmul_precision(MatmulPrecision::Bf16);
+    let store = ParamStore::new(dev, 5);
+    let model = UViT::new(&store, &cfg()).unwrap();
+    apply_policy(&store, &Policy::named(NamedPolicy::SparseDmUvit), NmPattern::TWO_FOUR, SparseMode::srste).unwrap();
+    store.set_training(false);
+    let (x, t, y) = inputs(dev);
+    let fwd = || model.predict_eps(&x, &t, Some(&y)).unwrap();
+
+    let dense = fwd().detach();
+    let before = compressions();
+    let sparse = {
+        let _g = no_grad();
+        fwd()
+    };
+    let deployed = kinds(&store, "cusparselt-2:4");
+    assert!(deployed >= 9, "only {deployed} layers went through cuSPARSELt");
+    assert_eq!(compressions() - before, deployed, "one compression per deployed layer");
+    let (e, scale) = err(&sparse, &dense);
+    // bf16 operands on both sides; the 2:4 path also rounds each layer's output to bf16.
+    assert!(e <= 3e-2 * scale, "2:4 vs dense masked: max error {e} > 3e-2 × {scale}");
+
+    // Sampling again reuses the compressed weights.
+    {
+        let _g = no_grad();
+        let again = fwd();
+        assert_eq!(compressions() - before, deployed, "no recompression for unchanged weights");
+        assert_eq!(again.to_vec_f32().unwrap(), sparse.to_vec_f32().unwrap());
+    }
+
+    // A training step changes one weight: only that layer is compressed again,
+    // and the next sample follows the new weights.
+    let w = store.get("mid_block.mlp.fc1.weight").unwrap();
+    let fresh = Tensor::randn(w.shape(), &mut Rng::new(9), &Device::Cpu).unwrap().affine(0.02, 0.0).unwrap().to_device(&dev).unwrap();
+    w.set_data(&fresh).unwrap();
+    let dense2 = fwd().detach();
+    let sparse2 = {
+        let _g = no_grad();
+        fwd()
+    };
+    assert_eq!(compressions() - before, deployed + 1, "exactly the changed layer is recompressed");
+    let (e2, scale2) = err(&sparse2, &dense2);
+    assert!(e2 <= 3e-2 * scale2, "after the update: max error {e2} > 3e-2 × {scale2}");
+    let (moved, _) = err(&sparse2, &sparse);
+    assert!(moved > 10.0 * e2, "the output did not follow the weight update ({moved})");
+    set_matmul_precision(MatmulPrecision::F32);
+}
+
+#[test]
+fn gpu_non_24_weights_and_f32_precision_run_dense() {
+    let Some(gpu) = gpu_or_skip("gpu_non_24_weights_and_f32_precision_run_dense") else { return };
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::Cuda(gpu.ordinal());
+    let (x, t, y) = inputs(dev);
+
+    // 4:8 masks keep up to 4 of every 4 inputs: cuSPARSELt's prune check
+    // refuses such weights, and each layer falls back to the dense product.
+    set_matmul_precision(MatmulPrecision::Bf16);
+    let store = ParamStore::new(dev, 6);
+    let model = UViT::new(&store, &cfg()).unwrap();
+    apply_policy(&store, &Policy::named(NamedPolicy::SparseDmUvit), NmPattern::new(4, 8).unwrap(), SparseMode::srste).unwrap();
+    store.set_training(false);
+    let fwd = || model.predict_eps(&x, &t, Some(&y)).unwrap();
+    let dense = fwd().detach();
+    let before = compressions();
+    let out = {
+        let _g = no_grad();
+        fwd()
+    };
+    assert_eq!(compressions(), before, "no 4:8 weight may be compressed as 2:4");
+    assert_eq!(kinds(&store, "cusparselt-2:4"), 0);
+    assert!(kinds(&store, "dense") >= 9);
+    assert_eq!(out.to_vec_f32().unwrap(), dense.to_vec_f32().unwrap(), "the fallback is the dense masked forward");
+
+    // f32 matmuls: cuSPARSELt has no f32 2:4 mode, so 2:4 layers stay dense.
+    set_matmul_precision(MatmulPrecision::F32);
+    let store = ParamStore::new(dev, 7);
+    let model = UViT::new(&store, &cfg()).unwrap();
+    apply_policy(&store, &Policy::named(NamedPolicy::SparseDmUvit), NmPattern::TWO_FOUR, SparseMode::srste).unwrap();
+    store.set_training(false);
+    let fwd = || model.predict_eps(&x, &t, Some(&y)).unwrap();
+    let dense = fwd().detach();
+    let out = {
+        let _g = no_grad();
+        fwd()
+    };
+    assert_eq!(compressions(), before);
+    assert_eq!(kinds(&store, "cusparselt-2:4"), 0);
+    assert_eq!(out.to_vec_f32().unwrap(), dense.to_vec_f32().unwrap());
+}
