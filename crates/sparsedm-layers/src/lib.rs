@@ -55,6 +55,7 @@ pub use nm::{layout, mask, pattern, transposable, validate};
 pub use nn::{attention, conv2d, init, linear, norm, sparse, store};
 
 pub use attention::Attention;
+pub use method::channels::{ChannelGroup, GroupMember, InformativeSteps, MemberAxis, prune_tensors, select_units, taylor_scores};
 pub use checkpoint::{
     LayerSparsity, SPARSITY_METADATA_KEY, SparsitySpec, load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint,
     sparse_state_dict, write_sparse_checkpoint,
