@@ -136,7 +136,10 @@ impl UNetConfig {
             let names = self.res_block_names();
             for (name, &inner) in widths {
                 if !names.contains(name) {
-                    return bad(format!("widths names ResNet block {name:?}, which the model does not have (blocks: {})", names.join(", ")));
+                    return bad(format!(
+                        "widths names ResNet block {name:?}, which the model does not have (blocks: {})",
+                        names.join(", ")
+                    ));
                 }
                 if inner == 0 || inner % GN_GROUPS != 0 || inner > 1 << 20 {
                     return bad(format!(

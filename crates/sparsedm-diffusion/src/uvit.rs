@@ -403,8 +403,9 @@ impl UViT {
         let label_emb = if cfg.has_classes() { Some(Embedding::new(&store.pp("label_emb"), cfg.num_classes as usize, d)?) } else { None };
         let pos_embed = store.param("pos_embed", &[1, cfg.seq_len(), d], Init::TruncNormal(0.02))?;
         let half = cfg.depth / 2;
-        let in_blocks =
-            (0..half).map(|i| Block::new(&store.pp("in_blocks").pp(i), cfg, &format!("in_blocks.{i}"), false)).collect::<Result<Vec<_>>>()?;
+        let in_blocks = (0..half)
+            .map(|i| Block::new(&store.pp("in_blocks").pp(i), cfg, &format!("in_blocks.{i}"), false))
+            .collect::<Result<Vec<_>>>()?;
         let mid_block = Block::new(&store.pp("mid_block"), cfg, "mid_block", false)?;
         let out_blocks = (0..half)
             .map(|i| Block::new(&store.pp("out_blocks").pp(i), cfg, &format!("out_blocks.{i}"), cfg.skip))

@@ -494,10 +494,10 @@ mod tests {
         assert_eq!(out[0].1.to_vec_f32().unwrap(), vec![11.0, 21.0, 31.0]);
         assert_eq!(out[1].1.to_vec_f32().unwrap(), vec![2.0]);
         assert_eq!(out[2].1.to_vec_f32().unwrap(), vec![9.0]);
-        let twice = prune_tensors(vec![("qkv".into(), t(vec![0.0; 6], &[6, 1])), ("proj".into(), t(vec![0.0; 2], &[1, 2]))], &[
-            (g.clone(), vec![1]),
-            (g.clone(), vec![0]),
-        ]);
+        let twice = prune_tensors(
+            vec![("qkv".into(), t(vec![0.0; 6], &[6, 1])), ("proj".into(), t(vec![0.0; 2], &[1, 2]))],
+            &[(g.clone(), vec![1]), (g.clone(), vec![0])],
+        );
         assert!(twice.unwrap_err().to_string().contains("also belong to group attn"));
         let missing = prune_tensors(vec![("qkv".into(), t(vec![0.0; 6], &[6, 1]))], &[(g, vec![0])]);
         assert!(missing.unwrap_err().to_string().contains("no proj"));

@@ -49,7 +49,10 @@ impl Attention {
         init: (Init, Init),
     ) -> Result<Self, LayersError> {
         if heads == 0 || head_dim == 0 {
-            return Err(LayersError::Param { name: store.path("qkv"), msg: format!("{heads} heads of width {head_dim}: both must be positive") });
+            return Err(LayersError::Param {
+                name: store.path("qkv"),
+                msg: format!("{heads} heads of width {head_dim}: both must be positive"),
+            });
         }
         let inner = heads * head_dim;
         Ok(Attention {
