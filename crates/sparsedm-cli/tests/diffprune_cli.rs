@@ -220,3 +220,31 @@ fn bad_arguments_are_one_clear_error() {
     let e = fails(&diff_prune("uvit.json", &d, &out, &["--macs", "0.5"]));
     assert!(e.contains("takes a run config"), "{e}");
 }
+
+/// The pruned U-ViT's ONNX graph (per-block heads and MLP widths) runs in
+/// tract like our forward.
+#[test]
+fn pruned_uvit_exports_to_onnx_like_our_forward() {
+    use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TValue, Tensor as TractTensor};
+    let dir = tmp("onnx");
+    let out = dir.join("pruned.safetensors");
+    ok(&diff_prune("demo_shapes_uvit", &demo_dense(), &out, &["--macs", "0.5", "--steps", "2", "--batch", "4"]));
+    let onnx = dir.join("pruned.onnx");
+    ok(&sparsedm(&["export", "--checkpoint", &out.display().to_string(), "--out", &onnx.display().to_string()]));
+    let r = sparsedm_train::restore::restore(&out, true, None).unwrap();
+    let [c, h, w] = r.bundle.config.input_shape();
+    let x = sparsedm_tensor::Tensor::randn(&[2, c, h, w], &mut sparsedm_tensor::Rng::new(3), &Device::Cpu).unwrap();
+    let times = vec![20.0f32, 600.0];
+    let t = sparsedm_tensor::Tensor::from_vec(times.clone(), &[2], &Device::Cpu).unwrap();
+    let want = {
+        let _g = sparsedm_tensor::no_grad();
+        r.bundle.model.predict_eps(&x, &t, None).unwrap().to_vec_f32().unwrap()
+    };
+    let model = tract_onnx::onnx().model_for_path(&onnx).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+    let inputs: Vec<TValue> = vec![
+        TractTensor::from_shape(&[2, c, h, w], &x.to_vec_f32().unwrap()).unwrap().into(),
+        TractTensor::from_shape(&[2], &times).unwrap().into(),
+    ];
+    let got: Vec<f32> = model.run(inputs.into_iter().collect()).unwrap()[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    sparsedm_tensor::testing::assert_close("pruned U-ViT in tract", &got, &want, 1e-4);
+}

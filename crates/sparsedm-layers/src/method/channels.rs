@@ -290,7 +290,7 @@ pub fn prune_tensors(tensors: Vec<(String, Tensor)>, groups: &[(ChannelGroup, Ve
     // (tensor, dim) → the indices to remove along that dim.
     let mut removals: BTreeMap<(String, usize), Vec<usize>> = BTreeMap::new();
     // (tensor, dim) → the ranges of entries the groups' members cover.
-    let mut claimed: HashMap<(String, usize), Vec<(usize, usize, String)>> = HashMap::new();
+    let mut claimed: HashMap<(String, usize), Vec<Claim>> = HashMap::new();
     let shapes: HashMap<&str, &[usize]> = tensors.iter().map(|(n, t)| (n.as_str(), t.shape())).collect();
     for (group, kept) in groups {
         group.validate()?;
@@ -343,6 +343,9 @@ pub fn prune_tensors(tensors: Vec<(String, Tensor)>, groups: &[(ChannelGroup, Ve
     }
     Ok(out)
 }
+
+/// Entries `start..end` of a tensor dimension that a group's member covers, and the group.
+type Claim = (usize, usize, String);
 
 /// `values` of `shape` without the (sorted, distinct) `removed` indices along `dim`.
 fn drop_along(values: &[f32], shape: &[usize], dim: usize, removed: &[usize]) -> (Vec<f32>, Vec<usize>) {
@@ -463,7 +466,7 @@ mod tests {
         let mut last = usize::MAX;
         for i in 0..=1000 {
             let k = r.keep_at_ratio(i as f64 / 1000.0);
-            assert!(k <= last && k >= 16 && k % 16 == 0);
+            assert!(k <= last && k >= 16 && k.is_multiple_of(16));
             last = k;
         }
     }
