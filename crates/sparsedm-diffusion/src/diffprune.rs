@@ -15,7 +15,11 @@
 //!   skip concatenations, the attention blocks and the time MLP (one
 //!   dependency group spanning many layers); those are **not** pruned here:
 //!   the ResNet inner channels are the groups that are safely prunable one
-//!   block at a time, and they hold most of the MACs.
+//!   block at a time, and they hold most of the MACs. The cut is then
+//!   deeper than the reference's: the CIFAR-10 UNet reaches 50 % of its
+//!   6.07 G (3.06 G, 35.7 M → 14.3 M parameters) with most inner widths at
+//!   a quarter (256 → 64), where the reference's 30 % of every channel
+//!   gives ≈ 3.4 G.
 //! - **U-ViT**: per block, the MLP hidden width (`fc1` rows and bias, `fc2`
 //!   columns; kept a multiple of 16 when the width is, so layers stay
 //!   2:4-eligible) and the attention heads (a head's rows in each third of
