@@ -18,8 +18,9 @@ use sparsedm_diffusion::diffprune::{ImportanceOptions, ImportancePass, Pruned, i
 use sparsedm_tensor::{Rng, Tensor, load_weights_metadata, save_safetensors};
 use sparsedm_train::RunConfig;
 use sparsedm_train::build;
-use sparsedm_train::checkpoint::META_CONFIG;
+use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
 use sparsedm_train::data::loader::{LoaderConfig, make_batch};
+use sparsedm_train::restore::restore;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -66,7 +67,8 @@ pub fn run_config_for(base: &RunConfig, cfg: &ModelConfig) -> Result<RunConfig> 
     Ok(run)
 }
 
-/// Loads `weights` (strictly, into the model of `run`), measures the
+/// Loads `weights` (a model checkpoint, strictly, into the model of `run`;
+/// or a training checkpoint of that model, its EMA weights), measures the
 /// importance on one batch of `run`'s dataset and prunes to `opts.macs`.
 /// A sparse run config or a checkpoint carrying N:M masks is refused:
 /// Diff-Pruning starts from a dense model.
@@ -75,14 +77,10 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
     if run.sparse.is_some() {
         bail!("diff-pruning starts from a dense model: the run config has a [sparse] section; remove it");
     }
-    if load_weights_metadata(weights).map(|m| m.contains_key(sparsedm_layers::SPARSITY_METADATA_KEY)).unwrap_or(false) {
-        bail!("{} is an N:M sparse checkpoint: diff-pruning starts from a dense model", weights.display());
-    }
     if opts.batch == 0 {
         bail!("the importance batch must hold at least one image");
     }
-    let bundle = build::frozen_model(run, &weights.display().to_string())
-        .with_context(|| format!("loading {} into the {} model of the run config", weights.display(), run.arch))?;
+    let bundle = load_dense(run, weights)?;
     let data = build::dataset(run)?;
     let [c, h, w] = bundle.config.input_shape();
     let (dh, dw) = data.image_size();
@@ -102,6 +100,41 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
     let params_after = pruned.tensors.iter().map(|(_, t)| t.shape().iter().product::<usize>()).sum();
     let out_run = run_config_for(run, &pruned.config)?;
     Ok(DiffPruned { params_before: bundle.store.num_params(), params_after, run: out_run, pruned, pass })
+}
+
+/// The dense model to prune: a training checkpoint's EMA weights (the
+/// reference prunes the EMA model), whose stored model must be the run
+/// config's; or a model checkpoint loaded strictly into the run config's model.
+fn load_dense(run: &RunConfig, weights: &Path) -> Result<build::Bundle> {
+    let meta = load_weights_metadata(weights)?;
+    if meta.get(META_KIND).map(String::as_str) == Some("train-state") {
+        let stored = meta.get(META_CONFIG).map(|t| RunConfig::parse(t, "the checkpoint's run config", &[])).transpose()?;
+        if stored.as_ref().is_some_and(|s| s.sparse.is_some()) {
+            bail!("{} is a checkpoint of a sparse run: diff-pruning starts from a dense model", weights.display());
+        }
+        let restored = restore(weights, true, None)?;
+        let wanted = ModelConfig::from_json(build::arch(run)?, &run.nnet_json()?)?;
+        if restored.bundle.config != wanted {
+            bail!(
+                "{} holds a different {} model than the run config describes: give the run config it was trained with",
+                weights.display(),
+                restored.bundle.config.arch()
+            );
+        }
+        return Ok(restored.bundle);
+    }
+    if let Some(json) = meta.get(sparsedm_layers::SPARSITY_METADATA_KEY) {
+        let spec = sparsedm_layers::SparsitySpec::from_json(json, &weights.display().to_string())?;
+        if !spec.layers.is_empty() {
+            bail!(
+                "{} is an N:M sparse checkpoint ({} sparse layers): diff-pruning starts from a dense model",
+                weights.display(),
+                spec.layers.len()
+            );
+        }
+    }
+    build::frozen_model(run, &weights.display().to_string())
+        .with_context(|| format!("loading {} into the {} model of the run config", weights.display(), run.arch))
 }
 
 impl DiffPruned {

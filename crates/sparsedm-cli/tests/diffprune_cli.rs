@@ -248,3 +248,62 @@ fn pruned_uvit_exports_to_onnx_like_our_forward() {
     let got: Vec<f32> = model.run(inputs.into_iter().collect()).unwrap()[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
     sparsedm_tensor::testing::assert_close("pruned U-ViT in tract", &got, &want, 1e-4);
 }
+
+/// A training checkpoint is pruned from its EMA weights; one of another
+/// model than the run config's is refused.
+#[test]
+fn training_checkpoints_are_pruned_from_their_ema() {
+    let dir = tmp("trainstate");
+    let runs = dir.join("run");
+    ok(&sparsedm(&[
+        "train",
+        "--config",
+        "demo_shapes_uvit",
+        "--set",
+        "train.n_steps=1",
+        "--set",
+        "train.batch_size=4",
+        "--out",
+        &runs.display().to_string(),
+    ]));
+    let ckpt = runs.join("checkpoints").join("step_00000001.safetensors");
+    let out = dir.join("pruned.safetensors");
+    let report: serde_json::Value = serde_json::from_str(&ok(&diff_prune(
+        "demo_shapes_uvit",
+        &ckpt,
+        &out,
+        &["--macs", "0.5", "--steps", "2", "--batch", "4", "--json"],
+    )))
+    .unwrap();
+    assert!((report["macs_after"].as_f64().unwrap() / report["macs_before"].as_f64().unwrap() - 0.5).abs() <= 0.05);
+    let other = dir.join("other.toml");
+    std::fs::write(
+        &other,
+        sparsedm_train::config::PRESETS.iter().find(|p| p.0 == "demo_shapes_uvit").unwrap().1.replace("embed_dim = 128", "embed_dim = 64"),
+    )
+    .unwrap();
+    let e = fails(&diff_prune(&other.display().to_string(), &ckpt, &dir.join("x.safetensors"), &["--macs", "0.5", "--steps", "2"]));
+    assert!(e.contains("different uvit model"), "{e}");
+    // An N:M sparse checkpoint is refused: Diff-Pruning starts from a dense model.
+    let nm = dir.join("nm.safetensors");
+    let cfg_json = dir.join("uvit.json");
+    let dense_cfg = RunConfig::load("demo_shapes_uvit", &[]).unwrap().nnet_json().unwrap();
+    std::fs::write(&cfg_json, dense_cfg.to_string()).unwrap();
+    ok(&sparsedm(&[
+        "prune",
+        "--arch",
+        "uvit",
+        "--config",
+        &cfg_json.display().to_string(),
+        "--weights",
+        &demo_dense().display().to_string(),
+        "--pattern",
+        "2:4",
+        "--policy",
+        "sparsedm-uvit",
+        "--out",
+        &nm.display().to_string(),
+    ]));
+    let e = fails(&diff_prune("demo_shapes_uvit", &nm, &dir.join("y.safetensors"), &["--macs", "0.5", "--steps", "2"]));
+    assert!(e.contains("N:M sparse checkpoint"), "{e}");
+}
