@@ -108,7 +108,10 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
 fn load_dense(run: &RunConfig, weights: &Path) -> Result<build::Bundle> {
     let meta = load_weights_metadata(weights)?;
     if meta.get(META_KIND).map(String::as_str) == Some("train-state") {
-        let stored = meta.get(META_CONFIG).map(|t| RunConfig::parse(t, "the checkpoint's run config", &[])).transpose()?;
+        let stored = match meta.get(META_CONFIG) {
+            Some(text) => Some(RunConfig::parse(text, "the checkpoint's run config", &[])?),
+            None => None,
+        };
         if stored.as_ref().is_some_and(|s| s.sparse.is_some()) {
             bail!("{} is a checkpoint of a sparse run: diff-pruning starts from a dense model", weights.display());
         }
