@@ -221,17 +221,12 @@ fn bad_arguments_are_one_clear_error() {
     assert!(e.contains("takes a run config"), "{e}");
 }
 
-/// The pruned U-ViT's ONNX graph (per-block heads and MLP widths) runs in
-/// tract like our forward.
-#[test]
-fn pruned_uvit_exports_to_onnx_like_our_forward() {
+/// Exports the pruned model `out` to ONNX and runs it in tract like our forward.
+fn onnx_matches_our_forward(dir: &Path, out: &Path) {
     use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TValue, Tensor as TractTensor};
-    let dir = tmp("onnx");
-    let out = dir.join("pruned.safetensors");
-    ok(&diff_prune("demo_shapes_uvit", &demo_dense(), &out, &["--macs", "0.5", "--steps", "2", "--batch", "4"]));
     let onnx = dir.join("pruned.onnx");
-    ok(&sparsedm(&["export", "--checkpoint", &out.display().to_string(), "--out", &onnx.display().to_string()]));
-    let r = sparsedm_train::restore::restore(&out, true, None).unwrap();
+    ok(&sparsedm(&["export", "--checkpoint", &out.display().to_string(), "--out", &onnx.display().to_string(), "--force"]));
+    let r = sparsedm_train::restore::restore(out, true, None).unwrap();
     let [c, h, w] = r.bundle.config.input_shape();
     let x = sparsedm_tensor::Tensor::randn(&[2, c, h, w], &mut sparsedm_tensor::Rng::new(3), &Device::Cpu).unwrap();
     let times = vec![20.0f32, 600.0];
@@ -246,7 +241,20 @@ fn pruned_uvit_exports_to_onnx_like_our_forward() {
         TractTensor::from_shape(&[2], &times).unwrap().into(),
     ];
     let got: Vec<f32> = model.run(inputs.into_iter().collect()).unwrap()[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-    sparsedm_tensor::testing::assert_close("pruned U-ViT in tract", &got, &want, 1e-4);
+    sparsedm_tensor::testing::assert_close(&format!("pruned {} in tract", r.bundle.config.arch()), &got, &want, 1e-4);
+}
+
+/// The pruned U-ViT's ONNX graph (per-block heads and MLP widths) runs in
+/// tract like our forward; so does the pruned UNet's (inner widths).
+#[test]
+fn pruned_models_export_to_onnx_like_our_forward() {
+    let dir = tmp("onnx");
+    let out = dir.join("pruned.safetensors");
+    ok(&diff_prune("demo_shapes_uvit", &demo_dense(), &out, &["--macs", "0.5", "--steps", "2", "--batch", "4"]));
+    onnx_matches_our_forward(&dir, &out);
+    let (run, weights) = unet_setup(&dir, UNET_RUN);
+    ok(&diff_prune(&run.display().to_string(), &weights, &out, &["--macs", "0.5", "--steps", "2", "--batch", "4", "--force"]));
+    onnx_matches_our_forward(&dir, &out);
 }
 
 /// A training checkpoint is pruned from its EMA weights; one of another
