@@ -55,7 +55,6 @@ pub use nm::{layout, mask, pattern, transposable, validate};
 pub use nn::{attention, conv2d, init, linear, norm, sparse, store};
 
 pub use attention::Attention;
-pub use method::channels::{ChannelGroup, GroupMember, InformativeSteps, MemberAxis, prune_tensors, select_units, taylor_scores};
 pub use checkpoint::{
     LayerSparsity, SPARSITY_METADATA_KEY, SparsitySpec, load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint,
     sparse_state_dict, write_sparse_checkpoint,
@@ -68,6 +67,7 @@ pub use kt::{KtLoss, KtLossValue};
 pub use layout::WeightLayout;
 pub use linear::Linear;
 pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
+pub use method::channels::{ChannelGroup, GroupMember, InformativeSteps, MemberAxis, prune_tensors, select_units, taylor_scores};
 pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
 pub use pattern::{MAX_M, NmPattern};
 pub use policy::{NamedPolicy, Policy, Selection, apply_policy};
