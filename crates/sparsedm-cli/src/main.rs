@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod budget;
 mod cmd;
 mod compare;
+mod diffprune;
 mod lab;
 mod model_size;
 mod output;
@@ -42,7 +43,7 @@ enum Command {
     Forward(cmd::forward::Args),
     /// Per-layer multiply–accumulate counts of a model (dense or N:M).
     Macs(cmd::macs::Args),
-    /// One-shot magnitude pruning of a checkpoint to an N:M pattern.
+    /// Prune a checkpoint: N:M magnitude masks, or Diff-Pruning's channels to a MAC target.
     Prune(cmd::prune::Args),
     /// Train a model: dense pre-training or SparseDM fine-tuning.
     Train(cmd::train::Args),

@@ -9,9 +9,12 @@
 //!   reference constructor's kwargs as JSON.
 //! - [`checkpoint`]: strict safetensors loading by state-dict name.
 //! - [`macs`]: per-layer multiply–accumulate counts, N:M-aware.
+//! - [`diffprune`]: Diff-Pruning, structural pruning of either family to a
+//!   MAC target (a smaller dense model whose config carries its widths).
 
 pub mod cfg;
 pub mod checkpoint;
+pub mod diffprune;
 pub mod error;
 pub mod macs;
 pub mod model;

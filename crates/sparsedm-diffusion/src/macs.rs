@@ -252,22 +252,20 @@ pub fn uvit_macs(cfg: &UViTConfig, batch: usize) -> MacReport {
         w.linear("time_embed.0".into(), 1, d, 4 * d);
         w.linear("time_embed.2".into(), 1, 4 * d, d);
     }
-    let half = cfg.depth / 2;
-    let blocks = (0..half)
-        .map(|i| (format!("in_blocks.{i}"), false))
-        .chain(std::iter::once(("mid_block".to_string(), false)))
-        .chain((0..half).map(|i| (format!("out_blocks.{i}"), cfg.skip)));
-    for (b, skip) in blocks {
-        if skip {
+    for b in cfg.block_names() {
+        if cfg.skip && b.starts_with("out_blocks.") {
             w.linear(format!("{b}.skip_linear"), l, 2 * d, d);
         }
+        // A pruned block's widths (attention heads·head_dim, MLP hidden).
+        let widths = cfg.block_widths(&b);
+        let inner = widths.num_heads * cfg.head_dim();
         w.norm(format!("{b}.norm1"), MacKind::LayerNorm, l * d);
-        w.linear(format!("{b}.attn.qkv"), l, d, 3 * d);
-        w.attn(format!("{b}.attn.matmul"), l, d);
-        w.linear(format!("{b}.attn.proj"), l, d, d);
+        w.linear(format!("{b}.attn.qkv"), l, d, 3 * inner);
+        w.attn(format!("{b}.attn.matmul"), l, inner);
+        w.linear(format!("{b}.attn.proj"), l, inner, d);
         w.norm(format!("{b}.norm2"), MacKind::LayerNorm, l * d);
-        w.linear(format!("{b}.mlp.fc1"), l, d, cfg.mlp_hidden());
-        w.linear(format!("{b}.mlp.fc2"), l, cfg.mlp_hidden(), d);
+        w.linear(format!("{b}.mlp.fc1"), l, d, widths.mlp_hidden);
+        w.linear(format!("{b}.mlp.fc2"), l, widths.mlp_hidden, d);
     }
     w.norm("norm".into(), MacKind::LayerNorm, l * d);
     w.linear("decoder_pred".into(), l, d, cfg.patch_dim());
@@ -287,11 +285,13 @@ pub fn unet_macs(cfg: &UNetConfig, batch: usize) -> MacReport {
     w.conv("conv_in".into(), cfg.in_channels, cfg.ch, 3, r0 * r0);
     let res_block = |w: &mut Walk, name: String, inp: usize, out: usize, r: usize| {
         let px = r * r;
+        // conv1 → temb_proj → norm2 → conv2 run at the (pruned) inner width.
+        let inner = cfg.res_inner(&name, out);
         w.norm(format!("{name}.norm1"), MacKind::GroupNorm, inp * px);
-        w.conv(format!("{name}.conv1"), inp, out, 3, px);
-        w.linear(format!("{name}.temb_proj"), 1, temb, out);
-        w.norm(format!("{name}.norm2"), MacKind::GroupNorm, out * px);
-        w.conv(format!("{name}.conv2"), out, out, 3, px);
+        w.conv(format!("{name}.conv1"), inp, inner, 3, px);
+        w.linear(format!("{name}.temb_proj"), 1, temb, inner);
+        w.norm(format!("{name}.norm2"), MacKind::GroupNorm, inner * px);
+        w.conv(format!("{name}.conv2"), inner, out, 3, px);
         if inp != out {
             w.conv(format!("{name}.nin_shortcut"), inp, out, 1, px);
         }
@@ -445,6 +445,7 @@ mod tests {
             resamp_with_conv: true,
             in_channels: 3,
             resolution: 8,
+            widths: None,
         };
         let root = ParamStore::new(Device::Cpu, 0);
         let store = root.pp("model");

@@ -13,6 +13,7 @@ use crate::model::EpsModel;
 use crate::uvit::times_f32;
 use sparsedm_layers::{Conv2d, Conv2dConfig, GroupNorm, Linear, ParamStore};
 use sparsedm_tensor::{Rng, Tensor};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// `Normalize` in the reference: GroupNorm(32 groups, eps 1e-6, affine).
@@ -58,6 +59,14 @@ pub struct UNetConfig {
     pub in_channels: usize,
     /// Input height and width (the forward checks it).
     pub resolution: usize,
+    /// Inner channels of structurally pruned ResNet blocks (`sparsedm prune
+    /// --method diff-pruning`): block name (`down.1.block.0`, `mid.block_2`,
+    /// `up.0.block.2`) → the width of `conv1`'s output, `temb_proj`,
+    /// `norm2` and `conv2`'s input (a multiple of 32, as `norm2` is a
+    /// GroupNorm(32)). A block not listed keeps its output width. Absent in
+    /// every reference configuration (and then not serialised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widths: Option<BTreeMap<String, usize>>,
 }
 
 impl UNetConfig {
@@ -74,6 +83,7 @@ impl UNetConfig {
             resamp_with_conv: true,
             in_channels: 3,
             resolution: 32,
+            widths: None,
         }
     }
 
@@ -122,7 +132,41 @@ impl UNetConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} outside [0, 1)", self.dropout));
         }
+        if let Some(widths) = &self.widths {
+            let names = self.res_block_names();
+            for (name, &inner) in widths {
+                if !names.contains(name) {
+                    return bad(format!(
+                        "widths names ResNet block {name:?}, which the model does not have (blocks: {})",
+                        names.join(", ")
+                    ));
+                }
+                if inner == 0 || inner % GN_GROUPS != 0 || inner > 1 << 20 {
+                    return bad(format!(
+                        "widths.{name} = {inner}: a block's inner width must be a positive multiple of 32 (its norm2 is a GroupNorm(32)), at most {}",
+                        1 << 20
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The names of the ResNet blocks in forward order: `down.i.block.j`,
+    /// `mid.block_1`, `mid.block_2`, `up.i.block.j` (up path from the
+    /// lowest resolution).
+    pub fn res_block_names(&self) -> Vec<String> {
+        let n = self.levels();
+        let down = (0..n).flat_map(|i| (0..self.num_res_blocks).map(move |j| format!("down.{i}.block.{j}")));
+        let mid = ["mid.block_1".to_string(), "mid.block_2".to_string()];
+        let up = (0..n).rev().flat_map(|i| (0..=self.num_res_blocks).map(move |j| format!("up.{i}.block.{j}")));
+        down.chain(mid).chain(up).collect()
+    }
+
+    /// Inner width of ResNet block `name` whose output width is `out`: its
+    /// override, else `out`.
+    pub fn res_inner(&self, name: &str, out: usize) -> usize {
+        self.widths.as_ref().and_then(|w| w.get(name).copied()).unwrap_or(out)
     }
 
     /// Number of resolution levels.
@@ -235,13 +279,15 @@ struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    fn new(store: &ParamStore, inp: usize, out: usize, temb_ch: usize) -> Result<Self> {
+    /// `inp` → `inner` (conv1, temb_proj, norm2) → `out` (conv2); `inner` is
+    /// `out` except in a pruned model.
+    fn new(store: &ParamStore, inp: usize, inner: usize, out: usize, temb_ch: usize) -> Result<Self> {
         Ok(ResnetBlock {
             norm1: GroupNorm::new(&store.pp("norm1"), GN_GROUPS, inp, GN_EPS)?,
-            conv1: conv3(&store.pp("conv1"), inp, out)?,
-            temb_proj: Linear::new(&store.pp("temb_proj"), temb_ch, out, true)?,
-            norm2: GroupNorm::new(&store.pp("norm2"), GN_GROUPS, out, GN_EPS)?,
-            conv2: conv3(&store.pp("conv2"), out, out)?,
+            conv1: conv3(&store.pp("conv1"), inp, inner)?,
+            temb_proj: Linear::new(&store.pp("temb_proj"), temb_ch, inner, true)?,
+            norm2: GroupNorm::new(&store.pp("norm2"), GN_GROUPS, inner, GN_EPS)?,
+            conv2: conv3(&store.pp("conv2"), inner, out)?,
             nin_shortcut: if inp != out { Some(conv1(&store.pp("nin_shortcut"), inp, out)?) } else { None },
         })
     }
@@ -342,7 +388,7 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, b, temb_ch))
+                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, cfg.res_inner(&format!("down.{i}.block.{j}"), b), b, temb_ch))
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
                 chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), b)).collect::<Result<Vec<_>>>()?
@@ -361,9 +407,9 @@ impl UNet {
         }
         let m = store.pp("mid");
         let mid = (
-            ResnetBlock::new(&m.pp("block_1"), mid_ch, mid_ch, temb_ch)?,
+            ResnetBlock::new(&m.pp("block_1"), mid_ch, cfg.res_inner("mid.block_1", mid_ch), mid_ch, temb_ch)?,
             AttnBlock::new(&m.pp("attn_1"), mid_ch)?,
-            ResnetBlock::new(&m.pp("block_2"), mid_ch, mid_ch, temb_ch)?,
+            ResnetBlock::new(&m.pp("block_2"), mid_ch, cfg.res_inner("mid.block_2", mid_ch), mid_ch, temb_ch)?,
         );
         let mut up = Vec::with_capacity(n);
         for (i, chans) in up_ch.iter().enumerate() {
@@ -371,7 +417,7 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, b, temb_ch))
+                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, cfg.res_inner(&format!("up.{i}.block.{j}"), b), b, temb_ch))
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
                 chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), b)).collect::<Result<Vec<_>>>()?

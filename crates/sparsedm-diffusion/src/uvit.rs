@@ -13,6 +13,7 @@ use crate::error::{DiffusionError, Result};
 use crate::model::EpsModel;
 use sparsedm_layers::{Attention, Conv2d, Conv2dConfig, Embedding, Init, LayerNorm, Linear, ParamStore};
 use sparsedm_tensor::{DType, Tensor};
+use std::collections::BTreeMap;
 
 /// LayerNorm eps: U-ViT uses `nn.LayerNorm`'s default.
 const LN_EPS: f32 = 1e-5;
@@ -56,6 +57,25 @@ pub struct UViTConfig {
     pub conv: bool,
     /// Long skip connections (a `skip_linear` in each out-block).
     pub skip: bool,
+    /// Per-block widths of a structurally pruned model (`sparsedm prune
+    /// --method diff-pruning`), by block name (`in_blocks.0`, `mid_block`,
+    /// `out_blocks.2`); a block not listed has the widths the other options
+    /// give it. Absent in every reference configuration (and then not
+    /// serialised), so official configs and checkpoints are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widths: Option<BTreeMap<String, UViTBlockWidths>>,
+}
+
+/// The widths of one pruned U-ViT block: the MLP hidden width (`fc1`'s
+/// outputs, `fc2`'s inputs) and the number of attention heads, each
+/// [`UViTConfig::head_dim`] wide (`qkv` gives 3·heads·head_dim outputs,
+/// `proj` takes heads·head_dim inputs; the attention scale stays
+/// head_dim^−½).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UViTBlockWidths {
+    pub mlp_hidden: usize,
+    pub num_heads: usize,
 }
 
 impl Default for UViTConfig {
@@ -76,6 +96,7 @@ impl Default for UViTConfig {
             use_checkpoint: false,
             conv: true,
             skip: true,
+            widths: None,
         }
     }
 }
@@ -165,10 +186,49 @@ impl UViTConfig {
         {
             return bad(format!("qk_scale {s} is not finite"));
         }
+        if let Some(widths) = &self.widths {
+            let names = self.block_names();
+            for (name, w) in widths {
+                if !names.contains(name) {
+                    return bad(format!("widths names block {name:?}, which the model does not have (blocks: {})", names.join(", ")));
+                }
+                if w.mlp_hidden == 0 || w.mlp_hidden > 1 << 22 {
+                    return bad(format!("widths.{name}.mlp_hidden {} outside 1..={}", w.mlp_hidden, 1 << 22));
+                }
+                if w.num_heads == 0 || w.num_heads > self.num_heads {
+                    return bad(format!("widths.{name}.num_heads {} outside 1..={} (the model's num_heads)", w.num_heads, self.num_heads));
+                }
+            }
+        }
         Ok(())
     }
 
-    /// MLP hidden width, `int(embed_dim * mlp_ratio)` as in Python.
+    /// The names of the transformer blocks in forward order: `in_blocks.i`,
+    /// `mid_block`, `out_blocks.i`.
+    pub fn block_names(&self) -> Vec<String> {
+        let half = self.depth / 2;
+        (0..half)
+            .map(|i| format!("in_blocks.{i}"))
+            .chain(std::iter::once("mid_block".to_string()))
+            .chain((0..half).map(|i| format!("out_blocks.{i}")))
+            .collect()
+    }
+
+    /// Width of one attention head, embed_dim / num_heads (kept by pruning).
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads.max(1)
+    }
+
+    /// The widths of block `name`: its override, else the unpruned ones.
+    pub fn block_widths(&self, name: &str) -> UViTBlockWidths {
+        self.widths
+            .as_ref()
+            .and_then(|w| w.get(name).copied())
+            .unwrap_or(UViTBlockWidths { mlp_hidden: self.mlp_hidden(), num_heads: self.num_heads })
+    }
+
+    /// MLP hidden width, `int(embed_dim * mlp_ratio)` as in Python (of an
+    /// unpruned block; see [`UViTConfig::block_widths`]).
     pub fn mlp_hidden(&self) -> usize {
         (self.embed_dim as f64 * self.mlp_ratio) as usize
     }
@@ -232,19 +292,21 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block of `cfg` (width `embed_dim`, `num_heads`, `mlp_ratio`,
-    /// `qkv_bias`) with its parameters under `store` (`norm1`, `attn.qkv`,
-    /// `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`, and `skip_linear` when
-    /// `skip`).
-    pub fn new(store: &ParamStore, cfg: &UViTConfig, skip: bool) -> Result<Self> {
+    /// Block `name` (see [`UViTConfig::block_names`]; its widths follow
+    /// `cfg.widths` when pruned) of `cfg` (width `embed_dim`, `num_heads`,
+    /// `mlp_ratio`, `qkv_bias`) with its parameters under `store` (`norm1`,
+    /// `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`, and
+    /// `skip_linear` when `skip`).
+    pub fn new(store: &ParamStore, cfg: &UViTConfig, name: &str, skip: bool) -> Result<Self> {
         let d = cfg.embed_dim;
+        let w = cfg.block_widths(name);
         Ok(Block {
             norm1: LayerNorm::new(&store.pp("norm1"), d, LN_EPS, true)?,
-            attn: Attention::new(&store.pp("attn"), d, cfg.num_heads, cfg.qkv_bias, cfg.attn_scale(), LINEAR_INIT)?,
+            attn: Attention::with_heads(&store.pp("attn"), d, w.num_heads, cfg.head_dim(), cfg.qkv_bias, cfg.attn_scale(), LINEAR_INIT)?,
             norm2: LayerNorm::new(&store.pp("norm2"), d, LN_EPS, true)?,
             mlp: Mlp {
-                fc1: uvit_linear(&store.pp("mlp").pp("fc1"), d, cfg.mlp_hidden(), true)?,
-                fc2: uvit_linear(&store.pp("mlp").pp("fc2"), cfg.mlp_hidden(), d, true)?,
+                fc1: uvit_linear(&store.pp("mlp").pp("fc1"), d, w.mlp_hidden, true)?,
+                fc2: uvit_linear(&store.pp("mlp").pp("fc2"), w.mlp_hidden, d, true)?,
             },
             skip_linear: if skip { Some(uvit_linear(&store.pp("skip_linear"), 2 * d, d, true)?) } else { None },
         })
@@ -349,9 +411,13 @@ impl UViT {
         let label_emb = if cfg.has_classes() { Some(Embedding::new(&store.pp("label_emb"), cfg.num_classes as usize, d)?) } else { None };
         let pos_embed = store.param("pos_embed", &[1, cfg.seq_len(), d], Init::TruncNormal(0.02))?;
         let half = cfg.depth / 2;
-        let in_blocks = (0..half).map(|i| Block::new(&store.pp("in_blocks").pp(i), cfg, false)).collect::<Result<Vec<_>>>()?;
-        let mid_block = Block::new(&store.pp("mid_block"), cfg, false)?;
-        let out_blocks = (0..half).map(|i| Block::new(&store.pp("out_blocks").pp(i), cfg, cfg.skip)).collect::<Result<Vec<_>>>()?;
+        let in_blocks = (0..half)
+            .map(|i| Block::new(&store.pp("in_blocks").pp(i), cfg, &format!("in_blocks.{i}"), false))
+            .collect::<Result<Vec<_>>>()?;
+        let mid_block = Block::new(&store.pp("mid_block"), cfg, "mid_block", false)?;
+        let out_blocks = (0..half)
+            .map(|i| Block::new(&store.pp("out_blocks").pp(i), cfg, &format!("out_blocks.{i}"), cfg.skip))
+            .collect::<Result<Vec<_>>>()?;
         let norm = LayerNorm::new(&store.pp("norm"), d, LN_EPS, true)?;
         let decoder_pred = uvit_linear(&store.pp("decoder_pred"), d, cfg.patch_dim(), true)?;
         let final_layer = if cfg.conv {

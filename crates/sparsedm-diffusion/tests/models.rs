@@ -175,6 +175,7 @@ fn small_unet(dropout: f64, resamp_with_conv: bool) -> (ParamStore, UNet) {
         resamp_with_conv,
         in_channels: 3,
         resolution: 8,
+        widths: None,
     };
     let m = UNet::new(&s, &cfg).unwrap();
     (s, m)

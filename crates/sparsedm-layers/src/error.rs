@@ -204,6 +204,17 @@ pub enum LayersError {
         msg: String,
     },
 
+    /// Structural (channel) pruning that cannot be done as asked: a group
+    /// whose tensors do not hold its channels, a keep count the group's
+    /// partitions do not allow, a broken importance pass.
+    #[error("structured pruning of {group}: {msg}")]
+    StructuredPrune {
+        /// The channel group (or the pass) concerned.
+        group: String,
+        /// What is wrong.
+        msg: String,
+    },
+
     /// A progressive schedule (`"15:16@0,7:8@100000"`) that cannot be parsed or is not
     /// ordered.
     #[error("progressive schedule {spec:?}: {msg}")]

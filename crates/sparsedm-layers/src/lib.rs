@@ -67,6 +67,7 @@ pub use kt::{KtLoss, KtLossValue};
 pub use layout::WeightLayout;
 pub use linear::Linear;
 pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
+pub use method::channels::{ChannelGroup, GroupMember, InformativeSteps, MemberAxis, prune_tensors, select_units, taylor_scores};
 pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
 pub use pattern::{MAX_M, NmPattern};
 pub use policy::{NamedPolicy, Policy, Selection, apply_policy};

@@ -1,8 +1,9 @@
-//! `sparsedm prune`: one-shot magnitude pruning of a trained checkpoint to
+//! `sparsedm prune`: pruning of a trained checkpoint, by one of two methods.
+//!
+//! **`--method magnitude`** (the default): one-shot magnitude pruning to
 //! an N:M pattern (ASP's `prune_trained_model`, at any N:M, on the layers a
 //! policy selects), written as a sparse checkpoint, with the per-layer
 //! report printed.
-//!
 //! The model is built from its config (as `sparsedm forward` does) only to
 //! know its layers; the checkpoint is loaded strictly (its own sparsity spec
 //! verified, NaN/Inf weights refused: pruning would keep NaN as the largest).
@@ -11,26 +12,51 @@
 //! zeros where pruned, every other tensor bit for bit as it was, plus the
 //! sparsity spec in the safetensors metadata (`sparsedm.sparsity`), so
 //! `sparsedm inspect` and the loaders can verify it.
+//!
+//! **`--method diff-pruning`**: Diff-Pruning (Fang et al., NeurIPS 2023),
+//! structural pruning to a MAC target (`--macs 0.5`) with Taylor importance
+//! over the informative timesteps (see `crate::diffprune` and
+//! `sparsedm_diffusion::diffprune`). `--config` is then a run config (a
+//! TOML file or a preset name) whose dataset gives the importance batch.
+//! The output is a smaller dense model whose metadata carries its run
+//! config; a run config for fine-tuning it (`train.init` = the output) is
+//! written beside it with the extension `.toml`.
 
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::checkpoint::read_verified_key;
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_sparse_checkpoint};
 use sparsedm_tensor::{Device, load_weights_metadata};
+use sparsedm_train::RunConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// The pruning methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// N:M magnitude masks on the layers a policy selects (a sparse checkpoint).
+    Magnitude,
+    /// Diff-Pruning: Taylor-importance channel pruning to a MAC target (a smaller dense model).
+    DiffPruning,
+}
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Policies: sparsedm-uvit (U-ViT attn.qkv/attn.proj/mlp.fc1/mlp.fc2, as SparseDM), \
 asp (Linear/Conv2d with out % 8 == 0 and in % 16 == 0), all (every Linear/Conv2d), or name globs, \
 comma-separated, with ! to exclude: '*.attn.*,!mid_block.*'.\n\n\
-Example:\n  sparsedm prune --arch uvit --config uvit.json --weights model.safetensors --pattern 2:4 \
---policy sparsedm-uvit --out model_2of4.safetensors")]
+Examples:\n  sparsedm prune --arch uvit --config uvit.json --weights model.safetensors --pattern 2:4 \
+--policy sparsedm-uvit --out model_2of4.safetensors\n  \
+sparsedm prune --method diff-pruning --macs 0.5 --config demo_shapes_uvit --weights dense.safetensors \
+--out pruned.safetensors   (then: sparsedm train --config pruned.toml)")]
 pub struct Args {
-    /// Model family: uvit or ddpm-unet.
+    /// magnitude (N:M masks, needs --arch, --pattern, --policy) or diff-pruning (structural, needs --macs).
+    #[arg(long, value_enum, default_value = "magnitude")]
+    pub method: Method,
+    /// Model family: uvit or ddpm-unet (magnitude; diff-pruning takes it from the run config).
     #[arg(long)]
-    pub arch: Arch,
-    /// JSON with the constructor's keyword arguments (top level or under "config").
+    pub arch: Option<Arch>,
+    /// magnitude: JSON with the constructor's keyword arguments (top level or under "config");
+    /// diff-pruning: a run config (TOML file or preset name) whose dataset gives the importance batch.
     #[arg(long)]
     pub config: PathBuf,
     /// The dense (or already sparse) checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
@@ -41,10 +67,10 @@ pub struct Args {
     pub key: Option<String>,
     /// The N:M pattern: keep the N largest |w| of every M consecutive weights along the input dimension.
     #[arg(long, value_name = "N:M")]
-    pub pattern: NmPattern,
+    pub pattern: Option<NmPattern>,
     /// Which layers to prune: sparsedm-uvit, asp, all, or name globs (see below).
     #[arg(long)]
-    pub policy: Policy,
+    pub policy: Option<Policy>,
     /// Transposable 2:4 masks (2:4 along both the input and the output dimension); needs --pattern 2:4.
     #[arg(long)]
     pub transposable: bool,
@@ -54,27 +80,116 @@ pub struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Replace an existing --out file.
+    /// Replace an existing --out file (and, for diff-pruning, its .toml).
     #[arg(long)]
     pub force: bool,
+    /// diff-pruning: the pruned model's MACs as a fraction of the dense model's, in (0, 1).
+    #[arg(long)]
+    pub macs: Option<f64>,
+    /// diff-pruning: at most this many timesteps in the importance pass (the reference visits up to 1000).
+    #[arg(long, default_value_t = sparsedm_diffusion::diffprune::TIMESTEPS)]
+    pub steps: usize,
+    /// diff-pruning: stop the importance pass at the first timestep whose loss is below this × the largest so far.
+    #[arg(long, default_value_t = sparsedm_layers::InformativeSteps::DEFAULT_THRESHOLD)]
+    pub threshold: f64,
+    /// diff-pruning: images in the importance batch.
+    #[arg(long, default_value_t = crate::diffprune::DEFAULT_BATCH)]
+    pub batch: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.transposable && (args.pattern.n(), args.pattern.m()) != (2, 4) {
-        bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {}", args.pattern);
+    match args.method {
+        Method::Magnitude => run_magnitude(args),
+        Method::DiffPruning => run_diff_pruning(args),
+    }
+}
+
+fn run_diff_pruning(args: Args) -> Result<()> {
+    let nm_only = [
+        ("--pattern", args.pattern.is_some()),
+        ("--policy", args.policy.is_some()),
+        ("--transposable", args.transposable),
+        ("--key", args.key.is_some()),
+    ];
+    if let Some((flag, _)) = nm_only.iter().find(|(_, given)| *given) {
+        bail!("{flag} belongs to --method magnitude; diff-pruning prunes channels to --macs");
+    }
+    let Some(macs) = args.macs else { bail!("--method diff-pruning needs --macs (the target fraction of the dense MACs, e.g. 0.5)") };
+    sparsedm_diffusion::diffprune::check_mac_target(macs)?;
+    let toml_out = args.out.with_extension("toml");
+    crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
+    crate::output::check_file("--out (its run config)", &toml_out, args.force, &[&args.config, &args.weights])?;
+    if args.config.extension().is_some_and(|e| e == "json") {
+        bail!(
+            "--method diff-pruning takes a run config (a TOML file or a preset name) for its dataset and noise schedule, not the model's JSON kwargs {}",
+            args.config.display()
+        );
+    }
+    let run = RunConfig::load(&args.config.display().to_string(), &[])?;
+    if let Some(arch) = args.arch.filter(|a| a.name() != run.arch) {
+        bail!("--arch {arch} does not match the run config's arch {:?}", run.arch);
+    }
+    let opts = crate::diffprune::Options {
+        macs,
+        batch: args.batch,
+        pass: sparsedm_diffusion::diffprune::ImportanceOptions { max_steps: args.steps, threshold: args.threshold },
+    };
+    let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts)?;
+    pruned.write(&args.out, &args.weights, &opts)?;
+    let mut finetune = pruned.run.clone();
+    finetune.train.init = Some(args.out.display().to_string());
+    sparsedm_tensor::write_atomic(&toml_out, finetune.to_toml()?.as_bytes())?;
+    if args.json {
+        let doc = serde_json::json!({
+            "method": "diff-pruning",
+            "macs_target": macs,
+            "macs_before": pruned.pruned.plan.macs_before,
+            "macs_after": pruned.pruned.plan.macs_after,
+            "ratio": pruned.pruned.plan.ratio,
+            "params_before": pruned.params_before,
+            "params_after": pruned.params_after,
+            "timesteps": pruned.pass.losses.len(),
+            "groups": pruned.pruned.groups,
+            "config": pruned.pruned.config.to_json(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", pruned.summary());
+        println!(
+            "diff-pruned {} ({}) to {:.1}% of its MACs: wrote {} and {} (fine-tune: sparsedm train --config {})",
+            args.weights.display(),
+            run.arch,
+            100.0 * pruned.pruned.plan.fraction(),
+            args.out.display(),
+            toml_out.display(),
+            toml_out.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_magnitude(args: Args) -> Result<()> {
+    if args.macs.is_some() {
+        bail!("--macs belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
+    }
+    let Some(arch) = args.arch else { bail!("--method magnitude needs --arch (uvit or ddpm-unet)") };
+    let Some(pattern) = args.pattern else { bail!("--method magnitude needs --pattern (e.g. 2:4)") };
+    let Some(policy) = args.policy.clone() else { bail!("--method magnitude needs --policy (sparsedm-uvit, asp, all or name globs)") };
+    if args.transposable && (pattern.n(), pattern.m()) != (2, 4) {
+        bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {pattern}");
     }
     crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
-    let cfg = ModelConfig::from_file(args.arch, &args.config)?;
+    let cfg = ModelConfig::from_file(arch, &args.config)?;
     crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
     let store = ParamStore::new(Device::Cpu, 0);
-    cfg.build(&store).with_context(|| format!("building the {} model of {}", args.arch, args.config.display()))?;
+    cfg.build(&store).with_context(|| format!("building the {arch} model of {}", args.config.display()))?;
     // Verified against its own sparsity spec when it has one; NaN/Inf
     // weights are refused by the load (magnitude pruning would keep NaN).
     let original = read_verified_key(&args.weights, args.key.as_deref())?;
     store.load_tensors(&args.weights.display().to_string(), original.clone(), |_| false)?;
 
-    let report = prune(&store, &args.policy, args.pattern, args.transposable)
-        .with_context(|| format!("pruning {} to {}", args.weights.display(), args.pattern))?;
+    let report =
+        prune(&store, &policy, pattern, args.transposable).with_context(|| format!("pruning {} to {pattern}", args.weights.display()))?;
     let macs: HashMap<String, u64> =
         cfg.mac_report(1).entries.into_iter().filter(|e| e.kind.is_weight_layer()).map(|e| (e.name, e.dense)).collect();
     let report = report.with_macs(&macs);
@@ -83,8 +198,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut meta = load_weights_metadata(&args.weights)?;
     meta.remove(SPARSITY_METADATA_KEY);
     meta.insert("sparsedm.prune.source".into(), args.weights.display().to_string());
-    meta.insert("sparsedm.prune.pattern".into(), args.pattern.to_string());
-    meta.insert("sparsedm.prune.policy".into(), args.policy.to_string());
+    meta.insert("sparsedm.prune.pattern".into(), pattern.to_string());
+    meta.insert("sparsedm.prune.policy".into(), policy.to_string());
     meta.insert("sparsedm.prune.transposable".into(), args.transposable.to_string());
     write_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta))?;
 
@@ -95,10 +210,10 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "pruned {} ({}) to {}{} with policy {}: wrote {}",
             args.weights.display(),
-            args.arch,
-            args.pattern,
+            arch,
+            pattern,
             if args.transposable { " (transposable)" } else { "" },
-            args.policy,
+            policy,
             args.out.display()
         );
     }

@@ -33,10 +33,13 @@ fn time_embedding(g: &mut Graph, t: &str, dim: usize) -> String {
     }
 }
 
-fn attention(g: &mut Graph, x: &str, prefix: &str, cfg: &UViTConfig) -> Result<String> {
-    let (l, d, h) = (cfg.seq_len() as i64, cfg.embed_dim, cfg.num_heads);
-    let dh = d / h;
-    let qkv = g.linear(x, &format!("{prefix}.qkv"), &[-1, l], d, 3 * d)?;
+/// `heads` heads of [`UViTConfig::head_dim`] each (fewer than `num_heads`
+/// in a pruned block).
+fn attention(g: &mut Graph, x: &str, prefix: &str, cfg: &UViTConfig, heads: usize) -> Result<String> {
+    let (l, d, h) = (cfg.seq_len() as i64, cfg.embed_dim, heads);
+    let dh = cfg.head_dim();
+    let inner = h * dh;
+    let qkv = g.linear(x, &format!("{prefix}.qkv"), &[-1, l], d, 3 * inner)?;
     let qkv = g.reshape(&qkv, &[-1, l, 3, h as i64, dh as i64]);
     let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
     let mut parts = Vec::new();
@@ -51,8 +54,8 @@ fn attention(g: &mut Graph, x: &str, prefix: &str, cfg: &UViTConfig) -> Result<S
     let p = g.op("Softmax", &[&s], &[("axis", Attr::Int(-1))]);
     let y = g.op("MatMul", &[&p, &parts[2]], &[]);
     let y = g.transpose(&y, &[0, 2, 1, 3]);
-    let y = g.reshape(&y, &[-1, l, d as i64]);
-    g.linear(&y, &format!("{prefix}.proj"), &[-1, l], d, d)
+    let y = g.reshape(&y, &[-1, l, inner as i64]);
+    g.linear(&y, &format!("{prefix}.proj"), &[-1, l], inner, d)
 }
 
 fn block(g: &mut Graph, x: &str, prefix: &str, cfg: &UViTConfig, skip: Option<&str>) -> Result<String> {
@@ -65,10 +68,11 @@ fn block(g: &mut Graph, x: &str, prefix: &str, cfg: &UViTConfig, skip: Option<&s
         None => x.to_string(),
     };
     let n1 = g.layer_norm(&x, &format!("{prefix}.norm1"), LN_EPS)?;
-    let a = attention(g, &n1, &format!("{prefix}.attn"), cfg)?;
+    let widths = cfg.block_widths(prefix);
+    let a = attention(g, &n1, &format!("{prefix}.attn"), cfg, widths.num_heads)?;
     let x = g.op("Add", &[&x, &a], &[]);
     let n2 = g.layer_norm(&x, &format!("{prefix}.norm2"), LN_EPS)?;
-    let hdim = cfg.mlp_hidden();
+    let hdim = widths.mlp_hidden;
     let m = g.linear(&n2, &format!("{prefix}.mlp.fc1"), &[-1, l], d, hdim)?;
     let m = g.gelu(&m);
     let m = g.linear(&m, &format!("{prefix}.mlp.fc2"), &[-1, l], hdim, d)?;

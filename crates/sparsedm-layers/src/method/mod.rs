@@ -8,9 +8,11 @@
 //! * [`progressive`]: the progressive-sparsity baseline's schedule;
 //! * [`prune`](mod@prune): one-shot magnitude pruning;
 //! * [`report`]: per-layer pattern, achieved sparsity and MACs;
+//! * [`channels`]: structural channel pruning with Taylor importance (Diff-Pruning's pruner);
 //! * [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
 //!   spec in the safetensors metadata, verified on read).
 
+pub mod channels;
 pub mod checkpoint;
 pub mod kt;
 pub mod policy;

@@ -12,6 +12,10 @@ pub struct Attention {
     pub qkv: Linear,
     pub proj: Linear,
     heads: usize,
+    /// Width of one head; `heads · head_dim` is the inner width of `qkv`
+    /// (per third) and of `proj`'s input, which a structurally pruned model
+    /// may make smaller than the token width.
+    head_dim: usize,
     scale: f32,
 }
 
@@ -28,18 +32,41 @@ impl Attention {
         if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(LayersError::Param { name: store.path("qkv"), msg: format!("width {dim} does not split into {heads} heads") });
         }
-        let head_dim = dim / heads;
+        Self::with_heads(store, dim, heads, dim / heads, qkv_bias, qk_scale, init)
+    }
+
+    /// Attention with `heads` heads of `head_dim` each, whatever the token
+    /// width `dim` (a model whose heads were pruned keeps its head width and
+    /// its scale 1/√head_dim): `qkv` is `dim → 3·heads·head_dim`, `proj`
+    /// `heads·head_dim → dim`.
+    pub fn with_heads(
+        store: &ParamStore,
+        dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+        qk_scale: Option<f32>,
+        init: (Init, Init),
+    ) -> Result<Self, LayersError> {
+        if heads == 0 || head_dim == 0 {
+            return Err(LayersError::Param {
+                name: store.path("qkv"),
+                msg: format!("{heads} heads of width {head_dim}: both must be positive"),
+            });
+        }
+        let inner = heads * head_dim;
         Ok(Attention {
-            qkv: Linear::with_init(&store.pp("qkv"), dim, dim * 3, qkv_bias, init.0, init.1)?,
-            proj: Linear::with_init(&store.pp("proj"), dim, dim, true, init.0, init.1)?,
+            qkv: Linear::with_init(&store.pp("qkv"), dim, inner * 3, qkv_bias, init.0, init.1)?,
+            proj: Linear::with_init(&store.pp("proj"), inner, dim, true, init.0, init.1)?,
             heads,
+            head_dim,
             scale: qk_scale.unwrap_or(1.0 / (head_dim as f32).sqrt()),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
-        let (b, l, c) = match *x.shape() {
-            [b, l, c] => (b, l, c),
+        let (b, l) = match *x.shape() {
+            [b, l, _] => (b, l),
             _ => {
                 return Err(sparsedm_tensor::Error::BadShape {
                     op: "attention",
@@ -49,12 +76,12 @@ impl Attention {
                 .into());
             }
         };
-        let h = self.heads;
-        // [B, L, 3C] -> [B, L, 3, H, D] -> [3, B, H, L, D]
-        let qkv = self.qkv.forward(x)?.reshape(&[b, l, 3, h, c / h])?.permute(&[2, 0, 3, 1, 4])?;
+        let (h, hd) = (self.heads, self.head_dim);
+        // [B, L, 3·H·D] -> [B, L, 3, H, D] -> [3, B, H, L, D]
+        let qkv = self.qkv.forward(x)?.reshape(&[b, l, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.narrow(0, 0, 1)?.squeeze(0)?, qkv.narrow(0, 1, 1)?.squeeze(0)?, qkv.narrow(0, 2, 1)?.squeeze(0)?);
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(self.scale))?;
-        let y = y.transpose(1, 2)?.reshape(&[b, l, c])?;
+        let y = y.transpose(1, 2)?.reshape(&[b, l, h * hd])?;
         self.proj.forward(&y)
     }
 }

@@ -92,7 +92,7 @@ fn block(dev: Device, cfg: BlockConfig, sparse: bool) -> Result<(ParamStore, Blo
         bail!("table3: width {} not divisible by {} heads", cfg.width, cfg.heads);
     }
     let store = ParamStore::new(dev, 3);
-    let b = Block::new(&store, &cfg.uvit(), false)?;
+    let b = Block::new(&store, &cfg.uvit(), "mid_block", false)?;
     if sparse {
         apply_policy(&store, &Policy::named(NamedPolicy::All), NmPattern::TWO_FOUR, SparseMode::srste)?;
     }
