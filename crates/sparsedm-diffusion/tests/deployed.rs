@@ -74,6 +74,7 @@ fn unet_forward_through_nm_kernels_equals_masked_dense() {
         resamp_with_conv: true,
         in_channels: 3,
         resolution: 8,
+        widths: None,
     };
     let x = Tensor::randn(&[2, 3, 8, 8], &mut Rng::new(3), &DEV).unwrap();
     let t = Tensor::from_vec(vec![3.0, 700.0], &[2], &DEV).unwrap();
