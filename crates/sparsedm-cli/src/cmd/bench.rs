@@ -5,9 +5,9 @@
 //! 2-core CPU; U-ViT-S/2 on an H200 at batch 128 for the training steps and
 //! 500 for the forward). Random weights: speed does not depend on them.
 //!
-//! `--device cuda[:N]` runs everything on that GPU (the only command that
-//! accepts a GPU in this version), with bf16 matrix products unless
-//! `--precision` says otherwise, and reports the GPU's peak memory.
+//! `--device cuda[:N]` runs everything on that GPU, with bf16 matrix
+//! products unless `--precision` says otherwise, and reports the GPU's peak
+//! memory.
 
 use super::DeviceArg;
 use anyhow::{Result, bail};
@@ -55,7 +55,7 @@ fn parse_precision(s: &str) -> Result<MatmulPrecision> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = a.device.resolve_any()?;
+    let device = a.device.resolve()?;
     let precision = match (&a.precision, device) {
         (Some(p), _) => parse_precision(p)?,
         (None, Device::Cpu) => MatmulPrecision::F32,
@@ -65,6 +65,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--precision {}: CPU matrix products are f32 only (tf32 and bf16 need --device cuda)", speed::precision_name(precision));
     }
     let cfg = RunConfig::load(&a.config, &a.set)?;
+    a.device.announce();
     let report = speed::measure_at(&cfg, a.batch, a.iters, device, precision)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
