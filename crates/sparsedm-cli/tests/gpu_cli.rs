@@ -19,6 +19,11 @@
 //! machine on the GPU; without either, each test says why it is skipped and
 //! passes, unless `SPARSEDM_REQUIRE_GPU=1`. Sizes are tiny so the simulated
 //! run stays within seconds per test on 2 cores.
+//!
+//! The GPU bundle runs this executable on a machine without the build tree:
+//! there `SPARSEDM_BIN` names the CLI, `SPARSEDM_REPO` the checkout holding
+//! the fixtures and `SPARSEDM_TEST_TMP` a scratch folder (each defaults to
+//! the build's own).
 
 use sparsedm_kernels::testing::gpu_or_skip;
 use sparsedm_tensor::testing::assert_close;
@@ -27,10 +32,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
+/// The CLI under test.
+fn bin() -> String {
+    std::env::var("SPARSEDM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sparsedm").to_string())
+}
+
+/// `rel`, a path inside the checkout.
+fn repo(rel: &str) -> PathBuf {
+    match std::env::var_os("SPARSEDM_REPO") {
+        Some(root) => PathBuf::from(root).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel),
+    }
+}
 
 /// The dense demo model shipped with the binary (provenance in `assets/README.md`).
-const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo_shapes_uvit_dense.safetensors");
+fn demo() -> String {
+    repo("crates/sparsedm-cli/assets/demo_shapes_uvit_dense.safetensors").display().to_string()
+}
 
 /// Whether the tests run (a GPU or the simulator); prints why not otherwise.
 fn have_gpu(test: &str) -> bool {
@@ -38,7 +56,8 @@ fn have_gpu(test: &str) -> bool {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-cli-{}", std::process::id()));
+    let root = std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    let dir = root.join(format!("gpu-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     let _ = std::fs::remove_dir_all(&p);
@@ -47,7 +66,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn sparsedm(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run the sparsedm binary")
+    Command::new(bin()).args(args).output().expect("run the sparsedm binary")
 }
 
 fn ok(o: &Output, what: &str) -> String {
@@ -61,7 +80,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-diffusion/tests/fixtures").join(name)
+    repo("crates/sparsedm-diffusion/tests/fixtures").join(name)
 }
 
 #[test]
@@ -104,10 +123,11 @@ fn gpu_sample_gives_the_cpu_images() {
     // The default sampler (DPM-Solver-2, deterministic after the starting noise) and
     // Euler–Maruyama (fresh noise drawn on the device at every step); two batches, the last one
     // short. Few steps and images: the simulator runs attention's softmax thread by thread.
+    let demo = demo();
     for (sampler, steps) in [(None, "2"), (Some("euler-maruyama"), "2")] {
         let images = |device: &str| {
             let out = scratch(&format!("sample-{}-{device}.npz", sampler.unwrap_or("default")));
-            let mut args = vec!["sample", "--checkpoint", DEMO, "--n", "3", "--batch", "2", "--steps", steps, "--seed", "11"];
+            let mut args = vec!["sample", "--checkpoint", &demo, "--n", "3", "--batch", "2", "--steps", steps, "--seed", "11"];
             if let Some(sm) = sampler {
                 args.extend(["--sampler", sm]);
             }
@@ -230,8 +250,9 @@ fn gpu_fid_stats_equal_the_cpu_statistics() {
         return;
     }
     let weights = formula_inception();
+    let demo = demo();
     let images = scratch("fid-images.npz");
-    ok(&sparsedm(&["sample", "--checkpoint", DEMO, "--n", "2", "--steps", "2", "--out", s(&images), "--device", "cpu"]), "sample");
+    ok(&sparsedm(&["sample", "--checkpoint", &demo, "--n", "2", "--steps", "2", "--out", s(&images), "--device", "cpu"]), "sample");
     let stats = |device: &str| {
         let out = scratch(&format!("fid-{device}.npz"));
         let run = sparsedm(&["fid", "stats", "--inception", s(&weights), "--images", s(&images), "--out", s(&out), "--device", device]);

@@ -66,7 +66,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let cfg = RunConfig::load(&a.config, &a.set)?;
     a.device.announce();
-    let report = speed::measure_at(&cfg, a.batch, a.iters, device, precision)?;
+    let mut report = speed::measure_at(&cfg, a.batch, a.iters, device, precision)?;
+    if super::is_simulated(device) {
+        // The simulator's times are the CPU's: labelled as such, with no GPU peer beside them.
+        report.device = format!("{} ({}: times are the CPU's, not a GPU's)", report.device, sparsedm_kernels::sim::DEVICE_NAME);
+        report.peer = None;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

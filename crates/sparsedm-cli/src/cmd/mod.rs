@@ -59,6 +59,15 @@ impl DeviceArg {
     }
 }
 
+/// Whether `device` is the CUDA simulator (`SPARSEDM_CUDA_SIM=1`), whose
+/// results are correct but whose times must never be reported as a GPU's.
+pub fn is_simulated(device: Device) -> bool {
+    match device {
+        Device::Cpu => false,
+        Device::Cuda(n) => sparsedm_kernels::Gpu::get(n).is_ok_and(|g| g.is_simulated()),
+    }
+}
+
 /// What `--device auto` picks, and the line saying why.
 fn auto_choice() -> (Device, String) {
     if sparsedm_kernels::sim::enabled() {
