@@ -11,7 +11,7 @@
 # dense and SR-STE; sampling forward at batch 500 bf16, dense and 2:4 when the CLI has
 # `bench --pattern`); the GEMM table beside the cuSPARSELt ceiling; `repro table3`; a 200-step bf16
 # training run of the demo model whose losses are compared with the CPU's (f32, same seed and
-# config, computed on the build machine: reference/demo_train_cpu_f32_200.jsonl); FID statistics
+# config, computed on this machine's CPU cores in the background while the GPU steps run); FID statistics
 # of 5,000 generated images on the GPU, and the same statistics of 250 of them on the GPU and on
 # the CPU (InceptionV3 with the stand-in formula weights: the real ones are not downloadable
 # there). Each step has its own timeout and the whole run a budget (BUDGET_S, default 450 s), so
@@ -56,6 +56,18 @@ esac
 
 SUMMARY="$LOG_DIR/summary.txt"
 : > "$SUMMARY"
+
+# The CPU's losses for step 5 (the demo model, f32, same config and seed), started now on the CPU
+# cores so that they are ready when the GPU run is; --quick makes its own tiny one in step 5.
+TRAIN=(--config demo_shapes_uvit --set train.log_interval=1 --set train.sample_interval=0 --set train.save_interval=100000 --force)
+CPU_REF_PID=""
+if [ $QUICK = 0 ]; then
+  case train-demo-bf16 in *"$FILTER"*)
+    ( timeout --kill-after=10 400 nice "$BIN" train "${TRAIN[@]}" --set train.n_steps=200 --device cpu --out "$LOG_DIR/train-cpu" \
+        > "$LOG_DIR/train-cpu-reference.log" 2>&1; echo $? > "$LOG_DIR/train-cpu-reference.rc" ) &
+    CPU_REF_PID=$! ;;
+  esac
+fi
 status=0
 DETAIL=""
 
@@ -102,16 +114,21 @@ for t in "$HERE"/tests/*; do
 done
 
 # 2. U-ViT-S/2 bench: training steps at batch 128, sampling forward at batch 500, bf16.
-if [ $QUICK = 1 ]; then BENCH=(--config demo_shapes_uvit --iters 1); B128=2; B500=2; else BENCH=(--config cifar10_uvit_small --iters 10); B128=128; B500=500; fi
-if run_one bench-b$B128 120 sh -c '"$0" bench "$@" > "$LOG_DIR/bench-b'$B128'.json"' "$BIN" "${BENCH[@]}" --device cuda --precision bf16 --batch $B128 --json; then
-  j="$LOG_DIR/bench-b$B128.json"
-  row PASS bench-b$B128 "$LAST_SECS" "$(field "$j" device); train step dense $(field "$j" train_step_ms) ms (PyTorch 46.9), SR-STE $(field "$j" train_step_srste_ms) ms (PyTorch 71.9); peak $(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['peak_device_memory_bytes']/2**30,1))" "$j" 2>/dev/null || echo n/a) GiB"
+# A tiny U-ViT with --quick (the simulator runs attention's softmax thread by thread).
+TINY=(--set nnet.img_size=16 --set nnet.patch_size=4 --set nnet.embed_dim=16 --set nnet.depth=1 --set nnet.num_heads=2)
+if [ $QUICK = 1 ]; then BENCH=(--config demo_shapes_uvit "${TINY[@]}" --iters 1); B128=2; B500=2; else BENCH=(--config cifar10_uvit_small --iters 10); B128=128; B500=500; fi
+export LOG_DIR
+# PyTorch's H200 times beside ours (../shared/GPU.md §6); not beside --quick's tiny model.
+if [ $QUICK = 1 ]; then P_TRAIN=""; P_SRSTE=""; P_FWD=""; else P_TRAIN=" (PyTorch 46.9)"; P_SRSTE=" (PyTorch 71.9)"; P_FWD=" (PyTorch 51.0)"; fi
+if run_one bench-train-b$B128 120 bash -c '"$0" bench "$@" > "$LOG_DIR/bench-train.json"' "$BIN" "${BENCH[@]}" --device cuda --precision bf16 --batch $B128 --json; then
+  j="$LOG_DIR/bench-train.json"
+  row PASS bench-train-b$B128 "$LAST_SECS" "$(field "$j" device); train step dense $(field "$j" train_step_ms) ms$P_TRAIN, SR-STE $(field "$j" train_step_srste_ms) ms$P_SRSTE; peak $(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['peak_device_memory_bytes']/2**30,1))" "$j" 2>/dev/null || echo n/a) GiB"
 fi
 PATTERN=()
 if "$BIN" bench --help 2>/dev/null | grep -q -- '--pattern'; then PATTERN=(--pattern 2:4); NM_NOTE=""; else NM_NOTE="; 2:4 forward n/a (this CLI has no bench --pattern)"; fi
-if run_one bench-b$B500 120 sh -c '"$0" bench "$@" > "$LOG_DIR/bench-b'$B500'.json"' "$BIN" "${BENCH[@]}" --device cuda --precision bf16 --batch $B500 "${PATTERN[@]}" --json; then
-  j="$LOG_DIR/bench-b$B500.json"
-  row PASS bench-b$B500 "$LAST_SECS" "forward dense $(field "$j" forward_ms) ms (PyTorch 51.0), 2:4 $(field "$j" forward_nm_ms) ms$NM_NOTE"
+if run_one bench-forward-b$B500 120 bash -c '"$0" bench "$@" > "$LOG_DIR/bench-forward.json"' "$BIN" "${BENCH[@]}" --device cuda --precision bf16 --batch $B500 "${PATTERN[@]}" --json; then
+  j="$LOG_DIR/bench-forward.json"
+  row PASS bench-forward-b$B500 "$LAST_SECS" "forward dense $(field "$j" forward_ms) ms$P_FWD, 2:4 $(field "$j" forward_nm_ms) ms$NM_NOTE"
 fi
 
 # 3. The GEMM table beside the cuSPARSELt ceiling (on the simulator: the scaled-down agreement check).
@@ -127,27 +144,40 @@ else
   run_one repro-table3 150 "$BIN" repro table3 --device cuda --out "$LOG_DIR/table3" && row PASS repro-table3 "$LAST_SECS" "$(grep -m1 -oE 'Targets (all met|not all met)' "$LOG_DIR/repro-table3.log" "$LOG_DIR"/table3/*.md 2>/dev/null | head -n 1 | sed 's/^[^:]*://') (table in $LOG_DIR/table3)"
 fi
 
-# 5. The demo model trained 200 steps at bf16 on the GPU, its losses beside the CPU's (f32).
-if [ $QUICK = 1 ]; then STEPS=3; else STEPS=200; fi
-if run_one train-demo-bf16 120 "$BIN" train --config demo_shapes_uvit --device cuda --out "$LOG_DIR/train-demo" --force \
-    --set train.precision=bf16 --set train.n_steps=$STEPS --set train.log_interval=1 --set train.sample_interval=0 --set train.save_interval=100000; then
+# 5. The demo model trained 200 steps at bf16 on the GPU, its losses beside the CPU's (f32, from the
+#    background run started above). --quick: a tiny U-ViT at batch 4 for 3 steps, its CPU run first.
+LOSSES="$LOG_DIR/train-cpu/metrics.jsonl"
+if [ $QUICK = 1 ]; then
+  STEPS=3
+  TRAIN+=("${TINY[@]}" --set train.batch_size=4)
+  run_one train-cpu-reference 60 "$BIN" train "${TRAIN[@]}" --set train.n_steps=$STEPS --device cpu --out "$LOG_DIR/train-cpu" \
+    && row PASS train-cpu-reference "$LAST_SECS" "the --quick run's CPU losses"
+else
+  STEPS=200
+fi
+if run_one train-demo-bf16 120 "$BIN" train "${TRAIN[@]}" --set train.n_steps=$STEPS --set train.precision=bf16 --device cuda --out "$LOG_DIR/train-demo"; then
   secs=$LAST_SECS
-  cmp=$(python3 "$REF/compare_losses.py" "$LOG_DIR/train-demo/metrics.jsonl" "$REF/demo_train_cpu_f32_200.jsonl" $STEPS 2>&1)
+  if [ -n "$CPU_REF_PID" ]; then
+    wait "$CPU_REF_PID"
+    row "$([ "$(cat "$LOG_DIR/train-cpu-reference.rc" 2>/dev/null)" = 0 ] && echo PASS || echo FAIL)" train-cpu-reference - \
+      "the CPU's f32 run of the same config and seed, in the background; log $LOG_DIR/train-cpu-reference.log"
+  fi
+  cmp=$(python3 "$REF/compare_losses.py" "$LOG_DIR/train-demo/metrics.jsonl" "$LOSSES" $STEPS 2>&1)
   case "$cmp" in PASS*) row PASS train-demo-bf16 "$secs" "$STEPS steps in $secs s; $cmp" ;; *) row FAIL train-demo-bf16 "$secs" "$cmp"; status=1 ;; esac
 fi
 
 # 6. FID statistics: 5,000 generated images on the GPU (throughput), then 250 of them on the GPU and
 #    on the CPU (the same images: the statistics must agree).
-if [ $QUICK = 1 ]; then NBIG=8; NSMALL=4; FB=4; else NBIG=5000; NSMALL=250; FB=500; fi
+if [ $QUICK = 1 ]; then NBIG=4; NSMALL=2; FB=2; SAMPLE_STEPS=(--steps 2); else NBIG=5000; NSMALL=250; FB=500; SAMPLE_STEPS=(); fi
 W="$LOG_DIR/tmp/inception-formula.safetensors"
 DEMO="$REF/demo_shapes_uvit_dense.safetensors"
-if run_one fid-setup 120 sh -c '"$0" "$1" && "$2" sample --checkpoint "$3" --n "$4" --batch "$5" --precision bf16 --device cuda --out "$6" --force && "$2" sample --checkpoint "$3" --n "$7" --batch "$7" --device cuda --out "$8" --force' \
-    "$HERE/bin/formula_inception" "$W" "$BIN" "$DEMO" $NBIG $FB "$LOG_DIR/tmp/gen-big.npz" $NSMALL "$LOG_DIR/tmp/gen-small.npz"; then
+if run_one fid-setup 120 bash -c '"$0" "$1" && "$2" sample --checkpoint "$3" --n "$4" --batch "$5" --precision bf16 --device cuda --out "$6" --force "${@:9}" && "$2" sample --checkpoint "$3" --n "$7" --batch "$7" --device cuda --out "$8" --force "${@:9}"' \
+    "$HERE/bin/formula_inception" "$W" "$BIN" "$DEMO" $NBIG $FB "$LOG_DIR/tmp/gen-big.npz" $NSMALL "$LOG_DIR/tmp/gen-small.npz" "${SAMPLE_STEPS[@]}"; then
   row PASS fid-setup "$LAST_SECS" "formula Inception weights; $NBIG and $NSMALL images sampled on the GPU"
   if run_one fid-stats-gpu-$NBIG 120 "$BIN" fid stats --inception "$W" --images "$LOG_DIR/tmp/gen-big.npz" --out "$LOG_DIR/tmp/stats-big.npz" --batch $FB --device cuda --force; then
     row PASS fid-stats-gpu-$NBIG "$LAST_SECS" "$(grep -o '[0-9]* images in [0-9.]* s ([0-9.]* images/s)' "$LOG_DIR/fid-stats-gpu-$NBIG.log" | tail -n 1) (pytorch-fid H200: 5209 images/s)"
   fi
-  if run_one fid-stats-cpu-vs-gpu 150 sh -c '"$0" fid stats --inception "$1" --images "$2" --out "$3" --batch 50 --device cuda --force && "$0" fid stats --inception "$1" --images "$2" --out "$4" --batch 50 --device cpu --force' \
+  if run_one fid-stats-cpu-vs-gpu 150 bash -c '"$0" fid stats --inception "$1" --images "$2" --out "$3" --batch 50 --device cuda --force && "$0" fid stats --inception "$1" --images "$2" --out "$4" --batch 50 --device cpu --force' \
       "$BIN" "$W" "$LOG_DIR/tmp/gen-small.npz" "$LOG_DIR/tmp/stats-small-gpu.npz" "$LOG_DIR/tmp/stats-small-cpu.npz"; then
     secs=$LAST_SECS
     cmp=$(python3 "$REF/compare_stats.py" "$LOG_DIR/tmp/stats-small-gpu.npz" "$LOG_DIR/tmp/stats-small-cpu.npz" 2>&1)
@@ -161,4 +191,5 @@ cat "$SUMMARY"
 for f in "$LOG_DIR"/gemm-table.log "$LOG_DIR"/repro-table3.log; do
   [ -f "$f" ] && { echo "== $(basename "$f")"; tail -n 30 "$f"; }
 done
+[ -n "$CPU_REF_PID" ] && kill "$CPU_REF_PID" 2>/dev/null
 exit $status
