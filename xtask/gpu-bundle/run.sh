@@ -119,7 +119,7 @@ TINY=(--set nnet.img_size=16 --set nnet.patch_size=4 --set nnet.embed_dim=16 --s
 if [ $QUICK = 1 ]; then BENCH=(--config demo_shapes_uvit "${TINY[@]}" --iters 1); B128=2; B500=2; else BENCH=(--config cifar10_uvit_small --iters 10); B128=128; B500=500; fi
 export LOG_DIR
 # PyTorch's H200 times beside ours (../shared/GPU.md §6); not beside --quick's tiny model.
-if [ $QUICK = 1 ]; then P_TRAIN=""; P_SRSTE=""; P_FWD=""; else P_TRAIN=" (PyTorch 46.9)"; P_SRSTE=" (PyTorch 71.9)"; P_FWD=" (PyTorch 51.0)"; fi
+if [ $QUICK = 1 ]; then P_TRAIN=""; P_SRSTE=""; P_FWD=""; P_FID=""; else P_TRAIN=" (PyTorch 46.9)"; P_SRSTE=" (PyTorch 71.9)"; P_FWD=" (PyTorch 51.0)"; P_FID=" (pytorch-fid H200: 5209 images/s)"; fi
 if run_one bench-train-b$B128 120 bash -c '"$0" bench "$@" > "$LOG_DIR/bench-train.json"' "$BIN" "${BENCH[@]}" --device cuda --precision bf16 --batch $B128 --json; then
   j="$LOG_DIR/bench-train.json"
   row PASS bench-train-b$B128 "$LAST_SECS" "$(field "$j" device); train step dense $(field "$j" train_step_ms) ms$P_TRAIN, SR-STE $(field "$j" train_step_srste_ms) ms$P_SRSTE; peak $(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['peak_device_memory_bytes']/2**30,1))" "$j" 2>/dev/null || echo n/a) GiB"
@@ -175,7 +175,7 @@ if run_one fid-setup 120 bash -c '"$0" "$1" && "$2" sample --checkpoint "$3" --n
     "$HERE/bin/formula_inception" "$W" "$BIN" "$DEMO" $NBIG $FB "$LOG_DIR/tmp/gen-big.npz" $NSMALL "$LOG_DIR/tmp/gen-small.npz" "${SAMPLE_STEPS[@]}"; then
   row PASS fid-setup "$LAST_SECS" "formula Inception weights; $NBIG and $NSMALL images sampled on the GPU"
   if run_one fid-stats-gpu-$NBIG 120 "$BIN" fid stats --inception "$W" --images "$LOG_DIR/tmp/gen-big.npz" --out "$LOG_DIR/tmp/stats-big.npz" --batch $FB --device cuda --force; then
-    row PASS fid-stats-gpu-$NBIG "$LAST_SECS" "$(grep -o '[0-9]* images in [0-9.]* s ([0-9.]* images/s)' "$LOG_DIR/fid-stats-gpu-$NBIG.log" | tail -n 1) (pytorch-fid H200: 5209 images/s)"
+    row PASS fid-stats-gpu-$NBIG "$LAST_SECS" "$(grep -o '[0-9]* images in [0-9.]* s ([0-9.]* images/s)' "$LOG_DIR/fid-stats-gpu-$NBIG.log" | tail -n 1)$P_FID"
   fi
   if run_one fid-stats-cpu-vs-gpu 150 bash -c '"$0" fid stats --inception "$1" --images "$2" --out "$3" --batch 50 --device cuda --force && "$0" fid stats --inception "$1" --images "$2" --out "$4" --batch 50 --device cpu --force' \
       "$BIN" "$W" "$LOG_DIR/tmp/gen-small.npz" "$LOG_DIR/tmp/stats-small-gpu.npz" "$LOG_DIR/tmp/stats-small-cpu.npz"; then
