@@ -60,7 +60,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         fs::create_dir_all(dir.join(sub)).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
 
-    cargo(&root, &envs, &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm", "-p", "sparsedm-fid", "--example", "formula_inception"])?;
+    cargo(
+        &root,
+        &envs,
+        &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm", "-p", "sparsedm-fid", "--example", "formula_inception"],
+    )?;
     copy_exe(&target_dir.join("release").join("sparsedm"), &dir.join("bin").join("sparsedm"))?;
     copy_exe(&target_dir.join("release").join("examples").join("formula_inception"), &dir.join("bin").join("formula_inception"))?;
 

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     };
     match sparsedm_fid::formula::write_formula_inception(&out) {
         Ok(()) => {
-            println!("wrote {} (InceptionV3, formula weights: not the real ones, FIDs not comparable with published numbers)", out.display());
+            println!(
+                "wrote {} (InceptionV3, formula weights: not the real ones, FIDs not comparable with published numbers)",
+                out.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
