@@ -1,14 +1,22 @@
 //! `cargo xtask gpu-bundle [DIR]`: everything a GPU check needs, in one git-ignored folder that a
 //! GPU machine without a Rust toolchain can run (../shared/GPU.md §5):
 //!
-//! - `bin/sparsedm`: the release CLI (`sparsedm bench --device cuda`, sampling, training);
+//! - `bin/sparsedm`: the release CLI (every computing command takes `--device cuda`);
+//! - `bin/formula_inception`: writes InceptionV3 with stand-in weights (`sparsedm_fid::formula`)
+//!   for the FID check, since the GPU machine cannot download the real ones;
 //! - `tests/`: the GPU test executables — every test target named `gpu*` in any package, and the
 //!   tests of `sparsedm-cuda-sys` (which load the real cuSPARSELt there); the other unit tests read
 //!   source files by their build-machine paths and run in CI instead;
 //! - `benches/`: every bench target named `gpu*`;
-//! - `run.sh`: sets the library path (the python `nvidia/*/lib` folders, `/usr/local/cuda/lib64`),
-//!   sets `SPARSEDM_REQUIRE_GPU=1` (a missing GPU fails instead of skipping), runs all of the above
-//!   with logs under `$LOG_DIR` (default `$OUT` or `./logs`) and prints one summary line each.
+//! - `reference/`: what `run.sh` reads (the comparison scripts, the demo checkpoint);
+//! - `run.sh` (source `xtask/gpu-bundle/run.sh`): sets the library path (the python
+//!   `nvidia/*/lib` folders, `/usr/local/cuda/lib64`) and `SPARSEDM_REQUIRE_GPU=1` (a missing GPU
+//!   fails instead of skipping), then runs the tests, the U-ViT-S/2 bench, the GEMM table,
+//!   Table 3, a 200-step bf16 training run against the CPU's losses (the same run on the machine's
+//!   CPU cores, in the background) and the FID statistics check,
+//!   each with its own timeout inside an overall budget, logs under `$LOG_DIR` (default `$OUT` or
+//!   `./logs`) and a summary table at the end. `./run.sh --quick` does the same at tiny sizes
+//!   (with `SPARSEDM_CUDA_SIM=1`: the whole script on the simulator, before a GPU is lent).
 //!
 //! Built in release mode without debug info and stripped, in its own target directory
 //! (`target/gpu-bundle`) so it does not invalidate the normal release build.
@@ -19,58 +27,17 @@ use std::process::Command;
 
 use crate::project_root;
 
-const RUN_SH: &str = r#"#!/usr/bin/env bash
-# Runs every GPU check of this bundle; made by `cargo xtask gpu-bundle`. Usage: ./run.sh [FILTER]
-# (FILTER: run only executables whose name contains it).
-set -u
-HERE="$(cd "$(dirname "$0")" && pwd)"
-LOG_DIR="${LOG_DIR:-${OUT:-$HERE/logs}}"
-mkdir -p "$LOG_DIR"
-FILTER="${1:-}"
+/// The runner, kept as a real script beside its helpers (`xtask/gpu-bundle/`).
+const RUN_SH: &str = include_str!("../gpu-bundle/run.sh");
 
-# Library path: the python nvidia wheels (cu13 first; cuSPARSELt is only there), then the toolkit.
-LIBS=""
-NV="$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__) if getattr(nvidia, "__file__", None) else list(nvidia.__path__)[0])' 2>/dev/null || true)"
-if [ -n "$NV" ]; then
-  for d in "$NV"/cu13/lib "$NV"/*/lib; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
-fi
-for d in /usr/local/cuda/lib64 /usr/local/nvidia/lib /usr/local/nvidia/lib64; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
-export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export SPARSEDM_REQUIRE_GPU=1
-
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-SUMMARY="$LOG_DIR/summary.txt"
-: > "$SUMMARY"
-status=0
-run_one() { # kind name command...
-  local kind="$1" name="$2"; shift 2
-  case "$name" in *"$FILTER"*) ;; *) return 0 ;; esac
-  local log="$LOG_DIR/$kind-$name.log" start end rc
-  start=$(date +%s.%N)
-  "$@" > "$log" 2>&1; rc=$?
-  end=$(date +%s.%N)
-  local secs; secs=$(awk "BEGIN{printf \"%.1f\", $end-$start}")
-  local counts; counts=$(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END{if (NR) printf "%d passed, %d failed, %d ignored", p, f, i}')
-  local verdict=PASS; [ $rc -ne 0 ] && { verdict=FAIL; status=1; }
-  printf '%s %-6s %-40s %6ss  %s\n' "$verdict" "$kind" "$name" "$secs" "$counts" | tee -a "$SUMMARY"
-  [ $rc -ne 0 ] && tail -n 30 "$log" | sed 's/^/    | /'
-  return 0
-}
-for t in "$HERE"/tests/*; do [ -x "$t" ] && run_one test "$(basename "$t")" "$t" --test-threads=1; done
-for b in "$HERE"/benches/*; do [ -x "$b" ] && run_one bench "$(basename "$b")" "$b" --bench; done
-# The issue targets: U-ViT-S/2 training step at batch 128 and sampling forward at batch 500 (bf16),
-# then the paper's Table 3 grid (dense vs 2:4 block forward).
-run_one cli bench-uvit-s2-b128 "$HERE/bin/sparsedm" bench --config cifar10_uvit_small --device cuda --batch 128
-run_one cli bench-uvit-s2-b500 "$HERE/bin/sparsedm" bench --config cifar10_uvit_small --device cuda --batch 500
-run_one cli repro-table3 "$HERE/bin/sparsedm" repro table3 --device cuda --out "$LOG_DIR/table3"
-for f in "$LOG_DIR"/bench-*.log "$LOG_DIR"/cli-*.log; do
-  [ -f "$f" ] || continue
-  case "$(basename "$f")" in *"$FILTER"*) ;; *) continue ;; esac
-  echo "== $(basename "$f")"; tail -n 40 "$f"
-done
-echo "logs: $LOG_DIR (summary.txt)"
-exit $status
-"#;
+/// What `run.sh` reads, copied into the bundle's `reference/`: the loss and statistics
+/// comparisons (see `xtask/gpu-bundle/README.md`) and the demo's dense checkpoint.
+const REFERENCE: &[(&str, &str)] = &[
+    ("compare_losses.py", "xtask/gpu-bundle/compare_losses.py"),
+    ("compare_stats.py", "xtask/gpu-bundle/compare_stats.py"),
+    ("README.md", "xtask/gpu-bundle/README.md"),
+    ("demo_shapes_uvit_dense.safetensors", "crates/sparsedm-cli/assets/demo_shapes_uvit_dense.safetensors"),
+];
 
 /// Builds the bundle into `args[0]` (default `gpu-bundle/`).
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -89,12 +56,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
-    for sub in ["bin", "tests", "benches"] {
+    for sub in ["bin", "tests", "benches", "reference"] {
         fs::create_dir_all(dir.join(sub)).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
 
-    cargo(&root, &envs, &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm"])?;
+    cargo(
+        &root,
+        &envs,
+        &["build", "--release", "-p", "sparsedm-cli", "--bin", "sparsedm", "-p", "sparsedm-fid", "--example", "formula_inception"],
+    )?;
     copy_exe(&target_dir.join("release").join("sparsedm"), &dir.join("bin").join("sparsedm"))?;
+    copy_exe(&target_dir.join("release").join("examples").join("formula_inception"), &dir.join("bin").join("formula_inception"))?;
 
     // Only what the bundle carries is built: cuda-sys's tests and every `gpu*` target.
     let mut tests = artifacts(
@@ -115,6 +87,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for a in benches.iter().filter(|a| a.target.starts_with("gpu")) {
         copy_exe(&a.executable, &dir.join("benches").join(&a.target))?;
         n_benches += 1;
+    }
+    for (name, from) in REFERENCE {
+        let (from, to) = (root.join(from), dir.join("reference").join(name));
+        fs::copy(&from, &to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
     let run_sh = dir.join("run.sh");
     fs::write(&run_sh, RUN_SH).map_err(|e| format!("cannot write {}: {e}", run_sh.display()))?;

@@ -260,10 +260,10 @@ impl Lab {
         Ok(cfg)
     }
 
-    /// The dense checkpoint in a model of the base config, on the host
-    /// (where rows are sampled).
+    /// The dense checkpoint in a model of the base config, on the lab's
+    /// device (where every row is sampled).
     fn load_dense(&self) -> Result<Bundle> {
-        Ok(build::frozen_model(&self.base, &self.dense.display().to_string())?)
+        Ok(build::frozen_model_on(&self.base, &self.dense.display().to_string(), self.device)?)
     }
 }
 

@@ -1,6 +1,6 @@
-//! `sparsedm bench`'s device and precision flags without a GPU: CUDA is let
-//! through to the bench only (and refused in one line where no GPU is
-//! usable), `--precision` other than f32 is refused on the CPU, and the JSON
+//! `sparsedm bench`'s device and precision flags without a GPU: CUDA is
+//! refused in one line where no GPU is usable (as in every computing
+//! command), `--precision` other than f32 is refused on the CPU, and the JSON
 //! report says where and at what precision it ran. (The CUDA run itself is
 //! checked on a GPU machine with the bundle's `bin/sparsedm bench --device cuda`.)
 
@@ -48,8 +48,8 @@ fn bench_without_a_usable_gpu_is_one_line() {
 
 #[test]
 fn other_commands_still_refuse_a_gpu() {
-    // `train` keeps the CPU-only resolve: on a machine without a GPU the
-    // availability check answers first, with a GPU the CPU-only refusal does.
+    // Every command now runs on a usable GPU (gpu_cli.rs); on a machine
+    // without one, `train --device cuda` is refused by the availability check.
     let (code, _, err) = run(&["train", "--device", "cuda"]);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("error: --device cuda"), "{err}");

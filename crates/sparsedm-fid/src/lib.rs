@@ -14,6 +14,7 @@
 //! | [`pixel`] | "FD-px": pooled-pixel features for a Fréchet distance that needs no download (not FID) |
 //! | [`preprocess`](mod@preprocess) | [`preprocess()`]: bilinear resize to 299×299 (`align_corners=False`), then `2x − 1`, as pytorch-fid |
 //! | [`extract`] | [`extract_features`]: batched extraction from an [`ImageSource`] into a [`StatsAccumulator`] (optionally keeping the features for KID), with a progress bar |
+//! | [`formula`] | InceptionV3 stand-in weights from the shared fixture's formula, for device checks without the real weights |
 //! | [`error`] | [`FidError`], the one error type; bad input is an error naming the file/key/shape, never a panic |
 //!
 //! All statistics and distances are computed in f64 with `faer` (dense kernels parallelised
@@ -22,6 +23,7 @@
 pub mod covariance;
 pub mod error;
 pub mod extract;
+pub mod formula;
 pub mod frechet;
 pub mod images;
 pub mod inception;

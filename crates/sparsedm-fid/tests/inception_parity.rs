@@ -220,6 +220,24 @@ fn formula_matches_the_fixture_description() {
     }
 }
 
+/// `sparsedm_fid::formula` (the stand-in weights of the device checks and the GPU bundle) makes
+/// every tensor the network loads exactly as this fixture's formula does, so what
+/// `pool3_matches_pytorch_fid` verifies for these weights holds for it.
+#[test]
+fn library_formula_weights_equal_the_fixture_formula() {
+    let fx = Fixture::load();
+    let shapes = fx.shapes();
+    let lib = sparsedm_fid::formula::formula_tensors().unwrap();
+    let loaded = shapes.keys().filter(|n| !sparsedm_fid::is_ignored_checkpoint_tensor(n)).count();
+    assert_eq!(lib.len(), loaded, "one library tensor per loaded checkpoint tensor");
+    for (name, t) in &lib {
+        let shape = shapes.get(name).unwrap_or_else(|| panic!("{name} is not in the fixture's state dict"));
+        assert_eq!(t.shape(), shape.as_slice(), "{name}");
+        let Value::F32(want) = formula_tensor(name, shape, fx.salt()) else { panic!("{name}: not an f32 tensor") };
+        assert!(t.to_vec_f32().unwrap() == want, "{name}: values differ from the fixture's formula");
+    }
+}
+
 /// The whole public pipeline: images (u8 `.npz` source) → preprocessing → network → features.
 #[test]
 fn pool3_matches_pytorch_fid() {

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::lr::LrSchedule;
-use crate::vocab::{DatasetKind, LrScheduleKind, OptimizerKind, SparseMethod, Teacher};
+use crate::vocab::{DatasetKind, LrScheduleKind, OptimizerKind, Precision, SparseMethod, Teacher};
 use serde::{Deserialize, Serialize};
 use sparsedm_diffusion::ScheduleKind;
 use sparsedm_layers::{NmPattern, Policy, ProgressiveSchedule};
@@ -87,6 +87,13 @@ pub struct TrainSection {
     /// Start from these weights (a safetensors model checkpoint).
     #[serde(default)]
     pub init: Option<String>,
+    /// Precision of the matrix products: `"f32"`, `"tf32"` or `"bf16"` (f32
+    /// master weights, bf16 matmul operands with f32 accumulation). Unset:
+    /// bf16 on a GPU, f32 on the CPU (which computes in f32 only, so tf32 and
+    /// bf16 there are an error). The one setting that may change on
+    /// `--resume`, with the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 /// AdamW (U-ViT: lr 2e-4, wd 0.03, betas (0.99, 0.999)).

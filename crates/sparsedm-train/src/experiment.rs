@@ -79,12 +79,18 @@ impl Judge {
     /// converted to safetensors — extracting them costs about 0.1–0.2 s
     /// per image on a 2-core CPU).
     pub fn new(data: &dyn Dataset, n_reference: usize, inception: Option<&Path>) -> Result<Self> {
+        Self::new_on(data, n_reference, inception, Device::Cpu)
+    }
+
+    /// [`Self::new`] with InceptionV3 on `device` (reference and scored
+    /// images alike go through it there).
+    pub fn new_on(data: &dyn Dataset, n_reference: usize, inception: Option<&Path>, device: Device) -> Result<Self> {
         let real = DatasetImages::new(data, n_reference);
         let reference_px = pixel_stats(&real, DEFAULT_CELLS)?;
         let inception = match inception {
             None => None,
             Some(path) => {
-                let net = InceptionV3::load(path, &Device::Cpu)?;
+                let net = InceptionV3::load(path, &device)?;
                 let stats = inception_stats(&net, &real)?;
                 Some((net, stats))
             }
@@ -158,6 +164,7 @@ pub fn draw(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec) -> Result
         cfg_scale: None,
         num_classes: None,
         clip_denoised: spec.clip_denoised,
+        device: b.store.device(),
     };
     generate(b.model.as_ref(), schedule, &req, |_| {})
 }

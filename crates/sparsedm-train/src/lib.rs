@@ -18,6 +18,7 @@ pub mod figures;
 pub mod grad;
 pub mod lr;
 pub mod optim;
+pub mod precision;
 pub mod restore;
 pub mod resume;
 pub mod samples;

@@ -38,15 +38,22 @@ pub struct ExternalModel {
     pub schedule: Option<ScheduleKind>,
 }
 
-/// Loads `path` for sampling; `use_ema` picks the EMA weights of a
-/// training checkpoint.
+/// Loads `path` for sampling on the CPU; `use_ema` picks the EMA weights
+/// of a training checkpoint.
 pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> Result<Restored> {
+    restore_on(path, use_ema, external, Device::Cpu)
+}
+
+/// [`restore`] with the model's parameters on `device`. Checkpoints hold
+/// host tensors whatever device wrote them, so any checkpoint goes to any
+/// device; the sparse masks are computed where the weights live.
+pub fn restore_on(path: &Path, use_ema: bool, external: Option<&ExternalModel>, device: Device) -> Result<Restored> {
     let meta = load_weights_metadata(path)?;
     match meta.get(META_KIND).map(String::as_str) {
         Some("train-state") => {
             let st = load_train_state(path)?;
             let run = RunConfig::parse(&st.config_toml, &format!("{} (config)", path.display()), &[])?;
-            let b = build::new_model(&run, run.seed)?;
+            let b = build::new_model_on(&run, run.seed, device)?;
             let (weights, source) = if use_ema {
                 (ema_weights(path, st.ema, st.model, &b.store)?, format!("{} (ema.*)", path.display()))
             } else {
@@ -64,7 +71,7 @@ pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> 
         _ => {
             if let Some(text) = meta.get(META_CONFIG) {
                 let run = RunConfig::parse(text, &format!("{} (config)", path.display()), &[])?;
-                let b = build::new_model(&run, run.seed)?;
+                let b = build::new_model_on(&run, run.seed, device)?;
                 sparsedm_diffusion::load_checkpoint(&b.store, path)?;
                 b.store.set_training(false);
                 return Ok(Restored { schedule: build::schedule(&run)?, bundle: b, run: Some(run) });
@@ -76,7 +83,8 @@ pub fn restore(path: &Path, use_ema: bool, external: Option<&ExternalModel>) -> 
                 ))
             })?;
             let config = ModelConfig::from_json(ext.arch, &ext.config)?;
-            let store = ParamStore::new(Device::Cpu, 0);
+            device.ensure_available()?;
+            let store = ParamStore::new(device, 0);
             let model = config.build(&store)?;
             sparsedm_diffusion::load_checkpoint(&store, path)?;
             store.set_training(false);

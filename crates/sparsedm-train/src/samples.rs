@@ -26,6 +26,10 @@ pub struct SampleRequest {
     pub num_classes: Option<usize>,
     /// Clip x̂₀ to [−1, 1] in samplers that form it (None: the sampler's default).
     pub clip_denoised: Option<bool>,
+    /// Where the model's parameters live: the sampler runs there. The
+    /// starting noise is drawn on the host from (seed, batch) and moved
+    /// there, so every device starts from the same noise.
+    pub device: Device,
 }
 
 /// Images as NHWC u8.
@@ -127,9 +131,9 @@ pub fn generate_batches(
     };
     while done < req.n {
         let b = req.batch.min(req.n - done);
-        let x = Tensor::randn(&[b, c, h, w], &mut rng, &Device::Cpu)?;
+        let x = Tensor::randn(&[b, c, h, w], &mut rng, &Device::Cpu)?.to_device(&req.device)?;
         let y = match req.class {
-            Some(k) => Some(Tensor::from_vec_i64(vec![k; b], &[b], &Device::Cpu)?),
+            Some(k) => Some(Tensor::from_vec_i64(vec![k; b], &[b], &req.device)?),
             None => None,
         };
         let opts = SamplerOptions { clip_denoised: req.clip_denoised, ..SamplerOptions::new(req.steps) };

@@ -10,14 +10,22 @@
 //! stream whose state is checkpointed; dropout draws from a stream derived
 //! from (seed, step). So K steps, a checkpoint, a resume and K more steps
 //! give the same weights as 2K uninterrupted steps, bit for bit.
+//!
+//! Devices: the run computes on the device it is given — the step, and the
+//! sample grids and FID of its EMA model — at `train.precision` (unset: bf16
+//! on a GPU, f32 on the CPU), applied around each piece of work by a
+//! [`MatmulScope`]. Checkpoints are written from host copies, so a run
+//! started on one device resumes on the other.
 
 use crate::build::{self, Bundle};
 use crate::checkpoint::save_train_state;
 use crate::config::RunConfig;
 use crate::data::{Dataset, Loader, LoaderConfig};
 use crate::error::{Result, TrainError};
+use crate::precision::MatmulScope;
 pub use crate::step::StepMetrics;
 use crate::step::TrainStep;
+use crate::vocab::Precision;
 use sparsedm_diffusion::NoiseSchedule;
 use sparsedm_layers::SparsityReport;
 use sparsedm_tensor::Device;
@@ -32,6 +40,8 @@ pub struct Trainer {
     cfg: RunConfig,
     run_dir: PathBuf,
     state: TrainStep,
+    /// The matrix-product precision of everything the run computes.
+    precision: Precision,
     data: Arc<dyn Dataset>,
     loader: Loader,
     best_fid: Option<f64>,
@@ -53,7 +63,11 @@ impl Trainer {
     /// optimizer state, EMA, batches and noise live there). With `resume`,
     /// continues from the newest checkpoint there, which may have been
     /// written on another device (its config wins over `cfg` except
-    /// `train.n_steps`).
+    /// `train.n_steps` and `train.precision`, which may follow the device).
+    ///
+    /// # Errors
+    /// Besides the setup's own, `train.precision` tf32 or bf16 on the CPU
+    /// (before anything is written).
     pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool, device: Device) -> Result<Self> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         let mut resume_notes = Vec::new();
@@ -71,10 +85,12 @@ impl Trainer {
             Some(st) if !st.config_toml.is_empty() => {
                 let mut restored = RunConfig::parse(&st.config_toml, "the checkpoint's config", &[])?;
                 restored.train.n_steps = cfg.train.n_steps;
+                restored.train.precision = cfg.train.precision;
                 restored
             }
             _ => cfg,
         };
+        let precision = crate::precision::resolve(cfg.train.precision, device, Precision::Bf16, "train.precision")?;
         let state = TrainStep::new(&cfg, device, saved.as_ref())?;
         let data = build::dataset(&cfg)?;
         let (h, w) = data.image_size();
@@ -99,6 +115,7 @@ impl Trainer {
             cfg,
             run_dir: run_dir.to_path_buf(),
             state,
+            precision,
             data,
             loader,
             best_fid: saved.and_then(|s| s.best_fid),
@@ -119,6 +136,11 @@ impl Trainer {
     /// Where the run trains.
     pub fn device(&self) -> Device {
         self.state.device()
+    }
+    /// The precision of the run's matrix products (`train.precision`
+    /// resolved for the device).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
     pub fn config(&self) -> &RunConfig {
         &self.cfg
@@ -143,6 +165,7 @@ impl Trainer {
     /// One optimizer step on the next batch (see [`TrainStep::run`]).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let batch = self.loader.next_batch()?;
+        let _p = MatmulScope::enter(self.precision);
         self.state.run(&batch)
     }
 
@@ -156,11 +179,10 @@ impl Trainer {
     }
 
     /// A model holding the EMA weights, with the student's sparsity, in
-    /// evaluation mode: what exports, samples and FID use. It is built on
-    /// the host, where sampling and FID run in this version (their noise
-    /// is drawn there).
+    /// evaluation mode: what exports, samples and FID use. It lives on the
+    /// run's device (sampling noise is drawn on the host and moved there).
     pub fn ema_model(&self) -> Result<Bundle> {
-        let b = build::new_model(&self.cfg, self.cfg.seed)?;
+        let b = build::new_model_on(&self.cfg, self.cfg.seed, self.device())?;
         b.store.load_tensors("EMA weights", self.state.ema_tensors().to_vec(), |_| false)?;
         if let Some(s) = &self.cfg.sparse {
             match self.state.progressive() {
@@ -246,12 +268,13 @@ impl Trainer {
     }
 
     /// FID of the EMA model against the configured reference statistics
-    /// (`fid.n_samples` images with `fid.sampler`/`fid.steps`). A new best
+    /// (`fid.n_samples` images with `fid.sampler`/`fid.steps`), sampled at
+    /// the run's precision, the features extracted in f32 (on the run's device). A new best
     /// is kept as `best.safetensors` (the EMA model) in the run folder.
     pub fn evaluate_fid(&mut self) -> Result<f64> {
         let f = self.cfg.fid.clone().ok_or_else(|| TrainError::Config("no [fid] section in the run config".into()))?;
         if self.fid_state.is_none() {
-            let net = sparsedm_fid::InceptionV3::load(&f.inception, &sparsedm_tensor::Device::Cpu)?;
+            let net = sparsedm_fid::InceptionV3::load(&f.inception, &self.device())?;
             let reference = sparsedm_fid::read_stats_npz(&f.reference)?;
             self.fid_state = Some((net, reference));
         }
@@ -267,11 +290,19 @@ impl Trainer {
             cfg_scale: None,
             num_classes: None,
             clip_denoised: self.cfg.sample.clip_denoised,
+            device: self.device(),
         };
-        let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?;
+        let imgs = {
+            let _p = MatmulScope::enter(self.precision);
+            crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?
+        };
         let (net, reference) = self.fid_state.as_ref().ok_or_else(|| TrainError::Config("FID state".into()))?;
         let opts = sparsedm_fid::ExtractOptions { progress: sparsedm_fid::Progress::Hidden, ..Default::default() };
-        let stats = sparsedm_fid::extract_features(net, &imgs, &opts)?.stats()?;
+        // InceptionV3 in f32 whatever the run's precision, as pytorch-fid computes it.
+        let stats = {
+            let _p = MatmulScope::enter(Precision::F32);
+            sparsedm_fid::extract_features(net, &imgs, &opts)?.stats()?
+        };
         let fid = sparsedm_fid::frechet_distance(&stats, reference)?;
         if self.best_fid.is_none_or(|b| fid < b) {
             self.best_fid = Some(fid);
@@ -282,6 +313,7 @@ impl Trainer {
 
     /// Writes `samples/step_XXXXXXXX.png` from the EMA model.
     pub fn sample_grid(&self) -> Result<PathBuf> {
+        let _p = MatmulScope::enter(self.precision);
         let ema = self.ema_model()?;
         let s = &self.cfg.sample;
         let req = crate::samples::SampleRequest {
@@ -295,6 +327,7 @@ impl Trainer {
             cfg_scale: None,
             num_classes: None,
             clip_denoised: s.clip_denoised,
+            device: self.device(),
         };
         let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?;
         let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step()));

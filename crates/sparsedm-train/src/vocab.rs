@@ -1,5 +1,5 @@
 //! The typed vocabulary of run configs: every field that names a choice
-//! (sparse method, teacher, learning-rate schedule, dataset, optimizer)
+//! (sparse method, teacher, learning-rate schedule, dataset, optimizer, matmul precision)
 //! deserializes into an enum here, and the fields spelled as structured
 //! strings (`"2:4"`, a policy, a progressive schedule, a noise schedule)
 //! deserialize into the types that own their syntax through [`as_string`].
@@ -175,6 +175,72 @@ pub enum OptimizerKind {
     #[default]
     #[serde(rename = "adamw")]
     AdamW,
+}
+
+/// The precision of a run's matrix products (`train.precision`), and of
+/// the sampling commands' `--precision`.
+///
+/// f32 master weights, activations, reductions and optimizer state in every
+/// mode; only the GEMMs (linear, matmul, attention, conv2d) change: `tf32`
+/// runs f32 operands on TF32 tensor cores, `bf16` casts the operands to bf16
+/// with f32 accumulation and output (PyTorch's autocast for matmuls; the
+/// mechanism is the CUDA backend's [`sparsedm_tensor::MatmulPrecision`]).
+/// CPU products are f32 only, so `tf32` and `bf16` need a CUDA device.
+/// Unset in a run config: `bf16` on a GPU, `f32` on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Exact f32 products: the CPU's arithmetic, the parity reference.
+    F32,
+    /// f32 operands on TF32 tensor cores (10-bit mantissa products).
+    Tf32,
+    /// bf16 operands, f32 accumulation and output.
+    Bf16,
+}
+
+impl Precision {
+    /// Every precision, in documentation order.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Tf32, Precision::Bf16];
+
+    /// The config and command-line spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The CUDA backend's setting for this precision.
+    pub fn matmul(self) -> sparsedm_tensor::MatmulPrecision {
+        match self {
+            Precision::F32 => sparsedm_tensor::MatmulPrecision::F32,
+            Precision::Tf32 => sparsedm_tensor::MatmulPrecision::Tf32,
+            Precision::Bf16 => sparsedm_tensor::MatmulPrecision::Bf16,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown precision {s:?}; expected {}", <Precision as Spelled>::accepted()))
+    }
+}
+
+impl Spelled for Precision {
+    fn accepted() -> String {
+        "f32, tf32 or bf16 (bf16: bf16 matmul operands with f32 accumulation; tf32 and bf16 need a CUDA device)".into()
+    }
 }
 
 /// A type spelled as a string in configs, with the accepted forms named

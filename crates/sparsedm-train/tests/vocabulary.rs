@@ -82,3 +82,31 @@ fn a_policy_glob_that_selects_no_layer_is_refused_naming_the_accepted_policies()
     assert!(err.contains("\"sparsedm_uvit\" selects none of the model's"), "{err}");
     assert!(err.contains("sparsedm-uvit, asp, all"), "{err}");
 }
+
+#[test]
+fn train_precision_is_typed_and_the_cpu_refuses_reduced_precision() {
+    use sparsedm_train::vocab::Precision;
+    let err = RunConfig::parse(TINY, "tiny", &["train.precision=\"fp16\"".into()]).unwrap_err().to_string();
+    assert!(err.starts_with("tiny: train.precision: "), "{err}");
+    for n in ["fp16", "f32", "tf32", "bf16"] {
+        assert!(err.contains(n), "{n:?} missing from {err:?}");
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Unset by default (the device decides), and round-trips when set.
+    assert_eq!(RunConfig::parse(TINY, "tiny", &[]).unwrap().train.precision, None);
+    for p in Precision::ALL {
+        let c = RunConfig::parse(TINY, "tiny", &[format!("train.precision=\"{p}\"")]).unwrap();
+        assert_eq!(c.train.precision, Some(p));
+        assert_eq!(RunConfig::parse(&c.to_toml().unwrap(), "round trip", &[]).unwrap(), c);
+    }
+    // The CPU computes in f32 only: tf32/bf16 runs are refused before anything is written.
+    for p in ["tf32", "bf16"] {
+        let cfg = RunConfig::parse(TINY, "tiny", &[format!("train.precision=\"{p}\"")]).unwrap();
+        let dir = tmp(&format!("vocab-precision-{p}"));
+        let err = Trainer::new(cfg, &dir, false, Device::Cpu).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("train.precision {p}: CPU matrix products are f32 only")), "{err}");
+        assert!(!dir.join("config.toml").exists(), "nothing written for a refused run");
+    }
+    let cfg = RunConfig::parse(TINY, "tiny", &["train.precision=\"f32\"".into()]).unwrap();
+    assert_eq!(Trainer::new(cfg, &tmp("vocab-precision-f32"), false, Device::Cpu).unwrap().precision(), Precision::F32);
+}

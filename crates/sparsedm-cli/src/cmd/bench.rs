@@ -12,9 +12,9 @@
 //! bf16 only) interleaved with the dense forward: `forward_nm_ms` beside
 //! `forward_ms`.
 //!
-//! `--device cuda[:N]` runs everything on that GPU (the only command that
-//! accepts a GPU in this version), with bf16 matrix products unless
-//! `--precision` says otherwise, and reports the GPU's peak memory.
+//! `--device cuda[:N]` runs everything on that GPU, with bf16 matrix
+//! products unless `--precision` says otherwise, and reports the GPU's peak
+//! memory.
 
 use super::DeviceArg;
 use anyhow::{Result, bail};
@@ -68,7 +68,7 @@ fn parse_precision(s: &str) -> Result<MatmulPrecision> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = a.device.resolve_any()?;
+    let device = a.device.resolve()?;
     let precision = match (&a.precision, device) {
         (Some(p), _) => parse_precision(p)?,
         (None, Device::Cpu) => MatmulPrecision::F32,
@@ -82,7 +82,13 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     let cfg = RunConfig::load(&a.config, &a.set)?;
-    let report = speed::measure_nm(&cfg, a.batch, a.iters, device, precision, pattern)?;
+    a.device.announce();
+    let mut report = speed::measure_nm(&cfg, a.batch, a.iters, device, precision, pattern)?;
+    if super::is_simulated(device) {
+        // The simulator's times are the CPU's: labelled as such, with no GPU peer beside them.
+        report.device = format!("{} ({}: times are the CPU's, not a GPU's)", report.device, sparsedm_kernels::sim::DEVICE_NAME);
+        report.peer = None;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

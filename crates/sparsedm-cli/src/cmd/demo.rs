@@ -7,6 +7,9 @@
 //! table (sparsity, MACs, FD-px48, and FID with `--inception`), writing
 //! `report.md`, one labelled PNG grid per model, `compare.png` (the same
 //! noise through each model, side by side) and the checkpoints.
+//!
+//! `--device cuda[:N]` trains, samples and runs InceptionV3 there (training
+//! at the presets' precision: bf16 on a GPU).
 
 use super::DeviceArg;
 use crate::lab::{self, Lab, Method, Row};
@@ -69,6 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         crate::run_folder::remove_lab_runs(&out)?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    args.device.announce();
 
     let base = RunConfig::load(PRESET, &[])?;
     let data = sparsedm_train::build::dataset(&base)?;
@@ -80,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
         data.describe(),
         if args.inception.is_some() { ", with InceptionV3" } else { "" }
     );
-    let judge = Judge::new(data.as_ref(), n_ref, args.inception.as_deref())?;
+    let judge = Judge::new_on(data.as_ref(), n_ref, args.inception.as_deref(), device)?;
     let floor = judge.real_floor(data.as_ref(), data.len() - held_out, held_out)?;
 
     // 1. The dense model: shipped, or pre-trained here.

@@ -13,6 +13,10 @@
 //! `sigma` make it statistics, `arr_0` images. The weights are pytorch-fid's
 //! `pt_inception-2015-12-05-6726825d.pth` converted to safetensors with its names unchanged.
 //! Progress goes to stderr (a bar only when stderr is a terminal); results to stdout.
+//!
+//! `--device cuda[:N]` runs InceptionV3 (preprocessing included) there, in f32 unless
+//! `--precision` says otherwise (pytorch-fid computes in f32); the statistics are accumulated
+//! in f64 on the host either way.
 
 use anyhow::{Context, Result, bail};
 use sparsedm_fid::{
@@ -20,6 +24,7 @@ use sparsedm_fid::{
     extract_features, frechet_distance, kernel_inception_distance, npz_keys, open_image_source, read_stats_npz, write_stats_npz,
 };
 use sparsedm_tensor::Device;
+use sparsedm_train::precision::MatmulScope;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +61,8 @@ pub struct StatsArgs {
     pub force: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
+    #[command(flatten)]
+    pub precision: super::PrecisionArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +81,8 @@ pub struct ScoreArgs {
     pub batch: usize,
     #[command(flatten)]
     pub device: super::DeviceArg,
+    #[command(flatten)]
+    pub precision: super::PrecisionArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -123,8 +132,8 @@ fn check_batch(batch: usize) -> Result<()> {
     Ok(())
 }
 
-fn load_inception(path: &Path) -> Result<InceptionV3> {
-    InceptionV3::load(path, &Device::Cpu).map_err(flat).with_context(|| format!("loading the Inception weights {}", path.display()))
+fn load_inception(path: &Path, device: Device) -> Result<InceptionV3> {
+    InceptionV3::load(path, &device).map_err(flat).with_context(|| format!("loading the Inception weights {}", path.display()))
 }
 
 /// Extracts the pool3 features of `source`, reporting progress and speed on stderr.
@@ -139,12 +148,15 @@ fn extract(net: &InceptionV3, source: &dyn ImageSource, batch: usize, keep_featu
 }
 
 fn stats(args: StatsArgs) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
+    let precision = args.precision.resolve(device)?;
     check_batch(args.batch)?;
     crate::output::check_file("--out", &args.out, args.force, &[&args.images, &args.inception])?;
     let source =
         open_image_source(&args.images).map_err(flat).with_context(|| format!("opening image source {}", args.images.display()))?;
-    let net = load_inception(&args.inception)?;
+    let net = load_inception(&args.inception, device)?;
+    args.device.announce();
+    let _p = MatmulScope::enter(precision);
     let ex = extract(&net, source.as_ref(), args.batch, false, "images")?;
     let stats = ex.stats().map_err(flat).with_context(|| format!("statistics of {}", args.images.display()))?;
     write_stats_npz(&args.out, &stats).map_err(flat).with_context(|| format!("writing {}", args.out.display()))?;
@@ -153,13 +165,14 @@ fn stats(args: StatsArgs) -> Result<()> {
 }
 
 fn score(args: ScoreArgs) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
+    let precision = args.precision.resolve(device)?;
     check_batch(args.batch)?;
     let a = open_operand(&args.a)?;
     let b = open_operand(&args.b)?;
     let needs_net = matches!(a, Operand::Images(_)) || matches!(b, Operand::Images(_));
     let net = match (&args.inception, needs_net) {
-        (Some(path), true) => Some(load_inception(path)?),
+        (Some(path), true) => Some(load_inception(path, device)?),
         (None, true) => {
             let which = if matches!(a, Operand::Images(_)) { &args.a } else { &args.b };
             bail!("{} is an image source: computing its statistics needs --inception W.safetensors", which.display());
@@ -175,6 +188,10 @@ fn score(args: ScoreArgs) -> Result<()> {
         }
     }
     let both_images = matches!(a, Operand::Images(_)) && matches!(b, Operand::Images(_));
+    if needs_net {
+        args.device.announce();
+    }
+    let _p = MatmulScope::enter(precision);
     let resolve = |op: Operand, path: &Path, label: &str| -> Result<(FeatureStats, Option<Vec<f32>>)> {
         match op {
             Operand::Stats(s) => Ok((s, None)),

@@ -15,11 +15,16 @@
 //! schedule here uses ([0, 1000]), labels outside the model's classes; the
 //! config's weight shapes against the weights' header. An existing
 //! `--output` needs `--force`.
+//!
+//! `--device cuda[:N]` runs the model there; matrix products are f32 unless
+//! `--precision` says otherwise, so the output matches the CPU's (and the
+//! reference fixtures) to rounding.
 
 use anyhow::{Context, Result, anyhow, bail};
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::ParamStore;
-use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, no_grad, save_safetensors};
+use sparsedm_tensor::{DType, Tensor, load_safetensors, no_grad, save_safetensors};
+use sparsedm_train::precision::MatmulScope;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +59,8 @@ pub struct Args {
     pub allow_non_finite: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
+    #[command(flatten)]
+    pub precision: super::PrecisionArg,
 }
 
 /// Model times (the time input of the networks) of every schedule of this
@@ -62,7 +69,8 @@ pub struct Args {
 const MAX_MODEL_TIME: f32 = 1000.0;
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.resolve()?;
+    let device = args.device.resolve()?;
+    let precision = args.precision.resolve(device)?;
     crate::output::check_file("--output", &args.output, args.force, &[&args.config, &args.weights, &args.inputs])?;
     sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
     let cfg = ModelConfig::from_file(args.arch, &args.config)?;
@@ -70,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;
 
     crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
-    let store = ParamStore::new(Device::Cpu, 0);
+    let store = ParamStore::new(device, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
     // Verified against the file's own sparsity spec when it has one (a PyTorch file has none).
@@ -80,11 +88,15 @@ pub fn run(args: Args) -> Result<()> {
         .load_tensors(&args.weights.display().to_string(), weights, |_| false)
         .with_context(|| format!("loading weights {}", args.weights.display()))?;
 
+    args.device.announce();
+    let (x, t, y) = (x.to_device(&device)?, t.to_device(&device)?, y.map(|y| y.to_device(&device)).transpose()?);
     let start = std::time::Instant::now();
     let out = {
         let _g = no_grad();
+        let _p = MatmulScope::enter(precision);
         model.predict_eps(&x, &t, y.as_ref())?
     };
+    device.synchronize()?;
     let elapsed = start.elapsed();
     save_safetensors(&args.output, &[("output".to_string(), out.clone())], None)?;
     println!("output {:?} written to {} (forward {:.3} s)", out.shape(), args.output.display(), elapsed.as_secs_f64());

@@ -15,43 +15,95 @@ pub mod sample;
 pub mod train;
 
 use sparsedm_tensor::Device;
+use sparsedm_train::vocab::Precision;
 
 /// `--device auto|cpu|cuda|cuda:N`, shared by the commands that compute.
+///
+/// `cuda[:N]` runs the command's whole computation on that GPU (or on the
+/// CUDA simulator under `SPARSEDM_CUDA_SIM=1`); a GPU that is not usable is
+/// one error before any work. `auto` (the default) takes GPU 0 when it is
+/// usable, else the CPU, and [`DeviceArg::announce`] says which and why in
+/// one stderr line. Under `SPARSEDM_CUDA_SIM=1`, `auto` takes the CPU: the
+/// simulator runs the kernels on the CPU, slower than the CPU backend, and
+/// must never be picked as if it were a GPU; ask for it with `--device cuda`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceArg {
-    /// Where to compute: auto (the CPU in this version: the GPU paths are built but not yet verified), cpu, cuda or cuda:N
-    /// (CUDA: `sparsedm bench` only for now).
+    /// Where to compute: auto (GPU 0 when usable, else the CPU; one stderr line says which), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
 }
 
 impl DeviceArg {
-    /// The device asked for, checked usable (`auto` is the CPU): a CUDA
-    /// request on a machine or a build without a usable GPU is one clear
-    /// error, never a panic.
-    pub fn resolve_any(&self) -> anyhow::Result<Device> {
-        let device = match self.device.as_str() {
-            // The CUDA tensor backend exists but the training, sampling and FID paths have
-            // not been verified on a GPU yet, so `auto` stays on the CPU until they are.
-            "auto" => Device::Cpu,
-            s => Device::parse(s)?,
-        };
-        device.ensure_available().map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
-        Ok(device)
+    /// The device asked for, checked usable: a CUDA request on a machine or
+    /// a build without a usable GPU is one clear error naming the flag,
+    /// never a panic; `auto` never fails.
+    pub fn resolve(&self) -> anyhow::Result<Device> {
+        match self.device.as_str() {
+            "auto" => Ok(auto_choice().0),
+            s => {
+                let device = Device::parse(s).map_err(|e| anyhow::anyhow!("--device {s}: {e}"))?;
+                device.ensure_available().map_err(|e| anyhow::anyhow!("--device {s}: {e}"))?;
+                Ok(device)
+            }
+        }
     }
 
-    /// Like [`Self::resolve_any`], for the commands that run on the CPU
-    /// only in this version (train, sample, FID, ...): a usable GPU is
-    /// refused too. `sparsedm bench` takes `resolve_any`, so the GPU paths
-    /// can be timed and checked before these commands open up.
-    pub fn resolve(&self) -> anyhow::Result<Device> {
-        let device = self.resolve_any()?;
-        if device != Device::Cpu {
-            // The tensor engine's CUDA backend (issue 7) is not part of this build's
-            // training and sampling paths yet; `ensure_available` already refused above
-            // in CPU-only builds, and this keeps a future GPU build honest.
-            anyhow::bail!("--device {}: training, sampling and FID run on the CPU only in this version", self.device);
+    /// For `auto`, prints the one line saying where the command computes and
+    /// why (nothing for an explicit device). Commands call it once their
+    /// inputs have been checked, right before the work, so that a refused
+    /// input stays a one-line error.
+    pub fn announce(&self) {
+        if self.device == "auto" {
+            eprintln!("{}", auto_choice().1);
         }
-        Ok(device)
+    }
+}
+
+/// Whether `device` is the CUDA simulator (`SPARSEDM_CUDA_SIM=1`), whose
+/// results are correct but whose times must never be reported as a GPU's.
+pub fn is_simulated(device: Device) -> bool {
+    match device {
+        Device::Cpu => false,
+        Device::Cuda(n) => sparsedm_kernels::Gpu::get(n).is_ok_and(|g| g.is_simulated()),
+    }
+}
+
+/// What `--device auto` picks, and the line saying why.
+fn auto_choice() -> (Device, String) {
+    if sparsedm_kernels::sim::enabled() {
+        return (
+            Device::Cpu,
+            format!(
+                "--device auto: computing on the CPU: {}=1 makes CUDA device 0 a simulator, not a GPU (use --device cuda to run on it)",
+                sparsedm_kernels::sim::SIM_ENV
+            ),
+        );
+    }
+    let gpu = Device::Cuda(0);
+    match gpu.ensure_available() {
+        Ok(()) => {
+            let name = sparsedm_kernels::Gpu::get(0).map(|g| g.name().to_string()).unwrap_or_else(|_| "GPU".into());
+            (gpu, format!("--device auto: computing on {gpu} ({name})"))
+        }
+        Err(e) => (Device::Cpu, format!("--device auto: computing on the CPU: no usable GPU ({e})")),
+    }
+}
+
+/// `--precision f32|tf32|bf16` of the sampling and FID commands: the
+/// precision of the CUDA matrix products (f32 accumulation in every mode).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrecisionArg {
+    /// Precision of CUDA matrix products: f32 (default: the CPU's numbers), tf32, or bf16 (bf16 operands, f32
+    /// accumulation). tf32 and bf16 need --device cuda.
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<Precision>,
+}
+
+impl PrecisionArg {
+    /// The precision asked for on `device` (f32 unless asked: these
+    /// commands' results then match the CPU's); tf32/bf16 on the CPU is
+    /// an error.
+    pub fn resolve(&self, device: Device) -> anyhow::Result<Precision> {
+        Ok(sparsedm_train::precision::resolve(self.precision, device, Precision::F32, "--precision")?)
     }
 }

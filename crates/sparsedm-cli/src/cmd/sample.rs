@@ -9,11 +9,18 @@
 //! never an output, the disk must hold at least the images' size, and flags
 //! that would be ignored (`--cfg-scale` without `--class`, `--raw` or
 //! `--schedule` where they do not apply, ...) are refused.
+//!
+//! `--device cuda[:N]` samples there; the starting noise is drawn on the
+//! host (the same on every device). Matrix products are f32 unless
+//! `--precision` says otherwise, so a GPU gives the CPU's images (up to
+//! rounding, within 1/255); `--precision bf16` is the fast choice.
 
+use super::PrecisionArg;
 use crate::{budget, output};
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
-use sparsedm_train::restore::{ExternalModel, restore};
+use sparsedm_train::precision::MatmulScope;
+use sparsedm_train::restore::{ExternalModel, restore_on};
 use sparsedm_train::samples::{Images, SampleRequest, check_request, generate_batches, write_png_images};
 use std::path::{Path, PathBuf};
 
@@ -73,6 +80,8 @@ pub struct Args {
     pub allow_non_finite: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 /// Whether `out` names an npz file (else a PNG folder).
@@ -116,7 +125,8 @@ fn check_flags(a: &Args) -> Result<()> {
 // The batch sinks return the trainer's error type, as `generate_batches` does.
 #[allow(clippy::result_large_err)]
 pub fn run(a: Args) -> Result<()> {
-    a.device.resolve()?;
+    let device = a.device.resolve()?;
+    let precision = a.precision.resolve(device)?;
     check_flags(&a)?;
     let mut inputs: Vec<&Path> = vec![&a.checkpoint];
     if let Some(c) = &a.config {
@@ -157,7 +167,7 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("--config {}", cfg_path.display()))?;
         crate::model_size::check_config_against_weights(&cfg, cfg_path, &a.checkpoint)?;
     }
-    let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
+    let r = restore_on(&a.checkpoint, !a.raw, external.as_ref(), device)?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
         (Some(s), _) => s,
@@ -176,6 +186,7 @@ pub fn run(a: Args) -> Result<()> {
         cfg_scale: a.cfg_scale,
         num_classes: r.bundle.config.num_classes(),
         clip_denoised: a.clip_denoised.or(r.run.as_ref().and_then(|c| c.sample.clip_denoised)),
+        device,
     };
     check_request(&req)?;
     let [c, h, w] = req.shape;
@@ -186,6 +197,8 @@ pub fn run(a: Args) -> Result<()> {
     let min_file = if is_npz(&a.out) { per_image } else { per_image / 64 + 64 };
     budget::ensure_disk(&format!("--n {}", a.n), &a.out, budget::product("the images", &[a.n as u64, min_file])?)?;
 
+    a.device.announce();
+    let _p = MatmulScope::enter(precision);
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());

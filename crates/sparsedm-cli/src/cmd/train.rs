@@ -5,8 +5,14 @@
 //!
 //! A folder that already holds a run needs `--resume` (continue it) or
 //! `--force` (replace it); with `--resume`, flags that would be ignored
-//! (`--config`, `--out`, `--set` of anything but `train.n_steps`: the
-//! checkpoint's config wins) are refused.
+//! (`--config`, `--out`, `--set` of anything but `train.n_steps` and
+//! `train.precision`: the checkpoint's config wins) are refused.
+//!
+//! `--device cuda[:N]` trains there (model, teacher, optimizer state, EMA,
+//! batches, noise, sample grids and FID), at `train.precision` (unset: bf16
+//! on a GPU, f32 on the CPU). Checkpoints hold host tensors, so a run
+//! resumes on either device (`--set train.precision=f32` when a bf16 run
+//! continues on the CPU).
 
 use anyhow::{Context, Result, bail};
 use sparsedm_train::{RunConfig, Trainer};
@@ -16,7 +22,8 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
 sparsedm train --config demo_shapes_uvit --out runs/demo\n  \
 sparsedm train --config cifar10_uvit_small_sparsedm_2of4 --set dataset.path=data/cifar10 --set train.init=uvit_s2.safetensors\n  \
-sparsedm train --resume runs/demo --set train.n_steps=2000\n\n\
+sparsedm train --resume runs/demo --set train.n_steps=2000\n  \
+sparsedm train --config demo_shapes_uvit --device cuda --set train.precision=bf16\n\n\
 Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
 pub struct Args {
     /// A run config (TOML file) or the name of a preset.
@@ -50,8 +57,11 @@ pub fn run(args: Args) -> Result<()> {
         if args.force {
             bail!("--force does not apply with --resume (nothing is replaced)");
         }
-        if let Some(s) = args.set.iter().find(|s| s.split_once('=').map(|(k, _)| k.trim()) != Some("train.n_steps")) {
-            bail!("--set {s} does not apply with --resume: only train.n_steps may change (the checkpoint's config wins)");
+        let resumable = |s: &String| s.split_once('=').is_some_and(|(k, _)| matches!(k.trim(), "train.n_steps" | "train.precision"));
+        if let Some(s) = args.set.iter().find(|s| !resumable(s)) {
+            bail!(
+                "--set {s} does not apply with --resume: only train.n_steps and train.precision may change (the checkpoint's config wins)"
+            );
         }
     }
     let (cfg, dir, resume) = match (&args.resume, &args.config) {
@@ -82,13 +92,16 @@ pub fn run(args: Args) -> Result<()> {
     for note in trainer.resume_notes() {
         eprintln!("{note}");
     }
+    args.device.announce();
     eprintln!(
-        "run {}: {} parameters, {} on {}, from step {}",
+        "run {}: {} parameters, {} on {}, from step {}, on {} ({} matmuls)",
         dir.display(),
         trainer.student().store.num_params(),
         trainer.config().arch,
         trainer.dataset().describe(),
-        trainer.step()
+        trainer.step(),
+        trainer.device(),
+        trainer.precision()
     );
     if let Some(r) = trainer.sparsity_report() {
         eprintln!("{r}");

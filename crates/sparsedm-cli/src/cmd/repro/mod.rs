@@ -130,6 +130,7 @@ pub fn run(a: Args) -> Result<()> {
             suites::Setup::paper(&a, device)?
         }
     };
+    a.device.announce();
     match a.table {
         Table::Table1 => suites::table1(&a, &setup),
         Table::Table2 => suites::table2(&a, &setup),
