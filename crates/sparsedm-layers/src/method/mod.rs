@@ -7,12 +7,14 @@
 //! * [`kt`]: the knowledge-transfer loss [`KtLoss`](kt::KtLoss);
 //! * [`progressive`]: the progressive-sparsity baseline's schedule;
 //! * [`prune`](mod@prune): one-shot magnitude pruning;
+//! * [`permutation`]: apex ASP's channel permutations before pruning;
 //! * [`report`]: per-layer pattern, achieved sparsity and MACs;
 //! * [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
 //!   spec in the safetensors metadata, verified on read).
 
 pub mod checkpoint;
 pub mod kt;
+pub mod permutation;
 pub mod policy;
 pub mod progressive;
 pub mod prune;
