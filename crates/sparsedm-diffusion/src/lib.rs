@@ -9,6 +9,7 @@
 //!   reference constructor's kwargs as JSON.
 //! - [`checkpoint`]: strict safetensors loading by state-dict name.
 //! - [`macs`]: per-layer multiply–accumulate counts, N:M-aware.
+//! - [`permutable`]: which input channels apex ASP's channel permutations may reorder.
 
 pub mod cfg;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod macs;
 pub mod model;
 pub mod onnx;
+pub mod permutable;
 pub mod registry;
 pub mod sampler;
 pub mod schedule;
@@ -27,6 +29,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::{DiffusionError, Result};
 pub use macs::{MacEntry, MacKind, MacReport};
 pub use model::EpsModel;
+pub use permutable::channel_plan;
 pub use registry::{Arch, ModelConfig, build_model};
 pub use sampler::{SamplerKind, SamplerOptions, sample};
 pub use schedule::{DiscreteSchedule, NoiseSchedule, ScheduleKind, VpCosine, VpLinear};

@@ -183,6 +183,39 @@ fn top_n_sum(v: &mut [f32], n: usize) -> f64 {
     v[..n].iter().map(|&x| f64::from(x)).sum()
 }
 
+/// Sum of the `n` largest of the values of `vals` at the positions `idx`
+/// (n ≤ M ≤ [`MAX_SEARCH_M`]): the inner loop of the search.
+#[inline]
+fn top_n_of(vals: &[f32], idx: &[u8], n: usize) -> f32 {
+    if n == 2 {
+        let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for &i in idx {
+            let v = vals[i as usize];
+            if v > a {
+                b = a;
+                a = v;
+            } else if v > b {
+                b = v;
+            }
+        }
+        return a + b;
+    }
+    // The n largest so far, descending.
+    let mut top = [f32::NEG_INFINITY; MAX_SEARCH_M];
+    for &i in idx {
+        let v = vals[i as usize];
+        if v > top[n - 1] {
+            let mut j = n - 1;
+            while j > 0 && top[j - 1] < v {
+                top[j] = top[j - 1];
+                j -= 1;
+            }
+            top[j] = v;
+        }
+    }
+    top[..n].iter().sum()
+}
+
 /// The search state that does not change: |w| by column, the splits.
 struct Searcher {
     /// `abs[c * rows + r]` = |w[r, c]|: a column's values are contiguous.
@@ -193,6 +226,8 @@ struct Searcher {
     /// Bit masks over the 2M columns of a stripe pair: the columns of the
     /// first group of each canonical split (it always holds column 0).
     splits: Vec<u32>,
+    /// The same splits as positions: the first group's M, then the second's.
+    split_index: Vec<[u8; 2 * MAX_SEARCH_M]>,
 }
 
 impl Searcher {
@@ -205,8 +240,20 @@ impl Searcher {
             }
         }
         let m = pattern.m();
-        let splits = (0u32..1 << (2 * m)).filter(|s| s & 1 == 1 && s.count_ones() as usize == m).collect();
-        Searcher { abs, rows, n: pattern.n(), m, splits }
+        let splits: Vec<u32> = (0u32..1 << (2 * m)).filter(|s| s & 1 == 1 && s.count_ones() as usize == m).collect();
+        let split_index = splits
+            .iter()
+            .map(|&s| {
+                let mut idx = [0u8; 2 * MAX_SEARCH_M];
+                let first = (0..2 * m).filter(|k| s >> k & 1 == 1);
+                let second = (0..2 * m).filter(|k| s >> k & 1 == 0);
+                for (slot, k) in idx.iter_mut().zip(first.chain(second)) {
+                    *slot = k as u8;
+                }
+                idx
+            })
+            .collect();
+        Searcher { abs, rows, n: pattern.n(), m, splits, split_index }
     }
 
     fn col(&self, c: usize) -> &[f32] {
@@ -236,24 +283,13 @@ impl Searcher {
         let m = self.m;
         let cols: Vec<usize> = perm[a * m..(a + 1) * m].iter().chain(&perm[b * m..(b + 1) * m]).copied().collect();
         let mut scores = vec![0f64; self.splits.len()];
-        let mut vals = vec![0f32; 2 * m];
-        let (mut g1, mut g2) = (vec![0f32; m], vec![0f32; m]);
+        let mut vals = [0f32; 2 * MAX_SEARCH_M];
         for r in 0..self.rows {
             for (k, &c) in cols.iter().enumerate() {
                 vals[k] = self.col(c)[r];
             }
-            for (score, &split) in scores.iter_mut().zip(&self.splits) {
-                let (mut i1, mut i2) = (0, 0);
-                for (k, &v) in vals.iter().enumerate() {
-                    if split >> k & 1 == 1 {
-                        g1[i1] = v;
-                        i1 += 1;
-                    } else {
-                        g2[i2] = v;
-                        i2 += 1;
-                    }
-                }
-                *score += top_n_sum(&mut g1, self.n) + top_n_sum(&mut g2, self.n);
+            for (score, idx) in scores.iter_mut().zip(&self.split_index) {
+                *score += f64::from(top_n_of(&vals, &idx[..m], self.n) + top_n_of(&vals, &idx[m..2 * m], self.n));
             }
         }
         // The identity split (the first M columns together) is the current score.
