@@ -12,8 +12,8 @@ mod compare;
 mod lab;
 mod model_size;
 mod output;
-mod run_folder;
 mod presets;
+mod run_folder;
 
 // Tensor ops allocate large short-lived buffers; mimalloc keeps them in
 // its pages instead of mapping and zero-faulting fresh memory each time
