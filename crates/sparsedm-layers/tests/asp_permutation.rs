@@ -29,7 +29,7 @@ fn exhaustive_best(w: &[f32], cols: usize, pattern: NmPattern) -> f64 {
             return;
         }
         let m = pattern.m();
-        if order.len() % m == 0 {
+        if order.len().is_multiple_of(m) {
             // A new group starts with the lowest unused column.
             let first = (0..cols).find(|&c| !used[c]).unwrap();
             used[first] = true;
