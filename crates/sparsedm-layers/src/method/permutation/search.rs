@@ -34,7 +34,9 @@ pub const MAX_SEARCH_M: usize = 8;
 /// Options of [`search_permutation`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchOptions {
-    /// Random perturbations tried after the greedy search converges (apex: 100).
+    /// Random perturbations tried after the greedy search converges (apex:
+    /// 100), on windows of up to 32 stripes; wider windows get
+    /// proportionally fewer (128 stripes: a quarter).
     pub escape_attempts: usize,
     /// Seed of the perturbations.
     pub seed: u64,
@@ -115,6 +117,9 @@ pub fn search_permutation(w: &[f32], cols: usize, pattern: NmPattern, opts: &Sea
 /// stripe-pair table grows with the square of the width.
 pub const WINDOW: usize = 512;
 
+/// Windows up to this many stripes get every escape attempt (see [`search_window`]).
+const ESCAPE_FULL_STRIPES: usize = 32;
+
 /// The search of the module doc on one window (`cols` ≤ [`WINDOW`]).
 fn search_window(w: &[f32], cols: usize, pattern: NmPattern, opts: &SearchOptions) -> Vec<usize> {
     let m = pattern.m();
@@ -128,7 +133,12 @@ fn search_window(w: &[f32], cols: usize, pattern: NmPattern, opts: &SearchOption
     s.greedy(&mut perm, &mut table);
     let mut best = s.total(&perm);
     let mut rng = SplitMix(opts.seed);
-    for _ in 0..opts.escape_attempts {
+    // Each escape re-scores the pairs of the stripes it touches, a cost that
+    // grows with the window; apex runs them on a GPU. Beyond 32 stripes the
+    // number of attempts shrinks in proportion, so the escapes cost about
+    // what the first full scoring does.
+    let attempts = if stripes <= ESCAPE_FULL_STRIPES { opts.escape_attempts } else { opts.escape_attempts * ESCAPE_FULL_STRIPES / stripes };
+    for _ in 0..attempts {
         let (mut trial, mut trial_table) = (perm.clone(), table.clone());
         let a = rng.below(stripes);
         let b = (a + 1 + rng.below(stripes - 1)) % stripes;
