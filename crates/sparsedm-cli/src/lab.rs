@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sparsedm_layers::{NamedPolicy, NmPattern, Policy, ProgressiveSchedule};
+use sparsedm_layers::{NamedPolicy, NmPattern, PermutationReport, Policy, ProgressiveSchedule};
 use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::config::SparseConfig;
@@ -80,7 +80,7 @@ impl Method {
             Method::SparseDm => "SR-STE (λ = 2e-4) + knowledge transfer from the dense model (loss = ε-MSE + 0.1·teacher-MSE)".into(),
             Method::Ste => "straight-through estimator, masks recomputed every step, plain ε-MSE".into(),
             Method::Asp => {
-                "apex ASP: one-shot magnitude masks on ASP's layers (out % 8 = 0, in % 16 = 0), kept fixed while fine-tuning".into()
+                "apex ASP: channel permutations (as apex's permutation_lib), then one-shot magnitude masks on ASP's layers (out % 8 = 0, in % 16 = 0), kept fixed while fine-tuning".into()
             }
             Method::Untrained => "magnitude masks applied to the dense weights, no training".into(),
             Method::Progressive(stages) => format!("progressive sparsity {stages} (SR-STE masks, plain ε-MSE)"),
@@ -93,9 +93,12 @@ impl Method {
         }
     }
 
-    /// The `[sparse]` section that turns the dense run into this method's
-    /// run at `pattern`; `None` for the dense methods.
-    fn sparse(&self, pattern: Option<NmPattern>) -> Result<Option<SparseConfig>> {
+    /// The `[sparse]` section that turns the dense run of architecture
+    /// `arch` into this method's run at `pattern`; `None` for the dense
+    /// methods. SparseDM's layer set is `sparsedm-uvit` on a U-ViT and every
+    /// Conv2d and Linear on the UNet (as the paper's code masks them); ASP
+    /// keeps apex's size rule on both.
+    fn sparse(&self, pattern: Option<NmPattern>, arch: &str) -> Result<Option<SparseConfig>> {
         let sparse_method = match self {
             Method::Dense | Method::Scratch { .. } | Method::DiffPruning { .. } => return Ok(None),
             Method::SparseDm => SparseMethod::SrSte,
@@ -104,7 +107,10 @@ impl Method {
             Method::Progressive(_) => SparseMethod::Progressive,
         };
         let Some(pattern) = pattern else { bail!("{} needs an N:M pattern, got dense", self.label()) };
-        let base = SparseConfig { teacher: Teacher::None, ..SparseConfig::new(pattern, sparse_method) };
+        let mut base = SparseConfig { teacher: Teacher::None, ..SparseConfig::new(pattern, sparse_method) };
+        if arch != "uvit" {
+            base.policy = Policy::named(NamedPolicy::All);
+        }
         Ok(Some(match self {
             Method::SparseDm => SparseConfig { teacher: Teacher::Init, ..base },
             Method::Asp => SparseConfig { policy: Policy::named(NamedPolicy::Asp), ..base },
@@ -117,6 +123,8 @@ impl Method {
 /// One measured row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
+    /// The model family: "U-ViT" or "DDPM UNet".
+    pub model: &'static str,
     pub label: String,
     pub method: String,
     pub detail: String,
@@ -135,6 +143,10 @@ pub struct Row {
     /// dense checkpoint's weights as given, for the dense and
     /// untrained-mask rows; the shipped tiny checkpoint holds EMA weights).
     pub weights: &'static str,
+    /// ASP's channel permutations (the fixed-mask rows): the magnitude the
+    /// 2:4 masks keep with and without them, per group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permutation: Option<PermutationReport>,
     pub seconds: f64,
     /// The first samples (the same noise in every row), for the comparison figure.
     #[serde(skip)]
@@ -170,7 +182,12 @@ impl Lab {
             Method::DiffPruning { macs } => self.diff_prune(slug, *macs)?,
             _ => self.base.clone(),
         };
-        cfg.sparse = method.sparse(pattern)?;
+        cfg.sparse = method.sparse(pattern, &cfg.arch)?;
+        if *method == Method::SparseDm && cfg.arch == "uvit" {
+            // The paper's code: SparseLinear gives qkv a zero-initialised, trainable bias.
+            cfg.nnet.insert("sparsedm_qkv_bias".into(), true.into());
+        }
+        let mut permutation = None;
         let (bundle, weights, trained) = match method {
             Method::Dense => (self.load_dense()?, "checkpoint", 0),
             Method::Untrained => {
@@ -188,6 +205,10 @@ impl Lab {
                 }
                 cfg.validate()?;
                 let t = train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device)?;
+                if let Some(r) = t.permutation_report() {
+                    eprint!("  {slug}: {r}");
+                    permutation = Some(r.clone());
+                }
                 t.export_model(&self.out.join(&checkpoint), true)?;
                 (t.ema_model()?, "ema", steps)
             }
@@ -208,6 +229,7 @@ impl Lab {
         write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
         let quality = self.judge.score(&imgs)?;
         let row = Row {
+            model: family(&cfg.arch),
             label,
             method: method.label().into(),
             detail: method.detail(),
@@ -218,6 +240,7 @@ impl Lab {
             grid,
             checkpoint,
             weights,
+            permutation,
             seconds: started.elapsed().as_secs_f64(),
             preview: imgs.first(compare::ROWS),
         };
@@ -265,6 +288,11 @@ impl Lab {
     fn load_dense(&self) -> Result<Bundle> {
         Ok(build::frozen_model_on(&self.base, &self.dense.display().to_string(), self.device)?)
     }
+}
+
+/// The model family of an architecture name, for tables.
+pub fn family(arch: &str) -> &'static str {
+    if arch == "uvit" { "U-ViT" } else { "DDPM UNet" }
 }
 
 /// Runs one training to its end with a progress bar on a terminal (a line

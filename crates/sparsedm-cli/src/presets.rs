@@ -9,6 +9,10 @@ use sparsedm_train::RunConfig;
 pub const DEMO_PRESET: &str = "demo_shapes_uvit";
 /// The shipped dense checkpoint of [`DEMO_PRESET`] (EMA weights, f16; provenance in assets/README.md).
 pub const DEMO_DENSE_CHECKPOINT: &[u8] = include_bytes!("../assets/demo_shapes_uvit_dense.safetensors");
+/// The tiny DDPM UNet's preset (the UNet family of `repro --scale tiny`).
+pub const DEMO_UNET_PRESET: &str = "demo_shapes_unet";
+/// The shipped dense checkpoint of [`DEMO_UNET_PRESET`] (EMA weights, f16; provenance in assets/README.md).
+pub const DEMO_UNET_DENSE_CHECKPOINT: &[u8] = include_bytes!("../assets/demo_shapes_unet_dense.safetensors");
 /// Fine-tuning learning rate (the preset's pre-training rate is higher).
 pub const FINETUNE_LR: f32 = 2e-4;
 /// Fine-tuning warm-up steps (short: fine-tuning starts from trained weights).
@@ -17,7 +21,12 @@ pub const FINETUNE_WARMUP_STEPS: u64 = 10;
 /// [`DEMO_PRESET`] with the fine-tuning rate and warm-up: the base of every
 /// tiny-scale row.
 pub fn demo_finetune_base() -> Result<RunConfig> {
-    let mut cfg = RunConfig::load(DEMO_PRESET, &[])?;
+    finetune_base(DEMO_PRESET)
+}
+
+/// `preset` with the fine-tuning rate and warm-up (see [`demo_finetune_base`]).
+pub fn finetune_base(preset: &str) -> Result<RunConfig> {
+    let mut cfg = RunConfig::load(preset, &[])?;
     cfg.optimizer.lr = FINETUNE_LR;
     cfg.lr_scheduler.warmup_steps = FINETUNE_WARMUP_STEPS;
     cfg.validate()?;

@@ -33,24 +33,33 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
     assert!(md.contains("| SparseDM | 3.81 | 5.67 |") && md.contains("| ASP | 319.87 | 5.76 |"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table2.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    // Both model families (issue 17): dense, ASP, STE, SparseDM for U-ViT, then for the UNet.
+    assert_eq!(rows.len(), 8);
+    assert!(rows[..4].iter().all(|r| r["model"] == "U-ViT") && rows[4..].iter().all(|r| r["model"] == "DDPM UNet"), "{rows:?}");
+    assert!(md.contains("| DDPM UNet | SparseDM | 3.12 | 4.87 |"), "{md}");
     assert_eq!(json["paper"].as_array().unwrap().len(), 30);
     for r in rows {
         assert!(r["quality"]["fd_px"].as_f64().unwrap().is_finite(), "{r}");
     }
-    // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has almost none
-    // (its f16-stored weights may round a few tiny values to exactly 0).
-    assert!(rows[0]["footprint"]["sparsity_layers"].as_f64().unwrap() < 1e-4, "{}", rows[0]);
-    for r in &rows[1..] {
-        let s = r["footprint"]["sparsity_layers"].as_f64().unwrap();
-        assert!(s > 0.3 && s <= 0.5, "{r}");
-        assert!(r["footprint"]["macs"].as_f64().unwrap() < rows[0]["footprint"]["macs"].as_f64().unwrap());
+    for family in rows.chunks(4) {
+        // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has almost none
+        // (its f16-stored weights may round a few tiny values to exactly 0).
+        assert!(family[0]["footprint"]["sparsity_layers"].as_f64().unwrap() < 1e-4, "{}", family[0]);
+        for r in &family[1..] {
+            let s = r["footprint"]["sparsity_layers"].as_f64().unwrap();
+            assert!(s > 0.3 && s <= 0.5, "{r}");
+            assert!(r["footprint"]["macs"].as_f64().unwrap() < family[0]["footprint"]["macs"].as_f64().unwrap());
+        }
+        // Trained rows are scored and exported on their EMA weights (issue 17), the dense row on the checkpoint's.
+        assert_eq!(family[0]["weights"], "checkpoint", "{}", family[0]);
+        for r in &family[1..] {
+            assert_eq!(r["weights"], "ema", "{r}");
+        }
+        // ASP's channel permutations: reported, never keeping less.
+        let p = &family[1]["permutation"];
+        assert!(p["kept_with"].as_f64().unwrap() >= p["kept_without"].as_f64().unwrap(), "{p}");
     }
-    // Trained rows are scored and exported on their EMA weights (issue 17), the dense row on the checkpoint's.
-    assert_eq!(rows[0]["weights"], "checkpoint", "{}", rows[0]);
-    for r in &rows[1..] {
-        assert_eq!(r["weights"], "ema", "{r}");
-    }
+    assert!(md.contains("channel permutations before pruning"), "{md}");
     assert_exported_ema(&out, "sparsedm");
     // The side-by-side figure (four 64-px columns, six rows of the four samples: all four)
     // and the quality-against-MACs plot are written and embedded.

@@ -11,6 +11,7 @@
 //! - [`macs`]: per-layer multiply–accumulate counts, N:M-aware.
 //! - [`diffprune`]: Diff-Pruning, structural pruning of either family to a
 //!   MAC target (a smaller dense model whose config carries its widths).
+//! - [`permutable`]: which input channels apex ASP's channel permutations may reorder.
 
 pub mod cfg;
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod macs;
 pub mod model;
 pub mod onnx;
+pub mod permutable;
 pub mod registry;
 pub mod sampler;
 pub mod schedule;
@@ -30,6 +32,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::{DiffusionError, Result};
 pub use macs::{MacEntry, MacKind, MacReport};
 pub use model::EpsModel;
+pub use permutable::channel_plan;
 pub use registry::{Arch, ModelConfig, build_model};
 pub use sampler::{SamplerKind, SamplerOptions, sample};
 pub use schedule::{DiscreteSchedule, NoiseSchedule, ScheduleKind, VpCosine, VpLinear};

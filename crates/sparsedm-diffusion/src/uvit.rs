@@ -45,6 +45,16 @@ pub struct UViTConfig {
     pub mlp_ratio: f64,
     /// Bias on the qkv projection.
     pub qkv_bias: bool,
+    /// SparseDM's U-ViT (not an option of U-ViT itself): the paper's code
+    /// builds qkv as a `SparseLinear`, which forces `bias=True`, so its qkv
+    /// has a trainable bias even though `qkv_bias` is false. With this set
+    /// the bias exists, starts at zero, and a checkpoint without
+    /// `*.attn.qkv.bias` (an official dense U-ViT) loads with it left at
+    /// zero, which computes exactly what the checkpoint computes. Off, a
+    /// missing bias is a strict-loading error as usual. Not written when
+    /// false, so configs without it read and print as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sparsedm_qkv_bias: bool,
     /// Attention logit scale; `None` (or 0, as Python's `or`) means Dh^−½.
     pub qk_scale: Option<f64>,
     /// Linear(D, 4D)–SiLU–Linear(4D, D) on the time embedding instead of the identity.
@@ -90,6 +100,7 @@ impl Default for UViTConfig {
             num_heads: 12,
             mlp_ratio: 4.0,
             qkv_bias: false,
+            sparsedm_qkv_bias: false,
             qk_scale: None,
             mlp_time_embed: false,
             num_classes: -1,
@@ -300,9 +311,23 @@ impl Block {
     pub fn new(store: &ParamStore, cfg: &UViTConfig, name: &str, skip: bool) -> Result<Self> {
         let d = cfg.embed_dim;
         let w = cfg.block_widths(name);
+        let attn_store = store.pp("attn");
+        // U-ViT's Linear init gives the bias zeros, as SparseDM's qkv starts.
+        let attn = Attention::with_heads(
+            &attn_store,
+            d,
+            w.num_heads,
+            cfg.head_dim(),
+            cfg.qkv_bias || cfg.sparsedm_qkv_bias,
+            cfg.attn_scale(),
+            LINEAR_INIT,
+        )?;
+        if cfg.sparsedm_qkv_bias && !cfg.qkv_bias {
+            attn_store.pp("qkv").allow_missing("bias");
+        }
         Ok(Block {
             norm1: LayerNorm::new(&store.pp("norm1"), d, LN_EPS, true)?,
-            attn: Attention::with_heads(&store.pp("attn"), d, w.num_heads, cfg.head_dim(), cfg.qkv_bias, cfg.attn_scale(), LINEAR_INIT)?,
+            attn,
             norm2: LayerNorm::new(&store.pp("norm2"), d, LN_EPS, true)?,
             mlp: Mlp {
                 fc1: uvit_linear(&store.pp("mlp").pp("fc1"), d, w.mlp_hidden, true)?,

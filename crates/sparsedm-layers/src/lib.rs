@@ -32,7 +32,8 @@
 //!     [`ProgressiveSchedule`] (masks switched in place);
 //!   - [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
 //!     spec in the safetensors metadata, verified on read);
-//!   - [`prune`](mod@prune): one-shot magnitude pruning ([`prune()`]).
+//!   - [`prune`](mod@prune): one-shot magnitude pruning ([`prune()`]);
+//!   - [`permutation`](method::permutation): apex ASP's channel permutations ([`permute_channels`]).
 //! * [`error`]: [`LayersError`], the crate's one error type; no function here panics on bad input.
 //!
 //! Every public item is also re-exported at the crate root, and every module
@@ -68,6 +69,7 @@ pub use layout::WeightLayout;
 pub use linear::Linear;
 pub use mask::{MaskOutcome, NonDivisible, compute_mask, mask_into, plan_mask};
 pub use method::channels::{ChannelGroup, GroupMember, InformativeSteps, MemberAxis, prune_tensors, select_units, taylor_scores};
+pub use method::permutation::{ChannelPlan, PermutationGroup, PermutationReport, SearchOptions, permute_channels, search_permutation};
 pub use norm::{BatchNorm2d, Embedding, GroupNorm, LayerNorm};
 pub use pattern::{MAX_M, NmPattern};
 pub use policy::{NamedPolicy, Policy, Selection, apply_policy};

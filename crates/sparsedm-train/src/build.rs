@@ -8,7 +8,8 @@ use crate::error::{Result, TrainError};
 use crate::vocab::{DatasetKind, SparseMethod};
 use sparsedm_diffusion::{Arch, EpsModel, ModelConfig, NoiseSchedule, load_checkpoint};
 use sparsedm_layers::{
-    NamedPolicy, NmPattern, ParamStore, Policy, ProgressiveSchedule, Selection, SparseMode, SparsityReport, apply_policy,
+    NamedPolicy, NmPattern, ParamStore, PermutationReport, Policy, ProgressiveSchedule, SearchOptions, Selection, SparseMode,
+    SparsityReport, apply_policy,
 };
 use std::str::FromStr;
 use std::sync::Arc;
@@ -111,6 +112,22 @@ fn check_policy_items(store: &ParamStore, policy: &Policy, pattern: NmPattern) -
         }
     }
     Ok(())
+}
+
+/// apex ASP's channel permutations on `b` for the sparse section `s` (its
+/// policy and pattern): the model's [`sparsedm_diffusion::channel_plan`]
+/// searched and applied before the masks are computed. The function of the
+/// network is unchanged; the report gives the magnitude the N:M masks keep
+/// with and without the permutations.
+pub fn permute_channels(b: &Bundle, s: &SparseConfig) -> Result<PermutationReport> {
+    let plan = sparsedm_diffusion::channel_plan(&b.config, &b.store);
+    Ok(sparsedm_layers::permute_channels(&b.store, &plan, &s.policy, s.pattern, &SearchOptions::default())?)
+}
+
+/// Whether a run's prune step permutes channels first: a fresh fixed-mask
+/// (ASP) run with `sparse.permute` on and 1-D masks.
+pub fn permutes_channels(s: &SparseConfig) -> bool {
+    s.method == SparseMethod::Fixed && s.permute && !s.transposable
 }
 
 /// The run's noise schedule.

@@ -141,6 +141,15 @@ pub struct SparseConfig {
     /// Transposable 2:4 masks for the fixed (ASP) method.
     #[serde(default)]
     pub transposable: bool,
+    /// apex ASP's channel permutations before the fixed masks are computed
+    /// (on by default, as `ASP.prune_trained_model` leaves
+    /// `allow_permutation` on): input channels are reordered together with
+    /// the layers producing them, so the masks keep more magnitude while
+    /// the network's function before pruning is unchanged. Used by the
+    /// fixed (ASP) method on a fresh run, not with transposable masks
+    /// (apex's search targets 1-D N:M masks). Written only when off.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub permute: bool,
     /// Progressive schedule, e.g. `"15:16@0,7:8@100000,3:4@200000,2:4@300000"`.
     #[serde(default, with = "crate::vocab::opt_as_string", skip_serializing_if = "Option::is_none")]
     pub progressive: Option<ProgressiveSchedule>,
@@ -167,6 +176,7 @@ impl SparseConfig {
             lambda: default_lambda(),
             policy: default_policy(),
             transposable: false,
+            permute: true,
             progressive: None,
             teacher: default_teacher(),
             w_diff: one_f(),
@@ -264,6 +274,9 @@ fn default_method() -> SparseMethod {
 fn default_lambda() -> f32 {
     2e-4
 }
+fn is_yes(b: &bool) -> bool {
+    *b
+}
 fn default_policy() -> Policy {
     Policy::named(sparsedm_layers::NamedPolicy::SparseDmUvit)
 }
@@ -303,6 +316,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("cifar10_ddpm", include_str!("../presets/cifar10_ddpm.toml")),
     ("cifar10_uvit_small_sparsedm_2of4", include_str!("../presets/cifar10_uvit_small_sparsedm_2of4.toml")),
     ("demo_shapes_uvit", include_str!("../presets/demo_shapes_uvit.toml")),
+    ("demo_shapes_unet", include_str!("../presets/demo_shapes_unet.toml")),
 ];
 
 impl RunConfig {

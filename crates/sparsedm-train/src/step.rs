@@ -32,7 +32,7 @@ use crate::lr::LrSchedule;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::vocab::Teacher;
 use sparsedm_diffusion::NoiseSchedule;
-use sparsedm_layers::{KtLoss, ModeKind, ProgressiveSchedule, SparseMode, SparsityReport, SparsitySpec};
+use sparsedm_layers::{KtLoss, ModeKind, PermutationReport, ProgressiveSchedule, SparseMode, SparsityReport, SparsitySpec};
 use sparsedm_tensor::{Device, GradStore, Rng, Tensor, no_grad};
 use std::collections::HashMap;
 
@@ -61,6 +61,8 @@ pub struct TrainStep {
     /// The progressive schedule and the mode its stages use.
     progressive: Option<(ProgressiveSchedule, ModeKind)>,
     report: Option<SparsityReport>,
+    /// ASP's channel permutations at the start of the run, if it made them.
+    permutation: Option<PermutationReport>,
     params: Vec<(String, Tensor)>,
     rng: Rng,
     step: u64,
@@ -91,6 +93,12 @@ impl TrainStep {
                 }
             }
         }
+        // ASP's prune step: channel permutations first, on a fresh run only
+        // (a resumed run holds the permuted weights already).
+        let permutation = match &cfg.sparse {
+            Some(s) if saved.is_none() && build::permutes_channels(s) => Some(build::permute_channels(&student, s)?),
+            _ => None,
+        };
         let (report, progressive, kt, teacher) = match &cfg.sparse {
             None => (None, None, KtLoss::new(1.0, 0.0)?, None),
             Some(s) => {
@@ -137,6 +145,7 @@ impl TrainStep {
             kt,
             progressive,
             report,
+            permutation,
             params,
             rng,
             step,
@@ -292,5 +301,10 @@ impl TrainStep {
     /// The sparsity report from the start of the run (sparse runs).
     pub fn sparsity_report(&self) -> Option<&SparsityReport> {
         self.report.as_ref()
+    }
+    /// ASP's channel permutations, when this run made them (a fresh
+    /// fixed-mask run with `sparse.permute`): kept magnitude with and without.
+    pub fn permutation_report(&self) -> Option<&PermutationReport> {
+        self.permutation.as_ref()
     }
 }

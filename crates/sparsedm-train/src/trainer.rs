@@ -162,6 +162,11 @@ impl Trainer {
         self.state.sparsity_report()
     }
 
+    /// ASP's channel permutations made at the start of this run, if any.
+    pub fn permutation_report(&self) -> Option<&sparsedm_layers::PermutationReport> {
+        self.state.permutation_report()
+    }
+
     /// One optimizer step on the next batch (see [`TrainStep::run`]).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let batch = self.loader.next_batch()?;

@@ -106,6 +106,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(r) = trainer.sparsity_report() {
         eprintln!("{r}");
     }
+    if let Some(r) = trainer.permutation_report() {
+        eprint!("{r}");
+    }
     let (bar, terminal) = crate::lab::step_bar(n_steps, trainer.step(), "");
     let last = trainer.run(None, |m, rate| {
         let msg = format!("loss {:.4} lr {:.2e} {:.2} steps/s", m.loss, m.lr, rate);

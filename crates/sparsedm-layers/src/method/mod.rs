@@ -7,6 +7,7 @@
 //! * [`kt`]: the knowledge-transfer loss [`KtLoss`](kt::KtLoss);
 //! * [`progressive`]: the progressive-sparsity baseline's schedule;
 //! * [`prune`](mod@prune): one-shot magnitude pruning;
+//! * [`permutation`]: apex ASP's channel permutations before pruning;
 //! * [`report`]: per-layer pattern, achieved sparsity and MACs;
 //! * [`channels`]: structural channel pruning with Taylor importance (Diff-Pruning's pruner);
 //! * [`checkpoint`]: sparse checkpoints (masked weights plus the sparsity
@@ -15,6 +16,7 @@
 pub mod channels;
 pub mod checkpoint;
 pub mod kt;
+pub mod permutation;
 pub mod policy;
 pub mod progressive;
 pub mod prune;

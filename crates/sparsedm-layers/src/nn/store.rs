@@ -30,6 +30,8 @@ pub enum Kind {
 struct Inner {
     entries: BTreeMap<String, (Tensor, Kind)>,
     sparse: BTreeMap<String, SparseSlot>,
+    /// Entries a loaded file may lack (they keep their current value).
+    optional: HashSet<String>,
     rng: Rng,
 }
 
@@ -46,7 +48,12 @@ impl ParamStore {
     /// An empty store; `seed` drives parameter initialisation.
     pub fn new(device: Device, seed: u64) -> Self {
         ParamStore {
-            inner: Arc::new(Mutex::new(Inner { entries: BTreeMap::new(), sparse: BTreeMap::new(), rng: Rng::new(seed) })),
+            inner: Arc::new(Mutex::new(Inner {
+                entries: BTreeMap::new(),
+                sparse: BTreeMap::new(),
+                optional: HashSet::new(),
+                rng: Rng::new(seed),
+            })),
             training: Arc::new(AtomicBool::new(true)),
             prefix: String::new(),
             device,
@@ -148,9 +155,20 @@ impl ParamStore {
         self.training.clone()
     }
 
+    /// Lets a loaded file lack the entry `name` (under this handle's
+    /// prefix): it then keeps its current value, while a file that has it
+    /// loads it as usual. For parameters a model adds on top of the
+    /// reference checkpoints (SparseDM's zero-initialised qkv bias); every
+    /// other entry stays strictly required.
+    pub fn allow_missing(&self, name: &str) {
+        let full = self.path(name);
+        self.lock().optional.insert(full);
+    }
+
     /// Copies named tensors into the store's entries. Every entry must be
     /// given exactly once with its shape (f16/bf16/i64 values convert to
-    /// f32) and finite values (see [`crate::finite`]); names for which
+    /// f32) and finite values (see [`crate::finite`]), except the entries
+    /// [`Self::allow_missing`] names, which may be absent; names for which
     /// `ignore` returns true are skipped. All
     /// problems are reported together, and nothing is written unless there
     /// are none.
@@ -181,7 +199,7 @@ impl ParamStore {
             }
         }
         for (name, (t, _)) in &inner.entries {
-            if !seen.contains(name) && !ignore(name) {
+            if !seen.contains(name) && !ignore(name) && !inner.optional.contains(name) {
                 problems.push(format!("  missing tensor {name} {:?}", t.shape()));
             }
         }

@@ -4,8 +4,9 @@
 //! same noise through every model; quality against sparsity or MACs).
 //!
 //! - `--scale tiny` (default): the same comparisons on the embedded shapes
-//!   data with the demo's small U-ViT, starting from the dense checkpoint
-//!   shipped in the binary; minutes on a CPU. Quality is FD-px48 (plus FID
+//!   data with the demo's small U-ViT (and, in Table 2, the tiny DDPM UNet
+//!   too: both model families), starting from the dense checkpoints shipped
+//!   in the binary; minutes on a CPU. Quality is FD-px48 (plus FID
 //!   with `--inception`).
 //! - `--scale paper`: the paper's CIFAR-10 U-ViT-S/2 configuration — the
 //!   official checkpoint, the U-ViT recipe, 500k steps, FID on 50k samples

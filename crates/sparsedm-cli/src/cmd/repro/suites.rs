@@ -5,7 +5,10 @@ use super::plots;
 use super::{Args, Scale, Table};
 use crate::compare;
 use crate::lab::{Lab, Method, Row};
-use crate::presets::{DEMO_DENSE_CHECKPOINT, DEMO_PRESET, FINETUNE_LR, FINETUNE_WARMUP_STEPS, demo_finetune_base};
+use crate::presets::{
+    DEMO_DENSE_CHECKPOINT, DEMO_PRESET, DEMO_UNET_DENSE_CHECKPOINT, DEMO_UNET_PRESET, FINETUNE_LR, FINETUNE_WARMUP_STEPS,
+    demo_finetune_base, finetune_base,
+};
 use anyhow::{Context, Result};
 use sparsedm_layers::{NmPattern, ProgressiveSchedule, Stage};
 use sparsedm_tensor::Device;
@@ -17,6 +20,9 @@ use std::path::Path;
 /// One scale's models, data, judge and budgets.
 pub struct Setup {
     pub lab: Lab,
+    /// The UNet family's bench (same data, judge setup and sampler), where
+    /// the scale has a dense UNet: Table 2 runs every method on both.
+    pub unet: Option<Lab>,
     /// Default fine-tuning steps (tables 1–2; the ablation's default is smaller at tiny scale).
     steps: u64,
     ablation_steps: u64,
@@ -46,15 +52,19 @@ impl Setup {
         let describe = format!(
             "Tiny scale: the demo's dense U-ViT (`{}`: 16×16, patch 2, width 128, depth 6, 1.50 M parameters; the checkpoint shipped with sparsedm) \
 on the {}; fine-tuning batch 64, AdamW lr {FINETUNE_LR:e} after {FINETUNE_WARMUP_STEPS} warm-up steps; {samples} samples per model from the same noise, \
-{} with {} steps{}. Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not FID){}.",
+{} with {} steps{}. Table 2 also runs every method on the shipped tiny DDPM UNet (`{}`: ch 32, ch_mult (1, 2), one ResNet block per level, \
+attention at 8×8; 0.70 M parameters) on the same data, with the same fine-tuning recipe, sampler and judge. \
+Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not FID){}.",
             DEMO_PRESET,
             data.describe(),
             base.sample.sampler,
             base.sample.steps,
             if base.sample.clip_denoised == Some(true) { ", x̂₀ clipped to [−1, 1]" } else { "" },
+            DEMO_UNET_PRESET,
             if a.inception.is_some() { " and FID against 1000 real images" } else { "" }
         );
         let finetune = demo_finetune_base()?;
+        let unet = unet_lab(a, device, &data.describe(), n_ref, samples)?;
         // Width 92 (4 heads of 23): (92/128)² ≈ 0.52 of the MACs, like the paper's 5.83 G vs 11.34 G;
         // trained at the preset's (pre-training) rate.
         let half = half_size(&finetune, 92, Some(base.optimizer.lr))?;
@@ -73,6 +83,7 @@ on the {}; fine-tuning batch 64, AdamW lr {FINETUNE_LR:e} after {FINETUNE_WARMUP
                     clip_denoised: base.sample.clip_denoised,
                 },
             },
+            unet: Some(unet),
             steps: a.steps.unwrap_or(100),
             ablation_steps: a.steps.unwrap_or(40),
             half,
@@ -111,6 +122,8 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
                 judge,
                 draw: DrawSpec { n: samples, sampler: "euler-maruyama".parse()?, steps: 1000, seed: a.seed, clip_denoised: None },
             },
+            // The official DDPM CIFAR-10 UNet is not one of --scale paper's inputs yet.
+            unet: None,
             steps: a.steps.unwrap_or(500_000),
             ablation_steps: a.steps.unwrap_or(500_000),
             half,
@@ -119,6 +132,33 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
             floor: None,
         })
     }
+}
+
+/// The tiny UNet's bench: its shipped dense checkpoint written to the
+/// output folder, a judge of the same real images as the U-ViT's (the two
+/// presets draw the same shapes dataset; checked), the preset's sampler.
+fn unet_lab(a: &Args, device: Device, data_described: &str, n_ref: usize, samples: usize) -> Result<Lab> {
+    let base = RunConfig::load(DEMO_UNET_PRESET, &[])?;
+    let data = sparsedm_train::build::dataset(&base)?;
+    if data.describe() != data_described {
+        anyhow::bail!("the UNet preset's data ({}) is not the U-ViT's ({data_described})", data.describe());
+    }
+    let dense = a.out.join("dense_unet.safetensors");
+    sparsedm_tensor::write_atomic(&dense, DEMO_UNET_DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
+    Ok(Lab {
+        out: a.out.clone(),
+        base: finetune_base(DEMO_UNET_PRESET)?,
+        dense,
+        device,
+        judge: Judge::new(data.as_ref(), n_ref, a.inception.as_deref())?,
+        draw: DrawSpec {
+            n: samples,
+            sampler: base.sample.sampler.parse()?,
+            steps: base.sample.steps,
+            seed: a.seed,
+            clip_denoised: base.sample.clip_denoised,
+        },
+    })
 }
 
 /// `base` at U-ViT width `embed_dim` (and learning rate `lr` if given): the
@@ -154,19 +194,54 @@ pub fn table1(a: &Args, s: &Setup) -> Result<()> {
     write_outputs(a, s, Table::Table1, "Table 1: a half-size model and ASP against the dense model", &rows, paper::TABLE1, &notes, &[])
 }
 
-pub fn table2(a: &Args, s: &Setup) -> Result<()> {
-    eprintln!("[repro] table 2: dense, ASP, STE and SparseDM at 2:4 ({} steps each)", s.steps);
-    let mut rows = vec![s.lab.row("dense", &Method::Dense, None, 0)?];
+/// Table 2's rows of one model family: the dense model, then each method at
+/// 2:4 for `steps`; slugs get `prefix` (file names of the second family).
+fn table2_family(lab: &Lab, prefix: &str, steps: u64) -> Result<Vec<Row>> {
+    let mut rows = vec![lab.row(&format!("{prefix}dense"), &Method::Dense, None, 0)?];
+    // Diff-Pruning's row (structural pruning to 50 % of the MACs, then fine-tuning) belongs
+    // here, after the dense row, as in the paper's table.
     for (slug, m) in [("asp", Method::Asp), ("ste", Method::Ste), ("sparsedm", Method::SparseDm)] {
-        rows.push(s.lab.row(slug, &m, Some(NmPattern::TWO_FOUR), s.steps)?);
+        rows.push(lab.row(&format!("{prefix}{slug}"), &m, Some(NmPattern::TWO_FOUR), steps)?);
     }
-    let notes = [
-        "Diff-Pruning (structural pruning, Fang et al. 2023) is not implemented by sparsedm; its published numbers are listed for reference only.",
-        "The paper's sparse MACs (5.67 G) are the dense count halved; sparsedm counts layer by layer (2:4 layers at half, the rest dense), which gives 6.08 G for U-ViT-S/2 with the sparsedm-uvit layers.",
+    Ok(rows)
+}
+
+pub fn table2(a: &Args, s: &Setup) -> Result<()> {
+    let families = if s.unet.is_some() { "U-ViT and DDPM UNet" } else { "U-ViT" };
+    eprintln!("[repro] table 2 ({families}): dense, ASP, STE and SparseDM at 2:4 ({} steps each)", s.steps);
+    let started = std::time::Instant::now();
+    let mut rows = table2_family(&s.lab, "", s.steps)?;
+    if let Some(unet) = &s.unet {
+        rows.extend(table2_family(unet, "unet_", s.steps)?);
+    }
+    let mut notes = vec![
+        "Diff-Pruning (structural pruning, Fang et al. 2023) is not implemented by sparsedm; its published numbers are listed for reference only.".to_string(),
+        "The paper's sparse MACs (5.67 G) are the dense count halved; sparsedm counts layer by layer (2:4 layers at half, the rest dense), which gives 6.08 G for U-ViT-S/2 with the sparsedm-uvit layers.".to_string(),
+        "Masked layers: SparseDM and STE use the paper's code's sets (U-ViT: qkv, proj, fc1, fc2 of every block; UNet: every Conv2d and Linear, the 3-channel first conv in flat-index groups); ASP uses apex's size rule (out % 8 = 0, in % 16 = 0) on both. SparseDM's U-ViT has the paper's code's zero-initialised, trainable qkv bias (`nnet.sparsedm_qkv_bias`).".to_string(),
     ];
+    notes.extend(rows.iter().filter_map(permutation_note));
+    notes.push(format!("Wall time of the whole table: {:.0} s.", started.elapsed().as_secs_f64()));
     let plot = plots::quality_vs_macs(&a.out, "table2_quality_macs.png", &rows)?;
     let figures = [("Quality against MACs per image (lower left is better)", plot)];
+    let notes: Vec<&str> = notes.iter().map(String::as_str).collect();
     write_outputs(a, s, Table::Table2, "Table 2: 2:4 sparse fine-tuning methods", &rows, paper::TABLE2, &notes, &figures)
+}
+
+/// The line on an ASP row's channel permutations: kept magnitude with and without.
+fn permutation_note(r: &Row) -> Option<String> {
+    let p = r.permutation.as_ref()?;
+    let pct = |v: f64| 100.0 * v / p.total_magnitude.max(f64::MIN_POSITIVE);
+    Some(format!(
+        "{} {}: apex's channel permutations before pruning — the 2:4 masks keep {:.3}% of the pruned layers' |w| with them, {:.3}% without \
+({} of {} permutable groups improved; {} sparse layers cannot be permuted consistently — residual streams, GroupNorm inputs, heads — and were left as they are).",
+        r.model,
+        r.label,
+        pct(p.kept_with),
+        pct(p.kept_without),
+        p.applied(),
+        p.groups.len(),
+        p.unpermuted.len()
+    ))
 }
 
 pub fn ablation(a: &Args, s: &Setup) -> Result<()> {
@@ -293,15 +368,19 @@ fn write_outputs(
     let _ = writeln!(md, "# {title} ({} scale)\n", scale_name(a.scale));
     let _ = writeln!(md, "{}\n", s.describe);
     let _ = writeln!(md, "## sparsedm\n");
-    let _ =
-        writeln!(md, "| model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{}", if fid { " FID ↓ |" } else { "" });
-    let _ = writeln!(md, "|---|---|---|---|---|{}", if fid { "---|" } else { "" });
-    // MAC shares are relative to the dense model of the first row (the half-size model has fewer dense MACs).
-    let dense_macs = rows.first().map_or(1.0, |r| r.footprint.macs_dense.max(1.0));
+    let _ = writeln!(
+        md,
+        "| family | model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{}",
+        if fid { " FID ↓ |" } else { "" }
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|{}", if fid { "---|" } else { "" });
     for r in rows {
+        // MAC shares are relative to the family's first row, its dense model (the half-size model has fewer dense MACs).
+        let dense_macs = rows.iter().find(|d| d.model == r.model).map_or(1.0, |d| d.footprint.macs_dense.max(1.0));
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1}% | {:.2} ({:.0}%) | {:.4} |{}",
+            "| {} | {} | {} | {:.1}% | {:.2} ({:.0}%) | {:.4} |{}",
+            r.model,
             r.label,
             r.steps,
             100.0 * r.footprint.sparsity_layers,
@@ -311,11 +390,10 @@ fn write_outputs(
             if fid { r.quality.fid.map(|f| format!(" {f:.2} |")).unwrap_or_else(|| " – |".into()) } else { String::new() }
         );
     }
-    // The paper's rows for the model and dataset this scale stands for (U-ViT in pixel space).
     if let Some(f) = &s.floor {
         let _ = writeln!(
             md,
-            "| real images ({} held out) | – | – | – | {:.4} |{}",
+            "| – | real images ({} held out) | – | – | – | {:.4} |{}",
             s.lab.draw.n,
             f.fd_px,
             if fid { f.fid.map(|v| format!(" {v:.2} |")).unwrap_or_else(|| " – |".into()) } else { String::new() }
@@ -329,14 +407,21 @@ fn write_outputs(
     for (caption, file) in &all_figures {
         let _ = writeln!(md, "{caption}:\n\n![{caption}]({file})\n");
     }
-    let mine: Vec<&PaperRow> =
-        published.iter().filter(|p| p.dataset == s.paper_dataset && p.model.starts_with("U-ViT") && !p.model.contains("LDM")).collect();
+    // The paper's rows for the families measured here, on the dataset this scale stands for (pixel space).
+    let has = |family: &str| rows.iter().any(|r| r.model == family);
+    let mine: Vec<&PaperRow> = published
+        .iter()
+        .filter(|p| p.dataset == s.paper_dataset)
+        .filter(|p| {
+            (p.model.starts_with("U-ViT") && !p.model.contains("LDM") && has("U-ViT")) || (p.model == "DDPM UNet" && has("DDPM UNet"))
+        })
+        .collect();
     if !mine.is_empty() {
-        let _ = writeln!(md, "\n## The paper ({}, U-ViT; FID on 50k samples; all datasets in {}.json)\n", s.paper_dataset, table.name());
-        let _ = writeln!(md, "| method | FID | MACs (G) |");
-        let _ = writeln!(md, "|---|---|---|");
+        let _ = writeln!(md, "\n## The paper ({}; FID on 50k samples; all datasets in {}.json)\n", s.paper_dataset, table.name());
+        let _ = writeln!(md, "| family | method | FID | MACs (G) |");
+        let _ = writeln!(md, "|---|---|---|---|");
         for p in mine {
-            let _ = writeln!(md, "| {} | {:.2} | {:.2} |", p.method, p.fid, p.macs_g);
+            let _ = writeln!(md, "| {} | {} | {:.2} | {:.2} |", p.model, p.method, p.fid, p.macs_g);
         }
     }
     let _ = writeln!(md, "\n## Notes\n");
