@@ -43,7 +43,7 @@ pub enum Method {
     /// channels pruned to `macs` × its MACs by Taylor importance over the
     /// informative timesteps, then the smaller dense model fine-tuned with
     /// plain ε-MSE (the reference's `finetune_simple.py`; no teacher).
-    #[allow(dead_code, reason = "a row of `repro table2`, which builds it; tested on its own in this file")]
+    #[allow(dead_code, reason = "meant for `repro table2`, not wired there yet; tested on its own in this file")]
     DiffPruning { macs: f64 },
 }
 
