@@ -9,8 +9,8 @@
 //! What is pruned (the groups of [`channel_groups`]):
 //! - **DDPM UNet**: the inner channels of every ResNet block — `conv1`'s
 //!   outputs (and bias), `temb_proj`'s outputs (and bias), `norm2`'s
-//!   γ/β, `conv2`'s inputs — the same number out of each of `norm2`'s 32
-//!   GroupNorm groups, as the reference's `MetaPruner` does. The reference
+//!   γ/β, `conv2`'s inputs — the same number out of each of `norm2`'s GroupNorm
+//!   groups (`num_groups`, 32 in the reference), as the reference's `MetaPruner` does. The reference
 //!   also prunes the channels that run through the residual stream, the
 //!   skip concatenations, the attention blocks and the time MLP (one
 //!   dependency group spanning many layers); those are **not** pruned here:
@@ -66,8 +66,6 @@ pub const TIMESTEPS: usize = 1000;
 /// GroupNorm groups and multiples of 16, so a target is met only to a step.
 pub const MAC_TOLERANCE: f64 = 0.05;
 
-/// GroupNorm groups of the UNet's `norm2` (the pruning partitions).
-const UNET_GN_GROUPS: usize = 32;
 /// MLP widths are kept multiples of this when they are (2:4 eligibility).
 const UVIT_MLP_ROUND: usize = 16;
 
@@ -148,7 +146,7 @@ fn unet_groups(c: &UNetConfig) -> Vec<ChannelGroup> {
         .map(|(b, out)| ChannelGroup {
             units: c.res_inner(&b, out),
             unit_width: 1,
-            partitions: UNET_GN_GROUPS,
+            partitions: c.num_groups,
             round_to: 1,
             members: vec![
                 GroupMember::new(format!("{b}.conv1.weight"), MemberAxis::Out, 0),
@@ -235,7 +233,7 @@ pub fn check_mac_target(target: f64) -> Result<()> {
 ///
 /// # Errors
 /// A target outside (0, 1); a model with nothing to prune (every group
-/// already at its minimum, e.g. UNet blocks of 32 inner channels, one per
+/// already at its minimum, e.g. UNet blocks with one inner channel per
 /// GroupNorm group); a target the widths cannot reach within
 /// [`MAC_TOLERANCE`] (the message gives the fractions within reach).
 pub fn plan_for_macs(cfg: &ModelConfig, target: f64) -> Result<MacPlan> {
@@ -247,7 +245,7 @@ pub fn plan_for_macs(cfg: &ModelConfig, target: f64) -> Result<MacPlan> {
             cfg.arch(),
             match cfg {
                 ModelConfig::UViT(_) => "every block has one head and its smallest MLP width".to_string(),
-                ModelConfig::DdpmUNet(_) => "every ResNet block has 32 inner channels, one per GroupNorm group".to_string(),
+                ModelConfig::DdpmUNet(c) => format!("every ResNet block has one inner channel per GroupNorm group ({})", c.num_groups),
             }
         )));
     }
@@ -315,11 +313,16 @@ pub struct ImportanceOptions {
     pub max_steps: usize,
     /// Stop at the first timestep whose loss is below `threshold` × the largest so far.
     pub threshold: f64,
+    /// Visit every `stride`-th timestep (k = 0, stride, 2·stride, … < `max_steps`). The
+    /// reference visits each (1, the default); a larger stride sums the gradient over a
+    /// subsample of the same informative range, for a pass `stride` times cheaper (the
+    /// scores only rank channels within a group, so their scale does not matter).
+    pub stride: usize,
 }
 
 impl Default for ImportanceOptions {
     fn default() -> Self {
-        ImportanceOptions { max_steps: TIMESTEPS, threshold: InformativeSteps::DEFAULT_THRESHOLD }
+        ImportanceOptions { max_steps: TIMESTEPS, threshold: InformativeSteps::DEFAULT_THRESHOLD, stride: 1 }
     }
 }
 
@@ -368,6 +371,9 @@ pub fn importance_pass(
     if opts.max_steps == 0 || opts.max_steps > limit {
         return Err(bad(format!("the importance pass needs 1..={limit} timesteps, got {}", opts.max_steps)));
     }
+    if opts.stride == 0 || opts.stride > opts.max_steps {
+        return Err(bad(format!("the importance pass's timestep stride must be in 1..={}, got {}", opts.max_steps, opts.stride)));
+    }
     let mut rule = InformativeSteps::new(opts.threshold)?;
     store.set_training(false);
     let params = store.params();
@@ -376,7 +382,7 @@ pub fn importance_pass(
     let mut grads: HashMap<String, Tensor> = HashMap::new();
     let mut losses = Vec::new();
     let mut stopped_at = None;
-    for k in 0..opts.max_steps {
+    for k in (0..opts.max_steps).step_by(opts.stride) {
         let t = step_time(schedule, k);
         let (a, s) = (schedule.alpha(t) as f32, schedule.sigma(t) as f32);
         let x_t = x0.mul_scalar(a)?.add(&noise.mul_scalar(s)?)?;

@@ -446,6 +446,7 @@ mod tests {
             in_channels: 3,
             resolution: 8,
             widths: None,
+            num_groups: 32,
         };
         let root = ParamStore::new(Device::Cpu, 0);
         let store = root.pp("model");

@@ -17,8 +17,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// `Normalize` in the reference: GroupNorm(32 groups, eps 1e-6, affine).
-const GN_GROUPS: usize = 32;
+/// The group count is [`UNetConfig::num_groups`] (32 unless a config says
+/// otherwise).
+pub const DEFAULT_NUM_GROUPS: usize = 32;
 const GN_EPS: f32 = 1e-6;
+
+fn default_num_groups() -> usize {
+    DEFAULT_NUM_GROUPS
+}
+fn is_default_num_groups(g: &usize) -> bool {
+    *g == DEFAULT_NUM_GROUPS
+}
 
 fn default_ch_mult() -> Vec<usize> {
     vec![1, 2, 4, 8]
@@ -67,6 +76,14 @@ pub struct UNetConfig {
     /// every reference configuration (and then not serialised).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widths: Option<BTreeMap<String, usize>>,
+    /// Groups of every GroupNorm (`Normalize`). The reference hard-codes 32,
+    /// and every official configuration uses it (then it is not
+    /// serialised). A small model may use fewer: with 32 channels,
+    /// GroupNorm(32) normalises each channel on its own (an instance norm,
+    /// which discards each channel's mean over the image), and leaves no
+    /// channel that structural pruning could remove.
+    #[serde(default = "default_num_groups", skip_serializing_if = "is_default_num_groups")]
+    pub num_groups: usize,
 }
 
 impl UNetConfig {
@@ -84,6 +101,7 @@ impl UNetConfig {
             in_channels: 3,
             resolution: 32,
             widths: None,
+            num_groups: DEFAULT_NUM_GROUPS,
         }
     }
 
@@ -121,10 +139,14 @@ impl UNetConfig {
                 return bad(format!("{what} {v} is larger than the supported maximum {max}"));
             }
         }
+        let g = self.num_groups;
+        if g == 0 || g > 1 << 20 {
+            return bad(format!("num_groups {g} must be a positive group count of GroupNorm (the reference uses 32)"));
+        }
         for c in self.channel_counts() {
-            if c % GN_GROUPS != 0 {
+            if c % g != 0 {
                 return bad(format!(
-                    "a GroupNorm(32) would see {c} channels, not a multiple of 32 (ch {} × ch_mult {:?})",
+                    "a GroupNorm({g}) would see {c} channels, not a multiple of {g} (ch {} × ch_mult {:?}, num_groups {g})",
                     self.ch, self.ch_mult
                 ));
             }
@@ -141,9 +163,9 @@ impl UNetConfig {
                         names.join(", ")
                     ));
                 }
-                if inner == 0 || inner % GN_GROUPS != 0 || inner > 1 << 20 {
+                if inner == 0 || inner % g != 0 || inner > 1 << 20 {
                     return bad(format!(
-                        "widths.{name} = {inner}: a block's inner width must be a positive multiple of 32 (its norm2 is a GroupNorm(32)), at most {}",
+                        "widths.{name} = {inner}: a block's inner width must be a positive multiple of {g} (its norm2 is a GroupNorm({g})), at most {}",
                         1 << 20
                     ));
                 }
@@ -281,12 +303,12 @@ struct ResnetBlock {
 impl ResnetBlock {
     /// `inp` → `inner` (conv1, temb_proj, norm2) → `out` (conv2); `inner` is
     /// `out` except in a pruned model.
-    fn new(store: &ParamStore, inp: usize, inner: usize, out: usize, temb_ch: usize) -> Result<Self> {
+    fn new(store: &ParamStore, groups: usize, inp: usize, inner: usize, out: usize, temb_ch: usize) -> Result<Self> {
         Ok(ResnetBlock {
-            norm1: GroupNorm::new(&store.pp("norm1"), GN_GROUPS, inp, GN_EPS)?,
+            norm1: GroupNorm::new(&store.pp("norm1"), groups, inp, GN_EPS)?,
             conv1: conv3(&store.pp("conv1"), inp, inner)?,
             temb_proj: Linear::new(&store.pp("temb_proj"), temb_ch, inner, true)?,
-            norm2: GroupNorm::new(&store.pp("norm2"), GN_GROUPS, inner, GN_EPS)?,
+            norm2: GroupNorm::new(&store.pp("norm2"), groups, inner, GN_EPS)?,
             conv2: conv3(&store.pp("conv2"), inner, out)?,
             nin_shortcut: if inp != out { Some(conv1(&store.pp("nin_shortcut"), inp, out)?) } else { None },
         })
@@ -319,9 +341,9 @@ struct AttnBlock {
 }
 
 impl AttnBlock {
-    fn new(store: &ParamStore, c: usize) -> Result<Self> {
+    fn new(store: &ParamStore, groups: usize, c: usize) -> Result<Self> {
         Ok(AttnBlock {
-            norm: GroupNorm::new(&store.pp("norm"), GN_GROUPS, c, GN_EPS)?,
+            norm: GroupNorm::new(&store.pp("norm"), groups, c, GN_EPS)?,
             q: conv1(&store.pp("q"), c, c)?,
             k: conv1(&store.pp("k"), c, c)?,
             v: conv1(&store.pp("v"), c, c)?,
@@ -377,6 +399,7 @@ impl UNet {
     pub fn new(store: &ParamStore, cfg: &UNetConfig) -> Result<Self> {
         cfg.validate()?;
         let temb_ch = cfg.temb_ch();
+        let g = cfg.num_groups;
         let td = store.pp("temb").pp("dense");
         let temb_dense = (Linear::new(&td.pp(0), cfg.ch, temb_ch, true)?, Linear::new(&td.pp(1), temb_ch, temb_ch, true)?);
         let conv_in = conv3(&store.pp("conv_in"), cfg.in_channels, cfg.ch)?;
@@ -388,10 +411,10 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, cfg.res_inner(&format!("down.{i}.block.{j}"), b), b, temb_ch))
+                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("down.{i}.block.{j}"), b), b, temb_ch))
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
-                chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), b)).collect::<Result<Vec<_>>>()?
+                chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), g, b)).collect::<Result<Vec<_>>>()?
             } else {
                 Vec::new()
             };
@@ -407,9 +430,9 @@ impl UNet {
         }
         let m = store.pp("mid");
         let mid = (
-            ResnetBlock::new(&m.pp("block_1"), mid_ch, cfg.res_inner("mid.block_1", mid_ch), mid_ch, temb_ch)?,
-            AttnBlock::new(&m.pp("attn_1"), mid_ch)?,
-            ResnetBlock::new(&m.pp("block_2"), mid_ch, cfg.res_inner("mid.block_2", mid_ch), mid_ch, temb_ch)?,
+            ResnetBlock::new(&m.pp("block_1"), g, mid_ch, cfg.res_inner("mid.block_1", mid_ch), mid_ch, temb_ch)?,
+            AttnBlock::new(&m.pp("attn_1"), g, mid_ch)?,
+            ResnetBlock::new(&m.pp("block_2"), g, mid_ch, cfg.res_inner("mid.block_2", mid_ch), mid_ch, temb_ch)?,
         );
         let mut up = Vec::with_capacity(n);
         for (i, chans) in up_ch.iter().enumerate() {
@@ -417,10 +440,10 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), a, cfg.res_inner(&format!("up.{i}.block.{j}"), b), b, temb_ch))
+                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("up.{i}.block.{j}"), b), b, temb_ch))
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
-                chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), b)).collect::<Result<Vec<_>>>()?
+                chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), g, b)).collect::<Result<Vec<_>>>()?
             } else {
                 Vec::new()
             };
@@ -438,7 +461,7 @@ impl UNet {
             down,
             mid,
             up,
-            norm_out: GroupNorm::new(&store.pp("norm_out"), GN_GROUPS, out_in, GN_EPS)?,
+            norm_out: GroupNorm::new(&store.pp("norm_out"), g, out_in, GN_EPS)?,
             conv_out: conv3(&store.pp("conv_out"), out_in, cfg.out_ch)?,
             dropout_rng: Mutex::new(None),
         })

@@ -56,6 +56,7 @@ fn unet_permutes_its_time_embedding_and_attention_outputs_and_keeps_its_output()
         in_channels: 3,
         resolution: 8,
         widths: None,
+        num_groups: 32,
     };
     let store = ParamStore::new(Device::Cpu, 12);
     let model = UNet::new(&store, &cfg).unwrap();

@@ -75,6 +75,7 @@ fn unet_forward_through_nm_kernels_equals_masked_dense() {
         in_channels: 3,
         resolution: 8,
         widths: None,
+        num_groups: 32,
     };
     let x = Tensor::randn(&[2, 3, 8, 8], &mut Rng::new(3), &DEV).unwrap();
     let t = Tensor::from_vec(vec![3.0, 700.0], &[2], &DEV).unwrap();

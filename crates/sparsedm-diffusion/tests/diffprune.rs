@@ -37,6 +37,7 @@ fn small_unet() -> ModelConfig {
         in_channels: 3,
         resolution: 8,
         widths: None,
+        num_groups: 32,
     })
 }
 
@@ -89,7 +90,7 @@ fn check_half_macs(cfg: ModelConfig) {
     let noise = randn(x0.shape(), 2);
     let sched = schedule_of(&cfg);
     let pass =
-        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 3, threshold: 0.0 })
+        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 3, threshold: 0.0, stride: 1 })
             .unwrap();
     assert_eq!(pass.losses.len(), 3);
     let pruned = prune_to_macs(&cfg, &store, &pass.grads, 0.5).unwrap();
@@ -200,7 +201,7 @@ fn taylor_ranking_agrees_with_removing_channels() {
     let x0 = batch(&cfg, 8, 4);
     let noise = randn(x0.shape(), 5);
     let sched = schedule_of(&cfg);
-    let opts = ImportanceOptions { max_steps: 4, threshold: 0.0 };
+    let opts = ImportanceOptions { max_steps: 4, threshold: 0.0, stride: 1 };
     let pass = importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, opts).unwrap();
     let base: f64 = pass.losses.iter().sum();
     let weights: HashMap<String, Tensor> = store.state_dict().into_iter().collect();
@@ -246,7 +247,7 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
     let noise = randn(x0.shape(), 2);
     let sched = schedule_of(&cfg);
     let all =
-        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 6, threshold: 0.0 })
+        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 6, threshold: 0.0, stride: 1 })
             .unwrap();
     assert_eq!(all.losses.len(), 6);
     assert!(all.stopped_at.is_none());
@@ -266,7 +267,7 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
         &x0,
         None,
         &noise,
-        ImportanceOptions { max_steps: 6, threshold: 0.999_999 },
+        ImportanceOptions { max_steps: 6, threshold: 0.999_999, stride: 1 },
     )
     .unwrap();
     match stop {
@@ -276,10 +277,28 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
         }
         None => assert_eq!(cut.losses.len(), 6),
     }
+    // A stride visits every stride-th timestep of the same range, with the same losses.
+    let strided = importance_pass(
+        model.as_ref(),
+        &store,
+        sched.as_ref(),
+        &x0,
+        None,
+        &noise,
+        ImportanceOptions { max_steps: 6, threshold: 0.0, stride: 2 },
+    )
+    .unwrap();
+    let every_other: Vec<f64> = all.losses.iter().step_by(2).copied().collect();
+    assert_eq!(strided.losses, every_other);
+    for stride in [0, 7] {
+        let opts = ImportanceOptions { max_steps: 6, threshold: 0.0, stride };
+        let e = importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, opts).unwrap_err().to_string();
+        assert!(e.contains("stride"), "{e}");
+    }
     // Too many timesteps, or none, are errors.
     for max_steps in [0, 1001] {
         assert!(
-            importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps, threshold: 0.05 })
+            importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps, threshold: 0.05, stride: 1 })
                 .is_err()
         );
     }
@@ -289,7 +308,7 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
 fn models_without_prunable_channels_are_one_clear_error() {
     let narrow = ModelConfig::DdpmUNet(UNetConfig { ch: 32, ch_mult: vec![1], attn_resolutions: vec![], ..small_unet_config() });
     let e = plan_for_macs(&narrow, 0.5).unwrap_err().to_string();
-    assert!(e.contains("no prunable channels") && e.contains("32 inner channels"), "{e}");
+    assert!(e.contains("no prunable channels") && e.contains("one inner channel per GroupNorm group (32)"), "{e}");
     let one_head = ModelConfig::UViT(UViTConfig {
         img_size: 8,
         patch_size: 2,

@@ -163,6 +163,38 @@ fn config_errors_are_clear() {
     assert_eq!((c.ch_mult.as_slice(), c.dropout, c.resamp_with_conv), (&[1, 2, 4, 8][..], 0.0, true));
 }
 
+/// `num_groups` (GroupNorm's group count, 32 in the reference) is optional,
+/// absent from the official configs' JSON, checked against every width, and
+/// changes the function.
+#[test]
+fn unet_num_groups_is_optional_checked_and_used() {
+    let official = serde_json::to_value(UNetConfig::cifar10_ddpm()).unwrap();
+    assert!(official.get("num_groups").is_none(), "{official}");
+    assert_eq!(UNetConfig::from_json(&official).unwrap().num_groups, 32);
+    let mut kw = official.clone();
+    kw["ch"] = 24.into();
+    kw["num_groups"] = 8.into();
+    let c = UNetConfig::from_json(&kw).unwrap();
+    assert_eq!(serde_json::to_value(&c).unwrap()["num_groups"], 8);
+    kw["ch"] = 20.into();
+    let e = UNetConfig::from_json(&kw).unwrap_err().to_string();
+    assert!(e.contains("GroupNorm(8)") && e.contains("20 channels"), "{e}");
+    kw["ch"] = 32.into();
+    kw["num_groups"] = 0.into();
+    assert!(UNetConfig::from_json(&kw).unwrap_err().to_string().contains("num_groups 0"));
+    // Same parameters, 8 groups instead of 32: a different function.
+    let x = Tensor::randn(&[2, 3, 8, 8], &mut Rng::new(3), &Device::Cpu).unwrap();
+    let t = Tensor::from_vec(vec![10.0, 900.0], &[2], &Device::Cpu).unwrap();
+    let (s32, m32) = small_unet(0.0, true);
+    let cfg8 = UNetConfig { num_groups: 8, ..m32.config().clone() };
+    let s8 = store();
+    let m8 = UNet::new(&s8, &cfg8).unwrap();
+    s8.load_tensors("the GroupNorm(32) model", s32.state_dict(), |_| false).unwrap();
+    let (a, b) = (m32.forward(&x, &t).unwrap().to_vec_f32().unwrap(), m8.forward(&x, &t).unwrap().to_vec_f32().unwrap());
+    let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3, "GroupNorm(8) and GroupNorm(32) gave the same output (max diff {diff})");
+}
+
 fn small_unet(dropout: f64, resamp_with_conv: bool) -> (ParamStore, UNet) {
     let s = store();
     let cfg = UNetConfig {
@@ -176,6 +208,7 @@ fn small_unet(dropout: f64, resamp_with_conv: bool) -> (ParamStore, UNet) {
         in_channels: 3,
         resolution: 8,
         widths: None,
+        num_groups: 32,
     };
     let m = UNet::new(&s, &cfg).unwrap();
     (s, m)

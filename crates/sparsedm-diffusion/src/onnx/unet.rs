@@ -1,6 +1,6 @@
 //! The DDPM UNet's forward (`crate::unet::UNet`, evaluation mode: no
 //! dropout) as an ONNX graph: sinusoidal time embedding (sin first) → two
-//! dense layers; `conv_in`; down levels of ResNet blocks (GroupNorm(32) →
+//! dense layers; `conv_in`; down levels of ResNet blocks (GroupNorm(num_groups) →
 //! SiLU → conv, plus the projected time embedding) with attention at the
 //! configured resolutions, each output kept for the skips, then a
 //! stride-2 conv after padding right and bottom (or 2×2 average pooling);
@@ -13,7 +13,6 @@ use super::proto::Attr;
 use crate::error::{DiffusionError, Result};
 use crate::unet::UNetConfig;
 
-const GN_GROUPS: usize = 32;
 const GN_EPS: f32 = 1e-6;
 
 /// The time embedding `[B, ch]` of `t` `[B]`: sin of the first half, cos of the second.
@@ -35,15 +34,15 @@ fn time_embedding(g: &mut Graph, t: &str, dim: usize) -> String {
     }
 }
 
-fn resnet(g: &mut Graph, x: &str, prefix: &str, temb_act: &str, temb_ch: usize) -> Result<String> {
+fn resnet(g: &mut Graph, x: &str, prefix: &str, temb_act: &str, temb_ch: usize, groups: usize) -> Result<String> {
     let out = g.weight_shape(&format!("{prefix}.conv1.weight")).map(|s| s[0]).ok_or_else(|| missing(prefix))?;
-    let h = g.group_norm(x, &format!("{prefix}.norm1"), GN_GROUPS, GN_EPS)?;
+    let h = g.group_norm(x, &format!("{prefix}.norm1"), groups, GN_EPS)?;
     let h = g.silu(&h);
     let h = g.conv(&h, &format!("{prefix}.conv1"), 3, 1, 1)?;
     let te = g.linear(temb_act, &format!("{prefix}.temb_proj"), &[-1], temb_ch, out)?;
     let te = g.reshape(&te, &[0, 0, 1, 1]);
     let h = g.op("Add", &[&h, &te], &[]);
-    let h = g.group_norm(&h, &format!("{prefix}.norm2"), GN_GROUPS, GN_EPS)?;
+    let h = g.group_norm(&h, &format!("{prefix}.norm2"), groups, GN_EPS)?;
     let h = g.silu(&h);
     let h = g.conv(&h, &format!("{prefix}.conv2"), 3, 1, 1)?;
     let x = if g.has_weight(&format!("{prefix}.nin_shortcut.weight")) {
@@ -54,9 +53,9 @@ fn resnet(g: &mut Graph, x: &str, prefix: &str, temb_act: &str, temb_ch: usize) 
     Ok(g.op("Add", &[&x, &h], &[]))
 }
 
-fn attn(g: &mut Graph, x: &str, prefix: &str) -> Result<String> {
+fn attn(g: &mut Graph, x: &str, prefix: &str, groups: usize) -> Result<String> {
     let c = g.weight_shape(&format!("{prefix}.q.weight")).map(|s| s[0]).ok_or_else(|| missing(prefix))?;
-    let hn = g.group_norm(x, &format!("{prefix}.norm"), GN_GROUPS, GN_EPS)?;
+    let hn = g.group_norm(x, &format!("{prefix}.norm"), groups, GN_EPS)?;
     let mut qkv = Vec::new();
     for n in ["q", "k", "v"] {
         let y = g.conv(&hn, &format!("{prefix}.{n}"), 1, 1, 0)?;
@@ -100,9 +99,9 @@ pub(super) fn forward(g: &mut Graph, cfg: &UNetConfig, x: &str, t: &str) -> Resu
     for i in 0..n {
         for j in 0..cfg.num_res_blocks {
             let last = hs.last().cloned().unwrap_or_default();
-            let mut h = resnet(g, &last, &format!("down.{i}.block.{j}"), &temb_act, temb_ch)?;
+            let mut h = resnet(g, &last, &format!("down.{i}.block.{j}"), &temb_act, temb_ch, cfg.num_groups)?;
             if cfg.level_has_attn(i) {
-                h = attn(g, &h, &format!("down.{i}.attn.{j}"))?;
+                h = attn(g, &h, &format!("down.{i}.attn.{j}"), cfg.num_groups)?;
             }
             hs.push(h);
         }
@@ -117,16 +116,16 @@ pub(super) fn forward(g: &mut Graph, cfg: &UNetConfig, x: &str, t: &str) -> Resu
         }
     }
     let mut h = hs.last().cloned().unwrap_or_default();
-    h = resnet(g, &h, "mid.block_1", &temb_act, temb_ch)?;
-    h = attn(g, &h, "mid.attn_1")?;
-    h = resnet(g, &h, "mid.block_2", &temb_act, temb_ch)?;
+    h = resnet(g, &h, "mid.block_1", &temb_act, temb_ch, cfg.num_groups)?;
+    h = attn(g, &h, "mid.attn_1", cfg.num_groups)?;
+    h = resnet(g, &h, "mid.block_2", &temb_act, temb_ch, cfg.num_groups)?;
     for i in (0..n).rev() {
         for j in 0..=cfg.num_res_blocks {
             let skip = hs.pop().ok_or_else(|| missing("skip"))?;
             let cat = g.op("Concat", &[&h, &skip], &[("axis", Attr::Int(1))]);
-            h = resnet(g, &cat, &format!("up.{i}.block.{j}"), &temb_act, temb_ch)?;
+            h = resnet(g, &cat, &format!("up.{i}.block.{j}"), &temb_act, temb_ch, cfg.num_groups)?;
             if cfg.level_has_attn(i) {
-                h = attn(g, &h, &format!("up.{i}.attn.{j}"))?;
+                h = attn(g, &h, &format!("up.{i}.attn.{j}"), cfg.num_groups)?;
             }
         }
         if i != 0 {
@@ -136,7 +135,7 @@ pub(super) fn forward(g: &mut Graph, cfg: &UNetConfig, x: &str, t: &str) -> Resu
             }
         }
     }
-    let h = g.group_norm(&h, "norm_out", GN_GROUPS, GN_EPS)?;
+    let h = g.group_norm(&h, "norm_out", cfg.num_groups, GN_EPS)?;
     let h = g.silu(&h);
     g.conv(&h, "conv_out", 3, 1, 1)
 }
