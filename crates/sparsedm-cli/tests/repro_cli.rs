@@ -26,26 +26,33 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "repro failed\n{stderr}");
     let md = std::fs::read_to_string(out.join("table2.md")).unwrap();
-    for row in ["| dense |", "| ASP 2:4 |", "| STE 2:4 |", "| SparseDM 2:4 |"] {
+    for row in ["| dense |", "| Diff-Pruning |", "| ASP 2:4 |", "| STE 2:4 |", "| SparseDM 2:4 |"] {
         assert!(md.contains(row), "no row {row}:\n{md}");
     }
     // The paper's CIFAR-10 U-ViT numbers are beside ours.
     assert!(md.contains("| SparseDM | 3.81 | 5.67 |") && md.contains("| ASP | 319.87 | 5.76 |"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table2.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
-    // Both model families (issue 17): dense, ASP, STE, SparseDM for U-ViT, then for the UNet.
-    assert_eq!(rows.len(), 8);
-    assert!(rows[..4].iter().all(|r| r["model"] == "U-ViT") && rows[4..].iter().all(|r| r["model"] == "DDPM UNet"), "{rows:?}");
+    // Both model families (issue 17): dense, Diff-Pruning, ASP, STE, SparseDM for U-ViT, then for the UNet.
+    assert_eq!(rows.len(), 10);
+    assert!(rows[..5].iter().all(|r| r["model"] == "U-ViT") && rows[5..].iter().all(|r| r["model"] == "DDPM UNet"), "{rows:?}");
     assert!(md.contains("| DDPM UNet | SparseDM | 3.12 | 4.87 |"), "{md}");
     assert_eq!(json["paper"].as_array().unwrap().len(), 30);
     for r in rows {
         assert!(r["quality"]["fd_px"].as_f64().unwrap().is_finite(), "{r}");
     }
-    for family in rows.chunks(4) {
+    for family in rows.chunks(5) {
         // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has almost none
         // (its f16-stored weights may round a few tiny values to exactly 0).
         assert!(family[0]["footprint"]["sparsity_layers"].as_f64().unwrap() < 1e-4, "{}", family[0]);
-        for r in &family[1..] {
+        // Diff-Pruning: a smaller dense model near half of the dense MACs.
+        let dense_macs = family[0]["footprint"]["macs"].as_f64().unwrap();
+        let dp = &family[1];
+        assert_eq!(dp["method"], "Diff-Pruning", "{dp}");
+        let ratio = dp["footprint"]["macs"].as_f64().unwrap() / dense_macs;
+        assert!((0.4..0.6).contains(&ratio), "Diff-Pruning at {ratio} of the dense MACs: {dp}");
+        assert!(dp["footprint"]["sparsity_layers"].as_f64().unwrap() < 1e-4, "{dp}");
+        for r in &family[2..] {
             let s = r["footprint"]["sparsity_layers"].as_f64().unwrap();
             assert!(s > 0.3 && s <= 0.5, "{r}");
             assert!(r["footprint"]["macs"].as_f64().unwrap() < family[0]["footprint"]["macs"].as_f64().unwrap());
@@ -56,7 +63,7 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
             assert_eq!(r["weights"], "ema", "{r}");
         }
         // ASP's channel permutations: reported, never keeping less.
-        let p = &family[1]["permutation"];
+        let p = &family[2]["permutation"];
         assert!(p["kept_with"].as_f64().unwrap() >= p["kept_without"].as_f64().unwrap(), "{p}");
     }
     assert!(md.contains("channel permutations before pruning"), "{md}");

@@ -92,6 +92,9 @@ pub struct Args {
     /// diff-pruning: stop the importance pass at the first timestep whose loss is below this × the largest so far.
     #[arg(long, default_value_t = sparsedm_layers::InformativeSteps::DEFAULT_THRESHOLD)]
     pub threshold: f64,
+    /// diff-pruning: visit every STRIDE-th timestep of the importance pass (the reference visits each: 1).
+    #[arg(long, default_value_t = 1)]
+    pub stride: usize,
     /// diff-pruning: images in the importance batch.
     #[arg(long, default_value_t = crate::diffprune::DEFAULT_BATCH)]
     pub batch: usize,
@@ -132,7 +135,11 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     let opts = crate::diffprune::Options {
         macs,
         batch: args.batch,
-        pass: sparsedm_diffusion::diffprune::ImportanceOptions { max_steps: args.steps, threshold: args.threshold },
+        pass: sparsedm_diffusion::diffprune::ImportanceOptions {
+            max_steps: args.steps,
+            threshold: args.threshold,
+            stride: args.stride,
+        },
     };
     let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts)?;
     pruned.write(&args.out, &args.weights, &opts)?;
