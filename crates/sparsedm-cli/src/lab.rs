@@ -268,7 +268,7 @@ impl Lab {
                 threshold: sparsedm_layers::InformativeSteps::DEFAULT_THRESHOLD,
             },
         };
-        let pruned = crate::diffprune::diff_prune(&self.base, &self.dense, &opts)?;
+        let pruned = crate::diffprune::diff_prune(&self.base, &self.dense, &opts, self.device, || ())?;
         let path = self.out.join(format!("{slug}_pruned.safetensors"));
         pruned.write(&path, &self.dense, &opts)?;
         eprintln!(
