@@ -191,6 +191,10 @@ fn compare_curves(test: &str, cpu: &(Vec<f32>, Vec<Vec<f32>>), gpu: &(Vec<f32>, 
     assert!(cpu.0.last() < cpu.0.first(), "{test}: the CPU run did not learn ({:?})", cpu.0);
     for (i, (g, c)) in gpu.1.iter().zip(&cpu.1).enumerate() {
         let d = max_rel_diff(g, c);
+        let scale = c.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let absd = g.iter().zip(c.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!("DIAG {test} param {i} len {} scale {scale:.3e} absdiff {absd:.3e} rel {d:.3e}", c.len());
+        if std::env::var("DIAG").is_ok() { continue; }
         assert!(d <= param_tol, "{test}: parameter {i} differs by {d:.2e} > {param_tol:.0e}");
     }
 }
@@ -226,6 +230,8 @@ impl Drop for Bf16Matmuls {
 fn gpu_tiny_uvit_training_follows_the_cpu_in_bf16() {
     let _p = PRECISION.write().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device("gpu_tiny_uvit_training_follows_the_cpu_in_bf16") else { return };
+    let names: Vec<String> = { let st = ParamStore::new(CPU, 3); UViT::new(&st, &tiny_uvit()).unwrap(); st.params().into_iter().map(|(n, _)| n).collect() };
+    eprintln!("DIAG names {names:?}");
     for srste in [false, true] {
         let cpu = train_curve(CPU, 8, srste);
         let gpu = {
@@ -233,6 +239,7 @@ fn gpu_tiny_uvit_training_follows_the_cpu_in_bf16() {
             train_curve(dev, 8, srste)
         };
         // bf16 operands (8-bit mantissa) in every matmul: the curve, not the bits.
+        eprintln!("DIAG losses cpu {:?} gpu {:?}", cpu.0, gpu.0);
         compare_curves(&format!("bf16, SR-STE {srste}"), &cpu, &gpu, 3e-2, 1e-1);
     }
 }
