@@ -11,7 +11,7 @@
 //!   reductions sum in another order); with bf16 matmuls (see
 //!   [`gpu_tiny_uvit_training_follows_the_cpu_in_bf16`]) the losses follow
 //!   the CPU's within one bf16 rounding and the parameters' updates within
-//!   a fraction of their length. The same for SR-STE 2:4.
+//!   a fraction of their length. The same for SR-STE 2:4 (bf16: SR-STE only).
 //!
 //! - The trainer itself on a GPU: the same run as on the CPU, a checkpoint
 //!   written by the GPU run (on the host) resumed on the CPU.
@@ -261,11 +261,16 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 ///
 /// A GPU path that drops a gradient, uses a stale mask or a wrong transpose
 /// moves the losses by far more than 2e-3 and the updates by O(1).
+///
+/// SR-STE 2:4 only: it runs every bf16 GEMM of the dense run plus the masks
+/// (whose flips between nearly equal weights make it the harder case), and
+/// one run keeps the simulated CI time down (the dense run adds ~20 s).
 #[test]
 fn gpu_tiny_uvit_training_follows_the_cpu_in_bf16() {
     let _p = PRECISION.write().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device("gpu_tiny_uvit_training_follows_the_cpu_in_bf16") else { return };
-    for srste in [false, true] {
+    {
+        let srste = true;
         let test = format!("bf16, SR-STE {srste}");
         let (init, cpu) = train_curve_from(CPU, 8, srste);
         let (init_gpu, gpu) = {
