@@ -7,12 +7,17 @@
 //! changes. A weight that is not 2:4 (a 4:8 mask) is refused by
 //! cuSPARSELt's prune check and the layer falls back to the dense product
 //! (no error: the model still samples, bit-identical to the dense forward).
+//! A DDPM UNet masked 2:4 on every layer runs its Conv2d layers as im2col +
+//! cuSPARSELt (`sparsedm_tensor::nm_cuda_conv::Sparse24Conv2d`, kind
+//! `cusparselt-2:4-conv`), each weight compressed once, within bf16
+//! tolerance of its masked dense forward; a convolution cuSPARSELt cannot
+//! take (3 output channels) runs dense.
 //!
 //! Runs on a real GPU, or on the CUDA simulator in CI
 //! (`SPARSEDM_CUDA_SIM=1`, which enforces cuSPARSELt's constraints);
 //! skipped without either unless `SPARSEDM_REQUIRE_GPU=1`.
 
-use sparsedm_diffusion::{EpsModel, UViT, UViTConfig};
+use sparsedm_diffusion::{EpsModel, UNet, UNetConfig, UViT, UViTConfig};
 use sparsedm_kernels::testing::gpu_or_skip;
 use sparsedm_layers::{NamedPolicy, NmPattern, ParamStore, Policy, SparseMode, apply_policy};
 use sparsedm_tensor::nm_cuda::compressions;
@@ -139,4 +144,62 @@ fn gpu_non_24_weights_and_f32_precision_run_dense() {
     assert_eq!(compressions(), before);
     assert_eq!(kinds(&store, "cusparselt-2:4"), 0);
     assert_eq!(out.to_vec_f32().unwrap(), dense.to_vec_f32().unwrap());
+}
+
+#[test]
+fn gpu_unet_24_convolutions_run_through_cusparselt_like_the_dense_masked_forward() {
+    let Some(gpu) = gpu_or_skip("gpu_unet_24_convolutions_run_through_cusparselt_like_the_dense_masked_forward") else { return };
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::Cuda(gpu.ordinal());
+    set_matmul_precision(MatmulPrecision::Bf16);
+    // Every conv kind of the UNet: 3×3 stride 1, the stride-2 downsampling
+    // conv, 1×1 shortcuts and attention projections, the 3-channel ends.
+    let cfg = UNetConfig {
+        ch: 32,
+        out_ch: 3,
+        ch_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![4],
+        dropout: 0.0,
+        resamp_with_conv: true,
+        in_channels: 3,
+        resolution: 8,
+        widths: None,
+    };
+    let store = ParamStore::new(dev, 11);
+    let model = UNet::new(&store, &cfg).unwrap();
+    apply_policy(&store, &Policy::named(NamedPolicy::All), NmPattern::TWO_FOUR, SparseMode::srste).unwrap();
+    store.set_training(false);
+    let x = Tensor::randn(&[2, 3, 8, 8], &mut Rng::new(4), &Device::Cpu).unwrap().to_device(&dev).unwrap();
+    let t = Tensor::from_vec(vec![3.0, 700.0], &[2], &dev).unwrap();
+    let fwd = || model.predict_eps(&x, &t, None).unwrap();
+
+    // Grad mode on: the dense masked forward (bf16 cuBLAS GEMMs).
+    let dense = fwd().detach();
+    let before = compressions();
+    let sparse = {
+        let _g = no_grad();
+        fwd()
+    };
+    let convs = kinds(&store, "cusparselt-2:4-conv");
+    let linears = kinds(&store, "cusparselt-2:4");
+    assert!(convs >= 10, "only {convs} Conv2d layers went through cuSPARSELt");
+    assert_eq!(compressions() - before, convs + linears, "one compression per deployed layer");
+    // conv_in's 3 input channels leave its mask dense (nothing to deploy);
+    // conv_out's 3 outputs are not a cuSPARSELt shape: refused, it runs dense.
+    let kind = |name: &str| store.sparse_slots().into_iter().find(|(n, _)| n == name).unwrap().1.deployed_kind();
+    assert_eq!(kind("conv_in"), None, "conv_in");
+    assert_eq!(kind("conv_out"), Some("dense"), "conv_out");
+    let (e, scale) = err(&sparse, &dense);
+    // bf16 operands on both sides; the 2:4 path also rounds each layer's
+    // output to bf16 (2^-9 relative) before the f32 epilogue ops.
+    assert!(e <= 3e-2 * scale, "2:4 vs dense masked: max error {e} > 3e-2 × {scale}");
+    assert!(e > 0.0, "the 2:4 path rounds its outputs to bf16: an exact match means it did not run");
+    {
+        let _g = no_grad();
+        let again = fwd();
+        assert_eq!(compressions() - before, convs + linears, "no recompression for unchanged weights");
+        assert_eq!(again.to_vec_f32().unwrap(), sparse.to_vec_f32().unwrap(), "deterministic");
+    }
+    set_matmul_precision(MatmulPrecision::F32);
 }

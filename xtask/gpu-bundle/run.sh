@@ -131,6 +131,17 @@ if run_one bench-forward-b$B500 120 bash -c '"$0" bench "$@" > "$LOG_DIR/bench-f
   row PASS bench-forward-b$B500 "$LAST_SECS" "forward dense $(field "$j" forward_ms) ms$P_FWD, 2:4 $(field "$j" forward_nm_ms) ms$NM_NOTE"
 fi
 
+# 2b. The tiny DDPM UNet's sampling forward with every layer 2:4: its Conv2d layers through im2col +
+#     cuSPARSELt (kind cusparselt-2:4-conv; the 3-channel output conv stays dense). Not with --quick:
+#     the bench also times training steps, minutes on the simulator; the simulated check of this path
+#     is the gpu_deployed24 test (step 1, and CI).
+if [ $QUICK = 1 ]; then
+  case bench-unet-24 in *"$FILTER"*) row SKIP bench-unet-24 0 "--quick: tests/gpu_deployed24 checks the UNet's 2:4 convolutions" ;; esac
+elif [ ${#PATTERN[@]} -gt 0 ] && run_one bench-unet-24-b256 120 bash -c '"$0" bench "$@" > "$LOG_DIR/bench-unet.json"' "$BIN" --config demo_shapes_unet --iters 10 --device cuda --precision bf16 --batch 256 "${PATTERN[@]}" --json; then
+  j="$LOG_DIR/bench-unet.json"
+  row PASS bench-unet-24-b256 "$LAST_SECS" "UNet forward dense $(field "$j" forward_ms) ms, 2:4 $(field "$j" forward_nm_ms) ms ($(field "$j" nm_layers) 2:4 layers)"
+fi
+
 # 3. The GEMM table beside the cuSPARSELt ceiling (on the simulator: the scaled-down agreement check).
 if [ -x "$HERE/benches/gpu_gemm" ]; then
   if [ $QUICK = 1 ]; then GEMM=(env SPARSEDM_BENCH_QUICK=1 "$HERE/benches/gpu_gemm"); else GEMM=("$HERE/benches/gpu_gemm" --bench); fi
@@ -184,6 +195,13 @@ if run_one fid-setup 120 bash -c '"$0" "$1" && "$2" sample --checkpoint "$3" --n
     case "$cmp" in PASS*) row PASS fid-stats-cpu-vs-gpu "$secs" "$NSMALL images; $cmp" ;; *) row FAIL fid-stats-cpu-vs-gpu "$secs" "$cmp"; status=1 ;; esac
   fi
 fi
+
+# 7. prune on the GPU: Diff-Pruning of the demo model (the Taylor-importance pass's forwards and
+#    backwards on the device) to half its MACs; magnitude pruning on the device is the gpu_prune test.
+if [ $QUICK = 1 ]; then PRUNE=(--steps 2 --batch 2); else PRUNE=(--steps 250 --batch 64); fi
+run_one prune-diff-pruning 120 "$BIN" prune --method diff-pruning --macs 0.5 --config demo_shapes_uvit --weights "$DEMO" \
+    "${PRUNE[@]}" --device cuda --out "$LOG_DIR/tmp/pruned.safetensors" --force \
+  && row PASS prune-diff-pruning "$LAST_SECS" "$(grep -m1 '^importance:' "$LOG_DIR/prune-diff-pruning.log")"
 
 echo
 echo "== summary ($(($(date +%s) - START)) s of a ${BUDGET_S} s budget; logs in $LOG_DIR)"

@@ -14,13 +14,13 @@
 
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::ModelConfig;
-use sparsedm_diffusion::diffprune::{ImportanceOptions, ImportancePass, Pruned, importance_pass, prune_to_macs};
-use sparsedm_tensor::{Rng, Tensor, load_weights_metadata, save_safetensors};
+use sparsedm_diffusion::diffprune::{ImportanceOptions, ImportancePass, Pruned, check_importance_options, importance_pass, prune_to_macs};
+use sparsedm_tensor::{Device, Rng, Tensor, load_weights_metadata, save_safetensors};
 use sparsedm_train::RunConfig;
 use sparsedm_train::build;
 use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
 use sparsedm_train::data::loader::{LoaderConfig, make_batch};
-use sparsedm_train::restore::restore;
+use sparsedm_train::restore::restore_on;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -72,7 +72,15 @@ pub fn run_config_for(base: &RunConfig, cfg: &ModelConfig) -> Result<RunConfig> 
 /// importance on one batch of `run`'s dataset and prunes to `opts.macs`.
 /// A sparse run config or a checkpoint carrying N:M masks is refused:
 /// Diff-Pruning starts from a dense model.
-pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<DiffPruned> {
+///
+/// The model, the batch and the noise live on `device`, so the pass's
+/// forwards and backwards run there through the same model code as on the
+/// CPU; the batch and the noise are drawn on the host (the same values on
+/// every device), and the scores and the slicing are computed on host
+/// copies of the weights and gradients. `announce` is called once every
+/// input has been checked, right before the pass (where `prune --device
+/// auto` says which device computes), so a refused input stays one line.
+pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options, device: Device, announce: impl FnOnce()) -> Result<DiffPruned> {
     sparsedm_diffusion::diffprune::check_mac_target(opts.macs)?;
     if run.sparse.is_some() {
         bail!("diff-pruning starts from a dense model: the run config has a [sparse] section; remove it");
@@ -80,7 +88,7 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
     if opts.batch == 0 {
         bail!("the importance batch must hold at least one image");
     }
-    let bundle = load_dense(run, weights)?;
+    let bundle = load_dense(run, weights, device)?;
     let data = build::dataset(run)?;
     let [c, h, w] = bundle.config.input_shape();
     let (dh, dw) = data.image_size();
@@ -93,9 +101,15 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
     if bundle.config.num_classes().is_some() && labels.is_none() {
         bail!("the model is class-conditional but dataset {:?} has no labels", run.dataset.name);
     }
-    let noise = Tensor::randn(batch.images.shape(), &mut Rng::new(run.seed ^ 0x4449_4646), &sparsedm_tensor::Device::Cpu)?;
+    let noise = Tensor::randn(batch.images.shape(), &mut Rng::new(run.seed ^ 0x4449_4646), &Device::Cpu)?.to_device(&device)?;
+    let images = batch.images.to_device(&device)?;
+    let labels = labels.map(|l| l.to_device(&device)).transpose()?;
     let schedule = build::schedule(run)?;
-    let pass = importance_pass(bundle.model.as_ref(), &bundle.store, schedule.as_ref(), &batch.images, labels.as_ref(), &noise, opts.pass)?;
+    check_importance_options(schedule.as_ref(), opts.pass)?;
+    // The MAC plan is analytic: a model that cannot reach the target fails here, before the pass.
+    sparsedm_diffusion::diffprune::plan_for_macs(&bundle.config, opts.macs)?;
+    announce();
+    let pass = importance_pass(bundle.model.as_ref(), &bundle.store, schedule.as_ref(), &images, labels.as_ref(), &noise, opts.pass)?;
     let pruned = prune_to_macs(&bundle.config, &bundle.store, &pass.grads, opts.macs)?;
     let params_after = pruned.tensors.iter().map(|(_, t)| t.shape().iter().product::<usize>()).sum();
     let out_run = run_config_for(run, &pruned.config)?;
@@ -105,7 +119,7 @@ pub fn diff_prune(run: &RunConfig, weights: &Path, opts: &Options) -> Result<Dif
 /// The dense model to prune: a training checkpoint's EMA weights (the
 /// reference prunes the EMA model), whose stored model must be the run
 /// config's; or a model checkpoint loaded strictly into the run config's model.
-fn load_dense(run: &RunConfig, weights: &Path) -> Result<build::Bundle> {
+fn load_dense(run: &RunConfig, weights: &Path, device: Device) -> Result<build::Bundle> {
     let meta = load_weights_metadata(weights)?;
     if meta.get(META_KIND).map(String::as_str) == Some("train-state") {
         let stored = match meta.get(META_CONFIG) {
@@ -115,7 +129,7 @@ fn load_dense(run: &RunConfig, weights: &Path) -> Result<build::Bundle> {
         if stored.as_ref().is_some_and(|s| s.sparse.is_some()) {
             bail!("{} is a checkpoint of a sparse run: diff-pruning starts from a dense model", weights.display());
         }
-        let restored = restore(weights, true, None)?;
+        let restored = restore_on(weights, true, None, device)?;
         let wanted = ModelConfig::from_json(build::arch(run)?, &run.nnet_json()?)?;
         if restored.bundle.config != wanted {
             bail!(
@@ -136,7 +150,7 @@ fn load_dense(run: &RunConfig, weights: &Path) -> Result<build::Bundle> {
             );
         }
     }
-    build::frozen_model(run, &weights.display().to_string())
+    build::frozen_model_on(run, &weights.display().to_string(), device)
         .with_context(|| format!("loading {} into the {} model of the run config", weights.display(), run.arch))
 }
 

@@ -273,7 +273,7 @@ impl Lab {
                 stride: DIFF_PRUNING_STRIDE,
             },
         };
-        let pruned = crate::diffprune::diff_prune(&self.base, &self.dense, &opts)?;
+        let pruned = crate::diffprune::diff_prune(&self.base, &self.dense, &opts, self.device, || ())?;
         let path = self.out.join(format!("{slug}_pruned.safetensors"));
         pruned.write(&path, &self.dense, &opts)?;
         eprintln!(

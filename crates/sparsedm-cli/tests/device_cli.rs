@@ -53,6 +53,8 @@ fn cuda_without_a_gpu_is_one_clear_error_in_every_computing_command() {
         vec!["demo", "--out", &o],
         vec!["repro", "table1", "--out", &o],
         vec!["bench", "--iters", "1"],
+        vec!["prune", "--arch", "uvit", "--config", &cfg, "--weights", &w, "--pattern", "2:4", "--policy", "all", "--out", &o],
+        vec!["prune", "--method", "diff-pruning", "--macs", "0.5", "--config", "demo_shapes_uvit", "--weights", DEMO, "--out", &o],
     ];
     for mut args in commands {
         args.extend(["--device", "cuda"]);
@@ -90,6 +92,17 @@ fn auto_computes_on_the_cpu_and_says_why() {
         assert!(notes[0].starts_with("--device auto: computing on the CPU: no usable GPU (") && notes[0].contains("CUDA"), "{}", notes[0]);
         assert!(out.exists());
     }
+    // prune too (its masks or importance pass then run on the host).
+    let pruned = scratch("auto.pruned.safetensors");
+    let _ = std::fs::remove_file(&pruned);
+    let p = pruned.display().to_string();
+    let run = sparsedm(&["prune", "--arch", "uvit", "--config", &cfg, "--weights", &w, "--pattern", "2:4", "--policy", "all", "--out", &p, "--device", "auto"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let notes: Vec<&str> = err.lines().filter(|l| l.starts_with("--device auto:")).collect();
+    assert_eq!(notes.len(), 1, "prune: one line on the device: {err}");
+    assert!(notes[0].starts_with("--device auto: computing on the CPU: no usable GPU ("), "{}", notes[0]);
+    assert!(pruned.exists());
     // Reduced precision is refused on the CPU before any work, naming the accepted choice.
     let run =
         sparsedm(&["sample", "--checkpoint", DEMO, "--n", "2", "--out", &scratch("p.npz").display().to_string(), "--precision", "bf16"]);

@@ -352,6 +352,22 @@ fn step_time(schedule: &dyn NoiseSchedule, k: usize) -> f64 {
 /// fixed ε of the same shape, `y` the labels of a class-conditional model.
 /// The store is put in evaluation mode (no dropout, as the reference's
 /// `model.eval()`); its parameters are not changed.
+/// The checks [`importance_pass`] makes on its options before any work:
+/// 1..=limit timesteps (the schedule's steps, at most [`TIMESTEPS`]) and a
+/// valid threshold; callers run it first so a bad option is an error
+/// before a model is moved or a device announced.
+pub fn check_importance_options(schedule: &dyn NoiseSchedule, opts: ImportanceOptions) -> Result<()> {
+    let limit = schedule.discrete().map_or(TIMESTEPS, |d| d.num_steps().min(TIMESTEPS));
+    if opts.max_steps == 0 || opts.max_steps > limit {
+        return Err(bad(format!("the importance pass needs 1..={limit} timesteps, got {}", opts.max_steps)));
+    }
+    if opts.stride == 0 || opts.stride > opts.max_steps {
+        return Err(bad(format!("the importance pass's timestep stride must be in 1..={}, got {}", opts.max_steps, opts.stride)));
+    }
+    InformativeSteps::new(opts.threshold)?;
+    Ok(())
+}
+
 pub fn importance_pass(
     model: &dyn EpsModel,
     store: &ParamStore,
@@ -367,13 +383,7 @@ pub fn importance_pass(
             msg: format!("images {:?} and noise {:?} must be the same non-empty [B, C, H, W]", x0.shape(), noise.shape()),
         });
     }
-    let limit = schedule.discrete().map_or(TIMESTEPS, |d| d.num_steps().min(TIMESTEPS));
-    if opts.max_steps == 0 || opts.max_steps > limit {
-        return Err(bad(format!("the importance pass needs 1..={limit} timesteps, got {}", opts.max_steps)));
-    }
-    if opts.stride == 0 || opts.stride > opts.max_steps {
-        return Err(bad(format!("the importance pass's timestep stride must be in 1..={}, got {}", opts.max_steps, opts.stride)));
-    }
+    check_importance_options(schedule, opts)?;
     let mut rule = InformativeSteps::new(opts.threshold)?;
     store.set_training(false);
     let params = store.params();
@@ -433,11 +443,17 @@ pub struct Pruned {
 /// Prunes the model `cfg` whose weights are in `store` to `target` × its
 /// MACs, removing in every group the units with the lowest Taylor scores
 /// under `grads` (from [`importance_pass`]). The pruned tensors are checked
-/// by building the pruned config and loading them strictly.
+/// by building the pruned config and loading them strictly. `store` and
+/// `grads` may live on any device (the pass runs where the model is); the
+/// scores and the slicing work on host copies, and the pruned tensors are
+/// f32 on the CPU.
 pub fn prune_to_macs(cfg: &ModelConfig, store: &ParamStore, grads: &HashMap<String, Tensor>, target: f64) -> Result<Pruned> {
     let plan = plan_for_macs(cfg, target)?;
     let groups = channel_groups(cfg);
-    let state = store.state_dict();
+    let host = sparsedm_tensor::Device::Cpu;
+    let state = store.state_dict().into_iter().map(|(n, t)| Ok((n, t.to_device(&host)?))).collect::<Result<Vec<_>>>()?;
+    let grads = grads.iter().map(|(n, g)| Ok((n.clone(), g.to_device(&host)?))).collect::<Result<HashMap<_, _>>>()?;
+    let grads = &grads;
     let weights: HashMap<String, Tensor> = state.iter().cloned().collect();
     let mut selections = Vec::with_capacity(groups.len());
     let mut outcomes = Vec::with_capacity(groups.len());

@@ -46,6 +46,7 @@ pub mod io;
 mod layout;
 pub mod nm_cpu;
 pub mod nm_cuda;
+pub mod nm_cuda_conv;
 pub(crate) mod op_kinds;
 mod ops;
 pub mod pth;

@@ -25,12 +25,40 @@ use std::time::Instant;
 /// Timed repetitions per path at a problem's first use (after one warm-up).
 const TUNE_REPS: usize = 5;
 
-/// (device name, rows rounded up to a power of two, out, in, bias).
-type Key = (String, usize, usize, usize, bool);
+/// A problem's dispatch key: the kernel, the device name, the rows rounded
+/// up to a power of two and the layer's shape (see the callers).
+type Key = String;
 
 fn table() -> &'static Mutex<HashMap<Key, NmPath>> {
     static T: OnceLock<Mutex<HashMap<Key, NmPath>>> = OnceLock::new();
     T.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The faster path for the problem `key` on `dev`: looked up, or timed
+/// once (a warm-up of each path, then the best of [`TUNE_REPS`]
+/// interleaved runs of `run` on each, synchronised) and kept for the
+/// process. Callers settle the simulator (no real timings) and
+/// [`crate::nm_cpu::force_path`] themselves, before asking.
+pub(crate) fn timed_choice(key: Key, dev: Device, run: impl Fn(NmPath) -> Result<Tensor>) -> Result<NmPath> {
+    if let Some(&path) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(path);
+    }
+    let mut best = [f64::INFINITY; 2];
+    for path in [NmPath::Dense, NmPath::Sparse] {
+        run(path)?;
+    }
+    for _ in 0..TUNE_REPS {
+        for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
+            dev.synchronize()?;
+            let t = Instant::now();
+            run(path)?;
+            dev.synchronize()?;
+            best[i] = best[i].min(t.elapsed().as_secs_f64());
+        }
+    }
+    let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
+    table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
+    Ok(path)
 }
 
 /// A 2:4 Linear compressed on a GPU, with the masked dense weight for the
@@ -127,33 +155,26 @@ impl Sparse24Linear {
             return self.forward_with(NmPath::Sparse, x);
         }
         let m = x.elem_count() / self.in_features().max(1);
-        let key = (
-            self.imp.device_name().to_string(),
+        let key = format!(
+            "linear|{}|{}|{}|{}|{}",
+            self.imp.device_name(),
             m.max(1).next_power_of_two(),
             self.out_features(),
             self.in_features(),
-            self.bias.is_some(),
+            self.bias.is_some()
         );
-        if let Some(&path) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return self.forward_with(path, x);
-        }
-        let dev: Device = x.device();
-        let mut best = [f64::INFINITY; 2];
-        for path in [NmPath::Dense, NmPath::Sparse] {
-            self.forward_with(path, x)?;
-        }
-        for _ in 0..TUNE_REPS {
-            for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
-                dev.synchronize()?;
-                let t = Instant::now();
-                self.forward_with(path, x)?;
-                dev.synchronize()?;
-                best[i] = best[i].min(t.elapsed().as_secs_f64());
-            }
-        }
-        let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
-        table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
+        let path = timed_choice(key, x.device(), |p| self.forward_with(p, x))?;
         self.forward_with(path, x)
+    }
+
+    /// Whether the weight lives on the CUDA simulator (no timings there).
+    pub(crate) fn is_simulated(&self) -> bool {
+        self.imp.is_simulated()
+    }
+
+    /// The device's name (a dispatch key).
+    pub(crate) fn device_name(&self) -> &str {
+        self.imp.device_name()
     }
 }
 

@@ -261,6 +261,17 @@ impl Storage {
         }
     }
 
+    /// The im2col columns `[n, c·kh·kw, ho·wo]` (f32) of the NCHW view `l`
+    /// under `g`: the right operand of a convolution as a GEMM, which the
+    /// deployed 2:4 Conv2d on CUDA reorders for cuSPARSELt. CUDA only (the
+    /// CPU's N:M convolution makes its own channel-last columns).
+    pub(crate) fn sparse24_im2col(&self, l: &Layout, g: &ConvGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(_) => Err(Error::NotImplementedOnDevice { op: "sparse24_im2col", device: self.device() }),
+            Storage::Cuda(x) => Ok(Storage::Cuda(x.sparse24_im2col(l, g)?)),
+        }
+    }
+
     /// `x [m, k] · Wᵀ + b` with a compressed 2:4 weight (f32 in and out).
     pub(crate) fn sparse24_matmul(&self, l: &Layout, w: &cuda::Sparse24, m: usize) -> Result<Storage> {
         match self {

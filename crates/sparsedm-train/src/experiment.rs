@@ -101,8 +101,20 @@ impl Judge {
     /// FD-px reference from the first `n_reference` images of `data`, FID
     /// against precomputed statistics (e.g. pytorch-fid's CIFAR-10 npz).
     pub fn with_fid_reference(data: &dyn Dataset, n_reference: usize, inception: &Path, reference: FeatureStats) -> Result<Self> {
+        Self::with_fid_reference_on(data, n_reference, inception, reference, Device::Cpu)
+    }
+
+    /// [`Self::with_fid_reference`] with InceptionV3 on `device` (where the
+    /// scored images' features are extracted).
+    pub fn with_fid_reference_on(
+        data: &dyn Dataset,
+        n_reference: usize,
+        inception: &Path,
+        reference: FeatureStats,
+        device: Device,
+    ) -> Result<Self> {
         let reference_px = pixel_stats(&DatasetImages::new(data, n_reference), DEFAULT_CELLS)?;
-        let net = InceptionV3::load(inception, &Device::Cpu)?;
+        let net = InceptionV3::load(inception, &device)?;
         Ok(Judge { reference_px, inception: Some((net, reference)) })
     }
 

@@ -8,8 +8,10 @@
 //! - A tiny U-ViT trained for a few steps from the same initial weights, data
 //!   and noise stream on both devices: with f32 matmuls the losses agree to
 //!   rounding (the GPU's normals differ from the CPU's by a few ulp, its
-//!   reductions sum in another order); with bf16 matmuls the loss curve
-//!   follows the CPU's within a few percent. The same for SR-STE 2:4.
+//!   reductions sum in another order); with bf16 matmuls (see
+//!   [`gpu_tiny_uvit_training_follows_the_cpu_in_bf16`]) the losses follow
+//!   the CPU's within one bf16 rounding and the parameters' updates within
+//!   a fraction of their length. The same for SR-STE 2:4 (bf16: SR-STE only).
 //!
 //! - The trainer itself on a GPU: the same run as on the CPU, a checkpoint
 //!   written by the GPU run (on the host) resumed on the CPU.
@@ -161,8 +163,15 @@ fn tiny_uvit() -> UViTConfig {
 /// Trains the tiny U-ViT for `steps` steps on `dev` (same seed, data and
 /// noise stream everywhere); returns the losses and the final parameters.
 fn train_curve(dev: Device, steps: usize, srste: bool) -> (Vec<f32>, Vec<Vec<f32>>) {
+    train_curve_from(dev, steps, srste).1
+}
+
+/// [`train_curve`] with the initial parameters (drawn on the host from the
+/// store's seed, so the same on every device) first.
+fn train_curve_from(dev: Device, steps: usize, srste: bool) -> (Vec<Vec<f32>>, (Vec<f32>, Vec<Vec<f32>>)) {
     let store = ParamStore::new(dev, 3);
     let model = UViT::new(&store, &tiny_uvit()).unwrap();
+    let init = store.params().iter().map(|(_, p)| p.to_vec_f32().unwrap()).collect();
     if srste {
         apply_policy(&store, &"all".parse::<Policy>().unwrap(), NmPattern::new(2, 4).unwrap(), SparseMode::srste).unwrap();
     }
@@ -180,7 +189,7 @@ fn train_curve(dev: Device, steps: usize, srste: bool) -> (Vec<f32>, Vec<Vec<f32
         opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
         store.after_optimizer_step().unwrap();
     }
-    (losses, store.params().iter().map(|(_, p)| p.to_vec_f32().unwrap()).collect())
+    (init, (losses, store.params().iter().map(|(_, p)| p.to_vec_f32().unwrap()).collect()))
 }
 
 fn compare_curves(test: &str, cpu: &(Vec<f32>, Vec<Vec<f32>>), gpu: &(Vec<f32>, Vec<Vec<f32>>), loss_tol: f32, param_tol: f32) {
@@ -222,18 +231,69 @@ impl Drop for Bf16Matmuls {
     }
 }
 
+/// ‖a − b‖₂ / ‖b‖₂ of two update vectors.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / n.max(1e-30)).sqrt()
+}
+
+/// The bf16 run against the f32 CPU run. The CPU has no bf16 matmuls, so
+/// the two runs compute different (both correct) products: every GPU matmul
+/// rounds its operands to bf16 (8 mantissa bits, 2^-9 relative) and
+/// accumulates in f32, as cuBLAS does (the simulator's GEMM reproduces
+/// that: round-to-nearest-even casts, exact widening, f32 sums). What must
+/// agree, and how closely:
+///
+/// - the losses, within 2e-3 relative (one bf16 rounding, 2^-9 ≈ 1.95e-3):
+///   the operand roundings average out over each loss's many terms
+///   (observed on the simulator: under 1e-4);
+/// - each parameter's *update* (final − initial), within 0.2 of its length
+///   in the L2 norm (observed on the simulator: at most 0.03 dense, 0.07
+///   with SR-STE). Not max |Δ| over max |p|: Adam moves every element by
+///   about lr per step whatever its gradient's size, so an element whose
+///   gradient is near zero — where bf16 rounding decides its sign — moves by
+///   ±lr either way, and for the zero-initialised biases (max |p| = the
+///   travelled ~8·lr) one such element is 20–30 % of max |p| (the 0.19 of
+///   `in_blocks.0.mlp.fc1.bias` that made this test fail before); SR-STE
+///   adds mask flips between nearly equal weights. The norm of the whole
+///   update is carried by the elements whose gradients bf16 does not flip.
+///
+/// A GPU path that drops a gradient, uses a stale mask or a wrong transpose
+/// moves the losses by far more than 2e-3 and the updates by O(1).
+///
+/// SR-STE 2:4 only: it runs every bf16 GEMM of the dense run plus the masks
+/// (whose flips between nearly equal weights make it the harder case), and
+/// one run keeps the simulated CI time down (the dense run adds ~20 s).
 #[test]
 fn gpu_tiny_uvit_training_follows_the_cpu_in_bf16() {
     let _p = PRECISION.write().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device("gpu_tiny_uvit_training_follows_the_cpu_in_bf16") else { return };
-    for srste in [false, true] {
-        let cpu = train_curve(CPU, 8, srste);
-        let gpu = {
+    {
+        let srste = true;
+        let test = format!("bf16, SR-STE {srste}");
+        let (init, cpu) = train_curve_from(CPU, 8, srste);
+        let (init_gpu, gpu) = {
             let _bf16 = Bf16Matmuls::on();
-            train_curve(dev, 8, srste)
+            train_curve_from(dev, 8, srste)
         };
-        // bf16 operands (8-bit mantissa) in every matmul: the curve, not the bits.
-        compare_curves(&format!("bf16, SR-STE {srste}"), &cpu, &gpu, 3e-2, 1e-1);
+        assert_eq!(init_gpu, init, "{test}: the same initial parameters on both devices");
+        for (k, (g, c)) in gpu.0.iter().zip(&cpu.0).enumerate() {
+            let rel = (g - c).abs() / c.abs().max(1e-6);
+            assert!(rel <= 2e-3, "{test}: step {k}: loss {g} on the GPU, {c} on the CPU (relative difference {rel:.2e} > 2e-3)");
+        }
+        assert!(cpu.0.last() < cpu.0.first(), "{test}: the CPU run did not learn ({:?})", cpu.0);
+        let mut worst = (0.0, 0);
+        for (i, ((g, c), p0)) in gpu.1.iter().zip(&cpu.1).zip(&init).enumerate() {
+            let dg: Vec<f32> = g.iter().zip(p0).map(|(a, b)| a - b).collect();
+            let dc: Vec<f32> = c.iter().zip(p0).map(|(a, b)| a - b).collect();
+            let d = rel_l2(&dg, &dc);
+            if d > worst.0 {
+                worst = (d, i);
+            }
+            assert!(d <= 0.2, "{test}: parameter {i}'s update differs by {d:.3} of its length (> 0.2)");
+        }
+        eprintln!("{test}: largest update difference {:.3} (parameter {})", worst.0, worst.1);
     }
 }
 

@@ -21,6 +21,13 @@
 //! The output is a smaller dense model whose metadata carries its run
 //! config; a run config for fine-tuning it (`train.init` = the output) is
 //! written beside it with the extension `.toml`.
+//!
+//! **`--device`** (both methods): where the masks (magnitude) or the
+//! Taylor-importance pass's forwards and backwards (diff-pruning) are
+//! computed, through the same model code as on the CPU; the written file
+//! is the same as the CPU's within float tolerance (masks are computed by
+//! the one N:M rule on either device; ties between equal magnitudes are
+//! broken the same way). The file is written from host copies.
 
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::checkpoint::read_verified_key;
@@ -98,6 +105,8 @@ pub struct Args {
     /// diff-pruning: images in the importance batch.
     #[arg(long, default_value_t = crate::diffprune::DEFAULT_BATCH)]
     pub batch: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -132,6 +141,7 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     if let Some(arch) = args.arch.filter(|a| a.name() != run.arch) {
         bail!("--arch {arch} does not match the run config's arch {:?}", run.arch);
     }
+    let device = args.device.resolve()?;
     let opts = crate::diffprune::Options {
         macs,
         batch: args.batch,
@@ -141,7 +151,7 @@ fn run_diff_pruning(args: Args) -> Result<()> {
             stride: args.stride,
         },
     };
-    let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts)?;
+    let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts, device, || args.device.announce())?;
     pruned.write(&args.out, &args.weights, &opts)?;
     let mut finetune = pruned.run.clone();
     finetune.train.init = Some(args.out.display().to_string());
@@ -186,9 +196,12 @@ fn run_magnitude(args: Args) -> Result<()> {
         bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {pattern}");
     }
     crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
+    let device = args.device.resolve()?;
     let cfg = ModelConfig::from_file(arch, &args.config)?;
     crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
-    let store = ParamStore::new(Device::Cpu, 0);
+    // The model lives on `device`, so the masks are computed there (the
+    // `nm_mask` kernel on a GPU; transposable masks on the host, as always).
+    let store = ParamStore::new(device, 0);
     cfg.build(&store).with_context(|| format!("building the {arch} model of {}", args.config.display()))?;
     // Verified against its own sparsity spec when it has one; NaN/Inf
     // weights are refused by the load (magnitude pruning would keep NaN).
@@ -197,11 +210,16 @@ fn run_magnitude(args: Args) -> Result<()> {
 
     let report =
         prune(&store, &policy, pattern, args.transposable).with_context(|| format!("pruning {} to {pattern}", args.weights.display()))?;
+    // After the policy's own checks (a policy selecting no layer is one line),
+    // the line saying where the masks were computed.
+    args.device.announce();
     let macs: HashMap<String, u64> =
         cfg.mac_report(1).entries.into_iter().filter(|e| e.kind.is_weight_layer()).map(|e| (e.name, e.dense)).collect();
     let report = report.with_macs(&macs);
 
     let (tensors, spec) = replace_pruned(original, &store)?;
+    // Written from host copies, whatever device computed the masks.
+    let tensors = tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?))).collect::<Result<Vec<_>>>()?;
     let mut meta = load_weights_metadata(&args.weights)?;
     meta.remove(SPARSITY_METADATA_KEY);
     meta.insert("sparsedm.prune.source".into(), args.weights.display().to_string());

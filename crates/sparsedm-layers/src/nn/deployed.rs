@@ -16,10 +16,12 @@
 //! - CUDA tensors at the bf16 matmul precision: a Linear whose weight has
 //!   at most 2 non-zeros in every 4 inputs goes through cuSPARSELt
 //!   ([`Sparse24Linear`], 2:4 on sparse tensor cores; 1:4 and 1:8 weights
-//!   are 2:4 too). At f32/TF32 precision (cuSPARSELt's 2:4 is f16/bf16
-//!   only), for a CUDA Conv2d, and when cuSPARSELt refuses the weight (its
-//!   prune check fails, e.g. a 4:8 weight, or a dimension is not a multiple
-//!   of 16: one line on stderr), the layer runs dense on the cached masked
+//!   are 2:4 too), a Conv2d likewise as im2col + the same SpMM on its
+//!   weight permuted channel-last ([`Sparse24Conv2d`]). At f32/TF32
+//!   precision (cuSPARSELt's 2:4 is f16/bf16 only) and when cuSPARSELt
+//!   refuses the weight (its prune check fails, e.g. a 4:8 weight, or a
+//!   dimension is not a multiple of 16, e.g. a 3-channel input conv: one
+//!   line on stderr per layer), the layer runs dense on the cached masked
 //!   weight.
 //! - Each kernel picks, per shape, the faster of itself and the dense
 //!   product once and keeps that choice (never slower than dense).
@@ -37,6 +39,7 @@ use crate::LayersError;
 use crate::nn::sparse::SparseSlot;
 use sparsedm_tensor::nm_cpu::{NmConv2d, NmLinear};
 use sparsedm_tensor::nm_cuda::Sparse24Linear;
+use sparsedm_tensor::nm_cuda_conv::Sparse24Conv2d;
 use sparsedm_tensor::{DType, Device, MatmulPrecision, Tensor, is_grad_enabled, matmul_precision};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +66,8 @@ enum Imp {
     CpuConv(NmConv2d),
     /// CUDA, Linear: cuSPARSELt 2:4.
     Cuda24(Sparse24Linear),
+    /// CUDA, Conv2d: im2col + cuSPARSELt 2:4.
+    Cuda24Conv(Sparse24Conv2d),
     /// The masked weight for the ordinary dense op (no N:M kernel applies).
     Dense(Tensor),
 }
@@ -149,12 +154,15 @@ fn build(slot: &SparseSlot, key: &Key, bias: Option<&Tensor>, conv: Option<ConvG
             })
         }
         Device::Cuda(_) => {
-            let eligible = conv.is_none() && key.precision == MatmulPrecision::Bf16;
-            if !eligible {
+            if key.precision != MatmulPrecision::Bf16 {
                 return Ok(Imp::Dense(masked));
             }
-            match Sparse24Linear::new(&masked, bias) {
-                Ok(s) => Ok(Imp::Cuda24(s)),
+            let made = match conv {
+                None => Sparse24Linear::new(&masked, bias).map(Imp::Cuda24),
+                Some(g) => Sparse24Conv2d::new(&masked, bias, g.stride, g.padding).map(Imp::Cuda24Conv),
+            };
+            match made {
+                Ok(imp) => Ok(imp),
                 Err(e) => {
                     if !slot.deploy_cache().warned.swap(true, Ordering::Relaxed) {
                         eprintln!("sparsedm: a {n}:{m} layer {shape:?} runs dense on {}: {e}", key.device);
@@ -192,7 +200,7 @@ pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor
         Imp::CpuLinear(l) => timed(|| l.forward_tensor(x))?,
         Imp::Cuda24(l) => timed(|| l.forward(x))?,
         Imp::Dense(w) => timed(|| x.linear(w, bias))?,
-        Imp::CpuConv(_) => return Ok(None),
+        Imp::CpuConv(_) | Imp::Cuda24Conv(_) => return Ok(None),
     }))
 }
 
@@ -201,19 +209,22 @@ pub(crate) fn conv_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor>,
     let Some(imp) = deployed(slot, x, bias, Some(g))? else { return Ok(None) };
     Ok(Some(match &*imp {
         Imp::CpuConv(c) => timed(|| c.forward_tensor(x))?,
+        Imp::Cuda24Conv(c) => timed(|| c.forward(x))?,
         Imp::Dense(w) => timed(|| x.conv2d(w, bias, g.stride, g.padding))?,
         Imp::CpuLinear(_) | Imp::Cuda24(_) => return Ok(None),
     }))
 }
 
 /// Which kernel a slot's cached entry uses (`None` when nothing is cached):
-/// `"nm-cpu"`, `"nm-cpu-conv"`, `"cusparselt-2:4"` or `"dense"`.
+/// `"nm-cpu"`, `"nm-cpu-conv"`, `"cusparselt-2:4"` (Linear),
+/// `"cusparselt-2:4-conv"` (Conv2d) or `"dense"`.
 pub(crate) fn cached_kind(slot: &SparseSlot) -> Option<&'static str> {
     let entry = slot.deploy_cache().entry.lock().unwrap_or_else(|e| e.into_inner());
     entry.as_ref().map(|(_, imp)| match **imp {
         Imp::CpuLinear(_) => "nm-cpu",
         Imp::CpuConv(_) => "nm-cpu-conv",
         Imp::Cuda24(_) => "cusparselt-2:4",
+        Imp::Cuda24Conv(_) => "cusparselt-2:4-conv",
         Imp::Dense(_) => "dense",
     })
 }

@@ -387,7 +387,8 @@ impl SparseSlot {
     }
 
     /// The kernel of the cached deployed weight, if any: `"nm-cpu"`,
-    /// `"nm-cpu-conv"`, `"cusparselt-2:4"` or `"dense"` (no N:M kernel applies).
+    /// `"nm-cpu-conv"`, `"cusparselt-2:4"` (Linear), `"cusparselt-2:4-conv"`
+    /// (Conv2d) or `"dense"` (no N:M kernel applies).
     pub fn deployed_kind(&self) -> Option<&'static str> {
         deployed::cached_kind(self)
     }

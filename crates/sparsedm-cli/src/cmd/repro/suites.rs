@@ -45,7 +45,8 @@ impl Setup {
         let held_out = samples.min(data.len() / 2);
         let n_ref = if a.inception.is_some() { 1000 } else { data.len() }.min(data.len() - held_out);
         eprintln!("[repro] reference statistics from {n_ref} real images ({})", data.describe());
-        let judge = Judge::new(data.as_ref(), n_ref, a.inception.as_deref())?;
+        // InceptionV3 (with --inception) extracts on the command's device, as `fid --device` does.
+        let judge = Judge::new_on(data.as_ref(), n_ref, a.inception.as_deref(), device)?;
         let floor = judge.real_floor(data.as_ref(), data.len() - held_out, held_out)?;
         let dense = a.out.join("dense.safetensors");
         sparsedm_tensor::write_atomic(&dense, DEMO_DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
@@ -102,7 +103,7 @@ Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not 
         let data = sparsedm_train::build::dataset(&base)?;
         let reference = sparsedm_fid::read_stats_npz(stats)?;
         eprintln!("[repro] CIFAR-10: {}; FID reference {}", data.describe(), stats.display());
-        let judge = Judge::with_fid_reference(data.as_ref(), 10_000, inception, reference)?;
+        let judge = Judge::with_fid_reference_on(data.as_ref(), 10_000, inception, reference, device)?;
         let samples = a.samples.unwrap_or(50_000);
         let describe = format!(
             "Paper scale: U-ViT-S/2 on CIFAR-10 from the official checkpoint `{}`, the U-ViT recipe (batch 128, AdamW 2e-4, betas 0.99/0.999, \
@@ -150,7 +151,7 @@ fn unet_lab(a: &Args, device: Device, data_described: &str, n_ref: usize, sample
         base: finetune_base(DEMO_UNET_PRESET)?,
         dense,
         device,
-        judge: Judge::new(data.as_ref(), n_ref, a.inception.as_deref())?,
+        judge: Judge::new_on(data.as_ref(), n_ref, a.inception.as_deref(), device)?,
         draw: DrawSpec {
             n: samples,
             sampler: base.sample.sampler.parse()?,

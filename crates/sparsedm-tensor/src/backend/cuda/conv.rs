@@ -32,6 +32,17 @@ fn columns<'a>(x: &'a CudaStorage, l: &Layout, g: &ConvGeom) -> Result<Held<'a>>
     Ok(Held::Owned(cols))
 }
 
+/// The im2col columns of `x` as an owned `[N, C·kh·kw, Ho·Wo]` f32 buffer
+/// (also for a pointwise convolution), for the deployed 2:4 Conv2d.
+pub(crate) fn im2col_owned(x: &CudaStorage, l: &Layout, g: &ConvGeom) -> Result<CudaStorage> {
+    let op = "sparse24_im2col";
+    let xd = dense_f32(x, l, op)?;
+    let gpu = same_gpu(op, &[x])?;
+    let mut cols = CudaStorage::alloc(&gpu, DType::F32, g.n * g.ck() * g.p(), op)?;
+    im2col(&gpu, GpuDType::F32, &geometry(g), xd.buffer(), cols.buffer_mut()).map_err(kerr(op))?;
+    Ok(cols)
+}
+
 /// `[N, O, Ho, Wo]` output of `x` with weight `w` (`[O, C, kh, kw]`).
 pub(crate) fn forward(
     x: &CudaStorage,

@@ -201,6 +201,10 @@ impl CudaStorage {
         match *self {}
     }
     /// Never called: the storage type has no values.
+    pub(crate) fn sparse24_im2col(&self, _: &Layout, _: &crate::op_kinds::ConvGeom) -> Result<CudaStorage> {
+        match *self {}
+    }
+    /// Never called: the storage type has no values.
     pub(crate) fn sparse24_matmul(&self, _: &Layout, _: &Sparse24, _: usize) -> Result<CudaStorage> {
         match *self {}
     }

@@ -61,6 +61,11 @@ impl CudaStorage {
         Ok(Sparse24 { gpu, weight })
     }
 
+    /// The im2col columns `[n, c·kh·kw, ho·wo]` (f32) of the NCHW view `l`.
+    pub(crate) fn sparse24_im2col(&self, l: &Layout, g: &crate::op_kinds::ConvGeom) -> Result<CudaStorage> {
+        crate::backend::cuda::conv::im2col_owned(self, l, g)
+    }
+
     /// `y [m, n] = x [m, k] · Wᵀ + b` through cuSPARSELt, `x` the f32 view
     /// `l`; the result is f32.
     pub(crate) fn sparse24_matmul(&self, l: &Layout, w: &Sparse24, m: usize) -> Result<CudaStorage> {
