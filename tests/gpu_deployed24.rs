@@ -165,6 +165,7 @@ fn gpu_unet_24_convolutions_run_through_cusparselt_like_the_dense_masked_forward
         in_channels: 3,
         resolution: 8,
         widths: None,
+        num_groups: 32,
     };
     let store = ParamStore::new(dev, 11);
     let model = UNet::new(&store, &cfg).unwrap();
