@@ -9,7 +9,8 @@
 
 use crate::Layout;
 use crate::op_kinds::AttnDims;
-use crate::backend::cpu::math::fast_exp;
+use crate::backend::cpu::rows::softmax_in_place;
+use crate::backend::cpu::simd::vectorized;
 use crate::backend::cpu::matmul::gemm_f32;
 use rayon::prelude::*;
 
@@ -30,22 +31,13 @@ fn batch_offset(l: &Layout, i: usize) -> usize {
     off
 }
 
-/// `softmax(row · scale)` in place: the same operations, in the same
-/// order, as scaling the scores and then `rows.rs`'s softmax, so the fused
-/// and the composed attention agree to the bit.
+/// `softmax(row · scale)` in place: the scores are scaled, then
+/// `rows.rs`'s softmax runs on them — the same operations in the same order
+/// as scaling the score tensor and then taking its softmax, so the fused and
+/// the composed attention agree to the bit.
 fn softmax_scaled_in_place(row: &mut [f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for v in row.iter_mut() {
-        *v *= scale;
-        max = max.max(*v);
-    }
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = fast_exp(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    row.iter_mut().for_each(|v| *v *= scale);
+    softmax_in_place(row);
 }
 
 /// `softmax(q·kᵀ·scale)·v` as a contiguous `[batch…, lq, dv]` buffer, and,
@@ -95,7 +87,7 @@ pub(crate) fn attention(
             };
             // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
             gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
-            s.chunks_mut(nk).for_each(|row| softmax_scaled_in_place(row, scale));
+            vectorized(|| s.chunks_mut(nk).for_each(|row| softmax_scaled_in_place(row, scale)));
             // o[r0..r0+rows] = s · v
             gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
             r0 += rows;

@@ -5,6 +5,7 @@
 //! update. Parallel over chunks of the parameter.
 
 use crate::op_kinds::AdamWScalars;
+use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -14,7 +15,7 @@ const CHUNK: usize = 1 << 14;
 pub(crate) fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWScalars) {
     let AdamWScalars { beta1: b1, beta2: b2, eps, decay, step_size, bc2_sqrt, .. } = *s;
     p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(
-        |(((p, m), v), g)| {
+        |(((p, m), v), g)| vectorized(|| {
             for i in 0..p.len() {
                 let gi = g[i];
                 p[i] *= decay;
@@ -23,15 +24,17 @@ pub(crate) fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32],
                 let denom = v[i].sqrt() / bc2_sqrt + eps;
                 p[i] -= step_size * m[i] / denom;
             }
-        },
+        }),
     );
 }
 
 /// `e ← d·e + (1 − d)·x` element-wise.
 pub(crate) fn ema_update(e: &mut [f32], x: &[f32], d: f32) {
     e.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(e, x)| {
-        for (e, &c) in e.iter_mut().zip(x) {
-            *e = d * *e + (1.0 - d) * c;
-        }
+        vectorized(|| {
+            for (e, &c) in e.iter_mut().zip(x) {
+                *e = d * *e + (1.0 - d) * c;
+            }
+        })
     });
 }

@@ -17,6 +17,7 @@ mod pool;
 pub(crate) mod random;
 mod reduce;
 mod rows;
+pub mod simd;
 pub(crate) mod strided;
 
 pub use buffer::CpuStorage;

@@ -5,6 +5,7 @@
 use crate::backend::cpu::buffer::with_contiguous;
 use crate::backend::cpu::strided::gather;
 use crate::{Layout, Result};
+use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
 
 /// Sums contiguous `data` viewed as `[rows, inner]` over rows (a prefix
@@ -13,11 +14,13 @@ fn sum_prefix(data: &[f32], rows: usize, inner: usize) -> Vec<f32> {
     const BLOCK: usize = 64;
     let partial = |r0: usize, r1: usize| {
         let mut acc = vec![0f32; inner];
-        for r in r0..r1 {
-            for (a, &x) in acc.iter_mut().zip(&data[r * inner..(r + 1) * inner]) {
-                *a += x;
+        vectorized(|| {
+            for r in r0..r1 {
+                for (a, &x) in acc.iter_mut().zip(&data[r * inner..(r + 1) * inner]) {
+                    *a += x;
+                }
             }
-        }
+        });
         acc
     };
     if rows * inner < 1 << 15 {

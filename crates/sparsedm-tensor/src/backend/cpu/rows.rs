@@ -3,6 +3,7 @@
 //! backward. Rows are processed in parallel on contiguous data.
 
 use crate::backend::cpu::math::fast_exp;
+use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
 
 /// Applies `f(row_in, row_out)` to every row of length `len`, in parallel.
@@ -12,9 +13,9 @@ fn rows_map(data: &[f32], len: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> 
         return out;
     }
     if data.len() < 1 << 14 {
-        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| f(i, o));
+        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
     } else {
-        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| f(i, o));
+        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
     }
     out
 }
@@ -26,22 +27,29 @@ fn rows_map2(a: &[f32], b: &[f32], len: usize, f: impl Fn(&[f32], &[f32], &mut [
         return out;
     }
     if a.len() < 1 << 14 {
-        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
     } else {
-        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
     }
     out
 }
 
-fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = fast_exp(v - max);
-        sum += *o;
+/// Softmax of one row, in place. The exponentials are one vectorisable
+/// loop and their sum a separate one in element order (the same sum a fused
+/// loop would form, so splitting them changes no bit).
+pub(crate) fn softmax_in_place(y: &mut [f32]) {
+    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for o in y.iter_mut() {
+        *o = fast_exp(*o - max);
     }
+    let sum = y.iter().fold(0f32, |s, &v| s + v);
     let inv = 1.0 / sum;
     y.iter_mut().for_each(|o| *o *= inv);
+}
+
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    y.copy_from_slice(x);
+    softmax_in_place(y);
 }
 
 fn log_softmax_row(x: &[f32], y: &mut [f32]) {
@@ -93,14 +101,14 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
         return (y, Vec::new());
     }
     let mut rstd = vec![0f32; x.len() / len];
-    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| {
+    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| vectorized(|| {
         let (mean, rs) = row_stats(x, eps);
         let (mean, rs) = (mean as f32, rs as f32);
         for (o, &v) in y.iter_mut().zip(x) {
             *o = (v - mean) * rs;
         }
         *r = rs;
-    };
+    });
     if x.len() < 1 << 14 {
         x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()).for_each(row);
     } else {
