@@ -85,12 +85,46 @@ pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool)
     }
 }
 
-/// Mean and 1/√(var + eps) of a row, in f64 (biased variance).
+/// f64 accumulators per row sweep: eight lanes, so the sweep vectorises.
+const LANES: usize = 8;
+
+/// `(Σ f(a, b).0, Σ f(a, b).1)` over paired elements, in [`LANES`]
+/// interleaved partial sums (one vectorised sweep), added up at the end.
+#[inline(always)]
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
+    let (mut s1, mut s2) = ([0f64; LANES], [0f64; LANES]);
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (ca, cb) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            let (u, v) = f(ca[i], cb[i]);
+            s1[i] += u;
+            s2[i] += v;
+        }
+    }
+    for (i, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        let (u, v) = f(x, y);
+        s1[i] += u;
+        s2[i] += v;
+    }
+    (s1.iter().sum(), s2.iter().sum())
+}
+
+/// Mean and 1/√(var + eps) of a row (biased variance), in one sweep: the
+/// sums of `d = x − x₀` and `d²` in f64 (each `d` and `d²` exact in f64 for
+/// f32 inputs), over [`LANES`] interleaved partial sums. Shifting by the
+/// first element keeps `Σd²/n − (Σd/n)²` free of cancellation when the
+/// mean is large against the spread; the relative error of the variance is
+/// then ~len·2⁻⁵³, far below f32 resolution.
 fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, 1.0 / (var + eps as f64).sqrt())
+    let shift = x.first().map_or(0.0, |&v| v as f64);
+    let (sum, sumsq) = lane_sums(x, x, |v, _| {
+        let d = v as f64 - shift;
+        (d, d * d)
+    });
+    let dmean = sum / n;
+    let var = (sumsq / n - dmean * dmean).max(0.0);
+    (shift + dmean, 1.0 / (var + eps as f64).sqrt())
 }
 
 /// `(x − mean)·rstd` per row of contiguous `x`, and `rstd` per row (f32),
@@ -119,22 +153,38 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
 
 /// Gradient of [`standardize_last`] from the input `x` and the gradient `g`
 /// (contiguous): `rstd·(g − mean(g) − y·mean(g⊙y))`, with the statistics
-/// recomputed from `x` in f64.
+/// recomputed from `x` in f64 and the two means summed over [`LANES`] partial
+/// sums.
 pub(crate) fn standardize_last_backward(x: &[f32], g: &[f32], len: usize, eps: f32) -> Vec<f32> {
     rows_map2(g, x, len, |g, x, o| {
         let n = x.len() as f64;
         let (mean, rstd) = row_stats(x, eps);
-        let (mut mg, mut mgy) = (0f64, 0f64);
-        for (&g, &x) in g.iter().zip(x) {
-            let y = (x as f64 - mean) * rstd;
-            mg += g as f64;
-            mgy += g as f64 * y;
-        }
-        mg /= n;
-        mgy /= n;
+        let (sg, sgy) = lane_sums(g, x, |g, x| (g as f64, g as f64 * ((x as f64 - mean) * rstd)));
+        let (mg, mgy) = (sg / n, sgy / n);
         for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
             let y = (x as f64 - mean) * rstd;
             *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The one-sweep statistics against the two-pass f64 formula, on rows
+    /// whose mean is far larger than their spread and whose lengths leave
+    /// remainders past the lanes.
+    #[test]
+    fn one_sweep_stats_match_two_passes() {
+        let mut rng = crate::Rng::new(5);
+        for (len, mean, spread) in [(1, 3.0, 1.0), (7, 0.0, 1.0), (130, 1e4, 1e-1), (1031, -250.0, 3.0)] {
+            let x: Vec<f32> = rng.uniform_vec(len, -1.0, 1.0).iter().map(|u| mean + spread * u).collect();
+            let n = len as f64;
+            let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
+            let (got_m, got_rstd) = super::row_stats(&x, 1e-5);
+            let want_rstd = 1.0 / (var + 1e-5f32 as f64).sqrt();
+            assert!((got_m - m).abs() <= 1e-12 * m.abs().max(1.0), "len {len}: mean {got_m} vs {m}");
+            assert!((got_rstd - want_rstd).abs() <= 1e-9 * want_rstd, "len {len}: rstd {got_rstd} vs {want_rstd}");
+        }
+    }
 }
