@@ -5,62 +5,73 @@
 
 use crate::backend::cpu::math::{normal_cdf, normal_pdf, sigmoid};
 use crate::backend::cpu::simd::vectorized;
-use crate::backend::cpu::strided::Walk;
+use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
 use crate::{Layout, Result};
 
 /// `f(x)` for every element of the view `l` of `src`.
 fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; l.elem_count()];
     let walk = Walk::new(l.shape(), [l.strides()]);
-    walk.for_each_run([l.offset()], &mut out, |run, [o], [s]| vectorized(|| {
-        let len = run.len();
-        if s == 1 {
-            for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
-                *d = f(x);
-            }
-        } else {
-            for (i, d) in run.iter_mut().enumerate() {
-                *d = f(src[o + i * s]);
-            }
-        }
-    }));
-    out
+    // SAFETY: the runs cover the output; every element of each is written.
+    unsafe {
+        written_vec(l.elem_count(), |out| {
+            walk.for_each_run([l.offset()], out, |run, [o], [s]| {
+                vectorized(|| {
+                    let len = run.len();
+                    if s == 1 {
+                        for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
+                            d.write(f(x));
+                        }
+                    } else {
+                        for (i, d) in run.iter_mut().enumerate() {
+                            d.write(f(src[o + i * s]));
+                        }
+                    }
+                })
+            })
+        })
+    }
 }
 
 /// `f(a, b)` over two views of one (broadcast) shape.
 fn map2(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let shape = la.shape();
-    let mut out = vec![0f32; la.elem_count()];
     let walk = Walk::new(shape, [la.strides(), lb.strides()]);
-    walk.for_each_run([la.offset(), lb.offset()], &mut out, |run, [oa, ob], [sa, sb]| vectorized(|| {
-        let len = run.len();
-        match (sa, sb) {
-            (1, 1) => {
-                for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
-                }
-            }
-            (1, 0) => {
-                let y = b[ob];
-                for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
-                    *d = f(x, y);
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
-                }
-            }
-            _ => {
-                for (i, d) in run.iter_mut().enumerate() {
-                    *d = f(a[oa + i * sa], b[ob + i * sb]);
-                }
-            }
-        }
-    }));
-    out
+    // SAFETY: the runs cover the output; every element of each is written
+    // in each of the four cases.
+    unsafe {
+        written_vec(la.elem_count(), |out| {
+            walk.for_each_run([la.offset(), lb.offset()], out, |run, [oa, ob], [sa, sb]| {
+                vectorized(|| {
+                    let len = run.len();
+                    match (sa, sb) {
+                        (1, 1) => {
+                            for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                                d.write(f(x, y));
+                            }
+                        }
+                        (1, 0) => {
+                            let y = b[ob];
+                            for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                                d.write(f(x, y));
+                            }
+                        }
+                        (0, 1) => {
+                            let x = a[oa];
+                            for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                                d.write(f(x, y));
+                            }
+                        }
+                        _ => {
+                            for (i, d) in run.iter_mut().enumerate() {
+                                d.write(f(a[oa + i * sa], b[ob + i * sb]));
+                            }
+                        }
+                    }
+                })
+            })
+        })
+    }
 }
 
 /// `kind(x)` over the view `l`.
