@@ -35,6 +35,7 @@ fn batch_offset(l: &Layout, i: usize) -> usize {
 /// `rows.rs`'s softmax runs on them — the same operations in the same order
 /// as scaling the score tensor and then taking its softmax, so the fused and
 /// the composed attention agree to the bit.
+#[inline(always)]
 fn softmax_scaled_in_place(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= scale);
     softmax_in_place(row);

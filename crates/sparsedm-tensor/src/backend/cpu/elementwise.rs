@@ -8,67 +8,74 @@ use crate::backend::cpu::simd::vectorized;
 use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
 use crate::{Layout, Result};
+use std::mem::MaybeUninit;
+
+/// One run of [`map`]: `len` outputs from `src[o + i·s]`. Always inlined,
+/// so that under [`vectorized`] it is compiled for the chosen instructions.
+#[inline(always)]
+fn map_run(run: &mut [MaybeUninit<f32>], src: &[f32], o: usize, s: usize, f: &impl Fn(f32) -> f32) {
+    let len = run.len();
+    if s == 1 {
+        for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
+            d.write(f(x));
+        }
+    } else {
+        for (i, d) in run.iter_mut().enumerate() {
+            d.write(f(src[o + i * s]));
+        }
+    }
+}
 
 /// `f(x)` for every element of the view `l` of `src`.
 fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let walk = Walk::new(l.shape(), [l.strides()]);
-    // SAFETY: the runs cover the output; every element of each is written.
+    // SAFETY: the runs cover the output; `map_run` writes every element.
     unsafe {
         written_vec(l.elem_count(), |out| {
-            walk.for_each_run([l.offset()], out, |run, [o], [s]| {
-                vectorized(|| {
-                    let len = run.len();
-                    if s == 1 {
-                        for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
-                            d.write(f(x));
-                        }
-                    } else {
-                        for (i, d) in run.iter_mut().enumerate() {
-                            d.write(f(src[o + i * s]));
-                        }
-                    }
-                })
-            })
+            walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized(|| map_run(run, src, o, s, &f)))
         })
+    }
+}
+
+/// One run of [`map2`] (see [`map_run`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn map2_run(run: &mut [MaybeUninit<f32>], a: &[f32], oa: usize, sa: usize, b: &[f32], ob: usize, sb: usize, f: &impl Fn(f32, f32) -> f32) {
+    let len = run.len();
+    match (sa, sb) {
+        (1, 1) => {
+            for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                d.write(f(x, y));
+            }
+        }
+        (1, 0) => {
+            let y = b[ob];
+            for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                d.write(f(x, y));
+            }
+        }
+        (0, 1) => {
+            let x = a[oa];
+            for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                d.write(f(x, y));
+            }
+        }
+        _ => {
+            for (i, d) in run.iter_mut().enumerate() {
+                d.write(f(a[oa + i * sa], b[ob + i * sb]));
+            }
+        }
     }
 }
 
 /// `f(a, b)` over two views of one (broadcast) shape.
 fn map2(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let shape = la.shape();
-    let walk = Walk::new(shape, [la.strides(), lb.strides()]);
-    // SAFETY: the runs cover the output; every element of each is written
-    // in each of the four cases.
+    let walk = Walk::new(la.shape(), [la.strides(), lb.strides()]);
+    // SAFETY: the runs cover the output; `map2_run` writes every element.
     unsafe {
         written_vec(la.elem_count(), |out| {
             walk.for_each_run([la.offset(), lb.offset()], out, |run, [oa, ob], [sa, sb]| {
-                vectorized(|| {
-                    let len = run.len();
-                    match (sa, sb) {
-                        (1, 1) => {
-                            for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                                d.write(f(x, y));
-                            }
-                        }
-                        (1, 0) => {
-                            let y = b[ob];
-                            for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
-                                d.write(f(x, y));
-                            }
-                        }
-                        (0, 1) => {
-                            let x = a[oa];
-                            for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
-                                d.write(f(x, y));
-                            }
-                        }
-                        _ => {
-                            for (i, d) in run.iter_mut().enumerate() {
-                                d.write(f(a[oa + i * sa], b[ob + i * sb]));
-                            }
-                        }
-                    }
-                })
+                vectorized(|| map2_run(run, a, oa, sa, b, ob, sb, &f))
             })
         })
     }

@@ -37,6 +37,7 @@ fn rows_map2(a: &[f32], b: &[f32], len: usize, f: impl Fn(&[f32], &[f32], &mut [
 /// Softmax of one row, in place. The exponentials are one vectorisable
 /// loop and their sum a separate one in element order (the same sum a fused
 /// loop would form, so splitting them changes no bit).
+#[inline(always)]
 pub(crate) fn softmax_in_place(y: &mut [f32]) {
     let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for o in y.iter_mut() {
@@ -47,11 +48,13 @@ pub(crate) fn softmax_in_place(y: &mut [f32]) {
     y.iter_mut().for_each(|o| *o *= inv);
 }
 
+#[inline(always)]
 fn softmax_row(x: &[f32], y: &mut [f32]) {
     y.copy_from_slice(x);
     softmax_in_place(y);
 }
 
+#[inline(always)]
 fn log_softmax_row(x: &[f32], y: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
@@ -65,24 +68,26 @@ pub(crate) fn softmax_last(x: &[f32], len: usize, log: bool) -> Vec<f32> {
     if log { rows_map(x, len, log_softmax_row) } else { rows_map(x, len, softmax_row) }
 }
 
+#[inline(always)]
+fn log_softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
+    let s: f32 = g.iter().sum();
+    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+        *o = g - y.exp() * s;
+    }
+}
+
+#[inline(always)]
+fn softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
+    let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+        *o = y * (g - dot);
+    }
+}
+
 /// Gradient of [`softmax_last`] from its output `y` and the gradient `g`
 /// (both contiguous): `y ⊙ (g − Σ g⊙y)`, or `g − exp(y)·Σ g` for log-softmax.
 pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool) -> Vec<f32> {
-    if log {
-        rows_map2(g, y, len, |g, y, o| {
-            let s: f32 = g.iter().sum();
-            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                *o = g - y.exp() * s;
-            }
-        })
-    } else {
-        rows_map2(g, y, len, |g, y, o| {
-            let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                *o = y * (g - dot);
-            }
-        })
-    }
+    if log { rows_map2(g, y, len, log_softmax_backward_row) } else { rows_map2(g, y, len, softmax_backward_row) }
 }
 
 /// f64 accumulators per row sweep: eight lanes, so the sweep vectorises.
@@ -115,6 +120,7 @@ fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, 
 /// first element keeps `Σd²/n − (Σd/n)²` free of cancellation when the
 /// mean is large against the spread; the relative error of the variance is
 /// then ~len·2⁻⁵³, far below f32 resolution.
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
     let n = x.len() as f64;
     let shift = x.first().map_or(0.0, |&v| v as f64);
@@ -127,6 +133,17 @@ fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
     (shift + dmean, 1.0 / (var + eps as f64).sqrt())
 }
 
+/// One row of [`standardize_last`]; returns its `rstd`.
+#[inline(always)]
+fn standardize_row(x: &[f32], y: &mut [f32], eps: f32) -> f32 {
+    let (mean, rs) = row_stats(x, eps);
+    let (mean, rs) = (mean as f32, rs as f32);
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - mean) * rs;
+    }
+    rs
+}
+
 /// `(x − mean)·rstd` per row of contiguous `x`, and `rstd` per row (f32),
 /// in one pass over the rows (in parallel for large inputs).
 pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
@@ -135,14 +152,7 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
         return (y, Vec::new());
     }
     let mut rstd = vec![0f32; x.len() / len];
-    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| vectorized(|| {
-        let (mean, rs) = row_stats(x, eps);
-        let (mean, rs) = (mean as f32, rs as f32);
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = (v - mean) * rs;
-        }
-        *r = rs;
-    });
+    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| *r = vectorized(|| standardize_row(x, y, eps));
     if x.len() < 1 << 14 {
         x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()).for_each(row);
     } else {
@@ -151,21 +161,25 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
     (y, rstd)
 }
 
+/// One row of [`standardize_last_backward`].
+#[inline(always)]
+fn standardize_backward_row(g: &[f32], x: &[f32], o: &mut [f32], eps: f32) {
+    let n = x.len() as f64;
+    let (mean, rstd) = row_stats(x, eps);
+    let (sg, sgy) = lane_sums(g, x, |g, x| (g as f64, g as f64 * ((x as f64 - mean) * rstd)));
+    let (mg, mgy) = (sg / n, sgy / n);
+    for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
+        let y = (x as f64 - mean) * rstd;
+        *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
+    }
+}
+
 /// Gradient of [`standardize_last`] from the input `x` and the gradient `g`
 /// (contiguous): `rstd·(g − mean(g) − y·mean(g⊙y))`, with the statistics
 /// recomputed from `x` in f64 and the two means summed over [`LANES`] partial
 /// sums.
 pub(crate) fn standardize_last_backward(x: &[f32], g: &[f32], len: usize, eps: f32) -> Vec<f32> {
-    rows_map2(g, x, len, |g, x, o| {
-        let n = x.len() as f64;
-        let (mean, rstd) = row_stats(x, eps);
-        let (sg, sgy) = lane_sums(g, x, |g, x| (g as f64, g as f64 * ((x as f64 - mean) * rstd)));
-        let (mg, mgy) = (sg / n, sgy / n);
-        for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
-            let y = (x as f64 - mean) * rstd;
-            *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
-        }
-    })
+    rows_map2(g, x, len, |g, x, o| standardize_backward_row(g, x, o, eps))
 }
 
 #[cfg(test)]
