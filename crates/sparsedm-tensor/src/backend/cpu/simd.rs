@@ -12,6 +12,14 @@
 //! their order of operations, so results are bit-identical to the
 //! baseline path (tested in `tests/simd_tests.rs` of this crate by forcing
 //! each level).
+//!
+//! Known limit: the widening only happens when LLVM inlines the closure
+//! into `with_avx512`/`with_avx2`. A profile of the release binary (demo
+//! U-ViT) shows it does for some kernels (their code sits in
+//! `with_avx512` with zmm instructions) but not for `elementwise.rs`'s
+//! `map`/`map2` runs, whose closures stay out of line at baseline width.
+//! The fix is one `#[target_feature]` wrapper per kernel function (not a
+//! closure) that calls the `#[inline(always)]` body.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
