@@ -58,6 +58,8 @@ mod weights;
 
 /// The one CPU implementation of the N:M magnitude mask (plain slices).
 pub use backend::cpu::nm;
+/// The vector instruction set of the CPU kernels' own loops (chosen at run time).
+pub use backend::cpu::simd;
 /// The GPU backend's public face (availability, matmul precision).
 pub use backend::cuda;
 

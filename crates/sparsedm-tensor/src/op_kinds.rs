@@ -176,3 +176,15 @@ pub(crate) fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f
         })
         .collect()
 }
+
+/// Shapes of one scaled dot-product attention: `q [batch…, lq, d]`,
+/// `k [batch…, lk, d]`, `v [batch…, lk, dv]`, with `batch` the product of
+/// the (broadcast) batch dims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnDims {
+    pub batch: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub d: usize,
+    pub dv: usize,
+}

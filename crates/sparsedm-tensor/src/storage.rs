@@ -11,7 +11,7 @@
 
 use crate::backend::api::{BackendStorage, Operand};
 use crate::backend::cuda::{self, CudaStorage};
-use crate::op_kinds::{AdamWScalars, BinaryKind, ConvGeom, Draw, PoolGeom, UnaryKind};
+use crate::op_kinds::{AdamWScalars, AttnDims, BinaryKind, ConvGeom, Draw, PoolGeom, UnaryKind};
 use crate::{DType, Device, Error, Layout, Result, Rng};
 
 pub use crate::backend::cpu::CpuStorage;
@@ -342,6 +342,34 @@ impl Storage {
     /// Gradient of `softmax_last` from its output `self` and the output gradient.
     pub(crate) fn softmax_last_backward(&self, l: &Layout, grad: &Storage, lg: &Layout, log: bool) -> Result<Storage> {
         both!("softmax_backward", (self, grad), |y, g| y.softmax_last_backward(l, (g, lg), log))
+    }
+
+    /// Fused scaled dot-product attention with `self` as q: the output and,
+    /// when `keep_probs`, the probabilities (see `BackendStorage::attention`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention(
+        &self,
+        l: &Layout,
+        k: (&Storage, &Layout),
+        v: (&Storage, &Layout),
+        batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        keep_probs: bool,
+    ) -> Result<(Storage, Option<Storage>)> {
+        let op = "attention";
+        match (self, k.0, v.0) {
+            (Storage::Cpu(q), Storage::Cpu(kc), Storage::Cpu(vc)) => q
+                .attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs)
+                .map(|(o, p)| (Storage::Cpu(o), p.map(Storage::Cpu))),
+            (Storage::Cuda(q), Storage::Cuda(kc), Storage::Cuda(vc)) => q
+                .attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs)
+                .map(|(o, p)| (Storage::Cuda(o), p.map(Storage::Cuda))),
+            (q, kk, vv) => {
+                let other = if kk.device() != q.device() { kk.device() } else { vv.device() };
+                Err(Error::DeviceMismatch { op, lhs: q.device(), rhs: other })
+            }
+        }
     }
 
     /// Standardized rows and `rstd` per row.

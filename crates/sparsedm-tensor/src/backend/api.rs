@@ -5,7 +5,7 @@
 //! in, so a backend checks only what is its own business (dtypes, device
 //! limits such as a kernel's rank).
 
-use crate::op_kinds::{AdamWScalars, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
+use crate::op_kinds::{AdamWScalars, AttnDims, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
 use crate::{DType, Layout, Result};
 
 /// One operand: a buffer and the view of it the op reads.
@@ -81,6 +81,33 @@ pub(crate) trait BackendStorage: Sized {
     /// Gradient of [`Self::softmax_last`] from its output `self` and the
     /// output gradient `grad`.
     fn softmax_last_backward(&self, l: &Layout, grad: Operand<'_, Self>, log: bool) -> Result<Self>;
+    /// Scaled dot-product attention `softmax(q·kᵀ·scale)·v`: `self` is q,
+    /// all three layouts broadcast to the batch dims `batch`. Returns the
+    /// contiguous output `[batch…, lq, dv]` and, when `keep_probs` (for a
+    /// backward pass), the probabilities `[batch…, lq, lk]`. This default
+    /// composes the backend's own primitives (product, scale, softmax,
+    /// product), exactly as the unfused op would; a backend may fuse them.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: &Layout,
+        (k, lk): Operand<'_, Self>,
+        (v, lv): Operand<'_, Self>,
+        batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        keep_probs: bool,
+    ) -> Result<(Self, Option<Self>)> {
+        let r = lk.rank();
+        let kt = lk.transpose(r - 2, r - 1)?;
+        let scores = self.matmul(l, (k, &kt), batch, dims.lq, dims.d, dims.lk)?;
+        let mut sshape = batch.to_vec();
+        sshape.extend([dims.lq, dims.lk]);
+        let ls = Layout::contiguous(&sshape);
+        let probs = scores.unary(&ls, UnaryKind::Affine(scale, 0.0), "attention")?.softmax_last(&ls, false)?;
+        let out = probs.matmul(&ls, (v, lv), batch, dims.lq, dims.lk, dims.dv)?;
+        Ok((out, keep_probs.then_some(probs)))
+    }
     /// `(x − mean)/√(var + eps)` over the last dim; also returns `rstd` per row (f32).
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)>;
     /// Gradient of [`Self::standardize_last`] from the input `self`, the

@@ -1,64 +1,84 @@
 //! Element-wise CPU kernels: unary maps, binary maps over broadcast layouts
 //! and `where`. The loops go through [`Walk`], so strided and broadcast
-//! operands need no copies; each op kind is its own monomorphised loop.
+//! operands need no copies; each op kind is its own monomorphised loop,
+//! compiled for the CPU's widest vector instructions ([`vectorized`]).
 
 use crate::backend::cpu::math::{normal_cdf, normal_pdf, sigmoid};
-use crate::backend::cpu::strided::Walk;
+use crate::backend::cpu::simd::vectorized;
+use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
 use crate::{Layout, Result};
+use std::mem::MaybeUninit;
+
+/// One run of [`map`]: `len` outputs from `src[o + i·s]`. Always inlined,
+/// so that under [`vectorized`] it is compiled for the chosen instructions.
+#[inline(always)]
+fn map_run(run: &mut [MaybeUninit<f32>], src: &[f32], o: usize, s: usize, f: &impl Fn(f32) -> f32) {
+    let len = run.len();
+    if s == 1 {
+        for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
+            d.write(f(x));
+        }
+    } else {
+        for (i, d) in run.iter_mut().enumerate() {
+            d.write(f(src[o + i * s]));
+        }
+    }
+}
 
 /// `f(x)` for every element of the view `l` of `src`.
 fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; l.elem_count()];
     let walk = Walk::new(l.shape(), [l.strides()]);
-    walk.for_each_run([l.offset()], &mut out, |run, [o], [s]| {
-        let len = run.len();
-        if s == 1 {
-            for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
-                *d = f(x);
-            }
-        } else {
-            for (i, d) in run.iter_mut().enumerate() {
-                *d = f(src[o + i * s]);
+    // SAFETY: the runs cover the output; `map_run` writes every element.
+    unsafe {
+        written_vec(l.elem_count(), |out| {
+            walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized(|| map_run(run, src, o, s, &f)))
+        })
+    }
+}
+
+/// One run of [`map2`] (see [`map_run`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn map2_run(run: &mut [MaybeUninit<f32>], a: &[f32], oa: usize, sa: usize, b: &[f32], ob: usize, sb: usize, f: &impl Fn(f32, f32) -> f32) {
+    let len = run.len();
+    match (sa, sb) {
+        (1, 1) => {
+            for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                d.write(f(x, y));
             }
         }
-    });
-    out
+        (1, 0) => {
+            let y = b[ob];
+            for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
+                d.write(f(x, y));
+            }
+        }
+        (0, 1) => {
+            let x = a[oa];
+            for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
+                d.write(f(x, y));
+            }
+        }
+        _ => {
+            for (i, d) in run.iter_mut().enumerate() {
+                d.write(f(a[oa + i * sa], b[ob + i * sb]));
+            }
+        }
+    }
 }
 
 /// `f(a, b)` over two views of one (broadcast) shape.
 fn map2(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let shape = la.shape();
-    let mut out = vec![0f32; la.elem_count()];
-    let walk = Walk::new(shape, [la.strides(), lb.strides()]);
-    walk.for_each_run([la.offset(), lb.offset()], &mut out, |run, [oa, ob], [sa, sb]| {
-        let len = run.len();
-        match (sa, sb) {
-            (1, 1) => {
-                for ((d, &x), &y) in run.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
-                }
-            }
-            (1, 0) => {
-                let y = b[ob];
-                for (d, &x) in run.iter_mut().zip(&a[oa..oa + len]) {
-                    *d = f(x, y);
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (d, &y) in run.iter_mut().zip(&b[ob..ob + len]) {
-                    *d = f(x, y);
-                }
-            }
-            _ => {
-                for (i, d) in run.iter_mut().enumerate() {
-                    *d = f(a[oa + i * sa], b[ob + i * sb]);
-                }
-            }
-        }
-    });
-    out
+    let walk = Walk::new(la.shape(), [la.strides(), lb.strides()]);
+    // SAFETY: the runs cover the output; `map2_run` writes every element.
+    unsafe {
+        written_vec(la.elem_count(), |out| {
+            walk.for_each_run([la.offset(), lb.offset()], out, |run, [oa, ob], [sa, sb]| {
+                vectorized(|| map2_run(run, a, oa, sa, b, ob, sb, &f))
+            })
+        })
+    }
 }
 
 /// `kind(x)` over the view `l`.

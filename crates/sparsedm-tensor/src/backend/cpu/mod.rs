@@ -3,6 +3,7 @@
 //! file is the backend's table of contents: [`BackendStorage`] for
 //! `CpuStorage`, each primitive a call into its family's file.
 
+mod attention;
 pub(crate) mod buffer;
 mod conv;
 mod convert;
@@ -16,12 +17,13 @@ mod pool;
 pub(crate) mod random;
 mod reduce;
 mod rows;
+pub mod simd;
 pub(crate) mod strided;
 
 pub use buffer::CpuStorage;
 
 use crate::backend::api::{BackendStorage, Operand};
-use crate::op_kinds::{AdamWScalars, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
+use crate::op_kinds::{AdamWScalars, AttnDims, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
 use crate::{DType, Error, Layout, Result};
 use buffer::with_contiguous;
 
@@ -160,6 +162,20 @@ impl BackendStorage for CpuStorage {
         let op = if log { "log_softmax_backward" } else { "softmax_backward" };
         let len = *l.shape().last().unwrap_or(&1);
         Ok(f32v(rows::softmax_last_backward(&dense(self, l, op)?, &dense(g, lg, op)?, len, log)))
+    }
+    fn attention(
+        &self,
+        l: &Layout,
+        (k, lk): Operand<'_, Self>,
+        (v, lv): Operand<'_, Self>,
+        _batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        keep_probs: bool,
+    ) -> Result<(Self, Option<Self>)> {
+        let op = "attention";
+        let (o, p) = attention::attention(self.f32s(op)?, l, k.f32s(op)?, lk, v.f32s(op)?, lv, dims, scale, keep_probs);
+        Ok((f32v(o), p.map(f32v)))
     }
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)> {
         let len = *l.shape().last().unwrap_or(&1);

@@ -5,7 +5,21 @@
 use crate::backend::cpu::buffer::with_contiguous;
 use crate::backend::cpu::strided::gather;
 use crate::{Layout, Result};
+use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
+
+/// `acc += row` for each row of `rows` (rows of `acc.len()`), in order.
+#[inline(always)]
+fn add_rows(acc: &mut [f32], rows: &[f32]) {
+    if acc.is_empty() {
+        return;
+    }
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += x;
+        }
+    }
+}
 
 /// Sums contiguous `data` viewed as `[rows, inner]` over rows (a prefix
 /// reduction, e.g. a bias gradient), in parallel over row blocks.
@@ -13,11 +27,7 @@ fn sum_prefix(data: &[f32], rows: usize, inner: usize) -> Vec<f32> {
     const BLOCK: usize = 64;
     let partial = |r0: usize, r1: usize| {
         let mut acc = vec![0f32; inner];
-        for r in r0..r1 {
-            for (a, &x) in acc.iter_mut().zip(&data[r * inner..(r + 1) * inner]) {
-                *a += x;
-            }
-        }
+        vectorized(|| add_rows(&mut acc, &data[r0 * inner..r1 * inner]));
         acc
     };
     if rows * inner < 1 << 15 {

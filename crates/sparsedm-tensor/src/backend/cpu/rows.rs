@@ -3,6 +3,7 @@
 //! backward. Rows are processed in parallel on contiguous data.
 
 use crate::backend::cpu::math::fast_exp;
+use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
 
 /// Applies `f(row_in, row_out)` to every row of length `len`, in parallel.
@@ -12,9 +13,9 @@ fn rows_map(data: &[f32], len: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> 
         return out;
     }
     if data.len() < 1 << 14 {
-        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| f(i, o));
+        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
     } else {
-        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| f(i, o));
+        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
     }
     out
 }
@@ -26,24 +27,34 @@ fn rows_map2(a: &[f32], b: &[f32], len: usize, f: impl Fn(&[f32], &[f32], &mut [
         return out;
     }
     if a.len() < 1 << 14 {
-        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
     } else {
-        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| f(x, y, o));
+        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
     }
     out
 }
 
-fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = fast_exp(v - max);
-        sum += *o;
+/// Softmax of one row, in place. The exponentials are one vectorisable
+/// loop and their sum a separate one in element order (the same sum a fused
+/// loop would form, so splitting them changes no bit).
+#[inline(always)]
+pub(crate) fn softmax_in_place(y: &mut [f32]) {
+    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for o in y.iter_mut() {
+        *o = fast_exp(*o - max);
     }
+    let sum = y.iter().fold(0f32, |s, &v| s + v);
     let inv = 1.0 / sum;
     y.iter_mut().for_each(|o| *o *= inv);
 }
 
+#[inline(always)]
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    y.copy_from_slice(x);
+    softmax_in_place(y);
+}
+
+#[inline(always)]
 fn log_softmax_row(x: &[f32], y: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
@@ -57,32 +68,80 @@ pub(crate) fn softmax_last(x: &[f32], len: usize, log: bool) -> Vec<f32> {
     if log { rows_map(x, len, log_softmax_row) } else { rows_map(x, len, softmax_row) }
 }
 
-/// Gradient of [`softmax_last`] from its output `y` and the gradient `g`
-/// (both contiguous): `y ⊙ (g − Σ g⊙y)`, or `g − exp(y)·Σ g` for log-softmax.
-pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool) -> Vec<f32> {
-    if log {
-        rows_map2(g, y, len, |g, y, o| {
-            let s: f32 = g.iter().sum();
-            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                *o = g - y.exp() * s;
-            }
-        })
-    } else {
-        rows_map2(g, y, len, |g, y, o| {
-            let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                *o = y * (g - dot);
-            }
-        })
+#[inline(always)]
+fn log_softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
+    let s: f32 = g.iter().sum();
+    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+        *o = g - y.exp() * s;
     }
 }
 
-/// Mean and 1/√(var + eps) of a row, in f64 (biased variance).
+#[inline(always)]
+fn softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
+    let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+        *o = y * (g - dot);
+    }
+}
+
+/// Gradient of [`softmax_last`] from its output `y` and the gradient `g`
+/// (both contiguous): `y ⊙ (g − Σ g⊙y)`, or `g − exp(y)·Σ g` for log-softmax.
+pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool) -> Vec<f32> {
+    if log { rows_map2(g, y, len, log_softmax_backward_row) } else { rows_map2(g, y, len, softmax_backward_row) }
+}
+
+/// f64 accumulators per row sweep: eight lanes, so the sweep vectorises.
+const LANES: usize = 8;
+
+/// `(Σ f(a, b).0, Σ f(a, b).1)` over paired elements, in [`LANES`]
+/// interleaved partial sums (one vectorised sweep), added up at the end.
+#[inline(always)]
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
+    let (mut s1, mut s2) = ([0f64; LANES], [0f64; LANES]);
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (ca, cb) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            let (u, v) = f(ca[i], cb[i]);
+            s1[i] += u;
+            s2[i] += v;
+        }
+    }
+    for (i, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        let (u, v) = f(x, y);
+        s1[i] += u;
+        s2[i] += v;
+    }
+    (s1.iter().sum(), s2.iter().sum())
+}
+
+/// Mean and 1/√(var + eps) of a row (biased variance), in one sweep: the
+/// sums of `d = x − x₀` and `d²` in f64 (each `d` and `d²` exact in f64 for
+/// f32 inputs), over [`LANES`] interleaved partial sums. Shifting by the
+/// first element keeps `Σd²/n − (Σd/n)²` free of cancellation when the
+/// mean is large against the spread; the relative error of the variance is
+/// then ~len·2⁻⁵³, far below f32 resolution.
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, 1.0 / (var + eps as f64).sqrt())
+    let shift = x.first().map_or(0.0, |&v| v as f64);
+    let (sum, sumsq) = lane_sums(x, x, |v, _| {
+        let d = v as f64 - shift;
+        (d, d * d)
+    });
+    let dmean = sum / n;
+    let var = (sumsq / n - dmean * dmean).max(0.0);
+    (shift + dmean, 1.0 / (var + eps as f64).sqrt())
+}
+
+/// One row of [`standardize_last`]; returns its `rstd`.
+#[inline(always)]
+fn standardize_row(x: &[f32], y: &mut [f32], eps: f32) -> f32 {
+    let (mean, rs) = row_stats(x, eps);
+    let (mean, rs) = (mean as f32, rs as f32);
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - mean) * rs;
+    }
+    rs
 }
 
 /// `(x − mean)·rstd` per row of contiguous `x`, and `rstd` per row (f32),
@@ -93,14 +152,7 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
         return (y, Vec::new());
     }
     let mut rstd = vec![0f32; x.len() / len];
-    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| {
-        let (mean, rs) = row_stats(x, eps);
-        let (mean, rs) = (mean as f32, rs as f32);
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = (v - mean) * rs;
-        }
-        *r = rs;
-    };
+    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| *r = vectorized(|| standardize_row(x, y, eps));
     if x.len() < 1 << 14 {
         x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()).for_each(row);
     } else {
@@ -109,24 +161,44 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
     (y, rstd)
 }
 
+/// One row of [`standardize_last_backward`].
+#[inline(always)]
+fn standardize_backward_row(g: &[f32], x: &[f32], o: &mut [f32], eps: f32) {
+    let n = x.len() as f64;
+    let (mean, rstd) = row_stats(x, eps);
+    let (sg, sgy) = lane_sums(g, x, |g, x| (g as f64, g as f64 * ((x as f64 - mean) * rstd)));
+    let (mg, mgy) = (sg / n, sgy / n);
+    for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
+        let y = (x as f64 - mean) * rstd;
+        *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
+    }
+}
+
 /// Gradient of [`standardize_last`] from the input `x` and the gradient `g`
 /// (contiguous): `rstd·(g − mean(g) − y·mean(g⊙y))`, with the statistics
-/// recomputed from `x` in f64.
+/// recomputed from `x` in f64 and the two means summed over [`LANES`] partial
+/// sums.
 pub(crate) fn standardize_last_backward(x: &[f32], g: &[f32], len: usize, eps: f32) -> Vec<f32> {
-    rows_map2(g, x, len, |g, x, o| {
-        let n = x.len() as f64;
-        let (mean, rstd) = row_stats(x, eps);
-        let (mut mg, mut mgy) = (0f64, 0f64);
-        for (&g, &x) in g.iter().zip(x) {
-            let y = (x as f64 - mean) * rstd;
-            mg += g as f64;
-            mgy += g as f64 * y;
+    rows_map2(g, x, len, |g, x, o| standardize_backward_row(g, x, o, eps))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The one-sweep statistics against the two-pass f64 formula, on rows
+    /// whose mean is far larger than their spread and whose lengths leave
+    /// remainders past the lanes.
+    #[test]
+    fn one_sweep_stats_match_two_passes() {
+        let mut rng = crate::Rng::new(5);
+        for (len, mean, spread) in [(1, 3.0, 1.0), (7, 0.0, 1.0), (130, 1e4, 1e-1), (1031, -250.0, 3.0)] {
+            let x: Vec<f32> = rng.uniform_vec(len, -1.0, 1.0).iter().map(|u| mean + spread * u).collect();
+            let n = len as f64;
+            let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
+            let (got_m, got_rstd) = super::row_stats(&x, 1e-5);
+            let want_rstd = 1.0 / (var + 1e-5f32 as f64).sqrt();
+            assert!((got_m - m).abs() <= 1e-12 * m.abs().max(1.0), "len {len}: mean {got_m} vs {m}");
+            assert!((got_rstd - want_rstd).abs() <= 1e-9 * want_rstd, "len {len}: rstd {got_rstd} vs {want_rstd}");
         }
-        mg /= n;
-        mgy /= n;
-        for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
-            let y = (x as f64 - mean) * rstd;
-            *o = (rstd * (g as f64 - mg - y * mgy)) as f32;
-        }
-    })
+    }
 }

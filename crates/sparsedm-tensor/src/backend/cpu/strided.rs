@@ -5,6 +5,7 @@
 //! vectorise. Work is split into chunks of output rows for rayon.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output elements per parallel task; below this everything runs inline.
 pub(crate) const PAR_CHUNK: usize = 1 << 14;
@@ -96,21 +97,38 @@ impl<const K: usize> Walk<K> {
     }
 }
 
+/// A new vector of `n` elements written by a walk over every element: the
+/// output buffer is not zeroed first (zeroing it was a memset per op, as
+/// large as the op's own pass). `fill` gets the uninitialised elements.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(crate) unsafe fn written_vec<T: Copy>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v: Vec<MaybeUninit<T>> = Vec::with_capacity(n);
+    // SAFETY: MaybeUninit needs no initialisation; the capacity is n.
+    unsafe { v.set_len(n) };
+    fill(&mut v);
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the caller guarantees that `fill` initialised all n elements;
+    // MaybeUninit<T> has T's layout, so the allocation is a valid Vec<T>.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), n, v.capacity()) }
+}
+
 /// Copies a strided view into a new contiguous vector.
 pub(crate) fn gather<T: Copy + Send + Sync + Default>(src: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
     let n: usize = shape.iter().product();
-    let mut out = vec![T::default(); n];
     let walk = Walk::new(shape, [strides]);
-    walk.for_each_run([offset], &mut out, |run, [o], [s]| {
-        if s == 1 {
-            run.copy_from_slice(&src[o..o + run.len()]);
-        } else {
-            for (i, v) in run.iter_mut().enumerate() {
-                *v = src[o + i * s];
-            }
-        }
-    });
-    out
+    // SAFETY: the walk's runs cover the whole output and each run is
+    // written element by element below.
+    unsafe {
+        written_vec(n, |out| {
+            walk.for_each_run([offset], out, |run, [o], [s]| {
+                for (i, v) in run.iter_mut().enumerate() {
+                    v.write(src[o + i * s]);
+                }
+            })
+        })
+    }
 }
 
 #[cfg(test)]

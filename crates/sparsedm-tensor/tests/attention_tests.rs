@@ -1,0 +1,103 @@
+//! The fused scaled dot-product attention against the composed math path
+//! (`softmax(q·kᵀ·scale)·v` from matmul, scale and softmax ops): outputs
+//! and the gradients of q, k and v, on strided head views of a packed qkv
+//! tensor, broadcast batch dims, key counts other than the query count,
+//! and problems large enough to be split into several query tiles.
+//! (Finite differences of the fused op are in `grad_tests.rs`.)
+
+use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
+
+const DEV: Device = Device::Cpu;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, &mut Rng::new(seed), &DEV).unwrap()
+}
+
+/// The math path, op by op.
+fn composed(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Tensor {
+    let s = q.matmul(&k.t().unwrap()).unwrap().mul_scalar(scale).unwrap();
+    let last = s.rank() - 1;
+    s.softmax(last).unwrap().matmul(v).unwrap()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max)
+}
+
+/// Output and q/k/v gradients of the fused op and of the composition, for
+/// variables `q0, k0, v0` passed through `view` (which may slice them out of
+/// one packed tensor), under the loss Σ out ⊙ r.
+fn compare(name: &str, inputs: [Tensor; 3], view: impl Fn(&[Tensor; 3]) -> [Tensor; 3], scale: f32, tol: f32) {
+    let vars: [Tensor; 3] = inputs.map(|t| t.to_var());
+    let run = |fused: bool| {
+        let [q, k, v] = view(&vars);
+        let out =
+            if fused { Tensor::scaled_dot_product_attention(&q, &k, &v, Some(scale)).unwrap() } else { composed(&q, &k, &v, scale) };
+        let r = randn(out.shape(), 7);
+        let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<Tensor> = vars.iter().map(|x| grads.get(x).expect("gradient").clone()).collect();
+        (out, g)
+    };
+    let (of, gf) = run(true);
+    let (oc, gc) = run(false);
+    let d = max_rel_diff(&of, &oc);
+    assert!(d <= tol, "{name}: output differs from the math path by {d}");
+    for (i, (a, b)) in gf.iter().zip(&gc).enumerate() {
+        let d = max_rel_diff(a, b);
+        assert!(d <= tol, "{name}: gradient of input {i} differs from the math path by {d}");
+    }
+    // Without a graph the fused op keeps no probabilities; same values.
+    let _g = no_grad();
+    let [q, k, v] = view(&vars);
+    let o = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(scale)).unwrap();
+    assert!(!o.is_tracked());
+    assert!(max_rel_diff(&o, &oc) <= tol, "{name}: no-grad output differs");
+}
+
+#[test]
+fn fused_attention_equals_the_math_path() {
+    let id = |t: &[Tensor; 3]| t.clone();
+    compare("plain", [randn(&[2, 3, 5, 4], 1), randn(&[2, 3, 5, 4], 2), randn(&[2, 3, 5, 4], 3)], id, 0.5, 1e-6);
+    compare("lk != lq, dv != d", [randn(&[2, 7, 3], 4), randn(&[2, 9, 3], 5), randn(&[2, 9, 6], 6)], id, 0.3, 1e-6);
+    // k and v broadcast over the leading batch dim.
+    compare("broadcast", [randn(&[3, 2, 6, 4], 8), randn(&[2, 6, 4], 9), randn(&[1, 2, 6, 5], 10)], id, 0.5, 1e-6);
+    // Several query tiles: 300 keys give tiles of 54 rows.
+    compare("tiled", [randn(&[1, 2, 130, 8], 11), randn(&[1, 2, 300, 8], 12), randn(&[1, 2, 300, 8], 13)], id, 0.35, 1e-5);
+}
+
+#[test]
+fn fused_attention_reads_heads_of_a_packed_qkv() {
+    // U-ViT's layout: [B, L, 3·H·D] -> [3, B, H, L, D] views, no copies.
+    let (b, l, h, d) = (2, 17, 3, 5);
+    let split = move |t: &[Tensor; 3]| {
+        let qkv = t[0].reshape(&[b, l, 3, h, d]).unwrap().permute(&[2, 0, 3, 1, 4]).unwrap();
+        [0, 1, 2].map(|i| qkv.narrow(0, i, 1).unwrap().squeeze(0).unwrap())
+    };
+    // Only the first input is used; the others are unused variables.
+    let packed = [randn(&[b, l, 3 * h * d], 20), randn(&[1], 21), randn(&[1], 22)];
+    let vars: [Tensor; 3] = packed.map(|t| t.to_var());
+    let [q, k, v] = split(&vars);
+    assert!(!q.is_contiguous());
+    let r = randn(&[b, h, l, d], 23);
+    let fused = Tensor::scaled_dot_product_attention(&q, &k, &v, None).unwrap();
+    let math = composed(&q, &k, &v, 1.0 / (d as f32).sqrt());
+    assert!(max_rel_diff(&fused, &math) <= 1e-6);
+    let gf = fused.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gm = math.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let d = max_rel_diff(gf.get(&vars[0]).unwrap(), gm.get(&vars[0]).unwrap());
+    assert!(d <= 1e-6, "packed qkv gradient differs by {d}");
+}
+
+#[test]
+fn fused_attention_rejects_mismatched_shapes() {
+    let q = randn(&[2, 4, 3], 30);
+    let e = Tensor::scaled_dot_product_attention(&q, &randn(&[2, 4, 5], 31), &randn(&[2, 4, 3], 32), None).unwrap_err();
+    assert!(e.to_string().contains("attention"), "{e}");
+    let e = Tensor::scaled_dot_product_attention(&q, &randn(&[2, 4, 3], 33), &randn(&[2, 5, 3], 34), None).unwrap_err();
+    assert!(e.to_string().contains("[2, 5, 3]"), "{e}");
+    assert!(Tensor::scaled_dot_product_attention(&q, &randn(&[3, 4, 3], 35), &randn(&[3, 4, 3], 36), None).is_err());
+    assert!(Tensor::scaled_dot_product_attention(&randn(&[3], 37), &q, &q, None).is_err());
+}

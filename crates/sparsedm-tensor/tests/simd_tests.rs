@@ -1,0 +1,73 @@
+//! The CPU kernels give bit-identical results at every vector instruction
+//! set this machine has (`sparsedm_tensor::simd`): element-wise maps over
+//! contiguous, strided and broadcast operands, softmax, layer norm, the
+//! fused attention, prefix sums and the AdamW/EMA updates, each computed
+//! at the baseline level and compared with the AVX2 and AVX-512 levels
+//! (skipped, with a line saying so, for a level the CPU lacks).
+
+use sparsedm_tensor::simd::{SimdLevel, force_simd_level};
+use sparsedm_tensor::{AdamWScalars, Device, Rng, Tensor};
+
+const DEV: Device = Device::Cpu;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, &mut Rng::new(seed), &DEV).unwrap()
+}
+
+/// Every kernel result to compare, flattened.
+fn results() -> Vec<(&'static str, Vec<f32>)> {
+    // Odd sizes so vector loops have remainders.
+    let x = randn(&[5, 37, 23], 1).mul_scalar(3.0).unwrap();
+    let y = randn(&[5, 37, 23], 2);
+    let bias = randn(&[23], 3);
+    let xt = x.transpose(1, 2).unwrap();
+    let v = |t: Tensor| t.to_vec_f32().unwrap();
+    let mut out = vec![
+        ("gelu", v(x.gelu().unwrap())),
+        ("silu", v(x.silu().unwrap())),
+        ("exp", v(x.exp().unwrap())),
+        ("tanh", v(x.tanh().unwrap())),
+        ("sigmoid", v(x.sigmoid().unwrap())),
+        ("gelu strided", v(xt.gelu().unwrap())),
+        ("add", v(x.add(&y).unwrap())),
+        ("mul broadcast", v(x.mul(&bias).unwrap())),
+        ("div", v(x.div(&y.abs().unwrap().add_scalar(0.5).unwrap()).unwrap())),
+        ("sub strided", v(xt.sub(&y.transpose(1, 2).unwrap()).unwrap())),
+        ("softmax", v(x.softmax(2).unwrap())),
+        ("log_softmax", v(x.log_softmax(2).unwrap())),
+        ("layer_norm", v(x.layer_norm(Some(&bias), Some(&bias), 1e-5).unwrap())),
+        ("sum prefix", v(x.sum_dims(&[0, 1], false).unwrap())),
+    ];
+    let (q, k, vv) = (randn(&[3, 2, 41, 9], 4), randn(&[3, 2, 41, 9], 5), randn(&[3, 2, 41, 7], 6));
+    out.push(("attention", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
+    // AdamW and EMA in place on fresh copies.
+    let p = randn(&[3001], 7);
+    let (m, s2, g) = (randn(&[3001], 8), randn(&[3001], 9).abs().unwrap(), randn(&[3001], 10));
+    let sc = AdamWScalars::new(1e-3, (0.9, 0.999), 1e-8, 0.03, 3);
+    p.adamw_step_(&g, &m, &s2, &sc).unwrap();
+    out.push(("adamw p", v(p.clone())));
+    out.push(("adamw m", v(m)));
+    out.push(("adamw v", v(s2)));
+    let e = randn(&[3001], 11);
+    e.ema_update_(&p, 0.99).unwrap();
+    out.push(("ema", v(e)));
+    out
+}
+
+#[test]
+fn every_simd_level_gives_the_baseline_bits() {
+    assert_eq!(force_simd_level(Some(SimdLevel::Base)), SimdLevel::Base);
+    let base = results();
+    for level in [SimdLevel::Avx2, SimdLevel::Avx512] {
+        let got = force_simd_level(Some(level));
+        if got != level {
+            eprintln!("skipping {level:?}: this CPU lacks it (best is {got:?})");
+            continue;
+        }
+        for ((name, want), (_, have)) in base.iter().zip(results()) {
+            let same = want.iter().zip(&have).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{name} at {level:?} differs from the baseline");
+        }
+    }
+    force_simd_level(None);
+}
