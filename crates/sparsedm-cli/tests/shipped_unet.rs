@@ -13,8 +13,6 @@ use sparsedm_train::{RunConfig, build};
 const ASSET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo_shapes_unet_dense.safetensors");
 
 #[test]
-#[ignore = "the shipped step-1000 UNet (GroupNorm(8)) scores FD-px48 0.49, not yet below 4 × the real-data floor (0.42); \
-            replace the asset by a later checkpoint of the documented run (assets/README.md) and remove this line"]
 fn shipped_unet_loads_and_draws_the_dataset() {
     let cfg = RunConfig::load("demo_shapes_unet", &[]).unwrap();
     assert_eq!(cfg.arch, "ddpm-unet");
