@@ -204,6 +204,8 @@ fn bad_arguments_are_one_clear_error() {
     assert!(e.contains("--pattern belongs to --method magnitude"), "{e}");
     let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--steps", "0"]));
     assert!(e.contains("timesteps"), "{e}");
+    let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--steps", "4", "--stride", "0"]));
+    assert!(e.contains("stride must be in 1..=4, got 0"), "{e}");
     // The magnitude method keeps needing its own arguments.
     let e = fails(&sparsedm(&["prune", "--config", "x.json", "--weights", "w.safetensors", "--out", &out.display().to_string()]));
     assert!(e.contains("needs --arch"), "{e}");
