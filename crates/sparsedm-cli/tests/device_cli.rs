@@ -96,7 +96,23 @@ fn auto_computes_on_the_cpu_and_says_why() {
     let pruned = scratch("auto.pruned.safetensors");
     let _ = std::fs::remove_file(&pruned);
     let p = pruned.display().to_string();
-    let run = sparsedm(&["prune", "--arch", "uvit", "--config", &cfg, "--weights", &w, "--pattern", "2:4", "--policy", "all", "--out", &p, "--device", "auto"]);
+    let run = sparsedm(&[
+        "prune",
+        "--arch",
+        "uvit",
+        "--config",
+        &cfg,
+        "--weights",
+        &w,
+        "--pattern",
+        "2:4",
+        "--policy",
+        "all",
+        "--out",
+        &p,
+        "--device",
+        "auto",
+    ]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
     let notes: Vec<&str> = err.lines().filter(|l| l.starts_with("--device auto:")).collect();

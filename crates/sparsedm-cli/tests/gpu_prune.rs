@@ -90,8 +90,22 @@ fn gpu_magnitude_prune_writes_the_cpu_file() {
         for device in ["cpu", "cuda"] {
             let out = scratch(&format!("{name}-{transposable}-{device}.safetensors"));
             let mut args = vec![
-                "prune", "--arch", arch, "--config", &cfg, "--weights", &w, "--pattern", "2:4", "--policy", "all", "--json", "--out", s(&out),
-                "--device", device,
+                "prune",
+                "--arch",
+                arch,
+                "--config",
+                &cfg,
+                "--weights",
+                &w,
+                "--pattern",
+                "2:4",
+                "--policy",
+                "all",
+                "--json",
+                "--out",
+                s(&out),
+                "--device",
+                device,
             ];
             if transposable {
                 args.push("--transposable");
@@ -120,8 +134,24 @@ fn gpu_diff_pruning_writes_the_cpu_file() {
     for device in ["cpu", "cuda"] {
         let out = scratch(&format!("diffprune-{device}.safetensors"));
         let args = [
-            "prune", "--method", "diff-pruning", "--macs", "0.5", "--config", "demo_shapes_uvit", "--weights", s(&dense), "--steps", "2",
-            "--batch", "2", "--json", "--out", s(&out), "--device", device,
+            "prune",
+            "--method",
+            "diff-pruning",
+            "--macs",
+            "0.5",
+            "--config",
+            "demo_shapes_uvit",
+            "--weights",
+            s(&dense),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--json",
+            "--out",
+            s(&out),
+            "--device",
+            device,
         ];
         let report: serde_json::Value = serde_json::from_str(&ok(&sparsedm(&args), &format!("diff-pruning --device {device}"))).unwrap();
         reports.push(report);
@@ -133,6 +163,9 @@ fn gpu_diff_pruning_writes_the_cpu_file() {
     assert_eq!(gpu["timesteps"], cpu["timesteps"], "the same importance timesteps");
     assert!(cpu["macs_after"].as_f64().unwrap() < cpu["macs_before"].as_f64().unwrap(), "pruned: {cpu}");
     same_tensors("diff-pruning", &outs[1], &outs[0], 1e-6);
-    let (tg, tc) = (std::fs::read_to_string(outs[1].with_extension("toml")).unwrap(), std::fs::read_to_string(outs[0].with_extension("toml")).unwrap());
+    let (tg, tc) = (
+        std::fs::read_to_string(outs[1].with_extension("toml")).unwrap(),
+        std::fs::read_to_string(outs[0].with_extension("toml")).unwrap(),
+    );
     assert_eq!(tg.replace("-cuda.", "-cpu."), tc, "the fine-tuning run configs (but for the file named in train.init)");
 }

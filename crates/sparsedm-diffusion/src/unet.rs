@@ -411,7 +411,9 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("down.{i}.block.{j}"), b), b, temb_ch))
+                .map(|(j, &(a, b))| {
+                    ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("down.{i}.block.{j}"), b), b, temb_ch)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
                 chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), g, b)).collect::<Result<Vec<_>>>()?
@@ -440,7 +442,9 @@ impl UNet {
             let blocks = chans
                 .iter()
                 .enumerate()
-                .map(|(j, &(a, b))| ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("up.{i}.block.{j}"), b), b, temb_ch))
+                .map(|(j, &(a, b))| {
+                    ResnetBlock::new(&s.pp("block").pp(j), g, a, cfg.res_inner(&format!("up.{i}.block.{j}"), b), b, temb_ch)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let attns = if cfg.level_has_attn(i) {
                 chans.iter().enumerate().map(|(j, &(_, b))| AttnBlock::new(&s.pp("attn").pp(j), g, b)).collect::<Result<Vec<_>>>()?

@@ -89,9 +89,16 @@ fn check_half_macs(cfg: ModelConfig) {
     let x0 = batch(&cfg, 4, 1);
     let noise = randn(x0.shape(), 2);
     let sched = schedule_of(&cfg);
-    let pass =
-        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 3, threshold: 0.0, stride: 1 })
-            .unwrap();
+    let pass = importance_pass(
+        model.as_ref(),
+        &store,
+        sched.as_ref(),
+        &x0,
+        None,
+        &noise,
+        ImportanceOptions { max_steps: 3, threshold: 0.0, stride: 1 },
+    )
+    .unwrap();
     assert_eq!(pass.losses.len(), 3);
     let pruned = prune_to_macs(&cfg, &store, &pass.grads, 0.5).unwrap();
     let frac = pruned.plan.fraction();
@@ -246,9 +253,16 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
     let x0 = batch(&cfg, 2, 1);
     let noise = randn(x0.shape(), 2);
     let sched = schedule_of(&cfg);
-    let all =
-        importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps: 6, threshold: 0.0, stride: 1 })
-            .unwrap();
+    let all = importance_pass(
+        model.as_ref(),
+        &store,
+        sched.as_ref(),
+        &x0,
+        None,
+        &noise,
+        ImportanceOptions { max_steps: 6, threshold: 0.0, stride: 1 },
+    )
+    .unwrap();
     assert_eq!(all.losses.len(), 6);
     assert!(all.stopped_at.is_none());
     // A threshold just above the ratio of the smallest loss to the running maximum stops there.
@@ -298,8 +312,16 @@ fn the_pass_stops_at_the_first_uninformative_timestep() {
     // Too many timesteps, or none, are errors.
     for max_steps in [0, 1001] {
         assert!(
-            importance_pass(model.as_ref(), &store, sched.as_ref(), &x0, None, &noise, ImportanceOptions { max_steps, threshold: 0.05, stride: 1 })
-                .is_err()
+            importance_pass(
+                model.as_ref(),
+                &store,
+                sched.as_ref(),
+                &x0,
+                None,
+                &noise,
+                ImportanceOptions { max_steps, threshold: 0.05, stride: 1 }
+            )
+            .is_err()
         );
     }
 }

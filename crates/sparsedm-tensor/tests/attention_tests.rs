@@ -34,8 +34,7 @@ fn compare(name: &str, inputs: [Tensor; 3], view: impl Fn(&[Tensor; 3]) -> [Tens
     let vars: [Tensor; 3] = inputs.map(|t| t.to_var());
     let run = |fused: bool| {
         let [q, k, v] = view(&vars);
-        let out =
-            if fused { Tensor::scaled_dot_product_attention(&q, &k, &v, Some(scale)).unwrap() } else { composed(&q, &k, &v, scale) };
+        let out = if fused { Tensor::scaled_dot_product_attention(&q, &k, &v, Some(scale)).unwrap() } else { composed(&q, &k, &v, scale) };
         let r = randn(out.shape(), 7);
         let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
         let g: Vec<Tensor> = vars.iter().map(|x| grads.get(x).expect("gradient").clone()).collect();

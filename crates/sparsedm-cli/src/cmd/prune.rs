@@ -145,11 +145,7 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     let opts = crate::diffprune::Options {
         macs,
         batch: args.batch,
-        pass: sparsedm_diffusion::diffprune::ImportanceOptions {
-            max_steps: args.steps,
-            threshold: args.threshold,
-            stride: args.stride,
-        },
+        pass: sparsedm_diffusion::diffprune::ImportanceOptions { max_steps: args.steps, threshold: args.threshold, stride: args.stride },
     };
     let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts, device, || args.device.announce())?;
     pruned.write(&args.out, &args.weights, &opts)?;

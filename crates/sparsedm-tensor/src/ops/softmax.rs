@@ -52,7 +52,13 @@ impl Tensor {
     pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Result<Tensor> {
         let op = "attention";
         let (r, rk, rv) = (q.rank(), k.rank(), v.rank());
-        let bad = || Error::bad_shape(op, q.shape(), format!("need q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv]; got k {:?}, v {:?}", k.shape(), v.shape()));
+        let bad = || {
+            Error::bad_shape(
+                op,
+                q.shape(),
+                format!("need q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv]; got k {:?}, v {:?}", k.shape(), v.shape()),
+            )
+        };
         if r < 2 || rk < 2 || rv < 2 {
             return Err(bad());
         }
@@ -70,11 +76,11 @@ impl Tensor {
             s.extend([a, b]);
             s
         };
-        let (bq, bk, bv) = (q.layout().broadcast_as(&full(lq, d))?, k.layout().broadcast_as(&full(lk, d))?, v.layout().broadcast_as(&full(lk, dv))?);
+        let (bq, bk, bv) =
+            (q.layout().broadcast_as(&full(lq, d))?, k.layout().broadcast_as(&full(lk, d))?, v.layout().broadcast_as(&full(lk, dv))?);
         let dims = AttnDims { batch: batch.iter().product(), lq, lk, d, dv };
         let keep = is_grad_enabled() && [q, k, v].iter().any(|t| t.is_tracked());
-        let (out, probs) =
-            q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep)?;
+        let (out, probs) = q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep)?;
         let probs = probs.map(|p| Tensor::from_storage(p, &full(lq, lk)));
         let (qs, ks, vs) = (q.clone(), k.clone(), v.clone());
         Ok(Tensor::from_op(

@@ -341,24 +341,27 @@ impl Searcher {
         self.split_index
             .iter()
             .map(|idx| {
-                let g = [[column(idx[0]), column(idx[1]), column(idx[2]), column(idx[3])], [
-                    column(idx[4]),
-                    column(idx[5]),
-                    column(idx[6]),
-                    column(idx[7]),
-                ]];
+                let g = [
+                    [column(idx[0]), column(idx[1]), column(idx[2]), column(idx[3])],
+                    [column(idx[4]), column(idx[5]), column(idx[6]), column(idx[7])],
+                ];
                 let mut acc = [0f64; LANES];
                 let mut r = 0;
                 while r + LANES <= self.rows {
                     for (l, slot) in acc.iter_mut().enumerate() {
                         let i = r + l;
-                        *slot += f64::from(top2_of4(g[0][0][i], g[0][1][i], g[0][2][i], g[0][3][i]) + top2_of4(g[1][0][i], g[1][1][i], g[1][2][i], g[1][3][i]));
+                        *slot += f64::from(
+                            top2_of4(g[0][0][i], g[0][1][i], g[0][2][i], g[0][3][i])
+                                + top2_of4(g[1][0][i], g[1][1][i], g[1][2][i], g[1][3][i]),
+                        );
                     }
                     r += LANES;
                 }
                 let mut total: f64 = acc.iter().sum();
                 for i in r..self.rows {
-                    total += f64::from(top2_of4(g[0][0][i], g[0][1][i], g[0][2][i], g[0][3][i]) + top2_of4(g[1][0][i], g[1][1][i], g[1][2][i], g[1][3][i]));
+                    total += f64::from(
+                        top2_of4(g[0][0][i], g[0][1][i], g[0][2][i], g[0][3][i]) + top2_of4(g[1][0][i], g[1][1][i], g[1][2][i], g[1][3][i]),
+                    );
                 }
                 total
             })

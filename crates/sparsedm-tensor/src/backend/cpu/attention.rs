@@ -8,10 +8,10 @@
 //! the caller keeps the probabilities for the backward pass.
 
 use crate::Layout;
-use crate::op_kinds::AttnDims;
+use crate::backend::cpu::matmul::gemm_f32;
 use crate::backend::cpu::rows::softmax_in_place;
 use crate::backend::cpu::simd::vectorized;
-use crate::backend::cpu::matmul::gemm_f32;
+use crate::op_kinds::AttnDims;
 use rayon::prelude::*;
 
 /// Scores per query tile (floats): 64 KiB, so a tile and the k/v panels it
@@ -95,11 +95,7 @@ pub(crate) fn attention(
         }
     };
     match probs.as_mut() {
-        Some(p) => out
-            .par_chunks_mut(nq * dv)
-            .zip(p.par_chunks_mut(nq * nk))
-            .enumerate()
-            .for_each(|(i, (o, p))| one(i, o, Some(p))),
+        Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),
         None => out.par_chunks_mut(nq * dv).enumerate().for_each(|(i, o)| one(i, o, None)),
     }
     (out, probs)

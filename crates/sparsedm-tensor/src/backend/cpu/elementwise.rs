@@ -31,9 +31,7 @@ fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let walk = Walk::new(l.shape(), [l.strides()]);
     // SAFETY: the runs cover the output; `map_run` writes every element.
     unsafe {
-        written_vec(l.elem_count(), |out| {
-            walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized(|| map_run(run, src, o, s, &f)))
-        })
+        written_vec(l.elem_count(), |out| walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized(|| map_run(run, src, o, s, &f))))
     }
 }
 

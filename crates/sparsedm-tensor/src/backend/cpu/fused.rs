@@ -4,8 +4,8 @@
 //! (and that of `kernels/optim.cu`), so every device computes the same
 //! update. Parallel over chunks of the parameter.
 
-use crate::op_kinds::AdamWScalars;
 use crate::backend::cpu::simd::vectorized;
+use crate::op_kinds::AdamWScalars;
 use rayon::prelude::*;
 
 /// Elements per parallel task.

@@ -3,9 +3,9 @@
 //! suffix or a prefix of a contiguous tensor) and the maximum with its index.
 
 use crate::backend::cpu::buffer::with_contiguous;
+use crate::backend::cpu::simd::vectorized;
 use crate::backend::cpu::strided::gather;
 use crate::{Layout, Result};
-use crate::backend::cpu::simd::vectorized;
 use rayon::prelude::*;
 
 /// `acc += row` for each row of `rows` (rows of `acc.len()`), in order.
