@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sparsedm_layers::{NamedPolicy, NmPattern, PermutationReport, Policy, ProgressiveSchedule};
+use sparsedm_layers::{NamedPolicy, NmPattern, NonDivisible, PermutationReport, Policy, ProgressiveSchedule, Selection, WeightLayout};
 use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::config::SparseConfig;
@@ -44,6 +44,10 @@ pub enum Method {
     /// informative timesteps, then the smaller dense model fine-tuned with
     /// plain ε-MSE (the reference's `finetune_simple.py`; no teacher).
     DiffPruning { macs: f64 },
+    /// SparseDM (SR-STE + knowledge transfer) on ASP's layer set instead of
+    /// the paper's code's: the ablation that tells the method's effect from
+    /// the layer set's when ASP beats SparseDM.
+    SparseDmAspLayers,
 }
 
 /// The importance pass of the lab's Diff-Pruning rows visits timesteps
@@ -74,6 +78,7 @@ impl Method {
             Method::Progressive(_) => "progressive",
             Method::Scratch { label, .. } => label,
             Method::DiffPruning { .. } => "Diff-Pruning",
+            Method::SparseDmAspLayers => "SparseDM on ASP's layers",
         }
     }
 
@@ -94,6 +99,9 @@ impl Method {
                  Taylor importance over the informative timesteps, then fine-tuned with plain ε-MSE",
                 100.0 * macs
             ),
+            Method::SparseDmAspLayers => {
+                "SparseDM's training (SR-STE, λ = 2e-4, + knowledge transfer) on ASP's layers (out % 8 = 0, in % 16 = 0) instead of the paper's code's layer set".into()
+            }
         }
     }
 
@@ -105,7 +113,7 @@ impl Method {
     fn sparse(&self, pattern: Option<NmPattern>, arch: &str) -> Result<Option<SparseConfig>> {
         let sparse_method = match self {
             Method::Dense | Method::Scratch { .. } | Method::DiffPruning { .. } => return Ok(None),
-            Method::SparseDm => SparseMethod::SrSte,
+            Method::SparseDm | Method::SparseDmAspLayers => SparseMethod::SrSte,
             Method::Ste => SparseMethod::Ste,
             Method::Asp | Method::Untrained => SparseMethod::Fixed,
             Method::Progressive(_) => SparseMethod::Progressive,
@@ -118,6 +126,7 @@ impl Method {
         Ok(Some(match self {
             Method::SparseDm => SparseConfig { teacher: Teacher::Init, ..base },
             Method::Asp => SparseConfig { policy: Policy::named(NamedPolicy::Asp), ..base },
+            Method::SparseDmAspLayers => SparseConfig { teacher: Teacher::Init, policy: Policy::named(NamedPolicy::Asp), ..base },
             Method::Progressive(stages) => SparseConfig { progressive: Some(stages.clone()), ..base },
             _ => base,
         }))
@@ -288,6 +297,32 @@ impl Lab {
         Ok(cfg)
     }
 
+    /// The layers (name and weight layout) that method `a` masks at
+    /// `pattern` and method `b` leaves dense, on the dense model: where two
+    /// methods' layer sets differ (a layer a policy selects but whose input
+    /// width is not a multiple of M, and that has no flat-index grouping,
+    /// stays dense).
+    pub fn layers_only_in(&self, a: &Method, b: &Method, pattern: NmPattern) -> Result<Vec<String>> {
+        let policy = |m: &Method| -> Result<Policy> {
+            Ok(m.sparse(Some(pattern), &self.base.arch)?.with_context(|| format!("{} has no layer set", m.label()))?.policy)
+        };
+        let (pa, pb) = (policy(a)?, policy(b)?);
+        let masks = |p: &Policy, name: &str, layout: WeightLayout| match p.select(name, layout, pattern) {
+            Selection::Sparse(NonDivisible::LeaveDense) => layout.inp().is_multiple_of(pattern.m()),
+            Selection::Sparse(_) => true,
+            Selection::Dense(_) => false,
+        };
+        let bundle = self.load_dense()?;
+        let mut only = Vec::new();
+        for (name, slot) in bundle.store.sparse_slots() {
+            let layout = slot.layout();
+            if masks(&pa, &name, layout) && !masks(&pb, &name, layout) {
+                only.push(format!("{name} ({layout})"));
+            }
+        }
+        Ok(only)
+    }
+
     /// The dense checkpoint in a model of the base config, on the lab's
     /// device (where every row is sampled).
     fn load_dense(&self) -> Result<Bundle> {
@@ -341,6 +376,37 @@ pub fn step_bar(n_steps: u64, position: u64, prefix: &str) -> (ProgressBar, bool
 mod tests {
     use super::*;
     use sparsedm_diffusion::ModelConfig;
+
+    /// Where SparseDM's and ASP's layer sets differ on the shipped tiny
+    /// UNet: SparseDM's (every Conv2d and Linear) also masks the first conv
+    /// (3 input channels, flat-index groups) and the last (3 outputs), which
+    /// apex's size rule leaves dense; nothing ASP masks is missing from
+    /// SparseDM's.
+    #[test]
+    fn layer_sets_of_sparsedm_and_asp_differ_on_the_thin_unet_layers() {
+        let out = std::env::temp_dir().join(format!("sparsedm-lab-layersets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let base = RunConfig::load(crate::presets::DEMO_UNET_PRESET, &[]).unwrap();
+        let dense = out.join("dense_unet.safetensors");
+        std::fs::write(&dense, crate::presets::DEMO_UNET_DENSE_CHECKPOINT).unwrap();
+        let data = build::dataset(&base).unwrap();
+        let lab = Lab {
+            out: out.clone(),
+            base: base.clone(),
+            dense,
+            device: Device::Cpu,
+            judge: Judge::new(data.as_ref(), 16, None).unwrap(),
+            draw: DrawSpec { n: 1, sampler: base.sample.sampler.parse().unwrap(), steps: 1, seed: 0, clip_denoised: Some(true) },
+        };
+        let p = NmPattern::TWO_FOUR;
+        let only = lab.layers_only_in(&Method::SparseDm, &Method::Asp, p).unwrap();
+        assert_eq!(only, ["conv_in (Conv2d weight [32, 3, 3, 3])", "conv_out (Conv2d weight [3, 32, 3, 3])"]);
+        assert!(lab.layers_only_in(&Method::Asp, &Method::SparseDm, p).unwrap().is_empty());
+        assert!(lab.layers_only_in(&Method::SparseDmAspLayers, &Method::Asp, p).unwrap().is_empty());
+        assert!(lab.layers_only_in(&Method::Dense, &Method::Asp, p).is_err());
+        let _ = std::fs::remove_dir_all(&out);
+    }
 
     /// A Diff-Pruning row on a small U-ViT (the demo preset at width 32,
     /// depth 2, so the 1000-timestep importance pass of a random-init model

@@ -67,6 +67,22 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
         assert!(p["kept_with"].as_f64().unwrap() >= p["kept_without"].as_f64().unwrap(), "{p}");
     }
     assert!(md.contains("channel permutations before pruning"), "{md}");
+    // The layer-set ablation runs for exactly the families where ASP beats SparseDM,
+    // and a note reads it against both rows.
+    let ablations = json["ablations"].as_array().unwrap();
+    for family in rows.chunks(5) {
+        let fd = |r: &serde_json::Value| r["quality"]["fd_px"].as_f64().unwrap();
+        let model = &family[0]["model"];
+        let ab: Vec<_> = ablations.iter().filter(|a| &a["model"] == model).collect();
+        assert_eq!(ab.len(), usize::from(fd(&family[2]) < fd(&family[4])), "{model}: {ablations:?}");
+        for a in ab {
+            assert_eq!(
+                (a["method"].as_str(), a["pattern"].as_str(), a["weights"].as_str()),
+                (Some("SparseDM on ASP's layers"), Some("2:4"), Some("ema"))
+            );
+            assert!(md.contains(&format!("{}: ASP (", model.as_str().unwrap())) && md.contains("## Ablation"), "{md}");
+        }
+    }
     assert_exported_ema(&out, "sparsedm");
     // The side-by-side figure (four 64-px columns, six rows of the four samples: all four)
     // and the quality-against-MACs plot are written and embedded.
