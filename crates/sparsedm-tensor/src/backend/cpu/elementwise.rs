@@ -1,19 +1,36 @@
 //! Element-wise CPU kernels: unary maps, binary maps over broadcast layouts
 //! and `where`. The loops go through [`Walk`], so strided and broadcast
 //! operands need no copies; each op kind is its own monomorphised loop,
-//! compiled for the CPU's widest vector instructions ([`vectorized`]).
+//! compiled for the CPU's widest vector instructions ([`vectorized_with`]).
 
 use crate::backend::cpu::math::{normal_cdf, normal_pdf, sigmoid};
-use crate::backend::cpu::simd::vectorized;
+use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
 use crate::{Layout, Result};
 use std::mem::MaybeUninit;
 
-/// One run of [`map`]: `len` outputs from `src[o + i·s]`. Always inlined,
-/// so that under [`vectorized`] it is compiled for the chosen instructions.
+/// One run of [`map`]: `run.len()` outputs `f(src[o + i·s])`; a
+/// [`Kernel`], so that it is compiled for the chosen instructions.
+struct MapRun<'a, F> {
+    run: &'a mut [MaybeUninit<f32>],
+    src: &'a [f32],
+    o: usize,
+    s: usize,
+    f: &'a F,
+}
+
+impl<F: Fn(f32) -> f32> Kernel for MapRun<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let MapRun { run, src, o, s, f } = self;
+        map_run(run, src, o, s, f);
+    }
+}
+
 #[inline(always)]
-fn map_run(run: &mut [MaybeUninit<f32>], src: &[f32], o: usize, s: usize, f: &impl Fn(f32) -> f32) {
+fn map_run<F: Fn(f32) -> f32>(run: &mut [MaybeUninit<f32>], src: &[f32], o: usize, s: usize, f: &F) {
     let len = run.len();
     if s == 1 {
         for (d, &x) in run.iter_mut().zip(&src[o..o + len]) {
@@ -27,18 +44,38 @@ fn map_run(run: &mut [MaybeUninit<f32>], src: &[f32], o: usize, s: usize, f: &im
 }
 
 /// `f(x)` for every element of the view `l` of `src`.
-fn map(src: &[f32], l: &Layout, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+fn map<F: Fn(f32) -> f32 + Sync>(src: &[f32], l: &Layout, f: F) -> Vec<f32> {
     let walk = Walk::new(l.shape(), [l.strides()]);
     // SAFETY: the runs cover the output; `map_run` writes every element.
     unsafe {
-        written_vec(l.elem_count(), |out| walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized(|| map_run(run, src, o, s, &f))))
+        written_vec(l.elem_count(), |out| walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized_with(MapRun { run, src, o, s, f: &f })))
     }
 }
 
-/// One run of [`map2`] (see [`map_run`]).
+/// One run of [`map2`]: `f(a[oa + i·sa], b[ob + i·sb])` (see [`MapRun`]).
+struct Map2Run<'a, F> {
+    run: &'a mut [MaybeUninit<f32>],
+    a: &'a [f32],
+    oa: usize,
+    sa: usize,
+    b: &'a [f32],
+    ob: usize,
+    sb: usize,
+    f: &'a F,
+}
+
+impl<F: Fn(f32, f32) -> f32> Kernel for Map2Run<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Map2Run { run, a, oa, sa, b, ob, sb, f } = self;
+        map2_run(run, a, oa, sa, b, ob, sb, f);
+    }
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn map2_run(run: &mut [MaybeUninit<f32>], a: &[f32], oa: usize, sa: usize, b: &[f32], ob: usize, sb: usize, f: &impl Fn(f32, f32) -> f32) {
+fn map2_run<F: Fn(f32, f32) -> f32>(run: &mut [MaybeUninit<f32>], a: &[f32], oa: usize, sa: usize, b: &[f32], ob: usize, sb: usize, f: &F) {
     let len = run.len();
     match (sa, sb) {
         (1, 1) => {
@@ -67,13 +104,13 @@ fn map2_run(run: &mut [MaybeUninit<f32>], a: &[f32], oa: usize, sa: usize, b: &[
 }
 
 /// `f(a, b)` over two views of one (broadcast) shape.
-fn map2(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+fn map2<F: Fn(f32, f32) -> f32 + Sync>(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, f: F) -> Vec<f32> {
     let walk = Walk::new(la.shape(), [la.strides(), lb.strides()]);
     // SAFETY: the runs cover the output; `map2_run` writes every element.
     unsafe {
         written_vec(la.elem_count(), |out| {
             walk.for_each_run([la.offset(), lb.offset()], out, |run, [oa, ob], [sa, sb]| {
-                vectorized(|| map2_run(run, a, oa, sa, b, ob, sb, &f))
+                vectorized_with(Map2Run { run, a, oa, sa, b, ob, sb, f: &f })
             })
         })
     }

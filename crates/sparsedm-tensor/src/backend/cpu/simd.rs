@@ -13,13 +13,15 @@
 //! baseline path (tested in `tests/simd_tests.rs` of this crate by forcing
 //! each level).
 //!
-//! Known limit: the widening only happens when LLVM inlines the closure
-//! into `with_avx512`/`with_avx2`. A profile of the release binary (demo
-//! U-ViT) shows it does for some kernels (their code sits in
-//! `with_avx512` with zmm instructions) but not for `elementwise.rs`'s
-//! `map`/`map2` runs, whose closures stay out of line at baseline width.
-//! The fix is one `#[target_feature]` wrapper per kernel function (not a
-//! closure) that calls the `#[inline(always)]` body.
+//! The widening only happens when LLVM inlines the work into
+//! `with_avx512`/`with_avx2`. A closure with a large body is called from
+//! three places (the two wrappers and the baseline path) and LLVM may keep
+//! it out of line at baseline width: a profile of the release binary (demo
+//! U-ViT) showed that for `elementwise.rs`'s `map`/`map2` runs (GELU's erf
+//! at ~6 ns an element), and a function item's `FnOnce` shim fares no
+//! better. [`vectorized_with`] takes a [`Kernel`] instead, whose
+//! `#[inline(always)]` `run` is inlined into each wrapper whatever its
+//! size; use it for loop kernels, [`vectorized`] for small closures.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -93,11 +95,51 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
             // SAFETY: the level is only ever one the CPU was detected to
             // support (`detect`, `force_simd_level`).
             SimdLevel::Avx512 => return unsafe { with_avx512(f) },
+            // SAFETY: as above.
             SimdLevel::Avx2 => return unsafe { with_avx2(f) },
             SimdLevel::Base => {}
         }
     }
     f()
+}
+
+/// A loop kernel for [`vectorized_with`]: its arguments as fields and the
+/// loop in [`Kernel::run`], which implementations mark `#[inline(always)]`
+/// so that each instruction set's wrapper gets its own inlined, vectorised
+/// copy of the loop whatever its size (see the module doc).
+pub(crate) trait Kernel {
+    type Output;
+    /// The loop; implementations are `#[inline(always)]`.
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for the level in use.
+#[inline(always)]
+pub(crate) fn vectorized_with<K: Kernel>(kernel: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match simd_level() {
+            // SAFETY: the level is only ever one the CPU was detected to
+            // support (`detect`, `force_simd_level`).
+            SimdLevel::Avx512 => return unsafe { run_avx512(kernel) },
+            // SAFETY: as above.
+            SimdLevel::Avx2 => return unsafe { run_avx2(kernel) },
+            SimdLevel::Base => {}
+        }
+    }
+    kernel.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
 }
 
 #[cfg(target_arch = "x86_64")]
