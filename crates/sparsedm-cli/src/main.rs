@@ -62,6 +62,8 @@ enum Command {
 fn main() -> ExitCode {
     // Freed buffers stay committed and are reused without page faults.
     sparsedm_tensor::host_alloc::keep_freed_pages();
+    // This thread joins the CPU thread pool, so parallel tensor ops start in place.
+    sparsedm_tensor::host_threads::join_pool();
     // Behave like other Unix tools when the output pipe closes
     // (`sparsedm inspect x | head`): exit quietly instead of panicking.
     #[cfg(unix)]

@@ -42,6 +42,7 @@ mod device;
 mod dtype;
 pub mod error;
 pub mod host_alloc;
+pub mod host_threads;
 pub mod io;
 mod layout;
 pub mod nm_cpu;
