@@ -10,7 +10,7 @@
 use crate::Layout;
 use crate::backend::cpu::matmul::gemm_f32;
 use crate::backend::cpu::rows::softmax_in_place;
-use crate::backend::cpu::simd::vectorized;
+use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::op_kinds::AttnDims;
 use rayon::prelude::*;
 
@@ -39,6 +39,25 @@ fn batch_offset(l: &Layout, i: usize) -> usize {
 fn softmax_scaled_in_place(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= scale);
     softmax_in_place(row);
+}
+
+/// [`softmax_scaled_in_place`] on each row of `nk` scores of a tile; a
+/// [`Kernel`], so the exponentials are vectorised for the CPU's widest
+/// instructions.
+struct SoftmaxRows<'a> {
+    s: &'a mut [f32],
+    nk: usize,
+    scale: f32,
+}
+
+impl Kernel for SoftmaxRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        for row in self.s.chunks_mut(self.nk) {
+            softmax_scaled_in_place(row, self.scale);
+        }
+    }
 }
 
 /// `softmax(q·kᵀ·scale)·v` as a contiguous `[batch…, lq, dv]` buffer, and,
@@ -88,7 +107,7 @@ pub(crate) fn attention(
             };
             // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
             gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
-            vectorized(|| s.chunks_mut(nk).for_each(|row| softmax_scaled_in_place(row, scale)));
+            vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
             // o[r0..r0+rows] = s · v
             gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
             r0 += rows;
