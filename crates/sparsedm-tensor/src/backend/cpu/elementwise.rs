@@ -48,7 +48,9 @@ fn map<F: Fn(f32) -> f32 + Sync>(src: &[f32], l: &Layout, f: F) -> Vec<f32> {
     let walk = Walk::new(l.shape(), [l.strides()]);
     // SAFETY: the runs cover the output; `map_run` writes every element.
     unsafe {
-        written_vec(l.elem_count(), |out| walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized_with(MapRun { run, src, o, s, f: &f })))
+        written_vec(l.elem_count(), |out| {
+            walk.for_each_run([l.offset()], out, |run, [o], [s]| vectorized_with(MapRun { run, src, o, s, f: &f }))
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! `linear` as one GEMM onto rows pre-filled with the bias.
 
 use crate::Layout;
-use crate::backend::cpu::strided::gather;
+use crate::backend::cpu::strided::{gather, written_vec};
 use rayon::prelude::*;
 
 /// Work (m·n·k) above which one product is worth gemm's own threads.
@@ -27,13 +27,66 @@ pub(crate) fn gemm_f32(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(out.len() >= m * n, "gemm_f32: output buffer too small");
+    // SAFETY: `out` is an initialised, uniquely borrowed slice.
+    unsafe { gemm_f32_raw(out.as_mut_ptr(), out.len(), m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate, parallel) }
+}
+
+/// [`gemm_f32`] into `m·n` uninitialised floats (the product overwrites
+/// them all without reading them: no zeroing pass first).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32_uninit(
+    out: &mut [std::mem::MaybeUninit<f32>],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    parallel: bool,
+) {
+    if k == 0 {
+        out[..m * n].iter_mut().for_each(|o| {
+            o.write(0.0);
+        });
+        return;
+    }
+    // SAFETY: without `accumulate` gemm only writes `out` (never reads it),
+    // and MaybeUninit<f32> has f32's layout; the slice is uniquely borrowed.
+    unsafe { gemm_f32_raw(out.as_mut_ptr().cast::<f32>(), out.len(), m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false, parallel) }
+}
+
+/// The body of [`gemm_f32`] on a raw output of `out_len` floats.
+///
+/// # Safety
+/// `out` points to `out_len` writable floats that alias neither input; when
+/// `accumulate` they must be initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32_raw(
+    out: *mut f32,
+    out_len: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(out_len >= m * n, "gemm_f32: output buffer too small");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            out[..m * n].fill(0.0);
+            // SAFETY: `out` holds out_len ≥ m·n writable floats (caller, assert).
+            unsafe { std::slice::from_raw_parts_mut(out, m * n) }.fill(0.0);
         }
         return;
     }
@@ -47,13 +100,13 @@ pub(crate) fn gemm_f32(
     };
     // SAFETY: the asserts above guarantee that every element addressed
     // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`; `out`
-    // is uniquely borrowed and does not alias the inputs.
+    // does not alias the inputs (caller).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             n as isize,
             accumulate,
@@ -117,15 +170,21 @@ pub(crate) fn linear(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    if let Some((b, lb)) = bias {
-        let bv = gather(b, lb.shape(), lb.strides(), lb.offset());
-        for row in out.chunks_mut(n.max(1)) {
-            row.copy_from_slice(&bv);
-        }
-    }
     let (xv, wv) = (&x[lx.offset()..], &w[lw.offset()..]);
+    let (xr, xc, wr, wc) = (lx.strides()[0], lx.strides()[1], lw.strides()[1], lw.strides()[0]);
     // rhs[kk, j] = W[j, kk]
-    gemm_f32(&mut out, m, n, k, xv, lx.strides()[0], lx.strides()[1], wv, lw.strides()[1], lw.strides()[0], bias.is_some(), true);
-    out
+    match bias {
+        Some((b, lb)) => {
+            // Rows pre-filled with the bias (one write, no zeroing first), then accumulated onto.
+            let bv = gather(b, lb.shape(), lb.strides(), lb.offset());
+            let mut out = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                out.extend_from_slice(&bv);
+            }
+            gemm_f32(&mut out, m, n, k, xv, xr, xc, wv, wr, wc, true, true);
+            out
+        }
+        // SAFETY: the product writes all m·n outputs.
+        None => unsafe { written_vec(m * n, |o| gemm_f32_uninit(o, m, n, k, xv, xr, xc, wv, wr, wc, true)) },
+    }
 }

@@ -3,33 +3,89 @@
 //! backward. Rows are processed in parallel on contiguous data.
 
 use crate::backend::cpu::math::fast_exp;
-use crate::backend::cpu::simd::vectorized;
+use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use rayon::prelude::*;
 
-/// Applies `f(row_in, row_out)` to every row of length `len`, in parallel.
-fn rows_map(data: &[f32], len: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+/// One row kernel over an input row: implementations' `apply` is
+/// `#[inline(always)]`, so that [`Rows`] compiles it into each instruction
+/// set's copy of the loop (see `simd.rs`; a closure or a function item
+/// passed here would stay out of line at baseline width).
+trait RowOp: Sync {
+    fn apply(&self, x: &[f32], y: &mut [f32]);
+}
+
+/// One row kernel over two input rows (see [`RowOp`]).
+trait RowOp2: Sync {
+    fn apply(&self, a: &[f32], b: &[f32], y: &mut [f32]);
+}
+
+/// Rows of `len` of `x` (and `b`) through `op` into `y`: a [`Kernel`].
+struct Rows<'a, R> {
+    x: &'a [f32],
+    b: &'a [f32],
+    y: &'a mut [f32],
+    len: usize,
+    op: &'a R,
+}
+
+/// The [`RowOp`] form of [`Rows`] (its `b` is unused).
+struct Rows1<'a, R>(Rows<'a, R>);
+
+impl<R: RowOp> Kernel for Rows1<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Rows { x, y, len, op, .. } = self.0;
+        for (x, y) in x.chunks(len).zip(y.chunks_mut(len)) {
+            op.apply(x, y);
+        }
+    }
+}
+
+impl<R: RowOp2> Kernel for Rows<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Rows { x, b, y, len, op } = self;
+        for ((x, b), y) in x.chunks(len).zip(b.chunks(len)).zip(y.chunks_mut(len)) {
+            op.apply(x, b, y);
+        }
+    }
+}
+
+/// Rows per parallel task: about 16 K floats of each operand.
+fn rows_per_task(len: usize) -> usize {
+    ((1 << 14) / len).max(1)
+}
+
+/// Applies `op` to every row of length `len`, in parallel for large inputs.
+fn rows_map<R: RowOp>(data: &[f32], len: usize, op: R) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
     if len == 0 {
         return out;
     }
-    if data.len() < 1 << 14 {
-        data.chunks(len).zip(out.chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
+    let chunk = len * rows_per_task(len);
+    let one = |(x, y): (&[f32], &mut [f32])| vectorized_with(Rows1(Rows { x, b: &[], y, len, op: &op }));
+    if data.len() <= chunk {
+        one((data, &mut out));
     } else {
-        data.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(|(i, o)| vectorized(|| f(i, o)));
+        data.par_chunks(chunk).zip(out.par_chunks_mut(chunk)).for_each(one);
     }
     out
 }
 
 /// Like [`rows_map`] over two inputs of the same shape.
-fn rows_map2(a: &[f32], b: &[f32], len: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+fn rows_map2<R: RowOp2>(a: &[f32], b: &[f32], len: usize, op: R) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
     if len == 0 {
         return out;
     }
-    if a.len() < 1 << 14 {
-        a.chunks(len).zip(b.chunks(len)).zip(out.chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
+    let chunk = len * rows_per_task(len);
+    let one = |((x, b), y): ((&[f32], &[f32]), &mut [f32])| vectorized_with(Rows { x, b, y, len, op: &op });
+    if a.len() <= chunk {
+        one(((a, b), &mut out));
     } else {
-        a.par_chunks(len).zip(b.par_chunks(len)).zip(out.par_chunks_mut(len)).for_each(|((x, y), o)| vectorized(|| f(x, y, o)));
+        a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(out.par_chunks_mut(chunk)).for_each(one);
     }
     out
 }
@@ -63,9 +119,25 @@ fn log_softmax_row(x: &[f32], y: &mut [f32]) {
     }
 }
 
+struct SoftmaxOp;
+impl RowOp for SoftmaxOp {
+    #[inline(always)]
+    fn apply(&self, x: &[f32], y: &mut [f32]) {
+        softmax_row(x, y);
+    }
+}
+
+struct LogSoftmaxOp;
+impl RowOp for LogSoftmaxOp {
+    #[inline(always)]
+    fn apply(&self, x: &[f32], y: &mut [f32]) {
+        log_softmax_row(x, y);
+    }
+}
+
 /// Softmax (or log-softmax) of each row of length `len` of contiguous `x`.
 pub(crate) fn softmax_last(x: &[f32], len: usize, log: bool) -> Vec<f32> {
-    if log { rows_map(x, len, log_softmax_row) } else { rows_map(x, len, softmax_row) }
+    if log { rows_map(x, len, LogSoftmaxOp) } else { rows_map(x, len, SoftmaxOp) }
 }
 
 #[inline(always)]
@@ -87,7 +159,23 @@ fn softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
 /// Gradient of [`softmax_last`] from its output `y` and the gradient `g`
 /// (both contiguous): `y ⊙ (g − Σ g⊙y)`, or `g − exp(y)·Σ g` for log-softmax.
 pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool) -> Vec<f32> {
-    if log { rows_map2(g, y, len, log_softmax_backward_row) } else { rows_map2(g, y, len, softmax_backward_row) }
+    if log { rows_map2(g, y, len, LogSoftmaxBackwardOp) } else { rows_map2(g, y, len, SoftmaxBackwardOp) }
+}
+
+struct SoftmaxBackwardOp;
+impl RowOp2 for SoftmaxBackwardOp {
+    #[inline(always)]
+    fn apply(&self, g: &[f32], y: &[f32], o: &mut [f32]) {
+        softmax_backward_row(g, y, o);
+    }
+}
+
+struct LogSoftmaxBackwardOp;
+impl RowOp2 for LogSoftmaxBackwardOp {
+    #[inline(always)]
+    fn apply(&self, g: &[f32], y: &[f32], o: &mut [f32]) {
+        log_softmax_backward_row(g, y, o);
+    }
 }
 
 /// f64 accumulators per row sweep: eight lanes, so the sweep vectorises.
@@ -152,13 +240,34 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
         return (y, Vec::new());
     }
     let mut rstd = vec![0f32; x.len() / len];
-    let row = |((x, y), r): ((&[f32], &mut [f32]), &mut f32)| *r = vectorized(|| standardize_row(x, y, eps));
-    if x.len() < 1 << 14 {
-        x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()).for_each(row);
+    let rows = rows_per_task(len);
+    let one = |((x, y), rstd): ((&[f32], &mut [f32]), &mut [f32])| vectorized_with(StandardizeRows { x, y, rstd, len, eps });
+    if rstd.len() <= rows {
+        one(((x, &mut y), &mut rstd));
     } else {
-        x.par_chunks(len).zip(y.par_chunks_mut(len)).zip(rstd.par_iter_mut()).for_each(row);
+        x.par_chunks(len * rows).zip(y.par_chunks_mut(len * rows)).zip(rstd.par_chunks_mut(rows)).for_each(one);
     }
     (y, rstd)
+}
+
+/// Rows of [`standardize_last`]: a [`Kernel`].
+struct StandardizeRows<'a> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+    rstd: &'a mut [f32],
+    len: usize,
+    eps: f32,
+}
+
+impl Kernel for StandardizeRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let StandardizeRows { x, y, rstd, len, eps } = self;
+        for ((x, y), r) in x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()) {
+            *r = standardize_row(x, y, eps);
+        }
+    }
 }
 
 /// One row of [`standardize_last_backward`].
@@ -179,7 +288,15 @@ fn standardize_backward_row(g: &[f32], x: &[f32], o: &mut [f32], eps: f32) {
 /// recomputed from `x` in f64 and the two means summed over [`LANES`] partial
 /// sums.
 pub(crate) fn standardize_last_backward(x: &[f32], g: &[f32], len: usize, eps: f32) -> Vec<f32> {
-    rows_map2(g, x, len, |g, x, o| standardize_backward_row(g, x, o, eps))
+    rows_map2(g, x, len, StandardizeBackwardOp(eps))
+}
+
+struct StandardizeBackwardOp(f32);
+impl RowOp2 for StandardizeBackwardOp {
+    #[inline(always)]
+    fn apply(&self, g: &[f32], x: &[f32], o: &mut [f32]) {
+        standardize_backward_row(g, x, o, self.0);
+    }
 }
 
 #[cfg(test)]
