@@ -41,6 +41,7 @@ pub fn keep_freed_pages() {
 }
 
 /// The current purge delay in milliseconds (-1: never purge).
+#[allow(clippy::useless_conversion)] // `long` is i32 on some targets
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads one entry of mimalloc's option table.
     i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
