@@ -194,6 +194,16 @@ fn bench_times_forward_and_training_steps() {
     assert_eq!(r["params"].as_u64(), Some(1_495_776));
     // PyTorch's numbers were measured at batch 64 only.
     assert!(r["peer"].is_null());
+    // --forward-only: the forwards, no training steps.
+    let o =
+        Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--pattern", "1:4", "--forward-only", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["forward_ms"].as_f64().unwrap() > 0.0 && r["forward_nm_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["train_step_ms"].is_null() && r["train_step_srste_ms"].is_null(), "{r}");
+    let o = Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--forward-only"]).output().unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && table.contains("forward ") && !table.contains("train step"), "{table}");
     let o = Command::new(BIN).args(["bench", "--iters", "1", "--device", "cuda:1"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: --device cuda:1"));

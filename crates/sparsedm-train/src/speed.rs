@@ -83,10 +83,11 @@ pub struct SpeedReport {
     /// GEMM, ms per forward: the layers' own speed-up is
     /// `nm_layers_dense_ms / nm_layers_ms`.
     pub nm_layers_dense_ms: Option<f64>,
-    /// One dense training step, ms.
-    pub train_step_ms: f64,
-    /// One training step with 2:4 SR-STE masks recomputed every forward, ms.
-    pub train_step_srste_ms: f64,
+    /// One dense training step, ms (`None` with `--forward-only`).
+    pub train_step_ms: Option<f64>,
+    /// One training step with 2:4 SR-STE masks recomputed every forward, ms
+    /// (`None` with `--forward-only`).
+    pub train_step_srste_ms: Option<f64>,
     pub peer: Option<Peer>,
 }
 
@@ -119,17 +120,15 @@ impl SpeedReport {
         if let (Some(l), Some(d)) = (self.nm_layers_ms, self.nm_layers_dense_ms) {
             s += &format!("  of which N:M layers {l:8.1} ms   (the same layers on the dense GEMM: {d:.1} ms, {:.2}x)\n", d / l);
         }
-        s += &format!(
-            "train step, dense    {:8.1} ms{}\n",
-            self.train_step_ms,
-            peer(self.train_step_ms, self.peer.and_then(|p| p.train_step_ms))
-        );
-        s += &format!(
-            "train step, SR-STE   {:8.1} ms   ({:.2}x our dense step){}",
-            self.train_step_srste_ms,
-            self.train_step_srste_ms / self.train_step_ms,
-            peer(self.train_step_srste_ms, self.peer.and_then(|p| p.train_step_srste_ms))
-        );
+        if let (Some(dense), Some(srste)) = (self.train_step_ms, self.train_step_srste_ms) {
+            s += &format!("train step, dense    {dense:8.1} ms{}\n", peer(dense, self.peer.and_then(|p| p.train_step_ms)));
+            s += &format!(
+                "train step, SR-STE   {srste:8.1} ms   ({:.2}x our dense step){}\n",
+                srste / dense,
+                peer(srste, self.peer.and_then(|p| p.train_step_srste_ms))
+            );
+        }
+        s.truncate(s.trim_end().len());
         if let Some(b) = self.peak_device_memory_bytes {
             s += &format!("\npeak GPU memory      {:8.1} MiB (allocator peak, live + cached, whole bench)", b as f64 / (1024.0 * 1024.0));
         }
@@ -201,13 +200,14 @@ pub fn measure(cfg: &RunConfig, batch: usize, iters: usize, device: Device) -> R
 /// process-wide; it is restored afterwards). The CPU computes in f32 only,
 /// so there any other precision is an error.
 pub fn measure_at(cfg: &RunConfig, batch: usize, iters: usize, device: Device, precision: MatmulPrecision) -> Result<SpeedReport> {
-    measure_nm(cfg, batch, iters, device, precision, None)
+    measure_nm(cfg, batch, iters, device, precision, None, true)
 }
 
 /// [`measure_at`], and with `pattern` the N:M sampling forward beside the
 /// dense one (see the module docs). On a GPU only 2:4 at bf16 precision has
 /// an N:M kernel (cuSPARSELt); anything else is an error, not a dense time
-/// reported as N:M.
+/// reported as N:M. Without `train` only the sampling forwards are timed
+/// (the training-step fields are then `None`).
 pub fn measure_nm(
     cfg: &RunConfig,
     batch: usize,
@@ -215,6 +215,7 @@ pub fn measure_nm(
     device: Device,
     precision: MatmulPrecision,
     pattern: Option<NmPattern>,
+    train: bool,
 ) -> Result<SpeedReport> {
     device.ensure_available()?;
     if let (Some(p), Device::Cuda(_)) = (pattern, device) {
@@ -238,7 +239,7 @@ pub fn measure_nm(
     }
     let before = matmul_precision();
     set_matmul_precision(precision);
-    let report = run_measurements(cfg, batch, iters, device, precision, pattern);
+    let report = run_measurements(cfg, batch, iters, device, precision, pattern, train);
     set_matmul_precision(before);
     report
 }
@@ -259,6 +260,7 @@ fn run_measurements(
     device: Device,
     precision: MatmulPrecision,
     pattern: Option<NmPattern>,
+    train: bool,
 ) -> Result<SpeedReport> {
     let dense = bench_step(cfg, batch, false, device)?;
     let shape = dense.student().config.input_shape();
@@ -280,10 +282,13 @@ fn run_measurements(
             d
         }
     };
-    let train_step_ms = time_train(dense, &x, iters)?;
-    let sparse = bench_step(cfg, batch, true, device)?;
-    let params = sparse.student().store.num_params();
-    let train_step_srste_ms = time_train(sparse, &x, iters)?;
+    let params = dense.student().store.num_params();
+    let (train_step_ms, train_step_srste_ms) = if train {
+        let dense_ms = time_train(dense, &x, iters)?;
+        (Some(dense_ms), Some(time_train(bench_step(cfg, batch, true, device)?, &x, iters)?))
+    } else {
+        (None, None)
+    };
     let peer = match device {
         Device::Cpu => cpu_peer(cfg, batch),
         Device::Cuda(_) => cuda_peer(cfg, batch, precision),

@@ -27,6 +27,7 @@ use sparsedm_train::{RunConfig, speed};
 sparsedm bench\n  \
 sparsedm bench --config cifar10_uvit_small --batch 8 --iters 3 --json\n  \
 sparsedm bench --pattern 2:4 --json\n  \
+sparsedm bench --config cifar10_uvit_small --batch 8 --pattern 1:8 --forward-only\n  \
 sparsedm bench --config cifar10_uvit_small --batch 128 --device cuda --precision bf16\n\n\
 Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
 pub struct Args {
@@ -55,6 +56,10 @@ pub struct Args {
     /// (e.g. 2:4, 1:8) on the N:M kernels, reported as `forward_nm_ms`.
     #[arg(long, value_name = "N:M")]
     pub pattern: Option<String>,
+    /// Time only the sampling forward(s), not the training steps (profiling a forward,
+    /// or a quick N:M comparison); `train_step_ms` and `train_step_srste_ms` are then null.
+    #[arg(long)]
+    pub forward_only: bool,
 }
 
 /// Parses `--precision`.
@@ -83,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let cfg = RunConfig::load(&a.config, &a.set)?;
     a.device.announce();
-    let mut report = speed::measure_nm(&cfg, a.batch, a.iters, device, precision, pattern)?;
+    let mut report = speed::measure_nm(&cfg, a.batch, a.iters, device, precision, pattern, !a.forward_only)?;
     if super::is_simulated(device) {
         // The simulator's times are the CPU's: labelled as such, with no GPU peer beside them.
         report.device = format!("{} ({}: times are the CPU's, not a GPU's)", report.device, sparsedm_kernels::sim::DEVICE_NAME);
