@@ -1,7 +1,7 @@
 //! The CPU kernels give bit-identical results at every vector instruction
 //! set this machine has (`sparsedm_tensor::simd`): element-wise maps over
-//! contiguous, strided and broadcast operands, softmax, layer norm, the
-//! fused attention, prefix sums and the AdamW/EMA updates, each computed
+//! contiguous, strided and broadcast operands, softmax, layer norm (and
+//! the backward of both, and of GELU), the fused attention, prefix sums and the AdamW/EMA updates, each computed
 //! at the baseline level and compared with the AVX2 and AVX-512 levels
 //! (skipped, with a line saying so, for a level the CPU lacks).
 
@@ -38,6 +38,18 @@ fn results() -> Vec<(&'static str, Vec<f32>)> {
         ("layer_norm", v(x.layer_norm(Some(&bias), Some(&bias), 1e-5).unwrap())),
         ("sum prefix", v(x.sum_dims(&[0, 1], false).unwrap())),
     ];
+    // Backward kernels (softmax, log-softmax, layer norm, GELU): the input's
+    // gradient under the loss Σ f(x) ⊙ r.
+    let r = randn(&[5, 37, 23], 12);
+    let grad = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let xv = x.to_var();
+        let grads = f(&xv).mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        v(grads.get(&xv).expect("gradient").clone())
+    };
+    out.push(("softmax bwd", grad(&|t| t.softmax(2).unwrap())));
+    out.push(("log_softmax bwd", grad(&|t| t.log_softmax(2).unwrap())));
+    out.push(("layer_norm bwd", grad(&|t| t.layer_norm(Some(&bias), Some(&bias), 1e-5).unwrap())));
+    out.push(("gelu bwd", grad(&|t| t.gelu().unwrap())));
     let (q, k, vv) = (randn(&[3, 2, 41, 9], 4), randn(&[3, 2, 41, 9], 5), randn(&[3, 2, 41, 7], 6));
     out.push(("attention", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
     // AdamW and EMA in place on fresh copies.
