@@ -276,6 +276,22 @@ impl Tensor {
         Ok(self.to_vec_f32()?[0])
     }
 
+    /// Runs `f` on the elements as f32 in row-major order, borrowed in place
+    /// when this is a contiguous f32 CPU tensor, else on a converted copy
+    /// (as [`Tensor::to_vec_f32`]). Inference kernels outside the backend
+    /// (the N:M layers) read their input this way without a copy.
+    pub(crate) fn with_host_f32<R>(&self, op: &'static str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        {
+            let storage = self.storage();
+            if let Storage::Cpu(c) = &*storage
+                && let Ok(data) = c.f32s(op)
+            {
+                return Ok(crate::backend::cpu::buffer::with_contiguous(data, self.layout(), f));
+            }
+        }
+        Ok(f(&self.to_vec_f32()?))
+    }
+
     /// A contiguous host copy in the tensor's own dtype (downloaded from a GPU).
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
         self.storage().to_cpu(self.layout(), "to_cpu_storage")

@@ -202,6 +202,34 @@ fn forward_tensor_keeps_leading_dims() {
 }
 
 #[test]
+fn forward_tensor_reads_views_in_place_or_copied_alike() {
+    // A contiguous input is read in place, a transposed view or a
+    // narrowed one through a copy: all give the
+    // masked dense result, with the bias, on every element of the output
+    // (which the kernels write without zeroing it first).
+    let mut rng = Rng(21);
+    let (inp, out, n, m) = (40, 19, 2, 8);
+    let w = nm_weight(&mut rng, out, inp, n, m);
+    let b = rng.vec(out);
+    let layer = NmLinear::new(&w, out, inp, Some(&b), n, m).unwrap();
+    let xv = rng.vec(37 * inp);
+    let (want, scale) = reference(&xv, 37, &w, out, inp, Some(&b));
+    let x = Tensor::from_vec(xv.clone(), &[37, inp], &Device::Cpu).unwrap();
+    // The same values as [inp, 37] transposed back: a non-contiguous view.
+    let xt = x.transpose(0, 1).unwrap().contiguous().unwrap().transpose(0, 1).unwrap();
+    assert!(!xt.is_contiguous());
+    // A narrowed view with an offset: rows 5.. of a larger tensor.
+    let mut padded = rng.vec(5 * inp);
+    padded.extend_from_slice(&xv);
+    let xn = Tensor::from_vec(padded, &[42, inp], &Device::Cpu).unwrap().narrow(0, 5, 37).unwrap();
+    for (what, input) in [("contiguous", &x), ("transposed view", &xt), ("narrowed view", &xn)] {
+        let y = layer.forward_tensor(input).unwrap();
+        assert_eq!(y.shape(), &[37, out]);
+        assert_close(what, &y.to_vec_f32().unwrap(), &want, &scale);
+    }
+}
+
+#[test]
 fn dense_linear_matches_reference_and_checks_lengths() {
     let mut rng = Rng(3);
     let (rows, inp, out) = (9, 13, 6);

@@ -10,9 +10,11 @@
 //! way that matters.
 
 use super::format::NmWeight;
-use super::spmm::spmm;
+use super::spmm::{as_uninit, spmm_best_uninit};
+use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
@@ -93,25 +95,55 @@ pub fn forced_path() -> Option<NmPath> {
 /// # Errors
 /// Buffer lengths that do not match `rows`, `in`, `out`.
 pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
-    let op = "dense_linear";
-    if x.len() != rows * inp || w.len() != out * inp || y.len() != rows * out || bias.is_some_and(|b| b.len() != out) {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "lengths x {}, w {}, y {}, bias {:?} do not fit rows {rows}, in {inp}, out {out}",
-                x.len(),
-                w.len(),
-                y.len(),
-                bias.map(<[f32]>::len)
-            ),
-        ));
-    }
+    check_lengths(x, rows, w, out, inp, bias, y.len())?;
     match bias {
         Some(b) => y.chunks_mut(out.max(1)).for_each(|r| r.copy_from_slice(b)),
         None => y.fill(0.0),
     }
+    gemm_accumulate(x, rows, w, out, inp, y);
+    Ok(())
+}
+
+/// The length check of [`dense_linear`], naming every buffer.
+fn check_lengths(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y_len: usize) -> Result<()> {
+    if x.len() != rows * inp || w.len() != out * inp || y_len != rows * out || bias.is_some_and(|b| b.len() != out) {
+        return Err(Error::invalid(
+            "dense_linear",
+            format!(
+                "lengths x {}, w {}, y {}, bias {:?} do not fit rows {rows}, in {inp}, out {out}",
+                x.len(),
+                w.len(),
+                y_len,
+                bias.map(<[f32]>::len)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fills the uninitialised `y [rows, out]` with the bias (or zeros), so
+/// that it can be accumulated into, and returns it initialised.
+fn fill_bias<'y>(y: &'y mut [MaybeUninit<f32>], out: usize, bias: Option<&[f32]>) -> &'y mut [f32] {
+    match bias {
+        Some(b) => y.chunks_mut(out.max(1)).for_each(|r| {
+            r.iter_mut().zip(b).for_each(|(d, &v)| {
+                d.write(v);
+            })
+        }),
+        None => y.iter_mut().for_each(|d| {
+            d.write(0.0);
+        }),
+    }
+    // SAFETY: every element was written just above (each row of `out`
+    // elements from the bias, which has `out` elements, or all zeros);
+    // MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(std::ptr::from_mut(y) as *mut [f32]) }
+}
+
+/// `y += x·wᵀ` through the `gemm` crate (lengths already checked).
+fn gemm_accumulate(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, y: &mut [f32]) {
     if rows == 0 || out == 0 || inp == 0 {
-        return Ok(());
+        return;
     }
     let par =
         if rows * out * inp >= PAR_GEMM_WORK { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
@@ -141,7 +173,6 @@ pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, b
             par,
         );
     }
-    Ok(())
 }
 
 /// An N:M Linear for inference: the compressed weight for the SpMM kernel,
@@ -202,11 +233,21 @@ impl NmLinear {
     /// # Errors
     /// Buffer lengths that do not match `rows`, `in`, `out`.
     pub fn forward_with(&self, path: NmPath, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        self.forward_with_uninit(path, x, rows, as_uninit(y))
+    }
+
+    /// [`NmLinear::forward_with`] into an output that need not be
+    /// initialised: on success every element has been written.
+    fn forward_with_uninit(&self, path: NmPath, x: &[f32], rows: usize, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+        let (out, inp) = (self.weight.out_features(), self.weight.in_features());
         match path {
             NmPath::Dense => {
-                dense_linear(x, rows, &self.dense, self.weight.out_features(), self.weight.in_features(), self.bias.as_deref(), y)
+                check_lengths(x, rows, &self.dense, out, inp, self.bias.as_deref(), y.len())?;
+                let y = fill_bias(y, out, self.bias.as_deref());
+                gemm_accumulate(x, rows, &self.dense, out, inp, y);
+                Ok(())
             }
-            NmPath::Sparse => spmm(x, rows, &self.weight, self.bias.as_deref(), y),
+            NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias.as_deref(), y),
         }
     }
 
@@ -217,24 +258,30 @@ impl NmLinear {
     /// # Errors
     /// Buffer lengths that do not match `rows`, `in`, `out`.
     pub fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        self.forward_uninit(x, rows, as_uninit(y))
+    }
+
+    /// [`NmLinear::forward`] into an output that need not be initialised:
+    /// on success every element has been written.
+    fn forward_uninit(&self, x: &[f32], rows: usize, y: &mut [MaybeUninit<f32>]) -> Result<()> {
         if let Some(path) = forced_path() {
-            return self.forward_with(path, x, rows, y);
+            return self.forward_with_uninit(path, x, rows, y);
         }
         let key = self.key(rows);
         if let Some(path) = chosen_path(key) {
-            return self.forward_with(path, x, rows, y);
+            return self.forward_with_uninit(path, x, rows, y);
         }
         let mut best = [f64::INFINITY; 2];
         for _ in 0..TUNE_REPS {
             for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
                 let t = Instant::now();
-                self.forward_with(path, x, rows, y)?;
+                self.forward_with_uninit(path, x, rows, y)?;
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
             }
         }
         let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
         table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
-        self.forward_with(path, x, rows, y)
+        self.forward_with_uninit(path, x, rows, y)
     }
 
     /// [`NmLinear::forward`] on a CPU tensor `[..., in]`, giving `[..., out]`
@@ -252,9 +299,25 @@ impl NmLinear {
             return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![self.weight.out_features(), inp] });
         }
         let rows = x.elem_count() / inp.max(1);
-        let xv = x.to_vec_f32()?;
-        let mut y = vec![0f32; rows * self.weight.out_features()];
-        self.forward(&xv, rows, &mut y)?;
+        let n = rows * self.weight.out_features();
+        // The input is read in place when contiguous f32 (no copy), and the
+        // output is not zeroed first: the kernels write every element.
+        let y = x.with_host_f32(op, |xv| {
+            let mut res = Ok(());
+            // SAFETY: on success forward_uninit wrote every element; on an
+            // error the closure writes them all (zeros) before returning.
+            let y = unsafe {
+                written_vec(n, |y| {
+                    res = self.forward_uninit(xv, rows, y);
+                    if res.is_err() {
+                        y.iter_mut().for_each(|d| {
+                            d.write(0.0);
+                        });
+                    }
+                })
+            };
+            res.map(|()| y)
+        })??;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = self.weight.out_features();
         Tensor::from_vec(y, &shape, &Device::Cpu)

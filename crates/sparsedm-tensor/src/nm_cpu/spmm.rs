@@ -26,6 +26,7 @@ use super::format::{NmWeight, ROW_BLOCK};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// One SIMD register type and the four operations the kernel needs.
@@ -471,6 +472,11 @@ pub fn spmm(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut 
     spmm_with(Isa::best(), x, rows, w, bias, y)
 }
 
+/// [`spmm`] into an output that need not be initialised (see [`spmm_uninit`]).
+pub(crate) fn spmm_best_uninit(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+    spmm_uninit(Isa::best(), slab_bytes(), x, rows, w, bias, y)
+}
+
 /// [`spmm`] with a chosen instruction set (tests run each path directly).
 ///
 /// # Errors
@@ -494,6 +500,30 @@ pub fn spmm_with_slab(
     w: &NmWeight,
     bias: Option<&[f32]>,
     y: &mut [f32],
+) -> Result<()> {
+    spmm_uninit(isa, slab_bytes, x, rows, w, bias, as_uninit(y))
+}
+
+/// `y` viewed as possibly uninitialised elements, for the kernels that
+/// write every output element without reading it. Sound because they only
+/// ever store initialised `f32` values through the view.
+pub(crate) fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, the borrow is unique and
+    // lives as long as `y`, and callers store only initialised values.
+    unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) }
+}
+
+/// [`spmm_with_slab`] into an output that need not be initialised: every
+/// one of its `rows·out` elements is written (none is read), so a fresh
+/// allocation needs no zeroing pass first. On an error nothing is written.
+pub(crate) fn spmm_uninit(
+    isa: Isa,
+    slab_bytes: usize,
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
     let op = "nm_spmm";
     let (out, inp) = (w.out_features(), w.in_features());
@@ -540,7 +570,7 @@ pub fn spmm_with_slab(
     let per_part = nblocks.div_ceil(parts);
     let items: Vec<(usize, usize)> = (0..groups).flat_map(|g| (0..parts).map(move |q| (g, q))).collect();
     let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-    let y_ptr = SendPtr(y.as_mut_ptr());
+    let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
     let template = Item {
         x: x.as_ptr(),
         inp,
