@@ -20,7 +20,12 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5) * z + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ from the bits of n + 1.5·2²³ (exact: n is an integer in [−126,
+    // 127], so its low mantissa bits are n): integer vector ops. A float
+    // to int `as` cast saturates, and LLVM turns that check into sixteen
+    // scalar conversions per AVX-512 vector (most of a softmax's time).
+    let n_int = (n + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
+    p * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 /// exp(-x²/2)/√(2π).
