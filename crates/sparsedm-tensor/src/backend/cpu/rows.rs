@@ -90,16 +90,66 @@ fn rows_map2<R: RowOp2>(a: &[f32], b: &[f32], len: usize, op: R) -> Vec<f32> {
     out
 }
 
-/// Softmax of one row, in place. The exponentials are one vectorisable
-/// loop and their sum a separate one in element order (the same sum a fused
-/// loop would form, so splitting them changes no bit).
+/// f32 accumulators of the row reductions of softmax: sixteen interleaved
+/// partial maxima or sums, one AVX-512 register (two AVX2 ones), so the
+/// sweep vectorises. A single running `fold` is a chain of dependent adds
+/// (or maxes), one every few cycles: for U-ViT's 257-key attention rows it
+/// cost more than the exponentials. The lane count is fixed, not the
+/// SIMD width, so every instruction set adds in the same order and gives
+/// the same bits.
+const F32_LANES: usize = 16;
+
+/// The largest element (−∞ for an empty row; NaNs are skipped as
+/// `f32::max` does), in [`F32_LANES`] partial maxima. Exact in any order.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; F32_LANES];
+    let mut c = x.chunks_exact(F32_LANES);
+    for c in &mut c {
+        for i in 0..F32_LANES {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    for (i, &v) in c.remainder().iter().enumerate() {
+        m[i] = m[i].max(v);
+    }
+    m.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `Σ f(a, b)` over paired elements in [`F32_LANES`] interleaved partial
+/// sums, added up pairwise at the end (a fixed order).
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut s = [0f32; F32_LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(F32_LANES), b.chunks_exact(F32_LANES));
+    for (ca, cb) in (&mut ca).zip(&mut cb) {
+        for i in 0..F32_LANES {
+            s[i] += f(ca[i], cb[i]);
+        }
+    }
+    for (i, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        s[i] += f(x, y);
+    }
+    let mut w = F32_LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            s[i] += s[i + w];
+        }
+    }
+    s[0]
+}
+
+/// Softmax of one row, in place. The maximum, the exponentials and their
+/// sum are each one vectorised sweep (the reductions in [`F32_LANES`]
+/// partial results).
 #[inline(always)]
 pub(crate) fn softmax_in_place(y: &mut [f32]) {
-    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = lane_max(y);
     for o in y.iter_mut() {
         *o = fast_exp(*o - max);
     }
-    let sum = y.iter().fold(0f32, |s, &v| s + v);
+    let sum = lane_sum(y, y, |v, _| v);
     let inv = 1.0 / sum;
     y.iter_mut().for_each(|o| *o *= inv);
 }
@@ -112,7 +162,7 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
 
 #[inline(always)]
 fn log_softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = lane_max(x);
     let lse = max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
     for (o, &v) in y.iter_mut().zip(x) {
         *o = v - lse;
@@ -142,7 +192,7 @@ pub(crate) fn softmax_last(x: &[f32], len: usize, log: bool) -> Vec<f32> {
 
 #[inline(always)]
 fn log_softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
-    let s: f32 = g.iter().sum();
+    let s = lane_sum(g, g, |v, _| v);
     for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
         *o = g - y.exp() * s;
     }
@@ -150,7 +200,7 @@ fn log_softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
 
 #[inline(always)]
 fn softmax_backward_row(g: &[f32], y: &[f32], o: &mut [f32]) {
-    let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+    let dot = lane_sum(g, y, |a, b| a * b);
     for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
         *o = y * (g - dot);
     }
@@ -301,6 +351,27 @@ impl RowOp2 for StandardizeBackwardOp {
 
 #[cfg(test)]
 mod tests {
+    /// The lane reductions against plain ones, at lengths below, at and
+    /// past the lane count (remainders), NaNs skipped by the maximum.
+    #[test]
+    fn lane_reductions_match_plain_ones() {
+        let mut rng = crate::Rng::new(9);
+        for len in [0, 1, 15, 16, 17, 257, 1000] {
+            let x = rng.uniform_vec(len, -3.0, 5.0);
+            let y = rng.uniform_vec(len, -1.0, 1.0);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(super::lane_max(&x), max, "max of {len}");
+            let want: f64 = x.iter().zip(&y).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let abs: f64 = x.iter().zip(&y).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let got = super::lane_sum(&x, &y, |a, b| a * b) as f64;
+            assert!((got - want).abs() <= 1e-6 * abs.max(1.0), "dot of {len}: {got} vs {want}");
+        }
+        let mut x = vec![1.0, f32::NAN, -2.0];
+        x.extend(std::iter::repeat_n(f32::NAN, 20));
+        assert_eq!(super::lane_max(&x), 1.0);
+        assert_eq!(super::lane_sum(&[], &[], |a, _| a), 0.0);
+    }
+
     /// The one-sweep statistics against the two-pass f64 formula, on rows
     /// whose mean is far larger than their spread and whose lengths leave
     /// remainders past the lanes.
