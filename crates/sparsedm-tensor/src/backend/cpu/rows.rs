@@ -103,17 +103,24 @@ const F32_LANES: usize = 16;
 /// `f32::max` does), in [`F32_LANES`] partial maxima. Exact in any order.
 #[inline(always)]
 fn lane_max(x: &[f32]) -> f32 {
+    // `if v > m` skips a NaN `v` as `f32::max` does (the partial maxima
+    // start at −∞ and never become NaN) in one `vmaxps`; `f32::max` adds
+    // a NaN test and a blend per vector.
+    #[inline(always)]
+    fn keep_larger(m: f32, v: f32) -> f32 {
+        if v > m { v } else { m }
+    }
     let mut m = [f32::NEG_INFINITY; F32_LANES];
     let mut c = x.chunks_exact(F32_LANES);
     for c in &mut c {
         for i in 0..F32_LANES {
-            m[i] = m[i].max(c[i]);
+            m[i] = keep_larger(m[i], c[i]);
         }
     }
     for (i, &v) in c.remainder().iter().enumerate() {
-        m[i] = m[i].max(v);
+        m[i] = keep_larger(m[i], v);
     }
-    m.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    m.iter().copied().fold(f32::NEG_INFINITY, keep_larger)
 }
 
 /// `Σ f(a, b)` over paired elements in [`F32_LANES`] interleaved partial
