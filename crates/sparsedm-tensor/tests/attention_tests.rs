@@ -91,6 +91,48 @@ fn fused_attention_reads_heads_of_a_packed_qkv() {
 }
 
 #[test]
+fn packed_qkv_attention_equals_the_three_head_views() {
+    // scaled_dot_product_attention_qkv on the packed [3, B, H, L, D] view
+    // against the op on its three narrowed views: the same output, and the
+    // same gradient of the projection output [B, L, 3·H·D].
+    // Also a contiguous packed [3, B, L, D] input (no heads) with a scale.
+    let (b, l, h, d) = (2, 19, 3, 4);
+    let x = randn(&[b, l, 3 * h * d], 40).to_var();
+    let qkv = x.reshape(&[b, l, 3, h, d]).unwrap().permute(&[2, 0, 3, 1, 4]).unwrap();
+    let views = [0, 1, 2].map(|i| qkv.narrow(0, i, 1).unwrap().squeeze(0).unwrap());
+    let r = randn(&[b, h, l, d], 41);
+    let packed = Tensor::scaled_dot_product_attention_qkv(&qkv, None).unwrap();
+    let three = Tensor::scaled_dot_product_attention(&views[0], &views[1], &views[2], None).unwrap();
+    assert_eq!(packed.to_vec_f32().unwrap(), three.to_vec_f32().unwrap());
+    let gp = packed.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gt = three.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let dg = max_rel_diff(gp.get(&x).unwrap(), gt.get(&x).unwrap());
+    assert!(dg <= 1e-6, "packed qkv gradient differs by {dg}");
+
+    let y = randn(&[3, 2, 7, 5], 42).to_var();
+    let packed = Tensor::scaled_dot_product_attention_qkv(&y, Some(0.4)).unwrap();
+    let parts = [0, 1, 2].map(|i| y.narrow(0, i, 1).unwrap().squeeze(0).unwrap());
+    let math = composed(&parts[0], &parts[1], &parts[2], 0.4);
+    assert!(max_rel_diff(&packed, &math) <= 1e-6);
+    let r = randn(&[2, 7, 5], 43);
+    let gp = packed.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gm = math.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let dg = max_rel_diff(gp.get(&y).unwrap(), gm.get(&y).unwrap());
+    assert!(dg <= 1e-6, "contiguous packed gradient differs by {dg}");
+    assert!(gp.get(&y).unwrap().is_contiguous());
+
+    // Without a graph: the same values, nothing tracked.
+    let _g = no_grad();
+    let o = Tensor::scaled_dot_product_attention_qkv(&y, Some(0.4)).unwrap();
+    assert!(!o.is_tracked());
+    assert!(max_rel_diff(&o, &math) <= 1e-6);
+    // Anything but three stacked parts is refused, naming the op.
+    let e = Tensor::scaled_dot_product_attention_qkv(&randn(&[2, 4, 3], 44), None).unwrap_err();
+    assert!(e.to_string().contains("attention_qkv"), "{e}");
+    assert!(Tensor::scaled_dot_product_attention_qkv(&randn(&[3, 4], 45), None).is_err());
+}
+
+#[test]
 fn fused_attention_rejects_mismatched_shapes() {
     let q = randn(&[2, 4, 3], 30);
     let e = Tensor::scaled_dot_product_attention(&q, &randn(&[2, 4, 5], 31), &randn(&[2, 4, 3], 32), None).unwrap_err();

@@ -165,6 +165,10 @@ fn softmax_and_attention() {
     check("attention", &[randn(&[2, 2, 4, 3], 91), randn(&[2, 2, 4, 3], 92), randn(&[2, 2, 4, 3], 93)], |t| {
         Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], None)
     });
+    check("attention_qkv", &[randn(&[3, 2, 4, 3], 94)], |t| {
+        let qkv = t[0].permute(&[0, 2, 1, 3])?;
+        Tensor::scaled_dot_product_attention_qkv(&qkv, Some(0.7))
+    });
 }
 
 #[test]

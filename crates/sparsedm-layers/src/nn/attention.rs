@@ -79,8 +79,9 @@ impl Attention {
         let (h, hd) = (self.heads, self.head_dim);
         // [B, L, 3·H·D] -> [B, L, 3, H, D] -> [3, B, H, L, D]
         let qkv = self.qkv.forward(x)?.reshape(&[b, l, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.narrow(0, 0, 1)?.squeeze(0)?, qkv.narrow(0, 1, 1)?.squeeze(0)?, qkv.narrow(0, 2, 1)?.squeeze(0)?);
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(self.scale))?;
+        // One op over the packed view: its gradient comes back as one
+        // tensor in the projection's layout, not three zero-padded narrows.
+        let y = Tensor::scaled_dot_product_attention_qkv(&qkv, Some(self.scale))?;
         let y = y.transpose(1, 2)?.reshape(&[b, l, h * hd])?;
         self.proj.forward(&y)
     }

@@ -50,59 +50,139 @@ impl Tensor {
     /// backward rule from the saved probabilities: the same products as the
     /// math path's gradient.
     pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Result<Tensor> {
-        let op = "attention";
-        let (r, rk, rv) = (q.rank(), k.rank(), v.rank());
-        let bad = || {
-            Error::bad_shape(
-                op,
-                q.shape(),
-                format!("need q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv]; got k {:?}, v {:?}", k.shape(), v.shape()),
-            )
-        };
-        if r < 2 || rk < 2 || rv < 2 {
-            return Err(bad());
-        }
-        let (lq, d) = (q.shape()[r - 2], q.shape()[r - 1]);
-        let (lk, dk) = (k.shape()[rk - 2], k.shape()[rk - 1]);
-        let (lv, dv) = (v.shape()[rv - 2], v.shape()[rv - 1]);
-        if dk != d || lv != lk {
-            return Err(bad());
-        }
-        let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let batch = broadcast_shapes(op, &q.shape()[..r - 2], &k.shape()[..rk - 2])?;
-        let batch = broadcast_shapes(op, &batch, &v.shape()[..rv - 2])?;
-        let full = |a: usize, b: usize| {
-            let mut s = batch.clone();
-            s.extend([a, b]);
-            s
-        };
-        let (bq, bk, bv) =
-            (q.layout().broadcast_as(&full(lq, d))?, k.layout().broadcast_as(&full(lk, d))?, v.layout().broadcast_as(&full(lk, dv))?);
-        let dims = AttnDims { batch: batch.iter().product(), lq, lk, d, dv };
         let keep = is_grad_enabled() && [q, k, v].iter().any(|t| t.is_tracked());
-        let (out, probs) = q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep)?;
-        let probs = probs.map(|p| Tensor::from_storage(p, &full(lq, lk)));
+        let fwd = attention_forward(q, k, v, scale, keep)?;
         let (qs, ks, vs) = (q.clone(), k.clone(), v.clone());
+        let AttnForward { out, shape, probs, scale } = fwd;
         Ok(Tensor::from_op(
             out,
-            &full(lq, dv),
-            op,
+            &shape,
+            "attention",
             &[q, k, v],
             bw(move |c| {
-                let p = probs.as_ref().ok_or_else(|| Error::invalid("attention_backward", "the probabilities were not kept"))?;
-                let gv = if c.needs[2] { Some(p.t()?.matmul(c.grad)?.sum_to_shape(vs.shape())?) } else { None };
-                let (gq, gk) = if c.needs[0] || c.needs[1] {
-                    let gp = c.grad.matmul(&vs.t()?)?;
-                    let gs = p.storage().softmax_last_backward(p.layout(), &gp.storage(), gp.layout(), false)?;
-                    let gs = Tensor::from_storage(gs, p.shape()).mul_scalar(scale)?;
-                    let gq = if c.needs[0] { Some(gs.matmul(&ks)?.sum_to_shape(qs.shape())?) } else { None };
-                    let gk = if c.needs[1] { Some(gs.t()?.matmul(&qs)?.sum_to_shape(ks.shape())?) } else { None };
-                    (gq, gk)
-                } else {
-                    (None, None)
-                };
+                let needs = [c.needs[0], c.needs[1], c.needs[2]];
+                let [gq, gk, gv] = attention_grads(probs.as_ref(), c.grad, [&qs, &ks, &vs], scale, needs)?;
                 Ok(vec![gq, gk, gv])
             }),
         ))
     }
+
+    /// [`Tensor::scaled_dot_product_attention`] on a packed `qkv [3, ...,
+    /// L, D]` (q, k and v stacked along dim 0, typically a permuted view of
+    /// one projection's output `[B, L, 3, H, D]`): the same values, but the
+    /// gradient of `qkv` is one tensor stacked from the three, where three
+    /// `narrow`s would each pad their gradient to the full size with zeros
+    /// and the autograd engine would then add the three pads.
+    pub fn scaled_dot_product_attention_qkv(qkv: &Tensor, scale: Option<f32>) -> Result<Tensor> {
+        if qkv.rank() < 3 || qkv.shape()[0] != 3 {
+            return Err(Error::bad_shape("attention_qkv", qkv.shape(), "need qkv [3, ..., L, D]"));
+        }
+        let keep = is_grad_enabled() && qkv.is_tracked();
+        // qkv's dims from the largest stride to the smallest: the gradient
+        // is written in this memory order, so that when qkv is a permuted
+        // view of a contiguous buffer (the usual case) the gradient flowing
+        // back through that permute and reshape needs no copy.
+        let mut order: Vec<usize> = (0..qkv.rank()).collect();
+        order.sort_by_key(|&d| std::cmp::Reverse(qkv.layout().strides()[d]));
+        // Views of the untracked buffer: this op records the only node.
+        let base = qkv.detach();
+        let part = |i: usize| base.narrow(0, i, 1)?.squeeze(0);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let AttnForward { out, shape, probs, scale } = attention_forward(&q, &k, &v, scale, keep)?;
+        Ok(Tensor::from_op(
+            out,
+            &shape,
+            "attention_qkv",
+            &[qkv],
+            bw(move |c| {
+                let [gq, gk, gv] = attention_grads(probs.as_ref(), c.grad, [&q, &k, &v], scale, [true; 3])?;
+                let (gq, gk, gv) = (gq.expect("needed"), gk.expect("needed"), gv.expect("needed"));
+                Ok(vec![Some(stack_in_memory_order(&[gq, gk, gv], &order)?)])
+            }),
+        ))
+    }
+}
+
+/// `parts` (each of shape `s`) stacked along a new dim 0 into shape
+/// `[len, ...s]`, laid out in memory in `order` (a permutation of those
+/// dims, outermost first): one copy, written through permuted views.
+fn stack_in_memory_order(parts: &[Tensor], order: &[usize]) -> Result<Tensor> {
+    let pos0 = order.iter().position(|&d| d == 0).expect("order is a permutation of the dims");
+    let views = parts.iter().map(|g| g.unsqueeze(0)?.permute(order)).collect::<Result<Vec<_>>>()?;
+    let stacked = Tensor::cat(&views.iter().collect::<Vec<_>>(), pos0)?;
+    let mut inverse = vec![0; order.len()];
+    for (i, &d) in order.iter().enumerate() {
+        inverse[d] = i;
+    }
+    stacked.permute(&inverse)
+}
+
+/// What the attention primitive returns: the output buffer and shape, the
+/// probabilities when a backward pass needs them, and the scale used.
+struct AttnForward {
+    out: crate::storage::Storage,
+    shape: Vec<usize>,
+    probs: Option<Tensor>,
+    scale: f32,
+}
+
+/// Validates the shapes and runs the backend's attention primitive
+/// (keeping the probabilities when `keep`).
+fn attention_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>, keep: bool) -> Result<AttnForward> {
+    let op = "attention";
+    let (r, rk, rv) = (q.rank(), k.rank(), v.rank());
+    let bad = || {
+        Error::bad_shape(
+            op,
+            q.shape(),
+            format!("need q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv]; got k {:?}, v {:?}", k.shape(), v.shape()),
+        )
+    };
+    if r < 2 || rk < 2 || rv < 2 {
+        return Err(bad());
+    }
+    let (lq, d) = (q.shape()[r - 2], q.shape()[r - 1]);
+    let (lk, dk) = (k.shape()[rk - 2], k.shape()[rk - 1]);
+    let (lv, dv) = (v.shape()[rv - 2], v.shape()[rv - 1]);
+    if dk != d || lv != lk {
+        return Err(bad());
+    }
+    let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let batch = broadcast_shapes(op, &q.shape()[..r - 2], &k.shape()[..rk - 2])?;
+    let batch = broadcast_shapes(op, &batch, &v.shape()[..rv - 2])?;
+    let full = |a: usize, b: usize| {
+        let mut s = batch.clone();
+        s.extend([a, b]);
+        s
+    };
+    let (bq, bk, bv) =
+        (q.layout().broadcast_as(&full(lq, d))?, k.layout().broadcast_as(&full(lk, d))?, v.layout().broadcast_as(&full(lk, dv))?);
+    let dims = AttnDims { batch: batch.iter().product(), lq, lk, d, dv };
+    let (out, probs) = q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep)?;
+    let probs = probs.map(|p| Tensor::from_storage(p, &full(lq, lk)));
+    Ok(AttnForward { out, shape: full(lq, dv), probs, scale })
+}
+
+/// The gradients of q, k and v (those `needs` asks for) from the saved
+/// probabilities `p` and the output gradient: the math path's products.
+fn attention_grads(
+    p: Option<&Tensor>,
+    grad: &Tensor,
+    [q, k, v]: [&Tensor; 3],
+    scale: f32,
+    needs: [bool; 3],
+) -> Result<[Option<Tensor>; 3]> {
+    let p = p.ok_or_else(|| Error::invalid("attention_backward", "the probabilities were not kept"))?;
+    let gv = if needs[2] { Some(p.t()?.matmul(grad)?.sum_to_shape(v.shape())?) } else { None };
+    let (gq, gk) = if needs[0] || needs[1] {
+        let gp = grad.matmul(&v.t()?)?;
+        let gs = p.storage().softmax_last_backward(p.layout(), &gp.storage(), gp.layout(), false)?;
+        let gs = Tensor::from_storage(gs, p.shape()).mul_scalar(scale)?;
+        let gq = if needs[0] { Some(gs.matmul(k)?.sum_to_shape(q.shape())?) } else { None };
+        let gk = if needs[1] { Some(gs.t()?.matmul(q)?.sum_to_shape(k.shape())?) } else { None };
+        (gq, gk)
+    } else {
+        (None, None)
+    };
+    Ok([gq, gk, gv])
 }
