@@ -3,7 +3,7 @@
 //! operands need no copies; each op kind is its own monomorphised loop,
 //! compiled for the CPU's widest vector instructions ([`vectorized_with`]).
 
-use crate::backend::cpu::math::{normal_cdf, normal_pdf, sigmoid};
+use crate::backend::cpu::math::{gelu_grad, normal_cdf, sigmoid};
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
@@ -150,7 +150,7 @@ pub(crate) fn binary(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, kind: Binar
         BinaryKind::Ge => map2(a, la, b, lb, |a, b| if a >= b { 1.0 } else { 0.0 }),
         BinaryKind::NegDiv => map2(a, la, b, lb, |a, b| -a / b),
         BinaryKind::MulComplement => map2(a, la, b, lb, |a, b| a * (1.0 - b)),
-        BinaryKind::GeluBwd => map2(a, la, b, lb, |g, x| g * (normal_cdf(x) + x * normal_pdf(x))),
+        BinaryKind::GeluBwd => map2(a, la, b, lb, |g, x| g * gelu_grad(x)),
         BinaryKind::SiluBwd => map2(a, la, b, lb, |g, x| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))
