@@ -78,6 +78,19 @@ impl<const K: usize> Walk<K> {
             return;
         }
         let istr = self.inner_strides();
+        if inner > PAR_CHUNK {
+            // Long runs (a contiguous tensor is a single run): split each
+            // run into pieces of PAR_CHUNK so that the threads share it;
+            // grouping whole rows would leave it all to one thread.
+            out.par_chunks_mut(inner).enumerate().for_each(|(row, run)| {
+                let offs = self.row_offsets(row);
+                run.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(p, piece)| {
+                    let start: [usize; K] = std::array::from_fn(|k| base[k] + offs[k] + p * PAR_CHUNK * istr[k]);
+                    f(piece, start, istr);
+                });
+            });
+            return;
+        }
         let rows_per_chunk = (PAR_CHUNK / inner.max(1)).max(1);
         let body = |(chunk_idx, chunk): (usize, &mut [T])| {
             let row0 = chunk_idx * rows_per_chunk;
@@ -146,5 +159,27 @@ mod tests {
         let big: Vec<i32> = (0..100_000).collect();
         let g = gather(&big, &[50_000], &[2], 1);
         assert_eq!(g[49_999], 99_999);
+    }
+
+    /// Runs longer than PAR_CHUNK are split into pieces shared by the
+    /// threads; every element is still visited once at the right offsets,
+    /// for a contiguous run, strided runs with an offset, and several rows.
+    #[test]
+    fn long_runs_are_split_at_the_right_offsets() {
+        let n = 3 * PAR_CHUNK + 17;
+        let src: Vec<i64> = (0..(4 * n + 8) as i64).collect();
+        for (shape, strides, offset) in
+            [(vec![n], vec![1], 0), (vec![n], vec![2], 5), (vec![3, n], vec![n, 1], 3), (vec![2, n], vec![1, 2], 1)]
+        {
+            let g = gather(&src, &shape, &strides, offset);
+            let want: Vec<i64> = (0..g.len())
+                .map(|i| {
+                    let (r, c) = if shape.len() == 2 { (i / n, i % n) } else { (0, i) };
+                    let o = if shape.len() == 2 { offset + r * strides[0] + c * strides[1] } else { offset + c * strides[0] };
+                    src[o]
+                })
+                .collect();
+            assert_eq!(g, want, "shape {shape:?} strides {strides:?} offset {offset}");
+        }
     }
 }
