@@ -4,7 +4,7 @@
 //! `linear` as one GEMM onto rows pre-filled with the bias.
 
 use crate::Layout;
-use crate::backend::cpu::strided::{gather, written_vec};
+use crate::backend::cpu::strided::{PAR_CHUNK, gather, written_vec};
 use rayon::prelude::*;
 
 /// Work (m·n·k) above which one product is worth gemm's own threads.
@@ -175,12 +175,22 @@ pub(crate) fn linear(
     // rhs[kk, j] = W[j, kk]
     match bias {
         Some((b, lb)) => {
-            // Rows pre-filled with the bias (one write, no zeroing first), then accumulated onto.
+            // Rows pre-filled with the bias (one write, no zeroing first,
+            // shared by the threads), then accumulated onto.
             let bv = gather(b, lb.shape(), lb.strides(), lb.offset());
-            let mut out = Vec::with_capacity(m * n);
-            for _ in 0..m {
-                out.extend_from_slice(&bv);
-            }
+            let rows_per_task = (PAR_CHUNK / n.max(1)).max(1);
+            // SAFETY: every row of n elements is written from the n-element bias.
+            let mut out = unsafe {
+                written_vec(m * n, |o| {
+                    o.par_chunks_mut(rows_per_task * n.max(1)).for_each(|rows| {
+                        for row in rows.chunks_mut(n.max(1)) {
+                            for (d, &v) in row.iter_mut().zip(&bv) {
+                                d.write(v);
+                            }
+                        }
+                    })
+                })
+            };
             gemm_f32(&mut out, m, n, k, xv, xr, xc, wv, wr, wc, true, true);
             out
         }
