@@ -146,3 +146,36 @@ fn empty_views_and_empty_index_lists_give_empty_results() {
     assert_eq!(narrow.shape(), &[5, 0]);
     assert!(narrow.t().unwrap().contiguous().unwrap().to_vec_f32().unwrap().is_empty());
 }
+
+#[test]
+fn large_cat_and_pad_place_every_element() {
+    // Large enough that the copies run in parallel over rows: a cat along
+    // the last dim of a contiguous tensor and a transposed view (strided
+    // source, strided boxes), a cat along the first dim, and a pad.
+    let dev = Device::Cpu;
+    let mut rng = Rng::new(3);
+    let (r, a, b) = (300, 70, 90);
+    let x = Tensor::randn(&[r, a], &mut rng, &dev).unwrap();
+    let y = Tensor::randn(&[b, r], &mut rng, &dev).unwrap().t().unwrap();
+    let (xv, yv) = (x.to_vec_f32().unwrap(), y.to_vec_f32().unwrap());
+    let c = Tensor::cat(&[&x, &y], 1).unwrap().to_vec_f32().unwrap();
+    for i in 0..r {
+        assert_eq!(&c[i * (a + b)..i * (a + b) + a], &xv[i * a..(i + 1) * a], "row {i}, x part");
+        assert_eq!(&c[i * (a + b) + a..(i + 1) * (a + b)], &yv[i * b..(i + 1) * b], "row {i}, y part");
+    }
+    let c0 = Tensor::cat(&[&y.t().unwrap(), &x.t().unwrap()], 0).unwrap();
+    assert_eq!(c0.shape(), &[b + a, r]);
+    let c0 = c0.to_vec_f32().unwrap();
+    for i in 0..r {
+        assert_eq!(c0[i], yv[i * b], "first row of the y part, column {i}");
+        assert_eq!(c0[b * r + i], xv[i * a], "first row of the x part, column {i}");
+    }
+    let p = x.pad(&[(2, 1), (0, 3)], -1.0).unwrap();
+    assert_eq!(p.shape(), &[r + 3, a + 3]);
+    let p = p.to_vec_f32().unwrap();
+    assert_eq!(p[0], -1.0);
+    assert_eq!(p[2 * (a + 3)], xv[0]);
+    assert_eq!(p[2 * (a + 3) + a], -1.0);
+    assert_eq!(p[(r + 1) * (a + 3) + a - 1], xv[r * a - 1]);
+    assert_eq!(p[(r + 3) * (a + 3) - 1], -1.0);
+}
