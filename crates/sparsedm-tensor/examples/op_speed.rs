@@ -1,8 +1,9 @@
 //! Times the CPU ops around the matrix products of a U-ViT forward at
 //! U-ViT-S/2 shapes (batch 8: 257 tokens of width 512, 8 heads of 64, an
 //! MLP of 2048): GELU, softmax over 257 keys, layer norm, a residual add,
-//! and the fused attention. A profiling aid for issue 16's "rest" (what a
-//! forward spends outside the Linear layers), not a test.
+//! and the fused attention, then three matrix products. A profiling aid
+//! for issue 16's "rest" (what a forward spends outside the Linear
+//! layers) and for thread scaling; not a test.
 //!
 //! `cargo run --release -p sparsedm-tensor --example op_speed [-- reps]`
 //! (`RAYON_NUM_THREADS` sets the threads).
@@ -45,5 +46,17 @@ fn main() -> Result<()> {
     time("layer_norm [8,257,512]", tok.elem_count(), reps, || tok.layer_norm(None, None, 1e-5))?;
     time("add [8,257,512]", tok.elem_count(), reps, || tok.add(&tok2))?;
     time("attention [8,8,257,64]", b * h * l * l, reps, || Tensor::scaled_dot_product_attention(&q, &k, &v, None))?;
+    // The products themselves (ns per multiply-add): a U-ViT-S/2 fc1, the
+    // demo model's fc1 (batch 64: 4160 tokens of width 128) with a bias,
+    // and the demo fc1's weight gradient dYᵀ·X (long inner dimension).
+    let w = Tensor::randn(&[hidden, d], &mut rng, &dev)?;
+    let x2 = tok.reshape(&[b * l, d])?;
+    time("linear [2056,512]->2048", b * l * d * hidden, reps, || x2.linear(&w, None))?;
+    let xd = Tensor::randn(&[4160, 128], &mut rng, &dev)?;
+    let wd = Tensor::randn(&[512, 128], &mut rng, &dev)?;
+    let bd = Tensor::randn(&[512], &mut rng, &dev)?;
+    time("linear+bias [4160,128]->512", 4160 * 128 * 512, reps, || xd.linear(&wd, Some(&bd)))?;
+    let gd = Tensor::randn(&[4160, 512], &mut rng, &dev)?;
+    time("dW [512,4160]x[4160,128]", 4160 * 128 * 512, reps, || gd.t()?.matmul(&xd))?;
     Ok(())
 }

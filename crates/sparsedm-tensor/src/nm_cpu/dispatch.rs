@@ -13,6 +13,7 @@ use super::format::NmWeight;
 use super::spmm::{as_uninit, spmm_best_uninit};
 use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -96,10 +97,7 @@ pub fn forced_path() -> Option<NmPath> {
 /// Buffer lengths that do not match `rows`, `in`, `out`.
 pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
     check_lengths(x, rows, w, out, inp, bias, y.len())?;
-    match bias {
-        Some(b) => y.chunks_mut(out.max(1)).for_each(|r| r.copy_from_slice(b)),
-        None => y.fill(0.0),
-    }
+    let y = fill_bias(super::spmm::as_uninit(y), out, bias);
     gemm_accumulate(x, rows, w, out, inp, y);
     Ok(())
 }
@@ -124,16 +122,18 @@ fn check_lengths(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias
 /// Fills the uninitialised `y [rows, out]` with the bias (or zeros), so
 /// that it can be accumulated into, and returns it initialised.
 fn fill_bias<'y>(y: &'y mut [MaybeUninit<f32>], out: usize, bias: Option<&[f32]>) -> &'y mut [f32] {
-    match bias {
-        Some(b) => y.chunks_mut(out.max(1)).for_each(|r| {
+    // Rows in parallel tasks of about 16 K floats, as Tensor::linear does.
+    let chunk = ((1 << 14) / out.max(1)).max(1) * out.max(1);
+    y.par_chunks_mut(chunk).for_each(|rows| match bias {
+        Some(b) => rows.chunks_mut(out.max(1)).for_each(|r| {
             r.iter_mut().zip(b).for_each(|(d, &v)| {
                 d.write(v);
             })
         }),
-        None => y.iter_mut().for_each(|d| {
+        None => rows.iter_mut().for_each(|d| {
             d.write(0.0);
         }),
-    }
+    });
     // SAFETY: every element was written just above (each row of `out`
     // elements from the bias, which has `out` elements, or all zeros);
     // MaybeUninit<f32> has f32's layout.
