@@ -15,6 +15,7 @@
 //! would run otherwise) once and keeps the faster, like [`NmLinear`].
 
 use super::dispatch::{NmLinear, NmPath, forced_path};
+use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -132,17 +133,23 @@ impl NmConv2d {
         let c = self.inp;
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
         let (o, k, p) = (self.linear.weight().out_features(), kh * kw * c, ho * wo);
-        // Channel-last copy of the input: [n, h, w, c].
-        let xv = x.to_vec_f32()?;
-        let mut xh = vec![0f32; nb * h * w * c];
-        xh.par_chunks_mut(h * w * c).zip(xv.par_chunks(c * h * w)).for_each(|(dst, src)| {
-            for ci in 0..c {
-                for (i, &v) in src[ci * h * w..(ci + 1) * h * w].iter().enumerate() {
-                    dst[i * c + ci] = v;
-                }
+        // Channel-last copy of the input: [n, h, w, c], read in place when
+        // the input is contiguous f32, written without zeroing it first.
+        let xh = x.with_host_f32("nm_conv2d", |xv| {
+            // SAFETY: for every image, channel and pixel one element is
+            // written: all n·h·w·c of them.
+            unsafe {
+                written_vec(nb * h * w * c, |xh| {
+                    xh.par_chunks_mut((h * w * c).max(1)).zip(xv.par_chunks((c * h * w).max(1))).for_each(|(dst, src)| {
+                        for ci in 0..c {
+                            for (i, &v) in src[ci * h * w..(ci + 1) * h * w].iter().enumerate() {
+                                dst[i * c + ci].write(v);
+                            }
+                        }
+                    })
+                })
             }
-        });
-        drop(xv);
+        })?;
         let mut out = vec![0f32; nb * o * p];
         let per = (COL_BUDGET / (p * k).max(1)).clamp(1, nb.max(1));
         let mut cols = vec![0f32; per * p * k];
