@@ -209,6 +209,29 @@ fn bad_arguments_are_one_clear_error() {
     // The magnitude method keeps needing its own arguments.
     let e = fails(&sparsedm(&["prune", "--config", "x.json", "--weights", "w.safetensors", "--out", &out.display().to_string()]));
     assert!(e.contains("needs --arch"), "{e}");
+    // Diff-Pruning's own flags are refused by the magnitude method, not ignored.
+    for (flag, value) in [("--macs", "0.5"), ("--steps", "10"), ("--threshold", "0.1"), ("--stride", "2"), ("--batch", "8")] {
+        let o = out.display().to_string();
+        let args = [
+            "prune",
+            "--arch",
+            "uvit",
+            "--pattern",
+            "2:4",
+            "--policy",
+            "all",
+            "--config",
+            "x.json",
+            "--weights",
+            "w.safetensors",
+            "--out",
+            &o,
+            flag,
+            value,
+        ];
+        let e = fails(&sparsedm(&args));
+        assert!(e.contains(&format!("{flag} belongs to --method diff-pruning")), "{flag}: {e}");
+    }
     // A model whose channels cannot be pruned: every ResNet block has 32 inner channels.
     let narrow = UNET_RUN
         .replace("ch = 64", "ch = 32")

@@ -93,18 +93,18 @@ pub struct Args {
     /// diff-pruning: the pruned model's MACs as a fraction of the dense model's, in (0, 1).
     #[arg(long)]
     pub macs: Option<f64>,
-    /// diff-pruning: at most this many timesteps in the importance pass (the reference visits up to 1000).
-    #[arg(long, default_value_t = sparsedm_diffusion::diffprune::TIMESTEPS)]
-    pub steps: usize,
-    /// diff-pruning: stop the importance pass at the first timestep whose loss is below this × the largest so far.
-    #[arg(long, default_value_t = sparsedm_layers::InformativeSteps::DEFAULT_THRESHOLD)]
-    pub threshold: f64,
-    /// diff-pruning: visit every STRIDE-th timestep of the importance pass (the reference visits each: 1).
-    #[arg(long, default_value_t = 1)]
-    pub stride: usize,
-    /// diff-pruning: images in the importance batch.
-    #[arg(long, default_value_t = crate::diffprune::DEFAULT_BATCH)]
-    pub batch: usize,
+    /// diff-pruning: at most this many timesteps in the importance pass (default and the reference's maximum: 1000).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// diff-pruning: stop the importance pass at the first timestep whose loss is below this × the largest so far (default 0.05).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// diff-pruning: visit every STRIDE-th timestep of the importance pass (default 1: each, as the reference).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// diff-pruning: images in the importance batch (default 64).
+    #[arg(long)]
+    pub batch: Option<usize>,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -144,8 +144,12 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     let device = args.device.resolve()?;
     let opts = crate::diffprune::Options {
         macs,
-        batch: args.batch,
-        pass: sparsedm_diffusion::diffprune::ImportanceOptions { max_steps: args.steps, threshold: args.threshold, stride: args.stride },
+        batch: args.batch.unwrap_or(crate::diffprune::DEFAULT_BATCH),
+        pass: sparsedm_diffusion::diffprune::ImportanceOptions {
+            max_steps: args.steps.unwrap_or(sparsedm_diffusion::diffprune::TIMESTEPS),
+            threshold: args.threshold.unwrap_or(sparsedm_layers::InformativeSteps::DEFAULT_THRESHOLD),
+            stride: args.stride.unwrap_or(1),
+        },
     };
     let pruned = crate::diffprune::diff_prune(&run, &args.weights, &opts, device, || args.device.announce())?;
     pruned.write(&args.out, &args.weights, &opts)?;
@@ -182,8 +186,15 @@ fn run_diff_pruning(args: Args) -> Result<()> {
 }
 
 fn run_magnitude(args: Args) -> Result<()> {
-    if args.macs.is_some() {
-        bail!("--macs belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
+    let diff_only = [
+        ("--macs", args.macs.is_some()),
+        ("--steps", args.steps.is_some()),
+        ("--threshold", args.threshold.is_some()),
+        ("--stride", args.stride.is_some()),
+        ("--batch", args.batch.is_some()),
+    ];
+    if let Some((flag, _)) = diff_only.iter().find(|(_, given)| *given) {
+        bail!("{flag} belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
     }
     let Some(arch) = args.arch else { bail!("--method magnitude needs --arch (uvit or ddpm-unet)") };
     let Some(pattern) = args.pattern else { bail!("--method magnitude needs --pattern (e.g. 2:4)") };
