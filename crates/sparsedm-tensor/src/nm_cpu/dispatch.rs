@@ -97,7 +97,7 @@ pub fn forced_path() -> Option<NmPath> {
 /// Buffer lengths that do not match `rows`, `in`, `out`.
 pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
     check_lengths(x, rows, w, out, inp, bias, y.len())?;
-    let y = fill_bias(super::spmm::as_uninit(y), out, bias);
+    let y = fill_bias(as_uninit(y), out, bias);
     gemm_accumulate(x, rows, w, out, inp, y);
     Ok(())
 }

@@ -51,9 +51,8 @@ impl Tensor {
     /// math path's gradient.
     pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Result<Tensor> {
         let keep = is_grad_enabled() && [q, k, v].iter().any(|t| t.is_tracked());
-        let fwd = attention_forward(q, k, v, scale, keep)?;
+        let AttnForward { out, shape, probs, scale } = attention_forward(q, k, v, scale, keep)?;
         let (qs, ks, vs) = (q.clone(), k.clone(), v.clone());
-        let AttnForward { out, shape, probs, scale } = fwd;
         Ok(Tensor::from_op(
             out,
             &shape,
@@ -95,9 +94,12 @@ impl Tensor {
             "attention_qkv",
             &[qkv],
             bw(move |c| {
-                let [gq, gk, gv] = attention_grads(probs.as_ref(), c.grad, [&q, &k, &v], scale, [true; 3])?;
-                let (gq, gk, gv) = (gq.expect("needed"), gk.expect("needed"), gv.expect("needed"));
-                Ok(vec![Some(stack_in_memory_order(&[gq, gk, gv], &order)?)])
+                let grads = attention_grads(probs.as_ref(), c.grad, [&q, &k, &v], scale, [true; 3])?;
+                let grads = grads
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Error::invalid("attention_qkv_backward", "a part's gradient is missing"))?;
+                Ok(vec![Some(stack_in_memory_order(&grads, &order)?)])
             }),
         ))
     }
