@@ -23,6 +23,7 @@
 //! transposed straight into `Y`.
 
 use super::format::{NmWeight, ROW_BLOCK};
+use crate::backend::cpu::strided::SendPtr;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -622,17 +623,3 @@ pub(crate) fn spmm_uninit(
     }
     Ok(())
 }
-
-/// A raw output pointer shared by the work items (each writes its own rectangle).
-#[derive(Debug, Clone, Copy)]
-struct SendPtr(*mut f32);
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: work items write disjoint rectangles of the buffer behind the
-// pointer, which outlives the parallel loop.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}

@@ -1,7 +1,7 @@
 //! CPU data movement: writing views into boxes of a new buffer (`cat`,
 //! `pad`) and `index_select` with its gradient.
 
-use crate::backend::cpu::strided::{PAR_CHUNK, Walk, written_vec};
+use crate::backend::cpu::strided::{PAR_CHUNK, SendPtr, Walk, written_vec};
 use crate::{Layout, Result};
 use rayon::prelude::*;
 
@@ -41,20 +41,6 @@ unsafe fn copy_into_box(src: &[f32], src_layout: &Layout, dst: *mut f32, dst_len
         (0..rows).for_each(row);
     }
 }
-
-/// A raw output pointer shared by the rows of a box (each writes its own elements).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: the rows writing through the pointer write disjoint elements of
-// a buffer that outlives the parallel loop.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// A new `shape` buffer with each part's view written into its box, the
 /// rest filled with `fill`. `None` is `cat`'s case: the boxes tile the

@@ -127,6 +127,21 @@ pub(crate) unsafe fn written_vec<T: Copy>(n: usize, fill: impl FnOnce(&mut [Mayb
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), n, v.capacity()) }
 }
 
+/// A raw output pointer shared by parallel tasks that each write their
+/// own, disjoint elements of one buffer (N:M work items, `cat` boxes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: the tasks sharing the pointer write disjoint elements of a
+// buffer that outlives their parallel loop (each user's contract).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
 /// Copies a strided view into a new contiguous vector.
 pub(crate) fn gather<T: Copy + Send + Sync + Default>(src: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
     let n: usize = shape.iter().product();
