@@ -380,6 +380,30 @@ impl Storage {
         }
     }
 
+    /// Layer norm over the last dim with optional `[D]` affine `w`, `b`,
+    /// and `rstd` per row.
+    pub(crate) fn layer_norm_last(
+        &self,
+        l: &Layout,
+        w: Option<(&Storage, &Layout)>,
+        b: Option<(&Storage, &Layout)>,
+        eps: f32,
+    ) -> Result<(Storage, Storage)> {
+        let (op, dev) = ("layer_norm", self.device());
+        match self {
+            Storage::Cpu(x) => {
+                let w = w.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let b = b.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                x.layer_norm_last(l, w, b, eps).map(|(y, r)| (Storage::Cpu(y), Storage::Cpu(r)))
+            }
+            Storage::Cuda(x) => {
+                let w = w.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let b = b.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                x.layer_norm_last(l, w, b, eps).map(|(y, r)| (Storage::Cuda(y), Storage::Cuda(r)))
+            }
+        }
+    }
+
     /// Gradient of `standardize_last` from the input `self`, the output `y`,
     /// the saved `rstd` and the output gradient.
     pub(crate) fn standardize_last_backward(

@@ -145,6 +145,14 @@ fn data_movement() {
 fn normalisation() {
     let x = randn(&[2, 3, 8], 70);
     check("layer_norm", &[x.clone(), randn(&[8], 71), randn(&[8], 72)], |t| t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5));
+    check("layer_norm_weight_only", &[x.clone(), randn(&[8], 76)], |t| t[0].layer_norm(Some(&t[1]), None, 1e-5));
+    check("layer_norm_bias_only", &[x.transpose(0, 1).unwrap(), randn(&[8], 77)], |t| t[0].layer_norm(None, Some(&t[1]), 1e-5));
+    // The fused forward gives the bits of standardizing, then multiplying
+    // and adding as separate ops.
+    let (w, b) = (randn(&[8], 78), randn(&[8], 79));
+    let fused = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap().to_vec_f32().unwrap();
+    let composed = x.standardize_last(1e-5).unwrap().mul(&w).unwrap().add(&b).unwrap().to_vec_f32().unwrap();
+    assert!(fused.iter().zip(&composed).all(|(a, c)| a.to_bits() == c.to_bits()), "fused layer norm != composed");
     check("layer_norm_no_affine", &[x], |t| t[0].layer_norm(None, None, 1e-5));
     check("group_norm", &[randn(&[2, 4, 3, 3], 73), randn(&[4], 74), randn(&[4], 75)], |t| {
         t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-6)

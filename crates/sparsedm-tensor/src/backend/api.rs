@@ -110,6 +110,21 @@ pub(crate) trait BackendStorage: Sized {
     }
     /// `(x − mean)/√(var + eps)` over the last dim; also returns `rstd` per row (f32).
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)>;
+    /// Layer norm over the last dim: [`Self::standardize_last`], then times
+    /// `w` and plus `b` (each optional, `[D]`), and `rstd` per row. The
+    /// default composes the primitives (three passes); a backend may fuse
+    /// them, with the same operations in the same order (the CPU does, one
+    /// pass per row).
+    fn layer_norm_last(&self, l: &Layout, w: Option<Operand<'_, Self>>, b: Option<Operand<'_, Self>>, eps: f32) -> Result<(Self, Self)> {
+        let (mut y, rstd) = self.standardize_last(l, eps)?;
+        let ly = Layout::contiguous(l.shape());
+        for (p, kind) in [(w, BinaryKind::Mul), (b, BinaryKind::Add)] {
+            if let Some((p, lp)) = p {
+                y = y.binary(&ly, (p, &lp.broadcast_as(l.shape())?), kind, "layer_norm")?;
+            }
+        }
+        Ok((y, rstd))
+    }
     /// Gradient of [`Self::standardize_last`] from the input `self`, the
     /// output `y`, the saved `rstd` and the output gradient (each backend
     /// reads what it needs: the CPU recomputes the statistics from `x` in

@@ -41,14 +41,61 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
             }
         }
-        let mut y = self.standardize_last(eps)?;
-        if let Some(w) = weight {
-            y = y.mul(w)?;
-        }
-        if let Some(b) = bias {
-            y = y.add(b)?;
-        }
-        Ok(y)
+        // One primitive forward (the CPU fuses the affine into the row
+        // pass); the backward recomputes x̂ = standardize(x), which the
+        // weight's gradient and CUDA's standardize backward read.
+        let (y, rstd) = {
+            let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
+            let w = ws.as_ref().zip(weight).map(|(s, w)| (&**s, w.layout()));
+            let b = bs.as_ref().zip(bias).map(|(s, b)| (&**s, b.layout()));
+            self.storage().layer_norm_last(self.layout(), w, b, eps)?
+        };
+        let rows = self.elem_count().checked_div(d).unwrap_or(0);
+        let rstd = Tensor::from_storage(rstd, &[rows]);
+        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        let (x, w, has_w, has_b) = (self.detach(), weight.map(Tensor::detach), weight.is_some(), bias.is_some());
+        Ok(Tensor::from_op(
+            y,
+            self.shape(),
+            "layer_norm",
+            &inputs,
+            bw(move |c| {
+                let g = c.grad;
+                // Inputs in order: x, then w and b where given.
+                let need_w = has_w && c.needs[1];
+                let need_b = has_b && c.needs[1 + usize::from(has_w)];
+                let xhat = if need_w || c.needs[0] { Some(x.standardize_last(eps)?.detach()) } else { None };
+                let gx = if c.needs[0] {
+                    let gxh = match &w {
+                        Some(w) => g.mul(w)?,
+                        None => g.clone(),
+                    };
+                    let xhat = xhat.as_ref().expect("x̂ computed when x needs a gradient");
+                    let gx = x.storage().standardize_last_backward(
+                        x.layout(),
+                        (&xhat.storage(), xhat.layout()),
+                        &rstd.storage(),
+                        (&gxh.storage(), gxh.layout()),
+                        eps,
+                    )?;
+                    Some(Tensor::from_storage(gx, x.shape()))
+                } else {
+                    None
+                };
+                let mut out = vec![gx];
+                if has_w {
+                    let gw = match (&xhat, need_w) {
+                        (Some(xh), true) => Some(g.mul(xh)?.reshape(&[rows, d])?.sum_dims(&[0], false)?),
+                        _ => None,
+                    };
+                    out.push(gw);
+                }
+                if has_b {
+                    out.push(if need_b { Some(g.reshape(&[rows, d])?.sum_dims(&[0], false)?) } else { None });
+                }
+                Ok(out)
+            }),
+        ))
     }
 
     /// Group norm of `[N, C, ...]` with `groups` groups and optional

@@ -182,6 +182,14 @@ impl BackendStorage for CpuStorage {
         let (y, rstd) = with_contiguous(self.f32s("standardize")?, l, |x| rows::standardize_last(x, len, eps));
         Ok((f32v(y), f32v(rstd)))
     }
+    fn layer_norm_last(&self, l: &Layout, w: Option<Operand<'_, Self>>, b: Option<Operand<'_, Self>>, eps: f32) -> Result<(Self, Self)> {
+        let op = "layer_norm";
+        let len = *l.shape().last().unwrap_or(&1);
+        let w = w.map(|(s, lw)| dense(s, lw, op)).transpose()?;
+        let b = b.map(|(s, lb)| dense(s, lb, op)).transpose()?;
+        let (y, rstd) = with_contiguous(self.f32s(op)?, l, |x| rows::layer_norm_last(x, len, eps, w.as_deref(), b.as_deref()));
+        Ok((f32v(y), f32v(rstd)))
+    }
     fn standardize_last_backward(
         &self,
         l: &Layout,

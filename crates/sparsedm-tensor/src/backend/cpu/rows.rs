@@ -278,13 +278,18 @@ fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
     (shift + dmean, 1.0 / (var + eps as f64).sqrt())
 }
 
-/// One row of [`standardize_last`]; returns its `rstd`.
+/// One row of [`layer_norm_last`]: `((x − mean)·rstd)·w + b` (the affine
+/// parts optional), in the order of standardizing and then multiplying and
+/// adding as separate ops, so both give the same bits; returns `rstd`.
 #[inline(always)]
-fn standardize_row(x: &[f32], y: &mut [f32], eps: f32) -> f32 {
+fn layer_norm_row(x: &[f32], y: &mut [f32], eps: f32, w: Option<&[f32]>, b: Option<&[f32]>) -> f32 {
     let (mean, rs) = row_stats(x, eps);
     let (mean, rs) = (mean as f32, rs as f32);
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - mean) * rs;
+    match (w, b) {
+        (None, None) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = (v - mean) * rs),
+        (Some(w), None) => y.iter_mut().zip(x).zip(w).for_each(|((o, &v), &w)| *o = (v - mean) * rs * w),
+        (None, Some(b)) => y.iter_mut().zip(x).zip(b).for_each(|((o, &v), &b)| *o = (v - mean) * rs + b),
+        (Some(w), Some(b)) => y.iter_mut().zip(x).zip(w.iter().zip(b)).for_each(|((o, &v), (&w, &b))| *o = (v - mean) * rs * w + b),
     }
     rs
 }
@@ -292,13 +297,21 @@ fn standardize_row(x: &[f32], y: &mut [f32], eps: f32) -> f32 {
 /// `(x − mean)·rstd` per row of contiguous `x`, and `rstd` per row (f32),
 /// in one pass over the rows (in parallel for large inputs).
 pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    layer_norm_last(x, len, eps, None, None)
+}
+
+/// Layer norm of each row of contiguous `x`: `(x − mean)·rstd·w + b` with
+/// the optional affine `w`, `b` of `len` floats, and `rstd` per row (f32),
+/// in one pass over the rows (in parallel for large inputs).
+pub(crate) fn layer_norm_last(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>, b: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
     let mut y = vec![0f32; x.len()];
     if len == 0 {
         return (y, Vec::new());
     }
+    assert!(w.is_none_or(|w| w.len() == len) && b.is_none_or(|b| b.len() == len), "layer_norm: affine length != {len}");
     let mut rstd = vec![0f32; x.len() / len];
     let rows = rows_per_task(len);
-    let one = |((x, y), rstd): ((&[f32], &mut [f32]), &mut [f32])| vectorized_with(StandardizeRows { x, y, rstd, len, eps });
+    let one = |((x, y), rstd): ((&[f32], &mut [f32]), &mut [f32])| vectorized_with(LayerNormRows { x, y, rstd, len, eps, w, b });
     if rstd.len() <= rows {
         one(((x, &mut y), &mut rstd));
     } else {
@@ -307,22 +320,24 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
     (y, rstd)
 }
 
-/// Rows of [`standardize_last`]: a [`Kernel`].
-struct StandardizeRows<'a> {
+/// Rows of [`layer_norm_last`]: a [`Kernel`].
+struct LayerNormRows<'a> {
     x: &'a [f32],
     y: &'a mut [f32],
     rstd: &'a mut [f32],
     len: usize,
     eps: f32,
+    w: Option<&'a [f32]>,
+    b: Option<&'a [f32]>,
 }
 
-impl Kernel for StandardizeRows<'_> {
+impl Kernel for LayerNormRows<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let StandardizeRows { x, y, rstd, len, eps } = self;
+        let LayerNormRows { x, y, rstd, len, eps, w, b } = self;
         for ((x, y), r) in x.chunks(len).zip(y.chunks_mut(len)).zip(rstd.iter_mut()) {
-            *r = standardize_row(x, y, eps);
+            *r = layer_norm_row(x, y, eps, w, b);
         }
     }
 }
