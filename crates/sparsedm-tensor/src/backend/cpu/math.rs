@@ -1,6 +1,12 @@
 //! Scalar f32 functions the CPU kernels inline into their loops: a
 //! vectorisable `exp`, `erf`, the logistic function and the normal pdf/cdf
 //! (GELU and its derivative).
+//!
+//! The polynomials use `mul_add`: one fused multiply-add instead of a
+//! multiply and an add (on x86 the kernels that inline these run with FMA
+//! enabled, `simd.rs`), and exactly rounded on every instruction set, so
+//! the levels still agree to the bit. Without hardware FMA (baseline
+//! x86-64 before AVX2) `mul_add` is a libm call: correct, slower.
 
 /// eˣ for f32 without a libm call, so loops over it vectorise (scalar
 /// `expf` was a tenth of a training step): Cody–Waite range reduction
@@ -17,9 +23,10 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     // `f32::round` is a libm call on baseline x86-64 and blocks vectorising).
     const MAGIC: f32 = 12_582_912.0;
     let n = ((x * std::f32::consts::LOG2_E + MAGIC) - MAGIC).min(127.0);
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = n.mul_add(2.121_944_4e-4, (-n).mul_add(0.693_359_4, x));
     let z = r * r;
-    let p = (((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5) * z + r + 1.0;
+    let q = 1.987_569_1e-4f32.mul_add(r, 1.398_2e-3).mul_add(r, 8.333_452e-3).mul_add(r, 4.166_579_6e-2).mul_add(r, 0.166_666_65).mul_add(r, 0.5);
+    let p = q.mul_add(z, r) + 1.0;
     // 2ⁿ from the bits of n + 1.5·2²³ (exact: n is an integer in [−126,
     // 127], so its low mantissa bits are n): integer vector ops. A float
     // to int `as` cast saturates, and LLVM turns that check into sixteen
@@ -44,9 +51,9 @@ fn erf_given_exp(x: f32, e: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
     let a = x.abs();
-    let t = 1.0 / (1.0 + P * a);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * e;
+    let t = 1.0 / P.mul_add(a, 1.0);
+    let poly = t * A[4].mul_add(t, A[3]).mul_add(t, A[2]).mul_add(t, A[1]).mul_add(t, A[0]);
+    let y = (-poly).mul_add(e, 1.0);
     y.copysign(x)
 }
 
@@ -60,12 +67,12 @@ pub(crate) fn gelu_grad(x: f32) -> f32 {
 }
 
 /// Φ(x) through erf (PyTorch's exact GELU uses the same).
-#[inline]
+#[inline(always)]
 pub(crate) fn normal_cdf(x: f32) -> f32 {
     0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + fast_exp(-x))
 }
