@@ -46,6 +46,13 @@ fn main() -> Result<()> {
     time("layer_norm [8,257,512]", tok.elem_count(), reps, || tok.layer_norm(None, None, 1e-5))?;
     time("add [8,257,512]", tok.elem_count(), reps, || tok.add(&tok2))?;
     time("attention [8,8,257,64]", b * h * l * l, reps, || Tensor::scaled_dot_product_attention(&q, &k, &v, None))?;
+    // The demo model's heads (batch 64: 4 heads of 32 over 65 tokens).
+    let (qd, kd, vd) = (
+        Tensor::randn(&[64, 4, 65, 32], &mut rng, &dev)?,
+        Tensor::randn(&[64, 4, 65, 32], &mut rng, &dev)?,
+        Tensor::randn(&[64, 4, 65, 32], &mut rng, &dev)?,
+    );
+    time("attention [64,4,65,32]", 64 * 4 * 65 * 65, reps, || Tensor::scaled_dot_product_attention(&qd, &kd, &vd, None))?;
     // The products themselves (ns per multiply-add): a U-ViT-S/2 fc1, the
     // demo model's fc1 (batch 64: 4160 tokens of width 128) with a bias,
     // and the demo fc1's weight gradient dYᵀ·X (long inner dimension).
