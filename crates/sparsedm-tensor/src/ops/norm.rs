@@ -65,12 +65,11 @@ impl Tensor {
                 let need_w = has_w && c.needs[1];
                 let need_b = has_b && c.needs[1 + usize::from(has_w)];
                 let xhat = if need_w || c.needs[0] { Some(x.standardize_last(eps)?.detach()) } else { None };
-                let gx = if c.needs[0] {
+                let gx = if let (true, Some(xhat)) = (c.needs[0], &xhat) {
                     let gxh = match &w {
                         Some(w) => g.mul(w)?,
                         None => g.clone(),
                     };
-                    let xhat = xhat.as_ref().expect("x̂ computed when x needs a gradient");
                     let gx = x.storage().standardize_last_backward(
                         x.layout(),
                         (&xhat.storage(), xhat.layout()),

@@ -25,7 +25,12 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let n = ((x * std::f32::consts::LOG2_E + MAGIC) - MAGIC).min(127.0);
     let r = n.mul_add(2.121_944_4e-4, (-n).mul_add(0.693_359_4, x));
     let z = r * r;
-    let q = 1.987_569_1e-4f32.mul_add(r, 1.398_2e-3).mul_add(r, 8.333_452e-3).mul_add(r, 4.166_579_6e-2).mul_add(r, 0.166_666_65).mul_add(r, 0.5);
+    let q = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_2e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 0.166_666_65)
+        .mul_add(r, 0.5);
     let p = q.mul_add(z, r) + 1.0;
     // 2ⁿ from the bits of n + 1.5·2²³ (exact: n is an integer in [−126,
     // 127], so its low mantissa bits are n): integer vector ops. A float
