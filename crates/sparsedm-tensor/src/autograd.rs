@@ -41,6 +41,24 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Drops the graph below a node without recursion. The derived drop of a
+/// node drops its inputs, whose nodes drop theirs, one stack frame per op
+/// of the chain: a graph tens of thousands of ops deep (a long loop under
+/// grad mode) overflowed the stack. Here each input that this node held
+/// the last handle to gives up its own inputs to an explicit stack
+/// instead. The backward rule goes first: rules often keep handles to
+/// their inputs too, and if the rule held the last one, dropping it would
+/// recurse as before.
+impl Drop for Node {
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.backward, Box::new(|_| Ok(Vec::new()))));
+        let mut stack = std::mem::take(&mut self.inputs);
+        while let Some(t) = stack.pop() {
+            stack.extend(t.into_graph_inputs());
+        }
+    }
+}
+
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
 }

@@ -61,6 +61,16 @@ where
 }
 
 impl Tensor {
+    /// The inputs of this tensor's node, taken out, when this is the last
+    /// handle to it (so the node goes away with it); none otherwise. For
+    /// [`Node`]'s iterative drop.
+    pub(crate) fn into_graph_inputs(self) -> Vec<Tensor> {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner.node.map(|mut n| std::mem::take(&mut n.inputs)).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     // ----- construction -----------------------------------------------------
 
     fn make(storage: Arc<Shared>, layout: Layout, node: Option<Node>, is_var: bool) -> Tensor {

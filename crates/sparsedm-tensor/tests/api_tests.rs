@@ -99,11 +99,20 @@ fn no_grad_and_detach_cut_the_graph() {
 fn deep_graphs_do_not_overflow_the_stack() {
     let w = t(&[1.0], &[1]).to_var();
     let mut x = w.clone();
-    for _ in 0..20_000 {
-        x = x.add_scalar(0.0).unwrap();
+    // Rules of several kinds (some keep handles to their inputs).
+    let one = t(&[1.0], &[1]);
+    for i in 0..100_000 {
+        x = match i % 3 {
+            0 => x.add_scalar(0.0).unwrap(),
+            1 => x.mul(&one).unwrap(),
+            _ => x.reshape(&[1]).unwrap(),
+        };
     }
     let g = x.sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(&w).unwrap().to_vec_f32().unwrap(), vec![1.0]);
+    // Dropping the graph (the last handle to its output) is iterative too:
+    // a recursive drop overflowed the stack in release builds.
+    drop(x);
 }
 
 #[test]
