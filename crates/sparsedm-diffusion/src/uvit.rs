@@ -285,7 +285,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.fc2.forward(&self.fc1.forward(x)?.gelu()?)?)
+        Ok(self.fc1.gelu_mlp(&self.fc2, x)?)
     }
 }
 

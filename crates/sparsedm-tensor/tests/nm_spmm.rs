@@ -3,7 +3,10 @@
 //! AVX2+FMA) plus the portable one, patterns from 1:2 to 31:32, shapes that
 //! are not multiples of the SIMD width, with and without bias.
 
-use sparsedm_tensor::nm_cpu::{Isa, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, spmm_with, spmm_with_slab};
+use sparsedm_tensor::nm_cpu::{
+    Isa, MlpActivation, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, nm_mlp_forward, nm_mlp_with, spmm_with,
+    spmm_with_slab,
+};
 use sparsedm_tensor::{Device, Tensor};
 
 /// Tolerance relative to the magnitude of the sum (`Σ|x·w| + |b|`): the
@@ -464,4 +467,96 @@ mod checkpoint {
             assert_eq!(l.tensor.to_vec_f32().unwrap(), want, "{}", l.name);
         }
     }
+}
+
+/// `fc2(gelu(fc1(x)))` as the reference for the fused MLP: each layer in
+/// f64, the hidden activations rounded to f32 and put through the
+/// library's GELU (itself tested against PyTorch), and a per-output scale
+/// that also carries the first layer's rounding through the second
+/// (`Σ|w₂|·(|h| + 1.2·scale₁) + |b₂|`; GELU's slope stays below 1.2).
+#[allow(clippy::too_many_arguments)]
+fn mlp_reference(
+    x: &[f32],
+    rows: usize,
+    w1: &[f32],
+    b1: &[f32],
+    w2: &[f32],
+    b2: &[f32],
+    (inp, hid, out): (usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>) {
+    let (h, s1) = reference(x, rows, w1, hid, inp, Some(b1));
+    let h32: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+    let g = Tensor::from_vec(h32, &[rows, hid], &Device::Cpu).unwrap().gelu().unwrap().to_vec_f32().unwrap();
+    let (y, _) = reference(&g, rows, w2, out, hid, Some(b2));
+    let mut scale = vec![0f64; rows * out];
+    for r in 0..rows {
+        for o in 0..out {
+            let mut m = (b2[o] as f64).abs();
+            for k in 0..hid {
+                let i = r * hid + k;
+                m += (w2[o * hid + k] as f64).abs() * ((g[i] as f64).abs() + 1.2 * s1[i]);
+            }
+            scale[r * out + o] = m;
+        }
+    }
+    (y, scale)
+}
+
+#[test]
+fn fused_mlp_matches_the_layers_apart_for_patterns_shapes_and_isas() {
+    // Hidden widths that are not a multiple of the row block (padded bias),
+    // wide enough for several column chunks in the second layer, token
+    // counts around the 16/32/64-token tiles (a 1-row last tile), inputs
+    // with a dense tail group.
+    let mut rng = Rng(0xA11CE);
+    let isas = isas();
+    let mut checked = 0;
+    for &(n, m) in &[(2, 4), (1, 4), (1, 8), (3, 16)] {
+        for &(inp, hid, out) in &[(32, 20, 8), (2 * m + 3, 37, 13), (64, 600, 24)] {
+            let w1 = nm_weight(&mut rng, hid, inp, n, m);
+            let w2 = nm_weight(&mut rng, out, hid, n, m);
+            let (b1, b2) = (rng.vec(hid), rng.vec(out));
+            let fc1 = NmLinear::new(&w1, hid, inp, Some(&b1), n, m).unwrap();
+            let fc2 = NmLinear::new(&w2, out, hid, Some(&b2), n, m).unwrap();
+            for rows in [1, 7, 64, 65, 257] {
+                let x = rng.vec(rows * inp);
+                let (want, scale) = mlp_reference(&x, rows, &w1, &b1, &w2, &b2, (inp, hid, out));
+                for &isa in &isas {
+                    let mut y = vec![f32::NAN; rows * out];
+                    nm_mlp_with(isa, &fc1, MlpActivation::Gelu, &fc2, &x, rows, &mut y).unwrap();
+                    assert_close(&format!("mlp {n}:{m} rows {rows} {inp}->{hid}->{out} {isa:?}"), &y, &want, &scale);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 3 * 5 * isas.len());
+}
+
+#[test]
+fn nm_mlp_forward_keeps_leading_dims_and_refuses_mismatched_layers() {
+    let mut rng = Rng(5);
+    let (inp, hid, out, n, m) = (48, 40, 12, 1, 4);
+    let (w1, w2) = (nm_weight(&mut rng, hid, inp, n, m), nm_weight(&mut rng, out, hid, n, m));
+    let (b1, b2) = (rng.vec(hid), rng.vec(out));
+    let fc1 = NmLinear::new(&w1, hid, inp, Some(&b1), n, m).unwrap();
+    let fc2 = NmLinear::new(&w2, out, hid, Some(&b2), n, m).unwrap();
+    let x = rng.vec(3 * 70 * inp);
+    let xt = Tensor::from_vec(x.clone(), &[3, 70, inp], &Device::Cpu).unwrap();
+    let (want, scale) = mlp_reference(&x, 210, &w1, &b1, &w2, &b2, (inp, hid, out));
+    // Whatever path the dispatch takes (apart while the layers time their
+    // kernels, then fused or apart), the result is the MLP's.
+    for _ in 0..4 {
+        let y = nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &xt).unwrap();
+        assert_eq!(y.shape(), &[3, 70, out]);
+        assert_close("nm_mlp_forward", &y.to_vec_f32().unwrap(), &want, &scale);
+    }
+    // fc2 does not take fc1's outputs; an input of the wrong width.
+    let err = nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc1, &xt).unwrap_err().to_string();
+    assert!(err.contains("[40, 48]"), "{err}");
+    let bad = Tensor::from_vec(vec![0.0; 2 * 47], &[2, 47], &Device::Cpu).unwrap();
+    let err = nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &bad).unwrap_err().to_string();
+    assert!(err.contains("47"), "{err}");
+    let mut y = vec![0.0; 5];
+    assert!(nm_mlp_with(Isa::Portable, &fc1, MlpActivation::Gelu, &fc2, &x[..inp], 1, &mut y).is_err());
 }

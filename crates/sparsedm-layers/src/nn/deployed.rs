@@ -25,6 +25,10 @@
 //!   weight.
 //! - Each kernel picks, per shape, the faster of itself and the dense
 //!   product once and keeps that choice (never slower than dense).
+//! - U-ViT's MLP (`Linear::gelu_mlp`), both Linears N:M on the CPU: one
+//!   `nm_mlp_forward` call, which fuses the two layers and the GELU tile by
+//!   tile once both chose their N:M kernel and that is faster (timed once
+//!   per shape); `deployed_time` then includes that GELU.
 //!
 //! **Cache.** Each slot keeps one entry, keyed by the weight's and bias's
 //! [`Tensor::version`] stamps (which change at every in-place write: the
@@ -37,7 +41,7 @@
 
 use crate::LayersError;
 use crate::nn::sparse::SparseSlot;
-use sparsedm_tensor::nm_cpu::{NmConv2d, NmLinear};
+use sparsedm_tensor::nm_cpu::{MlpActivation, NmConv2d, NmLinear, nm_mlp_forward};
 use sparsedm_tensor::nm_cuda::Sparse24Linear;
 use sparsedm_tensor::nm_cuda_conv::Sparse24Conv2d;
 use sparsedm_tensor::{DType, Device, MatmulPrecision, Tensor, is_grad_enabled, matmul_precision};
@@ -202,6 +206,23 @@ pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor
         Imp::Dense(w) => timed(|| x.linear(w, bias))?,
         Imp::CpuConv(_) | Imp::Cuda24Conv(_) => return Ok(None),
     }))
+}
+
+/// The deployed forward of `fc2(gelu(fc1(x)))` when both Linears deploy
+/// N:M weights on the CPU: [`nm_mlp_forward`], timed as one deployed call
+/// (its GELU included); `None` otherwise (the caller runs the layers).
+pub(crate) fn gelu_mlp_forward(
+    fc1: &SparseSlot,
+    bias1: Option<&Tensor>,
+    fc2: &SparseSlot,
+    bias2: Option<&Tensor>,
+    x: &Tensor,
+) -> Result<Option<Tensor>> {
+    let Some(imp1) = deployed(fc1, x, bias1, None)? else { return Ok(None) };
+    let Imp::CpuLinear(l1) = &*imp1 else { return Ok(None) };
+    let Some(imp2) = deployed(fc2, x, bias2, None)? else { return Ok(None) };
+    let Imp::CpuLinear(l2) = &*imp2 else { return Ok(None) };
+    Ok(Some(timed(|| nm_mlp_forward(l1, MlpActivation::Gelu, l2, x))?))
 }
 
 /// The deployed forward of a Conv2d: `None` when it does not apply.

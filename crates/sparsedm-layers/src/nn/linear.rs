@@ -47,6 +47,18 @@ impl Linear {
         Ok(x.linear(&w, self.bias.as_ref())?)
     }
 
+    /// `fc2(gelu(self(x)))`, timm's `Mlp` with `self` as `fc1`. When both
+    /// layers deploy N:M weights on the CPU (no grad mode) this is one
+    /// call of the N:M MLP, which fuses the layers and the GELU tile by
+    /// tile where that is faster (see `nn/deployed.rs`); otherwise the
+    /// three ops in turn.
+    pub fn gelu_mlp(&self, fc2: &Linear, x: &Tensor) -> Result<Tensor, LayersError> {
+        if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x)? {
+            return Ok(y);
+        }
+        fc2.forward(&self.forward(x)?.gelu()?)
+    }
+
     /// The dense weight variable (held by the slot).
     pub fn weight(&self) -> &Tensor {
         self.slot.weight()

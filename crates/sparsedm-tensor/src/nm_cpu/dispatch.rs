@@ -9,8 +9,8 @@
 //! only in summation order), so results do not depend on the choice in any
 //! way that matters.
 
-use super::format::NmWeight;
-use super::spmm::{as_uninit, spmm_best_uninit};
+use super::format::{NmWeight, ROW_BLOCK};
+use super::spmm::{Isa, as_uninit, mlp_uninit, spmm_best_uninit};
 use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -58,6 +58,17 @@ pub fn chosen_path(key: ShapeKey) -> Option<NmPath> {
 /// Forgets every choice (benchmarks re-time after changing threads).
 pub fn clear_choices() {
     table().lock().unwrap_or_else(|e| e.into_inner()).clear();
+    mlp_table().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Key of the fused-MLP table: rows rounded up to a power of two, `in`,
+/// hidden, `out`, and both layers' `(n, m)`.
+type MlpKey = (usize, usize, usize, usize, (usize, usize), (usize, usize));
+
+/// Per MLP shape: whether the fused kernel beat the two layers run apart.
+fn mlp_table() -> &'static Mutex<HashMap<MlpKey, bool>> {
+    static T: OnceLock<Mutex<HashMap<MlpKey, bool>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// 0: choose by timing; 1: always dense; 2: always sparse.
@@ -322,4 +333,135 @@ impl NmLinear {
         *shape.last_mut().expect("rank >= 1") = self.weight.out_features();
         Tensor::from_vec(y, &shape, &Device::Cpu)
     }
+}
+
+/// The activation between the two layers of an N:M MLP ([`nm_mlp_forward`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MlpActivation {
+    /// Exact GELU, `x·Φ(x)`, as [`Tensor::gelu`] (timm's `Mlp` in U-ViT).
+    Gelu,
+}
+
+impl MlpActivation {
+    fn apply_tensor(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            MlpActivation::Gelu => x.gelu(),
+        }
+    }
+
+    fn apply_in_place(self, x: &mut [f32]) {
+        match self {
+            MlpActivation::Gelu => crate::backend::cpu::elementwise::gelu_in_place(x),
+        }
+    }
+}
+
+/// `fc2(act(fc1(x)))` on a CPU tensor `[..., in]` (untracked: an inference
+/// path), with the faster of two ways once both layers have chosen their
+/// N:M kernel for this many rows: the two layers apart (each its own
+/// choice, with the activation as a tensor op between them), or the fused
+/// kernel, which runs both layers and the activation tile by tile with the
+/// hidden activations kept transposed in cache. Until both layers have
+/// chosen, and when either chose the dense GEMM, the layers run apart. The
+/// first fused-eligible call for a shape times both ways (best of
+/// [`TUNE_REPS`] interleaved runs) and files the winner. A path forced by
+/// [`force_path`] applies to both: `Sparse` runs fused, `Dense` apart.
+/// The two ways agree to rounding (see the kernel's order of sums).
+///
+/// # Errors
+/// A tensor not on the CPU, a last dimension other than `fc1`'s inputs,
+/// or `fc1`'s outputs ≠ `fc2`'s inputs.
+pub fn nm_mlp_forward(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor) -> Result<Tensor> {
+    let op = "nm_mlp";
+    let (w1, w2) = (&fc1.weight, &fc2.weight);
+    if x.device() != Device::Cpu {
+        return Err(Error::NotImplementedOnDevice { op, device: x.device() });
+    }
+    if x.shape().last() != Some(&w1.in_features()) {
+        return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![w1.out_features(), w1.in_features()] });
+    }
+    if w2.in_features() != w1.out_features() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![w1.out_features(), w1.in_features()],
+            rhs: vec![w2.out_features(), w2.in_features()],
+        });
+    }
+    let rows = x.elem_count() / w1.in_features().max(1);
+    let apart = || fc2.forward_tensor(&act.apply_tensor(&fc1.forward_tensor(x)?)?);
+    let fused = || fused_mlp(fc1, act, fc2, x, rows);
+    match forced_path() {
+        Some(NmPath::Dense) => return apart(),
+        Some(NmPath::Sparse) => return fused(),
+        None => {}
+    }
+    if chosen_path(fc1.key(rows)) != Some(NmPath::Sparse) || chosen_path(fc2.key(rows)) != Some(NmPath::Sparse) {
+        return apart();
+    }
+    let key = (rows.max(1).next_power_of_two(), w1.in_features(), w1.out_features(), w2.out_features(), w1.pattern(), w2.pattern());
+    let known = mlp_table().lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+    if let Some(use_fused) = known {
+        return if use_fused { fused() } else { apart() };
+    }
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..TUNE_REPS {
+        for (i, way) in [&apart as &dyn Fn() -> Result<Tensor>, &fused].into_iter().enumerate() {
+            let t = Instant::now();
+            way()?;
+            best[i] = best[i].min(t.elapsed().as_secs_f64());
+        }
+    }
+    let use_fused = best[1] < best[0];
+    mlp_table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, use_fused);
+    if use_fused { fused() } else { apart() }
+}
+
+/// The fused kernel of [`nm_mlp_forward`] with a chosen instruction set on
+/// row-major `x [rows, fc1 in]`, writing `y [rows, fc2 out]` (tests run
+/// each path directly).
+///
+/// # Errors
+/// An unavailable instruction set, `fc1`'s outputs ≠ `fc2`'s inputs, or
+/// buffer lengths that do not match.
+#[doc(hidden)]
+pub fn nm_mlp_with(isa: Isa, fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+    let bias1 = padded_bias(fc1);
+    mlp_uninit(isa, x, rows, &fc1.weight, bias1.as_deref(), &|h| act.apply_in_place(h), &fc2.weight, fc2.bias.as_deref(), as_uninit(y))
+}
+
+/// `fc`'s bias zero-padded to whole row blocks: the fused kernel starts
+/// every hidden accumulator block ([`ROW_BLOCK`] rows) from it.
+fn padded_bias(fc: &NmLinear) -> Option<Vec<f32>> {
+    fc.bias.as_ref().map(|b| {
+        let mut p = b.clone();
+        p.resize(fc.weight.row_blocks() * ROW_BLOCK, 0.0);
+        p
+    })
+}
+
+/// The fused kernel on `x` (`rows` rows of `fc1`'s inputs), shapes checked.
+fn fused_mlp(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, rows: usize) -> Result<Tensor> {
+    let op = "nm_mlp";
+    let (w1, w2) = (&fc1.weight, &fc2.weight);
+    let bias1 = padded_bias(fc1);
+    let n = rows * w2.out_features();
+    let y = x.with_host_f32(op, |xv| {
+        let mut res = Ok(());
+        // SAFETY: on success mlp_uninit wrote every element; on an error
+        // the closure writes them all (zeros) before returning.
+        let y = unsafe {
+            written_vec(n, |y| {
+                res = mlp_uninit(Isa::best(), xv, rows, w1, bias1.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias.as_deref(), y);
+                if res.is_err() {
+                    y.iter_mut().for_each(|d| {
+                        d.write(0.0);
+                    });
+                }
+            })
+        };
+        res.map(|()| y)
+    })??;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = w2.out_features();
+    Tensor::from_vec(y, &shape, &Device::Cpu)
 }

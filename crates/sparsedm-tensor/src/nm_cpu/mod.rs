@@ -14,7 +14,10 @@
 //! - [`NmConv2d`]: an eval-mode Conv2d with an N:M weight (groups along
 //!   input channels): im2col in channel-last order and the same kernel,
 //!   with its own per-shape choice against the dense convolution.
-//! - [`force_path`]: pins both choices to one path (tests, benchmarks).
+//! - [`nm_mlp_forward`]: two N:M Linears with an activation between them
+//!   (U-ViT's MLP), fused tile by tile when that is faster than running
+//!   them apart.
+//! - [`force_path`]: pins every choice to one path (tests, benchmarks).
 //! - [`nm_checkpoint_bytes`] / [`load_nm_checkpoint_bytes`]: compressed N:M
 //!   checkpoints (kept values + packed positions in safetensors).
 //!
@@ -47,6 +50,9 @@ pub use checkpoint::{
     save_nm_checkpoint,
 };
 pub use conv::{NmConv2d, chosen_conv_path};
-pub use dispatch::{NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, force_path, forced_path, shape_key};
+pub use dispatch::{
+    MlpActivation, NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, force_path, forced_path, nm_mlp_forward,
+    nm_mlp_with, shape_key,
+};
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
 pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};

@@ -21,8 +21,11 @@
 //! (the chunk's panel rows stay in L1, the accumulators go through a small
 //! `Yᵀ` tile between chunks); the last chunk's registers are stored
 //! transposed straight into `Y`.
+//!
+//! [`mlp_uninit`] chains two such layers per token tile (an MLP): the first
+//! layer's `Yᵀ` tile is kept as the second layer's panel.
 
-use super::format::{NmWeight, ROW_BLOCK};
+use super::format::{NmWeight, PatternLayout, ROW_BLOCK};
 use crate::backend::cpu::strided::SendPtr;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -213,6 +216,11 @@ pub(crate) struct Item {
     /// Scratch: panel `[inp, VMAX·LANES]` and `Yᵀ` tile `[(b1-b0)·R, T]`, 64-byte aligned.
     pub panel: *mut f32,
     pub yt: *mut f32,
+    /// Whether the result stays transposed in `yt` as the next layer's
+    /// panel (`[(b1-b0)·R, VMAX·LANES]`, bias included, `y` unused): the
+    /// fused MLP's hidden activations. `bias` (or null) then holds `b1·R`
+    /// floats (zero-padded past `out`).
+    pub to_panel: bool,
 }
 
 // SAFETY: an `Item` is only a bundle of pointers into buffers that outlive
@@ -278,9 +286,10 @@ unsafe fn run_pattern<S: Simd, const V: usize, const P: usize>(
 /// # Safety
 /// `S`'s instruction set is available; `counts` holds the 15 run lengths
 /// and `cols`/`vals` the runs' entries (columns `< inp`); `panel` holds
-/// `inp·VMAX·LANES` floats; `yt` holds `R·V·LANES` floats; a bias pointer
-/// `R` floats; a `direct` pointer `V·LANES` rows of `R` writable floats at
-/// stride `ldy`.
+/// `inp·VMAX·LANES` floats; `yt` holds `R` rows of `V·LANES` floats at
+/// stride `yts`; a bias pointer `R` floats; a `direct` pointer `V·LANES`
+/// rows of `R` writable floats at stride `ldy`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn block_kernel<S: Simd, const V: usize>(
     panel: *const f32,
@@ -288,12 +297,13 @@ unsafe fn block_kernel<S: Simd, const V: usize>(
     cols: *const u32,
     vals: *const f32,
     yt: *mut f32,
+    yts: usize,
     init: Init,
     direct: *mut f32,
     ldy: usize,
 ) {
     const R: usize = ROW_BLOCK;
-    let t = V * S::LANES;
+    let t = yts;
     let panel = panel.cast::<u8>();
     // SAFETY: the caller guarantees the instruction set and the extents
     // documented above; every offset below stays inside them.
@@ -354,30 +364,38 @@ unsafe fn item_v<S: Simd, const V: usize>(it: &Item) {
         }
         // A block goes straight to Y at its last chunk when it is whole
         // (all R rows exist, all t tokens are real); others via the tile.
-        let whole = |b: usize| it.rt == t && (b + 1) * ROW_BLOCK <= it.out;
+        // Into a panel, every block starts from its (padded) bias and
+        // stays in the tile, whose rows are then panel rows.
+        let whole = |b: usize| !it.to_panel && it.rt == t && (b + 1) * ROW_BLOCK <= it.out;
+        let yts = if it.to_panel { stride } else { t };
         for ch in 0..it.chunks {
             let last = ch + 1 == it.chunks;
             for b in it.b0..it.b1 {
                 let k = b * it.chunks + ch;
                 let (cs, vs) = *it.starts.add(k);
                 let init = if ch == 0 {
-                    Init::Bias(if it.bias.is_null() || !whole(b) { std::ptr::null() } else { it.bias.add(b * ROW_BLOCK) })
+                    let with_bias = !it.bias.is_null() && (it.to_panel || whole(b));
+                    Init::Bias(if with_bias { it.bias.add(b * ROW_BLOCK) } else { std::ptr::null() })
                 } else {
                     Init::Tile
                 };
                 let direct = if last && whole(b) { it.y.add(it.r0 * it.out + b * ROW_BLOCK) } else { std::ptr::null_mut() };
-                let yt = it.yt.add((b - it.b0) * ROW_BLOCK * t);
+                let yt = it.yt.add((b - it.b0) * ROW_BLOCK * yts);
                 block_kernel::<S, V>(
                     it.panel,
                     it.counts.add(k * 15),
                     it.cols.add(cs as usize),
                     it.vals.add(vs as usize),
                     yt,
+                    yts,
                     init,
                     direct,
                     it.out,
                 );
             }
+        }
+        if it.to_panel {
+            return;
         }
         // Blocks that were not whole: Y[r0 + i, o] = Yᵀ[o, i] + bias[o].
         for b in it.b0..it.b1 {
@@ -591,6 +609,7 @@ pub(crate) fn spmm_uninit(
         build: true,
         panel: std::ptr::null_mut(),
         yt: std::ptr::null_mut(),
+        to_panel: false,
     };
     let template = &template;
     let work = |&(g, q): &(usize, usize)| {
@@ -620,6 +639,116 @@ pub(crate) fn spmm_uninit(
         items.iter().for_each(work);
     } else {
         items.par_iter().for_each(work);
+    }
+    Ok(())
+}
+
+/// The fused MLP `y = act(x·W₁ᵀ + b₁)·W₂ᵀ + b₂` with both weights N:M, one
+/// token tile at a time: the tile's panel `Xᵀ` is built once, the first
+/// layer's accumulators are stored transposed as the hidden panel `Hᵀ`
+/// (which stays in L2), `act` runs on it in place, and the second layer
+/// reads `Hᵀ` as its panel. Against two [`spmm`] calls and an element-wise
+/// pass this skips storing the hidden activations transposed into a
+/// `[rows, hidden]` buffer, the separate activation pass over it and the
+/// second layer's panel build. Every output element is written.
+///
+/// `bias1` is `W₁`'s bias zero-padded to `row_blocks·ROW_BLOCK` floats.
+/// Sums run in the same order as [`spmm`]'s except that the first layer's
+/// bias starts every accumulator (in [`spmm`] a partial token tile adds it
+/// last), so results agree with the separate layers to rounding.
+///
+/// # Errors
+/// An unavailable instruction set, `W₁`'s outputs ≠ `W₂`'s inputs, or
+/// buffer lengths that do not match `rows` and the weights.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mlp_uninit(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    w1: &NmWeight,
+    bias1: Option<&[f32]>,
+    act: &(dyn Fn(&mut [f32]) + Sync),
+    w2: &NmWeight,
+    bias2: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
+    let op = "nm_mlp";
+    let (inp, hidden, out) = (w1.in_features(), w1.out_features(), w2.out_features());
+    if !isa.is_available() {
+        return Err(Error::invalid(op, format!("instruction set {isa:?} is not available on this CPU")));
+    }
+    if w2.in_features() != hidden {
+        return Err(Error::ShapeMismatch { op, lhs: vec![hidden, inp], rhs: vec![out, w2.in_features()] });
+    }
+    if x.len() != rows * inp {
+        return Err(Error::ElementCount { op, shape: vec![rows, inp], len: x.len() });
+    }
+    if y.len() != rows * out {
+        return Err(Error::ElementCount { op, shape: vec![rows, out], len: y.len() });
+    }
+    let (nb1, nb2) = (w1.row_blocks(), w2.row_blocks());
+    if let Some(b) = bias1
+        && b.len() != nb1 * ROW_BLOCK
+    {
+        return Err(Error::ElementCount { op, shape: vec![nb1 * ROW_BLOCK], len: b.len() });
+    }
+    if let Some(b) = bias2
+        && b.len() != out
+    {
+        return Err(Error::ElementCount { op, shape: vec![out], len: b.len() });
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let (lanes, vmax) = lanes_vmax(isa);
+    let stride = lanes * vmax;
+    let tiles = rows.div_ceil(stride);
+    let (p1, p2) = (w1.patterns(), w2.patterns());
+    let panel_floats = inp * stride;
+    let h_floats = nb1 * ROW_BLOCK * stride;
+    let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
+    let layer = |p: &PatternLayout, bias: Option<&[f32]>, out: usize, inp: usize| Item {
+        x: x.as_ptr(),
+        inp,
+        r0: 0,
+        rt: 0,
+        v: 0,
+        b0: 0,
+        b1: 0,
+        chunks: p.chunks,
+        counts: p.counts.as_ptr(),
+        starts: p.starts.as_ptr(),
+        cols: p.cols.as_ptr(),
+        vals: p.vals.as_ptr(),
+        bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+        y: std::ptr::null_mut(),
+        out,
+        build: false,
+        panel: std::ptr::null_mut(),
+        yt: std::ptr::null_mut(),
+        to_panel: false,
+    };
+    let (first, second) = (layer(p1, bias1, hidden, inp), layer(p2, bias2, out, hidden));
+    let (first, second) = (&first, &second);
+    let work = |tile: usize| {
+        let r0 = tile * stride;
+        let rt = (rows - r0).min(stride);
+        let v = rt.div_ceil(lanes);
+        with_scratch(panel_floats + h_floats, nb2 * ROW_BLOCK * stride, |panel, yt| {
+            // SAFETY: the first area holds the panel, then `h_floats` more.
+            let h = unsafe { panel.add(panel_floats) };
+            let it = Item { r0, rt, v, b1: nb1, build: true, panel, yt: h, to_panel: true, ..*first };
+            run_item(isa, &it);
+            // SAFETY: `h` holds `h_floats` initialised floats of this thread's scratch.
+            act(unsafe { std::slice::from_raw_parts_mut(h, hidden * stride) });
+            let it = Item { r0, rt, v, b1: nb2, y: y_ptr.get(), panel: h, yt, ..*second };
+            run_item(isa, &it);
+        });
+    };
+    if tiles == 1 {
+        work(0);
+    } else {
+        (0..tiles).into_par_iter().for_each(work);
     }
     Ok(())
 }

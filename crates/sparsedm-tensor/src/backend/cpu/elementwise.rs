@@ -43,6 +43,25 @@ fn map_run<F: Fn(f32) -> f32>(run: &mut [MaybeUninit<f32>], src: &[f32], o: usiz
     }
 }
 
+/// GELU in place, as [`UnaryKind::Gelu`] computes it (the same expression,
+/// so the same bits): the fused N:M MLP applies it to its hidden panel.
+struct GeluInPlace<'a>(&'a mut [f32]);
+
+impl Kernel for GeluInPlace<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        for v in self.0.iter_mut() {
+            *v = *v * normal_cdf(*v);
+        }
+    }
+}
+
+/// `x ← x·Φ(x)` (exact GELU) for every element, vectorised.
+pub(crate) fn gelu_in_place(x: &mut [f32]) {
+    vectorized_with(GeluInPlace(x));
+}
+
 /// `f(x)` for every element of the view `l` of `src`.
 fn map<F: Fn(f32) -> f32 + Sync>(src: &[f32], l: &Layout, f: F) -> Vec<f32> {
     let walk = Walk::new(l.shape(), [l.strides()]);

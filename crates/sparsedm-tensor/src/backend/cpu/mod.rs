@@ -7,7 +7,7 @@ mod attention;
 pub(crate) mod buffer;
 mod conv;
 mod convert;
-mod elementwise;
+pub(crate) mod elementwise;
 mod fused;
 mod index;
 pub(crate) mod math;
