@@ -63,6 +63,26 @@ impl Kernel for SoftmaxRows<'_> {
     }
 }
 
+thread_local! {
+    /// Each thread's score tile, kept between calls: a fresh zeroed tile
+    /// per head cost a memset and, for U-ViT-S/2's 264 KiB tiles, page
+    /// faults on memory the allocator had handed back to the OS.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's score scratch of at least `len` floats
+/// (contents unspecified: the score product overwrites what it uses).
+fn with_scores_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCORES.with(|s| {
+        // A nested call on this thread (none today) gets its own buffer.
+        let Ok(mut buf) = s.try_borrow_mut() else { return f(&mut vec![0f32; len]) };
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
 /// `softmax(q·kᵀ·scale)·v` as a contiguous `[batch…, lq, dv]` buffer, and,
 /// when `keep_probs`, the probabilities as a contiguous `[batch…, lq, lk]`
 /// buffer. Every row's softmax is over all `lk` keys, so tiles of query
@@ -99,22 +119,23 @@ pub(crate) fn attention(
             // No keys: the product with an empty probability row is zero.
             return;
         }
-        let mut scratch = if p.is_none() { vec![0f32; tile * nk] } else { Vec::new() };
-        let mut p = p;
-        let mut r0 = 0;
-        while r0 < nq {
-            let rows = tile.min(nq - r0);
-            let s: &mut [f32] = match p.as_deref_mut() {
-                Some(p) => &mut p[r0 * nk..(r0 + rows) * nk],
-                None => &mut scratch[..rows * nk],
-            };
-            // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
-            gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
-            vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
-            // o[r0..r0+rows] = s · v
-            gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
-            r0 += rows;
-        }
+        with_scores_scratch(if p.is_none() { tile * nk } else { 0 }, |scratch| {
+            let mut p = p;
+            let mut r0 = 0;
+            while r0 < nq {
+                let rows = tile.min(nq - r0);
+                let s: &mut [f32] = match p.as_deref_mut() {
+                    Some(p) => &mut p[r0 * nk..(r0 + rows) * nk],
+                    None => &mut scratch[..rows * nk],
+                };
+                // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
+                gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
+                vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
+                // o[r0..r0+rows] = s · v
+                gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
+                r0 += rows;
+            }
+        });
     };
     match probs.as_mut() {
         Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),
