@@ -13,22 +13,9 @@ static GLOBAL: sparsedm_tensor::host_alloc::HostAllocator = sparsedm_tensor::hos
 use sparsedm_tensor::nm_cpu::*;
 use sparsedm_tensor::{Device, Tensor, no_grad};
 use std::time::Instant;
-fn lcg(s: &mut u64) -> f32 {
-    *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    ((*s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-}
-fn masked(out: usize, inp: usize, n: usize, m: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut w: Vec<f32> = (0..out * inp).map(|_| lcg(&mut s)).collect();
-    for g in w.chunks_mut(m) {
-        let mut idx: Vec<usize> = (0..m).collect();
-        idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
-        for &p in &idx[n..] {
-            g[p] = 0.0;
-        }
-    }
-    w
-}
+#[path = "support/nm_data.rs"]
+mod nm_data;
+use nm_data::{lcg, masked};
 fn main() -> sparsedm_tensor::Result<()> {
     sparsedm_tensor::host_alloc::keep_freed_pages();
     let _g = no_grad();

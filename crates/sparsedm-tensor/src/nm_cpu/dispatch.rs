@@ -310,29 +310,35 @@ impl NmLinear {
             return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![self.weight.out_features(), inp] });
         }
         let rows = x.elem_count() / inp.max(1);
-        let n = rows * self.weight.out_features();
-        // The input is read in place when contiguous f32 (no copy), and the
-        // output is not zeroed first: the kernels write every element.
-        let y = x.with_host_f32(op, |xv| {
-            let mut res = Ok(());
-            // SAFETY: on success forward_uninit wrote every element; on an
-            // error the closure writes them all (zeros) before returning.
-            let y = unsafe {
-                written_vec(n, |y| {
-                    res = self.forward_uninit(xv, rows, y);
-                    if res.is_err() {
-                        y.iter_mut().for_each(|d| {
-                            d.write(0.0);
-                        });
-                    }
-                })
-            };
-            res.map(|()| y)
-        })??;
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().expect("rank >= 1") = self.weight.out_features();
-        Tensor::from_vec(y, &shape, &Device::Cpu)
+        map_rows(op, x, self.weight.out_features(), |xv, y| self.forward_uninit(xv, rows, y))
     }
+}
+
+/// `f(x's f32 data, y)` into a fresh `[..., out]` CPU tensor of `x`'s
+/// leading dims. The input is read in place when contiguous f32 (no copy),
+/// and the output is not zeroed first: `f` must write every element when
+/// it succeeds (on an error the output is dropped).
+fn map_rows(op: &'static str, x: &Tensor, out: usize, f: impl FnOnce(&[f32], &mut [MaybeUninit<f32>]) -> Result<()>) -> Result<Tensor> {
+    let n = x.elem_count() / x.shape().last().copied().unwrap_or(1).max(1) * out;
+    let y = x.with_host_f32(op, |xv| {
+        let mut res = Ok(());
+        // SAFETY: on success `f` wrote every element; on an error the
+        // closure writes them all (zeros) before returning.
+        let y = unsafe {
+            written_vec(n, |y| {
+                res = f(xv, y);
+                if res.is_err() {
+                    y.iter_mut().for_each(|d| {
+                        d.write(0.0);
+                    });
+                }
+            })
+        };
+        res.map(|()| y)
+    })??;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = out;
+    Tensor::from_vec(y, &shape, &Device::Cpu)
 }
 
 /// The activation between the two layers of an N:M MLP ([`nm_mlp_forward`]).
@@ -444,24 +450,7 @@ fn fused_mlp(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, row
     let op = "nm_mlp";
     let (w1, w2) = (&fc1.weight, &fc2.weight);
     let bias1 = padded_bias(fc1);
-    let n = rows * w2.out_features();
-    let y = x.with_host_f32(op, |xv| {
-        let mut res = Ok(());
-        // SAFETY: on success mlp_uninit wrote every element; on an error
-        // the closure writes them all (zeros) before returning.
-        let y = unsafe {
-            written_vec(n, |y| {
-                res = mlp_uninit(Isa::best(), xv, rows, w1, bias1.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias.as_deref(), y);
-                if res.is_err() {
-                    y.iter_mut().for_each(|d| {
-                        d.write(0.0);
-                    });
-                }
-            })
-        };
-        res.map(|()| y)
-    })??;
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank >= 1") = w2.out_features();
-    Tensor::from_vec(y, &shape, &Device::Cpu)
+    map_rows(op, x, w2.out_features(), |xv, y| {
+        mlp_uninit(Isa::best(), xv, rows, w1, bias1.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias.as_deref(), y)
+    })
 }

@@ -223,6 +223,35 @@ pub(crate) struct Item {
     pub to_panel: bool,
 }
 
+impl Item {
+    /// An item of one layer (weights `p`, `bias` or none, `out` outputs,
+    /// reading `x` of `inp` columns) with no tile, rows, output or scratch
+    /// set yet: the template the work items are made from.
+    fn layer(x: &[f32], inp: usize, p: &PatternLayout, bias: Option<&[f32]>, out: usize) -> Item {
+        Item {
+            x: x.as_ptr(),
+            inp,
+            r0: 0,
+            rt: 0,
+            v: 0,
+            b0: 0,
+            b1: 0,
+            chunks: p.chunks,
+            counts: p.counts.as_ptr(),
+            starts: p.starts.as_ptr(),
+            cols: p.cols.as_ptr(),
+            vals: p.vals.as_ptr(),
+            bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+            y: std::ptr::null_mut(),
+            out,
+            build: true,
+            panel: std::ptr::null_mut(),
+            yt: std::ptr::null_mut(),
+            to_panel: false,
+        }
+    }
+}
+
 // SAFETY: an `Item` is only a bundle of pointers into buffers that outlive
 // the parallel loop; items write disjoint parts of `y` and use per-thread
 // scratch, so sending one to another thread is sound.
@@ -481,6 +510,33 @@ fn run_item(isa: Isa, it: &Item) {
     }
 }
 
+/// The checks every kernel entry makes before any work: the instruction
+/// set is available, `x` holds `rows·inp` floats, `y` (`y_len`) holds
+/// `rows·out`, and a bias (`(len, want)`) has the length it needs.
+fn check_io(
+    op: &'static str,
+    isa: Isa,
+    (x, rows, inp): (&[f32], usize, usize),
+    (y_len, out): (usize, usize),
+    bias: Option<(usize, usize)>,
+) -> Result<()> {
+    if !isa.is_available() {
+        return Err(Error::invalid(op, format!("instruction set {isa:?} is not available on this CPU")));
+    }
+    if x.len() != rows * inp {
+        return Err(Error::ElementCount { op, shape: vec![rows, inp], len: x.len() });
+    }
+    if y_len != rows * out {
+        return Err(Error::ElementCount { op, shape: vec![rows, out], len: y_len });
+    }
+    if let Some((len, want)) = bias
+        && len != want
+    {
+        return Err(Error::ElementCount { op, shape: vec![want], len });
+    }
+    Ok(())
+}
+
 /// `y = x·Wᵀ + bias` with the fastest instruction set this CPU has: `x`
 /// row-major `[rows, in]`, `y` row-major `[rows, out]` (overwritten), `bias`
 /// `[out]`. Parallel over rayon's threads.
@@ -544,22 +600,8 @@ pub(crate) fn spmm_uninit(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
-    let op = "nm_spmm";
     let (out, inp) = (w.out_features(), w.in_features());
-    if !isa.is_available() {
-        return Err(Error::invalid(op, format!("instruction set {isa:?} is not available on this CPU")));
-    }
-    if x.len() != rows * inp {
-        return Err(Error::ElementCount { op, shape: vec![rows, inp], len: x.len() });
-    }
-    if y.len() != rows * out {
-        return Err(Error::ElementCount { op, shape: vec![rows, out], len: y.len() });
-    }
-    if let Some(b) = bias
-        && b.len() != out
-    {
-        return Err(Error::ElementCount { op, shape: vec![out], len: b.len() });
-    }
+    check_io("nm_spmm", isa, (x, rows, inp), (y.len(), out), bias.map(|b| (b.len(), out)))?;
     if rows == 0 {
         return Ok(());
     }
@@ -588,29 +630,8 @@ pub(crate) fn spmm_uninit(
     let parts = (2 * threads).div_ceil(groups).min(nblocks).max(1);
     let per_part = nblocks.div_ceil(parts);
     let items: Vec<(usize, usize)> = (0..groups).flat_map(|g| (0..parts).map(move |q| (g, q))).collect();
-    let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr());
     let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
-    let template = Item {
-        x: x.as_ptr(),
-        inp,
-        r0: 0,
-        rt: 0,
-        v: 0,
-        b0: 0,
-        b1: 0,
-        chunks: pat.chunks,
-        counts: pat.counts.as_ptr(),
-        starts: pat.starts.as_ptr(),
-        cols: pat.cols.as_ptr(),
-        vals: pat.vals.as_ptr(),
-        bias: bias_ptr,
-        y: std::ptr::null_mut(),
-        out,
-        build: true,
-        panel: std::ptr::null_mut(),
-        yt: std::ptr::null_mut(),
-        to_panel: false,
-    };
+    let template = Item::layer(x, inp, pat, bias, out);
     let template = &template;
     let work = |&(g, q): &(usize, usize)| {
         let (pb0, pb1) = ((q * per_part).min(nblocks), ((q + 1) * per_part).min(nblocks));
@@ -674,24 +695,11 @@ pub(crate) fn mlp_uninit(
 ) -> Result<()> {
     let op = "nm_mlp";
     let (inp, hidden, out) = (w1.in_features(), w1.out_features(), w2.out_features());
-    if !isa.is_available() {
-        return Err(Error::invalid(op, format!("instruction set {isa:?} is not available on this CPU")));
-    }
     if w2.in_features() != hidden {
         return Err(Error::ShapeMismatch { op, lhs: vec![hidden, inp], rhs: vec![out, w2.in_features()] });
     }
-    if x.len() != rows * inp {
-        return Err(Error::ElementCount { op, shape: vec![rows, inp], len: x.len() });
-    }
-    if y.len() != rows * out {
-        return Err(Error::ElementCount { op, shape: vec![rows, out], len: y.len() });
-    }
     let (nb1, nb2) = (w1.row_blocks(), w2.row_blocks());
-    if let Some(b) = bias1
-        && b.len() != nb1 * ROW_BLOCK
-    {
-        return Err(Error::ElementCount { op, shape: vec![nb1 * ROW_BLOCK], len: b.len() });
-    }
+    check_io(op, isa, (x, rows, inp), (y.len(), out), bias1.map(|b| (b.len(), nb1 * ROW_BLOCK)))?;
     if let Some(b) = bias2
         && b.len() != out
     {
@@ -707,28 +715,7 @@ pub(crate) fn mlp_uninit(
     let panel_floats = inp * stride;
     let h_floats = nb1 * ROW_BLOCK * stride;
     let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
-    let layer = |p: &PatternLayout, bias: Option<&[f32]>, out: usize, inp: usize| Item {
-        x: x.as_ptr(),
-        inp,
-        r0: 0,
-        rt: 0,
-        v: 0,
-        b0: 0,
-        b1: 0,
-        chunks: p.chunks,
-        counts: p.counts.as_ptr(),
-        starts: p.starts.as_ptr(),
-        cols: p.cols.as_ptr(),
-        vals: p.vals.as_ptr(),
-        bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
-        y: std::ptr::null_mut(),
-        out,
-        build: false,
-        panel: std::ptr::null_mut(),
-        yt: std::ptr::null_mut(),
-        to_panel: false,
-    };
-    let (first, second) = (layer(p1, bias1, hidden, inp), layer(p2, bias2, out, hidden));
+    let (first, second) = (Item::layer(x, inp, p1, bias1, hidden), Item::layer(x, hidden, p2, bias2, out));
     let (first, second) = (&first, &second);
     let work = |tile: usize| {
         let r0 = tile * stride;
@@ -741,7 +728,7 @@ pub(crate) fn mlp_uninit(
             run_item(isa, &it);
             // SAFETY: `h` holds `h_floats` initialised floats of this thread's scratch.
             act(unsafe { std::slice::from_raw_parts_mut(h, hidden * stride) });
-            let it = Item { r0, rt, v, b1: nb2, y: y_ptr.get(), panel: h, yt, ..*second };
+            let it = Item { r0, rt, v, b1: nb2, y: y_ptr.get(), build: false, panel: h, yt, ..*second };
             run_item(isa, &it);
         });
     };
