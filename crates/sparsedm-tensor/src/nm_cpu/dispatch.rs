@@ -195,6 +195,8 @@ fn gemm_accumulate(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, y:
 pub struct NmLinear {
     weight: NmWeight,
     dense: Vec<f32>,
+    /// The bias zero-padded to whole row blocks ([`ROW_BLOCK`] rows): the
+    /// fused MLP starts every hidden accumulator block from it.
     bias: Option<Vec<f32>>,
 }
 
@@ -220,7 +222,13 @@ impl NmLinear {
             return Err(Error::ElementCount { op: "nm_linear", shape: vec![weight.out_features()], len: b.len() });
         }
         let dense = weight.expand();
-        Ok(NmLinear { weight, dense, bias: bias.map(<[f32]>::to_vec) })
+        let padded = weight.row_blocks() * ROW_BLOCK;
+        let bias = bias.map(|b| {
+            let mut p = b.to_vec();
+            p.resize(padded, 0.0);
+            p
+        });
+        Ok(NmLinear { weight, dense, bias })
     }
 
     /// The compressed weight.
@@ -230,7 +238,7 @@ impl NmLinear {
 
     /// The bias, if any.
     pub fn bias(&self) -> Option<&[f32]> {
-        self.bias.as_deref()
+        self.bias.as_deref().map(|b| &b[..self.weight.out_features()])
     }
 
     /// The dispatch-table key of a call with `rows` rows.
@@ -253,12 +261,12 @@ impl NmLinear {
         let (out, inp) = (self.weight.out_features(), self.weight.in_features());
         match path {
             NmPath::Dense => {
-                check_lengths(x, rows, &self.dense, out, inp, self.bias.as_deref(), y.len())?;
-                let y = fill_bias(y, out, self.bias.as_deref());
+                check_lengths(x, rows, &self.dense, out, inp, self.bias(), y.len())?;
+                let y = fill_bias(y, out, self.bias());
                 gemm_accumulate(x, rows, &self.dense, out, inp, y);
                 Ok(())
             }
-            NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias.as_deref(), y),
+            NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias(), y),
         }
     }
 
@@ -431,26 +439,14 @@ pub fn nm_mlp_forward(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Te
 /// buffer lengths that do not match.
 #[doc(hidden)]
 pub fn nm_mlp_with(isa: Isa, fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
-    let bias1 = padded_bias(fc1);
-    mlp_uninit(isa, x, rows, &fc1.weight, bias1.as_deref(), &|h| act.apply_in_place(h), &fc2.weight, fc2.bias.as_deref(), as_uninit(y))
-}
-
-/// `fc`'s bias zero-padded to whole row blocks: the fused kernel starts
-/// every hidden accumulator block ([`ROW_BLOCK`] rows) from it.
-fn padded_bias(fc: &NmLinear) -> Option<Vec<f32>> {
-    fc.bias.as_ref().map(|b| {
-        let mut p = b.clone();
-        p.resize(fc.weight.row_blocks() * ROW_BLOCK, 0.0);
-        p
-    })
+    mlp_uninit(isa, x, rows, &fc1.weight, fc1.bias.as_deref(), &|h| act.apply_in_place(h), &fc2.weight, fc2.bias(), as_uninit(y))
 }
 
 /// The fused kernel on `x` (`rows` rows of `fc1`'s inputs), shapes checked.
 fn fused_mlp(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, rows: usize) -> Result<Tensor> {
     let op = "nm_mlp";
     let (w1, w2) = (&fc1.weight, &fc2.weight);
-    let bias1 = padded_bias(fc1);
     map_rows(op, x, w2.out_features(), |xv, y| {
-        mlp_uninit(Isa::best(), xv, rows, w1, bias1.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias.as_deref(), y)
+        mlp_uninit(Isa::best(), xv, rows, w1, fc1.bias.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias(), y)
     })
 }
