@@ -52,6 +52,9 @@ fn results() -> Vec<(&'static str, Vec<f32>)> {
     out.push(("gelu bwd", grad(&|t| t.gelu().unwrap())));
     let (q, k, vv) = (randn(&[3, 2, 41, 9], 4), randn(&[3, 2, 41, 9], 5), randn(&[3, 2, 41, 7], 6));
     out.push(("attention", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
+    // Several query tiles (1100 keys: 119 queries a tile), the last one partial.
+    let (q, k, vv) = (randn(&[1, 1, 300, 5], 13), randn(&[1, 1, 1100, 5], 14), randn(&[1, 1, 1100, 3], 15));
+    out.push(("attention tiled", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
     // AdamW and EMA in place on fresh copies.
     let p = randn(&[3001], 7);
     let (m, s2, g) = (randn(&[3001], 8), randn(&[3001], 9).abs().unwrap(), randn(&[3001], 10));

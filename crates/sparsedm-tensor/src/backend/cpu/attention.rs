@@ -8,7 +8,8 @@
 //! the caller keeps the probabilities for the backward pass.
 
 use crate::Layout;
-use crate::backend::cpu::matmul::gemm_f32;
+use crate::backend::cpu::math::fast_exp;
+use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_padded};
 use crate::backend::cpu::rows::softmax_in_place;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::op_kinds::AttnDims;
@@ -59,6 +60,92 @@ impl Kernel for SoftmaxRows<'_> {
     fn run(self) {
         for row in self.s.chunks_mut(self.nk) {
             softmax_scaled_in_place(row, self.scale);
+        }
+    }
+}
+
+/// Query columns one pass of [`SoftmaxCols`] handles together: one AVX-512
+/// register (two AVX2 ones) per key row.
+const COLS: usize = 16;
+
+/// [`softmax_scaled_in_place`] on the columns of a transposed score tile
+/// `sᵀ[key, query]` (`nk` rows `ld` floats apart, `ld` a multiple of
+/// [`COLS`]; the first `cols` columns): each query's softmax runs down its column, so the maximum and
+/// the sum are plain vector operations across 16 queries at once instead
+/// of a horizontal reduction per row — for short rows (the demo model's 65
+/// keys: four registers and one lane) those reductions and the scalar tail
+/// cost about as much as the exponentials. The operations are the row
+/// version's in the same order: scale, maximum, `fast_exp(x − max)`, the
+/// sum in [`COLS`] partial sums (key `j` into partial `j mod 16`, then
+/// halved pairwise), one reciprocal and a multiply, so both give the same
+/// bits. Columns past the tile's queries (the padding up to `ld`) are
+/// computed on whatever they hold and never read.
+struct SoftmaxCols<'a> {
+    st: &'a mut [f32],
+    nk: usize,
+    ld: usize,
+    /// Columns to compute: the tile's queries rounded up to [`COLS`] (≤ `ld`).
+    cols: usize,
+    scale: f32,
+}
+
+impl Kernel for SoftmaxCols<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self { st, nk, ld, cols, scale } = self;
+        let mut g = 0;
+        while g < cols {
+            let col = |st: &mut [f32], j: usize| -> *mut [f32; COLS] { (&mut st[j * ld + g..j * ld + g + COLS]).as_mut_ptr().cast() };
+            let mut max = [f32::NEG_INFINITY; COLS];
+            for j in 0..nk {
+                // SAFETY: `col` points at COLS floats of row j inside `st`.
+                let r = unsafe { &mut *col(st, j) };
+                for c in 0..COLS {
+                    let v = r[c] * scale;
+                    r[c] = v;
+                    max[c] = if v > max[c] { v } else { max[c] };
+                }
+            }
+            let mut part = [[0f32; COLS]; COLS];
+            for j in 0..nk {
+                // SAFETY: as above.
+                let r = unsafe { &mut *col(st, j) };
+                let p = &mut part[j % COLS];
+                for c in 0..COLS {
+                    let e = fast_exp(r[c] - max[c]);
+                    r[c] = e;
+                    p[c] += e;
+                }
+            }
+            // Halved pairwise, as `rows.rs`'s lane sums: 16 → 8 → 4 → 2 → 1
+            // (constant widths: a loop over the width is vectorised across
+            // the partials with gathers and scatters).
+            #[inline(always)]
+            fn fold(part: &mut [[f32; COLS]; COLS], w: usize) {
+                for i in 0..w {
+                    let hi = part[i + w];
+                    for c in 0..COLS {
+                        part[i][c] += hi[c];
+                    }
+                }
+            }
+            fold(&mut part, 8);
+            fold(&mut part, 4);
+            fold(&mut part, 2);
+            fold(&mut part, 1);
+            let mut inv = [0f32; COLS];
+            for c in 0..COLS {
+                inv[c] = 1.0 / part[0][c];
+            }
+            for j in 0..nk {
+                // SAFETY: as above.
+                let r = unsafe { &mut *col(st, j) };
+                for c in 0..COLS {
+                    r[c] *= inv[c];
+                }
+            }
+            g += COLS;
         }
     }
 }
@@ -119,23 +206,33 @@ pub(crate) fn attention(
             // No keys: the product with an empty probability row is zero.
             return;
         }
-        with_scores_scratch(if p.is_none() { tile * nk } else { 0 }, |scratch| {
-            let mut p = p;
-            let mut r0 = 0;
-            while r0 < nq {
-                let rows = tile.min(nq - r0);
-                let s: &mut [f32] = match p.as_deref_mut() {
-                    Some(p) => &mut p[r0 * nk..(r0 + rows) * nk],
-                    None => &mut scratch[..rows * nk],
-                };
-                // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
-                gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
-                vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
-                // o[r0..r0+rows] = s · v
-                gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
-                r0 += rows;
-            }
-        });
+        let Some(p) = p else {
+            // Inference: the tile's scores transposed, sᵀ = k · qᵀ (rows
+            // padded to whole SIMD registers), their softmax down the
+            // columns, and o = (sᵀ)ᵀ · v read through strides.
+            let ld = tile.div_ceil(COLS) * COLS;
+            return with_scores_scratch(nk * ld, |st| {
+                let mut r0 = 0;
+                while r0 < nq {
+                    let rows = tile.min(nq - r0);
+                    gemm_f32_padded(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs);
+                    vectorized_with(SoftmaxCols { st: &mut *st, nk, ld, cols: rows.div_ceil(COLS) * COLS, scale });
+                    gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, false);
+                    r0 += rows;
+                }
+            });
+        };
+        let mut r0 = 0;
+        while r0 < nq {
+            let rows = tile.min(nq - r0);
+            let s: &mut [f32] = &mut p[r0 * nk..(r0 + rows) * nk];
+            // s = q[r0..r0+rows] · kᵀ   (rhs[kk, j] = k[j, kk]), then its softmax
+            gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
+            vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
+            // o[r0..r0+rows] = s · v
+            gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
+            r0 += rows;
+        }
     };
     match probs.as_mut() {
         Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),

@@ -28,7 +28,29 @@ pub(crate) fn gemm_f32(
     parallel: bool,
 ) {
     // SAFETY: `out` is an initialised, uniquely borrowed slice.
-    unsafe { gemm_f32_raw(out.as_mut_ptr(), out.len(), m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate, parallel) }
+    unsafe { gemm_f32_raw(out.as_mut_ptr(), out.len(), n, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate, parallel) }
+}
+
+/// [`gemm_f32`] with output rows `out_rs ≥ n` floats apart (the floats
+/// between a row's `n` and the next row are left untouched): a product
+/// written into a padded tile. Single-threaded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32_padded(
+    out: &mut [f32],
+    out_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    assert!(out_rs >= n, "gemm_f32_padded: output row stride {out_rs} below the row length {n}");
+    // SAFETY: `out` is an initialised, uniquely borrowed slice.
+    unsafe { gemm_f32_raw(out.as_mut_ptr(), out.len(), out_rs, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false, false) }
 }
 
 /// [`gemm_f32`] into `m·n` uninitialised floats (the product overwrites
@@ -55,10 +77,13 @@ pub(crate) fn gemm_f32_uninit(
     }
     // SAFETY: without `accumulate` gemm only writes `out` (never reads it),
     // and MaybeUninit<f32> has f32's layout; the slice is uniquely borrowed.
-    unsafe { gemm_f32_raw(out.as_mut_ptr().cast::<f32>(), out.len(), m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false, parallel) }
+    unsafe {
+        gemm_f32_raw(out.as_mut_ptr().cast::<f32>(), out.len(), n, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false, parallel)
+    }
 }
 
-/// The body of [`gemm_f32`] on a raw output of `out_len` floats.
+/// The body of [`gemm_f32`] on a raw output of `out_len` floats whose rows
+/// are `out_rs` floats apart.
 ///
 /// # Safety
 /// `out` points to `out_len` writable floats that alias neither input; when
@@ -67,6 +92,7 @@ pub(crate) fn gemm_f32_uninit(
 unsafe fn gemm_f32_raw(
     out: *mut f32,
     out_len: usize,
+    out_rs: usize,
     m: usize,
     n: usize,
     k: usize,
@@ -79,14 +105,16 @@ unsafe fn gemm_f32_raw(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(out_len >= m * n, "gemm_f32: output buffer too small");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(out_rs >= n && out_len >= (m - 1) * out_rs + n, "gemm_f32: output buffer too small");
     if k == 0 {
         if !accumulate {
-            // SAFETY: `out` holds out_len ≥ m·n writable floats (caller, assert).
-            unsafe { std::slice::from_raw_parts_mut(out, m * n) }.fill(0.0);
+            for i in 0..m {
+                // SAFETY: row i lies inside the out_len writable floats (assert).
+                unsafe { std::slice::from_raw_parts_mut(out.add(i * out_rs), n) }.fill(0.0);
+            }
         }
         return;
     }
@@ -108,7 +136,7 @@ unsafe fn gemm_f32_raw(
             k,
             out,
             1,
-            n as isize,
+            out_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
