@@ -1,19 +1,22 @@
 //! Fused scaled dot-product attention on the CPU: for each batch element
 //! (e.g. one head of one image) `softmax(q·kᵀ·scale)·v`, computed tile by
-//! tile of query rows while the tile's scores are cache-hot — the scale is
-//! applied by the score GEMM itself, the softmax runs in place on the tile
-//! and the second GEMM reads it straight back. q, k and v are read through
-//! their strides (the heads of a packed `qkv` projection need no split
-//! copies). The whole `[batch…, Lq, Lk]` score tensor is written only when
-//! the caller keeps the probabilities for the backward pass.
+//! tile of query rows while the tile's scores are cache-hot — the scaled
+//! softmax runs in place on the tile and the second GEMM reads it straight
+//! back. q, k and v are read through their strides (the heads of a packed
+//! `qkv` projection need no split copies). The whole `[batch…, Lq, Lk]`
+//! score tensor is written only when the caller keeps the probabilities for
+//! the backward pass; otherwise each tile is computed transposed in a
+//! per-thread scratch ([`SoftmaxCols`]).
 
 use crate::Layout;
 use crate::backend::cpu::math::fast_exp;
-use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_padded};
+use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_padded, gemm_f32_uninit};
 use crate::backend::cpu::rows::softmax_in_place;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
+use crate::backend::cpu::strided::written_vec;
 use crate::op_kinds::AttnDims;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Scores per query tile (floats): 512 KiB, which still stays in a Zen 4
 /// or recent Intel core's 1–2 MiB L2 with the k/v panels. Each tile repacks
@@ -188,10 +191,9 @@ pub(crate) fn attention(
     keep_probs: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
-    let mut out = vec![0f32; batch * nq * dv];
     let mut probs = keep_probs.then(|| vec![0f32; batch * nq * nk]);
     if batch == 0 || nq == 0 || dv == 0 {
-        return (out, probs);
+        return (vec![0f32; batch * nq * dv], probs);
     }
     let r = lq.rank();
     let (q_rs, q_cs) = (lq.strides()[r - 2], lq.strides()[r - 1]);
@@ -200,10 +202,13 @@ pub(crate) fn attention(
     let tile = (TILE_SCORES / nk.max(1)).clamp(1, nq);
     // One batch element: `o` is its [nq, dv] output, `p` its [nq, nk]
     // probabilities when kept (else scores live in a per-tile scratch).
-    let one = |i: usize, o: &mut [f32], p: Option<&mut [f32]>| {
+    let one = |i: usize, o: &mut [MaybeUninit<f32>], p: Option<&mut [f32]>| {
         let (oq, ok, ov) = (batch_offset(lq, i), batch_offset(lk, i), batch_offset(lv, i));
         if nk == 0 {
             // No keys: the product with an empty probability row is zero.
+            o.iter_mut().for_each(|x| {
+                x.write(0.0);
+            });
             return;
         }
         let Some(p) = p else {
@@ -217,7 +222,7 @@ pub(crate) fn attention(
                     let rows = tile.min(nq - r0);
                     gemm_f32_padded(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs);
                     vectorized_with(SoftmaxCols { st: &mut *st, nk, ld, cols: rows.div_ceil(COLS) * COLS, scale });
-                    gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, false);
+                    gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false);
                     r0 += rows;
                 }
             });
@@ -230,13 +235,18 @@ pub(crate) fn attention(
             gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
             vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
             // o[r0..r0+rows] = s · v
-            gemm_f32(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false);
+            gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false);
             r0 += rows;
         }
     };
-    match probs.as_mut() {
-        Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),
-        None => out.par_chunks_mut(nq * dv).enumerate().for_each(|(i, o)| one(i, o, None)),
-    }
+    // SAFETY: `one` writes all of its batch element's [nq, dv] output: the
+    // second product of each query tile writes the tile's rows, and without
+    // keys the whole output is zeroed.
+    let out = unsafe {
+        written_vec(batch * nq * dv, |out| match probs.as_mut() {
+            Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),
+            None => out.par_chunks_mut(nq * dv).enumerate().for_each(|(i, o)| one(i, o, None)),
+        })
+    };
     (out, probs)
 }
