@@ -99,7 +99,7 @@ impl Kernel for SoftmaxCols<'_> {
         let Self { st, nk, ld, cols, scale } = self;
         let mut g = 0;
         while g < cols {
-            let col = |st: &mut [f32], j: usize| -> *mut [f32; COLS] { (&mut st[j * ld + g..j * ld + g + COLS]).as_mut_ptr().cast() };
+            let col = |st: &mut [f32], j: usize| -> *mut [f32; COLS] { st[j * ld + g..j * ld + g + COLS].as_mut_ptr().cast() };
             let mut max = [f32::NEG_INFINITY; COLS];
             for j in 0..nk {
                 // SAFETY: `col` points at COLS floats of row j inside `st`.
