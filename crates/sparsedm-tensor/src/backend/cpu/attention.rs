@@ -71,11 +71,11 @@ impl Kernel for SoftmaxRows<'_> {
 /// register (two AVX2 ones) per key row.
 const COLS: usize = 16;
 
-/// [`softmax_scaled_in_place`] on the columns of a transposed score tile
-/// `sᵀ[key, query]` (`nk` rows `ld` floats apart, `ld` a multiple of
-/// [`COLS`]; the first `cols` columns): each query's softmax runs down its column, so the maximum and
-/// the sum are plain vector operations across 16 queries at once instead
-/// of a horizontal reduction per row — for short rows (the demo model's 65
+/// [`softmax_scaled_in_place`] on the first `cols` columns of a transposed
+/// score tile `sᵀ[key, query]` (`nk` rows `ld` floats apart, `ld` and
+/// `cols` multiples of [`COLS`]): each query's softmax runs down its
+/// column, so the maximum and the sum are plain vector operations across
+/// 16 queries at once instead of a horizontal reduction per row — for short rows (the demo model's 65
 /// keys: four registers and one lane) those reductions and the scalar tail
 /// cost about as much as the exponentials. The operations are the row
 /// version's in the same order: scale, maximum, `fast_exp(x − max)`, the
