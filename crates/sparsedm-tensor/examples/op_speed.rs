@@ -63,7 +63,14 @@ fn main() -> Result<()> {
     let wd = Tensor::randn(&[512, 128], &mut rng, &dev)?;
     let bd = Tensor::randn(&[512], &mut rng, &dev)?;
     time("linear+bias [4160,128]->512", 4160 * 128 * 512, reps, || xd.linear(&wd, Some(&bd)))?;
+    time("linear [4160,128]->512", 4160 * 128 * 512, reps, || xd.linear(&wd, None))?;
+    let wq = Tensor::randn(&[384, 128], &mut rng, &dev)?;
+    time("linear [4160,128]->384", 4160 * 128 * 384, reps, || xd.linear(&wq, None))?;
+    let wp = Tensor::randn(&[128, 128], &mut rng, &dev)?;
+    time("linear [4160,128]->128", 4160 * 128 * 128, reps, || xd.linear(&wp, None))?;
+    let wf = Tensor::randn(&[128, 512], &mut rng, &dev)?;
     let gd = Tensor::randn(&[4160, 512], &mut rng, &dev)?;
     time("dW [512,4160]x[4160,128]", 4160 * 128 * 512, reps, || gd.t()?.matmul(&xd))?;
+    time("linear [4160,512]->128", 4160 * 128 * 512, reps, || gd.linear(&wf, None))?;
     Ok(())
 }

@@ -11,18 +11,14 @@
 
 use super::format::{NmWeight, ROW_BLOCK};
 use super::spmm::{Isa, as_uninit, mlp_uninit, spmm_best_uninit};
+use crate::backend::cpu::gemm_f32_uninit;
 use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
-
-/// Work (rows·in·out) above which the dense GEMM uses rayon's threads, as
-/// `Tensor::linear` does.
-const PAR_GEMM_WORK: usize = 1 << 18;
 
 /// Timed repetitions of each path at a shape's first use.
 const TUNE_REPS: usize = 3;
@@ -99,17 +95,16 @@ pub fn forced_path() -> Option<NmPath> {
     }
 }
 
-/// Dense `y = x·wᵀ + bias` through the `gemm` crate, called exactly as
-/// `Tensor::linear` does on the CPU (output pre-filled with the bias, rayon
-/// threads above the same work threshold): the reference the N:M kernel
-/// must beat. `x [rows, in]`, `w [out, in]`, `y [rows, out]`, row-major.
+/// Dense `y = x·wᵀ + bias` through the `gemm` crate, by the same function
+/// `Tensor::linear` calls on the CPU (a band of rows per thread, each from
+/// its bias rows): the reference the N:M kernel must beat. `x [rows, in]`,
+/// `w [out, in]`, `y [rows, out]`, row-major.
 ///
 /// # Errors
 /// Buffer lengths that do not match `rows`, `in`, `out`.
 pub fn dense_linear(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
     check_lengths(x, rows, w, out, inp, bias, y.len())?;
-    let y = fill_bias(as_uninit(y), out, bias);
-    gemm_accumulate(x, rows, w, out, inp, y);
+    gemm_f32_uninit(as_uninit(y), rows, out, inp, x, inp, 1, w, 1, inp, true, bias);
     Ok(())
 }
 
@@ -128,62 +123,6 @@ fn check_lengths(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, bias
         ));
     }
     Ok(())
-}
-
-/// Fills the uninitialised `y [rows, out]` with the bias (or zeros), so
-/// that it can be accumulated into, and returns it initialised.
-fn fill_bias<'y>(y: &'y mut [MaybeUninit<f32>], out: usize, bias: Option<&[f32]>) -> &'y mut [f32] {
-    // Rows in parallel tasks of about 16 K floats, as Tensor::linear does.
-    let chunk = ((1 << 14) / out.max(1)).max(1) * out.max(1);
-    y.par_chunks_mut(chunk).for_each(|rows| match bias {
-        Some(b) => rows.chunks_mut(out.max(1)).for_each(|r| {
-            r.iter_mut().zip(b).for_each(|(d, &v)| {
-                d.write(v);
-            })
-        }),
-        None => rows.iter_mut().for_each(|d| {
-            d.write(0.0);
-        }),
-    });
-    // SAFETY: every element was written just above (each row of `out`
-    // elements from the bias, which has `out` elements, or all zeros);
-    // MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(std::ptr::from_mut(y) as *mut [f32]) }
-}
-
-/// `y += x·wᵀ` through the `gemm` crate (lengths already checked).
-fn gemm_accumulate(x: &[f32], rows: usize, w: &[f32], out: usize, inp: usize, y: &mut [f32]) {
-    if rows == 0 || out == 0 || inp == 0 {
-        return;
-    }
-    let par =
-        if rows * out * inp >= PAR_GEMM_WORK { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
-    // SAFETY: the lengths were checked above, so every element addressed by
-    // (rows, out, in) and the strides below lies inside `y`, `x` and `w`;
-    // `y` is uniquely borrowed and aliases neither input.
-    unsafe {
-        gemm::gemm(
-            rows,
-            out,
-            inp,
-            y.as_mut_ptr(),
-            1,
-            out as isize,
-            true,
-            x.as_ptr(),
-            1,
-            inp as isize,
-            w.as_ptr(),
-            inp as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 /// An N:M Linear for inference: the compressed weight for the SpMM kernel,
@@ -262,8 +201,7 @@ impl NmLinear {
         match path {
             NmPath::Dense => {
                 check_lengths(x, rows, &self.dense, out, inp, self.bias(), y.len())?;
-                let y = fill_bias(y, out, self.bias());
-                gemm_accumulate(x, rows, &self.dense, out, inp, y);
+                gemm_f32_uninit(y, rows, out, inp, x, inp, 1, &self.dense, 1, inp, true, self.bias());
                 Ok(())
             }
             NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias(), y),

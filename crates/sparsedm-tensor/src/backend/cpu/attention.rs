@@ -222,7 +222,7 @@ pub(crate) fn attention(
                     let rows = tile.min(nq - r0);
                     gemm_f32_padded(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs);
                     vectorized_with(SoftmaxCols { st: &mut *st, nk, ld, cols: rows.div_ceil(COLS) * COLS, scale });
-                    gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false);
+                    gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, None);
                     r0 += rows;
                 }
             });
@@ -235,7 +235,7 @@ pub(crate) fn attention(
             gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
             vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
             // o[r0..r0+rows] = s · v
-            gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false);
+            gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, None);
             r0 += rows;
         }
     };

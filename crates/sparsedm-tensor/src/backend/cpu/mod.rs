@@ -21,6 +21,7 @@ pub mod simd;
 pub(crate) mod strided;
 
 pub use buffer::CpuStorage;
+pub(crate) use matmul::gemm_f32_uninit;
 
 use crate::backend::api::{BackendStorage, Operand};
 use crate::op_kinds::{AdamWScalars, AttnDims, BinaryKind, ConvGeom, PoolGeom, UnaryKind};
