@@ -245,20 +245,24 @@ pub(crate) fn bmm(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, m: usize, k: u
         }
         off
     };
-    let mut out = vec![0f32; batch * m * n];
-    if m * n == 0 {
-        return out;
+    if batch * m * n == 0 {
+        return vec![0f32; batch * m * n];
     }
-    let one = |i: usize, o: &mut [f32], parallel: bool| {
+    let one = |i: usize, o: &mut [std::mem::MaybeUninit<f32>], parallel: bool| {
         let (oa, ob) = (offsets(la, i), offsets(lb, i));
-        gemm_f32(o, m, n, k, &a[oa..], ars, acs, &b[ob..], brs, bcs, false, parallel);
+        gemm_f32_uninit(o, m, n, k, &a[oa..], ars, acs, &b[ob..], brs, bcs, parallel, None);
     };
-    if batch == 1 || m * n * k >= PAR_GEMM_WORK * 8 {
-        out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
-    } else {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
+    // SAFETY: each of the batch products writes all m·n floats of its chunk
+    // (no zero-filling first).
+    unsafe {
+        written_vec(batch * m * n, |out| {
+            if batch == 1 || m * n * k >= PAR_GEMM_WORK * 8 {
+                out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
+            } else {
+                out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
+            }
+        })
     }
-    out
 }
 
 /// `x [m, k] · wᵀ + bias`: GEMMs onto rows pre-filled with the bias.
