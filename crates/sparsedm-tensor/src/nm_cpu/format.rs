@@ -64,13 +64,24 @@ pub struct NmWeight {
     pat: PatternLayout,
 }
 
-/// Columns per chunk of the kernel layout: the kernel sweeps all row blocks
-/// of a slab over one chunk of panel rows (256 × 64 tokens × 4 B = 64 KiB
-/// on AVX-512, mostly L1-resident since a block touches only its rows'
-/// columns) before moving to the next; between chunks the accumulators go
-/// through a small `Yᵀ` tile. 128 to 512 measured alike on a shared Xeon;
-/// smaller chunks pay more for that round trip and the pattern runs.
-pub(crate) const CHUNK_COLS: usize = 256;
+/// Bytes of panel rows per column chunk of the kernel layout: the kernel
+/// sweeps all row blocks of a slab over one chunk of panel rows (mostly
+/// L1-resident, since a block touches only its rows' columns) before moving
+/// to the next; between chunks the accumulators go through a small `Yᵀ`
+/// tile. Smaller chunks pay more for that round trip and for the pattern
+/// runs, which get shorter (each run's exit is a branch miss).
+///
+/// 64 KiB is 256 columns of AVX-512's 64-token panel rows (128 to 512
+/// measured alike on a shared Xeon, 256 kept on Zen 4) and 1024 columns of
+/// AVX2's 16-token rows: on a 2-core Zen 2 the AVX2 kernel ran U-ViT-S/2's
+/// 1:8 qkv and fc2 about 10 % faster with 1024 columns than with 256, and
+/// 2:4 alike.
+const CHUNK_PANEL_BYTES: usize = 64 * 1024;
+
+/// Columns per chunk for the panel rows of the kernel this CPU runs.
+fn chunk_cols() -> usize {
+    (CHUNK_PANEL_BYTES / (4 * super::spmm::tile_floats(super::spmm::Isa::best()))).max(1)
+}
 
 // The kernel layout enumerates the 15 non-empty patterns of 4 rows.
 const _: () = assert!(ROW_BLOCK == 4);
@@ -269,7 +280,8 @@ impl NmWeight {
     /// Derives the kernel layout from the row layout.
     fn with_patterns(mut self) -> Self {
         let (e, blocks) = (self.entries_per_row(), self.row_blocks());
-        let chunks = self.inp.div_ceil(CHUNK_COLS);
+        let chunk_cols = chunk_cols();
+        let chunks = self.inp.div_ceil(chunk_cols);
         let mut pat = PatternLayout {
             chunks,
             counts: vec![0; blocks * chunks * 15],
@@ -297,7 +309,7 @@ impl NmWeight {
                 let k = b * chunks + ch;
                 pat.starts.push((pat.cols.len() as u32, pat.vals.len() as u32));
                 by_pat.iter_mut().for_each(Vec::clear);
-                for c in ch * CHUNK_COLS..((ch + 1) * CHUNK_COLS).min(self.inp) {
+                for c in ch * chunk_cols..((ch + 1) * chunk_cols).min(self.inp) {
                     by_pat[mask[c] as usize].push(c);
                 }
                 for p in 1..16 {

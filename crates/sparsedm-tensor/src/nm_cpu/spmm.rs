@@ -496,6 +496,12 @@ fn lanes_vmax(isa: Isa) -> (usize, usize) {
     }
 }
 
+/// Floats per panel row (the token tile width) of `isa`'s kernel.
+pub(crate) fn tile_floats(isa: Isa) -> usize {
+    let (lanes, vmax) = lanes_vmax(isa);
+    lanes * vmax
+}
+
 /// Runs one item with the instruction set `isa`.
 fn run_item(isa: Isa, it: &Item) {
     match isa {
