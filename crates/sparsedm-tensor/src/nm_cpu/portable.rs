@@ -13,6 +13,8 @@ pub(crate) struct Portable;
 impl Simd for Portable {
     const LANES: usize = 8;
     const VMAX: usize = 2;
+    /// Not tuned (the fallback).
+    const CHAINS: usize = 8;
     type V = [f32; 8];
     #[inline(always)]
     unsafe fn splat(x: f32) -> [f32; 8] {
@@ -27,6 +29,10 @@ impl Simd for Portable {
     unsafe fn store(p: *mut f32, v: [f32; 8]) {
         // SAFETY: 8 floats writable at `p` (trait contract).
         unsafe { p.cast::<[f32; 8]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] + b[i])
     }
     #[inline(always)]
     unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {

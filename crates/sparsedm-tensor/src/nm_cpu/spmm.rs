@@ -46,6 +46,10 @@ pub(crate) trait Simd {
     /// must be 16, 32 or 64 floats (the panel row stride, a power-of-two
     /// multiple of the 64 bytes the stored column offsets count in).
     const VMAX: usize;
+    /// Independent FMA chains the kernel aims to keep in flight (FMA
+    /// latency × FMAs per cycle of the cores it is tuned for); a pattern
+    /// run with fewer accumulators than this is unrolled over columns.
+    const CHAINS: usize;
     /// The register.
     type V: Copy;
     /// All lanes = `x`.
@@ -68,6 +72,11 @@ pub(crate) trait Simd {
     /// # Safety
     /// The CPU must have the back-end's instruction set.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b`.
+    ///
+    /// # Safety
+    /// The CPU must have the back-end's instruction set.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
 
     /// Stores 4 registers (4 output features × `LANES` tokens) transposed:
     /// `y[i·ldy + r] = a[r][i]` for every lane `i` and `r < 4`, so that a
@@ -272,6 +281,14 @@ enum Init {
 /// `r` of the block uses the column): per column, `V` panel loads shared by
 /// the pattern's rows, one broadcast weight and `V` FMAs per row.
 ///
+/// A pattern with few rows feeds few accumulators: at 1:8 most columns are
+/// used by one row of the block, so each FMA of the run waits for the
+/// previous one into the same `V` registers (FMA latency, not throughput,
+/// bounds it: a profile on Zen 2 put the samples on those FMAs). [`unroll`]
+/// columns are therefore taken per step, each into its own set of partial
+/// accumulators, added together at the end of the run, so that about
+/// [`Simd::CHAINS`] independent chains are in flight.
+///
 /// # Safety
 /// `S`'s instruction set is available; `cols` holds `cnt` offsets of
 /// columns `< inp`, `vals` `cnt·popcount(P)` weights; `panel` holds
@@ -286,9 +303,11 @@ unsafe fn run_pattern<S: Simd, const V: usize, const P: usize>(
 ) {
     let pop = P.count_ones() as usize;
     let scale = S::VMAX * S::LANES / 16;
+    let u = unroll::<S>(pop, V);
     // SAFETY: the caller guarantees the instruction set and the extents.
     unsafe {
-        for i in 0..cnt {
+        // Column `i` into the accumulator set `a`.
+        let column = |a: &mut [[S::V; V]; ROW_BLOCK], i: usize| {
             let p = panel.add(*cols.add(i) as usize * scale).cast::<f32>();
             let x: [S::V; V] = std::array::from_fn(|v| S::load(p.add(v * S::LANES)));
             let w = vals.add(i * pop);
@@ -298,11 +317,56 @@ unsafe fn run_pattern<S: Simd, const V: usize, const P: usize>(
                     let wr = S::splat(*w.add(k));
                     k += 1;
                     for v in 0..V {
-                        acc[r][v] = S::fma(wr, x[v], acc[r][v]);
+                        a[r][v] = S::fma(wr, x[v], a[r][v]);
+                    }
+                }
+            }
+        };
+        let mut i = 0;
+        if u > 1 && cnt >= u {
+            // Partial sums of columns j·u + 1 .. j·u + u - 1 (the first of
+            // each step goes to `acc`; rows outside `P` stay unused and are
+            // optimised away).
+            let mut part = [[[S::splat(0.0); V]; ROW_BLOCK]; MAX_UNROLL - 1];
+            while i + u <= cnt {
+                column(acc, i);
+                for (q, a) in part.iter_mut().enumerate().take(u - 1) {
+                    column(a, i + 1 + q);
+                }
+                i += u;
+            }
+            for a in part.iter().take(u - 1) {
+                for r in 0..ROW_BLOCK {
+                    if P & (1 << r) != 0 {
+                        for v in 0..V {
+                            acc[r][v] = S::add(acc[r][v], a[r][v]);
+                        }
                     }
                 }
             }
         }
+        while i < cnt {
+            column(acc, i);
+            i += 1;
+        }
+    }
+}
+
+/// Most columns [`run_pattern`] takes at a time.
+const MAX_UNROLL: usize = 4;
+
+/// Columns per step of a run whose pattern has `pop` rows and `v`
+/// registers per row: enough partial accumulator sets for about
+/// [`Simd::CHAINS`] independent FMA chains, at most [`MAX_UNROLL`].
+#[inline(always)]
+const fn unroll<S: Simd>(pop: usize, v: usize) -> usize {
+    let u = S::CHAINS.div_ceil(pop * v);
+    if u > MAX_UNROLL {
+        MAX_UNROLL
+    } else if u < 1 {
+        1
+    } else {
+        u
     }
 }
 
