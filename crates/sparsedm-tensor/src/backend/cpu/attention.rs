@@ -10,7 +10,7 @@
 
 use crate::Layout;
 use crate::backend::cpu::math::fast_exp;
-use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_padded, gemm_f32_uninit};
+use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_rows, gemm_f32_uninit};
 use crate::backend::cpu::rows::softmax_in_place;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::written_vec;
@@ -220,7 +220,7 @@ pub(crate) fn attention(
                 let mut r0 = 0;
                 while r0 < nq {
                     let rows = tile.min(nq - r0);
-                    gemm_f32_padded(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs);
+                    gemm_f32_rows(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs, false, false);
                     vectorized_with(SoftmaxCols { st: &mut *st, nk, ld, cols: rows.div_ceil(COLS) * COLS, scale });
                     gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, None);
                     r0 += rows;

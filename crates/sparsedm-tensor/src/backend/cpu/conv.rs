@@ -7,7 +7,7 @@
 //! forward) and gives the input (col2im of Wᵀ·g) and weight (Σₙ g·colᵀ)
 //! gradients.
 
-use crate::backend::cpu::matmul::gemm_f32;
+use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_rows};
 use crate::op_kinds::ConvGeom;
 use rayon::prelude::*;
 
@@ -89,64 +89,6 @@ fn per_image_parallel(n: usize) -> bool {
 /// Floats of im2col columns per tile in the forward pass (1 MiB).
 const COL_TILE_FLOATS: usize = 1 << 18;
 
-/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with `dst` rows `dst_rs` apart
-/// (a column block of a wider row-major matrix); `lhs` and `rhs` row-major.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into_block(
-    dst: &mut [f32],
-    dst_rs: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    accumulate: bool,
-    parallel: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(dst_rs >= n && (m - 1) * dst_rs + n <= dst.len(), "conv gemm: destination block out of bounds");
-    assert!(m * k <= lhs.len() && k * n <= rhs.len(), "conv gemm: operand out of bounds");
-    let par =
-        if parallel && m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
-    // SAFETY: the asserts above guarantee that every element addressed
-    // (dst: rows 0..m at stride dst_rs, columns 0..n; lhs: m×k row-major;
-    // rhs: k×n row-major) lies inside its slice; `dst` is uniquely borrowed
-    // and does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
 pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     conv_forward_tiled(g, x, w, bias, COL_TILE_FLOATS)
 }
@@ -169,7 +111,7 @@ fn conv_forward_tiled(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
             }
         }
         if g.is_pointwise() {
-            gemm_into_block(dst, p, o, p, ck, w, xi, bias.is_some(), parallel);
+            gemm_f32_rows(dst, p, o, p, ck, w, ck, 1, xi, p, 1, bias.is_some(), parallel);
             return;
         }
         for oh0 in (0..g.ho).step_by(rows_per_tile) {
@@ -180,7 +122,7 @@ fn conv_forward_tiled(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
                 col.resize(ck * tp, 0.0);
             }
             g.im2col_rows(xi, &mut col[..ck * tp], oh0, oh1);
-            gemm_into_block(&mut dst[oh0 * g.wo..], p, o, tp, ck, w, &col[..ck * tp], bias.is_some(), parallel);
+            gemm_f32_rows(&mut dst[oh0 * g.wo..], p, o, tp, ck, w, ck, 1, &col[..ck * tp], tp, 1, bias.is_some(), parallel);
         }
     };
     if per_image_parallel(g.n) {

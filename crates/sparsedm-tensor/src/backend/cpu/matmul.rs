@@ -34,9 +34,9 @@ pub(crate) fn gemm_f32(
 
 /// [`gemm_f32`] with output rows `out_rs ≥ n` floats apart (the floats
 /// between a row's `n` and the next row are left untouched): a product
-/// written into a padded tile. Single-threaded.
+/// written into a padded tile, or a column block of a wider matrix.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_f32_padded(
+pub(crate) fn gemm_f32_rows(
     out: &mut [f32],
     out_rs: usize,
     m: usize,
@@ -48,10 +48,14 @@ pub(crate) fn gemm_f32_padded(
     rhs: &[f32],
     rhs_rs: usize,
     rhs_cs: usize,
+    accumulate: bool,
+    parallel: bool,
 ) {
-    assert!(out_rs >= n, "gemm_f32_padded: output row stride {out_rs} below the row length {n}");
+    assert!(out_rs >= n, "gemm_f32_rows: output row stride {out_rs} below the row length {n}");
     // SAFETY: `out` is an initialised, uniquely borrowed slice.
-    unsafe { gemm_f32_raw(out.as_mut_ptr(), out.len(), out_rs, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false, false, None) }
+    unsafe {
+        gemm_f32_raw(out.as_mut_ptr(), out.len(), out_rs, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate, parallel, None)
+    }
 }
 
 /// [`gemm_f32`] into `m·n` uninitialised floats (the product overwrites
