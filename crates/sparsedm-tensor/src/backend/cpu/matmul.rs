@@ -8,7 +8,7 @@ use crate::Layout;
 use crate::backend::cpu::strided::{SendPtr, gather, written_vec};
 use rayon::prelude::*;
 
-/// Work (m·n·k) above which one product is worth gemm's own threads.
+/// Work (m·n·k) above which one product is worth several threads.
 const PAR_GEMM_WORK: usize = 1 << 18;
 
 /// `out[m,n] = lhs[m,k] · rhs[k,n]` for one matrix, given element strides
