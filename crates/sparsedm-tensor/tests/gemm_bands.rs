@@ -4,19 +4,11 @@
 //! where the bands are uneven (rows not a multiple of the 16-row rounding,
 //! a short last band) and with 1, 2 and 3 threads.
 
-use sparsedm_tensor::{Device, Tensor, nm_cpu};
+use sparsedm_tensor::{Device, Rng, Tensor, nm_cpu};
 
-/// Deterministic values in [-1, 1).
+/// `n` standard normal values from the crate's generator.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    Tensor::randn(&[n], &mut Rng::new(seed), &Device::Cpu).unwrap().to_vec_f32().unwrap()
 }
 
 /// `x [m, k] · w [n, k]ᵀ + bias` in float64.

@@ -130,108 +130,68 @@ unsafe fn gemm_f32_raw(
         k == 0 || (last(m, k, lhs_rs, lhs_cs) < lhs.len() && last(k, n, rhs_rs, rhs_cs) < rhs.len()),
         "gemm_f32: operand out of bounds"
     );
+    let out = SendPtr(out);
+    // Rows r0..r0+rows of the product (from the bias rows when there is
+    // one), one gemm call threaded as `par`.
+    let band = |r0: usize, rows: usize, par: gemm::Parallelism| {
+        // SAFETY: the asserts above put rows r0..r0+rows (< m) of `out`
+        // inside its `out_len` writable floats; concurrent calls get
+        // disjoint rows.
+        let dst = unsafe { out.get().add(r0 * out_rs) };
+        if bias.is_some() || (k == 0 && !accumulate) {
+            for i in 0..rows {
+                // SAFETY: row i of the band lies inside `out` (as above).
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(i * out_rs), n) };
+                match bias {
+                    Some(b) => row.copy_from_slice(b),
+                    None => row.fill(0.0),
+                }
+            }
+        }
+        if k == 0 {
+            return;
+        }
+        // SAFETY: the asserts above guarantee that every element addressed
+        // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`
+        // (the band's lhs rows start at r0·lhs_rs); `out` does not alias
+        // the inputs (caller).
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                dst,
+                1,
+                out_rs as isize,
+                accumulate || bias.is_some(),
+                lhs.as_ptr().add(r0 * lhs_rs),
+                lhs_cs as isize,
+                lhs_rs as isize,
+                rhs.as_ptr(),
+                rhs_cs as isize,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    };
     let threads = rayon::current_num_threads().max(1);
     let parallel = parallel && m * n * k >= PAR_GEMM_WORK;
     if parallel && threads > 1 && m >= threads * MIN_BAND_ROWS {
-        let band = m.div_ceil(threads).div_ceil(16) * 16;
-        let out_p = SendPtr(out);
-        (0..m.div_ceil(band)).into_par_iter().for_each(|i| {
-            let (r0, rows) = (i * band, band.min(m - i * band));
-            // SAFETY: band `i` is rows r0..r0+rows of `out` (inside it by
-            // the assert above), disjoint from every other band's rows;
-            // its lhs rows start at r0·lhs_rs, inside `lhs` (assert).
-            unsafe {
-                gemm_band(
-                    out_p.get().add(r0 * out_rs),
-                    out_rs,
-                    rows,
-                    n,
-                    k,
-                    &lhs[r0 * lhs_rs..],
-                    lhs_rs,
-                    lhs_cs,
-                    rhs,
-                    rhs_rs,
-                    rhs_cs,
-                    accumulate,
-                    bias,
-                    gemm::Parallelism::None,
-                )
-            }
-        });
+        let rows = m.div_ceil(threads).div_ceil(16) * 16;
+        (0..m.div_ceil(rows)).into_par_iter().for_each(|i| band(i * rows, rows.min(m - i * rows), gemm::Parallelism::None));
     } else {
-        let par = if parallel && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        // SAFETY: forwarded from the caller; bounds asserted above.
-        unsafe { gemm_band(out, out_rs, m, n, k, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate, bias, par) }
+        band(0, m, if parallel && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None });
     }
 }
 
 /// Fewest rows per thread for which [`gemm_f32_raw`] splits a product into
 /// bands of rows (below, the gemm crate splits it).
 const MIN_BAND_ROWS: usize = 64;
-
-/// One GEMM over `m` rows of `out` (row stride `out_rs`), from the bias
-/// rows when there is one.
-///
-/// # Safety
-/// As [`gemm_f32_raw`], whose asserts cover these extents.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_band(
-    out: *mut f32,
-    out_rs: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    rhs_cs: usize,
-    accumulate: bool,
-    bias: Option<&[f32]>,
-    par: gemm::Parallelism,
-) {
-    if bias.is_some() || (k == 0 && !accumulate) {
-        for i in 0..m {
-            // SAFETY: row i lies inside the caller's writable extent.
-            let row = unsafe { std::slice::from_raw_parts_mut(out.add(i * out_rs), n) };
-            match bias {
-                Some(b) => row.copy_from_slice(b),
-                None => row.fill(0.0),
-            }
-        }
-    }
-    if k == 0 {
-        return;
-    }
-    // SAFETY: the caller's asserts guarantee that every element addressed
-    // through (rows, cols, strides) lies inside `out`, `lhs` and `rhs`;
-    // `out` does not alias the inputs (caller).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out,
-            1,
-            out_rs as isize,
-            accumulate || bias.is_some(),
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
 
 /// Batched product of two broadcast layouts of equal batch shape.
 pub(crate) fn bmm(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, m: usize, k: usize, n: usize) -> Vec<f32> {
