@@ -1,6 +1,6 @@
 //! GEMM-level 2:4 benchmark (issue: 2:4 sparse acceleration): for every shape of
 //! ../shared/GPU.md §6, `Y[M,N] = X[M,K]·W[N,K]ᵀ` with W 2:4 along K, our cuBLAS dense GEMM against
-//! our cuSPARSELt path (plan made and searched once, then reused), f16 and bf16, CUDA events, best
+//! our cuSPARSELt path (plan made once, searched once for bf16 — see `sparse24::searches` — then reused), f16 and bf16, CUDA events, best
 //! of 3 batches of 20 calls. Printed beside the ceiling measured there (cuSPARSELt C++ with a plan
 //! made once vs cuBLAS dense), with the target "at least 95 % of the ceiling's speedup" marked.
 //!

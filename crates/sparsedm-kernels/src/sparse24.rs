@@ -6,7 +6,8 @@
 //! - a [`SparseWeight`] is a Linear weight `W [n, k]` (f16 or bf16, 2:4 along `k`) that was checked
 //!   and compressed once, with its optional bias;
 //! - each weight keeps one plan per activation row count `m` (rounded up to a multiple of 8),
-//!   made and algorithm-searched (`cusparseLtMatmulSearch`) on first use.
+//!   made on first use and, for bf16, algorithm-searched (`cusparseLtMatmulSearch`) then; f16
+//!   plans keep cuSPARSELt's default algorithm (see [`searches`]).
 //!
 //! `Y [m, n] = X [m, k] · Wᵀ + bias` is computed as cuSPARSELt's `D = A·B` with the structured
 //! `A = W` (row-major `n × k`), `B = Xᵀ` (column-major `k × m`, i.e. X's own memory) and
@@ -205,6 +206,20 @@ unsafe impl Send for LibWeight {}
 // SAFETY: see Send.
 unsafe impl Sync for LibWeight {}
 
+/// Whether plans for `dtype` are algorithm-searched (`cusparseLtMatmulSearch`) on first use.
+///
+/// Not for f16: on the H200 (sm_90, driver 580, cuSPARSELt 0.8.0) the search of an f16 plan
+/// runs a kernel that dies with `CUDA_ERROR_ILLEGAL_INSTRUCTION` and returns
+/// `CUSPARSE_STATUS_INTERNAL_ERROR`, which leaves the CUDA context unusable for the rest of the
+/// process. A plain C++ program with cuSPARSELt's own calls does the same (2026-12-04, every
+/// shape tried: 256×128×256, 1000×384×512 with and without bias, 80×64×1024, 32896×1536×512,
+/// blocking and non-blocking streams), while the same plans in bf16 search fine and f16
+/// plans run fine with the default algorithm. PyTorch's `_cslt_sparse_mm` does not search
+/// either unless asked.
+pub fn searches(dtype: GpuDType) -> bool {
+    dtype == GpuDType::BF16
+}
+
 /// Whether cuSPARSELt can take a weight of this shape as the structured operand.
 pub fn shape_supported(n: usize, k: usize) -> bool {
     n > 0 && k > 0 && n.is_multiple_of(16) && k.is_multiple_of(16)
@@ -393,7 +408,7 @@ impl LibWeight {
         let ws = plan.workspace.as_ref().map_or(std::ptr::null_mut(), |w| w.device_ptr() as *mut std::ffi::c_void);
         let mut stream = self.lt.stream();
         gpu.bind()?;
-        if !plan.searched {
+        if !plan.searched && searches(self.dtype) {
             // SAFETY: operands match the plan's descriptors (sizes checked above, padded to
             // m_pad rows); alpha/beta are f32 host scalars for the f32 compute type; C = D.
             let st = unsafe {
