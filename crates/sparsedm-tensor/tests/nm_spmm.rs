@@ -4,8 +4,8 @@
 //! are not multiples of the SIMD width, with and without bias.
 
 use sparsedm_tensor::nm_cpu::{
-    Isa, MlpActivation, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, nm_mlp_forward, nm_mlp_with, spmm_with,
-    spmm_with_slab,
+    Isa, MlpActivation, NmKernel, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, nm_mlp_forward, nm_mlp_with,
+    spmm_kernel_with, spmm_with, spmm_with_slab,
 };
 use sparsedm_tensor::{Device, Tensor};
 
@@ -128,6 +128,50 @@ fn spmm_matches_masked_dense_for_every_pattern_shape_and_isa() {
         }
     }
     assert_eq!(checked, PATTERNS.len() * 3 * 4 * 4 * 2 * isas.len());
+}
+
+#[test]
+fn both_kernels_match_masked_dense_on_every_isa_that_runs_them() {
+    // The row-wise kernel (AVX2) and the pattern kernel, each on every
+    // instruction set that has it: several 64-token tiles with a partial
+    // last one (130), one token, 32-row slabs with a partial last one (70),
+    // column chunks of 64 (rounded to m) with a partial last one and a
+    // dense tail (in % m != 0).
+    let mut rng = Rng(0x5EED);
+    let mut rows_kernel_runs = 0;
+    for &(n, m) in &PATTERNS {
+        for &(rows, inp, out) in &[(130, 5 * m + 3, 70), (1, 9 * m, 33), (64, 300, 8)] {
+            let w = nm_weight(&mut rng, out, inp, n, m);
+            let nm = NmWeight::compress(&w, out, inp, n, m).unwrap();
+            let x = rng.vec(rows * inp);
+            let b = rng.vec(out);
+            for bias in [None, Some(b.as_slice())] {
+                let (want, scale) = reference(&x, rows, &w, out, inp, bias);
+                for isa in isas() {
+                    for kernel in [NmKernel::Patterns, NmKernel::Rows] {
+                        let mut y = vec![f32::NAN; rows * out];
+                        let r = spmm_kernel_with(isa, kernel, &x, rows, &nm, bias, &mut y);
+                        if !kernel.runs_on(isa) {
+                            let e = r.unwrap_err().to_string();
+                            assert!(e.contains("row-wise") && e.contains(&format!("{isa:?}")), "{e}");
+                            continue;
+                        }
+                        r.unwrap();
+                        let what = format!("{n}:{m} rows {rows} in {inp} out {out} bias {} {isa:?} {kernel:?}", bias.is_some());
+                        assert_close(&what, &y, &want, &scale);
+                        rows_kernel_runs += usize::from(kernel == NmKernel::Rows);
+                    }
+                }
+            }
+        }
+    }
+    if Isa::Avx2Fma.is_available() {
+        assert_eq!(rows_kernel_runs, PATTERNS.len() * 3 * 2);
+        assert_eq!(NmKernel::for_weight(Isa::Avx2Fma, &NmWeight::compress(&[1.0, 0.0], 1, 2, 1, 2).unwrap()), NmKernel::Rows);
+    } else {
+        println!("skipping the row-wise kernel: this CPU has no AVX2 + FMA");
+    }
+    assert_eq!(NmKernel::for_weight(Isa::Portable, &NmWeight::compress(&[1.0, 0.0], 1, 2, 1, 2).unwrap()), NmKernel::Patterns);
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! [`ROW_BLOCK`] output rows so that the SpMM kernel walks one contiguous
 //! stream of (value, column) pairs per register tile.
 
+use super::rowwise::RowLayout;
 use crate::{Error, Result};
+use std::sync::OnceLock;
 
 /// Output rows interleaved per block of the compressed layout: the kernels
 /// accumulate this many output rows at once (each into its own registers),
@@ -53,7 +55,7 @@ pub const MAX_M: usize = 32;
 ///   modes scale for free. Decoding the packed in-group positions once at
 ///   load time keeps the kernel's inner loop free of index arithmetic (no
 ///   shifts or vector extracts competing with the FMAs for their ports).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NmWeight {
     out: usize,
     inp: usize,
@@ -62,6 +64,15 @@ pub struct NmWeight {
     values: Vec<f32>,
     cols: Vec<u32>,
     pat: PatternLayout,
+    /// The row-wise kernel's layout, built on its first use.
+    rows: OnceLock<RowLayout>,
+}
+
+/// Equal when the stored weights are (the kernel layouts derive from them).
+impl PartialEq for NmWeight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.out, self.inp, self.n, self.m) == (o.out, o.inp, o.n, o.m) && self.values == o.values && self.cols == o.cols
+    }
 }
 
 /// Bytes of panel rows per column chunk of the kernel layout: the kernel
@@ -192,7 +203,7 @@ impl NmWeight {
                 cols[at(groups * n + t)] = enc(c);
             }
         }
-        Ok(NmWeight { out, inp, n, m, values, cols, pat: PatternLayout::default() }.with_patterns())
+        Ok(NmWeight { out, inp, n, m, values, cols, pat: PatternLayout::default(), rows: OnceLock::new() }.with_patterns())
     }
 
     /// Rebuilds a compressed weight from the per-row kept values and in-group
@@ -224,6 +235,7 @@ impl NmWeight {
             values: vec![0f32; blocks * e * ROW_BLOCK],
             cols: vec![0u32; blocks * e * ROW_BLOCK],
             pat: PatternLayout::default(),
+            rows: OnceLock::new(),
         };
         for o in 0..blocks * ROW_BLOCK {
             for g in 0..groups {
@@ -275,6 +287,17 @@ impl NmWeight {
     /// The kernel layout (see [`PatternLayout`]).
     pub(crate) fn patterns(&self) -> &PatternLayout {
         &self.pat
+    }
+
+    /// The row-wise kernel's layout (see [`RowLayout`]), built on first use.
+    pub(crate) fn row_layout(&self) -> &RowLayout {
+        self.rows.get_or_init(|| RowLayout::build(self))
+    }
+
+    /// Entry `j` of row `o < out`: its column and value.
+    pub(crate) fn row_entry(&self, o: usize, j: usize) -> (usize, f32) {
+        let at = self.entry(o, j);
+        (self.cols[at] as usize / COL_UNIT, self.values[at])
     }
 
     /// Derives the kernel layout from the row layout.

@@ -39,6 +39,7 @@ mod conv;
 mod dispatch;
 mod format;
 mod portable;
+mod rowwise;
 #[cfg(target_arch = "x86_64")]
 mod simd_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -55,4 +56,4 @@ pub use dispatch::{
     nm_mlp_with, shape_key,
 };
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
-pub use spmm::{Isa, spmm, spmm_with, spmm_with_slab};
+pub use spmm::{Isa, NmKernel, spmm, spmm_kernel_with, spmm_with, spmm_with_slab};

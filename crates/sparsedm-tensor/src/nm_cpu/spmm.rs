@@ -533,7 +533,7 @@ thread_local! {
 }
 
 /// Calls `f` with two 64-byte aligned scratch areas of `a` and `b` floats.
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) -> R {
+pub(crate) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) -> R {
     let round = |n: usize| n.div_ceil(16) * 16;
     let need = round(a) + round(b) + 16;
     SCRATCH.with(|s| {
@@ -617,22 +617,107 @@ pub fn spmm(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut 
     spmm_with(Isa::best(), x, rows, w, bias, y)
 }
 
-/// [`spmm`] into an output that need not be initialised (see [`spmm_uninit`]).
-pub(crate) fn spmm_best_uninit(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
-    spmm_uninit(Isa::best(), slab_bytes(), x, rows, w, bias, y)
+/// The two N:M kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NmKernel {
+    /// The 4-row pattern kernel of this module: every instruction set.
+    Patterns,
+    /// The row-wise kernel (`nm_cpu/rowwise.rs`): AVX2 + FMA only, where it
+    /// is the faster one (fixed-length rows instead of short pattern runs).
+    Rows,
 }
 
-/// [`spmm`] with a chosen instruction set (tests run each path directly).
+impl NmKernel {
+    /// Whether the kernel has an implementation for `isa`.
+    pub fn runs_on(self, isa: Isa) -> bool {
+        match self {
+            NmKernel::Patterns => true,
+            NmKernel::Rows => isa == Isa::Avx2Fma,
+        }
+    }
+
+    /// The kernel [`spmm_with`] runs `w` with on `isa`: row-wise on AVX2
+    /// (unless `in` is too large for its offsets), the pattern kernel on
+    /// AVX-512 (measured faster there, on Zen 4) and on the portable path.
+    pub fn for_weight(isa: Isa, w: &NmWeight) -> NmKernel {
+        if NmKernel::Rows.runs_on(isa) && super::rowwise::supports(w) { NmKernel::Rows } else { NmKernel::Patterns }
+    }
+}
+
+/// [`spmm`] into an output that need not be initialised (see [`spmm_uninit`]).
+pub(crate) fn spmm_best_uninit(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+    let isa = Isa::best();
+    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, y)
+}
+
+/// [`spmm`] with a chosen instruction set (tests run each path directly),
+/// with that instruction set's kernel ([`NmKernel::for_weight`]).
 ///
 /// # Errors
 /// As [`spmm`], and an instruction set this CPU does not have.
 pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
-    spmm_with_slab(isa, slab_bytes(), x, rows, w, bias, y)
+    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, as_uninit(y))
 }
 
-/// [`spmm_with`] with the bytes of weights per L2 slab given (the default
-/// is 512 KiB, or `SPARSEDM_NM_SLAB_BYTES`): tests use tiny slabs to cover
-/// many (slab, token tile) items on small weights; benchmarks tune it.
+/// [`spmm_with`] with a chosen kernel too (tests and benchmarks compare
+/// the two on AVX2).
+///
+/// # Errors
+/// As [`spmm_with`], and a kernel without an implementation for `isa` or
+/// (row-wise) a weight with more than 2²⁴ inputs.
+pub fn spmm_kernel_with(
+    isa: Isa,
+    kernel: NmKernel,
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    kernel_uninit(isa, kernel, x, rows, w, bias, as_uninit(y))
+}
+
+/// [`spmm_kernel_with`] into an output that need not be initialised.
+fn kernel_uninit(
+    isa: Isa,
+    kernel: NmKernel,
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
+    if kernel == NmKernel::Patterns {
+        return spmm_uninit(isa, slab_bytes(), x, rows, w, bias, y);
+    }
+    let op = "nm_spmm";
+    if !kernel.runs_on(isa) {
+        return Err(Error::invalid(op, format!("the row-wise N:M kernel runs on Avx2Fma only, not on {isa:?}")));
+    }
+    if !super::rowwise::supports(w) {
+        return Err(Error::bad_shape(
+            op,
+            &[w.out_features(), w.in_features()],
+            format!("the row-wise N:M kernel takes in <= {}", super::rowwise::MAX_IN),
+        ));
+    }
+    check_io(op, isa, (x, rows, w.in_features()), (y.len(), w.out_features()), bias.map(|b| (b.len(), w.out_features())))?;
+    if rows == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `check_io` checked that the CPU has AVX2 + FMA (runs_on: the
+    // isa is Avx2Fma) and every buffer length; `supports(w)` holds.
+    unsafe {
+        super::rowwise::spmm_rows(x, rows, w, bias, y);
+    }
+    Ok(())
+}
+
+/// The pattern kernel with the bytes of weights per L2 slab given (the
+/// default is 512 KiB, or `SPARSEDM_NM_SLAB_BYTES`): tests use tiny slabs
+/// to cover many (slab, token tile) items on small weights; benchmarks
+/// tune it. Always the pattern kernel, whatever [`spmm_with`] runs.
 ///
 /// # Errors
 /// As [`spmm_with`].
@@ -743,6 +828,9 @@ pub(crate) fn spmm_uninit(
 /// `[rows, hidden]` buffer, the separate activation pass over it and the
 /// second layer's panel build. Every output element is written.
 ///
+/// On AVX2 (both weights on the row-wise kernel, [`NmKernel::for_weight`])
+/// the row-wise version runs instead (`rowwise::mlp_rows`), same idea.
+///
 /// `bias1` is `W₁`'s bias zero-padded to `row_blocks·ROW_BLOCK` floats.
 /// Sums run in the same order as [`spmm`]'s except that the first layer's
 /// bias starts every accumulator (in [`spmm`] a partial token tile adds it
@@ -776,6 +864,14 @@ pub(crate) fn mlp_uninit(
         return Err(Error::ElementCount { op, shape: vec![out], len: b.len() });
     }
     if rows == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if NmKernel::for_weight(isa, w1) == NmKernel::Rows && NmKernel::for_weight(isa, w2) == NmKernel::Rows {
+        // SAFETY: `check_io` checked AVX2 + FMA (the isa is Avx2Fma) and the
+        // lengths of x, y and both biases (bias1 ≥ hidden); w2's inputs are
+        // w1's outputs; both weights are supported by the row-wise kernel.
+        unsafe { super::rowwise::mlp_rows(x, rows, w1, bias1, act, w2, bias2, y) };
         return Ok(());
     }
     let (lanes, vmax) = lanes_vmax(isa);
