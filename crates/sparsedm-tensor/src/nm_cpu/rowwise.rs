@@ -207,7 +207,7 @@ unsafe fn hidden_tile(x: *const f32, rt: usize, lay: &RowLayout, (inp, hidden): 
     unsafe {
         super::simd_avx2::panel_avx(x, inp, rt, TOKENS, inp, panel, TOKENS);
         for s0 in (0..hidden).step_by(SLAB) {
-            slab_tile(panel, lay, s0, (s0 + SLAB).min(hidden), bias, h.add(s0 * TOKENS));
+            slab_tile(panel, lay, (s0, (s0 + SLAB).min(hidden)), rt, bias, h.add(s0 * TOKENS));
         }
     }
 }
@@ -232,7 +232,7 @@ unsafe fn item_on_panel(
     unsafe {
         for s in sl0..sl1 {
             let (s0, s1) = (s * SLAB, ((s + 1) * SLAB).min(out));
-            slab_tile(panel, lay, s0, s1, bias, yt);
+            slab_tile(panel, lay, (s0, s1), rt, bias, yt);
             store_tile(yt, s1 - s0, rt, y.add(s0), out);
         }
     }
@@ -268,14 +268,39 @@ unsafe fn item(
 }
 
 /// Accumulates rows `s0..s1` of the slab over every column chunk into
-/// `yt[(o - s0)·64 + i]`, starting from the bias (or zero).
+/// `yt[(o - s0)·64 + i]` for the first `rt` tokens (rounded up to whole
+/// registers: a partial last tile, such as the 8 tokens left by U-ViT-S/2's
+/// 8 × 257, costs what its registers cost), starting from the bias (or
+/// zero).
 ///
 /// # Safety
 /// AVX2 + FMA; `panel` holds `in·64` floats; `yt` `SLAB·64`; `bias` null
-/// or `out` floats.
+/// or `out` floats; `1 ≤ rt ≤ 64`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn slab_tile(panel: *const f32, lay: &RowLayout, s0: usize, s1: usize, bias: *const f32, yt: *mut f32) {
+unsafe fn slab_tile(panel: *const f32, lay: &RowLayout, (s0, s1): (usize, usize), rt: usize, bias: *const f32, yt: *mut f32) {
+    // SAFETY: forwarded; `V·8 ≤ 64` tokens of every panel and `yt` row.
+    unsafe {
+        match rt.div_ceil(8) {
+            1 => slab_tile_v::<1>(panel, lay, s0, s1, bias, yt),
+            2 => slab_tile_v::<2>(panel, lay, s0, s1, bias, yt),
+            3 => slab_tile_v::<3>(panel, lay, s0, s1, bias, yt),
+            4 => slab_tile_v::<4>(panel, lay, s0, s1, bias, yt),
+            5 => slab_tile_v::<5>(panel, lay, s0, s1, bias, yt),
+            6 => slab_tile_v::<6>(panel, lay, s0, s1, bias, yt),
+            7 => slab_tile_v::<7>(panel, lay, s0, s1, bias, yt),
+            _ => slab_tile_v::<8>(panel, lay, s0, s1, bias, yt),
+        }
+    }
+}
+
+/// [`slab_tile`] with `V` registers (`8·V` tokens) per row.
+///
+/// # Safety
+/// As [`slab_tile`], inlined into it (AVX2 + FMA enabled there).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn slab_tile_v<const V: usize>(panel: *const f32, lay: &RowLayout, s0: usize, s1: usize, bias: *const f32, yt: *mut f32) {
     use std::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps};
     let panel = panel.cast::<u8>();
     let nrows = s1 - s0;
@@ -287,7 +312,7 @@ unsafe fn slab_tile(panel: *const f32, lay: &RowLayout, s0: usize, s1: usize, bi
             for o in 0..nrows {
                 let ytp = yt.add(o * TOKENS);
                 let b = if bias.is_null() || ch > 0 { 0.0 } else { *bias.add(s0 + o) };
-                let mut acc: [__m256; 8] = [_mm256_set1_ps(b); 8];
+                let mut acc: [__m256; V] = [_mm256_set1_ps(b); V];
                 if ch > 0 {
                     for (v, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_loadu_ps(ytp.add(8 * v));
