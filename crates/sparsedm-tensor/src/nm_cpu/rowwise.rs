@@ -13,13 +13,13 @@
 //! 64-token tile gives each entry one broadcast weight and 8 fused
 //! load-multiply-adds into 8 independent accumulators (about 1.25 loads per
 //! FMA at every sparsity). Measured there (one thread, [2048, 512] ×
-//! [512, 512]): 2:4 12.3 → 9.2 ms, 1:4 8.7 → 5.2 ms, 1:8 5.8 → 3.9 ms
-//! against the pattern kernel.
+//! [512, 512], best of 7, both kernels in one process): 2:4 10.6 → 8.9 ms,
+//! 1:4 7.1 → 5.2 ms, 1:8 4.3 → 3.3 ms against the pattern kernel.
 //!
 //! Loop order: a work item takes one token tile (and a range of row slabs
 //! when there are few tiles), transposes it once into a panel
 //! `Xᵀ[in, 64]` (thread-local scratch), then per slab of [`SLAB`] output
-//! rows sweeps the column chunks (a chunk's panel rows, 16 KiB, stay in
+//! rows sweeps the column chunks (a chunk's panel rows, 16-32 KiB, stay in
 //! L1; the slab's accumulators go through a small `Yᵀ` tile between
 //! chunks) and finally transposes the slab's `Yᵀ` into `Y` by 8×8 register
 //! transposes.
@@ -32,9 +32,15 @@ use std::mem::MaybeUninit;
 pub(crate) const TOKENS: usize = 64;
 /// Output rows per slab (their `Yᵀ` tile is 8 KiB).
 const SLAB: usize = 32;
-/// Target columns per chunk (64 panel rows of 256 bytes = 16 KiB),
-/// rounded down to a multiple of `m` (at least `m`).
-const CHUNK_COLS: usize = 64;
+/// Columns per chunk before rounding down to a multiple of `m` (at least
+/// `m`): enough for about 16 entries per row (each row's run pays for
+/// loading and storing its 8 accumulators), between 64 and 128 panel rows
+/// (16 to 32 KiB, within L1). On a 2-core Zen 2, [2048, 512] × [512, 512]
+/// one thread: 1:8 3.30 → 3.18 ms with 128 columns instead of 64, 256
+/// slower (3.70); 2:4 (32 entries at 64 columns) slower with 128.
+fn chunk_target(n: usize, m: usize) -> usize {
+    (16 * m / n).clamp(64, 128)
+}
 /// Largest `in`: panel byte offsets `c · 256` must fit a `u32`.
 pub(crate) const MAX_IN: usize = 1 << 24;
 
@@ -64,8 +70,8 @@ impl RowLayout {
     /// Builds the layout from the weight's canonical rows.
     pub(crate) fn build(w: &NmWeight) -> RowLayout {
         let (out, inp) = (w.out_features(), w.in_features());
-        let m = w.pattern().1;
-        let chunk = (CHUNK_COLS / m).max(1) * m;
+        let (n, m) = w.pattern();
+        let chunk = (chunk_target(n, m) / m).max(1) * m;
         let chunks = inp.div_ceil(chunk).max(1);
         // Per row, per chunk: its entries (zero values are kept: they are
         // the padding of groups with fewer than n non-zeros).
@@ -320,7 +326,11 @@ unsafe fn slab_tile_v<const V: usize>(panel: *const f32, lay: &RowLayout, s0: us
                 }
                 let e = base.add(o * cnt);
                 for j in 0..cnt {
-                    let RowEntry { off, val } = *e.add(j);
+                    // One 8-byte load for both halves of the entry (the
+                    // offset and the value, split in registers): one load
+                    // fewer per 8 FMAs than two loads, ~2 % at 2:4.
+                    let pair = e.add(j).cast::<u64>().read_unaligned();
+                    let (off, val) = (pair as u32, f32::from_bits((pair >> 32) as u32));
                     let wv = _mm256_set1_ps(val);
                     let p = panel.add(off as usize).cast::<f32>();
                     for (v, a) in acc.iter_mut().enumerate() {
