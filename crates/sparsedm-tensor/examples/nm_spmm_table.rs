@@ -6,7 +6,9 @@
 //! `cargo run --release -p sparsedm-tensor --example nm_spmm_table [reps] [filter]`
 //! (filter: a substring of the shape name, e.g. `uvit-b8`). Threads: rayon's
 //! default (`RAYON_NUM_THREADS`). `SPARSEDM_NM_ISA=avx2|portable` measures a
-//! slower path; `NM_TABLE_PATTERNS=2:4,4:8` other patterns,
+//! slower path; `SPARSEDM_NM_KERNEL=rows|patterns` one kernel (default: the
+//! instruction set's own, `NmKernel::for_weight`; on an AVX-512 CPU
+//! `SPARSEDM_NM_ISA=avx2 SPARSEDM_NM_KERNEL=rows` times the row-wise kernel); `NM_TABLE_PATTERNS=2:4,4:8` other patterns,
 //! `NM_TABLE_SHAPE=rows,in,out` one more shape. Columns: medians of wall
 //! time, their ratio, useful GFLOP/s of the N:M kernel (2·rows·out·in·n/m),
 //! the ratio of the fastest runs (robust when other jobs share the CPUs),
@@ -16,7 +18,7 @@
 //! tens of milliseconds; with several threads it includes rayon's spinning).
 //! `NM_TABLE_CPU_MS=1` also prints those CPU times.
 
-use sparsedm_tensor::nm_cpu::{Isa, NmLinear, NmPath, NmWeight, spmm_with};
+use sparsedm_tensor::nm_cpu::{Isa, NmKernel, NmLinear, NmPath, NmWeight, spmm_kernel_with};
 use std::time::Instant;
 
 #[path = "support/nm_data.rs"]
@@ -48,6 +50,15 @@ fn main() {
         Ok("portable") => Isa::Portable,
         _ => Isa::best(),
     };
+    let kernel = match std::env::var("SPARSEDM_NM_KERNEL").as_deref() {
+        Ok("rows") => Some(NmKernel::Rows),
+        Ok("patterns") => Some(NmKernel::Patterns),
+        _ => None,
+    };
+    let spmm_with = |isa: Isa, x: &[f32], rows: usize, nm: &NmWeight, bias: Option<&[f32]>, y: &mut [f32]| {
+        spmm_kernel_with(isa, kernel.unwrap_or_else(|| NmKernel::for_weight(isa, nm)), x, rows, nm, bias, y)
+    };
+    println!("kernel {:?}", kernel.map_or("the instruction set's own".to_string(), |k| format!("{k:?}")));
     let shapes: Vec<(String, usize, usize, usize)> = {
         let mut v = Vec::new();
         for (b, rows) in [(8, 8 * 257), (1, 257)] {
