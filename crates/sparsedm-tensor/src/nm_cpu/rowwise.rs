@@ -10,9 +10,12 @@
 //! 40-45 % of the FMA peak at 2:4 and about 25 % at 1:8. Here every row of
 //! a column chunk holds the same number of entries (`n` per group of `m`),
 //! so the inner loop has a fixed trip count and no pattern branches, and a
-//! 64-token tile gives each entry one broadcast weight and 8 fused
-//! load-multiply-adds into 8 independent accumulators (about 1.25 loads per
-//! FMA at every sparsity). Measured there (one thread, [2048, 512] ×
+//! 64-token tile gives each entry one 8-byte load (offset and value), one
+//! broadcast and 8 fused load-multiply-adds into 8 independent
+//! accumulators: 9 loads per 8 FMAs at every sparsity. (Two rows at a
+//! time over 48-token tiles, 12 accumulators so that the FMA latency is
+//! covered, measured no faster: the loads, not the latency, bound it.)
+//! Measured there (one thread, [2048, 512] ×
 //! [512, 512], best of 7, both kernels in one process): 2:4 10.6 → 8.9 ms,
 //! 1:4 7.1 → 5.2 ms, 1:8 4.3 → 3.3 ms against the pattern kernel.
 //!
@@ -45,6 +48,8 @@ fn chunk_target(n: usize, m: usize) -> usize {
 pub(crate) const MAX_IN: usize = 1 << 24;
 
 /// One kept weight: the byte offset of its column's panel row and its value.
+/// `repr(C)`: the kernel reads both with one 8-byte little-endian load
+/// (offset in the low half; x86-64 only).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RowEntry {
