@@ -46,9 +46,11 @@ pub const MAX_M: usize = 32;
 /// - Entries of a row are in ascending column order. Layout: block `b` of
 ///   rows `b·R .. b·R+R` (`R` = [`ROW_BLOCK`]), entry `j`, row `r` lives at
 ///   `(b·E + j)·R + r` in both `values` and `cols` (`E` entries per row).
-///   This row layout is the canonical form (expand, checkpoints); the SpMM
-///   kernel reads a layout derived from it at construction, which groups
-///   each row block's columns by the set of its rows that use them.
+///   This row layout is the canonical form (expand, checkpoints); each
+///   kernel reads a layout derived from it on the kernel's first use: the
+///   pattern kernel's groups each row block's columns by the set of its
+///   rows that use them, the row-wise kernel's (`rowwise.rs`) lists each
+///   row's entries per column chunk.
 /// - Columns are stored as absolute byte offsets `c · 64` (`u32`, so
 ///   `in ≤ 2²⁶`): the offset of panel row `c` when a panel row is 16 floats,
 ///   and a power-of-two multiple of it for wider panels, which x86 address
@@ -63,8 +65,10 @@ pub struct NmWeight {
     m: usize,
     values: Vec<f32>,
     cols: Vec<u32>,
-    pat: PatternLayout,
-    /// The row-wise kernel's layout, built on its first use.
+    /// The pattern kernel's layout and the row-wise kernel's, each built on
+    /// its first use: a CPU runs one of them (AVX2 the row-wise one), and
+    /// each holds about as many bytes as the weight itself.
+    pat: OnceLock<PatternLayout>,
     rows: OnceLock<RowLayout>,
 }
 
@@ -203,7 +207,7 @@ impl NmWeight {
                 cols[at(groups * n + t)] = enc(c);
             }
         }
-        Ok(NmWeight { out, inp, n, m, values, cols, pat: PatternLayout::default(), rows: OnceLock::new() }.with_patterns())
+        Ok(NmWeight { out, inp, n, m, values, cols, pat: OnceLock::new(), rows: OnceLock::new() })
     }
 
     /// Rebuilds a compressed weight from the per-row kept values and in-group
@@ -234,7 +238,7 @@ impl NmWeight {
             m,
             values: vec![0f32; blocks * e * ROW_BLOCK],
             cols: vec![0u32; blocks * e * ROW_BLOCK],
-            pat: PatternLayout::default(),
+            pat: OnceLock::new(),
             rows: OnceLock::new(),
         };
         for o in 0..blocks * ROW_BLOCK {
@@ -260,7 +264,7 @@ impl NmWeight {
                 c.values[at] = if o < out { values[o * e + groups * n + t] } else { 0.0 };
             }
         }
-        Ok(c.with_patterns())
+        Ok(c)
     }
 
     /// Output features (rows of `W`).
@@ -284,9 +288,9 @@ impl NmWeight {
     pub fn row_blocks(&self) -> usize {
         self.out.div_ceil(ROW_BLOCK)
     }
-    /// The kernel layout (see [`PatternLayout`]).
+    /// The pattern kernel's layout (see [`PatternLayout`]), built on first use.
     pub(crate) fn patterns(&self) -> &PatternLayout {
-        &self.pat
+        self.pat.get_or_init(|| self.build_patterns())
     }
 
     /// The row-wise kernel's layout (see [`RowLayout`]), built on first use.
@@ -300,8 +304,8 @@ impl NmWeight {
         (self.cols[at] as usize / COL_UNIT, self.values[at])
     }
 
-    /// Derives the kernel layout from the row layout.
-    fn with_patterns(mut self) -> Self {
+    /// Derives the pattern kernel's layout from the row layout.
+    fn build_patterns(&self) -> PatternLayout {
         let (e, blocks) = (self.entries_per_row(), self.row_blocks());
         let chunk_cols = chunk_cols();
         let chunks = self.inp.div_ceil(chunk_cols);
@@ -346,8 +350,7 @@ impl NmWeight {
                 }
             }
         }
-        self.pat = pat;
-        self
+        pat
     }
 
     fn entry(&self, o: usize, j: usize) -> usize {
