@@ -78,29 +78,32 @@ impl RowLayout {
         let (n, m) = w.pattern();
         let chunk = (chunk_target(n, m) / m).max(1) * m;
         let chunks = inp.div_ceil(chunk).max(1);
-        // Per row, per chunk: its entries (zero values are kept: they are
-        // the padding of groups with fewer than n non-zeros).
-        let per_row: Vec<Vec<Vec<RowEntry>>> = (0..out)
-            .map(|o| {
-                let mut by_chunk = vec![Vec::new(); chunks];
-                for j in 0..w.entries_per_row() {
-                    let (c, val) = w.row_entry(o, j);
-                    by_chunk[c / chunk].push(RowEntry { off: (c * TOKENS * 4) as u32, val });
-                }
-                by_chunk
-            })
-            .collect();
-        let counts: Vec<usize> = (0..chunks).map(|ch| per_row.iter().map(|r| r[ch].len()).max().unwrap_or(0)).collect();
+        let chunk_of = |o: usize, j: usize| w.row_entry(o, j).0 / chunk;
+        // Entries per chunk: the most any row has there (zero values are
+        // kept: they are the padding of groups with fewer than n non-zeros;
+        // every row has the same counts, the maximum only makes that safe).
+        let mut counts = vec![0usize; chunks];
+        let mut here = vec![0usize; chunks];
+        for o in 0..out {
+            here.fill(0);
+            (0..w.entries_per_row()).for_each(|j| here[chunk_of(o, j)] += 1);
+            counts.iter_mut().zip(&here).for_each(|(c, &h)| *c = (*c).max(h));
+        }
         let cum: Vec<usize> = counts.iter().scan(0, |s, &c| Some(std::mem::replace(s, *s + c))).collect();
         let e: usize = counts.iter().sum();
-        let mut ent = Vec::with_capacity(out * e);
-        for s0 in (0..out).step_by(SLAB) {
-            let s1 = (s0 + SLAB).min(out);
-            for (ch, &cnt) in counts.iter().enumerate() {
-                for row in &per_row[s0..s1] {
-                    ent.extend_from_slice(&row[ch]);
-                    ent.resize(ent.len() + cnt - row[ch].len(), RowEntry { off: 0, val: 0.0 });
-                }
+        // Each entry straight to its place (a row's entries are in column
+        // order, so `here` counts its entries so far in each chunk); the
+        // slots a row leaves free stay zero weights at offset 0.
+        let mut ent = vec![RowEntry { off: 0, val: 0.0 }; out * e];
+        for o in 0..out {
+            let s0 = o / SLAB * SLAB;
+            let nrows = (s0 + SLAB).min(out) - s0;
+            here.fill(0);
+            for j in 0..w.entries_per_row() {
+                let (c, val) = w.row_entry(o, j);
+                let ch = c / chunk;
+                ent[s0 * e + nrows * cum[ch] + (o - s0) * counts[ch] + here[ch]] = RowEntry { off: (c * TOKENS * 4) as u32, val };
+                here[ch] += 1;
             }
         }
         RowLayout { counts, cum, e, ent }
