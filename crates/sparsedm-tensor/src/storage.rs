@@ -344,8 +344,9 @@ impl Storage {
         both!("softmax_backward", (self, grad), |y, g| y.softmax_last_backward(l, (g, lg), log))
     }
 
-    /// Fused scaled dot-product attention with `self` as q: the output and,
-    /// when `keep_probs`, the probabilities (see `BackendStorage::attention`).
+    /// Fused scaled dot-product attention with `self` as q: the output (laid
+    /// out as `lo`) and, when `keep_probs`, the probabilities (see
+    /// `BackendStorage::attention`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention(
         &self,
@@ -356,14 +357,15 @@ impl Storage {
         dims: AttnDims,
         scale: f32,
         keep_probs: bool,
+        lo: &Layout,
     ) -> Result<(Storage, Option<Storage>)> {
         let op = "attention";
         match (self, k.0, v.0) {
             (Storage::Cpu(q), Storage::Cpu(kc), Storage::Cpu(vc)) => {
-                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs).map(|(o, p)| (Storage::Cpu(o), p.map(Storage::Cpu)))
+                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo).map(|(o, p)| (Storage::Cpu(o), p.map(Storage::Cpu)))
             }
             (Storage::Cuda(q), Storage::Cuda(kc), Storage::Cuda(vc)) => {
-                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs).map(|(o, p)| (Storage::Cuda(o), p.map(Storage::Cuda)))
+                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo).map(|(o, p)| (Storage::Cuda(o), p.map(Storage::Cuda)))
             }
             (q, kk, vv) => {
                 let other = if kk.device() != q.device() { kk.device() } else { vv.device() };

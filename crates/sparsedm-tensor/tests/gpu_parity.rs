@@ -193,6 +193,12 @@ fn gpu_matmul_and_linear() {
     parity("gpu_attention", &[randn(&[2, 3, 6, 8], 32), randn(&[2, 3, 6, 8], 33), randn(&[2, 3, 6, 8], 34)], |v| {
         Tensor::scaled_dot_product_attention(&v[0], &v[1], &v[2], None)
     });
+    // U-ViT's packed projection [B, L, 3·H·D] viewed as [3, B, H, L, D]: the
+    // output comes back with its heads interleaved as [B, L, H, D] in memory.
+    parity("gpu_attention/packed_qkv", &[randn(&[2, 6, 3 * 3 * 4], 35)], |v| {
+        let qkv = v[0].reshape(&[2, 6, 3, 3, 4])?.permute(&[2, 0, 3, 1, 4])?;
+        Tensor::scaled_dot_product_attention_qkv(&qkv, None)?.transpose(1, 2)?.reshape(&[2, 6, 12])
+    });
 }
 
 #[test]

@@ -83,10 +83,13 @@ pub(crate) trait BackendStorage: Sized {
     fn softmax_last_backward(&self, l: &Layout, grad: Operand<'_, Self>, log: bool) -> Result<Self>;
     /// Scaled dot-product attention `softmax(q·kᵀ·scale)·v`: `self` is q,
     /// all three layouts broadcast to the batch dims `batch`. Returns the
-    /// contiguous output `[batch…, lq, dv]` and, when `keep_probs` (for a
-    /// backward pass), the probabilities `[batch…, lq, lk]`. This default
-    /// composes the backend's own primitives (product, scale, softmax,
-    /// product), exactly as the unfused op would; a backend may fuse them.
+    /// output `[batch…, lq, dv]` as a buffer laid out as `lo` (a dense
+    /// layout of that shape: a permutation of the contiguous one, offset 0,
+    /// channels innermost) and, when `keep_probs` (for a backward pass), the
+    /// contiguous probabilities `[batch…, lq, lk]`. This default composes
+    /// the backend's own primitives (product, scale, softmax, product),
+    /// exactly as the unfused op would, and copies the output into `lo`'s
+    /// order when that is not the contiguous one; a backend may fuse them.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -97,6 +100,7 @@ pub(crate) trait BackendStorage: Sized {
         dims: AttnDims,
         scale: f32,
         keep_probs: bool,
+        lo: &Layout,
     ) -> Result<(Self, Option<Self>)> {
         let r = lk.rank();
         let kt = lk.transpose(r - 2, r - 1)?;
@@ -105,7 +109,14 @@ pub(crate) trait BackendStorage: Sized {
         sshape.extend([dims.lq, dims.lk]);
         let ls = Layout::contiguous(&sshape);
         let probs = scores.unary(&ls, UnaryKind::Affine(scale, 0.0), "attention")?.softmax_last(&ls, false)?;
-        let out = probs.matmul(&ls, (v, lv), batch, dims.lq, dims.lk, dims.dv)?;
+        let mut out = probs.matmul(&ls, (v, lv), batch, dims.lq, dims.lk, dims.dv)?;
+        if !lo.is_contiguous() {
+            // lo's dims from the largest stride to the smallest: the
+            // contiguous output viewed in that order, copied.
+            let mut order: Vec<usize> = (0..lo.rank()).collect();
+            order.sort_by_key(|&d| std::cmp::Reverse(lo.strides()[d]));
+            out = out.copy_view(&Layout::contiguous(lo.shape()).permute(&order)?, "attention")?;
+        }
         Ok((out, keep_probs.then_some(probs)))
     }
     /// `(x − mean)/√(var + eps)` over the last dim; also returns `rstd` per row (f32).

@@ -5,7 +5,7 @@ use crate::autograd::is_grad_enabled;
 use crate::layout::broadcast_shapes;
 use crate::op_kinds::AttnDims;
 use crate::tensor::bw;
-use crate::{Error, Result, Tensor};
+use crate::{Error, Layout, Result, Tensor};
 
 impl Tensor {
     /// Runs a row-wise primitive over `dim` by moving it last.
@@ -51,19 +51,23 @@ impl Tensor {
     /// math path's gradient.
     pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Result<Tensor> {
         let keep = is_grad_enabled() && [q, k, v].iter().any(|t| t.is_tracked());
-        let AttnForward { out, shape, probs, scale } = attention_forward(q, k, v, scale, keep)?;
+        let AttnForward { out, shape, probs, scale, order } = attention_forward(q, k, v, scale, keep)?;
         let (qs, ks, vs) = (q.clone(), k.clone(), v.clone());
-        Ok(Tensor::from_op(
+        let logical = inverse(&order);
+        let back = logical.clone();
+        let y = Tensor::from_op(
             out,
-            &shape,
+            &permuted(&shape, &order),
             "attention",
             &[q, k, v],
             bw(move |c| {
                 let needs = [c.needs[0], c.needs[1], c.needs[2]];
-                let [gq, gk, gv] = attention_grads(probs.as_ref(), c.grad, [&qs, &ks, &vs], scale, needs)?;
+                let g = c.grad.permute(&back)?;
+                let [gq, gk, gv] = attention_grads(probs.as_ref(), &g, [&qs, &ks, &vs], scale, needs)?;
                 Ok(vec![gq, gk, gv])
             }),
-        ))
+        );
+        to_logical(y, &logical)
     }
 
     /// [`Tensor::scaled_dot_product_attention`] on a packed `qkv [3, ...,
@@ -87,22 +91,62 @@ impl Tensor {
         let base = qkv.detach();
         let part = |i: usize| base.narrow(0, i, 1)?.squeeze(0);
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let AttnForward { out, shape, probs, scale } = attention_forward(&q, &k, &v, scale, keep)?;
-        Ok(Tensor::from_op(
+        let AttnForward { out, shape, probs, scale, order: out_dims } = attention_forward(&q, &k, &v, scale, keep)?;
+        let logical = inverse(&out_dims);
+        let back = logical.clone();
+        let y = Tensor::from_op(
             out,
-            &shape,
+            &permuted(&shape, &out_dims),
             "attention_qkv",
             &[qkv],
             bw(move |c| {
-                let grads = attention_grads(probs.as_ref(), c.grad, [&q, &k, &v], scale, [true; 3])?;
+                let g = c.grad.permute(&back)?;
+                let grads = attention_grads(probs.as_ref(), &g, [&q, &k, &v], scale, [true; 3])?;
                 let grads = grads
                     .into_iter()
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| Error::invalid("attention_qkv_backward", "a part's gradient is missing"))?;
                 Ok(vec![Some(stack_in_memory_order(&grads, &order)?)])
             }),
-        ))
+        );
+        to_logical(y, &logical)
     }
+}
+
+/// `shape` in `order` (outermost first).
+fn permuted(shape: &[usize], order: &[usize]) -> Vec<usize> {
+    order.iter().map(|&d| shape[d]).collect()
+}
+
+/// The permutation that undoes `order`.
+fn inverse(order: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; order.len()];
+    for (i, &d) in order.iter().enumerate() {
+        inv[d] = i;
+    }
+    inv
+}
+
+/// The attention output `y` (its dims in memory order) as its logical
+/// `[batch…, Lq, Dv]` view: no copy; the identity order returns `y`.
+fn to_logical(y: Tensor, logical: &[usize]) -> Result<Tensor> {
+    if logical.iter().enumerate().all(|(i, &d)| i == d) { Ok(y) } else { y.permute(logical) }
+}
+
+/// The memory order (outermost first) of the attention output's dims:
+/// q's, with the channels innermost, so that heads interleaved in q's
+/// memory (U-ViT's `[B, L, H, D]` projection viewed as `[B, H, L, D]`)
+/// come out interleaved the same way, and merging them back to
+/// `[B, L, H·D]` for the output projection needs no copy. The natural
+/// order when q is broadcast along a batch dim.
+fn out_order(bq: &Layout) -> Vec<usize> {
+    let r = bq.rank();
+    let mut order: Vec<usize> = (0..r - 1).collect();
+    if !bq.strides()[..r - 1].iter().zip(bq.shape()).any(|(&s, &n)| s == 0 && n > 1) {
+        order.sort_by_key(|&d| std::cmp::Reverse(bq.strides()[d]));
+    }
+    order.push(r - 1);
+    order
 }
 
 /// `parts` (each of shape `s`) stacked along a new dim 0 into shape
@@ -126,6 +170,8 @@ struct AttnForward {
     shape: Vec<usize>,
     probs: Option<Tensor>,
     scale: f32,
+    /// The memory order of `out`'s dims ([`out_order`]).
+    order: Vec<usize>,
 }
 
 /// Validates the shapes and runs the backend's attention primitive
@@ -160,9 +206,12 @@ fn attention_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>, kee
     let (bq, bk, bv) =
         (q.layout().broadcast_as(&full(lq, d))?, k.layout().broadcast_as(&full(lk, d))?, v.layout().broadcast_as(&full(lk, dv))?);
     let dims = AttnDims { batch: batch.iter().product(), lq, lk, d, dv };
-    let (out, probs) = q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep)?;
+    let shape = full(lq, dv);
+    let order = out_order(&bq);
+    let lo = Layout::contiguous(&permuted(&shape, &order)).permute(&inverse(&order))?;
+    let (out, probs) = q.storage().attention(&bq, (&k.storage(), &bk), (&v.storage(), &bv), &batch, dims, scale, keep, &lo)?;
     let probs = probs.map(|p| Tensor::from_storage(p, &full(lq, lk)));
-    Ok(AttnForward { out, shape: full(lq, dv), probs, scale })
+    Ok(AttnForward { out, shape, probs, scale, order })
 }
 
 /// The gradients of q, k and v (those `needs` asks for) from the saved

@@ -10,10 +10,10 @@
 
 use crate::Layout;
 use crate::backend::cpu::math::fast_exp;
-use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_rows, gemm_f32_uninit};
+use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_raw, gemm_f32_rows};
 use crate::backend::cpu::rows::softmax_in_place;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
-use crate::backend::cpu::strided::written_vec;
+use crate::backend::cpu::strided::{SendPtr, written_vec};
 use crate::op_kinds::AttnDims;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -24,6 +24,14 @@ use std::mem::MaybeUninit;
 /// keys now fit one tile per head instead of five (its batch-8 forward,
 /// 2 threads, interleaved medians: 1589–1602 ms → 1471–1508 ms).
 const TILE_SCORES: usize = 1 << 17;
+
+/// Whether some order of `l`'s dims is contiguous (each element of its
+/// `elem_count` floats from its offset is one element of the view).
+fn is_dense(l: &Layout) -> bool {
+    let mut order: Vec<usize> = (0..l.rank()).collect();
+    order.sort_by_key(|&d| std::cmp::Reverse(l.strides()[d]));
+    l.permute(&order).is_ok_and(|p| p.is_contiguous())
+}
 
 /// The element offset of batch element `i` (row-major over the batch dims,
 /// which are every dim but the last two) in the view `l`.
@@ -173,8 +181,11 @@ fn with_scores_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// `softmax(q·kᵀ·scale)·v` as a contiguous `[batch…, lq, dv]` buffer, and,
-/// when `keep_probs`, the probabilities as a contiguous `[batch…, lq, lk]`
+/// `softmax(q·kᵀ·scale)·v` as a `[batch…, lq, dv]` buffer laid out as
+/// `lo` (a dense layout of that shape with offset 0 and unit channel
+/// stride, e.g. U-ViT's heads interleaved as `[B, L, H, D]`, which its
+/// projection then reads without a transposing copy), and, when
+/// `keep_probs`, the probabilities as a contiguous `[batch…, lq, lk]`
 /// buffer. Every row's softmax is over all `lk` keys, so tiles of query
 /// rows are independent; batch elements run in parallel. `d == 0` gives
 /// zero scores (uniform probabilities), as the composed product would.
@@ -189,26 +200,39 @@ pub(crate) fn attention(
     dims: AttnDims,
     scale: f32,
     keep_probs: bool,
+    lo: &Layout,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
+    let r = lq.rank();
+    assert!(
+        lo.shape() == lq.shape().split_at(r - 1).0.iter().chain([&dv]).copied().collect::<Vec<_>>().as_slice()
+            && lo.offset() == 0
+            && (dv <= 1 || lo.strides()[r - 1] == 1)
+            && is_dense(lo),
+        "attention: output layout {lo:?} is not a dense [batch…, {nq}, {dv}] layout with unit channel stride"
+    );
+    let o_rs = lo.strides()[r - 2];
     let mut probs = keep_probs.then(|| vec![0f32; batch * nq * nk]);
     if batch == 0 || nq == 0 || dv == 0 {
         return (vec![0f32; batch * nq * dv], probs);
     }
-    let r = lq.rank();
     let (q_rs, q_cs) = (lq.strides()[r - 2], lq.strides()[r - 1]);
     let (k_rs, k_cs) = (lk.strides()[r - 2], lk.strides()[r - 1]);
     let (v_rs, v_cs) = (lv.strides()[r - 2], lv.strides()[r - 1]);
     let tile = (TILE_SCORES / nk.max(1)).clamp(1, nq);
-    // One batch element: `o` is its [nq, dv] output, `p` its [nq, nk]
-    // probabilities when kept (else scores live in a per-tile scratch).
-    let one = |i: usize, o: &mut [MaybeUninit<f32>], p: Option<&mut [f32]>| {
+    // One batch element: its [nq, dv] output starts at `o` (rows `o_rs`
+    // apart), `p` is its [nq, nk] probabilities when kept (else scores
+    // live in a per-tile scratch). Rows r0..r0+rows of the output:
+    let rows_out = |o: SendPtr, r0: usize, rows: usize| (o.get().wrapping_add(r0 * o_rs), (rows - 1) * o_rs + dv);
+    let one = |i: usize, o: SendPtr, p: Option<&mut [f32]>| {
         let (oq, ok, ov) = (batch_offset(lq, i), batch_offset(lk, i), batch_offset(lv, i));
         if nk == 0 {
             // No keys: the product with an empty probability row is zero.
-            o.iter_mut().for_each(|x| {
-                x.write(0.0);
-            });
+            for row in 0..nq {
+                // SAFETY: row `row` of this element's output is dv floats
+                // inside the buffer (the layout was checked above).
+                unsafe { std::ptr::write_bytes(o.get().add(row * o_rs), 0, dv) };
+            }
             return;
         }
         let Some(p) = p else {
@@ -222,7 +246,10 @@ pub(crate) fn attention(
                     let rows = tile.min(nq - r0);
                     gemm_f32_rows(st, ld, nk, rows, d, &k[ok..], k_rs, k_cs, &q[oq + r0 * q_rs..], q_cs, q_rs, false, false);
                     vectorized_with(SoftmaxCols { st: &mut *st, nk, ld, cols: rows.div_ceil(COLS) * COLS, scale });
-                    gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, None);
+                    let (dst, len) = rows_out(o, r0, rows);
+                    // SAFETY: the tile's output rows lie in the buffer and
+                    // only this call writes them; gemm never reads them.
+                    unsafe { gemm_f32_raw(dst, len, o_rs, rows, dv, nk, st, 1, ld, &v[ov..], v_rs, v_cs, false, false, None) };
                     r0 += rows;
                 }
             });
@@ -235,17 +262,25 @@ pub(crate) fn attention(
             gemm_f32(s, rows, nk, d, &q[oq + r0 * q_rs..], q_rs, q_cs, &k[ok..], k_cs, k_rs, false, false);
             vectorized_with(SoftmaxRows { s: &mut *s, nk, scale });
             // o[r0..r0+rows] = s · v
-            gemm_f32_uninit(&mut o[r0 * dv..(r0 + rows) * dv], rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, None);
+            let (dst, len) = rows_out(o, r0, rows);
+            // SAFETY: as in the inference branch.
+            unsafe { gemm_f32_raw(dst, len, o_rs, rows, dv, nk, s, nk, 1, &v[ov..], v_rs, v_cs, false, false, None) };
             r0 += rows;
         }
     };
     // SAFETY: `one` writes all of its batch element's [nq, dv] output: the
     // second product of each query tile writes the tile's rows, and without
-    // keys the whole output is zeroed.
+    // keys every row is zeroed; the elements' rows are disjoint (a dense
+    // layout) and together cover the buffer.
     let out = unsafe {
-        written_vec(batch * nq * dv, |out| match probs.as_mut() {
-            Some(p) => out.par_chunks_mut(nq * dv).zip(p.par_chunks_mut(nq * nk)).enumerate().for_each(|(i, (o, p))| one(i, o, Some(p))),
-            None => out.par_chunks_mut(nq * dv).enumerate().for_each(|(i, o)| one(i, o, None)),
+        written_vec(batch * nq * dv, |out: &mut [MaybeUninit<f32>]| {
+            let base = SendPtr(out.as_mut_ptr().cast::<f32>());
+            let at = |i: usize| SendPtr(base.get().wrapping_add(batch_offset(lo, i)));
+            match probs.as_mut() {
+                Some(p) if nk > 0 => p.par_chunks_mut(nq * nk).enumerate().for_each(|(i, p)| one(i, at(i), Some(p))),
+                // Without keys there are no probabilities to write.
+                _ => (0..batch).into_par_iter().for_each(|i| one(i, at(i), None)),
+            }
         })
     };
     (out, probs)

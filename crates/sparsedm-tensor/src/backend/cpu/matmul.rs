@@ -102,7 +102,7 @@ pub(crate) fn gemm_f32_uninit(
 /// `out` points to `out_len` writable floats that alias neither input; when
 /// `accumulate` they must be initialised.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32_raw(
+pub(crate) unsafe fn gemm_f32_raw(
     out: *mut f32,
     out_len: usize,
     out_rs: usize,

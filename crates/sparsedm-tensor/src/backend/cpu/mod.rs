@@ -173,9 +173,10 @@ impl BackendStorage for CpuStorage {
         dims: AttnDims,
         scale: f32,
         keep_probs: bool,
+        lo: &Layout,
     ) -> Result<(Self, Option<Self>)> {
         let op = "attention";
-        let (o, p) = attention::attention(self.f32s(op)?, l, k.f32s(op)?, lk, v.f32s(op)?, lv, dims, scale, keep_probs);
+        let (o, p) = attention::attention(self.f32s(op)?, l, k.f32s(op)?, lk, v.f32s(op)?, lv, dims, scale, keep_probs, lo);
         Ok((f32v(o), p.map(f32v)))
     }
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)> {
