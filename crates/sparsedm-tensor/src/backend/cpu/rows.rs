@@ -4,6 +4,8 @@
 
 use crate::backend::cpu::math::fast_exp;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
+use crate::backend::cpu::strided::written_vec;
+use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 /// One row kernel over an input row: implementations' `apply` is
@@ -282,14 +284,22 @@ fn row_stats(x: &[f32], eps: f32) -> (f64, f64) {
 /// parts optional), in the order of standardizing and then multiplying and
 /// adding as separate ops, so both give the same bits; returns `rstd`.
 #[inline(always)]
-fn layer_norm_row(x: &[f32], y: &mut [f32], eps: f32, w: Option<&[f32]>, b: Option<&[f32]>) -> f32 {
+fn layer_norm_row(x: &[f32], y: &mut [MaybeUninit<f32>], eps: f32, w: Option<&[f32]>, b: Option<&[f32]>) -> f32 {
     let (mean, rs) = row_stats(x, eps);
     let (mean, rs) = (mean as f32, rs as f32);
     match (w, b) {
-        (None, None) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = (v - mean) * rs),
-        (Some(w), None) => y.iter_mut().zip(x).zip(w).for_each(|((o, &v), &w)| *o = (v - mean) * rs * w),
-        (None, Some(b)) => y.iter_mut().zip(x).zip(b).for_each(|((o, &v), &b)| *o = (v - mean) * rs + b),
-        (Some(w), Some(b)) => y.iter_mut().zip(x).zip(w.iter().zip(b)).for_each(|((o, &v), (&w, &b))| *o = (v - mean) * rs * w + b),
+        (None, None) => y.iter_mut().zip(x).for_each(|(o, &v)| {
+            o.write((v - mean) * rs);
+        }),
+        (Some(w), None) => y.iter_mut().zip(x).zip(w).for_each(|((o, &v), &w)| {
+            o.write((v - mean) * rs * w);
+        }),
+        (None, Some(b)) => y.iter_mut().zip(x).zip(b).for_each(|((o, &v), &b)| {
+            o.write((v - mean) * rs + b);
+        }),
+        (Some(w), Some(b)) => y.iter_mut().zip(x).zip(w.iter().zip(b)).for_each(|((o, &v), (&w, &b))| {
+            o.write((v - mean) * rs * w + b);
+        }),
     }
     rs
 }
@@ -304,26 +314,32 @@ pub(crate) fn standardize_last(x: &[f32], len: usize, eps: f32) -> (Vec<f32>, Ve
 /// the optional affine `w`, `b` of `len` floats, and `rstd` per row (f32),
 /// in one pass over the rows (in parallel for large inputs).
 pub(crate) fn layer_norm_last(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>, b: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
-    let mut y = vec![0f32; x.len()];
     if len == 0 {
-        return (y, Vec::new());
+        return (vec![0f32; x.len()], Vec::new());
     }
     assert!(w.is_none_or(|w| w.len() == len) && b.is_none_or(|b| b.len() == len), "layer_norm: affine length != {len}");
     let mut rstd = vec![0f32; x.len() / len];
     let rows = rows_per_task(len);
-    let one = |((x, y), rstd): ((&[f32], &mut [f32]), &mut [f32])| vectorized_with(LayerNormRows { x, y, rstd, len, eps, w, b });
-    if rstd.len() <= rows {
-        one(((x, &mut y), &mut rstd));
-    } else {
-        x.par_chunks(len * rows).zip(y.par_chunks_mut(len * rows)).zip(rstd.par_chunks_mut(rows)).for_each(one);
-    }
+    let one = |((x, y), rstd): ((&[f32], &mut [MaybeUninit<f32>]), &mut [f32])| vectorized_with(LayerNormRows { x, y, rstd, len, eps, w, b });
+    // SAFETY: every row of `x` (whole rows: x.len() is a multiple of len, as
+    // rstd's length assumes) gets its `len` outputs written by
+    // `layer_norm_row`, so every element is written; no zeroing pass first.
+    let y = unsafe {
+        written_vec(x.len(), |y| {
+            if rstd.len() <= rows {
+                one(((x, y), &mut rstd));
+            } else {
+                x.par_chunks(len * rows).zip(y.par_chunks_mut(len * rows)).zip(rstd.par_chunks_mut(rows)).for_each(one);
+            }
+        })
+    };
     (y, rstd)
 }
 
 /// Rows of [`layer_norm_last`]: a [`Kernel`].
 struct LayerNormRows<'a> {
     x: &'a [f32],
-    y: &'a mut [f32],
+    y: &'a mut [MaybeUninit<f32>],
     rstd: &'a mut [f32],
     len: usize,
     eps: f32,
