@@ -374,6 +374,37 @@ impl Storage {
         }
     }
 
+    /// The gradients of attention's q (`self`), k and v in one buffer of
+    /// `shape` at the views `outs` (see `BackendStorage::attention_backward`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_backward(
+        &self,
+        l: &Layout,
+        k: (&Storage, &Layout),
+        v: (&Storage, &Layout),
+        probs: &Storage,
+        g: (&Storage, &Layout),
+        batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        shape: &[usize],
+        outs: [&Layout; 3],
+    ) -> Result<Storage> {
+        let op = "attention_backward";
+        match (self, k.0, v.0, probs, g.0) {
+            (Storage::Cpu(q), Storage::Cpu(kc), Storage::Cpu(vc), Storage::Cpu(p), Storage::Cpu(gc)) => {
+                q.attention_backward(l, (kc, k.1), (vc, v.1), p, (gc, g.1), batch, dims, scale, shape, outs).map(Storage::Cpu)
+            }
+            (Storage::Cuda(q), Storage::Cuda(kc), Storage::Cuda(vc), Storage::Cuda(p), Storage::Cuda(gc)) => {
+                q.attention_backward(l, (kc, k.1), (vc, v.1), p, (gc, g.1), batch, dims, scale, shape, outs).map(Storage::Cuda)
+            }
+            (q, ..) => {
+                let other = [k.0, v.0, probs, g.0].into_iter().map(Storage::device).find(|d| *d != q.device()).unwrap_or(q.device());
+                Err(Error::DeviceMismatch { op, lhs: q.device(), rhs: other })
+            }
+        }
+    }
+
     /// Standardized rows and `rstd` per row.
     pub(crate) fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Storage, Storage)> {
         match self {

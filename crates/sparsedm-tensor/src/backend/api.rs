@@ -119,6 +119,42 @@ pub(crate) trait BackendStorage: Sized {
         }
         Ok((out, keep_probs.then_some(probs)))
     }
+    /// The gradients of [`Self::attention`]'s q (`self`), k and v, with no
+    /// batch dim broadcast, from the kept probabilities `probs` (contiguous
+    /// `[batch…, lq, lk]`) and the output gradient `g`: one new buffer of
+    /// the contiguous `shape`, holding gq, gk and gv at the views `outs` of
+    /// it, which together cover it (a packed `qkv` gradient in its memory
+    /// order). This default composes the math path's products (`gv = pᵀ·g`,
+    /// `gs = softmax_backward(p, g·vᵀ)·scale`, `gq = gs·k`, `gk = gsᵀ·q`) and
+    /// assembles them; a backend may fuse them.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        l: &Layout,
+        (k, lk): Operand<'_, Self>,
+        (v, lv): Operand<'_, Self>,
+        probs: &Self,
+        (g, lg): Operand<'_, Self>,
+        batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        shape: &[usize],
+        outs: [&Layout; 3],
+    ) -> Result<Self> {
+        let op = "attention_backward";
+        let r = l.rank();
+        let with = |a: usize, b: usize| batch.iter().copied().chain([a, b]).collect::<Vec<_>>();
+        let lp = Layout::contiguous(&with(dims.lq, dims.lk));
+        let gv = probs.matmul(&lp.transpose(r - 2, r - 1)?, (g, lg), batch, dims.lk, dims.lq, dims.dv)?;
+        let gp = g.matmul(lg, (v, &lv.transpose(r - 2, r - 1)?), batch, dims.lq, dims.dv, dims.lk)?;
+        let gs = probs.softmax_last_backward(&lp, (&gp, &lp), false)?.unary(&lp, UnaryKind::Affine(scale, 0.0), op)?;
+        let gq = gs.matmul(&lp, (k, lk), batch, dims.lq, dims.lk, dims.d)?;
+        let gk = gs.matmul(&lp.transpose(r - 2, r - 1)?, (self, l), batch, dims.lk, dims.lq, dims.d)?;
+        let (lq_out, lkv_out) = (Layout::contiguous(&with(dims.lq, dims.d)), Layout::contiguous(&with(dims.lk, dims.d)));
+        let lv_out = Layout::contiguous(&with(dims.lk, dims.dv));
+        let parts = [(&gq, &lq_out, outs[0].clone()), (&gk, &lkv_out, outs[1].clone()), (&gv, &lv_out, outs[2].clone())];
+        Self::assemble(&parts, shape, None, op)
+    }
     /// `(x − mean)/√(var + eps)` over the last dim; also returns `rstd` per row (f32).
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)>;
     /// Layer norm over the last dim: [`Self::standardize_last`], then times

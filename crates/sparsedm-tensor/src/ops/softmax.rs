@@ -73,9 +73,11 @@ impl Tensor {
     /// [`Tensor::scaled_dot_product_attention`] on a packed `qkv [3, ...,
     /// L, D]` (q, k and v stacked along dim 0, typically a permuted view of
     /// one projection's output `[B, L, 3, H, D]`): the same values, but the
-    /// gradient of `qkv` is one tensor stacked from the three, where three
+    /// gradient of `qkv` is one tensor holding the three, where three
     /// `narrow`s would each pad their gradient to the full size with zeros
-    /// and the autograd engine would then add the three pads.
+    /// and the autograd engine would then add the three pads. The backend
+    /// writes the three straight into it, in qkv's memory order (fused per
+    /// head on the CPU).
     pub fn scaled_dot_product_attention_qkv(qkv: &Tensor, scale: Option<f32>) -> Result<Tensor> {
         if qkv.rank() < 3 || qkv.shape()[0] != 3 {
             return Err(Error::bad_shape("attention_qkv", qkv.shape(), "need qkv [3, ..., L, D]"));
@@ -89,6 +91,7 @@ impl Tensor {
         order.sort_by_key(|&d| std::cmp::Reverse(qkv.layout().strides()[d]));
         // Views of the untracked buffer: this op records the only node.
         let base = qkv.detach();
+        let qkv_shape = qkv.shape().to_vec();
         let part = |i: usize| base.narrow(0, i, 1)?.squeeze(0);
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let AttnForward { out, shape, probs, scale, order: out_dims } = attention_forward(&q, &k, &v, scale, keep)?;
@@ -101,12 +104,30 @@ impl Tensor {
             &[qkv],
             bw(move |c| {
                 let g = c.grad.permute(&back)?;
-                let grads = attention_grads(probs.as_ref(), &g, [&q, &k, &v], scale, [true; 3])?;
-                let grads = grads
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Error::invalid("attention_qkv_backward", "a part's gradient is missing"))?;
-                Ok(vec![Some(stack_in_memory_order(&grads, &order)?)])
+                let p = probs.as_ref().ok_or_else(|| Error::invalid("attention_qkv_backward", "the probabilities were not kept"))?;
+                let r = q.rank();
+                let batch = &q.shape()[..r - 2];
+                let (l, d) = (q.shape()[r - 2], q.shape()[r - 1]);
+                let dims = AttnDims { batch: batch.iter().product(), lq: l, lk: l, d, dv: d };
+                // The packed gradient [3, …] laid out in qkv's memory order,
+                // and its three parts: the backend writes them in place.
+                let mem_shape = permuted(&qkv_shape, &order);
+                let packed = Layout::contiguous(&mem_shape).permute(&inverse(&order))?;
+                let part = |i: usize| packed.narrow(0, i, 1)?.squeeze(0);
+                let outs = [part(0)?, part(1)?, part(2)?];
+                let buf = q.storage().attention_backward(
+                    q.layout(),
+                    (&k.storage(), k.layout()),
+                    (&v.storage(), v.layout()),
+                    &p.storage(),
+                    (&g.storage(), g.layout()),
+                    batch,
+                    dims,
+                    scale,
+                    &mem_shape,
+                    [&outs[0], &outs[1], &outs[2]],
+                )?;
+                Ok(vec![Some(Tensor::from_storage(buf, &mem_shape).permute(&inverse(&order))?)])
             }),
         );
         to_logical(y, &logical)
@@ -147,20 +168,6 @@ fn out_order(bq: &Layout) -> Vec<usize> {
     }
     order.push(r - 1);
     order
-}
-
-/// `parts` (each of shape `s`) stacked along a new dim 0 into shape
-/// `[len, ...s]`, laid out in memory in `order` (a permutation of those
-/// dims, outermost first): one copy, written through permuted views.
-fn stack_in_memory_order(parts: &[Tensor], order: &[usize]) -> Result<Tensor> {
-    let pos0 = order.iter().position(|&d| d == 0).expect("order is a permutation of the dims");
-    let views = parts.iter().map(|g| g.unsqueeze(0)?.permute(order)).collect::<Result<Vec<_>>>()?;
-    let stacked = Tensor::cat(&views.iter().collect::<Vec<_>>(), pos0)?;
-    let mut inverse = vec![0; order.len()];
-    for (i, &d) in order.iter().enumerate() {
-        inverse[d] = i;
-    }
-    stacked.permute(&inverse)
 }
 
 /// What the attention primitive returns: the output buffer and shape, the

@@ -11,7 +11,7 @@
 use crate::Layout;
 use crate::backend::cpu::math::fast_exp;
 use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_raw, gemm_f32_rows};
-use crate::backend::cpu::rows::softmax_in_place;
+use crate::backend::cpu::rows::{SoftmaxBackwardScaled, softmax_in_place};
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::{SendPtr, written_vec};
 use crate::op_kinds::AttnDims;
@@ -284,4 +284,72 @@ pub(crate) fn attention(
         })
     };
     (out, probs)
+}
+
+/// The gradients of [`attention`]'s q, k and v, in one fused pass per batch
+/// element, written into one new buffer of `len` floats through the dense
+/// layouts `outs` (views of that buffer: the packed `qkv` gradient of
+/// U-ViT's `[B, L, 3, H, D]` projection, so no stacking copy follows).
+/// From the kept probabilities `p` (contiguous `[batch…, lq, lk]`) and the
+/// output gradient `g` (any strides), per element: `gv = pᵀ·g`, the score
+/// gradient `gs = p ⊙ (g·vᵀ − rowsum) · scale` in a per-thread scratch
+/// (never a whole `[batch…, lq, lk]` tensor, nor a separate scaling pass),
+/// `gq = gs·k` and `gk = gsᵀ·q` — the math path's products in its order.
+/// No batch dim may be broadcast (q, k and v of one packed tensor).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(
+    (q, lq): (&[f32], &Layout),
+    (k, lk): (&[f32], &Layout),
+    (v, lv): (&[f32], &Layout),
+    p: &[f32],
+    (g, lg): (&[f32], &Layout),
+    dims: AttnDims,
+    scale: f32,
+    len: usize,
+    outs: [&Layout; 3],
+) -> Vec<f32> {
+    let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
+    assert_eq!(p.len(), batch * nq * nk, "attention_backward: probabilities of the wrong size");
+    for (o, (rows, cols)) in outs.iter().zip([(nq, d), (nk, d), (nk, dv)]) {
+        let r = o.rank();
+        assert!(
+            r >= 2 && o.shape()[r - 2] == rows && o.shape()[r - 1] == cols && (cols <= 1 || o.strides()[r - 1] == 1),
+            "attention_backward: output layout {o:?} is not [batch…, {rows}, {cols}] with unit column stride"
+        );
+        assert!(o.elem_count() == 0 || o.offset() + max_offset(o) < len, "attention_backward: output layout {o:?} outside {len} floats");
+    }
+    assert!(outs.iter().map(|o| o.elem_count()).sum::<usize>() == len, "attention_backward: the outputs do not fill the buffer");
+    let r = lq.rank();
+    let strides = |l: &Layout| (l.strides()[r - 2], l.strides()[r - 1]);
+    let ((q_rs, q_cs), (k_rs, k_cs), (v_rs, v_cs), (g_rs, g_cs)) = (strides(lq), strides(lk), strides(lv), strides(lg));
+    let out_rs = outs.map(|o| o.strides()[r - 2]);
+    // SAFETY: each element's three gemms write its own rows of the three
+    // outputs (dense, disjoint layouts that together cover the buffer, as
+    // asserted), every float once; gemm without accumulation never reads them.
+    unsafe {
+        written_vec(len, |buf: &mut [MaybeUninit<f32>]| {
+            let base = SendPtr(buf.as_mut_ptr().cast::<f32>());
+            let at = |o: &Layout, i: usize| base.get().wrapping_add(batch_offset(o, i));
+            let span = |rows: usize, cols: usize, rs: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + cols };
+            (0..batch).into_par_iter().for_each(|i| {
+                let (oq, ok, ov, og) = (batch_offset(lq, i), batch_offset(lk, i), batch_offset(lv, i), batch_offset(lg, i));
+                let pi = &p[i * nq * nk..(i + 1) * nq * nk];
+                // gv = pᵀ · g   (lhs[j, r] = p[r, j])
+                gemm_f32_raw(at(outs[2], i), span(nk, dv, out_rs[2]), out_rs[2], nk, dv, nq, pi, 1, nk, &g[og..], g_rs, g_cs, false, false, None);
+                with_scores_scratch(nq * nk, |s| {
+                    // s = g · vᵀ, then the scaled softmax backward in place
+                    gemm_f32(s, nq, nk, dv, &g[og..], g_rs, g_cs, &v[ov..], v_cs, v_rs, false, false);
+                    vectorized_with(SoftmaxBackwardScaled { g: &mut *s, y: pi, len: nk, scale });
+                    // gq = s · k;  gk = sᵀ · q
+                    gemm_f32_raw(at(outs[0], i), span(nq, d, out_rs[0]), out_rs[0], nq, d, nk, s, nk, 1, &k[ok..], k_rs, k_cs, false, false, None);
+                    gemm_f32_raw(at(outs[1], i), span(nk, d, out_rs[1]), out_rs[1], nk, d, nq, s, 1, nk, &q[oq..], q_rs, q_cs, false, false, None);
+                });
+            });
+        })
+    }
+}
+
+/// The largest element offset of `l` past its own offset.
+fn max_offset(l: &Layout) -> usize {
+    l.shape().iter().zip(l.strides()).map(|(&n, &s)| n.saturating_sub(1) * s).sum()
 }

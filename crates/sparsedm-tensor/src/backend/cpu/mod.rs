@@ -179,6 +179,24 @@ impl BackendStorage for CpuStorage {
         let (o, p) = attention::attention(self.f32s(op)?, l, k.f32s(op)?, lk, v.f32s(op)?, lv, dims, scale, keep_probs, lo);
         Ok((f32v(o), p.map(f32v)))
     }
+    fn attention_backward(
+        &self,
+        l: &Layout,
+        (k, lk): Operand<'_, Self>,
+        (v, lv): Operand<'_, Self>,
+        probs: &Self,
+        (g, lg): Operand<'_, Self>,
+        _batch: &[usize],
+        dims: AttnDims,
+        scale: f32,
+        shape: &[usize],
+        outs: [&Layout; 3],
+    ) -> Result<Self> {
+        let op = "attention_backward";
+        let len = shape.iter().product();
+        let parts = ((self.f32s(op)?, l), (k.f32s(op)?, lk), (v.f32s(op)?, lv), probs.f32s(op)?, (g.f32s(op)?, lg));
+        Ok(f32v(attention::attention_backward(parts.0, parts.1, parts.2, parts.3, parts.4, dims, scale, len, outs)))
+    }
     fn standardize_last(&self, l: &Layout, eps: f32) -> Result<(Self, Self)> {
         let len = *l.shape().last().unwrap_or(&1);
         let (y, rstd) = with_contiguous(self.f32s("standardize")?, l, |x| rows::standardize_last(x, len, eps));

@@ -221,6 +221,31 @@ pub(crate) fn softmax_last_backward(y: &[f32], g: &[f32], len: usize, log: bool)
     if log { rows_map2(g, y, len, LogSoftmaxBackwardOp) } else { rows_map2(g, y, len, SoftmaxBackwardOp) }
 }
 
+/// [`softmax_backward_row`] times `scale`, in place on the rows of `g`
+/// (`len` floats each) against the softmax output `y`: attention's score
+/// gradient, with the same operations in the same order as the softmax
+/// backward followed by a separate scaling.
+pub(crate) struct SoftmaxBackwardScaled<'a> {
+    pub(crate) g: &'a mut [f32],
+    pub(crate) y: &'a [f32],
+    pub(crate) len: usize,
+    pub(crate) scale: f32,
+}
+
+impl Kernel for SoftmaxBackwardScaled<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self { g, y, len, scale } = self;
+        for (g, y) in g.chunks_mut(len).zip(y.chunks(len)) {
+            let dot = lane_sum(g, y, |a, b| a * b);
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = y * (*g - dot) * scale;
+            }
+        }
+    }
+}
+
 struct SoftmaxBackwardOp;
 impl RowOp2 for SoftmaxBackwardOp {
     #[inline(always)]
