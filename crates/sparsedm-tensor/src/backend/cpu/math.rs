@@ -48,7 +48,8 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
 /// f32 over [−8, 8] (`erf_matches_libm`). Ten FMAs, a multiply and a
 /// division, against the exponential, division and polynomial of
 /// Abramowitz & Stegun 7.1.26 that GELU used before: GELU was a tenth of
-/// the demo model's N:M sampling forward. NaN stays NaN.
+/// the demo model's N:M sampling forward. The result is bounded to [−1, 1]
+/// (so ±1 exactly in the tails); NaN stays NaN.
 #[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
     const P: [f32; 6] = [1.128379, 0.19275847, 0.053059794, 0.0038680963, 0.0002874757, 2.034802e-06];
@@ -57,7 +58,10 @@ pub(crate) fn erf(x: f32) -> f32 {
     let t = x * x;
     let p = P[5].mul_add(t, P[4]).mul_add(t, P[3]).mul_add(t, P[2]).mul_add(t, P[1]).mul_add(t, P[0]);
     let q = Q[5].mul_add(t, Q[4]).mul_add(t, Q[3]).mul_add(t, Q[2]).mul_add(t, Q[1]).mul_add(t, Q[0]);
-    x * p / q
+    // The fit overshoots ±1 by up to 1e-7 near the clamp; without the
+    // bound, GELU(x) = x·Φ(x) of a very negative x came out positive and
+    // growing with |x| (PyTorch: −0).
+    (x * p / q).clamp(-1.0, 1.0)
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact
@@ -106,7 +110,15 @@ mod tests {
         }
         assert!(worst < 4.5e-7, "max |erf error| {worst}");
         assert!(super::erf(f32::NAN).is_nan());
-        assert!((super::erf(f32::INFINITY) - 1.0).abs() < 4.5e-7 && (super::erf(f32::NEG_INFINITY) + 1.0).abs() < 4.5e-7);
+        // The tails are ±1 exactly, so x·Φ(x) is −0 for very negative x and
+        // x for very positive x, as in PyTorch.
+        for x in [4.0f32, 5.0, 100.0, 1e30, f32::INFINITY] {
+            assert_eq!((super::erf(x), super::erf(-x)), (1.0, -1.0), "erf(±{x})");
+        }
+        for x in [-8.0f32, -100.0, -1e6, -1e30] {
+            assert_eq!(x * super::normal_cdf(x), 0.0, "gelu({x})");
+            assert_eq!(-x * super::normal_cdf(-x), -x, "gelu({})", -x);
+        }
     }
 
     #[test]
