@@ -7,7 +7,7 @@
 //! and every storage type. f16/bf16 results are compared with the f32 reference computed on the
 //! same (rounded) inputs and then rounded to the storage type, allowing one unit in the last place
 //! of that type; f32 results allow the few ulps by which the CPU's approximations (`fast_exp`, the
-//! A&S `erf`, f64 sums) differ from the kernels' libm calls and f32 trees. The RNG is bit-exact.
+//! rational `erf`, f64 sums) differ from the kernels' libm calls and f32 trees. The RNG is bit-exact.
 
 mod emu;
 
