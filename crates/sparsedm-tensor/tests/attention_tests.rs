@@ -180,3 +180,20 @@ fn fused_attention_rejects_mismatched_shapes() {
     assert!(Tensor::scaled_dot_product_attention(&q, &randn(&[3, 4, 3], 35), &randn(&[3, 4, 3], 36), None).is_err());
     assert!(Tensor::scaled_dot_product_attention(&randn(&[3], 37), &q, &q, None).is_err());
 }
+
+/// Empty problems (no tokens, no channels, no images) give empty outputs
+/// and gradients of the right shapes, with and without a graph — no
+/// layout checks trip on the strides of empty views.
+#[test]
+fn empty_attention_problems_give_empty_results() {
+    for (b, l, h, d) in [(2, 0, 3, 4), (2, 5, 3, 0), (0, 5, 3, 4)] {
+        let x = randn(&[b, l, 3 * h * d], 50).to_var();
+        let qkv = x.reshape(&[b, l, 3, h, d]).unwrap().permute(&[2, 0, 3, 1, 4]).unwrap();
+        let y = Tensor::scaled_dot_product_attention_qkv(&qkv, None).unwrap();
+        assert_eq!(y.shape(), &[b, h, l, d]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(&x).expect("gradient").shape(), x.shape());
+        let _g = no_grad();
+        assert_eq!(Tensor::scaled_dot_product_attention_qkv(&qkv, None).unwrap().shape(), &[b, h, l, d]);
+    }
+}

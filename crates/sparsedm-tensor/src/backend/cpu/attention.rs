@@ -203,6 +203,11 @@ pub(crate) fn attention(
     lo: &Layout,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
+    let mut probs = keep_probs.then(|| vec![0f32; batch * nq * nk]);
+    if batch == 0 || nq == 0 || dv == 0 {
+        // An empty output (its layout's strides say nothing then).
+        return (vec![0f32; batch * nq * dv], probs);
+    }
     let r = lq.rank();
     assert!(
         lo.shape() == lq.shape().split_at(r - 1).0.iter().chain([&dv]).copied().collect::<Vec<_>>().as_slice()
@@ -212,10 +217,6 @@ pub(crate) fn attention(
         "attention: output layout {lo:?} is not a dense [batch…, {nq}, {dv}] layout with unit channel stride"
     );
     let o_rs = lo.strides()[r - 2];
-    let mut probs = keep_probs.then(|| vec![0f32; batch * nq * nk]);
-    if batch == 0 || nq == 0 || dv == 0 {
-        return (vec![0f32; batch * nq * dv], probs);
-    }
     let (q_rs, q_cs) = (lq.strides()[r - 2], lq.strides()[r - 1]);
     let (k_rs, k_cs) = (lk.strides()[r - 2], lk.strides()[r - 1]);
     let (v_rs, v_cs) = (lv.strides()[r - 2], lv.strides()[r - 1]);
@@ -309,6 +310,10 @@ pub(crate) fn attention_backward(
     outs: [&Layout; 3],
 ) -> Vec<f32> {
     let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
+    if len == 0 {
+        // Empty gradients (their layouts' strides say nothing then).
+        return Vec::new();
+    }
     assert_eq!(p.len(), batch * nq * nk, "attention_backward: probabilities of the wrong size");
     for (o, (rows, cols)) in outs.iter().zip([(nq, d), (nk, d), (nk, dv)]) {
         let r = o.rank();
