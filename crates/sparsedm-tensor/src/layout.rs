@@ -45,6 +45,15 @@ impl Layout {
         self.shape.iter().product()
     }
 
+    /// The dims from the largest stride to the smallest (ties in dim
+    /// order): the order in memory of a permuted view of a contiguous
+    /// buffer, outermost first.
+    pub fn memory_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rank()).collect();
+        order.sort_by_key(|&d| std::cmp::Reverse(self.strides[d]));
+        order
+    }
+
     /// Row-major contiguous (size-1 dims may have any stride).
     pub fn is_contiguous(&self) -> bool {
         let mut acc = 1;

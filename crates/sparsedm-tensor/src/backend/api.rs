@@ -113,9 +113,7 @@ pub(crate) trait BackendStorage: Sized {
         if !lo.is_contiguous() {
             // lo's dims from the largest stride to the smallest: the
             // contiguous output viewed in that order, copied.
-            let mut order: Vec<usize> = (0..lo.rank()).collect();
-            order.sort_by_key(|&d| std::cmp::Reverse(lo.strides()[d]));
-            out = out.copy_view(&Layout::contiguous(lo.shape()).permute(&order)?, "attention")?;
+            out = out.copy_view(&Layout::contiguous(lo.shape()).permute(&lo.memory_order())?, "attention")?;
         }
         Ok((out, keep_probs.then_some(probs)))
     }

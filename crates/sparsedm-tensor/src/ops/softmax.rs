@@ -87,8 +87,7 @@ impl Tensor {
         // is written in this memory order, so that when qkv is a permuted
         // view of a contiguous buffer (the usual case) the gradient flowing
         // back through that permute and reshape needs no copy.
-        let mut order: Vec<usize> = (0..qkv.rank()).collect();
-        order.sort_by_key(|&d| std::cmp::Reverse(qkv.layout().strides()[d]));
+        let order = qkv.layout().memory_order();
         // Views of the untracked buffer: this op records the only node.
         let base = qkv.detach();
         let qkv_shape = qkv.shape().to_vec();
@@ -162,10 +161,11 @@ fn to_logical(y: Tensor, logical: &[usize]) -> Result<Tensor> {
 /// order when q is broadcast along a batch dim.
 fn out_order(bq: &Layout) -> Vec<usize> {
     let r = bq.rank();
-    let mut order: Vec<usize> = (0..r - 1).collect();
-    if !bq.strides()[..r - 1].iter().zip(bq.shape()).any(|(&s, &n)| s == 0 && n > 1) {
-        order.sort_by_key(|&d| std::cmp::Reverse(bq.strides()[d]));
-    }
+    let mut order: Vec<usize> = if bq.strides()[..r - 1].iter().zip(bq.shape()).any(|(&s, &n)| s == 0 && n > 1) {
+        (0..r - 1).collect()
+    } else {
+        bq.memory_order().into_iter().filter(|&d| d != r - 1).collect()
+    };
     order.push(r - 1);
     order
 }

@@ -28,9 +28,7 @@ const TILE_SCORES: usize = 1 << 17;
 /// Whether some order of `l`'s dims is contiguous (each element of its
 /// `elem_count` floats from its offset is one element of the view).
 fn is_dense(l: &Layout) -> bool {
-    let mut order: Vec<usize> = (0..l.rank()).collect();
-    order.sort_by_key(|&d| std::cmp::Reverse(l.strides()[d]));
-    l.permute(&order).is_ok_and(|p| p.is_contiguous())
+    l.permute(&l.memory_order()).is_ok_and(|p| p.is_contiguous())
 }
 
 /// The element offset of batch element `i` (row-major over the batch dims,
