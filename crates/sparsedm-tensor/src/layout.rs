@@ -12,6 +12,15 @@ pub struct Layout {
     offset: usize,
 }
 
+/// The permutation that undoes `perm` (`inv[perm[i]] = i`).
+pub(crate) fn inverse_permutation(perm: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    inv
+}
+
 /// Row-major strides of a contiguous tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];

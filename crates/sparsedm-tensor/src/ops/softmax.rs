@@ -2,7 +2,7 @@
 //! (`softmax(q·kᵀ·scale)·v`, one fused primitive).
 
 use crate::autograd::is_grad_enabled;
-use crate::layout::broadcast_shapes;
+use crate::layout::{broadcast_shapes, inverse_permutation as inverse};
 use crate::op_kinds::AttnDims;
 use crate::tensor::bw;
 use crate::{Error, Layout, Result, Tensor};
@@ -136,15 +136,6 @@ impl Tensor {
 /// `shape` in `order` (outermost first).
 fn permuted(shape: &[usize], order: &[usize]) -> Vec<usize> {
     order.iter().map(|&d| shape[d]).collect()
-}
-
-/// The permutation that undoes `order`.
-fn inverse(order: &[usize]) -> Vec<usize> {
-    let mut inv = vec![0; order.len()];
-    for (i, &d) in order.iter().enumerate() {
-        inv[d] = i;
-    }
-    inv
 }
 
 /// The attention output `y` (its dims in memory order) as its logical

@@ -44,10 +44,7 @@ impl Tensor {
     /// Reorders dims: output dim `i` is input dim `perm[i]` (a view).
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let layout = self.layout().permute(perm)?;
-        let mut inv = vec![0; perm.len()];
-        for (i, &p) in perm.iter().enumerate() {
-            inv[p] = i;
-        }
+        let inv = crate::layout::inverse_permutation(perm);
         Ok(self.view_op(layout, "permute", bw(move |c| Ok(vec![Some(c.grad.permute(&inv)?)]))))
     }
 
