@@ -10,6 +10,7 @@
 //! way that matters.
 
 use super::format::{NmWeight, ROW_BLOCK};
+use super::fuse::{NmFuse, NormParams, RowNorm};
 use super::spmm::{Isa, as_uninit, mlp_uninit, spmm_best_uninit};
 use crate::backend::cpu::gemm_f32_uninit;
 use crate::backend::cpu::strided::written_vec;
@@ -191,20 +192,35 @@ impl NmLinear {
     /// # Errors
     /// Buffer lengths that do not match `rows`, `in`, `out`.
     pub fn forward_with(&self, path: NmPath, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
-        self.forward_with_uninit(path, x, rows, as_uninit(y))
+        self.forward_with_uninit(path, x, rows, &NmFuse::NONE, as_uninit(y))
     }
 
-    /// [`NmLinear::forward_with`] into an output that need not be
+    /// `y = norm(x)·Wᵀ + b + residual` (`fuse`, see `nm_cpu/fuse.rs`) with a
+    /// given path: the N:M path fuses the norm and the residual where its
+    /// kernel can (AVX2), the dense path runs them apart; the same bits
+    /// either way as the separate ops.
+    ///
+    /// # Errors
+    /// Buffer lengths that do not match `rows`, `in`, `out`.
+    pub fn forward_fused_with(&self, path: NmPath, x: &[f32], rows: usize, fuse: &NmFuse<'_>, y: &mut [f32]) -> Result<()> {
+        self.forward_with_uninit(path, x, rows, fuse, as_uninit(y))
+    }
+
+    /// [`NmLinear::forward_fused_with`] into an output that need not be
     /// initialised: on success every element has been written.
-    fn forward_with_uninit(&self, path: NmPath, x: &[f32], rows: usize, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+    fn forward_with_uninit(&self, path: NmPath, x: &[f32], rows: usize, fuse: &NmFuse<'_>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
         let (out, inp) = (self.weight.out_features(), self.weight.in_features());
         match path {
             NmPath::Dense => {
                 check_lengths(x, rows, &self.dense, out, inp, self.bias(), y.len())?;
-                gemm_f32_uninit(y, rows, out, inp, x, inp, 1, &self.dense, 1, inp, true, self.bias());
+                fuse.check("nm_linear", rows, inp, out)?;
+                let x = fuse.normed(x, inp);
+                gemm_f32_uninit(y, rows, out, inp, &x, inp, 1, &self.dense, 1, inp, true, self.bias());
+                // SAFETY: the GEMM wrote every element; `check` passed.
+                unsafe { fuse.add_residual(y) };
                 Ok(())
             }
-            NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias(), y),
+            NmPath::Sparse => spmm_best_uninit(x, rows, &self.weight, self.bias(), fuse, y),
         }
     }
 
@@ -215,30 +231,31 @@ impl NmLinear {
     /// # Errors
     /// Buffer lengths that do not match `rows`, `in`, `out`.
     pub fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
-        self.forward_uninit(x, rows, as_uninit(y))
+        self.forward_uninit(x, rows, &NmFuse::NONE, as_uninit(y))
     }
 
-    /// [`NmLinear::forward`] into an output that need not be initialised:
-    /// on success every element has been written.
-    fn forward_uninit(&self, x: &[f32], rows: usize, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+    /// [`NmLinear::forward`] with `fuse` into an output that need not be
+    /// initialised: on success every element has been written. The path
+    /// is chosen (and timed, on a shape's first call) with `fuse` in.
+    fn forward_uninit(&self, x: &[f32], rows: usize, fuse: &NmFuse<'_>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
         if let Some(path) = forced_path() {
-            return self.forward_with_uninit(path, x, rows, y);
+            return self.forward_with_uninit(path, x, rows, fuse, y);
         }
         let key = self.key(rows);
         if let Some(path) = chosen_path(key) {
-            return self.forward_with_uninit(path, x, rows, y);
+            return self.forward_with_uninit(path, x, rows, fuse, y);
         }
         let mut best = [f64::INFINITY; 2];
         for _ in 0..TUNE_REPS {
             for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
                 let t = Instant::now();
-                self.forward_with_uninit(path, x, rows, y)?;
+                self.forward_with_uninit(path, x, rows, fuse, y)?;
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
             }
         }
         let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
         table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
-        self.forward_with_uninit(path, x, rows, y)
+        self.forward_with_uninit(path, x, rows, fuse, y)
     }
 
     /// [`NmLinear::forward`] on a CPU tensor `[..., in]`, giving `[..., out]`
@@ -247,17 +264,73 @@ impl NmLinear {
     /// # Errors
     /// A tensor not on the CPU or whose last dimension is not `in`.
     pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
-        let op = "nm_linear";
-        let inp = self.weight.in_features();
-        if x.device() != Device::Cpu {
-            return Err(Error::NotImplementedOnDevice { op, device: x.device() });
-        }
-        if x.shape().last() != Some(&inp) {
-            return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![self.weight.out_features(), inp] });
-        }
-        let rows = x.elem_count() / inp.max(1);
-        map_rows(op, x, self.weight.out_features(), |xv, y| self.forward_uninit(xv, rows, y))
+        self.forward_tensor_fused(x, None, None)
     }
+
+    /// `residual + self(norm(x))` on CPU tensors (`x [..., in]`, the
+    /// residual `[..., out]` of the same leading dims; untracked): a
+    /// pre-norm block's layer in one call, the norm and the residual fused
+    /// into the N:M kernel where it can (`nm_cpu/fuse.rs`). Either part may
+    /// be left out.
+    ///
+    /// # Errors
+    /// A tensor not on the CPU, a last dimension other than `in`, norm
+    /// parameters not `[in]`, or a residual not of the output's shape.
+    pub fn forward_tensor_fused(&self, x: &Tensor, norm: Option<NormParams<'_>>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let op = "nm_linear";
+        let (inp, out) = (self.weight.in_features(), self.weight.out_features());
+        check_input(op, x, inp, out)?;
+        let rows = x.elem_count() / inp.max(1);
+        with_fuse(op, x, out, norm, residual, |fuse| map_rows(op, x, out, |xv, y| self.forward_uninit(xv, rows, fuse, y)))
+    }
+}
+
+/// `x` is a CPU tensor whose last dimension is `inp` (`out`: for the message).
+fn check_input(op: &'static str, x: &Tensor, inp: usize, out: usize) -> Result<()> {
+    if x.device() != Device::Cpu {
+        return Err(Error::NotImplementedOnDevice { op, device: x.device() });
+    }
+    if x.shape().last() != Some(&inp) {
+        return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![out, inp] });
+    }
+    Ok(())
+}
+
+/// `f` with the [`NmFuse`] of `norm` and `residual` over host data: the
+/// norm's parameters copied (`[in]` each), the residual read in place when
+/// it is contiguous f32. Checks that the residual has the output's shape
+/// (`x`'s with the last dimension `out`) and lives on the CPU.
+fn with_fuse<R>(
+    op: &'static str,
+    x: &Tensor,
+    out: usize,
+    norm: Option<NormParams<'_>>,
+    residual: Option<&Tensor>,
+    f: impl FnOnce(&NmFuse<'_>) -> Result<R>,
+) -> Result<R> {
+    let inp = x.shape().last().copied().unwrap_or(0);
+    let param = |p: Option<&Tensor>| -> Result<Option<Vec<f32>>> {
+        let Some(p) = p else { return Ok(None) };
+        if p.shape() != [inp] {
+            return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: p.shape().to_vec() });
+        }
+        Ok(Some(p.to_vec_f32()?))
+    };
+    let (nw, nb) = match &norm {
+        Some(n) => (param(n.weight)?, param(n.bias)?),
+        None => (None, None),
+    };
+    let norm = norm.map(|n| RowNorm { weight: nw.as_deref(), bias: nb.as_deref(), eps: n.eps });
+    let Some(r) = residual else { return f(&NmFuse { norm, residual: None }) };
+    let mut want = x.shape().to_vec();
+    *want.last_mut().expect("rank >= 1") = out;
+    if r.shape() != want.as_slice() {
+        return Err(Error::ShapeMismatch { op, lhs: want, rhs: r.shape().to_vec() });
+    }
+    if r.device() != Device::Cpu {
+        return Err(Error::NotImplementedOnDevice { op, device: r.device() });
+    }
+    r.with_host_f32(op, |rv| f(&NmFuse { norm, residual: Some(rv) }))?
 }
 
 /// `f(x's f32 data, y)` into a fresh `[..., out]` CPU tensor of `x`'s
@@ -324,14 +397,28 @@ impl MlpActivation {
 /// A tensor not on the CPU, a last dimension other than `fc1`'s inputs,
 /// or `fc1`'s outputs ≠ `fc2`'s inputs.
 pub fn nm_mlp_forward(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor) -> Result<Tensor> {
+    nm_mlp_forward_fused(fc1, act, fc2, x, None, None)
+}
+
+/// `residual + fc2(act(fc1(norm(x))))`: [`nm_mlp_forward`] with a pre-norm
+/// block's norm and residual fused in where the kernel can (see
+/// [`NmLinear::forward_tensor_fused`]); either may be left out. Timed and
+/// chosen as [`nm_mlp_forward`], with the norm and the residual in.
+///
+/// # Errors
+/// As [`nm_mlp_forward`], and norm parameters not `[in]` or a residual not
+/// of the output's shape.
+pub fn nm_mlp_forward_fused(
+    fc1: &NmLinear,
+    act: MlpActivation,
+    fc2: &NmLinear,
+    x: &Tensor,
+    norm: Option<NormParams<'_>>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     let op = "nm_mlp";
     let (w1, w2) = (&fc1.weight, &fc2.weight);
-    if x.device() != Device::Cpu {
-        return Err(Error::NotImplementedOnDevice { op, device: x.device() });
-    }
-    if x.shape().last() != Some(&w1.in_features()) {
-        return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: vec![w1.out_features(), w1.in_features()] });
-    }
+    check_input(op, x, w1.in_features(), w1.out_features())?;
     if w2.in_features() != w1.out_features() {
         return Err(Error::ShapeMismatch {
             op,
@@ -340,8 +427,20 @@ pub fn nm_mlp_forward(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Te
         });
     }
     let rows = x.elem_count() / w1.in_features().max(1);
-    let apart = || fc2.forward_tensor(&act.apply_tensor(&fc1.forward_tensor(x)?)?);
-    let fused = || fused_mlp(fc1, act, fc2, x, rows);
+    with_fuse(op, x, w2.out_features(), norm, residual, |fuse| mlp_choosing(fc1, act, fc2, x, rows, fuse))
+}
+
+/// The body of [`nm_mlp_forward_fused`] once the fused parts are host data.
+fn mlp_choosing(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, rows: usize, fuse: &NmFuse<'_>) -> Result<Tensor> {
+    let (w1, w2) = (&fc1.weight, &fc2.weight);
+    // Apart: the norm fused into fc1, the residual into fc2.
+    let apart = || {
+        let h = act.apply_tensor(&map_rows("nm_mlp", x, w1.out_features(), |xv, y| {
+            fc1.forward_uninit(xv, rows, &NmFuse { residual: None, ..*fuse }, y)
+        })?)?;
+        map_rows("nm_mlp", &h, w2.out_features(), |hv, y| fc2.forward_uninit(hv, rows, &NmFuse { norm: None, ..*fuse }, y))
+    };
+    let fused = || fused_mlp(fc1, act, fc2, x, rows, fuse);
     match forced_path() {
         Some(NmPath::Dense) => return apart(),
         Some(NmPath::Sparse) => return fused(),
@@ -377,14 +476,35 @@ pub fn nm_mlp_forward(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Te
 /// buffer lengths that do not match.
 #[doc(hidden)]
 pub fn nm_mlp_with(isa: Isa, fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
-    mlp_uninit(isa, x, rows, &fc1.weight, fc1.bias.as_deref(), &|h| act.apply_in_place(h), &fc2.weight, fc2.bias(), as_uninit(y))
+    nm_mlp_fused_with(isa, fc1, act, fc2, x, rows, &NmFuse::NONE, y)
+}
+
+/// [`nm_mlp_with`] with a norm of the input and a residual added to the
+/// output (`nm_cpu/fuse.rs`).
+///
+/// # Errors
+/// As [`nm_mlp_with`], and affine parts or a residual whose lengths do
+/// not fit.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn nm_mlp_fused_with(
+    isa: Isa,
+    fc1: &NmLinear,
+    act: MlpActivation,
+    fc2: &NmLinear,
+    x: &[f32],
+    rows: usize,
+    fuse: &NmFuse<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    mlp_uninit(isa, x, rows, &fc1.weight, fc1.bias.as_deref(), &|h| act.apply_in_place(h), &fc2.weight, fc2.bias(), fuse, as_uninit(y))
 }
 
 /// The fused kernel on `x` (`rows` rows of `fc1`'s inputs), shapes checked.
-fn fused_mlp(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, rows: usize) -> Result<Tensor> {
+fn fused_mlp(fc1: &NmLinear, act: MlpActivation, fc2: &NmLinear, x: &Tensor, rows: usize, fuse: &NmFuse<'_>) -> Result<Tensor> {
     let op = "nm_mlp";
     let (w1, w2) = (&fc1.weight, &fc2.weight);
     map_rows(op, x, w2.out_features(), |xv, y| {
-        mlp_uninit(Isa::best(), xv, rows, w1, fc1.bias.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias(), y)
+        mlp_uninit(Isa::best(), xv, rows, w1, fc1.bias.as_deref(), &|h| act.apply_in_place(h), w2, fc2.bias(), fuse, y)
     })
 }

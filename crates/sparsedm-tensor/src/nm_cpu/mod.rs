@@ -17,6 +17,11 @@
 //! - [`nm_mlp_forward`]: two N:M Linears with an activation between them
 //!   (U-ViT's MLP), fused tile by tile when that is faster than running
 //!   them apart.
+//! - [`NmFuse`]: a pre-norm block's layer norm (of the input) and residual
+//!   (added to the output) taken into one call
+//!   ([`NmLinear::forward_tensor_fused`], [`nm_mlp_forward_fused`]); the
+//!   row-wise kernel does both tile by tile, with the same bits as the
+//!   separate ops.
 //! - [`force_path`]: pins every choice to one path (tests, benchmarks).
 //! - [`nm_checkpoint_bytes`] / [`load_nm_checkpoint_bytes`]: compressed N:M
 //!   checkpoints (kept values + packed positions in safetensors).
@@ -38,6 +43,7 @@ mod checkpoint;
 mod conv;
 mod dispatch;
 mod format;
+mod fuse;
 mod portable;
 mod rowwise;
 #[cfg(target_arch = "x86_64")]
@@ -53,7 +59,8 @@ pub use checkpoint::{
 pub use conv::{NmConv2d, chosen_conv_path};
 pub use dispatch::{
     MlpActivation, NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, force_path, forced_path, nm_mlp_forward,
-    nm_mlp_with, shape_key,
+    nm_mlp_forward_fused, nm_mlp_fused_with, nm_mlp_with, shape_key,
 };
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
-pub use spmm::{Isa, NmKernel, spmm, spmm_kernel_with, spmm_with, spmm_with_slab};
+pub use fuse::{NmFuse, NormParams, RowNorm};
+pub use spmm::{Isa, NmKernel, spmm, spmm_fused_with, spmm_kernel_with, spmm_with, spmm_with_slab};

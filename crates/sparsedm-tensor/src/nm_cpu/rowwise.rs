@@ -28,6 +28,7 @@
 //! transposes.
 
 use super::format::NmWeight;
+use super::fuse::{NmFuse, RowNorm};
 use crate::backend::cpu::strided::SendPtr;
 use std::mem::MaybeUninit;
 
@@ -115,14 +116,15 @@ pub(crate) fn supports(w: &NmWeight) -> bool {
     w.in_features() <= MAX_IN
 }
 
-/// `y = x·Wᵀ + bias` with the row-wise kernel, parallel over rayon's
+/// `y = norm(x)·Wᵀ + bias + residual` (`fuse`: the norm and the residual,
+/// each optional) with the row-wise kernel, parallel over rayon's
 /// threads; every one of `y`'s `rows·out` elements is written.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `x` holds `rows·in` floats, `y` `rows·out`,
-/// `bias` (if any) `out`; [`supports`]`(w)`.
+/// `bias` (if any) `out`; `fuse` passed [`NmFuse::check`]; [`supports`]`(w)`.
 #[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
+pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, fuse: &NmFuse<'_>, y: &mut [MaybeUninit<f32>]) {
     use rayon::prelude::*;
     let (inp, out) = (w.in_features(), w.out_features());
     let lay = w.row_layout();
@@ -134,6 +136,10 @@ pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
     let per_part = slabs.div_ceil(parts);
     let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
     let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize;
+    let res = fuse.residual.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize;
+    let norm = fuse.norm.as_ref();
+    // With a norm the first scratch area also holds the tile's normalised rows.
+    let area = if norm.is_some() { 2 * inp * TOKENS } else { inp * TOKENS };
     let work = |k: usize| {
         let (t, q) = (k / parts, k % parts);
         let (sl0, sl1) = ((q * per_part).min(slabs), ((q + 1) * per_part).min(slabs));
@@ -142,11 +148,15 @@ pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
         }
         let r0 = t * TOKENS;
         let rt = (rows - r0).min(TOKENS);
-        super::spmm::with_scratch(inp * TOKENS, SLAB * TOKENS, |panel, yt| {
+        super::spmm::with_scratch(area, SLAB * TOKENS, |panel, yt| {
             // SAFETY: the caller guarantees AVX2 + FMA and the extents; the
-            // scratch holds the panel and one slab's Yᵀ; this item alone
-            // writes rows r0..r0+rt × columns of slabs sl0..sl1 of y.
-            unsafe { item(x.as_ptr().add(r0 * inp), rt, lay, (sl0, sl1), (w, bias as *const f32), y_ptr.get().add(r0 * out), (panel, yt)) }
+            // scratch holds the panel (and the normalised rows) and one
+            // slab's Yᵀ; this item alone writes rows r0..r0+rt × columns of
+            // slabs sl0..sl1 of y.
+            unsafe {
+                let res = if res == 0 { std::ptr::null() } else { (res as *const f32).add(r0 * out) };
+                item(x.as_ptr().add(r0 * inp), rt, lay, (sl0, sl1), (w, bias as *const f32, norm), (y_ptr.get().add(r0 * out), res), (panel, yt))
+            }
         });
     };
     let items = tiles * parts;
@@ -157,7 +167,8 @@ pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
     }
 }
 
-/// The fused MLP `y = act(x·W₁ᵀ + b₁)·W₂ᵀ + b₂` with the row-wise kernel,
+/// The fused MLP `y = act(norm(x)·W₁ᵀ + b₁)·W₂ᵀ + b₂ + residual` (`fuse`:
+/// the norm and the residual, each optional) with the row-wise kernel,
 /// one 64-token tile at a time: the first layer's `Yᵀ` rows are written
 /// straight into a `[hidden, 64]` buffer, which is exactly the second
 /// layer's panel, so the hidden activations are never transposed back,
@@ -167,7 +178,8 @@ pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
 /// # Safety
 /// The CPU has AVX2 and FMA; `x` holds `rows·in₁` floats, `y` `rows·out₂`;
 /// `bias1` (if any) at least `hidden` floats, `bias2` `out₂`;
-/// `w2.in_features() == w1.out_features()`; [`supports`] both.
+/// `w2.in_features() == w1.out_features()`; `fuse` passed
+/// [`NmFuse::check`]; [`supports`] both.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn mlp_rows(
@@ -178,6 +190,7 @@ pub(crate) unsafe fn mlp_rows(
     act: &(dyn Fn(&mut [f32]) + Sync),
     w2: &NmWeight,
     bias2: Option<&[f32]>,
+    fuse: &NmFuse<'_>,
     y: &mut [MaybeUninit<f32>],
 ) {
     use rayon::prelude::*;
@@ -186,19 +199,25 @@ pub(crate) unsafe fn mlp_rows(
     let tiles = rows.div_ceil(TOKENS);
     let y_ptr = SendPtr(y.as_mut_ptr().cast::<f32>());
     let (b1, b2) = (bias1.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize, bias2.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize);
+    let res = fuse.residual.map_or(std::ptr::null(), <[f32]>::as_ptr) as usize;
+    let norm = fuse.norm.as_ref();
+    // The panel, Hᵀ, and with a norm the tile's normalised rows.
+    let area = (inp + hidden) * TOKENS + if norm.is_some() { inp * TOKENS } else { 0 };
     let work = |t: usize| {
         let r0 = t * TOKENS;
         let rt = (rows - r0).min(TOKENS);
-        super::spmm::with_scratch(inp * TOKENS + hidden * TOKENS, SLAB * TOKENS, |panel, yt| {
+        super::spmm::with_scratch(area, SLAB * TOKENS, |panel, yt| {
             // SAFETY: the caller guarantees AVX2 + FMA and the extents; the
-            // first scratch area holds the panel then Hᵀ; this tile alone
-            // writes rows r0..r0+rt of y.
+            // first scratch area holds the panel, Hᵀ, then the normalised
+            // rows; this tile alone writes rows r0..r0+rt of y.
             unsafe {
                 let h = panel.add(inp * TOKENS);
-                hidden_tile(x.as_ptr().add(r0 * inp), rt, lay1, (inp, hidden), b1 as *const f32, panel, h);
+                let xt = tile_input(x.as_ptr().add(r0 * inp), rt, inp, norm, h.add(hidden * TOKENS));
+                hidden_tile(xt, rt, lay1, (inp, hidden), b1 as *const f32, panel, h);
                 act(std::slice::from_raw_parts_mut(h, hidden * TOKENS));
                 let slabs = out.div_ceil(SLAB);
-                item_on_panel(rt, lay2, (0, slabs), (out, b2 as *const f32), y_ptr.get().add(r0 * out), (h, yt));
+                let res = if res == 0 { std::ptr::null() } else { (res as *const f32).add(r0 * out) };
+                item_on_panel(rt, lay2, (0, slabs), (out, b2 as *const f32), (y_ptr.get().add(r0 * out), res), (h, yt));
             }
         });
     };
@@ -227,11 +246,13 @@ unsafe fn hidden_tile(x: *const f32, rt: usize, lay: &RowLayout, (inp, hidden): 
 }
 
 /// Slabs `sl0..sl1` of a layer on a panel that is already built, into
-/// `y` (the tile's first row of `Y`, row stride `out`).
+/// `y` (the tile's first row of `Y`, row stride `out`), plus `res` (the
+/// same rows of the residual; null: none).
 ///
 /// # Safety
 /// AVX2 + FMA; `panel` holds the layer's `in·64` floats; `y` `rt` rows of
-/// `out` writable floats; `yt` `SLAB·64` floats; `bias` null or `out`.
+/// `out` writable floats, `res` null or as many readable; `yt` `SLAB·64`
+/// floats; `bias` null or `out`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn item_on_panel(
@@ -239,7 +260,7 @@ unsafe fn item_on_panel(
     lay: &RowLayout,
     (sl0, sl1): (usize, usize),
     (out, bias): (usize, *const f32),
-    y: *mut f32,
+    (y, res): (*mut f32, *const f32),
     (panel, yt): (*const f32, *mut f32),
 ) {
     // SAFETY: forwarded from the caller.
@@ -247,21 +268,42 @@ unsafe fn item_on_panel(
         for s in sl0..sl1 {
             let (s0, s1) = (s * SLAB, ((s + 1) * SLAB).min(out));
             slab_tile(panel, lay, (s0, s1), rt, bias, yt);
-            store_tile(yt, s1 - s0, rt, y.add(s0), out);
+            let res = if res.is_null() { res } else { res.add(s0) };
+            store_tile(yt, s1 - s0, rt, y.add(s0), res, out);
         }
     }
 }
 
-/// One work item: the panel of the `rt` token rows at `x`, then slabs
-/// `sl0..sl1` of `w` into `y` (the tile's first row of `Y`). A function of
+/// The rows the tile's panel is built from: `x` itself, or with a norm
+/// its `rt` rows normalised into `scratch`.
+///
+/// # Safety
+/// `x` holds `rt` rows of `inp` floats; `scratch` (used with a norm)
+/// `rt·inp` writable floats; the norm's affine parts `inp`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_input(x: *const f32, rt: usize, inp: usize, norm: Option<&RowNorm<'_>>, scratch: *mut f32) -> *const f32 {
+    match norm {
+        None => x,
+        Some(n) => {
+            // SAFETY: as the caller guarantees.
+            unsafe { n.rows_into(x, rt, inp, scratch) };
+            scratch
+        }
+    }
+}
+
+/// One work item: the panel of the `rt` token rows at `x` (normalised
+/// first with a norm), then slabs `sl0..sl1` of `w` into `y` (the tile's
+/// first row of `Y`), plus `res` (null: none). A function of
 /// its own so that everything in it, closures excepted, is compiled with
 /// AVX2 (intrinsics in a closure would not inherit the target feature and
 /// become calls).
 ///
 /// # Safety
 /// AVX2 + FMA; `x` holds `rt` rows of `in` floats; `y` `rt` rows of `out`
-/// writable floats; `panel` `in·64`, `yt` `SLAB·64` floats of scratch;
-/// `bias` null or `out` floats.
+/// writable floats, `res` null or as many readable; `panel` `in·64` (with
+/// a norm `2·in·64`), `yt` `SLAB·64` floats of scratch; `bias` null or
+/// `out` floats; the norm's affine parts `in`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn item(
@@ -269,15 +311,16 @@ unsafe fn item(
     rt: usize,
     lay: &RowLayout,
     (sl0, sl1): (usize, usize),
-    (w, bias): (&NmWeight, *const f32),
-    y: *mut f32,
+    (w, bias, norm): (&NmWeight, *const f32, Option<&RowNorm<'_>>),
+    (y, res): (*mut f32, *const f32),
     (panel, yt): (*mut f32, *mut f32),
 ) {
     let (inp, out) = (w.in_features(), w.out_features());
     // SAFETY: forwarded from the caller.
     unsafe {
+        let x = tile_input(x, rt, inp, norm, panel.add(inp * TOKENS));
         super::simd_avx2::panel_avx(x, inp, rt, TOKENS, inp, panel, TOKENS);
-        item_on_panel(rt, lay, (sl0, sl1), (out, bias), y, (panel, yt));
+        item_on_panel(rt, lay, (sl0, sl1), (out, bias), (y, res), (panel, yt));
     }
 }
 
@@ -353,16 +396,44 @@ unsafe fn slab_tile_v<const V: usize>(panel: *const f32, lay: &RowLayout, s0: us
     }
 }
 
-/// `y[i·ldy + o] = yt[o·64 + i]` for `o < nrows`, `i < rt`: 8×8 register
-/// transposes where both are whole, scalar at the edges.
+/// `y[i·ldy + o] = yt[o·64 + i]` (`+ res[i·ldy + o]` when `res` is not
+/// null) for `o < nrows`, `i < rt`: 8×8 register transposes where both
+/// are whole, scalar at the edges.
 ///
 /// # Safety
-/// AVX; `yt` holds `nrows·64` floats; `y + i·ldy + o` writable for those.
+/// AVX; `yt` holds `nrows·64` floats; `y + i·ldy + o` writable for those,
+/// `res + i·ldy + o` readable unless `res` is null.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, ldy: usize) {
+unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: *const f32, ldy: usize) {
+    // Two copies of the loop, so that the plain store tests nothing per element.
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if res.is_null() {
+            store_tile_with::<false>(yt, nrows, rt, y, res, ldy);
+        } else {
+            store_tile_with::<true>(yt, nrows, rt, y, res, ldy);
+        }
+    }
+}
+
+/// [`store_tile`] with (`RES`) or without the residual.
+///
+/// # Safety
+/// As [`store_tile`], inlined into it (AVX2 + FMA enabled there).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile_with<const RES: bool>(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: *const f32, ldy: usize) {
     use super::simd_avx2::transpose4_in_lanes;
-    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    // Stores `v` at `y + k`, plus the residual there (a macro, not a
+    // closure: intrinsics must be inlined into this AVX2 function).
+    macro_rules! put {
+        ($k:expr, $v:expr) => {{
+            let (k, v): (usize, __m256) = ($k, $v);
+            _mm256_storeu_ps(y.add(k), if RES { _mm256_add_ps(v, _mm256_loadu_ps(res.add(k))) } else { v })
+        }};
+    }
     let (o8, i8) = (nrows / 8 * 8, rt / 8 * 8);
     // SAFETY: every load reads yt[o·64 + i] with o < nrows, i < 64; every
     // store writes y[i·ldy + o..+8] with i < rt, o + 8 ≤ nrows.
@@ -376,15 +447,16 @@ unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, ldy: 
                 let lo = transpose4_in_lanes([r[0], r[1], r[2], r[3]]);
                 let hi = transpose4_in_lanes([r[4], r[5], r[6], r[7]]);
                 for j in 0..4 {
-                    _mm256_storeu_ps(y.add((i + j) * ldy + o), _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]));
-                    _mm256_storeu_ps(y.add((i + 4 + j) * ldy + o), _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]));
+                    put!((i + j) * ldy + o, _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]));
+                    put!((i + 4 + j) * ldy + o, _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]));
                 }
             }
         }
         for i in 0..rt {
             let from = if i < i8 { o8 } else { 0 };
             for o in from..nrows {
-                *y.add(i * ldy + o) = *yt.add(o * TOKENS + i);
+                let k = i * ldy + o;
+                *y.add(k) = if RES { *yt.add(o * TOKENS + i) + *res.add(k) } else { *yt.add(o * TOKENS + i) };
             }
         }
     }

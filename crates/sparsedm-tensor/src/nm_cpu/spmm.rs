@@ -26,6 +26,7 @@
 //! layer's `Yᵀ` tile is kept as the second layer's panel.
 
 use super::format::{NmWeight, PatternLayout, ROW_BLOCK};
+use super::fuse::NmFuse;
 use crate::backend::cpu::strided::SendPtr;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -644,10 +645,18 @@ impl NmKernel {
     }
 }
 
-/// [`spmm`] into an output that need not be initialised (see [`spmm_uninit`]).
-pub(crate) fn spmm_best_uninit(x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) -> Result<()> {
+/// [`spmm`] with `fuse` into an output that need not be initialised (see
+/// [`spmm_uninit`]).
+pub(crate) fn spmm_best_uninit(
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    fuse: &NmFuse<'_>,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let isa = Isa::best();
-    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, y)
+    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, fuse, y)
 }
 
 /// [`spmm`] with a chosen instruction set (tests run each path directly),
@@ -656,7 +665,7 @@ pub(crate) fn spmm_best_uninit(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
 /// # Errors
 /// As [`spmm`], and an instruction set this CPU does not have.
 pub fn spmm_with(isa: Isa, x: &[f32], rows: usize, w: &NmWeight, bias: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
-    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, as_uninit(y))
+    kernel_uninit(isa, NmKernel::for_weight(isa, w), x, rows, w, bias, &NmFuse::NONE, as_uninit(y))
 }
 
 /// [`spmm_with`] with a chosen kernel too (tests and benchmarks compare
@@ -674,10 +683,33 @@ pub fn spmm_kernel_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    kernel_uninit(isa, kernel, x, rows, w, bias, as_uninit(y))
+    kernel_uninit(isa, kernel, x, rows, w, bias, &NmFuse::NONE, as_uninit(y))
 }
 
-/// [`spmm_kernel_with`] into an output that need not be initialised.
+/// [`spmm_kernel_with`] with a norm of the input and a residual added to
+/// the output (`nm_cpu/fuse.rs`): `y = norm(x)·Wᵀ + b + residual`. The
+/// row-wise kernel fuses both; the pattern kernel runs them apart.
+///
+/// # Errors
+/// As [`spmm_kernel_with`], and affine parts or a residual whose lengths
+/// do not fit.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn spmm_fused_with(
+    isa: Isa,
+    kernel: NmKernel,
+    x: &[f32],
+    rows: usize,
+    w: &NmWeight,
+    bias: Option<&[f32]>,
+    fuse: &NmFuse<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    kernel_uninit(isa, kernel, x, rows, w, bias, fuse, as_uninit(y))
+}
+
+/// [`spmm_fused_with`] into an output that need not be initialised.
+#[allow(clippy::too_many_arguments)]
 fn kernel_uninit(
     isa: Isa,
     kernel: NmKernel,
@@ -685,10 +717,16 @@ fn kernel_uninit(
     rows: usize,
     w: &NmWeight,
     bias: Option<&[f32]>,
+    fuse: &NmFuse<'_>,
     y: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
+    fuse.check("nm_spmm", rows, w.in_features(), w.out_features())?;
     if kernel == NmKernel::Patterns {
-        return spmm_uninit(isa, slab_bytes(), x, rows, w, bias, y);
+        check_io("nm_spmm", isa, (x, rows, w.in_features()), (y.len(), w.out_features()), bias.map(|b| (b.len(), w.out_features())))?;
+        spmm_uninit(isa, slab_bytes(), &fuse.normed(x, w.in_features()), rows, w, bias, y)?;
+        // SAFETY: `spmm_uninit` succeeded, so it wrote every element; `check` passed.
+        unsafe { fuse.add_residual(y) };
+        return Ok(());
     }
     let op = "nm_spmm";
     if !kernel.runs_on(isa) {
@@ -709,7 +747,7 @@ fn kernel_uninit(
     // SAFETY: `check_io` checked that the CPU has AVX2 + FMA (runs_on: the
     // isa is Avx2Fma) and every buffer length; `supports(w)` holds.
     unsafe {
-        super::rowwise::spmm_rows(x, rows, w, bias, y);
+        super::rowwise::spmm_rows(x, rows, w, bias, fuse, y);
     }
     Ok(())
 }
@@ -819,8 +857,9 @@ pub(crate) fn spmm_uninit(
     Ok(())
 }
 
-/// The fused MLP `y = act(x·W₁ᵀ + b₁)·W₂ᵀ + b₂` with both weights N:M, one
-/// token tile at a time: the tile's panel `Xᵀ` is built once, the first
+/// The fused MLP `y = act(norm(x)·W₁ᵀ + b₁)·W₂ᵀ + b₂ + residual` (`fuse`:
+/// the norm and the residual, each optional; `nm_cpu/fuse.rs`) with both
+/// weights N:M, one token tile at a time: the tile's panel `Xᵀ` is built once, the first
 /// layer's accumulators are stored transposed as the hidden panel `Hᵀ`
 /// (which stays in L2), `act` runs on it in place, and the second layer
 /// reads `Hᵀ` as its panel. Against two [`spmm`] calls and an element-wise
@@ -829,7 +868,8 @@ pub(crate) fn spmm_uninit(
 /// second layer's panel build. Every output element is written.
 ///
 /// On AVX2 (both weights on the row-wise kernel, [`NmKernel::for_weight`])
-/// the row-wise version runs instead (`rowwise::mlp_rows`), same idea.
+/// the row-wise version runs instead (`rowwise::mlp_rows`), same idea, and
+/// fuses the norm and the residual too; here they run apart.
 ///
 /// `bias1` is `W₁`'s bias zero-padded to `row_blocks·ROW_BLOCK` floats.
 /// Sums run in the same order as [`spmm`]'s except that the first layer's
@@ -849,6 +889,7 @@ pub(crate) fn mlp_uninit(
     act: &(dyn Fn(&mut [f32]) + Sync),
     w2: &NmWeight,
     bias2: Option<&[f32]>,
+    fuse: &NmFuse<'_>,
     y: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
     let op = "nm_mlp";
@@ -863,17 +904,21 @@ pub(crate) fn mlp_uninit(
     {
         return Err(Error::ElementCount { op, shape: vec![out], len: b.len() });
     }
+    fuse.check(op, rows, inp, out)?;
     if rows == 0 {
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
     if NmKernel::for_weight(isa, w1) == NmKernel::Rows && NmKernel::for_weight(isa, w2) == NmKernel::Rows {
         // SAFETY: `check_io` checked AVX2 + FMA (the isa is Avx2Fma) and the
-        // lengths of x, y and both biases (bias1 ≥ hidden); w2's inputs are
-        // w1's outputs; both weights are supported by the row-wise kernel.
-        unsafe { super::rowwise::mlp_rows(x, rows, w1, bias1, act, w2, bias2, y) };
+        // lengths of x, y and both biases (bias1 ≥ hidden), `fuse.check`
+        // the norm and the residual; w2's inputs are w1's outputs; both
+        // weights are supported by the row-wise kernel.
+        unsafe { super::rowwise::mlp_rows(x, rows, w1, bias1, act, w2, bias2, fuse, y) };
         return Ok(());
     }
+    let xn = fuse.normed(x, inp);
+    let x: &[f32] = &xn;
     let (lanes, vmax) = lanes_vmax(isa);
     let stride = lanes * vmax;
     let tiles = rows.div_ceil(stride);
@@ -903,5 +948,7 @@ pub(crate) fn mlp_uninit(
     } else {
         (0..tiles).into_par_iter().for_each(work);
     }
+    // SAFETY: every tile wrote all its rows of `y`; `fuse.check` passed.
+    unsafe { fuse.add_residual(y) };
     Ok(())
 }

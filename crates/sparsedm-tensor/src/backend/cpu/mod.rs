@@ -16,7 +16,7 @@ pub mod nm;
 mod pool;
 pub(crate) mod random;
 mod reduce;
-mod rows;
+pub(crate) mod rows;
 pub mod simd;
 pub(crate) mod strided;
 

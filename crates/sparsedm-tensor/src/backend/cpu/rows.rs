@@ -361,6 +361,23 @@ pub(crate) fn layer_norm_last(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>
     (y, rstd)
 }
 
+/// [`layer_norm_last`] of the rows of `x` into `y` on the calling thread,
+/// without the `rstd` output: the same bits, row for row (the N:M kernels
+/// normalise their token tiles with it, `nm_cpu/fuse.rs`).
+pub(crate) fn layer_norm_rows_into(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
+    assert!(x.len() == y.len() && (len == 0 || x.len().is_multiple_of(len)), "layer_norm_rows_into: {} inputs, {} outputs, rows of {len}", x.len(), y.len());
+    assert!(w.is_none_or(|w| w.len() == len) && b.is_none_or(|b| b.len() == len), "layer_norm: affine length != {len}");
+    if len == 0 {
+        return;
+    }
+    const CHUNK: usize = 64;
+    let mut rstd = [0f32; CHUNK];
+    for (x, y) in x.chunks(len * CHUNK).zip(y.chunks_mut(len * CHUNK)) {
+        let rows = x.len() / len;
+        vectorized_with(LayerNormRows { x, y, rstd: &mut rstd[..rows], len, eps, w, b });
+    }
+}
+
 /// Rows of [`layer_norm_last`]: a [`Kernel`].
 struct LayerNormRows<'a> {
     x: &'a [f32],
