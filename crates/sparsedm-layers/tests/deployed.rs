@@ -10,7 +10,7 @@
 //! (`force_path`), so the SpMM itself is what is compared, whatever the
 //! machine's timings would choose.
 
-use sparsedm_layers::{Conv2d, Conv2dConfig, Linear, NmPattern, ParamStore, SparseMode};
+use sparsedm_layers::{Attention, Conv2d, Conv2dConfig, Init, LayerNorm, Linear, NmPattern, ParamStore, SparseMode};
 use sparsedm_tensor::nm_cpu::{NmPath, force_path};
 use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 
@@ -182,4 +182,52 @@ fn non_grouped_masks_stay_dense() {
     let y = deployed_forward(|| lin.forward(&x).unwrap());
     assert_close(&y, &x.linear(lin.weight(), lin.bias()).unwrap(), "left dense");
     assert_eq!(lin.slot().deploy_builds(), 0);
+}
+
+/// A pre-norm block's layers (`residual + layer(norm(x))`: a Linear, the
+/// GELU MLP, the attention with its norm into `qkv` and residual out of
+/// `proj`) deployed N:M give the ops apart with the masked dense weights;
+/// the norm has non-trivial affine parameters, the rows do not fill whole
+/// token tiles.
+#[test]
+fn prenorm_block_layers_take_their_norm_and_residual_into_the_nm_call() {
+    force_path(Some(NmPath::Sparse));
+    let (d, hid, heads) = (48, 96, 3);
+    for (n, m) in [(2, 4), (1, 8)] {
+        let store = ParamStore::new(DEV, 70 + n as u64);
+        let pattern = NmPattern::new(n, m).unwrap();
+        let norm = LayerNorm::new(&store.pp("norm"), d, 1e-6, true).unwrap();
+        for (name, seed) in [("norm.weight", 1), ("norm.bias", 2)] {
+            store.get(name).unwrap().set_data(&randn(&[d], seed)).unwrap();
+        }
+        let lin = Linear::new(&store.pp("lin"), d, d, true).unwrap();
+        let fc1 = Linear::new(&store.pp("fc1"), d, hid, true).unwrap();
+        let fc2 = Linear::new(&store.pp("fc2"), hid, d, true).unwrap();
+        let init = (Init::DefaultFanIn(d), Init::DefaultFanIn(d));
+        let attn = Attention::new(&store.pp("attn"), d, heads, true, None, init).unwrap();
+        for l in [&lin, &fc1, &fc2, &attn.qkv, &attn.proj] {
+            l.slot().set_mode(SparseMode::srste(pattern)).unwrap();
+        }
+        store.set_training(false);
+        let x = randn(&[2, 37, d], 3);
+        let r = randn(&[2, 37, d], 4);
+        let what = format!("{n}:{m}");
+        let dense = dense_forward(|| r.add(&lin.forward(&norm.forward(&x).unwrap()).unwrap()).unwrap());
+        let nm = deployed_forward(|| lin.forward_fused(&x, Some(&norm), Some(&r)).unwrap());
+        assert_close(&nm, &dense, &format!("linear {what}"));
+        let dense = dense_forward(|| r.add(&fc1.gelu_mlp(&fc2, &norm.forward(&x).unwrap()).unwrap()).unwrap());
+        let nm = deployed_forward(|| fc1.gelu_mlp_fused(&fc2, &x, Some(&norm), Some(&r)).unwrap());
+        assert_close(&nm, &dense, &format!("mlp {what}"));
+        let dense = dense_forward(|| x.add(&attn.forward(&norm.forward(&x).unwrap()).unwrap()).unwrap());
+        let nm = deployed_forward(|| attn.forward_fused(&x, Some(&norm), Some(&x)).unwrap());
+        assert_close(&nm, &dense, &format!("attention {what}"));
+        // With grad mode on the fused call is the ops in turn, gradients included.
+        let xv = x.to_var();
+        let y = lin.forward_fused(&xv, Some(&norm), Some(&xv)).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let xw = x.to_var();
+        let y2 = xw.add(&lin.forward(&norm.forward(&xw).unwrap()).unwrap()).unwrap();
+        let g2 = y2.sum_all().unwrap().backward().unwrap();
+        assert_close(&g.get(&xv).unwrap(), &g2.get(&xw).unwrap(), &format!("gradient {what}"));
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::nn::init::Init;
 use crate::nn::linear::Linear;
+use crate::nn::norm::LayerNorm;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
 
@@ -65,6 +66,14 @@ impl Attention {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
+        self.forward_fused(x, None, None)
+    }
+
+    /// `residual + attention(norm(x))` (either part optional): a pre-norm
+    /// block's half, with the norm taken into `qkv`'s call and the residual
+    /// into `proj`'s (`Linear::forward_fused`; fused into the N:M kernels
+    /// when they are deployed on the CPU).
+    pub fn forward_fused(&self, x: &Tensor, norm: Option<&LayerNorm>, residual: Option<&Tensor>) -> Result<Tensor, LayersError> {
         let (b, l) = match *x.shape() {
             [b, l, _] => (b, l),
             _ => {
@@ -78,11 +87,11 @@ impl Attention {
         };
         let (h, hd) = (self.heads, self.head_dim);
         // [B, L, 3·H·D] -> [B, L, 3, H, D] -> [3, B, H, L, D]
-        let qkv = self.qkv.forward(x)?.reshape(&[b, l, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
+        let qkv = self.qkv.forward_fused(x, norm, None)?.reshape(&[b, l, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
         // One op over the packed view: its gradient comes back as one
         // tensor in the projection's layout, not three zero-padded narrows.
         let y = Tensor::scaled_dot_product_attention_qkv(&qkv, Some(self.scale))?;
         let y = y.transpose(1, 2)?.reshape(&[b, l, h * hd])?;
-        self.proj.forward(&y)
+        self.proj.forward_fused(&y, None, residual)
     }
 }

@@ -29,6 +29,10 @@
 //!   `nm_mlp_forward` call, which fuses the two layers and the GELU tile by
 //!   tile once both chose their N:M kernel and that is faster (timed once
 //!   per shape); `deployed_time` then includes that GELU.
+//! - A pre-norm block's layer (`Linear::forward_fused`,
+//!   `Linear::gelu_mlp_fused`: `residual + layer(norm(x))`) on the CPU
+//!   hands its norm and residual to the N:M call, which fuses them into the
+//!   kernel where it can (`NmFuse`); `deployed_time` includes them.
 //!
 //! **Cache.** Each slot keeps one entry, keyed by the weight's and bias's
 //! [`Tensor::version`] stamps (which change at every in-place write: the
@@ -41,7 +45,7 @@
 
 use crate::LayersError;
 use crate::nn::sparse::SparseSlot;
-use sparsedm_tensor::nm_cpu::{MlpActivation, NmConv2d, NmLinear, nm_mlp_forward};
+use sparsedm_tensor::nm_cpu::{MlpActivation, NmConv2d, NmLinear, NormParams, nm_mlp_forward_fused};
 use sparsedm_tensor::nm_cuda::Sparse24Linear;
 use sparsedm_tensor::nm_cuda_conv::Sparse24Conv2d;
 use sparsedm_tensor::{DType, Device, MatmulPrecision, Tensor, is_grad_enabled, matmul_precision};
@@ -208,21 +212,40 @@ pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor
     }))
 }
 
-/// The deployed forward of `fc2(gelu(fc1(x)))` when both Linears deploy
-/// N:M weights on the CPU: [`nm_mlp_forward`], timed as one deployed call
-/// (its GELU included); `None` otherwise (the caller runs the layers).
+/// The deployed forward of `residual + fc2(gelu(fc1(norm(x))))` (norm and
+/// residual optional) when both Linears deploy N:M weights on the CPU:
+/// [`nm_mlp_forward_fused`], timed as one deployed call (its GELU, norm and
+/// residual included); `None` otherwise (the caller runs the layers).
 pub(crate) fn gelu_mlp_forward(
     fc1: &SparseSlot,
     bias1: Option<&Tensor>,
     fc2: &SparseSlot,
     bias2: Option<&Tensor>,
     x: &Tensor,
+    norm: Option<NormParams<'_>>,
+    residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     let Some(imp1) = deployed(fc1, x, bias1, None)? else { return Ok(None) };
     let Imp::CpuLinear(l1) = &*imp1 else { return Ok(None) };
     let Some(imp2) = deployed(fc2, x, bias2, None)? else { return Ok(None) };
     let Imp::CpuLinear(l2) = &*imp2 else { return Ok(None) };
-    Ok(Some(timed(|| nm_mlp_forward(l1, MlpActivation::Gelu, l2, x))?))
+    Ok(Some(timed(|| nm_mlp_forward_fused(l1, MlpActivation::Gelu, l2, x, norm, residual))?))
+}
+
+/// The deployed forward of `residual + linear(norm(x))` (norm and residual
+/// optional) when the Linear deploys an N:M weight on the CPU:
+/// [`NmLinear::forward_tensor_fused`], timed as one deployed call; `None`
+/// otherwise (the caller runs the ops in turn).
+pub(crate) fn linear_forward_fused(
+    slot: &SparseSlot,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    norm: Option<NormParams<'_>>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let Some(imp) = deployed(slot, x, bias, None)? else { return Ok(None) };
+    let Imp::CpuLinear(l) = &*imp else { return Ok(None) };
+    Ok(Some(timed(|| l.forward_tensor_fused(x, norm, residual))?))
 }
 
 /// The deployed forward of a Conv2d: `None` when it does not apply.

@@ -8,6 +8,7 @@
 
 use crate::nn::deployed;
 use crate::nn::init::Init;
+use crate::nn::norm::LayerNorm;
 use crate::nn::sparse::SparseSlot;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
@@ -53,10 +54,47 @@ impl Linear {
     /// tile where that is faster (see `nn/deployed.rs`); otherwise the
     /// three ops in turn.
     pub fn gelu_mlp(&self, fc2: &Linear, x: &Tensor) -> Result<Tensor, LayersError> {
-        if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x)? {
+        if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x, None, None)? {
             return Ok(y);
         }
         fc2.forward(&self.forward(x)?.gelu()?)
+    }
+
+    /// `residual + self(norm(x))`, a pre-norm block's layer (either part
+    /// optional). When the layer deploys an N:M weight on the CPU (no grad
+    /// mode) the norm and the residual go into the N:M call, which fuses
+    /// them where its kernel can (`sparsedm_tensor::nm_cpu::NmFuse`);
+    /// otherwise the ops run in turn. Same values either way.
+    pub fn forward_fused(&self, x: &Tensor, norm: Option<&LayerNorm>, residual: Option<&Tensor>) -> Result<Tensor, LayersError> {
+        if let Some(y) = deployed::linear_forward_fused(&self.slot, x, self.bias.as_ref(), norm.map(LayerNorm::params), residual)? {
+            return Ok(y);
+        }
+        let y = match norm {
+            Some(n) => self.forward(&n.forward(x)?)?,
+            None => self.forward(x)?,
+        };
+        Ok(match residual {
+            Some(r) => r.add(&y)?,
+            None => y,
+        })
+    }
+
+    /// `residual + fc2(gelu(self(norm(x))))`: [`Linear::gelu_mlp`] in a
+    /// pre-norm block (either part optional), fused into the N:M MLP call
+    /// where both layers deploy N:M weights on the CPU.
+    pub fn gelu_mlp_fused(&self, fc2: &Linear, x: &Tensor, norm: Option<&LayerNorm>, residual: Option<&Tensor>) -> Result<Tensor, LayersError> {
+        let params = norm.map(LayerNorm::params);
+        if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x, params, residual)? {
+            return Ok(y);
+        }
+        let y = match norm {
+            Some(n) => self.gelu_mlp(fc2, &n.forward(x)?)?,
+            None => self.gelu_mlp(fc2, x)?,
+        };
+        Ok(match residual {
+            Some(r) => r.add(&y)?,
+            None => y,
+        })
     }
 
     /// The dense weight variable (held by the slot).

@@ -4,6 +4,7 @@
 use crate::nn::init::Init;
 use crate::{LayersError, ParamStore};
 use sparsedm_tensor::Tensor;
+use sparsedm_tensor::nm_cpu::NormParams;
 
 /// `torch.nn.LayerNorm(dim, eps, elementwise_affine)`.
 #[derive(Debug, Clone)]
@@ -24,6 +25,11 @@ impl LayerNorm {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayersError> {
         Ok(x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)?)
+    }
+    /// The parameters, for a kernel that applies the norm itself (the N:M
+    /// layers of a pre-norm block, `nn/deployed.rs`).
+    pub fn params(&self) -> NormParams<'_> {
+        NormParams { weight: self.weight.as_ref(), bias: self.bias.as_ref(), eps: self.eps }
     }
 }
 
