@@ -228,6 +228,6 @@ fn prenorm_block_layers_take_their_norm_and_residual_into_the_nm_call() {
         let xw = x.to_var();
         let y2 = xw.add(&lin.forward(&norm.forward(&xw).unwrap()).unwrap()).unwrap();
         let g2 = y2.sum_all().unwrap().backward().unwrap();
-        assert_close(&g.get(&xv).unwrap(), &g2.get(&xw).unwrap(), &format!("gradient {what}"));
+        assert_close(g.get(&xv).unwrap(), g2.get(&xw).unwrap(), &format!("gradient {what}"));
     }
 }

@@ -361,12 +361,12 @@ impl Storage {
     ) -> Result<(Storage, Option<Storage>)> {
         let op = "attention";
         match (self, k.0, v.0) {
-            (Storage::Cpu(q), Storage::Cpu(kc), Storage::Cpu(vc)) => {
-                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo).map(|(o, p)| (Storage::Cpu(o), p.map(Storage::Cpu)))
-            }
-            (Storage::Cuda(q), Storage::Cuda(kc), Storage::Cuda(vc)) => {
-                q.attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo).map(|(o, p)| (Storage::Cuda(o), p.map(Storage::Cuda)))
-            }
+            (Storage::Cpu(q), Storage::Cpu(kc), Storage::Cpu(vc)) => q
+                .attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo)
+                .map(|(o, p)| (Storage::Cpu(o), p.map(Storage::Cpu))),
+            (Storage::Cuda(q), Storage::Cuda(kc), Storage::Cuda(vc)) => q
+                .attention(l, (kc, k.1), (vc, v.1), batch, dims, scale, keep_probs, lo)
+                .map(|(o, p)| (Storage::Cuda(o), p.map(Storage::Cuda))),
             (q, kk, vv) => {
                 let other = if kk.device() != q.device() { kk.device() } else { vv.device() };
                 Err(Error::DeviceMismatch { op, lhs: q.device(), rhs: other })

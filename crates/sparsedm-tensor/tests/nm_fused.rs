@@ -11,8 +11,8 @@ mod nm_data;
 
 use nm_data::{lcg, masked};
 use sparsedm_tensor::nm_cpu::{
-    Isa, MlpActivation, NmFuse, NmKernel, NmLinear, NormParams, RowNorm, nm_mlp_forward, nm_mlp_forward_fused, nm_mlp_fused_with, nm_mlp_with,
-    spmm_fused_with, spmm_kernel_with,
+    Isa, MlpActivation, NmFuse, NmKernel, NmLinear, NormParams, RowNorm, nm_mlp_forward, nm_mlp_forward_fused, nm_mlp_fused_with,
+    nm_mlp_with, spmm_fused_with, spmm_kernel_with,
 };
 use sparsedm_tensor::{Device, Tensor};
 
@@ -137,7 +137,11 @@ fn fused_mlp_equals_norm_then_mlp_then_add_bit_for_bit() {
                             let mut got = vec![f32::NAN; rows * out];
                             let fuse = NmFuse { norm, residual };
                             nm_mlp_fused_with(isa, &fc1, MlpActivation::Gelu, &fc2, &x, rows, &fuse, &mut got).unwrap();
-                            let what = format!("mlp {n}:{m} rows {rows} {inp}->{hid}->{out} {isa:?} norm {} residual {}", norm.is_some(), residual.is_some());
+                            let what = format!(
+                                "mlp {n}:{m} rows {rows} {inp}->{hid}->{out} {isa:?} norm {} residual {}",
+                                norm.is_some(),
+                                residual.is_some()
+                            );
                             assert_bits(&what, &got, &want);
                             checked += 1;
                         }
@@ -193,7 +197,9 @@ fn tensor_calls_equal_the_ops_apart_and_check_their_shapes() {
     let mut y = vec![0f32; 2 * out];
     let fuse = NmFuse { norm: None, residual: Some(&[0.0; 3]) };
     let isa = Isa::best();
-    assert!(spmm_fused_with(isa, NmKernel::for_weight(isa, layer.weight()), &data(2 * inp, 1), 2, layer.weight(), None, &fuse, &mut y).is_err());
+    assert!(
+        spmm_fused_with(isa, NmKernel::for_weight(isa, layer.weight()), &data(2 * inp, 1), 2, layer.weight(), None, &fuse, &mut y).is_err()
+    );
     // Empty inputs give empty outputs.
     let e0 = Tensor::zeros(&[0, inp], &cpu).unwrap();
     let r0 = Tensor::zeros(&[0, out], &cpu).unwrap();

@@ -166,9 +166,12 @@ fn train_curve(dev: Device, steps: usize, srste: bool) -> (Vec<f32>, Vec<Vec<f32
     train_curve_from(dev, steps, srste).1
 }
 
+/// The initial parameters, then the losses and the final parameters.
+type Curve = (Vec<Vec<f32>>, (Vec<f32>, Vec<Vec<f32>>));
+
 /// [`train_curve`] with the initial parameters (drawn on the host from the
 /// store's seed, so the same on every device) first.
-fn train_curve_from(dev: Device, steps: usize, srste: bool) -> (Vec<Vec<f32>>, (Vec<f32>, Vec<Vec<f32>>)) {
+fn train_curve_from(dev: Device, steps: usize, srste: bool) -> Curve {
     let store = ParamStore::new(dev, 3);
     let model = UViT::new(&store, &tiny_uvit()).unwrap();
     let init = store.params().iter().map(|(_, p)| p.to_vec_f32().unwrap()).collect();

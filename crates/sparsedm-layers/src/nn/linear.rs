@@ -82,7 +82,13 @@ impl Linear {
     /// `residual + fc2(gelu(self(norm(x))))`: [`Linear::gelu_mlp`] in a
     /// pre-norm block (either part optional), fused into the N:M MLP call
     /// where both layers deploy N:M weights on the CPU.
-    pub fn gelu_mlp_fused(&self, fc2: &Linear, x: &Tensor, norm: Option<&LayerNorm>, residual: Option<&Tensor>) -> Result<Tensor, LayersError> {
+    pub fn gelu_mlp_fused(
+        &self,
+        fc2: &Linear,
+        x: &Tensor,
+        norm: Option<&LayerNorm>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor, LayersError> {
         let params = norm.map(LayerNorm::params);
         if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x, params, residual)? {
             return Ok(y);

@@ -121,7 +121,9 @@ impl RowNorm<'_> {
     /// the affine parts hold `inp` floats.
     pub(crate) unsafe fn rows_into(&self, x: *const f32, rows: usize, inp: usize, y: *mut f32) {
         // SAFETY: as the caller guarantees.
-        let (x, y) = unsafe { (std::slice::from_raw_parts(x, rows * inp), std::slice::from_raw_parts_mut(y.cast::<MaybeUninit<f32>>(), rows * inp)) };
+        let (x, y) = unsafe {
+            (std::slice::from_raw_parts(x, rows * inp), std::slice::from_raw_parts_mut(y.cast::<MaybeUninit<f32>>(), rows * inp))
+        };
         layer_norm_rows_into(x, inp, self.eps, self.weight, self.bias, y);
     }
 }

@@ -155,7 +155,15 @@ pub(crate) unsafe fn spmm_rows(x: &[f32], rows: usize, w: &NmWeight, bias: Optio
             // slabs sl0..sl1 of y.
             unsafe {
                 let res = if res == 0 { std::ptr::null() } else { (res as *const f32).add(r0 * out) };
-                item(x.as_ptr().add(r0 * inp), rt, lay, (sl0, sl1), (w, bias as *const f32, norm), (y_ptr.get().add(r0 * out), res), (panel, yt))
+                item(
+                    x.as_ptr().add(r0 * inp),
+                    rt,
+                    lay,
+                    (sl0, sl1),
+                    (w, bias as *const f32, norm),
+                    (y_ptr.get().add(r0 * out), res),
+                    (panel, yt),
+                )
             }
         });
     };
@@ -235,7 +243,15 @@ pub(crate) unsafe fn mlp_rows(
 /// As [`mlp_rows`]; `panel` holds `in·64` floats, `h` `hidden·64`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hidden_tile(x: *const f32, rt: usize, lay: &RowLayout, (inp, hidden): (usize, usize), bias: *const f32, panel: *mut f32, h: *mut f32) {
+unsafe fn hidden_tile(
+    x: *const f32,
+    rt: usize,
+    lay: &RowLayout,
+    (inp, hidden): (usize, usize),
+    bias: *const f32,
+    panel: *mut f32,
+    h: *mut f32,
+) {
     // SAFETY: forwarded from the caller.
     unsafe {
         super::simd_avx2::panel_avx(x, inp, rt, TOKENS, inp, panel, TOKENS);

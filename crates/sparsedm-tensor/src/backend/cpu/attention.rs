@@ -338,14 +338,62 @@ pub(crate) fn attention_backward(
                 let (oq, ok, ov, og) = (batch_offset(lq, i), batch_offset(lk, i), batch_offset(lv, i), batch_offset(lg, i));
                 let pi = &p[i * nq * nk..(i + 1) * nq * nk];
                 // gv = pᵀ · g   (lhs[j, r] = p[r, j])
-                gemm_f32_raw(at(outs[2], i), span(nk, dv, out_rs[2]), out_rs[2], nk, dv, nq, pi, 1, nk, &g[og..], g_rs, g_cs, false, false, None);
+                gemm_f32_raw(
+                    at(outs[2], i),
+                    span(nk, dv, out_rs[2]),
+                    out_rs[2],
+                    nk,
+                    dv,
+                    nq,
+                    pi,
+                    1,
+                    nk,
+                    &g[og..],
+                    g_rs,
+                    g_cs,
+                    false,
+                    false,
+                    None,
+                );
                 with_scores_scratch(nq * nk, |s| {
                     // s = g · vᵀ, then the scaled softmax backward in place
                     gemm_f32(s, nq, nk, dv, &g[og..], g_rs, g_cs, &v[ov..], v_cs, v_rs, false, false);
                     vectorized_with(SoftmaxBackwardScaled { g: &mut *s, y: pi, len: nk, scale });
                     // gq = s · k;  gk = sᵀ · q
-                    gemm_f32_raw(at(outs[0], i), span(nq, d, out_rs[0]), out_rs[0], nq, d, nk, s, nk, 1, &k[ok..], k_rs, k_cs, false, false, None);
-                    gemm_f32_raw(at(outs[1], i), span(nk, d, out_rs[1]), out_rs[1], nk, d, nq, s, 1, nk, &q[oq..], q_rs, q_cs, false, false, None);
+                    gemm_f32_raw(
+                        at(outs[0], i),
+                        span(nq, d, out_rs[0]),
+                        out_rs[0],
+                        nq,
+                        d,
+                        nk,
+                        s,
+                        nk,
+                        1,
+                        &k[ok..],
+                        k_rs,
+                        k_cs,
+                        false,
+                        false,
+                        None,
+                    );
+                    gemm_f32_raw(
+                        at(outs[1], i),
+                        span(nk, d, out_rs[1]),
+                        out_rs[1],
+                        nk,
+                        d,
+                        nq,
+                        s,
+                        1,
+                        nk,
+                        &q[oq..],
+                        q_rs,
+                        q_cs,
+                        false,
+                        false,
+                        None,
+                    );
                 });
             });
         })

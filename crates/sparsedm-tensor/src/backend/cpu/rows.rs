@@ -5,8 +5,8 @@
 use crate::backend::cpu::math::fast_exp;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::written_vec;
-use std::mem::MaybeUninit;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// One row kernel over an input row: implementations' `apply` is
 /// `#[inline(always)]`, so that [`Rows`] compiles it into each instruction
@@ -345,7 +345,9 @@ pub(crate) fn layer_norm_last(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>
     assert!(w.is_none_or(|w| w.len() == len) && b.is_none_or(|b| b.len() == len), "layer_norm: affine length != {len}");
     let mut rstd = vec![0f32; x.len() / len];
     let rows = rows_per_task(len);
-    let one = |((x, y), rstd): ((&[f32], &mut [MaybeUninit<f32>]), &mut [f32])| vectorized_with(LayerNormRows { x, y, rstd, len, eps, w, b });
+    // One task: rows of x, their outputs, their rstd.
+    type Task<'t> = ((&'t [f32], &'t mut [MaybeUninit<f32>]), &'t mut [f32]);
+    let one = |((x, y), rstd): Task<'_>| vectorized_with(LayerNormRows { x, y, rstd, len, eps, w, b });
     // SAFETY: every row of `x` (whole rows: x.len() is a multiple of len, as
     // rstd's length assumes) gets its `len` outputs written by
     // `layer_norm_row`, so every element is written; no zeroing pass first.
@@ -365,7 +367,12 @@ pub(crate) fn layer_norm_last(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>
 /// without the `rstd` output: the same bits, row for row (the N:M kernels
 /// normalise their token tiles with it, `nm_cpu/fuse.rs`).
 pub(crate) fn layer_norm_rows_into(x: &[f32], len: usize, eps: f32, w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
-    assert!(x.len() == y.len() && (len == 0 || x.len().is_multiple_of(len)), "layer_norm_rows_into: {} inputs, {} outputs, rows of {len}", x.len(), y.len());
+    assert!(
+        x.len() == y.len() && (len == 0 || x.len().is_multiple_of(len)),
+        "layer_norm_rows_into: {} inputs, {} outputs, rows of {len}",
+        x.len(),
+        y.len()
+    );
     assert!(w.is_none_or(|w| w.len() == len) && b.is_none_or(|b| b.len() == len), "layer_norm: affine length != {len}");
     if len == 0 {
         return;
