@@ -69,14 +69,7 @@ impl Linear {
         if let Some(y) = deployed::linear_forward_fused(&self.slot, x, self.bias.as_ref(), norm.map(LayerNorm::params), residual)? {
             return Ok(y);
         }
-        let y = match norm {
-            Some(n) => self.forward(&n.forward(x)?)?,
-            None => self.forward(x)?,
-        };
-        Ok(match residual {
-            Some(r) => r.add(&y)?,
-            None => y,
-        })
+        in_turn(x, norm, residual, |h| self.forward(h))
     }
 
     /// `residual + fc2(gelu(self(norm(x))))`: [`Linear::gelu_mlp`] in a
@@ -93,14 +86,7 @@ impl Linear {
         if let Some(y) = deployed::gelu_mlp_forward(&self.slot, self.bias.as_ref(), &fc2.slot, fc2.bias.as_ref(), x, params, residual)? {
             return Ok(y);
         }
-        let y = match norm {
-            Some(n) => self.gelu_mlp(fc2, &n.forward(x)?)?,
-            None => self.gelu_mlp(fc2, x)?,
-        };
-        Ok(match residual {
-            Some(r) => r.add(&y)?,
-            None => y,
-        })
+        in_turn(x, norm, residual, |h| self.gelu_mlp(fc2, h))
     }
 
     /// The dense weight variable (held by the slot).
@@ -119,4 +105,22 @@ impl Linear {
     pub fn out_dim(&self) -> usize {
         self.slot.layout().out()
     }
+}
+
+/// `residual + f(norm(x))` as separate ops (either part optional): what the
+/// fused calls compute when nothing is deployed N:M on the CPU.
+fn in_turn(
+    x: &Tensor,
+    norm: Option<&LayerNorm>,
+    residual: Option<&Tensor>,
+    f: impl FnOnce(&Tensor) -> Result<Tensor, LayersError>,
+) -> Result<Tensor, LayersError> {
+    let y = match norm {
+        Some(n) => f(&n.forward(x)?)?,
+        None => f(x)?,
+    };
+    Ok(match residual {
+        Some(r) => r.add(&y)?,
+        None => y,
+    })
 }
