@@ -441,7 +441,7 @@ unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: 
 #[inline(always)]
 unsafe fn store_tile_with<const RES: bool>(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: *const f32, ldy: usize) {
     use super::simd_avx2::transpose4_in_lanes;
-    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{__m256, _mm_loadu_ps, _mm256_add_ps, _mm256_castps128_ps256, _mm256_insertf128_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
     // Stores `v` at `y + k`, plus the residual there (a macro, not a
     // closure: intrinsics must be inlined into this AVX2 function).
     macro_rules! put {
@@ -456,15 +456,20 @@ unsafe fn store_tile_with<const RES: bool>(yt: *const f32, nrows: usize, rt: usi
     unsafe {
         for o in (0..o8).step_by(8) {
             for i in (0..i8).step_by(8) {
-                let mut r: [__m256; 8] = [_mm256_setzero_ps(); 8];
-                for (q, v) in r.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(yt.add((o + q) * TOKENS + i));
-                }
-                let lo = transpose4_in_lanes([r[0], r[1], r[2], r[3]]);
-                let hi = transpose4_in_lanes([r[4], r[5], r[6], r[7]]);
-                for j in 0..4 {
-                    put!((i + j) * ldy + o, _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]));
-                    put!((i + 4 + j) * ldy + o, _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]));
+                // Register q holds tokens i+h..i+h+4 of row o+q in its low
+                // lane and of row o+4+q in its high lane (h = 0, then 4), so
+                // the in-lane 4×4 transpose leaves whole output rows (8
+                // features of one token): no cross-lane permutes.
+                for h in [0, 4] {
+                    let mut r: [__m256; 4] = [_mm256_setzero_ps(); 4];
+                    for (q, v) in r.iter_mut().enumerate() {
+                        let lo = _mm_loadu_ps(yt.add((o + q) * TOKENS + i + h));
+                        *v = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo), _mm_loadu_ps(yt.add((o + 4 + q) * TOKENS + i + h)));
+                    }
+                    let t = transpose4_in_lanes(r);
+                    for (j, v) in t.into_iter().enumerate() {
+                        put!((i + h + j) * ldy + o, v);
+                    }
                 }
             }
         }
