@@ -201,7 +201,8 @@ impl NmLinear {
     /// either way as the separate ops.
     ///
     /// # Errors
-    /// Buffer lengths that do not match `rows`, `in`, `out`.
+    /// Buffer lengths that do not match `rows`, `in`, `out`, including the
+    /// norm's affine parts (`in`) and the residual (`rows·out`).
     pub fn forward_fused_with(&self, path: NmPath, x: &[f32], rows: usize, fuse: &NmFuse<'_>, y: &mut [f32]) -> Result<()> {
         self.forward_with_uninit(path, x, rows, fuse, as_uninit(y))
     }
