@@ -214,6 +214,11 @@ impl Storage {
         each!(self, c => c.sum_dims(l, dims))
     }
 
+    /// Σx² over the whole view (one element).
+    pub(crate) fn sum_sq_all(&self, l: &Layout) -> Result<Storage> {
+        each!(self, c => c.sum_sq_all(l))
+    }
+
     /// Maximum over `dim` and the index (i64) of its first maximal element.
     pub(crate) fn max_dim(&self, l: &Layout, dim: usize) -> Result<(Storage, Storage)> {
         match self {

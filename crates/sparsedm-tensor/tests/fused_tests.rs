@@ -1,7 +1,8 @@
 //! The fused in-place updates and the N:M mask on CPU tensors: the same
-//! arithmetic as `sparsedm-train`'s AdamW and EMA loops (written out here
-//! operation by operation), the mask equal to `sparsedm_tensor::nm`, and
-//! bad operands refused with errors.
+//! arithmetic as PyTorch's AdamW and U-ViT's EMA (written out here
+//! operation by operation; `sparsedm-train`'s optimizer and EMA call these
+//! updates on every device), the mask equal to `sparsedm_tensor::nm`, the
+//! squared norm without a squared copy, and bad operands refused with errors.
 
 use sparsedm_tensor::nm::{NmGroups, nm_mask_into};
 use sparsedm_tensor::{AdamWScalars, Device, Rng, Tensor};
@@ -97,4 +98,31 @@ fn nm_mask_on_the_cpu_equals_the_slice_rule() {
     assert!(randn(&[4, 6], 13).nm_mask(2, 4).is_err());
     assert!(randn(&[8], 13).nm_mask(2, 4).is_err());
     assert!(randn(&[4, 8], 13).nm_mask(5, 4).is_err());
+}
+
+#[test]
+fn sum_sq_all_is_the_f64_sum_of_squares_of_any_view() {
+    // Lengths around the 8 lanes and the 32768-element parallel chunk, and
+    // a strided view (gathered first): against a plain f64 sum, which the
+    // f64 lanes match to the last f32 bit at these sizes (the two sums
+    // differ by far less than half an f32 ulp of the total).
+    for (shape, seed) in [(vec![0usize], 1u64), (vec![7], 2), (vec![3, 9], 3), (vec![32768], 4), (vec![5, 32768 / 5 + 3], 5), (vec![41, 1000], 6)] {
+        let x = randn(&shape, seed);
+        let want = x.to_vec_f32().unwrap().iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32;
+        let got = x.sum_sq_all().unwrap();
+        assert_eq!(got.shape(), &[] as &[usize]);
+        assert_eq!(got.to_scalar().unwrap(), want, "{shape:?}");
+    }
+    let x = randn(&[300, 257], 7);
+    let xt = x.t().unwrap();
+    let want = xt.contiguous().unwrap().sum_sq_all().unwrap().to_scalar().unwrap();
+    assert_eq!(xt.sum_sq_all().unwrap().to_scalar().unwrap(), want);
+    let rel = (want as f64 - x.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap() as f64).abs() / want as f64;
+    assert!(rel < 1e-6, "{rel}");
+    // d/dx Σx² = 2x, through a view.
+    let v = randn(&[4, 6], 8).to_var();
+    let g = v.t().unwrap().sum_sq_all().unwrap().mul_scalar(0.5).unwrap().backward().unwrap();
+    assert_eq!(g.get(&v).unwrap().to_vec_f32().unwrap(), v.to_vec_f32().unwrap());
+    let e = Tensor::from_vec_i64(vec![1, 2], &[2], &Device::Cpu).unwrap().sum_sq_all().unwrap_err();
+    assert!(e.to_string().contains("sum_sq_all"), "{e}");
 }

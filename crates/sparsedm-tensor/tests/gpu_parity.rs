@@ -157,6 +157,8 @@ fn gpu_reductions() {
         parity(&format!("gpu_reductions/var{dims:?}"), std::slice::from_ref(&x), |v| v[0].var_dims(&dims, false, true));
     }
     parity("gpu_reductions/sum_all", std::slice::from_ref(&x), |v| v[0].sum_all());
+    parity("gpu_reductions/sum_sq_all_of_view", std::slice::from_ref(&x), |v| v[0].permute(&[3, 1, 0, 2])?.sum_sq_all());
+    parity("gpu_reductions/sum_sq_all_long", &[randn(&[37, 1000], 15)], |v| v[0].sum_sq_all());
     parity("gpu_reductions/mean_all_of_view", std::slice::from_ref(&x), |v| v[0].permute(&[3, 1, 0, 2])?.mean_all());
     parity("gpu_reductions/sum_to_shape", &[randn(&[4, 1, 6], 13), randn(&[3, 1, 5, 6], 14)], |v| v[0].mul(&v[1].sum_dims(&[0], false)?));
     for dim in 0..4 {

@@ -5,8 +5,10 @@
 //! sparse Linears hold dense weights): the EMA model then derives its
 //! masks from its own averaged weights, so a position whose mask switches
 //! on carries its averaged dense value instead of ramping up from 0.
-//! Shadows live on their source's device; on a GPU each update is one fused
-//! kernel ([`Tensor::ema_update_`], the same arithmetic as the host loop).
+//! Shadows live on their source's device; each update is one fused
+//! primitive per tensor ([`Tensor::ema_update_`]: a parallel loop on the
+//! CPU, one kernel on a GPU, the same arithmetic), reading the weights in
+//! place.
 
 use crate::error::{Result, TrainError};
 use sparsedm_tensor::{Tensor, no_grad};
@@ -47,16 +49,7 @@ impl Ema {
             if name != vname {
                 return Err(TrainError::Config(format!("EMA: expected {name}, got {vname}")));
             }
-            if s.is_cuda() {
-                s.ema_update_(v, d)?;
-                continue;
-            }
-            let cur = v.to_vec_f32()?;
-            s.update_f32(|e| {
-                for (e, &c) in e.iter_mut().zip(&cur) {
-                    *e = d * *e + (1.0 - d) * c;
-                }
-            })?;
+            s.ema_update_(v, d)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ pub fn global_norm(grads: &GradStore, params: &[(String, Tensor)]) -> Result<f32
     let mut total: Option<Tensor> = None;
     for (_, p) in params {
         if let Some(g) = grads.get(p) {
-            let sq = g.sqr()?.sum_all()?;
+            let sq = g.sum_sq_all()?;
             total = Some(match total {
                 Some(t) => t.add(&sq)?,
                 None => sq,

@@ -1,15 +1,15 @@
 //! AdamW with PyTorch's semantics (`torch.optim.AdamW`, amsgrad off):
 //! decoupled weight decay `p ← p·(1 − lr·wd)`, then the Adam step with bias
 //! correction, `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`. Weight decay
-//! applies to every parameter that has a gradient, as U-ViT does. The
-//! update is one fused pass per parameter over f32 slices, in parallel.
+//! applies to every parameter that has a gradient, as U-ViT does.
 //!
-//! A parameter on a GPU keeps its moments on the same GPU and is updated
-//! there by one fused kernel ([`Tensor::adamw_step_`]) with the same
-//! per-element arithmetic, so nothing moves through host memory.
+//! Each parameter keeps its two moments as tensors on its own device and is
+//! updated by one fused primitive ([`Tensor::adamw_step_`]: a parallel loop
+//! on the CPU, one kernel on a GPU, the same per-element arithmetic), which
+//! reads the gradient where it lies: no copy of the gradient or of the
+//! moments per step, and one code path for every device.
 
 use crate::error::{Result, TrainError};
-use rayon::prelude::*;
 use sparsedm_tensor::{AdamWScalars, Device, GradStore, Tensor};
 
 /// Hyper-parameters (defaults: PyTorch's, except the learning rate).
@@ -31,27 +31,20 @@ impl Default for AdamWConfig {
 struct Slot {
     name: String,
     param: Tensor,
-    moments: Moments,
-}
-
-/// A parameter's first and second moments, where its device needs them.
-#[derive(Debug)]
-enum Moments {
-    /// Host vectors for a parameter on the CPU (the rayon loop of `step`).
-    Host { exp_avg: Vec<f32>, exp_avg_sq: Vec<f32> },
-    /// Tensors on the parameter's GPU; `None` until the first step or load
-    /// (zeros then), because allocating device memory can fail and
-    /// [`AdamW::new`] cannot.
-    Device(Option<(Tensor, Tensor)>),
+    /// The first and second moments on the parameter's device; `None` until
+    /// the first step or load (zeros then), so a parameter that never gets a
+    /// gradient costs no memory, and allocating (which can fail on a GPU)
+    /// happens where errors can be returned.
+    moments: Option<(Tensor, Tensor)>,
 }
 
 impl Slot {
-    /// The device moments, allocated (zeros) on first use.
-    fn device_moments(param: &Tensor, state: &mut Option<(Tensor, Tensor)>) -> Result<(Tensor, Tensor)> {
-        if state.is_none() {
-            *state = Some((param.zeros_like()?, param.zeros_like()?));
+    /// The moments, allocated (zeros) on first use.
+    fn moments(&mut self) -> Result<(Tensor, Tensor)> {
+        if self.moments.is_none() {
+            self.moments = Some((self.param.zeros_like()?, self.param.zeros_like()?));
         }
-        state.clone().ok_or_else(|| TrainError::Config("AdamW: device moments missing".into()))
+        self.moments.clone().ok_or_else(|| TrainError::Config("AdamW: moments missing".into()))
     }
 }
 
@@ -65,18 +58,7 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> Self {
-        let slots = params
-            .into_iter()
-            .map(|(name, param)| {
-                let moments = if param.is_cuda() {
-                    Moments::Device(None)
-                } else {
-                    let n = param.elem_count();
-                    Moments::Host { exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] }
-                };
-                Slot { name, param, moments }
-            })
-            .collect();
+        let slots = params.into_iter().map(|(name, param)| Slot { name, param, moments: None }).collect();
         AdamW { cfg, slots, step: 0 }
     }
 
@@ -99,33 +81,11 @@ impl AdamW {
         let step_size = (lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2_sqrt as f32;
         let decay = 1.0 - lr * wd;
+        let s = AdamWScalars { lr, beta1: b1, beta2: b2, eps, decay, step_size, bc2_sqrt };
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.param) else { continue };
-            let (m, v) = match &mut slot.moments {
-                Moments::Host { exp_avg, exp_avg_sq } => (exp_avg, exp_avg_sq),
-                Moments::Device(state) => {
-                    let (m, v) = Slot::device_moments(&slot.param, state)?;
-                    let s = AdamWScalars { lr, beta1: b1, beta2: b2, eps, decay, step_size, bc2_sqrt };
-                    slot.param.adamw_step_(g, &m, &v, &s)?;
-                    continue;
-                }
-            };
-            let g = g.to_vec_f32()?;
-            slot.param.update_f32(|p| {
-                const CHUNK: usize = 1 << 14;
-                p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(
-                    |(((p, m), v), g)| {
-                        for i in 0..p.len() {
-                            let gi = g[i];
-                            p[i] *= decay;
-                            m[i] += (1.0 - b1) * (gi - m[i]);
-                            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                            let denom = v[i].sqrt() / bc2_sqrt + eps;
-                            p[i] -= step_size * m[i] / denom;
-                        }
-                    },
-                );
-            })?;
+            let (m, v) = slot.moments()?;
+            slot.param.adamw_step_(g, &m, &v, &s)?;
         }
         Ok(())
     }
@@ -139,9 +99,8 @@ impl AdamW {
         for s in &self.slots {
             let shape = s.param.shape();
             let (m, v) = match &s.moments {
-                Moments::Host { exp_avg, exp_avg_sq } => (exp_avg.clone(), exp_avg_sq.clone()),
-                Moments::Device(Some((m, v))) => (m.to_vec_f32()?, v.to_vec_f32()?),
-                Moments::Device(None) => (vec![0.0; s.param.elem_count()], vec![0.0; s.param.elem_count()]),
+                Some((m, v)) => (m.to_vec_f32()?, v.to_vec_f32()?),
+                None => (vec![0.0; s.param.elem_count()], vec![0.0; s.param.elem_count()]),
             };
             out.push((format!("optim.exp_avg.{}", s.name), Tensor::from_vec(m, shape, &Device::Cpu)?));
             out.push((format!("optim.exp_avg_sq.{}", s.name), Tensor::from_vec(v, shape, &Device::Cpu)?));
@@ -165,13 +124,8 @@ impl AdamW {
             let shape = s.param.shape().to_vec();
             let m = get(&format!("optim.exp_avg.{}", s.name), &shape)?;
             let v = get(&format!("optim.exp_avg_sq.{}", s.name), &shape)?;
-            s.moments = match s.moments {
-                Moments::Host { .. } => Moments::Host { exp_avg: m, exp_avg_sq: v },
-                Moments::Device(_) => {
-                    let dev = s.param.device();
-                    Moments::Device(Some((Tensor::from_vec(m, &shape, &dev)?, Tensor::from_vec(v, &shape, &dev)?)))
-                }
-            };
+            let dev = s.param.device();
+            s.moments = Some((Tensor::from_vec(m, &shape, &dev)?, Tensor::from_vec(v, &shape, &dev)?));
         }
         let step = tensors.get("optim.step").ok_or_else(|| TrainError::Config("optimizer state: missing optim.step".into()))?;
         self.step = step.to_vec_i64()?.first().copied().unwrap_or(0).max(0) as u64;

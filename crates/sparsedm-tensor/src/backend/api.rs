@@ -36,6 +36,16 @@ pub(crate) trait BackendStorage: Sized {
 
     /// Sum over the sorted, distinct `dims` (kept dims in order).
     fn sum_dims(&self, l: &Layout, dims: &[usize]) -> Result<Self>;
+    /// Σx² over every element of the view, as a one-element f32 buffer: a
+    /// gradient's squared norm. The default squares into a temporary and
+    /// sums it; a backend may read the view once instead (the CPU does,
+    /// accumulating in f64).
+    fn sum_sq_all(&self, l: &Layout) -> Result<Self> {
+        let sq = self.unary(l, UnaryKind::Sqr, "sum_sq_all")?;
+        let lc = Layout::contiguous(l.shape());
+        let dims: Vec<usize> = (0..l.rank()).collect();
+        sq.sum_dims(&lc, &dims)
+    }
     /// Maximum over `dim` and the index (i64) of its first maximal element
     /// (NaN counts as the maximum).
     fn max_dim(&self, l: &Layout, dim: usize) -> Result<(Self, Self)>;

@@ -53,6 +53,32 @@ impl Tensor {
         self.sum_dims(&dims, false)
     }
 
+    /// Σx² over all elements (a 0-dim f32 tensor on this tensor's device),
+    /// reading the elements once where the backend can (the CPU: no squared
+    /// copy, f64 accumulation): a gradient's squared norm. Its gradient is
+    /// 2x times the output's.
+    ///
+    /// # Errors
+    /// A dtype other than f32, or a failed launch.
+    pub fn sum_sq_all(&self) -> Result<Tensor> {
+        if self.dtype() != crate::DType::F32 {
+            return Err(Error::UnsupportedDType { op: "sum_sq_all", dtype: self.dtype(), expected: "f32" });
+        }
+        let values = self.storage().sum_sq_all(self.layout())?;
+        let x = self.clone();
+        Ok(Tensor::from_op(
+            values,
+            &[],
+            "sum_sq_all",
+            &[self],
+            bw(move |c| {
+                let ones = vec![1; x.rank()];
+                let g = c.grad.reshape(&ones)?.broadcast_as(x.shape())?;
+                Ok(vec![Some(x.mul(&g)?.mul_scalar(2.0)?)])
+            }),
+        ))
+    }
+
     /// Mean over `dims`.
     pub fn mean_dims(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
         let dims = normalize_dims("mean", self.shape(), dims)?;

@@ -80,6 +80,10 @@ impl BackendStorage for CpuStorage {
     fn sum_dims(&self, l: &Layout, dims: &[usize]) -> Result<Self> {
         Ok(f32v(reduce::sum_dims(self.f32s("sum")?, l, dims)?))
     }
+    fn sum_sq_all(&self, l: &Layout) -> Result<Self> {
+        let op = "sum_sq_all";
+        Ok(f32v(vec![reduce::sum_sq(&dense(self, l, op)?)]))
+    }
     fn max_dim(&self, l: &Layout, dim: usize) -> Result<(Self, Self)> {
         let (v, i) = reduce::max_dim(self.f32s("max")?, l, dim)?;
         Ok((f32v(v), CpuStorage::I64(i)))

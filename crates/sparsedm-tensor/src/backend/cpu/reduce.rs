@@ -66,6 +66,30 @@ fn row_sum(r: &[f32]) -> f32 {
     r.iter().map(|&x| x as f64).sum::<f64>() as f32
 }
 
+/// Σx² of `x` in f64, rounded once to f32: fixed chunks summed in
+/// parallel (eight f64 lanes each), the chunk sums added in order, so the
+/// result does not depend on the number of threads. One read of `x`, no
+/// squared copy (a global gradient norm over a model's parameters was a
+/// squared copy of every gradient and a serial f64 sum of it).
+pub(crate) fn sum_sq(x: &[f32]) -> f32 {
+    const CHUNK: usize = 1 << 15;
+    let chunk = |c: &[f32]| {
+        vectorized(|| {
+            let mut acc = [0f64; 8];
+            let mut lanes = c.chunks_exact(8);
+            for v in &mut lanes {
+                for (a, &x) in acc.iter_mut().zip(v) {
+                    *a = (x as f64).mul_add(x as f64, *a);
+                }
+            }
+            let tail: f64 = lanes.remainder().iter().map(|&x| x as f64 * x as f64).sum();
+            acc.iter().sum::<f64>() + tail
+        })
+    };
+    let parts: Vec<f64> = if x.len() <= CHUNK { vec![chunk(x)] } else { x.par_chunks(CHUNK).map(chunk).collect() };
+    parts.iter().sum::<f64>() as f32
+}
+
 /// Sum of the view over the sorted, distinct `dims`.
 pub(crate) fn sum_dims(x: &[f32], l: &Layout, dims: &[usize]) -> Result<Vec<f32>> {
     let rank = l.rank();
