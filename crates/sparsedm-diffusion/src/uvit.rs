@@ -342,7 +342,8 @@ impl Block {
     /// long-skip tensor an out-block concatenates first).
     pub fn forward(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
         let x = match (&self.skip_linear, skip) {
-            (Some(lin), Some(s)) => lin.forward(&Tensor::cat(&[x, s], 2)?)?,
+            // skip_linear(cat([x, skip], -1)), one product per part.
+            (Some(lin), Some(s)) => lin.forward_cat(&[x, s])?,
             (Some(_), None) => {
                 return Err(DiffusionError::Input { what: "U-ViT block".into(), msg: "an out-block needs its skip tensor".into() });
             }

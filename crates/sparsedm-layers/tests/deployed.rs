@@ -231,3 +231,34 @@ fn prenorm_block_layers_take_their_norm_and_residual_into_the_nm_call() {
         assert_close(g.get(&xv).unwrap(), g2.get(&xw).unwrap(), &format!("gradient {what}"));
     }
 }
+
+#[test]
+fn a_linear_on_a_concatenation_takes_its_parts_apart_or_deployed() {
+    // `forward_cat` (U-ViT's long skips) against `forward` of the
+    // concatenation: dense, masked (SR-STE, grad mode: one product per
+    // part, gradients included) and deployed N:M (no grad: concatenated
+    // for the kernels).
+    force_path(Some(NmPath::Sparse));
+    let store = ParamStore::new(DEV, 90);
+    let (d, out) = (32, 24);
+    let lin = Linear::new(&store.pp("skip"), 2 * d, out, true).unwrap();
+    let (x, s) = (randn(&[3, 17, d], 5), randn(&[3, 17, d], 6));
+    let whole = |l: &Linear, a: &Tensor, b: &Tensor| l.forward(&Tensor::cat(&[a, b], 2).unwrap()).unwrap();
+    assert_close(&lin.forward_cat(&[&x, &s]).unwrap(), &whole(&lin, &x, &s), "dense");
+    lin.slot().set_mode(SparseMode::srste(NmPattern::new(2, 4).unwrap())).unwrap();
+    let (xv, sv) = (x.to_var(), s.to_var());
+    let y = lin.forward_cat(&[&xv, &sv]).unwrap();
+    let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let (xw, sw) = (x.to_var(), s.to_var());
+    let y2 = whole(&lin, &xw, &sw);
+    let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert_close(&y, &y2, "masked");
+    assert_close(g.get(&xv).unwrap(), g2.get(&xw).unwrap(), "masked: gradient of x");
+    assert_close(g.get(&sv).unwrap(), g2.get(&sw).unwrap(), "masked: gradient of the skip");
+    assert_close(g.get(lin.weight()).unwrap(), g2.get(lin.weight()).unwrap(), "masked: weight gradient");
+    store.set_training(false);
+    let dense = dense_forward(|| whole(&lin, &x, &s));
+    let nm = deployed_forward(|| lin.forward_cat(&[&x, &s]).unwrap());
+    assert_close(&nm, &dense, "deployed 2:4");
+    assert!(lin.slot().deployed_kind().is_some_and(|k| k != "dense"), "the deployed path ran: {:?}", lin.slot().deployed_kind());
+}

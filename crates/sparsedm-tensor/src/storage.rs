@@ -255,6 +255,32 @@ impl Storage {
         }
     }
 
+    /// `cat(parts, last) · wᵀ + bias` (see `BackendStorage::linear_cat`);
+    /// every operand on the first part's device.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn linear_cat(
+        parts: &[(&Storage, &Layout)],
+        w: (&Storage, &Layout),
+        bias: Option<(&Storage, &Layout)>,
+        m: usize,
+        ks: &[usize],
+        n: usize,
+    ) -> Result<Storage> {
+        let op = "linear_cat";
+        let first = parts.first().ok_or_else(|| Error::invalid(op, "no operands"))?.0;
+        let dev = first.device();
+        match first {
+            Storage::Cpu(_) => {
+                let ps = parts.iter().map(|&(s, l)| Ok((cpu_of(op, dev, s)?, l))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::linear_cat(&ps, (cpu_of(op, dev, w.0)?, w.1), opt_cpu(op, dev, bias)?, m, ks, n)?))
+            }
+            Storage::Cuda(_) => {
+                let ps = parts.iter().map(|&(s, l)| Ok((cuda_of(op, dev, s)?, l))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(CudaStorage::linear_cat(&ps, (cuda_of(op, dev, w.0)?, w.1), opt_cuda(op, dev, bias)?, m, ks, n)?))
+            }
+        }
+    }
+
     /// A deployed 2:4 weight: the view `l` (`[n, k]` f32, 2:4 along `k`) and
     /// its bias compressed by cuSPARSELt on their GPU. CPU buffers have no
     /// cuSPARSELt (their N:M path is `crate::nm_cpu`).

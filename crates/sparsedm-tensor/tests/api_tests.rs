@@ -188,3 +188,36 @@ fn large_cat_and_pad_place_every_element() {
     assert_eq!(p[(r + 1) * (a + 3) + a - 1], xv[r * a - 1]);
     assert_eq!(p[(r + 3) * (a + 3) - 1], -1.0);
 }
+
+#[test]
+fn linear_cat_is_the_linear_of_the_concatenation() {
+    // Parts of 3-D tensors, a transposed (strided) part, a zero-width part,
+    // three parts, with and without bias; rows above the threading
+    // threshold so the products are banded. Summation order differs from
+    // one GEMM over the concatenation (one product per part), hence a tolerance.
+    let mut rng = Rng::new(5);
+    let mut randn = |shape: &[usize]| Tensor::randn(shape, &mut rng, &DEV).unwrap();
+    let (a, b, c) = (randn(&[4, 300, 64]), randn(&[4, 300, 48]), randn(&[4, 300, 16]));
+    let bt = randn(&[4, 48, 300]).transpose(1, 2).unwrap();
+    let e = Tensor::zeros(&[4, 300, 0], &DEV).unwrap();
+    let w = randn(&[40, 128]);
+    let bias = randn(&[40]);
+    let close = |got: &Tensor, want: &Tensor| {
+        assert_eq!(got.shape(), want.shape());
+        let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+        let worst = g.iter().zip(&w).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "worst {worst}");
+    };
+    for (parts, bias) in [(vec![&a, &b, &c], Some(&bias)), (vec![&a, &bt, &c], None), (vec![&e, &a, &b, &c], Some(&bias))] {
+        let want = Tensor::cat(&parts, 2).unwrap().linear(&w, bias).unwrap();
+        close(&Tensor::linear_cat(&parts, &w, bias).unwrap(), &want);
+    }
+    // Bad shapes name the op.
+    let e1 = Tensor::linear_cat(&[&a, &b], &w, None).unwrap_err();
+    assert!(matches!(e1, Error::ShapeMismatch { op: "linear_cat", .. }), "{e1}");
+    let e2 = Tensor::linear_cat(&[&a, &randn(&[4, 299, 64])], &w, None).unwrap_err();
+    assert!(matches!(e2, Error::ShapeMismatch { op: "linear_cat", .. }), "{e2}");
+    let e3 = Tensor::linear_cat(&[&a, &b, &c], &w, Some(&randn(&[41]))).unwrap_err();
+    assert!(matches!(e3, Error::ShapeMismatch { op: "linear_cat", .. }), "{e3}");
+    assert!(Tensor::linear_cat(&[], &w, None).is_err());
+}

@@ -192,6 +192,9 @@ fn gpu_matmul_and_linear() {
     parity("gpu_matmul/permuted_batch", &[randn(&[4, 2, 5], 25), randn(&[2, 5, 3], 26)], |v| v[0].permute(&[1, 0, 2])?.matmul(&v[1]));
     parity("gpu_linear/bias", &[randn(&[2, 3, 8], 27), randn(&[5, 8], 28), randn(&[5], 29)], |v| v[0].linear(&v[1], Some(&v[2])));
     parity("gpu_linear/no_bias", &[randn(&[4, 8], 30), randn(&[6, 8], 31)], |v| v[0].linear(&v[1], None));
+    parity("gpu_linear/cat", &[randn(&[2, 3, 8], 32), randn(&[2, 3, 4], 33), randn(&[5, 12], 34), randn(&[5], 35)], |v| {
+        Tensor::linear_cat(&[&v[0], &v[1]], &v[2], Some(&v[3]))
+    });
     parity("gpu_attention", &[randn(&[2, 3, 6, 8], 32), randn(&[2, 3, 6, 8], 33), randn(&[2, 3, 6, 8], 34)], |v| {
         Tensor::scaled_dot_product_attention(&v[0], &v[1], &v[2], None)
     });

@@ -107,6 +107,12 @@ fn matmul_variants() {
     check("matmul_folded_weight", &[randn(&[2, 3, 4], 44), randn(&[5, 4], 45)], |t| t[0].matmul(&t[1].t()?));
     check("matmul_batch_broadcast", &[randn(&[2, 1, 3, 4], 46), randn(&[3, 4, 2], 47)], |t| t[0].matmul(&t[1]));
     check("matmul_transposed_lhs", &[randn(&[4, 3], 48), randn(&[4, 2], 49)], |t| t[0].t()?.matmul(&t[1]));
+    check("linear_cat", &[randn(&[2, 3, 4], 50), randn(&[2, 3, 2], 51), randn(&[5, 6], 52), randn(&[5], 53)], |t| {
+        Tensor::linear_cat(&[&t[0], &t[1]], &t[2], Some(&t[3]))
+    });
+    check("linear_cat_view_no_bias", &[randn(&[3, 2], 54), randn(&[4, 2], 55), randn(&[5, 7], 56)], |t| {
+        Tensor::linear_cat(&[&t[0].t()?, &t[1].t()?], &t[2], None)
+    });
 }
 
 #[test]

@@ -212,6 +212,18 @@ pub(crate) fn linear_forward(slot: &SparseSlot, x: &Tensor, bias: Option<&Tensor
     }))
 }
 
+/// The deployed forward of the layer on `cat(parts, -1)` (its N:M or
+/// cuSPARSELt kernels read one input, so the parts are concatenated for
+/// them); `None` when the layer is not deployed, and the caller runs
+/// `Tensor::linear_cat` without the concatenation.
+pub(crate) fn linear_forward_cat(slot: &SparseSlot, parts: &[&Tensor], bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let Some(first) = parts.first() else { return Ok(None) };
+    if deployed(slot, first, bias, None)?.is_none() {
+        return Ok(None);
+    }
+    linear_forward(slot, &Tensor::cat(parts, first.rank().saturating_sub(1))?, bias)
+}
+
 /// The deployed forward of `residual + fc2(gelu(fc1(norm(x))))` (norm and
 /// residual optional) when both Linears deploy N:M weights on the CPU:
 /// [`nm_mlp_forward_fused`], timed as one deployed call (its GELU, norm and

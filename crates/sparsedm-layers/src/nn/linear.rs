@@ -48,6 +48,19 @@ impl Linear {
         Ok(x.linear(&w, self.bias.as_ref())?)
     }
 
+    /// `self(cat(parts, -1))`, e.g. U-ViT's long-skip Linear on `[x,
+    /// skip]`: one product per part added into the output
+    /// ([`Tensor::linear_cat`]), so the concatenation is never copied (nor
+    /// its gradient split), except for a deployed layer, whose kernels read
+    /// one input.
+    pub fn forward_cat(&self, parts: &[&Tensor]) -> Result<Tensor, LayersError> {
+        if let Some(y) = deployed::linear_forward_cat(&self.slot, parts, self.bias.as_ref())? {
+            return Ok(y);
+        }
+        let w = self.slot.effective_weight()?;
+        Ok(Tensor::linear_cat(parts, &w, self.bias.as_ref())?)
+    }
+
     /// `fc2(gelu(self(x)))`, timm's `Mlp` with `self` as `fc1`. When both
     /// layers deploy N:M weights on the CPU (no grad mode) this is one
     /// call of the N:M MLP, which fuses the layers and the GELU tile by

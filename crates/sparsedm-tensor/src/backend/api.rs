@@ -61,6 +61,28 @@ pub(crate) trait BackendStorage: Sized {
     #[allow(clippy::too_many_arguments)]
     fn linear(&self, l: &Layout, w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, k: usize, n: usize) -> Result<Self>;
 
+    /// `cat(parts, last) · wᵀ + bias` with `parts[i]` `[m, ks[i]]`, `w`
+    /// `[n, Σks]` and `bias [n]`: a Linear on a concatenation (U-ViT's long
+    /// skips). The default assembles the concatenation and runs
+    /// [`Self::linear`]; a backend may instead add one product per part
+    /// into the output (the CPU does: no concatenated copy).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_cat(parts: &[Operand<'_, Self>], w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, ks: &[usize], n: usize) -> Result<Self> {
+        let k: usize = ks.iter().sum();
+        let mut off = 0;
+        let boxes: Vec<(&Self, &Layout, Layout)> = parts
+            .iter()
+            .zip(ks)
+            .map(|(&(s, l), &ki)| {
+                let b = Layout::contiguous(&[m, k]).narrow(1, off, ki)?;
+                off += ki;
+                Ok((s, l, b))
+            })
+            .collect::<Result<_>>()?;
+        let x = Self::assemble(&boxes, &[m, k], None, "linear_cat")?;
+        x.linear(&Layout::contiguous(&[m, k]), w, bias, m, k, n)
+    }
+
     /// 2-D convolution `[n, c, h, w] ⋆ [o, c, kh, kw] (+ bias [o])`.
     fn conv2d(&self, l: &Layout, w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, g: &ConvGeom) -> Result<Self>;
     /// Input gradient of [`Self::conv2d`] from the output gradient `self`.

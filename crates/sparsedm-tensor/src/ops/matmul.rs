@@ -103,3 +103,84 @@ impl Tensor {
         ))
     }
 }
+
+impl Tensor {
+    /// `linear(cat(parts, -1), weight, bias)` without materialising the
+    /// concatenation where the backend can (the CPU adds one product per
+    /// part into the output): U-ViT's long-skip Linear on `[x, skip]`. The
+    /// parts share their leading dims; their last dims add up to the
+    /// weight's `in`. The gradient of each part reads its columns of the
+    /// weight through a view; the weight's gradient is the parts' blocks
+    /// side by side.
+    ///
+    /// # Errors
+    /// No parts, parts whose leading dims differ, widths that do not add up
+    /// to the weight's input size, a bias that is not `[out]`, or operands
+    /// on different devices.
+    pub fn linear_cat(parts: &[&Tensor], weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let op = "linear_cat";
+        let first = *parts.first().ok_or_else(|| Error::invalid(op, "no parts to concatenate"))?;
+        let rank = first.rank();
+        let bad = |t: &Tensor| Error::ShapeMismatch { op, lhs: t.shape().to_vec(), rhs: weight.shape().to_vec() };
+        if rank == 0 || weight.rank() != 2 {
+            return Err(bad(first));
+        }
+        let lead = &first.shape()[..rank - 1];
+        if let Some(p) = parts.iter().find(|p| p.rank() != rank || &p.shape()[..rank - 1] != lead) {
+            return Err(Error::ShapeMismatch { op, lhs: first.shape().to_vec(), rhs: p.shape().to_vec() });
+        }
+        let ks: Vec<usize> = parts.iter().map(|p| p.shape()[rank - 1]).collect();
+        let (n, k) = (weight.shape()[0], ks.iter().sum::<usize>());
+        if weight.shape()[1] != k {
+            return Err(bad(first));
+        }
+        if let Some(b) = bias
+            && b.shape() != [n]
+        {
+            return Err(Error::ShapeMismatch { op, lhs: weight.shape().to_vec(), rhs: b.shape().to_vec() });
+        }
+        let m: usize = lead.iter().product();
+        let xs: Vec<Tensor> = parts.iter().zip(&ks).map(|(p, &ki)| p.reshape(&[m, ki])).collect::<Result<_>>()?;
+        let storage = {
+            let stores: Vec<_> = xs.iter().map(|x| x.storage()).collect();
+            let operands: Vec<_> = stores.iter().zip(&xs).map(|(s, x)| (&**s, x.layout())).collect();
+            let (sb, lb) = (bias.map(|b| b.storage()), bias.map(|b| b.layout()));
+            crate::storage::Storage::linear_cat(&operands, (&weight.storage(), weight.layout()), sb.as_deref().zip(lb), m, &ks, n)?
+        };
+        let mut out_shape = lead.to_vec();
+        out_shape.push(n);
+        let shapes: Vec<Vec<usize>> = parts.iter().map(|p| p.shape().to_vec()).collect();
+        let w = weight.clone();
+        let mut inputs: Vec<&Tensor> = parts.to_vec();
+        inputs.push(weight);
+        if let Some(b) = bias {
+            inputs.push(b);
+        }
+        let np = parts.len();
+        Ok(Tensor::from_op(
+            storage,
+            &out_shape,
+            op,
+            &inputs,
+            bw(move |c| {
+                let g = c.grad.reshape(&[m, n])?;
+                let mut grads = Vec::with_capacity(c.needs.len());
+                let mut off = 0;
+                for (i, (&ki, shape)) in ks.iter().zip(&shapes).enumerate() {
+                    grads.push(if c.needs[i] { Some(g.matmul(&w.narrow(1, off, ki)?)?.reshape(shape)?) } else { None });
+                    off += ki;
+                }
+                grads.push(if c.needs[np] {
+                    let blocks: Vec<Tensor> = xs.iter().map(|x| g.t()?.matmul(x)).collect::<Result<_>>()?;
+                    Some(Tensor::cat(&blocks.iter().collect::<Vec<_>>(), 1)?)
+                } else {
+                    None
+                });
+                if c.needs.len() == np + 2 {
+                    grads.push(if c.needs[np + 1] { Some(g.sum_dims(&[0], false)?) } else { None });
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+}

@@ -248,3 +248,45 @@ pub(crate) fn linear(
     // SAFETY: the product writes all m·n outputs (from the bias rows when there is one).
     unsafe { written_vec(m * n, |o| gemm_f32_uninit(o, m, n, k, xv, xr, xc, wv, wr, wc, true, bv.as_deref())) }
 }
+
+/// `cat(xs, last) · wᵀ + bias` without the concatenation: the first part's
+/// product onto rows pre-filled with the bias, then each further part's
+/// product added into the same output (`parts[i]` is `[m, ks[i]]`, `w` is
+/// `[n, Σks]`, read part by part through its column offset). Each product
+/// is banded over threads as [`gemm_f32_raw`] does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_cat(
+    parts: &[(&[f32], &Layout)],
+    w: &[f32],
+    lw: &Layout,
+    bias: Option<(&[f32], &Layout)>,
+    m: usize,
+    ks: &[usize],
+    n: usize,
+) -> Vec<f32> {
+    assert_eq!(parts.len(), ks.len(), "linear_cat: one width per part");
+    let (wr, wc) = (lw.strides()[1], lw.strides()[0]);
+    let bv = bias.map(|(b, lb)| gather(b, lb.shape(), lb.strides(), lb.offset()));
+    // SAFETY: the first product writes all m·n outputs (from the bias rows
+    // when there is one, from zeros when it has no columns); later ones
+    // accumulate into them.
+    unsafe {
+        written_vec(m * n, |o| {
+            let (ptr, len) = (o.as_mut_ptr().cast::<f32>(), o.len());
+            let mut col = 0;
+            for (i, (&(x, lx), &k)) in parts.iter().zip(ks).enumerate() {
+                let (xv, wv) = (&x[lx.offset()..], &w[lw.offset() + col * wr..]);
+                let (xr, xc) = (lx.strides()[0], lx.strides()[1]);
+                if i == 0 {
+                    // Zeros first when there is no bias: the accumulating
+                    // products below read the output.
+                    let zeros = bv.is_none().then(|| vec![0f32; n]);
+                    gemm_f32_raw(ptr, len, n, m, n, k, xv, xr, xc, wv, wr, wc, false, true, bv.as_deref().or(zeros.as_deref()));
+                } else {
+                    gemm_f32_raw(ptr, len, n, m, n, k, xv, xr, xc, wv, wr, wc, true, true, None);
+                }
+                col += k;
+            }
+        })
+    }
+}

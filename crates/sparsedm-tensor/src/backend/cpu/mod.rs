@@ -114,6 +114,16 @@ impl BackendStorage for CpuStorage {
         Ok(f32v(matmul::linear(self.f32s(op)?, l, w.f32s(op)?, lw, bias, m, k, n)))
     }
 
+    fn linear_cat(parts: &[Operand<'_, Self>], (w, lw): Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, ks: &[usize], n: usize) -> Result<Self> {
+        let op = "linear_cat";
+        let bias = match bias {
+            Some((b, lb)) => Some((b.f32s(op)?, lb)),
+            None => None,
+        };
+        let xs = parts.iter().map(|&(s, l)| Ok((s.f32s(op)?, l))).collect::<Result<Vec<_>>>()?;
+        Ok(f32v(matmul::linear_cat(&xs, w.f32s(op)?, lw, bias, m, ks, n)))
+    }
+
     fn conv2d(&self, l: &Layout, (w, lw): Operand<'_, Self>, bias: Option<Operand<'_, Self>>, g: &ConvGeom) -> Result<Self> {
         let op = "conv2d";
         let b = bias.map(|(b, lb)| b.f32s(op).map(|v| strided::gather(v, lb.shape(), lb.strides(), lb.offset()))).transpose()?;
