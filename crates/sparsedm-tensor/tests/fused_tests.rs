@@ -106,7 +106,9 @@ fn sum_sq_all_is_the_f64_sum_of_squares_of_any_view() {
     // a strided view (gathered first): against a plain f64 sum, which the
     // f64 lanes match to the last f32 bit at these sizes (the two sums
     // differ by far less than half an f32 ulp of the total).
-    for (shape, seed) in [(vec![0usize], 1u64), (vec![7], 2), (vec![3, 9], 3), (vec![32768], 4), (vec![5, 32768 / 5 + 3], 5), (vec![41, 1000], 6)] {
+    for (shape, seed) in
+        [(vec![0usize], 1u64), (vec![7], 2), (vec![3, 9], 3), (vec![32768], 4), (vec![5, 32768 / 5 + 3], 5), (vec![41, 1000], 6)]
+    {
         let x = randn(&shape, seed);
         let want = x.to_vec_f32().unwrap().iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32;
         let got = x.sum_sq_all().unwrap();

@@ -67,7 +67,14 @@ pub(crate) trait BackendStorage: Sized {
     /// [`Self::linear`]; a backend may instead add one product per part
     /// into the output (the CPU does: no concatenated copy).
     #[allow(clippy::too_many_arguments)]
-    fn linear_cat(parts: &[Operand<'_, Self>], w: Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, ks: &[usize], n: usize) -> Result<Self> {
+    fn linear_cat(
+        parts: &[Operand<'_, Self>],
+        w: Operand<'_, Self>,
+        bias: Option<Operand<'_, Self>>,
+        m: usize,
+        ks: &[usize],
+        n: usize,
+    ) -> Result<Self> {
         let k: usize = ks.iter().sum();
         let mut off = 0;
         let boxes: Vec<(&Self, &Layout, Layout)> = parts

@@ -441,7 +441,10 @@ unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: 
 #[inline(always)]
 unsafe fn store_tile_with<const RES: bool>(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: *const f32, ldy: usize) {
     use super::simd_avx2::transpose4_in_lanes;
-    use std::arch::x86_64::{__m256, _mm_loadu_ps, _mm256_add_ps, _mm256_castps128_ps256, _mm256_insertf128_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{
+        __m256, _mm_loadu_ps, _mm256_add_ps, _mm256_castps128_ps256, _mm256_insertf128_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
     // Stores `v` at `y + k`, plus the residual there (a macro, not a
     // closure: intrinsics must be inlined into this AVX2 function).
     macro_rules! put {

@@ -114,7 +114,14 @@ impl BackendStorage for CpuStorage {
         Ok(f32v(matmul::linear(self.f32s(op)?, l, w.f32s(op)?, lw, bias, m, k, n)))
     }
 
-    fn linear_cat(parts: &[Operand<'_, Self>], (w, lw): Operand<'_, Self>, bias: Option<Operand<'_, Self>>, m: usize, ks: &[usize], n: usize) -> Result<Self> {
+    fn linear_cat(
+        parts: &[Operand<'_, Self>],
+        (w, lw): Operand<'_, Self>,
+        bias: Option<Operand<'_, Self>>,
+        m: usize,
+        ks: &[usize],
+        n: usize,
+    ) -> Result<Self> {
         let op = "linear_cat";
         let bias = match bias {
             Some((b, lb)) => Some((b.f32s(op)?, lb)),
