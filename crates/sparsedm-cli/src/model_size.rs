@@ -1,6 +1,7 @@
 //! Shapes and sizes of a model checked *before* it is built: the weight
 //! shapes a configuration implies against the safetensors header of the
-//! weights it is to load (read without loading any tensor), and the
+//! weights it is to load (read without loading any tensor; a compressed
+//! N:M checkpoint's layers by the dense shapes its metadata gives), and the
 //! parameters' memory against what the machine has. A config with a huge
 //! width is then one clear error naming the tensor or the size, never an
 //! allocation abort while the model is being built.
@@ -38,6 +39,22 @@ pub fn header_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>> {
             .and_then(|dims| dims.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect::<Option<Vec<usize>>>())
             .ok_or_else(|| anyhow::anyhow!("{}: tensor {name} has no valid shape in the header", path.display()))?;
         shapes.insert(name.clone(), shape);
+    }
+    // A compressed N:M checkpoint stores a layer `W` as `W.nm_values` and
+    // `W.nm_positions`; its metadata entry `nm:W` gives the dense shape the
+    // readers expand it to.
+    let meta = obj.get("__metadata__").and_then(|m| m.as_object());
+    if let Some(meta) = meta.filter(|m| m.contains_key(sparsedm_tensor::nm_cpu::NM_CHECKPOINT_KEY)) {
+        for (key, spec) in meta.iter().filter_map(|(k, v)| Some((k.strip_prefix("nm:")?, v.as_str()?))) {
+            let shape = spec
+                .split(',')
+                .find_map(|p| p.strip_prefix("shape="))
+                .and_then(|d| d.split('x').map(|x| x.parse::<usize>().ok()).collect::<Option<Vec<usize>>>())
+                .ok_or_else(|| anyhow::anyhow!("{}: unreadable N:M metadata for {key}: {spec:?}", path.display()))?;
+            shapes.remove(&format!("{key}.nm_values"));
+            shapes.remove(&format!("{key}.nm_positions"));
+            shapes.insert(key.to_string(), shape);
+        }
     }
     Ok(shapes)
 }

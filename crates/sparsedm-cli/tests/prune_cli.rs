@@ -245,3 +245,118 @@ fn other_bad_arguments_are_clear_errors() {
     let e = fails("2:4", "!all", &[]);
     assert!(e.contains("named policies cannot be excluded"), "{e}");
 }
+
+/// `--compressed`: the N:M layers stored as kept values + packed positions. Every reader gets the
+/// same tensors as from the plain sparse checkpoint (the same values at f32; rounded to f16 at f16),
+/// with the same sparsity spec and no storage keys in the model metadata; `inspect`, `forward`,
+/// `sample` and the model loader of `train.init` take the file (forward and sample give the plain
+/// file's output to the bit), a compressed file can be pruned again, and the size ratio is
+/// printed. Conv layers (the DDPM UNet) compress too.
+#[test]
+fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
+    use sparsedm_tensor::nm_cpu::{NM_CHECKPOINT_KEY, is_nm_checkpoint_file};
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(args).output().expect("run the sparsedm binary");
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let cases = [
+        ("uvit", fixture("uvit_tiny_uncond.json"), fixture("uvit_tiny_uncond.weights.safetensors"), "sparsedm-uvit"),
+        ("ddpm-unet", unet_fixture("ddpm_unet_tiny.json"), unet_fixture("ddpm_unet_tiny.weights.safetensors"), "all"),
+    ];
+    for (arch, config, weights, policy) in cases {
+        let plain = scratch(&format!("{arch}-plain.safetensors"));
+        let comp = scratch(&format!("{arch}-comp.safetensors"));
+        let half = scratch(&format!("{arch}-comp16.safetensors"));
+        for p in [&plain, &comp, &half] {
+            let _ = std::fs::remove_file(p);
+        }
+        let out = prune(arch, &config, &weights, "2:4", policy, &[], &plain);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = prune(arch, &config, &weights, "2:4", policy, &["--compressed"], &comp);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("compressed: ")).unwrap_or_else(|| panic!("no size line: {stdout}"));
+        let ratio: f64 = line.split(" = ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+        let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len() as f64;
+        assert!((ratio - size(&comp) / size(&plain)).abs() < 2e-3, "{arch}: printed {ratio}, files {} / {}", size(&comp), size(&plain));
+        assert!(ratio < 0.8, "{arch}: {line}");
+        assert!(is_nm_checkpoint_file(&comp) && !is_nm_checkpoint_file(&plain));
+
+        let (a, b) = (load_safetensors(&plain).unwrap(), load_safetensors(&comp).unwrap());
+        let a: HashMap<String, Tensor> = a.into_iter().collect();
+        assert_eq!(a.len(), b.len(), "{arch}: tensor count");
+        for (name, t) in &b {
+            assert_eq!(t.shape(), a[name].shape(), "{arch} {name}");
+            // Equal values; a pruned position reads +0 where the plain file holds the masked
+            // weight's signed zero (−w·0 = −0).
+            assert_eq!(t.to_vec_f32().unwrap(), a[name].to_vec_f32().unwrap(), "{arch} {name}: not the plain file's values");
+        }
+        let (_, spec_plain) = read_sparse_checkpoint(&plain).unwrap();
+        let (_, spec_comp) = read_sparse_checkpoint(&comp).unwrap();
+        assert_eq!(spec_comp, spec_plain);
+        let meta = load_safetensors_metadata(&comp).unwrap();
+        assert!(meta.contains_key(SPARSITY_METADATA_KEY));
+        assert!(!meta.contains_key(NM_CHECKPOINT_KEY) && !meta.keys().any(|k| k.starts_with("nm:")), "{meta:?}");
+
+        // f16 values: the plain file's values rounded to f16.
+        let out = prune(arch, &config, &weights, "2:4", policy, &["--compressed", "f16"], &half);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(size(&half) < size(&comp));
+        for (name, t) in load_safetensors(&half).unwrap() {
+            let want: Vec<f32> = a[&name].to_vec_f32().unwrap().iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+            assert_eq!(t.to_vec_f32().unwrap(), want, "{arch} {name} at f16");
+        }
+
+        // inspect verifies the spec on the expanded weights and says what the file is.
+        let report = run(&["inspect", comp.to_str().unwrap()]);
+        assert!(report.contains("compressed N:M checkpoint:") && report.contains("[spec 2:4: ok]"), "{report}");
+        // A compressed file is pruned again like any sparse checkpoint; its output is plain.
+        let again = scratch(&format!("{arch}-again.safetensors"));
+        let _ = std::fs::remove_file(&again);
+        let out = prune(arch, &config, &comp, "1:4", policy, &["--force"], &again);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!is_nm_checkpoint_file(&again));
+        read_sparse_checkpoint(&again).unwrap();
+    }
+
+    // forward: the same output from the plain and the compressed file.
+    let config = fixture("uvit_tiny_uncond.json");
+    let inputs = scratch("forward-inputs.safetensors");
+    let x: Vec<f32> = (0..2 * 3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let tensors = [
+        ("input.x".to_string(), Tensor::from_vec(x, &[2, 3, 8, 8], &sparsedm_tensor::Device::Cpu).unwrap()),
+        ("input.timesteps".to_string(), Tensor::from_vec(vec![10.0, 500.0], &[2], &sparsedm_tensor::Device::Cpu).unwrap()),
+    ];
+    sparsedm_tensor::save_safetensors(&inputs, &tensors, None).unwrap();
+    let mut outputs = Vec::new();
+    for w in ["uvit-plain.safetensors", "uvit-comp.safetensors"] {
+        let out = scratch(&format!("forward-{w}"));
+        let args = ["forward", "--arch", "uvit", "--device", "cpu", "--force", "--config", config.to_str().unwrap()];
+        let (w, i, o) = (scratch(w), inputs.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
+        run(&[&args[..], &["--weights", w.to_str().unwrap(), "--inputs", &i, "--output", &o]].concat());
+        outputs.push(bits(&load_safetensors(&out).unwrap().remove(0).1));
+    }
+    assert_eq!(outputs[0], outputs[1], "forward: compressed and plain files differ");
+
+    // sample: the same images.
+    let mut images = Vec::new();
+    for w in ["uvit-plain.safetensors", "uvit-comp.safetensors"] {
+        let out = scratch(&format!("samples-{w}.npz"));
+        let (w, o) = (scratch(w), out.to_str().unwrap().to_string());
+        let args = ["sample", "--arch", "uvit", "--config", config.to_str().unwrap(), "--n", "2", "--steps", "3", "--device", "cpu"];
+        run(&[&args[..], &["--force", "--checkpoint", w.to_str().unwrap(), "--out", &o]].concat());
+        images.push(std::fs::read(&out).unwrap());
+    }
+    assert!(images[0] == images[1], "sample: compressed and plain files differ");
+
+    // train.init and every other model load (`load_checkpoint`): the same parameters.
+    let cfg = sparsedm_diffusion::ModelConfig::from_file(sparsedm_diffusion::Arch::UViT, &config).unwrap();
+    let params = |w: &str| {
+        let store = sparsedm_layers::ParamStore::new(sparsedm_tensor::Device::Cpu, 0);
+        cfg.build(&store).unwrap();
+        sparsedm_diffusion::load_checkpoint(&store, scratch(w)).unwrap();
+        store.state_dict().into_iter().map(|(n, t)| (n, t.to_vec_f32().unwrap())).collect::<Vec<_>>()
+    };
+    assert_eq!(params("uvit-comp.safetensors"), params("uvit-plain.safetensors"));
+}

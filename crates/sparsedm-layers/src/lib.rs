@@ -57,8 +57,8 @@ pub use nn::{attention, conv2d, deployed, init, linear, norm, sparse, store};
 
 pub use attention::Attention;
 pub use checkpoint::{
-    LayerSparsity, SPARSITY_METADATA_KEY, SparsitySpec, load_sparse_checkpoint, read_sparse_checkpoint, save_sparse_checkpoint,
-    sparse_state_dict, write_sparse_checkpoint,
+    CompressedReport, LayerSparsity, SPARSITY_METADATA_KEY, SparsitySpec, load_sparse_checkpoint, read_sparse_checkpoint,
+    save_sparse_checkpoint, sparse_state_dict, write_compressed_sparse_checkpoint, write_sparse_checkpoint,
 };
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use error::{BlockLine, LayersError};

@@ -40,10 +40,18 @@ fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     Tensor::from_cpu_storage(data, view.shape()).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))
 }
 
-/// Reads every tensor of a safetensors file, in file order.
+/// Reads every tensor of a safetensors file, in file order. A compressed
+/// N:M checkpoint (`nm_cpu/checkpoint.rs`: kept values and packed
+/// positions) comes back as the dense tensors it stands for, by name, so
+/// every reader of checkpoints takes one.
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
     let bytes = read_file(path)?;
+    if crate::nm_cpu::is_nm_checkpoint(&bytes) {
+        let loaded =
+            crate::nm_cpu::load_nm_checkpoint_bytes(&bytes).map_err(|e| st_err(path, format!("compressed N:M checkpoint: {e}")))?;
+        return Ok(loaded.into_iter().map(|l| (l.name, l.tensor)).collect());
+    }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
     let mut out = Vec::new();
     let mut names: Vec<(usize, String)> = st.tensors().into_iter().map(|(n, v)| (v.data().as_ptr() as usize, n)).collect();
@@ -55,12 +63,21 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>>
     Ok(out)
 }
 
-/// Reads the `__metadata__` string map of a safetensors file.
+/// Reads the `__metadata__` string map of a safetensors file. The keys
+/// that describe a compressed N:M checkpoint's storage (the format marker
+/// and each layer's `nm:` entry) are left out: they belong to the file,
+/// not to the model, and a writer that carries a model's metadata over must
+/// not claim compression for a file it writes dense
+/// ([`crate::nm_cpu::is_nm_checkpoint_file`] tells a compressed file).
 pub fn load_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = read_file(path)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    let mut meta = meta.metadata().clone().unwrap_or_default();
+    if meta.contains_key(crate::nm_cpu::NM_CHECKPOINT_KEY) {
+        meta.retain(|k, _| k != crate::nm_cpu::NM_CHECKPOINT_KEY && !k.starts_with("nm:"));
+    }
+    Ok(meta)
 }
 
 /// Serialises named tensors to safetensors bytes.

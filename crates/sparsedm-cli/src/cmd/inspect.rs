@@ -100,6 +100,16 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(spec) = &spec {
         println!("stored sparsity spec: {} layers", spec.layers.len());
     }
+    if sparsedm_tensor::nm_cpu::is_nm_checkpoint_file(&args.checkpoint) {
+        // Its N:M layers are stored as kept values + packed positions (read
+        // back dense above); the size against the f32 values it holds.
+        let bytes = std::fs::metadata(&args.checkpoint).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "compressed N:M checkpoint: {bytes} bytes = {:.3} of its {total} values in f32 ({} bytes)",
+            bytes as f64 / (4 * total).max(1) as f64,
+            4 * total
+        );
+    }
     if let Some(first) = failures.first() {
         bail!("{shown}: {} sparsity violation(s); first: {first}", failures.len());
     }

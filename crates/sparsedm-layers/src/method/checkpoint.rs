@@ -37,7 +37,8 @@ use crate::nm::validate::check_nm;
 use crate::nn::sparse::{ModeKind, SparseMode, plan_mode};
 use crate::{LayersError, NmPattern, ParamStore, WeightLayout};
 use serde::{Deserialize, Serialize};
-use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, save_safetensors};
+use sparsedm_tensor::nm_cpu::{NmValueDtype, nm_checkpoint_bytes, nm_checkpoint_bytes_with_metadata};
+use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, safetensors_bytes, save_safetensors, write_atomic};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -234,6 +235,62 @@ pub fn write_sparse_checkpoint(
     meta.insert(SPARSITY_METADATA_KEY.into(), spec.to_json());
     save_safetensors(path, tensors, Some(meta))?;
     Ok(())
+}
+
+/// What [`write_compressed_sparse_checkpoint`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedReport {
+    /// Layers the sparsity spec lists.
+    pub listed: usize,
+    /// Of those, layers stored compressed (N:M along their inputs; a
+    /// flat-index mask or a layer left dense is stored dense).
+    pub compressed: usize,
+    /// Bytes of the file written.
+    pub bytes: usize,
+    /// Bytes of the same state dict written as an ordinary sparse
+    /// checkpoint (dense tensors, f32 where they are f32).
+    pub dense_bytes: usize,
+}
+
+/// [`write_sparse_checkpoint`] with every listed layer that is N:M along
+/// its inputs stored compressed: its kept values and packed in-group
+/// positions instead of the dense weight (`sparsedm_tensor::nm_cpu`'s
+/// compressed checkpoint; a 2:4 layer in f32 takes ~53 % of its dense
+/// bytes). Every reader of checkpoints expands it back to the same dense
+/// tensors (`sparsedm_tensor::load_safetensors`), and the spec is verified
+/// on them as for any sparse checkpoint. With [`NmValueDtype::F16`] every
+/// value of the file (not only the sparse layers') is stored as f16:
+/// smaller, and lossy. Written atomically.
+///
+/// # Errors
+/// As [`write_sparse_checkpoint`]; a write failure.
+pub fn write_compressed_sparse_checkpoint(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    spec: &SparsitySpec,
+    metadata: Option<HashMap<String, String>>,
+    dtype: NmValueDtype,
+) -> Result<CompressedReport> {
+    let path = path.as_ref();
+    spec.verify(tensors, &path.display().to_string())?;
+    let mut meta = metadata.unwrap_or_default();
+    meta.insert(SPARSITY_METADATA_KEY.into(), spec.to_json());
+    let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut patterns = HashMap::new();
+    for (layer, entry) in &spec.layers {
+        let weight = format!("{layer}.weight");
+        let (Some(t), Ok(p)) = (by_name.get(weight.as_str()), entry.pattern.parse::<NmPattern>()) else { continue };
+        let nm = HashMap::from([(weight.clone(), (p.n(), p.m()))]);
+        // Stored compressed only where the format takes it (N:M along the
+        // inputs, convs with whole channel groups): tried on the layer alone.
+        if nm_checkpoint_bytes(&[(weight.clone(), (*t).clone())], &nm, dtype).is_ok() {
+            patterns.insert(weight, (p.n(), p.m()));
+        }
+    }
+    let bytes = nm_checkpoint_bytes_with_metadata(tensors, &patterns, dtype, meta.clone())?;
+    let dense_bytes = safetensors_bytes(tensors, Some(meta))?.len();
+    write_atomic(path, &bytes)?;
+    Ok(CompressedReport { listed: spec.layers.len(), compressed: patterns.len(), bytes: bytes.len(), dense_bytes })
 }
 
 /// Saves `store` as a sparse checkpoint (masked weights plus spec; see the

@@ -105,13 +105,29 @@ pub fn nm_checkpoint_bytes(
     patterns: &HashMap<String, (usize, usize)>,
     dtype: NmValueDtype,
 ) -> Result<Vec<u8>> {
+    nm_checkpoint_bytes_with_metadata(tensors, patterns, dtype, HashMap::new())
+}
+
+/// [`nm_checkpoint_bytes`] with more string metadata in the file (a
+/// sparsity spec, the model config); the format's own keys win.
+///
+/// # Errors
+/// As [`nm_checkpoint_bytes`].
+pub fn nm_checkpoint_bytes_with_metadata(
+    tensors: &[(String, Tensor)],
+    patterns: &HashMap<String, (usize, usize)>,
+    dtype: NmValueDtype,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let op = "nm_checkpoint";
     for name in patterns.keys() {
         if !tensors.iter().any(|(n, _)| n == name) {
             return Err(Error::invalid(op, format!("an N:M pattern names {name}, which is not in the state dict")));
         }
     }
-    let mut meta = HashMap::from([(NM_CHECKPOINT_KEY.to_string(), "1".to_string())]);
+    let mut meta = metadata;
+    meta.retain(|k, _| k != NM_CHECKPOINT_KEY && !k.starts_with("nm:"));
+    meta.insert(NM_CHECKPOINT_KEY.to_string(), "1".to_string());
     let mut raw: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in tensors {
         let shape = t.shape().to_vec();
@@ -183,6 +199,12 @@ pub struct NmLoaded {
     pub tensor: Tensor,
     /// `(n, m)` for an N:M weight.
     pub pattern: Option<(usize, usize)>,
+}
+
+/// Whether the file at `path` is a compressed N:M checkpoint (reads the
+/// whole file; `false` for any file that is not one, unreadable included).
+pub fn is_nm_checkpoint_file(path: impl AsRef<Path>) -> bool {
+    std::fs::read(path).is_ok_and(|b| is_nm_checkpoint(&b))
 }
 
 /// Whether safetensors bytes are a compressed N:M checkpoint (readers that

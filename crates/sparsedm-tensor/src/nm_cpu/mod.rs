@@ -53,8 +53,8 @@ mod simd_avx512;
 mod spmm;
 
 pub use checkpoint::{
-    NM_CHECKPOINT_KEY, NmLoaded, NmValueDtype, is_nm_checkpoint, load_nm_checkpoint, load_nm_checkpoint_bytes, nm_checkpoint_bytes,
-    save_nm_checkpoint,
+    NM_CHECKPOINT_KEY, NmLoaded, NmValueDtype, is_nm_checkpoint, is_nm_checkpoint_file, load_nm_checkpoint, load_nm_checkpoint_bytes,
+    nm_checkpoint_bytes, nm_checkpoint_bytes_with_metadata, save_nm_checkpoint,
 };
 pub use conv::{NmConv2d, chosen_conv_path};
 pub use dispatch::{
