@@ -11,7 +11,10 @@
 //! The output holds the input's tensors under the same names and dtypes: pruned weights with
 //! zeros where pruned, every other tensor bit for bit as it was, plus the
 //! sparsity spec in the safetensors metadata (`sparsedm.sparsity`), so
-//! `sparsedm inspect` and the loaders can verify it.
+//! `sparsedm inspect` and the loaders can verify it. With `--compressed`
+//! the N:M layers are stored as kept values + packed positions instead
+//! (`sparsedm_layers::write_compressed_sparse_checkpoint`), every value in
+//! the chosen dtype; the readers expand them to the same tensors.
 //!
 //! **`--method diff-pruning`**: Diff-Pruning (Fang et al., NeurIPS 2023),
 //! structural pruning to a MAC target (`--macs 0.5`) with Taylor importance
