@@ -202,6 +202,8 @@ fn bad_arguments_are_one_clear_error() {
     assert!(e.contains("needs --macs"), "{e}");
     let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--pattern", "2:4"]));
     assert!(e.contains("--pattern belongs to --method magnitude"), "{e}");
+    let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--compressed"]));
+    assert!(e.contains("--compressed belongs to --method magnitude"), "{e}");
     let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--steps", "0"]));
     assert!(e.contains("timesteps"), "{e}");
     let e = fails(&diff_prune("demo_shapes_uvit", &d, &out, &["--macs", "0.5", "--steps", "4", "--stride", "0"]));

@@ -244,6 +244,8 @@ fn other_bad_arguments_are_clear_errors() {
     assert!(e.contains("--transposable needs --pattern 2:4"), "{e}");
     let e = fails("2:4", "!all", &[]);
     assert!(e.contains("named policies cannot be excluded"), "{e}");
+    let e = fails("2:4", "sparsedm-uvit", &["--compressed", "f8"]);
+    assert!(e.contains("f8") && e.contains("f32") && e.contains("f16"), "{e}");
 }
 
 /// `--compressed`: the N:M layers stored as kept values + packed positions. Every reader gets the
@@ -276,6 +278,11 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
         let out = prune(arch, &config, &weights, "2:4", policy, &["--compressed"], &comp);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
+        // An existing output is replaced only with --force.
+        let before = std::fs::read(&comp).unwrap();
+        let again = prune(arch, &config, &weights, "1:4", policy, &["--compressed"], &comp);
+        assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("--force"));
+        assert_eq!(std::fs::read(&comp).unwrap(), before, "{arch}: overwritten without --force");
         let line = stdout.lines().find(|l| l.starts_with("compressed: ")).unwrap_or_else(|| panic!("no size line: {stdout}"));
         let ratio: f64 = line.split(" = ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
         let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len() as f64;
