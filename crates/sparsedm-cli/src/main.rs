@@ -37,7 +37,7 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// A PyTorch checkpoint (.pth/.pt/.ckpt) to safetensors, names unchanged, without Python.
     Convert(cmd::convert::Args),
-    /// A model's ε-prediction as ONNX (for TensorRT: trtexec --sparsity=enable).
+    /// A model as a deployment file: ONNX (for TensorRT: trtexec --sparsity=enable) or safetensors (a sparse model compressed with --compressed).
     Export(cmd::export::Args),
     /// One forward pass of a model on inputs from a safetensors file.
     Forward(cmd::forward::Args),
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = nm_path_from_env().and_then(|()| match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Convert(a) => cmd::convert::run(a),
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Repro(a) => cmd::repro::run(a),
         Command::Plot(a) => cmd::plot::run(a),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,4 +99,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `SPARSEDM_NM_PATH=sparse|dense|auto`: the CPU path of every deployed N:M
+/// layer. By default (`auto`) each layer shape times the N:M kernel
+/// against the dense product once and keeps the faster; both compute the
+/// same values up to summation order (1e-5 relative), so a pinned path
+/// makes runs reproducible to the bit across processes and machines, and
+/// `dense` shows what the N:M kernels save. A value that is none of these
+/// is an error before any work.
+fn nm_path_from_env() -> anyhow::Result<()> {
+    use sparsedm_tensor::nm_cpu::{NmPath, force_path};
+    let Some(v) = std::env::var_os("SPARSEDM_NM_PATH") else { return Ok(()) };
+    let path = match v.to_str() {
+        Some("sparse") => Some(NmPath::Sparse),
+        Some("dense") => Some(NmPath::Dense),
+        Some("auto" | "") => None,
+        _ => anyhow::bail!("SPARSEDM_NM_PATH={}: expected sparse, dense or auto", v.to_string_lossy()),
+    };
+    force_path(path);
+    Ok(())
 }

@@ -257,8 +257,13 @@ fn other_bad_arguments_are_clear_errors() {
 #[test]
 fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
     use sparsedm_tensor::nm_cpu::{NM_CHECKPOINT_KEY, is_nm_checkpoint_file};
+    // The N:M path pinned, so that the two files' deployed layers run the same kernels.
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(args).output().expect("run the sparsedm binary");
+        let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
+            .args(args)
+            .env("SPARSEDM_NM_PATH", "sparse")
+            .output()
+            .expect("run the sparsedm binary");
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };

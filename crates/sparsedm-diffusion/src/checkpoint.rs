@@ -16,7 +16,7 @@
 //! extracts any other).
 
 use crate::error::Result;
-use sparsedm_layers::{ParamStore, SPARSITY_METADATA_KEY, read_sparse_checkpoint};
+use sparsedm_layers::{ParamStore, SPARSITY_METADATA_KEY, load_sparse_checkpoint, read_sparse_checkpoint};
 use sparsedm_tensor::{Tensor, load_weights, load_weights_metadata};
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,6 +31,27 @@ pub fn load_checkpoint(store: &ParamStore, path: impl AsRef<Path>) -> Result<()>
     let tensors = read_verified(path)?;
     store.load_tensors(&path.display().to_string(), tensors, |_| false)?;
     Ok(())
+}
+
+/// Loads `path` into `store` for evaluation (sampling, `forward`, FID): as
+/// [`load_checkpoint`] (nested under `key` for a PyTorch file), except that
+/// a sparse checkpoint (one whose metadata holds a sparsity spec: `sparsedm
+/// prune`, a sparse run's export, a compressed N:M file) also gives each
+/// listed layer its N:M mode ([`sparsedm_layers::load_sparse_checkpoint`]),
+/// so that forwards without a graph run those layers on the deployed N:M
+/// kernels instead of dense products over zeros. Returns how many layers
+/// the spec lists (0 for a dense file).
+///
+/// Not for initialising training: a run's own `[sparse]` section decides
+/// its layers' modes there.
+pub fn load_checkpoint_for_eval(store: &ParamStore, path: impl AsRef<Path>, key: Option<&str>) -> Result<usize> {
+    let path = path.as_ref();
+    if load_weights_metadata(path)?.contains_key(SPARSITY_METADATA_KEY) {
+        return Ok(load_sparse_checkpoint(store, path)?.layers.len());
+    }
+    let tensors = read_verified_key(path, key)?;
+    store.load_tensors(&path.display().to_string(), tensors, |_| false)?;
+    Ok(0)
 }
 
 /// The tensors of a checkpoint file, in their stored dtypes; when its

@@ -28,7 +28,7 @@ pub mod unet;
 pub mod uvit;
 
 pub use cfg::ClassifierFreeGuidance;
-pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use checkpoint::{load_checkpoint, load_checkpoint_for_eval, save_checkpoint};
 pub use error::{DiffusionError, Result};
 pub use macs::{MacEntry, MacKind, MacReport};
 pub use model::EpsModel;

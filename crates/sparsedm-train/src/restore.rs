@@ -72,7 +72,7 @@ pub fn restore_on(path: &Path, use_ema: bool, external: Option<&ExternalModel>, 
             if let Some(text) = meta.get(META_CONFIG) {
                 let run = RunConfig::parse(text, &format!("{} (config)", path.display()), &[])?;
                 let b = build::new_model_on(&run, run.seed, device)?;
-                sparsedm_diffusion::load_checkpoint(&b.store, path)?;
+                sparsedm_diffusion::load_checkpoint_for_eval(&b.store, path, None)?;
                 b.store.set_training(false);
                 return Ok(Restored { schedule: build::schedule(&run)?, bundle: b, run: Some(run) });
             }
@@ -86,7 +86,7 @@ pub fn restore_on(path: &Path, use_ema: bool, external: Option<&ExternalModel>, 
             device.ensure_available()?;
             let store = ParamStore::new(device, 0);
             let model = config.build(&store)?;
-            sparsedm_diffusion::load_checkpoint(&store, path)?;
+            sparsedm_diffusion::load_checkpoint_for_eval(&store, path, None)?;
             store.set_training(false);
             let kind = ext.schedule.unwrap_or(match ext.arch {
                 Arch::UViT => ScheduleKind::VpLinear,

@@ -81,14 +81,15 @@ pub fn run(args: Args) -> Result<()> {
     let store = ParamStore::new(device, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
-    // Verified against the file's own sparsity spec when it has one (a PyTorch file has none).
-    let weights = sparsedm_diffusion::checkpoint::read_verified_key(&args.weights, args.key.as_deref())
-        .with_context(|| format!("loading weights {}", args.weights.display()))?;
-    store
-        .load_tensors(&args.weights.display().to_string(), weights, |_| false)
+    // Verified against the file's own sparsity spec when it has one (a
+    // PyTorch file has none), whose N:M layers then run on the N:M kernels.
+    sparsedm_diffusion::load_checkpoint_for_eval(&store, &args.weights, args.key.as_deref())
         .with_context(|| format!("loading weights {}", args.weights.display()))?;
 
     args.device.announce();
+    if let Some(line) = super::nm_layers_line(&store, device) {
+        println!("{line}");
+    }
     let (x, t, y) = (x.to_device(&device)?, t.to_device(&device)?, y.map(|y| y.to_device(&device)).transpose()?);
     let start = std::time::Instant::now();
     let out = {

@@ -107,3 +107,24 @@ impl PrecisionArg {
         Ok(sparsedm_train::precision::resolve(self.precision, device, Precision::F32, "--precision")?)
     }
 }
+
+/// The line `sample` and `forward` print for a model with N:M layers: how
+/// many of its layers deploy an N:M weight (a sparse checkpoint's listed
+/// layers, a sparse run's masked ones), their patterns, and what runs them
+/// on `device` (see `sparsedm_layers::deployed`); `None` for a dense model.
+pub fn nm_layers_line(store: &sparsedm_layers::ParamStore, device: Device) -> Option<String> {
+    let patterns: Vec<String> = store.sparse_slots().iter().filter_map(|(_, s)| s.deployed_pattern()).map(|p| p.to_string()).collect();
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut kinds = patterns.clone();
+    kinds.sort();
+    kinds.dedup();
+    let how = match device {
+        Device::Cpu => "run on the CPU's N:M kernels",
+        Device::Cuda(_) => {
+            "run by cuSPARSELt at bf16 precision (2:4-compatible weights), as dense products of the masked weights otherwise"
+        }
+    };
+    Some(format!("N:M layers: {} ({}), {how}", patterns.len(), kinds.join(", ")))
+}

@@ -198,6 +198,9 @@ pub fn run(a: Args) -> Result<()> {
     budget::ensure_disk(&format!("--n {}", a.n), &a.out, budget::product("the images", &[a.n as u64, min_file])?)?;
 
     a.device.announce();
+    if let Some(line) = super::nm_layers_line(&r.bundle.store, device) {
+        println!("{line}");
+    }
     let _p = MatmulScope::enter(precision);
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {

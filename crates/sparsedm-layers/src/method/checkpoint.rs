@@ -332,11 +332,19 @@ pub fn read_sparse_checkpoint(path: impl AsRef<Path>) -> Result<(Vec<(String, Te
 /// strictly ([`ParamStore::load_tensors`]), then gives each layer the mode
 /// and non-divisible handling of the spec (layers not listed become dense;
 /// `Fixed` masks are recomputed from the stored weights, which reproduces
-/// the stored support). Nothing is changed unless all checks pass.
+/// the stored support). The file and the model are checked before the
+/// store changes; afterwards each listed layer's deployed weight is checked
+/// to equal the stored one (a recomputed mask that dropped a stored
+/// non-zero would be an error, never a silently different model).
+///
+/// With the modes set, evaluation (`no_grad`) runs the listed layers on the
+/// deployed N:M kernels (`crate::deployed`): this is how `sample`,
+/// `forward` and the evaluations load a sparse checkpoint.
 ///
 /// # Errors
 /// Those of [`read_sparse_checkpoint`]; a listed layer the model does not
-/// have; the strict-load errors.
+/// have; the strict-load errors; a listed layer whose deployed weight is not
+/// the stored one.
 pub fn load_sparse_checkpoint(store: &ParamStore, path: impl AsRef<Path>) -> Result<SparsitySpec> {
     let path = path.as_ref();
     let shown = path.display().to_string();
@@ -358,9 +366,29 @@ pub fn load_sparse_checkpoint(store: &ParamStore, path: impl AsRef<Path>) -> Res
         };
         modes.push((slot, mode, nd));
     }
+    let stored: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter(|(n, _)| n.strip_suffix(".weight").is_some_and(|l| spec.layers.contains_key(l)))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
     store.load_tensors(&shown, tensors, |_| false)?;
     for (slot, mode, nd) in modes {
         slot.configure(mode, nd)?;
+    }
+    for (name, slot) in &slots {
+        let Some(want) = stored.get(&format!("{name}.weight")) else { continue };
+        let (got, want) = (slot.deployed_weight()?.to_vec_f32()?, want.to_vec_f32()?);
+        if let Some(i) = got.iter().zip(&want).position(|(g, w)| g != w) {
+            return Err(LayersError::SparseCheckpoint {
+                path: shown.clone(),
+                msg: format!(
+                    "layer {name}: the mask of its {} mode, recomputed from the stored weight, changes element {i} ({} stored, {} deployed)",
+                    slot.mode().kind(),
+                    want[i],
+                    got[i]
+                ),
+            });
+        }
     }
     Ok(spec)
 }
