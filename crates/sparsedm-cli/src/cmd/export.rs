@@ -1,27 +1,45 @@
-//! `sparsedm export --format onnx`: a model's ε-prediction as an ONNX graph
-//! (opset 17; inputs `x`, `timesteps`, and `y` for class-conditional
-//! models; output `eps`; dynamic batch) with its weights as the forward uses
-//! them, N:M zeros in place, for TensorRT:
-//! `trtexec --onnx=model.onnx --sparsity=enable --fp16`.
+//! `sparsedm export`: a model as a deployment file.
+//!
+//! - `--format onnx`: its ε-prediction as an ONNX graph (opset 17; inputs
+//!   `x`, `timesteps`, and `y` for class-conditional models; output `eps`;
+//!   dynamic batch) with its weights as the forward uses them, N:M zeros in
+//!   place, for TensorRT: `trtexec --onnx=model.onnx --sparsity=enable --fp16`.
+//! - `--format safetensors`: the model checkpoint (the weights as `sample`
+//!   uses them, the run config in the metadata when there is one). For a
+//!   sparse model — a sparse run's training checkpoint, a sparse export or a
+//!   `prune` output — a sparse checkpoint: deployed (masked) weights plus
+//!   the sparsity spec; with `--compressed [f32|f16]` its N:M layers are
+//!   stored as kept values + packed positions and the size ratio is printed
+//!   (what `prune --compressed` writes, so every reader takes it). This is
+//!   how a training run's result becomes a compressed deployment file.
+//!
 //! The model comes from a checkpoint as `sparsedm sample` reads it (a run's
 //! EMA weights by default, an exported model, or official weights with
 //! `--arch` and `--config`).
 
+use super::prune::{CompressedValues, compressed_line};
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::Arch;
 use sparsedm_diffusion::onnx::export_onnx;
-use sparsedm_train::restore::{ExternalModel, restore};
-use std::path::PathBuf;
+use sparsedm_layers::{SparsitySpec, sparse_state_dict, write_compressed_sparse_checkpoint, write_sparse_checkpoint};
+use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
+use sparsedm_train::restore::{ExternalModel, Restored, restore};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// The ε-prediction graph, for TensorRT and ONNX runtimes.
     Onnx,
+    /// The model checkpoint; a sparse model's as a (optionally compressed) sparse checkpoint.
+    Safetensors,
 }
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  sparsedm export --checkpoint demo-output/sparsedm.safetensors --format onnx --out model.onnx\n  \
 sparsedm export --weights nnet_ema.pth --arch uvit --config uvit_s2.json --format onnx --out model.onnx\n  \
+sparsedm export --checkpoint runs/sparsedm_2of4/checkpoints/step_00500000.safetensors --format safetensors --compressed f16 --out model.safetensors\n  \
 trtexec --onnx=model.onnx --sparsity=enable --fp16")]
 pub struct Args {
     /// The checkpoint (a run's, an exported model, or official weights with --arch/--config; .pth accepted).
@@ -45,12 +63,17 @@ pub struct Args {
     /// Overwrite OUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// safetensors of a sparse model: store its N:M layers compressed (kept values + packed
+    /// positions), values in f32 (default: exact) or f16 (every tensor, lossy); the size ratio is printed.
+    #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "f32")]
+    pub compressed: Option<CompressedValues>,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.out.exists() && !a.force {
-        bail!("{} exists; give --force to overwrite it", a.out.display());
+    if a.compressed.is_some() && a.format != Format::Safetensors {
+        bail!("--compressed applies to --format safetensors (a compressed N:M checkpoint), not to --format onnx");
     }
+    crate::output::check_file("--out", &a.out, a.force, &[&a.checkpoint])?;
     let external = match (&a.arch, &a.config) {
         (Some(arch), Some(cfg)) => {
             let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
@@ -61,9 +84,14 @@ pub fn run(a: Args) -> Result<()> {
         _ => None,
     };
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
-    let bytes = match a.format {
-        Format::Onnx => export_onnx(&r.bundle.config, &r.bundle.store).with_context(|| format!("exporting {}", a.checkpoint.display()))?,
-    };
+    match a.format {
+        Format::Onnx => write_onnx(&a, &r),
+        Format::Safetensors => write_model(&a, &r),
+    }
+}
+
+fn write_onnx(a: &Args, r: &Restored) -> Result<()> {
+    let bytes = export_onnx(&r.bundle.config, &r.bundle.store).with_context(|| format!("exporting {}", a.checkpoint.display()))?;
     sparsedm_tensor::write_atomic(&a.out, &bytes)?;
     let y = if r.bundle.config.num_classes().is_some() { ", y (i64 [B])" } else { "" };
     println!(
@@ -73,5 +101,53 @@ pub fn run(a: Args) -> Result<()> {
         sparsedm_diffusion::onnx::OPSET,
         r.bundle.config.input_shape().map(|d| d.to_string()).join(", ")
     );
+    Ok(())
+}
+
+/// The model checkpoint: the state dict with deployed weights and, for a
+/// sparse model, its spec (compressed with `--compressed`); the run config
+/// and the source in the metadata.
+fn write_model(a: &Args, r: &Restored) -> Result<()> {
+    let store = &r.bundle.store;
+    let mut meta = HashMap::new();
+    if let Some(run) = &r.run {
+        meta.insert(META_CONFIG.to_string(), run.to_toml()?);
+    }
+    meta.insert(META_KIND.to_string(), "model".to_string());
+    meta.insert("sparsedm.export.source".to_string(), a.checkpoint.display().to_string());
+    let spec = SparsitySpec::from_store(store)?;
+    let shown = |p: &Path| p.display().to_string();
+    if spec.layers.is_empty() {
+        if a.compressed.is_some() {
+            bail!(
+                "{} has no N:M layers: --compressed stores a sparse model's N:M layers compressed (export it without --compressed)",
+                shown(&a.checkpoint)
+            );
+        }
+        store.save_safetensors(&a.out, Some(meta))?;
+        println!("wrote {} ({} bytes): the dense model", a.out.display(), std::fs::metadata(&a.out)?.len());
+        return Ok(());
+    }
+    let (tensors, spec) = sparse_state_dict(store)?;
+    let mut patterns: Vec<&str> = spec.layers.values().map(|l| l.pattern.as_str()).collect();
+    patterns.sort();
+    patterns.dedup();
+    let report = match a.compressed {
+        None => {
+            write_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta))?;
+            None
+        }
+        Some(values) => Some(write_compressed_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta), values.dtype())?),
+    };
+    println!(
+        "wrote {} ({} bytes): a sparse checkpoint, {} N:M layers ({})",
+        a.out.display(),
+        std::fs::metadata(&a.out)?.len(),
+        spec.layers.len(),
+        patterns.join(", ")
+    );
+    if let Some(c) = report {
+        println!("{}", compressed_line(&c));
+    }
     Ok(())
 }

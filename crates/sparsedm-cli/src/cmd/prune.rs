@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::checkpoint::read_verified_key;
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{
-    NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_compressed_sparse_checkpoint,
+    CompressedReport, NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_compressed_sparse_checkpoint,
     write_sparse_checkpoint,
 };
 use sparsedm_tensor::nm_cpu::NmValueDtype;
@@ -52,6 +52,30 @@ pub enum CompressedValues {
     F32,
     /// 2 bytes a value, every tensor of the file (lossy: a deployment file).
     F16,
+}
+
+impl CompressedValues {
+    /// The value dtype of the compressed file.
+    pub fn dtype(self) -> NmValueDtype {
+        match self {
+            CompressedValues::F32 => NmValueDtype::F32,
+            CompressedValues::F16 => NmValueDtype::F16,
+        }
+    }
+}
+
+/// The line `prune` and `export` print after writing a compressed N:M
+/// checkpoint: how many layers went compressed and the file's size against
+/// the same state dict written uncompressed.
+pub fn compressed_line(c: &CompressedReport) -> String {
+    format!(
+        "compressed: {} of {} N:M layers stored as kept values + positions; {} bytes = {:.3} of the uncompressed file ({} bytes)",
+        c.compressed,
+        c.listed,
+        c.bytes,
+        c.bytes as f64 / c.dense_bytes.max(1) as f64,
+        c.dense_bytes
+    )
 }
 
 /// The pruning methods.
@@ -260,13 +284,7 @@ fn run_magnitude(args: Args) -> Result<()> {
             write_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta))?;
             None
         }
-        Some(values) => {
-            let dtype = match values {
-                CompressedValues::F32 => NmValueDtype::F32,
-                CompressedValues::F16 => NmValueDtype::F16,
-            };
-            Some(write_compressed_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta), dtype)?)
-        }
+        Some(values) => Some(write_compressed_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta), values.dtype())?),
     };
 
     if args.json {
@@ -285,14 +303,7 @@ fn run_magnitude(args: Args) -> Result<()> {
     }
     if let Some(c) = compressed {
         // On stderr with --json, so that stdout stays one JSON document.
-        let line = format!(
-            "compressed: {} of {} N:M layers stored as kept values + positions; {} bytes = {:.3} of the uncompressed file ({} bytes)",
-            c.compressed,
-            c.listed,
-            c.bytes,
-            c.bytes as f64 / c.dense_bytes.max(1) as f64,
-            c.dense_bytes
-        );
+        let line = compressed_line(&c);
         if args.json { eprintln!("{line}") } else { println!("{line}") }
     }
     Ok(())
