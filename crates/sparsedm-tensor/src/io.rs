@@ -63,7 +63,60 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>>
     Ok(out)
 }
 
-/// Reads the `__metadata__` string map of a safetensors file. The keys
+/// The largest header this reader takes (the `safetensors` crate's limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The `__metadata__` string map of a safetensors file, from its header
+/// alone: the 8-byte length and the JSON that follows, never the tensor
+/// data (a multi-gigabyte checkpoint's metadata is read on every command
+/// that loads it, several times). Checked so that what the full reader
+/// refuses for its layout is refused here too: the header is a JSON
+/// object, the metadata strings, and the tensors' data offsets end exactly
+/// at the end of the file (a truncated or padded file is an error). The
+/// tensors themselves (dtypes, shapes against offsets) are checked when
+/// they are read.
+fn header_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let bad = |msg: String| st_err(path, format!("not a valid safetensors file ({msg})"));
+    let mut f = std::fs::File::open(path).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
+    let file_len = f.metadata().map_err(|error| Error::Io { path: path.display().to_string(), error })?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| bad("shorter than the 8-byte header length".into()))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER || n > file_len - 8 {
+        return Err(bad(format!("header length {n} is larger than the file ({file_len} bytes) or the format allows")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
+    let doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("the header is not a JSON object: {e}")))?;
+    let mut meta = HashMap::new();
+    let mut data_end = 0u64;
+    for (name, entry) in &doc {
+        if name == "__metadata__" {
+            let map = entry.as_object().ok_or_else(|| bad("__metadata__ is not a map".into()))?;
+            for (k, v) in map {
+                let v = v.as_str().ok_or_else(|| bad(format!("metadata {k:?} is not a string")))?;
+                meta.insert(k.clone(), v.to_string());
+            }
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .filter(|o| o.len() == 2)
+            .and_then(|o| o[1].as_u64())
+            .ok_or_else(|| bad(format!("tensor {name:?} has no data_offsets")))?;
+        data_end = data_end.max(end);
+    }
+    if 8 + n + data_end != file_len {
+        return Err(bad(format!("its tensors end at byte {} but the file has {file_len}", 8 + n + data_end)));
+    }
+    Ok(meta)
+}
+
+/// Reads the `__metadata__` string map of a safetensors file, from its
+/// header only (see [`header_metadata`]). The keys
 /// that describe a compressed N:M checkpoint's storage (the format marker
 /// and each layer's `nm:` entry) are left out: they belong to the file,
 /// not to the model, and a writer that carries a model's metadata over must
@@ -71,13 +124,17 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>>
 /// ([`crate::nm_cpu::is_nm_checkpoint_file`] tells a compressed file).
 pub fn load_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
-    let bytes = read_file(path)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
-    let mut meta = meta.metadata().clone().unwrap_or_default();
+    let mut meta = header_metadata(path)?;
     if meta.contains_key(crate::nm_cpu::NM_CHECKPOINT_KEY) {
         meta.retain(|k, _| k != crate::nm_cpu::NM_CHECKPOINT_KEY && !k.starts_with("nm:"));
     }
     Ok(meta)
+}
+
+/// Whether the header of the safetensors file at `path` has metadata key
+/// `key` (false for unreadable or invalid files); reads the header only.
+pub(crate) fn header_has_metadata_key(path: &Path, key: &str) -> bool {
+    header_metadata(path).is_ok_and(|m| m.contains_key(key))
 }
 
 /// Serialises named tensors to safetensors bytes.

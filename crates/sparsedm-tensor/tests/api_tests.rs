@@ -141,6 +141,57 @@ fn safetensors_round_trip_and_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The metadata of a safetensors file comes from its header alone, checked as the full reader
+/// checks the file's layout: the same map as the writer's (none: empty), and one clear error for a
+/// truncated file, a padded one, a header longer than the file, a header that is not JSON, and
+/// a missing file. A file whose data region is sparse on disk (1 GiB apparent size) answers
+/// with its metadata, the header being all that is read.
+#[test]
+fn safetensors_metadata_reads_the_header_only_and_checks_the_layout() {
+    let dir = std::env::temp_dir().join(format!("sparsedm-io-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let a = Tensor::randn(&[5, 7], &mut Rng::new(4), &DEV).unwrap();
+    let meta: std::collections::HashMap<String, String> = [("sparsedm.config", "x = 1\n[y]\nz = \"w\""), ("step", "3"), ("empty", "")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    save_safetensors(&path, &[("a".into(), a.clone()), ("b".into(), a.sum_all().unwrap())], Some(meta.clone())).unwrap();
+    assert_eq!(load_safetensors_metadata(&path).unwrap(), meta);
+    let plain = dir.join("plain.safetensors");
+    save_safetensors(&plain, &[("a".into(), a)], None).unwrap();
+    assert!(load_safetensors_metadata(&plain).unwrap().is_empty());
+
+    let bytes = std::fs::read(&path).unwrap();
+    let fails = |name: &str, content: &[u8], needle: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        let e = load_safetensors_metadata(&p).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(needle), "{name}: {e}");
+    };
+    fails("truncated.safetensors", &bytes[..bytes.len() - 1], "not a valid safetensors file");
+    fails("padded.safetensors", &[&bytes[..], &[0u8]].concat(), "not a valid safetensors file");
+    fails("short.safetensors", &bytes[..5], "not a valid safetensors file");
+    let mut long = bytes.clone();
+    long[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    fails("long-header.safetensors", &long, "header length");
+    let mut garbled = bytes.clone();
+    garbled[8] = b'#';
+    fails("garbled.safetensors", &garbled, "not a JSON object");
+    let e = load_safetensors_metadata(dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+
+    // A 1 GiB tensor whose bytes are a hole in the file: the metadata comes back at once.
+    let header = br#"{"__metadata__":{"k":"v"},"big":{"dtype":"F32","shape":[268435456],"data_offsets":[0,1073741824]}}"#;
+    let big = dir.join("big.safetensors");
+    let mut f = std::fs::File::create(&big).unwrap();
+    std::io::Write::write_all(&mut f, &[&(header.len() as u64).to_le_bytes()[..], header].concat()).unwrap();
+    f.set_len(8 + header.len() as u64 + (1 << 30)).unwrap();
+    drop(f);
+    assert_eq!(load_safetensors_metadata(&big).unwrap()["k"], "v");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Empty views and an empty index list are valid inputs with empty results, not panics
 /// (a zero-sized dimension used to reach `chunks_mut(0)` in the strided walker).
 #[test]

@@ -201,10 +201,10 @@ pub struct NmLoaded {
     pub pattern: Option<(usize, usize)>,
 }
 
-/// Whether the file at `path` is a compressed N:M checkpoint (reads the
-/// whole file; `false` for any file that is not one, unreadable included).
+/// Whether the file at `path` is a compressed N:M checkpoint (reads its
+/// header only; `false` for any file that is not one, unreadable included).
 pub fn is_nm_checkpoint_file(path: impl AsRef<Path>) -> bool {
-    std::fs::read(path).is_ok_and(|b| is_nm_checkpoint(&b))
+    crate::io::header_has_metadata_key(path.as_ref(), NM_CHECKPOINT_KEY)
 }
 
 /// Whether safetensors bytes are a compressed N:M checkpoint (readers that
