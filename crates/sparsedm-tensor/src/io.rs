@@ -137,24 +137,73 @@ pub(crate) fn header_has_metadata_key(path: &Path, key: &str) -> bool {
     header_metadata(path).is_ok_and(|m| m.contains_key(key))
 }
 
+/// One tensor as the safetensors writer sees it: dtype, shape and length
+/// up front, the little-endian bytes made only when the writer asks for
+/// them, one tensor at a time. So neither a save nor an in-memory
+/// serialisation holds a second copy of the whole state dict (they held
+/// two: every tensor's bytes, then the file image). A tensor whose bytes
+/// cannot be read (a device copy failing) leaves its error in `failed`
+/// and zeros in the output, which the caller then discards.
+struct LazyBytes<'a> {
+    t: &'a Tensor,
+    failed: &'a std::cell::RefCell<Option<Error>>,
+}
+
+impl LazyBytes<'_> {
+    fn bytes(&self) -> Result<Vec<u8>> {
+        Ok(match self.t.to_cpu_storage()? {
+            CpuStorage::F32(v) => bytemuck::cast_slice(&v).to_vec(),
+            CpuStorage::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            CpuStorage::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            CpuStorage::I64(v) => bytemuck::cast_slice(&v).to_vec(),
+        })
+    }
+}
+
+impl safetensors::tensor::View for LazyBytes<'_> {
+    fn dtype(&self) -> StDtype {
+        match self.t.dtype() {
+            crate::DType::F32 => StDtype::F32,
+            crate::DType::F16 => StDtype::F16,
+            crate::DType::BF16 => StDtype::BF16,
+            crate::DType::I64 => StDtype::I64,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        self.t.shape()
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.bytes() {
+            Ok(b) if b.len() == self.data_len() => b.into(),
+            other => {
+                let e = other.err().unwrap_or_else(|| Error::SafeTensors {
+                    path: "<memory>".into(),
+                    msg: format!("a tensor of shape {:?} gave a wrong number of bytes", self.t.shape()),
+                });
+                self.failed.borrow_mut().get_or_insert(e);
+                vec![0u8; self.data_len()].into()
+            }
+        }
+    }
+    fn data_len(&self) -> usize {
+        self.t.elem_count() * self.t.dtype().size_in_bytes()
+    }
+}
+
+/// The views of `tensors` for the writer, and the cell a failed read leaves its error in.
+fn lazy_views<'a>(tensors: &'a [(String, Tensor)], failed: &'a std::cell::RefCell<Option<Error>>) -> Vec<(&'a str, LazyBytes<'a>)> {
+    tensors.iter().map(|(n, t)| (n.as_str(), LazyBytes { t, failed })).collect()
+}
+
 /// Serialises named tensors to safetensors bytes.
 pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
-    let mut raw: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let (dtype, bytes) = match t.to_cpu_storage()? {
-            CpuStorage::F32(v) => (StDtype::F32, bytemuck::cast_slice(&v).to_vec()),
-            CpuStorage::F16(v) => (StDtype::F16, v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
-            CpuStorage::BF16(v) => (StDtype::BF16, v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
-            CpuStorage::I64(v) => (StDtype::I64, bytemuck::cast_slice(&v).to_vec()),
-        };
-        raw.push((name.clone(), dtype, t.shape().to_vec(), bytes));
-    }
-    let views: Vec<(String, TensorView<'_>)> = raw
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<_, _>>()
+    let failed = std::cell::RefCell::new(None);
+    let bytes = safetensors::tensor::serialize(lazy_views(tensors, &failed), metadata)
         .map_err(|e| Error::SafeTensors { path: "<memory>".into(), msg: e.to_string() })?;
-    safetensors::tensor::serialize(views, metadata).map_err(|e| Error::SafeTensors { path: "<memory>".into(), msg: e.to_string() })
+    match failed.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(bytes),
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
@@ -177,8 +226,25 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
-/// Writes named tensors to a safetensors file atomically.
+/// Writes named tensors to a safetensors file atomically, as
+/// [`write_atomic`] does (a temporary file in the same folder, flushed to
+/// disk, renamed over the target), streaming one tensor at a time: the
+/// save holds at most one tensor's bytes beyond the tensors themselves.
 pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let bytes = safetensors_bytes(tensors, metadata)?;
-    write_atomic(path, &bytes)
+    let path = path.as_ref();
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    let failed = std::cell::RefCell::new(None);
+    let written = safetensors::tensor::serialize_to_file(lazy_views(tensors, &failed), metadata, &tmp)
+        .map_err(|e| st_err(path, format!("writing: {e}")))
+        .and_then(|()| failed.take().map_or(Ok(()), Err))
+        .and_then(|()| {
+            let io = |error| Error::Io { path: path.display().to_string(), error };
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -123,12 +123,17 @@ fn safetensors_round_trip_and_errors() {
     let a = Tensor::randn(&[3, 4], &mut Rng::new(1), &DEV).unwrap();
     let b = Tensor::from_vec_i64(vec![7, -1], &[2], &DEV).unwrap();
     let h = a.to_dtype(DType::BF16).unwrap();
-    let meta = [("step".to_string(), "12".to_string())].into_iter().collect();
-    save_safetensors(&path, &[("a".into(), a.t().unwrap()), ("b".into(), b), ("h".into(), h)], Some(meta)).unwrap();
+    let meta: std::collections::HashMap<String, String> = [("step".to_string(), "12".to_string())].into_iter().collect();
+    let empty = Tensor::zeros(&[0, 3], &DEV).unwrap().to_dtype(DType::F16).unwrap();
+    let named = [("a".into(), a.t().unwrap()), ("b".into(), b), ("h".into(), h), ("e".into(), empty)];
+    save_safetensors(&path, &named, Some(meta.clone())).unwrap();
+    // The streamed file is the in-memory serialisation, byte for byte.
+    assert_eq!(std::fs::read(&path).unwrap(), sparsedm_tensor::safetensors_bytes(&named, Some(meta)).unwrap());
     let back: std::collections::HashMap<_, _> = load_safetensors(&path).unwrap().into_iter().collect();
     assert_eq!(back["a"].to_vec_f32().unwrap(), a.t().unwrap().to_vec_f32().unwrap());
     assert_eq!(back["b"].to_vec_i64().unwrap(), vec![7, -1]);
     assert_eq!(back["h"].dtype(), DType::BF16);
+    assert_eq!((back["e"].shape(), back["e"].dtype()), (&[0usize, 3][..], DType::F16));
     assert_eq!(load_safetensors_metadata(&path).unwrap()["step"], "12");
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
