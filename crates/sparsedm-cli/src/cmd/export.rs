@@ -21,11 +21,11 @@ use super::prune::{CompressedValues, compressed_line};
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::Arch;
 use sparsedm_diffusion::onnx::export_onnx;
-use sparsedm_layers::{SparsitySpec, sparse_state_dict, write_compressed_sparse_checkpoint, write_sparse_checkpoint};
+use sparsedm_layers::{sparse_state_dict, write_compressed_sparse_checkpoint, write_sparse_checkpoint};
 use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
 use sparsedm_train::restore::{ExternalModel, Restored, restore};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,20 +115,18 @@ fn write_model(a: &Args, r: &Restored) -> Result<()> {
     }
     meta.insert(META_KIND.to_string(), "model".to_string());
     meta.insert("sparsedm.export.source".to_string(), a.checkpoint.display().to_string());
-    let spec = SparsitySpec::from_store(store)?;
-    let shown = |p: &Path| p.display().to_string();
+    let (tensors, spec) = sparse_state_dict(store)?;
     if spec.layers.is_empty() {
         if a.compressed.is_some() {
             bail!(
                 "{} has no N:M layers: --compressed stores a sparse model's N:M layers compressed (export it without --compressed)",
-                shown(&a.checkpoint)
+                a.checkpoint.display()
             );
         }
-        store.save_safetensors(&a.out, Some(meta))?;
+        sparsedm_tensor::save_safetensors(&a.out, &tensors, Some(meta))?;
         println!("wrote {} ({} bytes): the dense model", a.out.display(), std::fs::metadata(&a.out)?.len());
         return Ok(());
     }
-    let (tensors, spec) = sparse_state_dict(store)?;
     let mut patterns: Vec<&str> = spec.layers.values().map(|l| l.pattern.as_str()).collect();
     patterns.sort();
     patterns.dedup();
