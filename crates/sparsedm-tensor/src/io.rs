@@ -5,7 +5,7 @@
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor};
 use half::{bf16, f16};
-use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype as StDtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -40,79 +40,81 @@ fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     Tensor::from_cpu_storage(data, view.shape()).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))
 }
 
-/// Reads every tensor of a safetensors file, in file order. A compressed
-/// N:M checkpoint (`nm_cpu/checkpoint.rs`: kept values and packed
-/// positions) comes back as the dense tensors it stands for, by name, so
-/// every reader of checkpoints takes one.
+/// Reads every tensor of a safetensors file, in file order, one tensor's
+/// bytes at a time (the header first, validated as the `safetensors` crate
+/// validates a whole file; then each tensor's byte range), so a load holds
+/// the tensors and at most one tensor's raw bytes, not the whole file as
+/// well. A compressed N:M checkpoint (`nm_cpu/checkpoint.rs`: kept values
+/// and packed positions) comes back as the dense tensors it stands for, by
+/// name, so every reader of checkpoints takes one.
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    use std::io::Read;
     let path = path.as_ref();
-    let bytes = read_file(path)?;
-    if crate::nm_cpu::is_nm_checkpoint(&bytes) {
+    let mut header = read_header(path)?;
+    if header.meta.metadata().as_ref().is_some_and(|m| m.contains_key(crate::nm_cpu::NM_CHECKPOINT_KEY)) {
+        let bytes = read_file(path)?;
         let loaded =
             crate::nm_cpu::load_nm_checkpoint_bytes(&bytes).map_err(|e| st_err(path, format!("compressed N:M checkpoint: {e}")))?;
         return Ok(loaded.into_iter().map(|l| (l.name, l.tensor)).collect());
     }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, format!("not a valid safetensors file ({e})")))?;
+    // The file position is at the data; in offset order (contiguous from
+    // 0, as validated) each tensor's bytes follow the previous one's.
     let mut out = Vec::new();
-    let mut names: Vec<(usize, String)> = st.tensors().into_iter().map(|(n, v)| (v.data().as_ptr() as usize, n)).collect();
-    names.sort();
-    for (_, name) in names {
-        let view = st.tensor(&name).map_err(|e| st_err(path, e))?;
+    for name in header.meta.offset_keys() {
+        let info = header.meta.info(&name).ok_or_else(|| st_err(path, format!("tensor {name:?} vanished from the header")))?;
+        let (s, e) = info.data_offsets;
+        let mut bytes = vec![0u8; e - s];
+        header.file.read_exact(&mut bytes).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
+        let view = TensorView::new(info.dtype, info.shape.clone(), &bytes).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))?;
         out.push((name.clone(), to_tensor(path, &name, &view)?));
     }
     Ok(out)
 }
 
+/// A safetensors file opened at its validated header.
+struct Header {
+    /// Positioned at the first byte of the tensor data.
+    file: std::fs::File,
+    meta: safetensors::tensor::Metadata,
+}
+
 /// The largest header this reader takes (the `safetensors` crate's limit).
 const MAX_HEADER: u64 = 100_000_000;
 
-/// The `__metadata__` string map of a safetensors file, from its header
-/// alone: the 8-byte length and the JSON that follows, never the tensor
-/// data (a multi-gigabyte checkpoint's metadata is read on every command
-/// that loads it, several times). Checked so that what the full reader
-/// refuses for its layout is refused here too: the header is a JSON
-/// object, the metadata strings, and the tensors' data offsets end exactly
-/// at the end of the file (a truncated or padded file is an error). The
-/// tensors themselves (dtypes, shapes against offsets) are checked when
-/// they are read.
-fn header_metadata(path: &Path) -> Result<HashMap<String, String>> {
+/// Reads and validates the header of the safetensors file at `path` alone:
+/// the 8-byte length and the JSON that follows, never the tensor data (a
+/// multi-gigabyte checkpoint's metadata is read on every command that
+/// loads it, several times). The JSON goes through the `safetensors`
+/// crate's own `Metadata` (known dtypes, each tensor's byte length equal to
+/// its shape's, offsets contiguous from 0), and the tensors must end
+/// exactly at the end of the file: what the crate refuses in a whole file
+/// is refused here (a truncated or padded file included).
+fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
     let bad = |msg: String| st_err(path, format!("not a valid safetensors file ({msg})"));
-    let mut f = std::fs::File::open(path).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
-    let file_len = f.metadata().map_err(|error| Error::Io { path: path.display().to_string(), error })?.len();
+    let io = |error| Error::Io { path: path.display().to_string(), error };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|_| bad("shorter than the 8-byte header length".into()))?;
+    file.read_exact(&mut len).map_err(|_| bad("shorter than the 8-byte header length".into()))?;
     let n = u64::from_le_bytes(len);
     if n > MAX_HEADER || n > file_len - 8 {
         return Err(bad(format!("header length {n} is larger than the file ({file_len} bytes) or the format allows")));
     }
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
-    let doc: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("the header is not a JSON object: {e}")))?;
-    let mut meta = HashMap::new();
-    let mut data_end = 0u64;
-    for (name, entry) in &doc {
-        if name == "__metadata__" {
-            let map = entry.as_object().ok_or_else(|| bad("__metadata__ is not a map".into()))?;
-            for (k, v) in map {
-                let v = v.as_str().ok_or_else(|| bad(format!("metadata {k:?} is not a string")))?;
-                meta.insert(k.clone(), v.to_string());
-            }
-            continue;
-        }
-        let end = entry
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .filter(|o| o.len() == 2)
-            .and_then(|o| o[1].as_u64())
-            .ok_or_else(|| bad(format!("tensor {name:?} has no data_offsets")))?;
-        data_end = data_end.max(end);
+    file.read_exact(&mut header).map_err(io)?;
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("its header: {e}")))?;
+    let end = 8 + n + meta.data_len() as u64;
+    if end != file_len {
+        return Err(bad(format!("its tensors end at byte {end} but the file has {file_len}")));
     }
-    if 8 + n + data_end != file_len {
-        return Err(bad(format!("its tensors end at byte {} but the file has {file_len}", 8 + n + data_end)));
-    }
-    Ok(meta)
+    Ok(Header { file, meta })
+}
+
+/// The `__metadata__` string map of a safetensors file, from its header
+/// alone ([`read_header`]).
+fn header_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    Ok(read_header(path)?.meta.metadata().clone().unwrap_or_default())
 }
 
 /// Reads the `__metadata__` string map of a safetensors file, from its

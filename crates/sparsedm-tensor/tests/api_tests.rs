@@ -148,8 +148,8 @@ fn safetensors_round_trip_and_errors() {
 
 /// The metadata of a safetensors file comes from its header alone, checked as the full reader
 /// checks the file's layout: the same map as the writer's (none: empty), and one clear error for a
-/// truncated file, a padded one, a header longer than the file, a header that is not JSON, and
-/// a missing file. A file whose data region is sparse on disk (1 GiB apparent size) answers
+/// truncated file, a padded one, a header longer than the file, a header that is not JSON, a
+/// shape that does not match its bytes, and a missing file (the loader too). A file whose data region is sparse on disk (1 GiB apparent size) answers
 /// with its metadata, the header being all that is read.
 #[test]
 fn safetensors_metadata_reads_the_header_only_and_checks_the_layout() {
@@ -182,7 +182,15 @@ fn safetensors_metadata_reads_the_header_only_and_checks_the_layout() {
     fails("long-header.safetensors", &long, "header length");
     let mut garbled = bytes.clone();
     garbled[8] = b'#';
-    fails("garbled.safetensors", &garbled, "not a JSON object");
+    fails("garbled.safetensors", &garbled, "its header");
+    // The header through the safetensors crate's checks: a shape that does not match its bytes.
+    let wrong = br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+    fails("wrong-shape.safetensors", &[&(wrong.len() as u64).to_le_bytes()[..], wrong, &[0u8; 8]].concat(), "not a valid safetensors file");
+    // The loader reads the same header first: the same files are refused, naming them.
+    for name in ["truncated.safetensors", "padded.safetensors", "wrong-shape.safetensors", "garbled.safetensors"] {
+        let e = load_safetensors(dir.join(name)).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("not a valid safetensors file"), "load {name}: {e}");
+    }
     let e = load_safetensors_metadata(dir.join("missing.safetensors")).unwrap_err().to_string();
     assert!(e.contains("missing.safetensors"), "{e}");
 
