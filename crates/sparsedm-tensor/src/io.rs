@@ -104,9 +104,10 @@ fn read_header(path: &Path) -> Result<Header> {
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header).map_err(io)?;
     let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("its header: {e}")))?;
-    let end = 8 + n + meta.data_len() as u64;
-    if end != file_len {
-        return Err(bad(format!("its tensors end at byte {end} but the file has {file_len}")));
+    let end = (meta.data_len() as u64).checked_add(8 + n);
+    if end != Some(file_len) {
+        let end = end.map_or("past any file size".to_string(), |e| format!("at byte {e}"));
+        return Err(bad(format!("its tensors end {end} but the file has {file_len} bytes")));
     }
     Ok(Header { file, meta })
 }
