@@ -197,3 +197,48 @@ fn empty_attention_problems_give_empty_results() {
         assert_eq!(Tensor::scaled_dot_product_attention_qkv(&qkv, None).unwrap().shape(), &[b, h, l, d]);
     }
 }
+
+/// The short-sequence inference kernel (`attention_short.rs`, AVX2 + FMA,
+/// up to 96 keys) against the `gemm` path it replaces and the training
+/// path: the same bits on U-ViT's packed qkv heads (the demo model's 65
+/// tokens × 32 channels), contiguous heads, query and key counts off the
+/// register and block sizes, channel counts not a multiple of 8 for q·kᵀ,
+/// wide values, two query tiles, and a scale.
+#[test]
+fn short_sequence_attention_gives_the_gemm_paths_bits() {
+    use sparsedm_tensor::backend::cpu::set_short_attention;
+    let bits = |t: &Tensor| t.to_vec_f32().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    // (batch, heads, queries, keys, d, dv, packed)
+    let cases: [(usize, usize, usize, usize, usize, usize, bool); 8] = [
+        (3, 4, 65, 65, 32, 32, true),
+        (2, 2, 65, 65, 32, 32, false),
+        (1, 3, 17, 19, 5, 8, false),
+        (2, 1, 40, 7, 13, 24, false),
+        (1, 2, 96, 96, 64, 64, true),
+        (1, 1, 9, 90, 3, 40, false),
+        (1, 1, 1500, 90, 8, 16, false),
+        (2, 2, 33, 33, 32, 32, true),
+    ];
+    for (i, &(b, h, lq, lk, d, dv, packed)) in cases.iter().enumerate() {
+        let seed = 300 + 5 * i as u64;
+        let (q, k, v) = if packed {
+            // [B, L, 3, H, D] -> [3, B, H, L, D]: q, k, v views of one tensor.
+            assert!(lq == lk && d == dv);
+            let qkv = randn(&[b, lq, 3 * h * d], seed).reshape(&[b, lq, 3, h, d]).unwrap().permute(&[2, 0, 3, 1, 4]).unwrap();
+            let [q, k, v] = [0, 1, 2].map(|j| qkv.narrow(0, j, 1).unwrap().squeeze(0).unwrap());
+            (q, k, v)
+        } else {
+            (randn(&[b, h, lq, d], seed), randn(&[b, h, lk, d], seed + 1), randn(&[b, h, lk, dv], seed + 2))
+        };
+        let scale = Some(0.37);
+        let trained = bits(&Tensor::scaled_dot_product_attention(&q.to_var(), &k, &v, scale).unwrap());
+        let _g = no_grad();
+        let short = bits(&Tensor::scaled_dot_product_attention(&q, &k, &v, scale).unwrap());
+        let was = set_short_attention(false);
+        let gemm = bits(&Tensor::scaled_dot_product_attention(&q, &k, &v, scale).unwrap());
+        set_short_attention(was);
+        let what = format!("case {i}: [{b}, {h}] q {lq} k {lk} d {d} dv {dv} packed {packed}");
+        assert!(short == gemm, "{what}: the short-sequence kernel differs from the gemm path");
+        assert!(short == trained, "{what}: inference differs from the training path");
+    }
+}

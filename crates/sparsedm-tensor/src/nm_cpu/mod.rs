@@ -50,6 +50,9 @@ mod rowwise;
 mod simd_avx2;
 #[cfg(target_arch = "x86_64")]
 mod simd_avx512;
+/// The 8×8-transposing panel build, shared with the short-sequence attention.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use simd_avx2::panel_avx;
 mod spmm;
 
 pub use checkpoint::{

@@ -9,6 +9,7 @@
 //! per-thread scratch ([`SoftmaxCols`]).
 
 use crate::Layout;
+use crate::backend::cpu::attention_short;
 use crate::backend::cpu::math::fast_exp;
 use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_raw, gemm_f32_rows};
 use crate::backend::cpu::rows::{SoftmaxBackwardScaled, softmax_in_place};
@@ -219,6 +220,9 @@ pub(crate) fn attention(
     let (k_rs, k_cs) = (lk.strides()[r - 2], lk.strides()[r - 1]);
     let (v_rs, v_cs) = (lv.strides()[r - 2], lv.strides()[r - 1]);
     let tile = (TILE_SCORES / nk.max(1)).clamp(1, nq);
+    // Inference on short sequences: the register-blocked kernel of
+    // `attention_short` (same bits as the products below).
+    let short = !keep_probs && attention_short::applies(nq, nk, d, dv, tile, q_cs, v_rs, v_cs);
     // One batch element: its [nq, dv] output starts at `o` (rows `o_rs`
     // apart), `p` is its [nq, nk] probabilities when kept (else scores
     // live in a per-tile scratch). Rows r0..r0+rows of the output:
@@ -233,6 +237,33 @@ pub(crate) fn attention(
                 unsafe { std::ptr::write_bytes(o.get().add(row * o_rs), 0, dv) };
             }
             return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if short {
+            let len = attention_short::scratch_len(tile, nk, d, dv);
+            return with_scores_scratch(len, |buf| {
+                let mut r0 = 0;
+                while r0 < nq {
+                    let rows = tile.min(nq - r0);
+                    // SAFETY: `applies` held (AVX2 + FMA in use, unit
+                    // channel strides of q and v); the strides address this
+                    // element's q rows r0.., its keys and values; the
+                    // tile's output rows lie in the buffer and only this
+                    // call writes them; `buf` has the scratch for `tile` rows.
+                    unsafe {
+                        attention_short::tile(
+                            (q.as_ptr().add(oq + r0 * q_rs), q_rs),
+                            (k.as_ptr().add(ok), k_rs, k_cs),
+                            (v.as_ptr().add(ov), v_rs),
+                            (rows, nk, d, dv),
+                            scale,
+                            (o.get().add(r0 * o_rs), o_rs),
+                            buf.as_mut_ptr(),
+                        )
+                    };
+                    r0 += rows;
+                }
+            });
         }
         let Some(p) = p else {
             // Inference: the tile's scores transposed, sᵀ = k · qᵀ (rows

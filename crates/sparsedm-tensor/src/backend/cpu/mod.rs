@@ -4,6 +4,7 @@
 //! `CpuStorage`, each primitive a call into its family's file.
 
 mod attention;
+mod attention_short;
 pub(crate) mod buffer;
 mod conv;
 mod convert;
@@ -20,6 +21,7 @@ pub(crate) mod rows;
 pub mod simd;
 pub(crate) mod strided;
 
+pub use attention_short::set_short_attention;
 pub use buffer::CpuStorage;
 pub(crate) use matmul::gemm_f32_uninit;
 
