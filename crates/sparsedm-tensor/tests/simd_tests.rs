@@ -52,6 +52,10 @@ fn results() -> Vec<(&'static str, Vec<f32>)> {
     out.push(("gelu bwd", grad(&|t| t.gelu().unwrap())));
     let (q, k, vv) = (randn(&[3, 2, 41, 9], 4), randn(&[3, 2, 41, 9], 5), randn(&[3, 2, 41, 7], 6));
     out.push(("attention", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
+    // The demo model's heads: the short-sequence kernel at the AVX2 and
+    // AVX-512 levels, the gemm path at the baseline.
+    let (q, k, vv) = (randn(&[2, 2, 65, 32], 16), randn(&[2, 2, 65, 32], 17), randn(&[2, 2, 65, 32], 18));
+    out.push(("attention short", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));
     // Several query tiles (1100 keys: 119 queries a tile), the last one partial.
     let (q, k, vv) = (randn(&[1, 1, 300, 5], 13), randn(&[1, 1, 1100, 5], 14), randn(&[1, 1, 1100, 3], 15));
     out.push(("attention tiled", v(Tensor::scaled_dot_product_attention(&q, &k, &vv, None).unwrap())));

@@ -264,10 +264,8 @@ unsafe fn scores<const K: usize, const V: usize>(
 }
 
 /// `sᵀ ← exp(sᵀ − max)` over the tile's `nk` rows of `nv` registers, the
-/// first step of [`super::attention`]'s column softmax. Four registers of a
-/// row at a time: [`exp8`] is a chain of ~15 dependent operations, and
-/// one at a time (down a column) the out-of-order window held too few of
-/// them to fill the pipes (~16 cycles a register on Zen 3 against ~8).
+/// first step of [`super::attention`]'s column softmax, [`EXP_BLOCK`]
+/// registers of a row at a time.
 ///
 /// # Safety
 /// AVX2 + FMA; `s` holds `nk` rows of `nv·8` floats `ld` apart, `mx`
@@ -281,24 +279,74 @@ unsafe fn exps(s: *mut f32, ld: usize, nk: usize, nv: usize, mx: *const f32) {
         // target feature and its intrinsics would become calls.
         macro_rules! one {
             ($p:expr, $c:expr) => {
-                exp8(_mm256_sub_ps(_mm256_loadu_ps($p.add($c * LANES)), _mm256_loadu_ps(mx.add($c * LANES))))
+                _mm256_sub_ps(_mm256_loadu_ps($p.add($c * LANES)), _mm256_loadu_ps(mx.add($c * LANES)))
             };
         }
         for j in 0..nk {
             let p = s.add(j * ld);
             let mut c = 0;
-            while c + 4 <= nv {
-                let e = [one!(p, c), one!(p, c + 1), one!(p, c + 2), one!(p, c + 3)];
-                for (u, e) in e.into_iter().enumerate() {
+            while c + EXP_BLOCK <= nv {
+                let x: [__m256; EXP_BLOCK] = [one!(p, c), one!(p, c + 1), one!(p, c + 2), one!(p, c + 3)];
+                for (u, e) in exp8_block(x).into_iter().enumerate() {
                     _mm256_storeu_ps(p.add((c + u) * LANES), e);
                 }
-                c += 4;
+                c += EXP_BLOCK;
             }
             while c < nv {
-                _mm256_storeu_ps(p.add(c * LANES), one!(p, c));
+                _mm256_storeu_ps(p.add(c * LANES), exp8(one!(p, c)));
                 c += 1;
             }
         }
+    }
+}
+
+/// Registers per [`exp8_block`].
+const EXP_BLOCK: usize = 4;
+
+/// [`exp8`] of [`EXP_BLOCK`] registers, each step for every register
+/// before the next (the same operations per lane, so the same bits):
+/// [`exp8`] is a chain of ~55 cycles of latency, and one register at a time
+/// — even four written side by side — Zen 3's schedulers held too few
+/// independent operations to fill the pipes (~12 cycles a register).
+///
+/// # Safety
+/// AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp8_block(x: [__m256; EXP_BLOCK]) -> [__m256; EXP_BLOCK] {
+    const MAGIC: f32 = 12_582_912.0;
+    // SAFETY: register-only AVX2/FMA operations; the caller guarantees them.
+    unsafe {
+        let m = _mm256_set1_ps(MAGIC);
+        // Loops, not `map`: a closure would not inherit the AVX2 target
+        // feature.
+        let mut n = [_mm256_setzero_ps(); EXP_BLOCK];
+        let mut x = x;
+        for u in 0..EXP_BLOCK {
+            x[u] = _mm256_min_ps(_mm256_set1_ps(88.7), _mm256_max_ps(_mm256_set1_ps(-87.3), x[u]));
+            let t = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x[u], _mm256_set1_ps(std::f32::consts::LOG2_E)), m), m);
+            n[u] = _mm256_min_ps(t, _mm256_set1_ps(127.0));
+        }
+        let mut r = [_mm256_setzero_ps(); EXP_BLOCK];
+        let mut q = [_mm256_setzero_ps(); EXP_BLOCK];
+        for u in 0..EXP_BLOCK {
+            r[u] = _mm256_fmadd_ps(n[u], _mm256_set1_ps(2.121_944_4e-4), _mm256_fnmadd_ps(n[u], _mm256_set1_ps(0.693_359_4), x[u]));
+            q[u] = _mm256_fmadd_ps(_mm256_set1_ps(1.987_569_1e-4), r[u], _mm256_set1_ps(1.398_2e-3));
+        }
+        for c in [8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+            for u in 0..EXP_BLOCK {
+                q[u] = _mm256_fmadd_ps(q[u], r[u], _mm256_set1_ps(c));
+            }
+        }
+        let mut e = [_mm256_setzero_ps(); EXP_BLOCK];
+        for u in 0..EXP_BLOCK {
+            let z = _mm256_mul_ps(r[u], r[u]);
+            let p = _mm256_add_ps(_mm256_fmadd_ps(q[u], z, r[u]), _mm256_set1_ps(1.0));
+            let n_int = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(n[u], m)), _mm256_set1_epi32(MAGIC.to_bits() as i32));
+            let pow = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n_int, _mm256_set1_epi32(127))));
+            e[u] = _mm256_mul_ps(p, pow);
+        }
+        e
     }
 }
 

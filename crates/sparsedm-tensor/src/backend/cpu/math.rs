@@ -52,20 +52,61 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
 /// (so ±1 exactly in the tails); NaN stays NaN.
 #[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
-    // P[0] is the fit's value, close to 2/√π (erf's slope at 0) but not it.
-    #[allow(clippy::approx_constant)]
-    const P: [f32; 6] = [1.128379, 0.19275847, 0.053059794, 0.0038680963, 0.0002874757, 2.034802e-06];
-    const Q: [f32; 6] = [1.0, 0.5041594, 0.11508235, 0.01517184, 0.0011880614, 3.807113e-05];
-    let x = x.clamp(-3.92, 3.92);
+    let x = x.clamp(-ERF_CLAMP, ERF_CLAMP);
     let t = x * x;
-    let p = P[5].mul_add(t, P[4]).mul_add(t, P[3]).mul_add(t, P[2]).mul_add(t, P[1]).mul_add(t, P[0]);
-    let q = Q[5].mul_add(t, Q[4]).mul_add(t, Q[3]).mul_add(t, Q[2]).mul_add(t, Q[1]).mul_add(t, Q[0]);
+    let (p, q) = (ERF_P, ERF_Q);
+    let p = p[5].mul_add(t, p[4]).mul_add(t, p[3]).mul_add(t, p[2]).mul_add(t, p[1]).mul_add(t, p[0]);
+    let q = q[5].mul_add(t, q[4]).mul_add(t, q[3]).mul_add(t, q[2]).mul_add(t, q[1]).mul_add(t, q[0]);
     // The fit overshoots ±1 by up to 1e-7 near the clamp; without the
     // bound, GELU(x) = x·Φ(x) of a very negative x came out positive and
     // growing with |x| (PyTorch: −0).
     (x * p / q).clamp(-1.0, 1.0)
 }
 
+/// [`erf`]'s clamp.
+const ERF_CLAMP: f32 = 3.92;
+/// [`erf`]'s numerator; P[0] is the fit's value, close to 2/√π (erf's
+/// slope at 0) but not it.
+#[allow(clippy::approx_constant)]
+const ERF_P: [f32; 6] = [1.128379, 0.19275847, 0.053059794, 0.0038680963, 0.0002874757, 2.034802e-06];
+/// [`erf`]'s denominator.
+const ERF_Q: [f32; 6] = [1.0, 0.5041594, 0.11508235, 0.01517184, 0.0011880614, 3.807113e-05];
+
+/// Elements per block of [`gelu_block`].
+pub(crate) const GELU_BLOCK: usize = 32;
+
+/// `x·Φ(x)` of [`GELU_BLOCK`] values: the operations of `x *
+/// normal_cdf(x)` (so the same bits), staged across the block — each step
+/// for every element before the next step — so that a vectorised loop
+/// holds four (AVX2) or two (AVX-512) independent registers at every step.
+/// Element by element, GELU is a chain of ~50 cycles of latency (two
+/// 5-step polynomials, a division) that left Zen 3's schedulers too few
+/// independent operations: ~13 cycles a register instead of ~7.
+#[inline(always)]
+pub(crate) fn gelu_block(x: &[f32; GELU_BLOCK], out: &mut [f32; GELU_BLOCK]) {
+    const N: usize = GELU_BLOCK;
+    let mut xc = [0f32; N];
+    let mut t = [0f32; N];
+    for i in 0..N {
+        xc[i] = (x[i] * std::f32::consts::FRAC_1_SQRT_2).clamp(-ERF_CLAMP, ERF_CLAMP);
+        t[i] = xc[i] * xc[i];
+    }
+    let (mut p, mut q) = ([0f32; N], [0f32; N]);
+    for i in 0..N {
+        p[i] = ERF_P[5].mul_add(t[i], ERF_P[4]);
+        q[i] = ERF_Q[5].mul_add(t[i], ERF_Q[4]);
+    }
+    for k in (0..4).rev() {
+        for i in 0..N {
+            p[i] = p[i].mul_add(t[i], ERF_P[k]);
+            q[i] = q[i].mul_add(t[i], ERF_Q[k]);
+        }
+    }
+    for i in 0..N {
+        let e = (xc[i] * p[i] / q[i]).clamp(-1.0, 1.0);
+        out[i] = x[i] * (0.5 * (1.0 + e));
+    }
+}
 /// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact
 /// arithmetic, about 5e-7 in f32), given `e = exp(−x²)`: GELU's gradient
 /// needs that exponential for the normal density anyway, so there this
@@ -103,6 +144,24 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    /// The staged block gives `x · normal_cdf(x)` to the bit, specials too.
+    #[test]
+    fn gelu_block_is_the_scalar_gelu() {
+        use super::{GELU_BLOCK, gelu_block, normal_cdf};
+        let mut xs: Vec<f32> = (-40_000..40_000).map(|i| i as f32 * 2.7e-4).collect();
+        xs.extend([0.0, -0.0, 3.92, -3.92, 5.6, -5.6, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
+        for c in xs.chunks(GELU_BLOCK) {
+            let mut a = [0f32; GELU_BLOCK];
+            a[..c.len()].copy_from_slice(c);
+            let mut out = [0f32; GELU_BLOCK];
+            gelu_block(&a, &mut out);
+            for (x, y) in a.iter().zip(out) {
+                let want = x * normal_cdf(*x);
+                assert!(y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()), "gelu({x}): block {y}, scalar {want}");
+            }
+        }
+    }
+
     #[test]
     fn erf_matches_libm() {
         let mut worst = 0f32;
