@@ -36,6 +36,9 @@ fn results() -> Vec<(&'static str, Vec<f32>)> {
         ("softmax", v(x.softmax(2).unwrap())),
         ("log_softmax", v(x.log_softmax(2).unwrap())),
         ("layer_norm", v(x.layer_norm(Some(&bias), Some(&bias), 1e-5).unwrap())),
+        // The demo model's width, 37 rows (groups of 16 with a partial
+        // one, pairs with an odd row out), a large mean.
+        ("layer_norm 128", v(randn(&[37, 128], 19).add_scalar(300.0).unwrap().layer_norm(None, None, 1e-5).unwrap())),
         ("sum prefix", v(x.sum_dims(&[0, 1], false).unwrap())),
     ];
     // Backward kernels (softmax, log-softmax, layer norm, GELU): the input's
