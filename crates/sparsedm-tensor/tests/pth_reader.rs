@@ -158,3 +158,51 @@ fn damaged_files_are_errors_naming_the_file() {
     let e = load_weights(dir.join("missing.pth"), None).unwrap_err().to_string();
     assert!(e.contains("missing.pth"), "{e}");
 }
+
+/// A zip checkpoint is read entry by entry: the storages of a state dict
+/// picked by key are all it reads, so a checkpoint whose other entries'
+/// storages are missing (here `two_models.pth` rewritten without the
+/// model's first storage) still gives its EMA weights, and asking for the
+/// model names the missing entry.
+#[test]
+fn zip_checkpoints_read_only_the_selected_storages() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("sparsedm-pth-sel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::fs::File::open(fixture("two_models.pth")).unwrap();
+    let mut zin = zip::ZipArchive::new(src).unwrap();
+    let out = dir.join("two_models_partial.pth");
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(&out).unwrap());
+    let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let model_weight = {
+        let model: HashMap<String, Tensor> = load_torch_checkpoint(fixture("two_models.pth"), Some("model")).unwrap().into_iter().collect();
+        model["layer.weight"].to_vec_f32().unwrap()
+    };
+    let mut dropped = None;
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let name = f.name().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        // The storage holding the model's layer.weight (its f32 bytes).
+        let is_model_weight = name.contains("/data/") && bytes.len() == model_weight.len() * 4 && {
+            let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            v == model_weight
+        };
+        if is_model_weight {
+            dropped = Some(name);
+            continue;
+        }
+        zout.start_file(name, stored).unwrap();
+        zout.write_all(&bytes).unwrap();
+    }
+    zout.finish().unwrap();
+    let dropped = dropped.expect("the model's weight storage");
+    let got: HashMap<String, Tensor> = load_torch_checkpoint(&out, Some("ema")).unwrap().into_iter().collect();
+    for (name, want) in expected("two_models") {
+        identical(&format!("ema {name}"), &got[&name], &want);
+    }
+    let e = load_torch_checkpoint(&out, Some("model")).unwrap_err().to_string();
+    assert!(e.contains("two_models_partial.pth") && e.contains(&dropped) && e.contains("layer.weight"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,7 @@
-//! The two containers `torch.save` writes, read into the unpickled object
-//! and the raw bytes of every storage it references.
+//! The two containers `torch.save` writes: the unpickled object and the
+//! raw bytes of the storages it references — a zip archive's entries read
+//! one at a time on demand ([`ZipCheckpoint`]), a legacy file's storages
+//! borrowed from its bytes in memory ([`read_legacy`]).
 //!
 //! - **zip** (PyTorch ≥ 1.6, the default): `<prefix>/data.pkl` is the
 //!   object; storage `key` is the file `<prefix>/data/<key>`, its raw
@@ -13,22 +15,24 @@
 //!   order an int64 element count followed by the elements.
 
 use super::pickle::{StorageDType, StorageRef, Value, storage_id, unpickle};
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 
-/// One storage's bytes as stored (`big_endian` tells how to read elements).
+/// One storage's bytes as stored (`big_endian` tells how to read
+/// elements): read from a zip entry, or borrowed from a legacy file's bytes.
 #[derive(Debug)]
-pub(crate) struct RawStorage {
+pub(crate) struct RawStorage<'a> {
     pub dtype: StorageDType,
-    pub bytes: Vec<u8>,
+    pub bytes: Cow<'a, [u8]>,
     pub big_endian: bool,
 }
 
 /// The unpickled object and its storages by key.
 #[derive(Debug)]
-pub(crate) struct Loaded {
+pub(crate) struct Loaded<'a> {
     pub root: Value,
-    pub storages: HashMap<String, RawStorage>,
+    pub storages: HashMap<String, RawStorage<'a>>,
 }
 
 /// The legacy format's first pickle.
@@ -57,48 +61,68 @@ fn unpickle_object(data: &[u8], pos: usize) -> Result<(Value, usize, HashMap<Str
     Ok((root, end, seen))
 }
 
-/// Reads a zip-format checkpoint.
-pub(crate) fn read_zip(bytes: &[u8]) -> Result<Loaded, String> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a readable zip archive ({e})"))?;
-    let pickles: Vec<String> =
-        zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).map(str::to_string).collect();
-    let pkl = match pickles.as_slice() {
-        [one] => one.clone(),
-        [] => return Err("a zip archive without <name>/data.pkl: not a torch.save checkpoint".into()),
-        many => return Err(format!("a zip archive with several data.pkl entries ({})", many.join(", "))),
+/// A zip-format checkpoint opened for reading: the unpickled object, and
+/// the storages it references, each read from the archive when asked for
+/// (so a state dict picked out of a training checkpoint does not read the
+/// optimizer's storages, and no copy of the whole file is held).
+pub(crate) struct ZipCheckpoint<R> {
+    zip: zip::ZipArchive<R>,
+    /// `<name>/`, the directory of `data.pkl`.
+    prefix: String,
+    big_endian: bool,
+    /// Every storage key the object references, with its element type.
+    dtypes: HashMap<String, StorageDType>,
+    pub root: Value,
+}
+
+/// The bytes of entry `name` (`None`: the archive has no such entry).
+fn zip_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result<Option<Vec<u8>>, String> {
+    let mut f = match zip.by_name(name) {
+        Ok(f) => f,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(format!("zip entry {name}: {e}")),
     };
-    let prefix = &pkl[..pkl.len() - "data.pkl".len()];
-    let mut entry = |name: &str| -> Result<Option<Vec<u8>>, String> {
-        let mut f = match zip.by_name(name) {
-            Ok(f) => f,
-            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-            Err(e) => return Err(format!("zip entry {name}: {e}")),
+    let mut buf = Vec::with_capacity(f.size().min(1 << 30) as usize);
+    f.read_to_end(&mut buf).map_err(|e| format!("zip entry {name}: {e}"))?;
+    Ok(Some(buf))
+}
+
+impl<R: Read + Seek> ZipCheckpoint<R> {
+    /// Reads the archive's directory, its byte order and its object.
+    pub(crate) fn open(reader: R) -> Result<Self, String> {
+        let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive ({e})"))?;
+        let pickles: Vec<String> =
+            zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).map(str::to_string).collect();
+        let pkl = match pickles.as_slice() {
+            [one] => one.clone(),
+            [] => return Err("a zip archive without <name>/data.pkl: not a torch.save checkpoint".into()),
+            many => return Err(format!("a zip archive with several data.pkl entries ({})", many.join(", "))),
         };
-        let mut buf = Vec::with_capacity(f.size().min(1 << 30) as usize);
-        f.read_to_end(&mut buf).map_err(|e| format!("zip entry {name}: {e}"))?;
-        Ok(Some(buf))
-    };
-    let big_endian = match entry(&format!("{prefix}byteorder"))? {
-        None => false,
-        Some(b) => match String::from_utf8_lossy(&b).trim() {
-            "little" => false,
-            "big" => true,
-            other => return Err(format!("{prefix}byteorder is {other:?}, expected \"little\" or \"big\"")),
-        },
-    };
-    let data = entry(&pkl)?.unwrap_or_default();
-    let (root, _, seen) = unpickle_object(&data, 0).map_err(|e| format!("{pkl}: {e}"))?;
-    let mut storages = HashMap::new();
-    for (key, dtype) in seen {
-        let name = format!("{prefix}data/{key}");
-        let bytes = entry(&name)?.ok_or_else(|| format!("storage {key} is referenced but the archive has no {name}"))?;
-        storages.insert(key, RawStorage { dtype, bytes, big_endian });
+        let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
+        let big_endian = match zip_entry(&mut zip, &format!("{prefix}byteorder"))? {
+            None => false,
+            Some(b) => match String::from_utf8_lossy(&b).trim() {
+                "little" => false,
+                "big" => true,
+                other => return Err(format!("{prefix}byteorder is {other:?}, expected \"little\" or \"big\"")),
+            },
+        };
+        let data = zip_entry(&mut zip, &pkl)?.unwrap_or_default();
+        let (root, _, dtypes) = unpickle_object(&data, 0).map_err(|e| format!("{pkl}: {e}"))?;
+        Ok(ZipCheckpoint { zip, prefix, big_endian, dtypes, root })
     }
-    Ok(Loaded { root, storages })
+
+    /// Reads storage `key` (one the object references).
+    pub(crate) fn storage(&mut self, key: &str) -> Result<RawStorage<'static>, String> {
+        let dtype = *self.dtypes.get(key).ok_or_else(|| format!("storage {key} is not referenced by the checkpoint's object"))?;
+        let name = format!("{}data/{key}", self.prefix);
+        let bytes = zip_entry(&mut self.zip, &name)?.ok_or_else(|| format!("storage {key} is referenced but the archive has no {name}"))?;
+        Ok(RawStorage { dtype, bytes: Cow::Owned(bytes), big_endian: self.big_endian })
+    }
 }
 
 /// Reads a legacy-format checkpoint.
-pub(crate) fn read_legacy(bytes: &[u8]) -> Result<Loaded, String> {
+pub(crate) fn read_legacy(bytes: &[u8]) -> Result<Loaded<'_>, String> {
     let mut none = |_: &Value| -> Result<Value, String> { Err("a persistent id in the header".into()) };
     let (magic, pos) = unpickle(bytes, 0, &mut none).map_err(|e| format!("magic number: {e}"))?;
     if !matches!(magic, Value::Int(LEGACY_MAGIC)) {
@@ -133,7 +157,7 @@ pub(crate) fn read_legacy(bytes: &[u8]) -> Result<Loaded, String> {
             .filter(|&n| n <= bytes.len() - pos - 8)
             .ok_or_else(|| format!("storage {key} claims {count} elements but the file ends first"))?;
         pos += 8;
-        storages.insert(key, RawStorage { dtype, bytes: bytes[pos..pos + len].to_vec(), big_endian });
+        storages.insert(key, RawStorage { dtype, bytes: Cow::Borrowed(&bytes[pos..pos + len]), big_endian });
         pos += len;
     }
     for key in seen.keys() {
@@ -147,9 +171,9 @@ pub(crate) fn read_legacy(bytes: &[u8]) -> Result<Loaded, String> {
 /// The storage (or legacy storage view) a tensor reads: its bytes and the
 /// element range of the view.
 pub(crate) fn storage_elements<'a>(
-    storages: &'a HashMap<String, RawStorage>,
+    storages: &'a HashMap<String, RawStorage<'a>>,
     s: &StorageRef,
-) -> Result<(&'a RawStorage, usize, usize), String> {
+) -> Result<(&'a RawStorage<'a>, usize, usize), String> {
     let raw = storages.get(&s.key).ok_or_else(|| format!("storage {} has no data", s.key))?;
     let total = raw.bytes.len() / raw.dtype.size();
     match s.view {

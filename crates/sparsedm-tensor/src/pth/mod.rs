@@ -15,6 +15,9 @@ mod rebuild;
 mod select;
 
 use crate::{Error, Result, Tensor};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// Which `torch.save` container a file is.
@@ -52,19 +55,68 @@ pub fn torch_format(head: &[u8]) -> Option<TorchFormat> {
 /// storage, a truncated file.
 pub fn load_torch_checkpoint(path: impl AsRef<Path>, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| Error::Io { path: path.display().to_string(), error })?;
-    from_bytes(&bytes, key).map_err(|msg| Error::TorchCheckpoint { path: path.display().to_string(), msg })
+    let shown = || path.display().to_string();
+    let io = |error| Error::Io { path: shown(), error };
+    let bad = |msg| Error::TorchCheckpoint { path: shown(), msg };
+    let mut file = File::open(path).map_err(io)?;
+    let mut head = Vec::with_capacity(HEAD);
+    Read::by_ref(&mut file).take(HEAD as u64).read_to_end(&mut head).map_err(io)?;
+    file.rewind().map_err(io)?;
+    match container(&head).map_err(bad)? {
+        // Read entry by entry: the object, then each selected tensor's storage.
+        TorchFormat::Zip => zip_state_dict(BufReader::new(file), key).map_err(bad),
+        // Pickles and storages back to back: read whole.
+        TorchFormat::Legacy => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io)?;
+            legacy_state_dict(&bytes, key).map_err(bad)
+        }
+    }
 }
 
-fn from_bytes(bytes: &[u8], key: Option<&str>) -> std::result::Result<Vec<(String, Tensor)>, String> {
-    if bytes.get(257..262) == Some(b"ustar") {
+/// Bytes read to recognise the container (a tar header's magic is at 257).
+const HEAD: usize = 512;
+
+/// The container of a file that starts with `head`, or why it is none.
+fn container(head: &[u8]) -> std::result::Result<TorchFormat, String> {
+    if head.get(257..262) == Some(b"ustar") {
         return Err("a tar archive (the format of PyTorch < 0.4), which is not supported: re-save it with a recent PyTorch".into());
     }
-    let loaded = match torch_format(bytes) {
-        Some(TorchFormat::Zip) => archive::read_zip(bytes)?,
-        Some(TorchFormat::Legacy) => archive::read_legacy(bytes)?,
-        None => return Err("neither a zip archive nor a pickle: not a torch.save file".into()),
-    };
+    torch_format(head).ok_or_else(|| "neither a zip archive nor a pickle: not a torch.save file".into())
+}
+
+/// The state dict of a zip-format checkpoint. Each storage is read when
+/// the first tensor on it is built and dropped after the last one, so the
+/// peak is about the tensors plus one storage (was: the whole file, every
+/// storage it references — optimizer state included — and the tensors).
+fn zip_state_dict<R: std::io::Read + std::io::Seek>(reader: R, key: Option<&str>) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    let mut ckpt = archive::ZipCheckpoint::open(reader)?;
+    let sd = select::state_dict(&ckpt.root, key)?;
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for (_, t) in &sd {
+        *uses.entry(t.storage.key.clone()).or_default() += 1;
+    }
+    let mut storages = HashMap::new();
+    let mut out = Vec::with_capacity(sd.len());
+    for (name, t) in sd {
+        let k = &t.storage.key;
+        if !storages.contains_key(k) {
+            storages.insert(k.clone(), ckpt.storage(k).map_err(|e| format!("tensor {name:?}: {e}"))?);
+        }
+        let tensor = rebuild::materialize(&t, &storages).map_err(|e| format!("tensor {name:?}: {e}"))?;
+        let left = uses.get_mut(k).expect("counted above");
+        *left -= 1;
+        if *left == 0 {
+            storages.remove(k);
+        }
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
+/// The state dict of a legacy-format checkpoint held in memory.
+fn legacy_state_dict(bytes: &[u8], key: Option<&str>) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    let loaded = archive::read_legacy(bytes)?;
     let sd = select::state_dict(&loaded.root, key)?;
     sd.into_iter()
         .map(|(name, t)| {

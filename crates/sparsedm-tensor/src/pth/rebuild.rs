@@ -49,30 +49,64 @@ fn element_indices(t: &TensorRef, available: usize) -> Result<Vec<usize>, String
     Ok(out)
 }
 
-/// One element's bytes in little-endian order.
-fn element<const N: usize>(raw: &RawStorage, i: usize) -> [u8; N] {
-    let mut b = [0u8; N];
-    b.copy_from_slice(&raw.bytes[i * N..(i + 1) * N]);
-    if raw.big_endian {
-        b.reverse();
+/// The storage elements a view covers, in row-major order: a contiguous
+/// range (the common case: no index list, 8 bytes an element, is built) or
+/// their indices.
+enum Elements {
+    Range(usize, usize),
+    List(Vec<usize>),
+}
+
+/// The elements of view `t` in a storage of `available` elements starting
+/// at element `base`, checked to lie inside it.
+fn elements(t: &TensorRef, base: usize, available: usize) -> Result<Elements, String> {
+    let numel = t.size.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    // Row-major contiguous: each stride the product of the sizes after it
+    // (dimensions of size 1 may have any stride).
+    let mut inner = 1usize;
+    let contiguous = t.size.iter().zip(&t.stride).rev().all(|(&d, &s)| {
+        let ok = d == 1 || s == inner;
+        inner = inner.saturating_mul(d);
+        ok
+    });
+    match numel {
+        Some(n) if n > 0 && contiguous && t.offset.checked_add(n).is_some_and(|end| end <= available) => {
+            Ok(Elements::Range(base + t.offset, n))
+        }
+        _ => Ok(Elements::List(element_indices(t, available)?.into_iter().map(|i| i + base).collect())),
     }
-    b
+}
+
+/// Decodes the elements `el` of `raw` (each `N` bytes) with `f` on their
+/// little-endian bytes.
+fn gather<T, const N: usize>(raw: &RawStorage<'_>, el: &Elements, f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    let one = |c: &[u8]| {
+        let mut b: [u8; N] = c.try_into().expect("N bytes");
+        if raw.big_endian {
+            b.reverse();
+        }
+        f(b)
+    };
+    match el {
+        Elements::Range(start, n) => raw.bytes[start * N..(start + n) * N].chunks_exact(N).map(one).collect(),
+        Elements::List(idx) => idx.iter().map(|&i| one(&raw.bytes[i * N..(i + 1) * N])).collect(),
+    }
 }
 
 /// Builds the tensor `t` describes from the storages.
-pub(crate) fn materialize(t: &TensorRef, storages: &HashMap<String, RawStorage>) -> Result<Tensor, String> {
+pub(crate) fn materialize(t: &TensorRef, storages: &HashMap<String, RawStorage<'_>>) -> Result<Tensor, String> {
     let (raw, base, len) = storage_elements(storages, &t.storage)?;
-    let idx: Vec<usize> = element_indices(t, len)?.into_iter().map(|i| i + base).collect();
+    let el = elements(t, base, len)?;
     let data = match raw.dtype {
-        StorageDType::F32 => CpuStorage::F32(idx.iter().map(|&i| f32::from_le_bytes(element(raw, i))).collect()),
-        StorageDType::F64 => CpuStorage::F32(idx.iter().map(|&i| f64::from_le_bytes(element(raw, i)) as f32).collect()),
-        StorageDType::F16 => CpuStorage::F16(idx.iter().map(|&i| f16::from_le_bytes(element(raw, i))).collect()),
-        StorageDType::BF16 => CpuStorage::BF16(idx.iter().map(|&i| bf16::from_le_bytes(element(raw, i))).collect()),
-        StorageDType::I64 => CpuStorage::I64(idx.iter().map(|&i| i64::from_le_bytes(element(raw, i))).collect()),
-        StorageDType::I32 => CpuStorage::I64(idx.iter().map(|&i| i32::from_le_bytes(element(raw, i)).into()).collect()),
-        StorageDType::I16 => CpuStorage::I64(idx.iter().map(|&i| i16::from_le_bytes(element(raw, i)).into()).collect()),
-        StorageDType::I8 => CpuStorage::I64(idx.iter().map(|&i| i8::from_le_bytes(element(raw, i)).into()).collect()),
-        StorageDType::U8 | StorageDType::Bool => CpuStorage::I64(idx.iter().map(|&i| raw.bytes[i].into()).collect()),
+        StorageDType::F32 => CpuStorage::F32(gather(raw, &el, f32::from_le_bytes)),
+        StorageDType::F64 => CpuStorage::F32(gather(raw, &el, |b| f64::from_le_bytes(b) as f32)),
+        StorageDType::F16 => CpuStorage::F16(gather(raw, &el, f16::from_le_bytes)),
+        StorageDType::BF16 => CpuStorage::BF16(gather(raw, &el, bf16::from_le_bytes)),
+        StorageDType::I64 => CpuStorage::I64(gather(raw, &el, i64::from_le_bytes)),
+        StorageDType::I32 => CpuStorage::I64(gather(raw, &el, |b| i32::from_le_bytes(b).into())),
+        StorageDType::I16 => CpuStorage::I64(gather(raw, &el, |b| i16::from_le_bytes(b).into())),
+        StorageDType::I8 => CpuStorage::I64(gather(raw, &el, |b| i8::from_le_bytes(b).into())),
+        StorageDType::U8 | StorageDType::Bool => CpuStorage::I64(gather(raw, &el, |b: [u8; 1]| b[0].into())),
     };
     Tensor::from_cpu_storage(data, &t.size).map_err(|e| e.to_string())
 }
@@ -108,5 +142,23 @@ mod tests {
         assert!(e.contains("reaches outside its storage of 6 elements"), "{e}");
         assert!(element_indices(&view(usize::MAX, &[2], &[1]), 6).is_err());
         assert!(element_indices(&view(0, &[usize::MAX, 2], &[1, 1]), 6).is_err());
+    }
+
+    /// Contiguous views (size-1 dimensions may have any stride, a scalar
+    /// is one element) are read as a range; other views through their
+    /// indices; both checked against the storage.
+    #[test]
+    fn contiguous_views_are_ranges() {
+        let range = |t: &TensorRef, base, avail| match elements(t, base, avail).unwrap() {
+            Elements::Range(s, n) => Some((s, n)),
+            Elements::List(_) => None,
+        };
+        assert_eq!(range(&view(2, &[2, 3], &[3, 1]), 10, 8), Some((12, 6)));
+        assert_eq!(range(&view(0, &[1, 4, 1], &[99, 1, 7]), 0, 4), Some((0, 4)));
+        assert_eq!(range(&view(5, &[], &[]), 0, 6), Some((5, 1)));
+        assert_eq!(range(&view(0, &[3, 2], &[1, 3]), 0, 6), None);
+        assert_eq!(range(&view(0, &[2, 2], &[4, 1]), 0, 8), None);
+        assert!(matches!(elements(&view(0, &[0, 3], &[3, 1]), 0, 0), Ok(Elements::List(v)) if v.is_empty()));
+        assert!(elements(&view(3, &[2, 3], &[3, 1]), 0, 8).is_err());
     }
 }
