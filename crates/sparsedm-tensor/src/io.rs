@@ -209,6 +209,35 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<
     }
 }
 
+/// The size in bytes of the safetensors serialisation of `tensors` and
+/// `metadata` ([`safetensors_bytes`], [`save_safetensors`]), from their
+/// dtypes and shapes alone: the header the writer would build (its tensor
+/// order — descending dtype alignment, then name —, its offsets, padded to
+/// 8 bytes) plus the data, without converting or copying any tensor.
+///
+/// # Errors
+/// A header the writer would refuse (`Error::SafeTensors`).
+pub fn safetensors_len(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<usize> {
+    use safetensors::tensor::{Metadata, TensorInfo, View};
+    let err = |msg: String| Error::SafeTensors { path: "<memory>".into(), msg };
+    let failed = std::cell::RefCell::new(None);
+    let mut views = lazy_views(tensors, &failed);
+    views.sort_by(|(ln, l), (rn, r)| r.dtype().cmp(&l.dtype()).then(ln.cmp(rn)));
+    let mut offset = 0;
+    let infos = views
+        .iter()
+        .map(|(name, v)| {
+            let end = offset + v.data_len();
+            let info = TensorInfo { dtype: v.dtype(), shape: v.shape().to_vec(), data_offsets: (offset, end) };
+            offset = end;
+            (name.to_string(), info)
+        })
+        .collect();
+    let meta = Metadata::new(metadata, infos).map_err(|e| err(e.to_string()))?;
+    let header = serde_json::to_string(&meta).map_err(|e| err(e.to_string()))?;
+    Ok(8 + header.len().next_multiple_of(8) + offset)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// folder, flushed to disk, then renamed over the target.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {

@@ -69,7 +69,7 @@ pub use cuda::{MatmulPrecision, matmul_precision, set_matmul_precision};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use io::{load_safetensors, load_safetensors_metadata, safetensors_bytes, save_safetensors, write_atomic};
+pub use io::{load_safetensors, load_safetensors_metadata, safetensors_bytes, safetensors_len, save_safetensors, write_atomic};
 pub use layout::{Layout, broadcast_shapes, contiguous_strides};
 pub use op_kinds::AdamWScalars;
 pub use rng::Rng;

@@ -128,7 +128,15 @@ fn safetensors_round_trip_and_errors() {
     let named = [("a".into(), a.t().unwrap()), ("b".into(), b), ("h".into(), h), ("e".into(), empty)];
     save_safetensors(&path, &named, Some(meta.clone())).unwrap();
     // The streamed file is the in-memory serialisation, byte for byte.
-    assert_eq!(std::fs::read(&path).unwrap(), sparsedm_tensor::safetensors_bytes(&named, Some(meta)).unwrap());
+    assert_eq!(std::fs::read(&path).unwrap(), sparsedm_tensor::safetensors_bytes(&named, Some(meta.clone())).unwrap());
+    // Its size from shapes alone, with and without metadata, for header
+    // lengths that do and do not need padding (names of 1 to 8 letters).
+    assert_eq!(sparsedm_tensor::safetensors_len(&named, Some(meta)).unwrap(), std::fs::metadata(&path).unwrap().len() as usize);
+    for k in 1..=8 {
+        let some: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.repeat(k), t.clone())).collect();
+        let want = sparsedm_tensor::safetensors_bytes(&some, None).unwrap().len();
+        assert_eq!(sparsedm_tensor::safetensors_len(&some, None).unwrap(), want, "names of {k} letters");
+    }
     let back: std::collections::HashMap<_, _> = load_safetensors(&path).unwrap().into_iter().collect();
     assert_eq!(back["a"].to_vec_f32().unwrap(), a.t().unwrap().to_vec_f32().unwrap());
     assert_eq!(back["b"].to_vec_i64().unwrap(), vec![7, -1]);

@@ -38,7 +38,7 @@ use crate::nn::sparse::{ModeKind, SparseMode, plan_mode};
 use crate::{LayersError, NmPattern, ParamStore, WeightLayout};
 use serde::{Deserialize, Serialize};
 use sparsedm_tensor::nm_cpu::{NmValueDtype, nm_checkpoint_bytes, nm_checkpoint_bytes_with_metadata};
-use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, safetensors_bytes, save_safetensors, write_atomic};
+use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata, safetensors_len, save_safetensors, write_atomic};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -288,7 +288,7 @@ pub fn write_compressed_sparse_checkpoint(
         }
     }
     let bytes = nm_checkpoint_bytes_with_metadata(tensors, &patterns, dtype, meta.clone())?;
-    let dense_bytes = safetensors_bytes(tensors, Some(meta))?.len();
+    let dense_bytes = safetensors_len(tensors, Some(meta))?;
     write_atomic(path, &bytes)?;
     Ok(CompressedReport { listed: spec.layers.len(), compressed: patterns.len(), bytes: bytes.len(), dense_bytes })
 }
