@@ -45,7 +45,8 @@ fn main() -> Result<()> {
     time("softmax [16448,257]", scores.elem_count(), reps, || scores.softmax(1))?;
     time("layer_norm [8,257,512]", tok.elem_count(), reps, || tok.layer_norm(None, None, 1e-5))?;
     // The demo model's token rows (batch 64: 4160 tokens of width 128), with its affine parts.
-    let (tokd, lw, lb) = (Tensor::randn(&[64, 65, 128], &mut rng, &dev)?, Tensor::randn(&[128], &mut rng, &dev)?, Tensor::randn(&[128], &mut rng, &dev)?);
+    let (tokd, lw, lb) =
+        (Tensor::randn(&[64, 65, 128], &mut rng, &dev)?, Tensor::randn(&[128], &mut rng, &dev)?, Tensor::randn(&[128], &mut rng, &dev)?);
     time("layer_norm [64,65,128] affine", tokd.elem_count(), reps, || tokd.layer_norm(Some(&lw), Some(&lb), 1e-5))?;
     time("add [8,257,512]", tok.elem_count(), reps, || tok.add(&tok2))?;
     time("attention [8,8,257,64]", b * h * l * l, reps, || Tensor::scaled_dot_product_attention(&q, &k, &v, None))?;

@@ -4,6 +4,8 @@
 
 use crate::backend::cpu::math::fast_exp;
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::simd::{SimdLevel, simd_level};
 use crate::backend::cpu::strided::written_vec;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -323,7 +325,7 @@ const STATS_ROWS: usize = 16;
 #[inline(always)]
 fn row_stats_rows(x: &[f32], len: usize, eps: f32, out: &mut [(f64, f64)]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(crate::backend::cpu::simd::simd_level(), crate::backend::cpu::simd::SimdLevel::Avx2 | crate::backend::cpu::simd::SimdLevel::Avx512) {
+    if matches!(simd_level(), SimdLevel::Avx2 | SimdLevel::Avx512) {
         // SAFETY: the CPU has AVX2 and FMA (the level in use says so).
         return unsafe { row_stats_avx2(x, len, eps, out) };
     }
