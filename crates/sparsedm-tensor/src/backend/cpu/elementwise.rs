@@ -3,7 +3,7 @@
 //! operands need no copies; each op kind is its own monomorphised loop,
 //! compiled for the CPU's widest vector instructions ([`vectorized_with`]).
 
-use crate::backend::cpu::math::{GELU_BLOCK, gelu_block, gelu_grad, normal_cdf, sigmoid};
+use crate::backend::cpu::math::{GELU_BLOCK, gelu_block, gelu_grad, gelu_grad_block, normal_cdf, sigmoid};
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
 use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
@@ -93,6 +93,54 @@ impl Kernel for GeluRun<'_> {
         for (d, &x) in out.into_remainder().iter_mut().zip(inp.remainder()) {
             d.write(x * normal_cdf(x));
         }
+    }
+}
+
+/// One run of [`BinaryKind::GeluBwd`]'s map: `g·gelu_grad(x)` as
+/// [`Map2Run`] computes it, runs contiguous in both operands in
+/// [`gelu_grad_block`]s (the same bits, faster).
+struct GeluBwdRun<'a> {
+    run: &'a mut [MaybeUninit<f32>],
+    g: (&'a [f32], usize, usize),
+    x: (&'a [f32], usize, usize),
+}
+
+impl Kernel for GeluBwdRun<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let GeluBwdRun { run, g: (g, og, sg), x: (x, ox, sx) } = self;
+        let f = |g: f32, x: f32| g * gelu_grad(x);
+        if (sg, sx) != (1, 1) {
+            return map2_run(run, g, og, sg, x, ox, sx, &f);
+        }
+        let len = run.len();
+        let (g, x) = (&g[og..og + len], &x[ox..ox + len]);
+        let mut out = run.chunks_exact_mut(GELU_BLOCK);
+        let (mut gs, mut xs) = (g.chunks_exact(GELU_BLOCK), x.chunks_exact(GELU_BLOCK));
+        let mut y = [0f32; GELU_BLOCK];
+        for ((d, g), x) in (&mut out).zip(&mut gs).zip(&mut xs) {
+            gelu_grad_block(g.try_into().expect("a whole block"), x.try_into().expect("a whole block"), &mut y);
+            for (d, &v) in d.iter_mut().zip(&y) {
+                d.write(v);
+            }
+        }
+        for ((d, &g), &x) in out.into_remainder().iter_mut().zip(gs.remainder()).zip(xs.remainder()) {
+            d.write(f(g, x));
+        }
+    }
+}
+
+/// `g·gelu_grad(x)` over two views of one (broadcast) shape ([`GeluBwdRun`] per run).
+fn map_gelu_bwd(g: &[f32], lg: &Layout, x: &[f32], lx: &Layout) -> Vec<f32> {
+    let walk = Walk::new(lg.shape(), [lg.strides(), lx.strides()]);
+    // SAFETY: the runs cover the output; `GeluBwdRun` writes every element.
+    unsafe {
+        written_vec(lg.elem_count(), |out| {
+            walk.for_each_run([lg.offset(), lx.offset()], out, |run, [og, ox], [sg, sx]| {
+                vectorized_with(GeluBwdRun { run, g: (g, og, sg), x: (x, ox, sx) })
+            })
+        })
     }
 }
 
@@ -217,7 +265,7 @@ pub(crate) fn binary(a: &[f32], la: &Layout, b: &[f32], lb: &Layout, kind: Binar
         BinaryKind::Ge => map2(a, la, b, lb, |a, b| if a >= b { 1.0 } else { 0.0 }),
         BinaryKind::NegDiv => map2(a, la, b, lb, |a, b| -a / b),
         BinaryKind::MulComplement => map2(a, la, b, lb, |a, b| a * (1.0 - b)),
-        BinaryKind::GeluBwd => map2(a, la, b, lb, |g, x| g * gelu_grad(x)),
+        BinaryKind::GeluBwd => map_gelu_bwd(a, la, b, lb),
         BinaryKind::SiluBwd => map2(a, la, b, lb, |g, x| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))

@@ -131,6 +131,23 @@ pub(crate) fn gelu_grad(x: f32) -> f32 {
     cdf + x * (e * 0.398_942_3)
 }
 
+/// `g·gelu_grad(x)` of [`GELU_BLOCK`] pairs, each step for the whole block
+/// before the next (the exponential, then the rest): the same operations
+/// per element, so the same bits, with four (AVX2) or two (AVX-512)
+/// independent registers at every step instead of one ~70-cycle chain per
+/// register (as [`gelu_block`] for the forward).
+#[inline(always)]
+pub(crate) fn gelu_grad_block(g: &[f32; GELU_BLOCK], x: &[f32; GELU_BLOCK], out: &mut [f32; GELU_BLOCK]) {
+    let mut e = [0f32; GELU_BLOCK];
+    for i in 0..GELU_BLOCK {
+        e[i] = fast_exp(-0.5 * x[i] * x[i]);
+    }
+    for i in 0..GELU_BLOCK {
+        let cdf = 0.5 * (1.0 + erf_given_exp(x[i] * std::f32::consts::FRAC_1_SQRT_2, e[i]));
+        out[i] = g[i] * (cdf + x[i] * (e[i] * 0.398_942_3));
+    }
+}
+
 /// Φ(x) through erf (PyTorch's exact GELU uses the same).
 #[inline(always)]
 pub(crate) fn normal_cdf(x: f32) -> f32 {
@@ -158,6 +175,28 @@ mod tests {
             for (x, y) in a.iter().zip(out) {
                 let want = x * normal_cdf(*x);
                 assert!(y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()), "gelu({x}): block {y}, scalar {want}");
+            }
+        }
+    }
+
+    /// The staged gradient block gives `g · gelu_grad(x)` to the bit,
+    /// specials too.
+    #[test]
+    fn gelu_grad_block_is_the_scalar_gradient() {
+        use super::{GELU_BLOCK, gelu_grad, gelu_grad_block};
+        let mut xs: Vec<f32> = (-40_000..40_000).map(|i| i as f32 * 2.7e-4).collect();
+        xs.extend([0.0, -0.0, 3.92, -3.92, 13.3, -13.3, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
+        for (k, c) in xs.chunks(GELU_BLOCK).enumerate() {
+            let (mut x, mut g) = ([0f32; GELU_BLOCK], [0f32; GELU_BLOCK]);
+            x[..c.len()].copy_from_slice(c);
+            for (i, g) in g.iter_mut().enumerate() {
+                *g = [1.0, -0.37, 2.5e3, 0.0][(k + i) % 4];
+            }
+            let mut out = [0f32; GELU_BLOCK];
+            gelu_grad_block(&g, &x, &mut out);
+            for ((x, g), y) in x.iter().zip(&g).zip(out) {
+                let want = g * gelu_grad(*x);
+                assert!(y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()), "{g}·gelu'({x}): block {y}, scalar {want}");
             }
         }
     }
