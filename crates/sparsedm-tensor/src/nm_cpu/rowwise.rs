@@ -435,52 +435,83 @@ unsafe fn store_tile(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: 
 
 /// [`store_tile`] with (`RES`) or without the residual.
 ///
+/// Output features go out 16 at a time where there are 16 (two 8×8
+/// transposes whose rows are stored together): each token's 64 bytes of
+/// `y` are then written by two adjacent stores, a whole cache line at a
+/// time, instead of in two halves a slab pass apart. On the Zen 3 this was
+/// measured on (the demo model's qkv, [4160, 128] → 384 at 1:8, one
+/// thread) the kernel took 5 % less.
+///
 /// # Safety
 /// As [`store_tile`], inlined into it (AVX2 + FMA enabled there).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn store_tile_with<const RES: bool>(yt: *const f32, nrows: usize, rt: usize, y: *mut f32, res: *const f32, ldy: usize) {
-    use super::simd_avx2::transpose4_in_lanes;
-    use std::arch::x86_64::{
-        __m256, _mm_loadu_ps, _mm256_add_ps, _mm256_castps128_ps256, _mm256_insertf128_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps,
-    };
-    // Stores `v` at `y + k`, plus the residual there (a macro, not a
-    // closure: intrinsics must be inlined into this AVX2 function).
-    macro_rules! put {
-        ($k:expr, $v:expr) => {{
-            let (k, v): (usize, __m256) = ($k, $v);
-            _mm256_storeu_ps(y.add(k), if RES { _mm256_add_ps(v, _mm256_loadu_ps(res.add(k))) } else { v })
-        }};
-    }
     let (o8, i8) = (nrows / 8 * 8, rt / 8 * 8);
-    // SAFETY: every load reads yt[o·64 + i] with o < nrows, i < 64; every
-    // store writes y[i·ldy + o..+8] with i < rt, o + 8 ≤ nrows.
+    // SAFETY: every block lies within o < o8 ≤ nrows, i < i8 ≤ rt (as
+    // `store_blocks` requires); the scalar edge reads yt[o·64 + i] with
+    // o < nrows, i < rt and writes y[i·ldy + o] for the same.
     unsafe {
-        for o in (0..o8).step_by(8) {
-            for i in (0..i8).step_by(8) {
-                // Register q holds tokens i+h..i+h+4 of row o+q in its low
-                // lane and of row o+4+q in its high lane (h = 0, then 4), so
-                // the in-lane 4×4 transpose leaves whole output rows (8
-                // features of one token): no cross-lane permutes.
-                for h in [0, 4] {
-                    let mut r: [__m256; 4] = [_mm256_setzero_ps(); 4];
-                    for (q, v) in r.iter_mut().enumerate() {
-                        let lo = _mm_loadu_ps(yt.add((o + q) * TOKENS + i + h));
-                        *v = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo), _mm_loadu_ps(yt.add((o + 4 + q) * TOKENS + i + h)));
-                    }
-                    let t = transpose4_in_lanes(r);
-                    for (j, v) in t.into_iter().enumerate() {
-                        put!((i + h + j) * ldy + o, v);
-                    }
-                }
-            }
+        let o16 = nrows / 16 * 16;
+        for o in (0..o16).step_by(16) {
+            store_blocks::<RES, 2>(yt, o, i8, y, res, ldy);
+        }
+        if o16 < o8 {
+            store_blocks::<RES, 1>(yt, o16, i8, y, res, ldy);
         }
         for i in 0..rt {
             let from = if i < i8 { o8 } else { 0 };
             for o in from..nrows {
                 let k = i * ldy + o;
                 *y.add(k) = if RES { *yt.add(o * TOKENS + i) + *res.add(k) } else { *yt.add(o * TOKENS + i) };
+            }
+        }
+    }
+}
+
+/// Output features `o..o + 8·W` of tokens `0..i8` (a multiple of 8) by
+/// 8×8 register transposes, the `W` blocks of each token stored one after
+/// the other.
+///
+/// # Safety
+/// As [`store_tile`], with `o + 8·W ≤ nrows` and `i8 ≤ rt`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_blocks<const RES: bool, const W: usize>(yt: *const f32, o: usize, i8: usize, y: *mut f32, res: *const f32, ldy: usize) {
+    use super::simd_avx2::transpose4_in_lanes;
+    use std::arch::x86_64::{
+        __m256, _mm_loadu_ps, _mm256_add_ps, _mm256_castps128_ps256, _mm256_insertf128_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    // SAFETY: every load reads yt[r·64 + i] with r < o + 8·W ≤ nrows,
+    // i < i8 ≤ 64; every store writes y[i·ldy + o'..+8] (plus the residual
+    // there) with i < i8 ≤ rt, o' + 8 ≤ o + 8·W ≤ nrows.
+    unsafe {
+        for i in (0..i8).step_by(8) {
+            for h in [0, 4] {
+                // Register q of block b holds tokens i+h..i+h+4 of row
+                // o+8b+q in its low lane and of row o+8b+4+q in its high
+                // lane, so the in-lane 4×4 transpose leaves whole output
+                // rows (8 features of one token): no cross-lane permutes.
+                let mut t = [[_mm256_setzero_ps(); 4]; W];
+                for (b, tb) in t.iter_mut().enumerate() {
+                    let rows = yt.add((o + 8 * b) * TOKENS + i + h);
+                    // (A loop, not `array::from_fn`: intrinsics in a closure
+                    // would not inherit AVX2 and become calls.)
+                    let mut r: [__m256; 4] = [_mm256_setzero_ps(); 4];
+                    for (q, v) in r.iter_mut().enumerate() {
+                        let lo = _mm_loadu_ps(rows.add(q * TOKENS));
+                        *v = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo), _mm_loadu_ps(rows.add((4 + q) * TOKENS)));
+                    }
+                    *tb = transpose4_in_lanes(r);
+                }
+                for j in 0..4 {
+                    for (b, tb) in t.iter().enumerate() {
+                        let k = (i + h + j) * ldy + o + 8 * b;
+                        let v = if RES { _mm256_add_ps(tb[j], _mm256_loadu_ps(res.add(k))) } else { tb[j] };
+                        _mm256_storeu_ps(y.add(k), v);
+                    }
+                }
             }
         }
     }
