@@ -198,9 +198,9 @@ fn empty_attention_problems_give_empty_results() {
     }
 }
 
-/// The short-sequence inference kernel (`attention_short.rs`, AVX2 + FMA,
-/// up to 96 keys) against the `gemm` path it replaces and the training
-/// path: the same bits on U-ViT's packed qkv heads (the demo model's 65
+/// The short-sequence kernel (`attention_short.rs`, AVX2 + FMA, up to 96
+/// keys) against the `gemm` path it replaces, in inference and in training
+/// (output, kept probabilities through the gradients): the same bits on U-ViT's packed qkv heads (the demo model's 65
 /// tokens × 32 channels), contiguous heads, query and key counts off the
 /// register and block sizes, channel counts not a multiple of 8 for q·kᵀ,
 /// wide values, two query tiles, and a scale.
@@ -232,12 +232,26 @@ fn short_sequence_attention_gives_the_gemm_paths_bits() {
         };
         let scale = Some(0.37);
         let trained = bits(&Tensor::scaled_dot_product_attention(&q.to_var(), &k, &v, scale).unwrap());
+        // Training: the probabilities the short kernel keeps give the gemm
+        // path's output and gradients to the bit.
+        let r = randn(&[b, h, lq, dv], seed + 3);
+        let train = |short: bool| {
+            let was = set_short_attention(short);
+            let vars = [&q, &k, &v].map(|t| t.to_var());
+            let out = Tensor::scaled_dot_product_attention(&vars[0], &vars[1], &vars[2], scale).unwrap();
+            let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            set_short_attention(was);
+            let mut all = vec![bits(&out)];
+            all.extend(vars.iter().map(|x| bits(grads.get(x).expect("gradient"))));
+            all
+        };
+        let what = format!("case {i}: [{b}, {h}] q {lq} k {lk} d {d} dv {dv} packed {packed}");
+        assert!(train(true) == train(false), "{what}: training with the short-sequence kernel differs from the gemm path");
         let _g = no_grad();
         let short = bits(&Tensor::scaled_dot_product_attention(&q, &k, &v, scale).unwrap());
         let was = set_short_attention(false);
         let gemm = bits(&Tensor::scaled_dot_product_attention(&q, &k, &v, scale).unwrap());
         set_short_attention(was);
-        let what = format!("case {i}: [{b}, {h}] q {lq} k {lk} d {d} dv {dv} packed {packed}");
         assert!(short == gemm, "{what}: the short-sequence kernel differs from the gemm path");
         assert!(short == trained, "{what}: inference differs from the training path");
     }

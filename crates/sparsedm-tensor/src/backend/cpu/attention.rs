@@ -202,10 +202,10 @@ pub(crate) fn attention(
     lo: &Layout,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let AttnDims { batch, lq: nq, lk: nk, d, dv } = dims;
-    let mut probs = keep_probs.then(|| vec![0f32; batch * nq * nk]);
+    let np = batch * nq * nk;
     if batch == 0 || nq == 0 || dv == 0 {
         // An empty output (its layout's strides say nothing then).
-        return (vec![0f32; batch * nq * dv], probs);
+        return (vec![0f32; batch * nq * dv], keep_probs.then(|| vec![0f32; np]));
     }
     let r = lq.rank();
     assert!(
@@ -220,14 +220,17 @@ pub(crate) fn attention(
     let (k_rs, k_cs) = (lk.strides()[r - 2], lk.strides()[r - 1]);
     let (v_rs, v_cs) = (lv.strides()[r - 2], lv.strides()[r - 1]);
     let tile = (TILE_SCORES / nk.max(1)).clamp(1, nq);
-    // Inference on short sequences: the register-blocked kernel of
-    // `attention_short` (same bits as the products below).
-    let short = !keep_probs && attention_short::applies(nq, nk, d, dv, tile, q_cs, v_rs, v_cs);
+    // Short sequences: the register-blocked kernel of `attention_short`
+    // (same bits as the products below), which also writes the
+    // probabilities when they are kept.
+    let short = attention_short::applies(nq, nk, d, dv, tile, q_cs, v_rs, v_cs);
     // One batch element: its [nq, dv] output starts at `o` (rows `o_rs`
     // apart), `p` is its [nq, nk] probabilities when kept (else scores
-    // live in a per-tile scratch). Rows r0..r0+rows of the output:
+    // live in a per-tile scratch): uninitialised memory for the short
+    // kernel, which writes all of it, zeros for the products below (which
+    // take it as a slice). Rows r0..r0+rows of the output:
     let rows_out = |o: SendPtr, r0: usize, rows: usize| (o.get().wrapping_add(r0 * o_rs), (rows - 1) * o_rs + dv);
-    let one = |i: usize, o: SendPtr, p: Option<&mut [f32]>| {
+    let one = |i: usize, o: SendPtr, p: Option<SendPtr>| {
         let (oq, ok, ov) = (batch_offset(lq, i), batch_offset(lk, i), batch_offset(lv, i));
         if nk == 0 {
             // No keys: the product with an empty probability row is zero.
@@ -241,6 +244,7 @@ pub(crate) fn attention(
         #[cfg(target_arch = "x86_64")]
         if short {
             let len = attention_short::scratch_len(tile, nk, d, dv);
+            let p = p.map_or(std::ptr::null_mut(), SendPtr::get);
             return with_scores_scratch(len, |buf| {
                 let mut r0 = 0;
                 while r0 < nq {
@@ -249,7 +253,9 @@ pub(crate) fn attention(
                     // channel strides of q and v); the strides address this
                     // element's q rows r0.., its keys and values; the
                     // tile's output rows lie in the buffer and only this
-                    // call writes them; `buf` has the scratch for `tile` rows.
+                    // call writes them; `buf` has the scratch for `tile` rows;
+                    // kept probabilities: this element's [nq, nk], of which
+                    // the tile writes rows r0..r0+rows.
                     unsafe {
                         attention_short::tile(
                             (q.as_ptr().add(oq + r0 * q_rs), q_rs),
@@ -258,6 +264,7 @@ pub(crate) fn attention(
                             (rows, nk, d, dv),
                             scale,
                             (o.get().add(r0 * o_rs), o_rs),
+                            if p.is_null() { p } else { p.add(r0 * nk) },
                             buf.as_mut_ptr(),
                         )
                     };
@@ -265,6 +272,9 @@ pub(crate) fn attention(
                 }
             });
         }
+        // SAFETY: the kept probabilities are then a zeroed buffer, of which
+        // this element alone uses these nq·nk floats.
+        let p = p.map(|p| unsafe { std::slice::from_raw_parts_mut(p.get(), nq * nk) });
         let Some(p) = p else {
             // Inference: the tile's scores transposed, sᵀ = k · qᵀ (rows
             // padded to whole SIMD registers), their softmax down the
@@ -298,22 +308,34 @@ pub(crate) fn attention(
             r0 += rows;
         }
     };
+    // The output, with the probabilities (if kept) written at `probs`.
     // SAFETY: `one` writes all of its batch element's [nq, dv] output: the
     // second product of each query tile writes the tile's rows, and without
     // keys every row is zeroed; the elements' rows are disjoint (a dense
-    // layout) and together cover the buffer.
-    let out = unsafe {
+    // layout) and together cover the buffer. Element i's probabilities are
+    // floats i·nq·nk.. of `probs`, written by it alone.
+    let run = |probs: Option<SendPtr>| unsafe {
         written_vec(batch * nq * dv, |out: &mut [MaybeUninit<f32>]| {
             let base = SendPtr(out.as_mut_ptr().cast::<f32>());
             let at = |i: usize| SendPtr(base.get().wrapping_add(batch_offset(lo, i)));
-            match probs.as_mut() {
-                Some(p) if nk > 0 => p.par_chunks_mut(nq * nk).enumerate().for_each(|(i, p)| one(i, at(i), Some(p))),
-                // Without keys there are no probabilities to write.
-                _ => (0..batch).into_par_iter().for_each(|i| one(i, at(i), None)),
-            }
+            let p_at = |i: usize| probs.map(|p| SendPtr(p.get().wrapping_add(i * nq * nk)));
+            (0..batch).into_par_iter().for_each(|i| one(i, at(i), p_at(i)));
         })
     };
-    (out, probs)
+    if !keep_probs || nk == 0 {
+        // Without keys there are no probabilities to write.
+        (run(None), keep_probs.then(Vec::new))
+    } else if short {
+        let mut out = Vec::new();
+        // SAFETY: the short kernel writes every query row of every element's
+        // probabilities (the query tiles cover 0..nq).
+        let probs = unsafe { written_vec(np, |p: &mut [MaybeUninit<f32>]| out = run(Some(SendPtr(p.as_mut_ptr().cast::<f32>())))) };
+        (out, Some(probs))
+    } else {
+        let mut probs = vec![0f32; np];
+        let out = run(Some(SendPtr(probs.as_mut_ptr())));
+        (out, Some(probs))
+    }
 }
 
 /// The gradients of [`attention`]'s q, k and v, in one fused pass per batch
