@@ -5,6 +5,8 @@
 
 use crate::backend::cpu::math::{GELU_BLOCK, gelu_block, gelu_grad, gelu_grad_block, normal_cdf, sigmoid};
 use crate::backend::cpu::simd::{Kernel, vectorized_with};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::simd::{SimdLevel, simd_level};
 use crate::backend::cpu::strided::{Walk, written_vec};
 use crate::op_kinds::{BinaryKind, UnaryKind};
 use crate::{Layout, Result};
@@ -51,6 +53,17 @@ impl Kernel for GeluInPlace<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(simd_level(), SimdLevel::Avx2 | SimdLevel::Avx512) {
+            let (n, p) = (self.0.len() / GELU_BLOCK, self.0.as_mut_ptr());
+            // SAFETY: the level in use says the CPU has AVX2 and FMA; the
+            // n whole blocks lie in the slice, read and written in place.
+            unsafe { super::gelu_avx2::gelu_blocks(p, p, n) };
+            for v in &mut self.0[n * GELU_BLOCK..] {
+                *v = *v * normal_cdf(*v);
+            }
+            return;
+        }
         let mut blocks = self.0.chunks_exact_mut(GELU_BLOCK);
         for b in &mut blocks {
             let b: &mut [f32; GELU_BLOCK] = b.try_into().expect("a whole block");
@@ -81,6 +94,18 @@ impl Kernel for GeluRun<'_> {
             return map_run(run, src, o, s, &|x: f32| x * normal_cdf(x));
         }
         let src = &src[o..o + run.len()];
+        #[cfg(target_arch = "x86_64")]
+        if matches!(simd_level(), SimdLevel::Avx2 | SimdLevel::Avx512) {
+            let n = src.len() / GELU_BLOCK;
+            // SAFETY: the level in use says the CPU has AVX2 and FMA; the
+            // n whole blocks lie in both slices (as long as each other), and
+            // the output is a buffer of its own.
+            unsafe { super::gelu_avx2::gelu_blocks(src.as_ptr(), run.as_mut_ptr().cast::<f32>(), n) };
+            for (d, &x) in run[n * GELU_BLOCK..].iter_mut().zip(&src[n * GELU_BLOCK..]) {
+                d.write(x * normal_cdf(x));
+            }
+            return;
+        }
         let mut out = run.chunks_exact_mut(GELU_BLOCK);
         let mut inp = src.chunks_exact(GELU_BLOCK);
         let mut y = [0f32; GELU_BLOCK];

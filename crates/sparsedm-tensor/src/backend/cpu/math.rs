@@ -64,13 +64,13 @@ pub(crate) fn erf(x: f32) -> f32 {
 }
 
 /// [`erf`]'s clamp.
-const ERF_CLAMP: f32 = 3.92;
+pub(crate) const ERF_CLAMP: f32 = 3.92;
 /// [`erf`]'s numerator; P[0] is the fit's value, close to 2/√π (erf's
 /// slope at 0) but not it.
 #[allow(clippy::approx_constant)]
-const ERF_P: [f32; 6] = [1.128379, 0.19275847, 0.053059794, 0.0038680963, 0.0002874757, 2.034802e-06];
+pub(crate) const ERF_P: [f32; 6] = [1.128379, 0.19275847, 0.053059794, 0.0038680963, 0.0002874757, 2.034802e-06];
 /// [`erf`]'s denominator.
-const ERF_Q: [f32; 6] = [1.0, 0.5041594, 0.11508235, 0.01517184, 0.0011880614, 3.807113e-05];
+pub(crate) const ERF_Q: [f32; 6] = [1.0, 0.5041594, 0.11508235, 0.01517184, 0.0011880614, 3.807113e-05];
 
 /// Elements per block of [`gelu_block`].
 pub(crate) const GELU_BLOCK: usize = 32;

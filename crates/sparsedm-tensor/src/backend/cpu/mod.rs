@@ -10,6 +10,8 @@ mod conv;
 mod convert;
 pub(crate) mod elementwise;
 mod fused;
+#[cfg(target_arch = "x86_64")]
+mod gelu_avx2;
 mod index;
 pub(crate) mod math;
 mod matmul;
