@@ -10,7 +10,7 @@
 //! (`force_path`), so the SpMM itself is what is compared, whatever the
 //! machine's timings would choose.
 
-use sparsedm_layers::{Attention, Conv2d, Conv2dConfig, Init, LayerNorm, Linear, NmPattern, ParamStore, SparseMode};
+use sparsedm_layers::{Attention, Conv2d, Conv2dConfig, Init, LayerNorm, Linear, NmPattern, NonDivisible, ParamStore, SparseMode};
 use sparsedm_tensor::nm_cpu::{NmPath, force_path};
 use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 
@@ -182,6 +182,69 @@ fn non_grouped_masks_stay_dense() {
     let y = deployed_forward(|| lin.forward(&x).unwrap());
     assert_close(&y, &x.linear(lin.weight(), lin.bias()).unwrap(), "left dense");
     assert_eq!(lin.slot().deploy_builds(), 0);
+}
+
+/// A mask the N:M kernels do not take (flat-index groups, as the DDPM
+/// UNet's 128-channel convolutions get at 5:9): without
+/// grad mode the layer runs dense on `w ⊙ m` built once per weight version
+/// instead of recomputing the mask every forward, with the values of the
+/// tracked forward; an update, a new mode and the training flag of an
+/// untrained mask are all followed.
+#[test]
+fn undeployed_masks_are_built_once_per_weight_version() {
+    let store = ParamStore::new(DEV, 15);
+    // in = 30, not a multiple of 4; 8 · 30 weights are, so flat-index groups.
+    let lin = Linear::new(&store.pp("fc"), 30, 8, true).unwrap();
+    lin.slot().configure(SparseMode::srste(NmPattern::TWO_FOUR), NonDivisible::FlatIndex).unwrap();
+    store.set_training(false);
+    assert_eq!(lin.slot().deployed_pattern(), None);
+    let x = randn(&[5, 30], 16);
+    let check = |what: &str| {
+        let y = deployed_forward(|| lin.forward(&x).unwrap());
+        let tracked = dense_forward(|| lin.forward(&x).unwrap());
+        assert_eq!(y.to_vec_f32().unwrap(), tracked.to_vec_f32().unwrap(), "{what}: the tracked forward's values");
+        let dense = x.linear(lin.weight(), lin.bias()).unwrap();
+        assert_ne!(y.to_vec_f32().unwrap(), dense.to_vec_f32().unwrap(), "{what}: the mask is applied");
+        y
+    };
+    let first = check("flat-index SR-STE");
+    check("again");
+    assert_eq!(lin.slot().masked_weight_builds(), 1, "built once for an unchanged weight");
+    lin.weight().update_f32(|w| w.iter_mut().enumerate().for_each(|(i, v)| *v += 0.5 * ((i % 5) as f32 - 2.0))).unwrap();
+    let updated = check("after update_f32");
+    assert_ne!(first.to_vec_f32().unwrap(), updated.to_vec_f32().unwrap());
+    assert_eq!(lin.slot().masked_weight_builds(), 2, "rebuilt after the update");
+    lin.slot().configure(SparseMode::Ste { pattern: NmPattern::new(1, 4).unwrap() }, NonDivisible::FlatIndex).unwrap();
+    check("a new mode");
+    assert_eq!(lin.slot().masked_weight_builds(), 3, "rebuilt for the new mode");
+
+    // An untrained mask: the dense weight while training (nothing kept), the masked one in evaluation.
+    lin.slot().configure(SparseMode::Untrained { pattern: NmPattern::TWO_FOUR }, NonDivisible::FlatIndex).unwrap();
+    store.set_training(true);
+    let y = deployed_forward(|| lin.forward(&x).unwrap());
+    assert_eq!(y.to_vec_f32().unwrap(), x.linear(lin.weight(), lin.bias()).unwrap().to_vec_f32().unwrap(), "untrained, training");
+    assert_eq!(lin.slot().masked_weight_builds(), 3);
+    store.set_training(false);
+    check("untrained, evaluation");
+    assert_eq!(lin.slot().masked_weight_builds(), 4);
+
+    // A 5:9 conv with 4 input channels (groups run along the channels; 4 is
+    // not a multiple of 9, its 6·4·3·3 weights are: flat-index), SR-STE and ASP.
+    let conv = Conv2d::new(&store.pp("conv"), 4, 6, Conv2dConfig { kernel: (3, 3), stride: (1, 1), padding: (1, 1), bias: true }).unwrap();
+    let xc = randn(&[2, 4, 5, 5], 17);
+    for mode in [
+        SparseMode::srste(NmPattern::new(5, 9).unwrap()),
+        SparseMode::Fixed { pattern: NmPattern::new(5, 9).unwrap(), transposable: false },
+    ] {
+        conv.slot().configure(mode, NonDivisible::FlatIndex).unwrap();
+        let before = conv.slot().masked_weight_builds();
+        let y = deployed_forward(|| conv.forward(&xc).unwrap());
+        let again = deployed_forward(|| conv.forward(&xc).unwrap());
+        let tracked = dense_forward(|| conv.forward(&xc).unwrap());
+        assert_eq!(y.to_vec_f32().unwrap(), tracked.to_vec_f32().unwrap(), "conv {mode:?}");
+        assert_eq!(again.to_vec_f32().unwrap(), tracked.to_vec_f32().unwrap(), "conv {mode:?}, cached");
+        assert_eq!(conv.slot().masked_weight_builds(), before + 1, "conv {mode:?}: one build");
+    }
 }
 
 /// A pre-norm block's layers (`residual + layer(norm(x))`: a Linear, the

@@ -29,7 +29,7 @@ use crate::nm::mask::{MaskOutcome, NonDivisible, compute_mask, plan_mask};
 use crate::nm::pattern::NmPattern;
 use crate::nm::transposable::{TransposableMethod, transposable_mask};
 use crate::nn::deployed::{self, DeployCache};
-use sparsedm_tensor::{Tensor, no_grad};
+use sparsedm_tensor::{Tensor, is_grad_enabled, no_grad};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -386,6 +386,13 @@ impl SparseSlot {
         self.deploy.builds()
     }
 
+    /// How many times this slot's masked weight has been built for forwards
+    /// without grad mode that do not take the deployed N:M path (once per
+    /// weight version and mode).
+    pub fn masked_weight_builds(&self) -> usize {
+        self.deploy.masked_builds()
+    }
+
     /// The kernel of the cached deployed weight, if any: `"nm-cpu"`,
     /// `"nm-cpu-conv"`, `"cusparselt-2:4"` (Linear), `"cusparselt-2:4-conv"`
     /// (Conv2d) or `"dense"` (no N:M kernel applies).
@@ -444,12 +451,23 @@ impl SparseSlot {
         }
     }
 
-    /// The weight the forward pass uses (see the module table).
+    /// The weight the forward pass uses (see the module table). Without
+    /// grad mode a masked weight is built once per weight version and kept
+    /// (`deployed::masked_weight`): the same values, no mask recomputed at
+    /// every sampling step.
     pub fn effective_weight(&self) -> Result<Tensor> {
         let (mode, nd, fixed) = {
             let st = self.read();
             (st.mode, st.non_divisible, st.fixed_mask.clone())
         };
+        let masked_forward = match mode {
+            SparseMode::Dense => false,
+            SparseMode::Untrained { .. } => !self.training.load(Ordering::Relaxed),
+            SparseMode::SrSte { .. } | SparseMode::Ste { .. } | SparseMode::Fixed { .. } => true,
+        };
+        if masked_forward && !is_grad_enabled() {
+            return deployed::masked_weight(self, || self.deployed_weight());
+        }
         let w = &self.weight;
         match mode {
             SparseMode::Dense => Ok(w.clone()),
