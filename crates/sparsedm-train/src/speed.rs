@@ -273,9 +273,15 @@ fn run_measurements(
             let model = nm_model(cfg, batch, device, p)?;
             let (d, s, layers_ms) = time_forward_pair(dense.student(), &model, &x, iters)?;
             nm.forward_ms = Some(s);
-            nm.layers =
-                Some(model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count());
-            if device == Device::Cpu {
+            let layers = model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count();
+            nm.layers = Some(layers);
+            if layers == 0 {
+                let why = match device {
+                    Device::Cpu => format!("no masked layer has an input dimension that is a multiple of {}", p.m()),
+                    Device::Cuda(_) => "cuSPARSELt's 2:4 needs bf16 matmuls and weights with at most 2 of every 4 kept".to_string(),
+                };
+                eprintln!("sparsedm: no layer runs on N:M kernels at {p} on {device} ({why}): `forward_nm_ms` is the masked dense forward");
+            } else if device == Device::Cpu {
                 nm.layers_ms = Some(layers_ms);
                 nm.layers_dense_ms = Some(time_layers_forced_dense(&model, &x, iters)?);
             }
