@@ -17,7 +17,8 @@ use sparsedm_tensor::{Device, Rng, Tensor, no_grad};
 const DEV: Device = Device::Cpu;
 const REL: f32 = 1e-5;
 
-const PATTERNS: [(usize, usize); 7] = [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32), (3, 16), (1, 2)];
+const PATTERNS: [(usize, usize); 14] =
+    [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32), (3, 16), (1, 2), (31, 32), (3, 4), (5, 9), (2, 3), (7, 12), (1, 32), (16, 32)];
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     let n = shape.iter().product();
@@ -49,7 +50,7 @@ fn linear_nm_path_equals_masked_dense_forward() {
     force_path(Some(NmPath::Sparse));
     let mut seed = 1;
     for (n, m) in PATTERNS {
-        for (inp, out, rows) in [(m * 3, 5, 1), (m * 8, 17, 7), (m * 12, 33, 70), (64.max(m * 2), 20, 130)] {
+        for (inp, out, rows) in [(m * 3, 5, 1), (m * 8, 17, 7), (m * 12, 33, 70), (64usize.div_ceil(m) * m, 20, 130)] {
             seed += 1;
             let store = ParamStore::new(DEV, seed);
             let lin = Linear::new(&store.pp("fc"), inp, out, true).unwrap();
@@ -76,7 +77,7 @@ fn linear_nm_path_equals_masked_dense_forward() {
 fn conv2d_nm_path_equals_masked_dense_forward() {
     force_path(Some(NmPath::Sparse));
     let mut seed = 50;
-    for (n, m) in [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32)] {
+    for (n, m) in [(2, 4), (1, 4), (1, 8), (4, 8), (2, 32), (5, 9), (31, 32), (2, 3)] {
         for (c, o, k, s, p, bias) in [(m, 5, 3, 1, 1, true), (2 * m, 16, 1, 1, 0, false), (3 * m, 7, 3, 2, 1, true), (m, 3, 2, 1, 0, true)]
         {
             seed += 1;
