@@ -168,20 +168,25 @@ fn bench_pattern_times_the_nm_forward_beside_the_dense_one() {
     assert!(nm > 0.0 && nm.is_finite(), "forward_nm_ms = {nm}");
     // The demo U-ViT's SparseDM layers: qkv, proj, fc1, fc2 of its 7 blocks.
     assert_eq!(r["nm_layers"].as_u64(), Some(28), "{r}");
-    // A pattern no layer's input dimension takes (the demo's are 128 and
-    // 512): said on stderr, no per-layer times (no 0/0 ratio in the table).
-    let args = ["bench", "--batch", "2", "--iters", "1", "--pattern", "3:7", "--forward-only"];
-    let o = Command::new(BIN).args(args).arg("--json").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no layer runs on N:M kernels at 3:7 on cpu"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // A pattern that masks no layer (the demo's inputs are 128 and 512
+    // wide) is refused before any timing: the N:M forward would be dense.
+    let o = Command::new(BIN).args(["bench", "--batch", "2", "--iters", "1", "--pattern", "3:7", "--forward-only"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--pattern 3:7 with policy sparsedm-uvit masks no layer (28 selected, all left dense"), "{e}");
+    // A pattern that masks layers (flat-index groups across a small DDPM
+    // UNet's 32- and 64-channel convs) but that no N:M kernel takes: said
+    // on stderr, no per-layer times (no 0/0 ratio in the table).
+    let args = ["bench", "--config", "cifar10_ddpm", "--batch", "1", "--iters", "1", "--pattern", "5:9", "--forward-only"];
+    let small =
+        ["--set", "nnet.ch=32", "--set", "nnet.ch_mult=[1,2]", "--set", "nnet.num_res_blocks=1", "--set", "nnet.attn_resolutions=[]"];
+    let o = Command::new(BIN).args(args).args(small).arg("--json").output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && e.contains("no layer runs on N:M kernels at 5:9 on cpu"), "{e}");
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["nm_layers"].as_u64(), Some(0), "{r}");
     assert!(r["nm_layers_ms"].is_null() && r["nm_layers_dense_ms"].is_null() && r["forward_nm_ms"].as_f64().unwrap() > 0.0, "{r}");
-    let o = Command::new(BIN).args(args).output().unwrap();
+    let o = Command::new(BIN).args(args).args(small).output().unwrap();
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && table.contains("0 layers on N:M kernels") && !table.contains("NaN"), "{table}");
     // Without --pattern there is no N:M forward.

@@ -90,7 +90,13 @@ pub fn sparsify(store: &ParamStore, s: &SparseConfig) -> Result<(SparsityReport,
     };
     check_policy_items(store, &s.policy, pattern)?;
     let report = apply_policy(store, &s.policy, pattern, mode_builder(s))?;
-    crate::validate::ensure_some_layer_masked(&report, &pattern.to_string(), &s.policy.to_string())?;
+    crate::validate::ensure_some_layer_masked(
+        &report,
+        "sparse.pattern",
+        &pattern.to_string(),
+        &s.policy.to_string(),
+        "this would be a dense run",
+    )?;
     Ok((report, progressive))
 }
 

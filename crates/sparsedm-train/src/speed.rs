@@ -363,7 +363,14 @@ pub fn nm_model(cfg: &RunConfig, batch: usize, device: Device, pattern: NmPatter
         Some(s) => s.policy.clone(),
         None => srste_2of4(cfg).policy,
     };
-    apply_policy(&b.store, &policy, pattern, SparseMode::srste)?;
+    let report = apply_policy(&b.store, &policy, pattern, SparseMode::srste)?;
+    crate::validate::ensure_some_layer_masked(
+        &report,
+        "--pattern",
+        &pattern.to_string(),
+        &policy.to_string(),
+        "the N:M forward would be the dense one",
+    )?;
     b.store.set_training(false);
     Ok(b)
 }

@@ -76,12 +76,14 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
 /// Refuses a sparse run whose policy and pattern mask no layer (every
 /// selected layer left dense, e.g. a pattern whose M divides no input
 /// dimension): it would train a dense model and report it as sparse.
-pub fn ensure_some_layer_masked(report: &SparsityReport, pattern: &str, policy: &str) -> Result<()> {
+/// `what` names the setting (`sparse.pattern`, or `bench`'s `--pattern`),
+/// `instead` what would silently happen.
+pub fn ensure_some_layer_masked(report: &SparsityReport, what: &str, pattern: &str, policy: &str, instead: &str) -> Result<()> {
     let masked = report.layers.iter().filter(|l| !matches!(l.masking.as_str(), "dense" | "left-dense")).count();
     if masked == 0 {
         let left: Vec<&str> = report.layers.iter().filter(|l| l.pattern.is_some()).map(|l| l.name.as_str()).take(3).collect();
         return Err(TrainError::Config(format!(
-            "sparse.pattern {pattern} with policy {policy} masks no layer ({} selected, all left dense{}): this would be a dense run",
+            "{what} {pattern} with policy {policy} masks no layer ({} selected, all left dense{}): {instead}",
             report.layers.iter().filter(|l| l.pattern.is_some()).count(),
             if left.is_empty() { String::new() } else { format!(", e.g. {}", left.join(", ")) }
         )));
