@@ -372,3 +372,41 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
     };
     assert_eq!(params("uvit-comp.safetensors"), params("uvit-plain.safetensors"));
 }
+
+/// `--compressed` on a checkpoint stored in f16 (the demo's embedded UNet):
+/// the default keeps its values in f16, exact (the file was 1.99× the plain
+/// one when they went to f32) and ≤ 0.6× it at 2:4; `--compressed f32`
+/// still writes f32. A pattern whose groups are flat-index on every layer
+/// (5:9 on 32- and 64-channel convs) compresses none, and the size line
+/// says why.
+#[test]
+fn compressed_f16_checkpoint_stays_f16_and_exact() {
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_shapes_unet_dense.safetensors");
+    let config = scratch("demo-unet.json");
+    std::fs::write(
+        &config,
+        r#"{"resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
+            "attn_resolutions": [8], "dropout": 0.0, "num_groups": 8, "resamp_with_conv": true}"#,
+    )
+    .unwrap();
+    let [plain, comp, comp32, flat] = ["plain", "comp", "comp32", "flat"].map(|n| scratch(&format!("demo-unet-{n}.safetensors")));
+    let written = |extra: &[&str], pattern: &str, out: &PathBuf| {
+        let o = prune("ddpm-unet", &config, &weights, pattern, "all", &[extra, &["--force"]].concat(), out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.starts_with("compressed: ")).map(str::to_string)
+    };
+    written(&[], "2:4", &plain);
+    let line = written(&["--compressed"], "2:4", &comp).unwrap();
+    written(&["--compressed", "f32"], "2:4", &comp32);
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(size(&comp) <= 0.6 * size(&plain), "{line}");
+    assert!(size(&comp32) > size(&plain), "f32 values double an f16 model's");
+    let a: HashMap<String, Tensor> = load_safetensors(&plain).unwrap().into_iter().collect();
+    for path in [&comp, &comp32] {
+        for (name, t) in load_safetensors(path).unwrap() {
+            assert_eq!(t.to_vec_f32().unwrap(), a[&name].to_vec_f32().unwrap(), "{name}: not the plain file's values");
+        }
+    }
+    let line = written(&["--compressed"], "5:9", &flat).unwrap();
+    assert!(line.starts_with("compressed: 0 of 20 N:M layers") && line.contains("(20 flat-index"), "{line}");
+}

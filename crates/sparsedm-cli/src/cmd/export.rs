@@ -8,7 +8,7 @@
 //!   uses them, the run config in the metadata when there is one). For a
 //!   sparse model — a sparse run's training checkpoint, a sparse export or a
 //!   `prune` output — a sparse checkpoint: deployed (masked) weights plus
-//!   the sparsity spec; with `--compressed [f32|f16]` its N:M layers are
+//!   the sparsity spec; with `--compressed [exact|f32|f16]` its N:M layers are
 //!   stored as kept values + packed positions and the size ratio is printed
 //!   (what `prune --compressed` writes, so every reader takes it). This is
 //!   how a training run's result becomes a compressed deployment file.
@@ -64,8 +64,9 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// safetensors of a sparse model: store its N:M layers compressed (kept values + packed
-    /// positions), values in f32 (default: exact) or f16 (every tensor, lossy); the size ratio is printed.
-    #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "f32")]
+    /// positions), values exact (the default: the model's f32), f32, or f16 (every tensor, lossy);
+    /// the size ratio is printed.
+    #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "exact")]
     pub compressed: Option<CompressedValues>,
 }
 
@@ -135,7 +136,7 @@ fn write_model(a: &Args, r: &Restored) -> Result<()> {
             write_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta))?;
             None
         }
-        Some(values) => Some(write_compressed_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta), values.dtype())?),
+        Some(values) => Some(write_compressed_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta), values.dtype(&tensors))?),
     };
     println!(
         "wrote {} ({} bytes): a sparse checkpoint, {} N:M layers ({})",

@@ -40,7 +40,7 @@ use sparsedm_layers::{
     write_sparse_checkpoint,
 };
 use sparsedm_tensor::nm_cpu::NmValueDtype;
-use sparsedm_tensor::{Device, load_weights_metadata};
+use sparsedm_tensor::{DType, Device, Tensor, load_weights_metadata};
 use sparsedm_train::RunConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,17 +48,22 @@ use std::path::PathBuf;
 /// The value dtype of a compressed N:M checkpoint (`--compressed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CompressedValues {
-    /// 4 bytes a value: exact for an f32 model.
+    /// The precision the tensors have: f16 for a state dict stored all in f16, else f32 (exact either way).
+    Exact,
+    /// 4 bytes a value: exact for an f32 (or f16, bf16) model.
     F32,
     /// 2 bytes a value, every tensor of the file (lossy: a deployment file).
     F16,
 }
 
 impl CompressedValues {
-    /// The value dtype of the compressed file.
-    pub fn dtype(self) -> NmValueDtype {
+    /// The value dtype of the compressed file of `tensors`: `Exact` keeps
+    /// an all-f16 state dict (an f16 release, the demo's embedded models)
+    /// in f16 rather than doubling it to f32.
+    pub fn dtype(self, tensors: &[(String, Tensor)]) -> NmValueDtype {
         match self {
-            CompressedValues::F32 => NmValueDtype::F32,
+            CompressedValues::Exact if !tensors.is_empty() && tensors.iter().all(|(_, t)| t.dtype() == DType::F16) => NmValueDtype::F16,
+            CompressedValues::Exact | CompressedValues::F32 => NmValueDtype::F32,
             CompressedValues::F16 => NmValueDtype::F16,
         }
     }
@@ -68,8 +73,12 @@ impl CompressedValues {
 /// checkpoint: how many layers went compressed and the file's size against
 /// the same state dict written uncompressed.
 pub fn compressed_line(c: &CompressedReport) -> String {
+    let rest = match c.listed - c.compressed.min(c.listed) {
+        0 => String::new(),
+        k => format!(" ({k} flat-index, not N:M along their inputs: stored dense)"),
+    };
     format!(
-        "compressed: {} of {} N:M layers stored as kept values + positions; {} bytes = {:.3} of the uncompressed file ({} bytes)",
+        "compressed: {} of {} N:M layers stored as kept values + positions{rest}; {} bytes = {:.3} of the uncompressed file ({} bytes)",
         c.compressed,
         c.listed,
         c.bytes,
@@ -131,9 +140,10 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// magnitude: store the N:M layers compressed (kept values + packed positions; a 2:4 layer takes
-    /// ~53 % of its f32 bytes), values in f32 (default: exact) or f16 (every tensor, lossy). Every
-    /// reader (sample, forward, inspect, prune, train.init) takes the file; the size ratio is printed.
-    #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "f32")]
+    /// ~53 % of its f32 bytes), values exact (the default: f16 for a checkpoint stored all in f16,
+    /// else f32), f32, or f16 (every tensor, lossy). Every reader (sample, forward, inspect, prune,
+    /// train.init) takes the file; the size ratio is printed.
+    #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "exact")]
     pub compressed: Option<CompressedValues>,
     /// diff-pruning: the pruned model's MACs as a fraction of the dense model's, in (0, 1).
     #[arg(long)]
@@ -284,7 +294,7 @@ fn run_magnitude(args: Args) -> Result<()> {
             write_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta))?;
             None
         }
-        Some(values) => Some(write_compressed_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta), values.dtype())?),
+        Some(values) => Some(write_compressed_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta), values.dtype(&tensors))?),
     };
 
     if args.json {

@@ -240,10 +240,11 @@ pub fn write_sparse_checkpoint(
 /// What [`write_compressed_sparse_checkpoint`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompressedReport {
-    /// Layers the sparsity spec lists.
+    /// Layers the sparsity spec lists with a mask (those it lists as left
+    /// dense, whose input dimension M does not divide, are not counted).
     pub listed: usize,
     /// Of those, layers stored compressed (N:M along their inputs; a
-    /// flat-index mask or a layer left dense is stored dense).
+    /// flat-index mask is stored dense).
     pub compressed: usize,
     /// Bytes of the file written.
     pub bytes: usize,
@@ -290,7 +291,8 @@ pub fn write_compressed_sparse_checkpoint(
     let bytes = nm_checkpoint_bytes_with_metadata(tensors, &patterns, dtype, meta.clone())?;
     let dense_bytes = safetensors_len(tensors, Some(meta))?;
     write_atomic(path, &bytes)?;
-    Ok(CompressedReport { listed: spec.layers.len(), compressed: patterns.len(), bytes: bytes.len(), dense_bytes })
+    let listed = spec.layers.values().filter(|l| !matches!(l.masking.as_str(), "left-dense" | "dense")).count();
+    Ok(CompressedReport { listed, compressed: patterns.len(), bytes: bytes.len(), dense_bytes })
 }
 
 /// Saves `store` as a sparse checkpoint (masked weights plus spec; see the
