@@ -409,4 +409,16 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
     }
     let line = written(&["--compressed"], "5:9", &flat).unwrap();
     assert!(line.starts_with("compressed: 0 of 20 N:M layers") && line.contains("(20 flat-index"), "{line}");
+    // Sampling says which masked layers run dense, rather than nothing.
+    let npz = scratch("demo-unet-flat.npz");
+    let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
+        .args(["sample", "--n", "2", "--steps", "2", "--device", "cpu", "--force", "--checkpoint"])
+        .arg(&flat)
+        .arg("--out")
+        .arg(&npz)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("N:M layers: 0; 20 masked with flat-index groups (not N:M along their inputs) run dense"), "{stdout}");
 }

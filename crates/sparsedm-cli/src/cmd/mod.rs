@@ -111,10 +111,14 @@ impl PrecisionArg {
 /// The line `sample` and `forward` print for a model with N:M layers: how
 /// many of its layers deploy an N:M weight (a sparse checkpoint's listed
 /// layers, a sparse run's masked ones), their patterns, and what runs them
-/// on `device` (see `sparsedm_layers::deployed`); `None` for a dense model.
+/// on `device` (see `sparsedm_layers::deployed`), then how many masked
+/// layers no N:M kernel takes (flat-index groups) and so run dense; `None`
+/// for a dense model.
 pub fn nm_layers_line(store: &sparsedm_layers::ParamStore, device: Device) -> Option<String> {
-    let patterns: Vec<String> = store.sparse_slots().iter().filter_map(|(_, s)| s.deployed_pattern()).map(|p| p.to_string()).collect();
-    if patterns.is_empty() {
+    let slots = store.sparse_slots();
+    let patterns: Vec<String> = slots.iter().filter_map(|(_, s)| s.deployed_pattern()).map(|p| p.to_string()).collect();
+    let flat = slots.iter().filter(|(_, s)| s.deployed_pattern().is_none() && s.plan().is_some_and(|p| p.is_masked())).count();
+    if patterns.is_empty() && flat == 0 {
         return None;
     }
     let mut kinds = patterns.clone();
@@ -126,5 +130,13 @@ pub fn nm_layers_line(store: &sparsedm_layers::ParamStore, device: Device) -> Op
             "run by cuSPARSELt at bf16 precision (2:4-compatible weights), as dense products of the masked weights otherwise"
         }
     };
-    Some(format!("N:M layers: {} ({}), {how}", patterns.len(), kinds.join(", ")))
+    let mut line = if patterns.is_empty() {
+        "N:M layers: 0".to_string()
+    } else {
+        format!("N:M layers: {} ({}), {how}", patterns.len(), kinds.join(", "))
+    };
+    if flat > 0 {
+        line += &format!("; {flat} masked with flat-index groups (not N:M along their inputs) run dense on their masked weights");
+    }
+    Some(line)
 }
