@@ -1,20 +1,24 @@
-//! An N:M Conv2d for inference on the CPU: im2col in channel-last order and
-//! the same SpMM kernel as [`NmLinear`].
+//! An N:M Conv2d for inference on the CPU: on AVX2 the row-wise kernel
+//! reading and writing NCHW directly (`conv_rows.rs`); elsewhere im2col in
+//! channel-last order and the same SpMM kernel as [`NmLinear`].
 //!
 //! `sparsedm-layers` groups a convolution weight `[out, in, kh, kw]` along
 //! the input channels at each `(out, ky, kx)`. With the columns of a patch
 //! ordered `(ky, kx, c)` (channel last) those groups are `m` consecutive
 //! columns, so the weight permuted to `[out, kh, kw, in]` is an ordinary
 //! N:M Linear weight `[out, kh·kw·in]` and every output pixel is one row of
-//! `X·Wᵀ`. The forward copies the image to channel-last once, builds the
-//! patch rows of a few images at a time (a bounded buffer), runs the SpMM
-//! and writes the result back to NCHW.
+//! `X·Wᵀ`. The im2col route copies the image to channel-last once, builds
+//! the patch rows of a few images at a time (a bounded buffer), runs the
+//! SpMM and writes the result back to NCHW; the direct route builds the
+//! row-wise kernel's panels of 64 output pixels from the NCHW input and
+//! stores its output-channel rows straight into the NCHW output.
 //!
 //! Per shape, [`NmConv2d::forward_tensor`] times this path against the
 //! dense convolution (`Tensor::conv2d` on the masked weight, what the model
 //! would run otherwise) once and keeps the faster, like [`NmLinear`].
 
 use super::dispatch::{NmLinear, NmPath, forced_path};
+use super::spmm::{Isa, NmKernel};
 use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -121,15 +125,62 @@ impl NmConv2d {
     }
 
     /// The convolution by the given path: `Dense` is `Tensor::conv2d` on the
-    /// masked weight; `Sparse` is im2col (channel last) and the SpMM kernel.
+    /// masked weight; `Sparse` is the row-wise kernel straight on NCHW on
+    /// AVX2 (`conv_rows.rs`), else im2col and the SpMM kernel
+    /// ([`NmConv2d::forward_im2col`]).
     ///
     /// # Errors
     /// A tensor not on the CPU, not `[n, in, h, w]`, or smaller than the kernel.
     pub fn forward_with(&self, path: NmPath, x: &Tensor) -> Result<Tensor> {
-        let (nb, h, w, ho, wo) = self.geometry(x)?;
         if path == NmPath::Dense {
+            self.geometry(x)?;
             return x.conv2d(&self.dense, self.bias.as_ref(), self.stride, self.padding);
         }
+        #[cfg(target_arch = "x86_64")]
+        if NmKernel::for_weight(Isa::best(), self.linear.weight()) == NmKernel::Rows {
+            return self.forward_direct(x);
+        }
+        self.forward_im2col(x)
+    }
+
+    /// The N:M path on AVX2: the row-wise kernel reading its panels from
+    /// the NCHW input and writing NCHW output (`conv_rows.rs`).
+    #[cfg(target_arch = "x86_64")]
+    fn forward_direct(&self, x: &Tensor) -> Result<Tensor> {
+        let (nb, h, w, ho, wo) = self.geometry(x)?;
+        let out = self.linear.weight().out_features();
+        let g = super::conv_rows::ConvShape {
+            c: self.inp,
+            h,
+            w,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            out_hw: (ho, wo),
+        };
+        let y = x.with_host_f32("nm_conv2d", |xv| {
+            // SAFETY: `for_weight` chose the row-wise kernel, so the CPU has
+            // AVX2 + FMA and `supports` holds; `geometry` checked the input
+            // (`nb` images of [in, h, w], so `xv` holds nb·c·h·w floats) and
+            // gave the output size; the weight is [out, kh·kw·in] and the bias
+            // `out` floats (`new`); `conv_rows` writes all nb·out·ho·wo outputs.
+            unsafe {
+                written_vec(nb * out * ho * wo, |y| super::conv_rows::conv_rows(xv, nb, g, self.linear.weight(), self.linear.bias(), y))
+            }
+        })?;
+        Tensor::from_vec(y, &[nb, out, ho, wo], &Device::Cpu)
+    }
+
+    /// The N:M path through im2col (the route off AVX2, on AVX-512 and the
+    /// portable kernels): the input copied to channel-last, patch rows of a
+    /// few images at a time (a bounded buffer), the Linear's SpMM, and the
+    /// result transposed back to NCHW. Public for tests and benchmarks,
+    /// which compare it with the direct route on AVX2.
+    ///
+    /// # Errors
+    /// As [`NmConv2d::forward_with`].
+    pub fn forward_im2col(&self, x: &Tensor) -> Result<Tensor> {
+        let (nb, h, w, ho, wo) = self.geometry(x)?;
         let c = self.inp;
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
         let (o, k, p) = (self.linear.weight().out_features(), kh * kw * c, ho * wo);

@@ -12,8 +12,10 @@
 //!   [`NmLinear::forward`] picks the faster of [`dense_linear`] and [`spmm`]
 //!   once per shape and caches the choice.
 //! - [`NmConv2d`]: an eval-mode Conv2d with an N:M weight (groups along
-//!   input channels): im2col in channel-last order and the same kernel,
-//!   with its own per-shape choice against the dense convolution.
+//!   input channels): on AVX2 the row-wise kernel straight from and to
+//!   NCHW (`conv_rows.rs`), elsewhere im2col in channel-last order and the
+//!   same kernel as a Linear; its own per-shape choice against the dense
+//!   convolution.
 //! - [`nm_mlp_forward`]: two N:M Linears with an activation between them
 //!   (U-ViT's MLP), fused tile by tile when that is faster than running
 //!   them apart.
@@ -41,6 +43,8 @@
 
 mod checkpoint;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_rows;
 mod dispatch;
 mod format;
 mod fuse;

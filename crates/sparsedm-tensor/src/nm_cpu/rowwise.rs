@@ -35,7 +35,7 @@ use std::mem::MaybeUninit;
 /// Tokens per tile: 8 registers of 8 floats.
 pub(crate) const TOKENS: usize = 64;
 /// Output rows per slab (their `Yᵀ` tile is 8 KiB).
-const SLAB: usize = 32;
+pub(crate) const SLAB: usize = 32;
 /// Columns per chunk before rounding down to a multiple of `m` (at least
 /// `m`): enough for about 16 entries per row (each row's run pays for
 /// loading and storing its 8 accumulators), between 64 and 128 panel rows
@@ -351,7 +351,7 @@ unsafe fn item(
 /// or `out` floats; `1 ≤ rt ≤ 64`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn slab_tile(panel: *const f32, lay: &RowLayout, (s0, s1): (usize, usize), rt: usize, bias: *const f32, yt: *mut f32) {
+pub(crate) unsafe fn slab_tile(panel: *const f32, lay: &RowLayout, (s0, s1): (usize, usize), rt: usize, bias: *const f32, yt: *mut f32) {
     // SAFETY: forwarded; `V·8 ≤ 64` tokens of every panel and `yt` row.
     unsafe {
         match rt.div_ceil(8) {

@@ -1,0 +1,145 @@
+//! The N:M convolution (`NmConv2d`) against a direct convolution computed
+//! in f64 with the masked weight: the N:M path this CPU takes (on AVX2 the
+//! row-wise kernel straight on NCHW), the im2col route (the one taken on
+//! AVX-512 and the portable kernels) and the dense path, over geometries
+//! that exercise the direct route's edges: tiles of 64 output pixels that
+//! span several output rows or end part-way through an image, output rows
+//! that do not divide 64, strides 1 and 2, kernels 1 to 5 with padding 0
+//! to 2 (windows leaving the image on every side), output channels that
+//! fill no whole slab of 32, one to three images, and patterns whose M is
+//! not a power of two.
+
+use sparsedm_tensor::nm_cpu::{NmConv2d, NmPath};
+use sparsedm_tensor::{Device, Tensor};
+
+/// Tolerance relative to `Σ|x·w| + |b|` of each output: the paths differ
+/// only in summation order and fused rounding.
+const REL_TOL: f64 = 1e-5;
+
+/// xorshift64*: deterministic test data without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.uniform() + self.uniform()).collect()
+    }
+}
+
+/// A random `[o, c, kh, kw]` weight that is `n:m` along `c` at every
+/// `(o, ky, kx)`: the `n` largest magnitudes of each group kept.
+fn nm_conv_weight(rng: &mut Rng, [o, c, kh, kw]: [usize; 4], n: usize, m: usize) -> Vec<f32> {
+    let mut w = rng.vec(o * c * kh * kw);
+    let at = |oi: usize, ci: usize, y: usize, x: usize| ((oi * c + ci) * kh + y) * kw + x;
+    for oi in 0..o {
+        for y in 0..kh {
+            for x in 0..kw {
+                for g in (0..c).step_by(m) {
+                    let mut idx: Vec<usize> = (g..g + m).map(|ci| at(oi, ci, y, x)).collect();
+                    idx.sort_by(|&a, &b| w[b].abs().total_cmp(&w[a].abs()));
+                    idx[n..].iter().for_each(|&i| w[i] = 0.0);
+                }
+            }
+        }
+    }
+    w
+}
+
+/// The convolution in f64 and, per output, `Σ|x·w| + |b|`.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    x: &[f32],
+    nb: usize,
+    (c, h, w): (usize, usize, usize),
+    wt: &[f32],
+    [o, _, kh, kw]: [usize; 4],
+    bias: &[f32],
+    (s, p): (usize, usize),
+) -> (Vec<f64>, Vec<f64>, [usize; 2]) {
+    let (ho, wo) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
+    let mut y = vec![0f64; nb * o * ho * wo];
+    let mut mag = vec![0f64; nb * o * ho * wo];
+    for b in 0..nb {
+        for oi in 0..o {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (mut acc, mut m) = (bias[oi] as f64, bias[oi].abs() as f64);
+                    for ci in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = ((oy * s + ky) as isize - p as isize, (ox * s + kx) as isize - p as isize);
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                    continue;
+                                }
+                                let v = x[((b * c + ci) * h + iy as usize) * w + ix as usize] as f64
+                                    * wt[((oi * c + ci) * kh + ky) * kw + kx] as f64;
+                                acc += v;
+                                m += v.abs();
+                            }
+                        }
+                    }
+                    let k = ((b * o + oi) * ho + oy) * wo + ox;
+                    (y[k], mag[k]) = (acc, m);
+                }
+            }
+        }
+    }
+    (y, mag, [ho, wo])
+}
+
+#[test]
+fn nm_convolutions_equal_the_masked_direct_convolution() {
+    let mut rng = Rng(0x5eed_c0de);
+    // (images, c, o, h, w, kernel, stride, padding, n, m)
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize, usize, usize);
+    let cases: [Case; 14] = [
+        (2, 8, 5, 9, 9, 3, 1, 1, 2, 4),     // 81 pixels: a full tile and 17 more; wo = 9
+        (1, 16, 37, 16, 16, 3, 1, 1, 1, 8), // 4 tiles of 4 output rows each; 37 channels: a slab and 5
+        (3, 4, 70, 7, 5, 3, 2, 1, 2, 4),    // stride 2, 12 pixels an image
+        (1, 8, 8, 4, 4, 1, 1, 0, 1, 4),     // 1x1, 16 pixels
+        (2, 12, 6, 11, 13, 5, 1, 2, 3, 4),  // 5x5 windows leaving the image on every side
+        (1, 9, 7, 10, 10, 3, 1, 0, 5, 9),   // M = 9, no padding
+        (1, 32, 33, 8, 8, 3, 1, 1, 31, 32), // 31:32, one full tile
+        (2, 6, 4, 6, 6, 2, 1, 0, 2, 3),     // 2x2 kernel, M = 3
+        (1, 8, 16, 33, 3, 3, 1, 1, 2, 8),   // tall and narrow: tiles span 21 output rows
+        (1, 16, 3, 8, 8, 3, 2, 1, 4, 8),    // stride 2 downsample
+        (1, 4, 2, 1, 1, 1, 1, 0, 2, 4),     // one pixel
+        (1, 4, 9, 3, 3, 3, 1, 2, 1, 2),     // padding 2 on a 3x3 input: 5x5 output
+        (2, 64, 40, 12, 12, 3, 1, 1, 2, 4), // 144 pixels an image: tiles across the image's rows
+        (1, 8, 12, 3, 70, 3, 1, 1, 2, 4),   // rows of 70: a tile ends inside the first row
+    ];
+    let mut checked = 0;
+    for (nb, c, o, h, w, k, s, p, n, m) in cases {
+        let shape = [o, c, k, k];
+        let wt = nm_conv_weight(&mut rng, shape, n, m);
+        let bias = rng.vec(o);
+        let x = rng.vec(nb * c * h * w);
+        let conv = NmConv2d::new(&wt, shape, Some(&bias), (s, s), (p, p), n, m).unwrap();
+        let xt = Tensor::from_vec(x.clone(), &[nb, c, h, w], &Device::Cpu).unwrap();
+        let (want, mag, [ho, wo]) = reference(&x, nb, (c, h, w), &wt, shape, &bias, (s, p));
+        let runs = [
+            ("N:M path", conv.forward_with(NmPath::Sparse, &xt).unwrap()),
+            ("im2col route", conv.forward_im2col(&xt).unwrap()),
+            ("dense path", conv.forward_with(NmPath::Dense, &xt).unwrap()),
+        ];
+        for (what, got) in runs {
+            assert_eq!(got.shape(), &[nb, o, ho, wo], "{what}");
+            for (i, (g, (r, mg))) in got.to_vec_f32().unwrap().iter().zip(want.iter().zip(&mag)).enumerate() {
+                let err = (*g as f64 - r).abs();
+                assert!(
+                    err <= REL_TOL * mg.max(1e-30),
+                    "{what} {n}:{m} [{nb}, {c}, {h}, {w}] k{k} s{s} p{p} -> {o}: output {i} is {g}, want {r} (|err| {err:.3e}, scale {mg:.3e})"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 14 * 3);
+}
