@@ -13,9 +13,11 @@
 //! row-wise kernel's panels of 64 output pixels from the NCHW input and
 //! stores its output-channel rows straight into the NCHW output.
 //!
-//! Per shape, [`NmConv2d::forward_tensor`] times this path against the
+//! Per shape, [`NmConv2d::forward_tensor`] times the N:M routes against the
 //! dense convolution (`Tensor::conv2d` on the masked weight, what the model
-//! would run otherwise) once and keeps the faster, like [`NmLinear`].
+//! would run otherwise) once and keeps the fastest, like [`NmLinear`]; on an
+//! AVX-512 CPU both N:M routes are timed (the direct one on the AVX2
+//! row-wise kernel, im2col on the AVX-512 pattern kernel).
 
 use super::dispatch::{NmLinear, NmPath, forced_path};
 use super::spmm::{Isa, NmKernel};
@@ -36,9 +38,29 @@ const TUNE_REPS: usize = 2;
 /// two, in, out, h, w, kh, kw, stride, padding, n, m).
 type ConvKey = (usize, usize, usize, usize, usize, usize, usize, (usize, usize), (usize, usize), usize, usize);
 
-fn table() -> &'static Mutex<HashMap<ConvKey, NmPath>> {
-    static T: OnceLock<Mutex<HashMap<ConvKey, NmPath>>> = OnceLock::new();
+fn table() -> &'static Mutex<HashMap<ConvKey, Route>> {
+    static T: OnceLock<Mutex<HashMap<ConvKey, Route>>> = OnceLock::new();
     T.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// How a convolution runs: the dense convolution, or one of the two N:M
+/// routes ([`NmConv2d::forward_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Dense,
+    /// The row-wise kernel straight on NCHW (AVX2 + FMA).
+    Direct,
+    /// im2col and the best instruction set's SpMM kernel.
+    Im2col,
+}
+
+impl Route {
+    fn path(self) -> NmPath {
+        match self {
+            Route::Dense => NmPath::Dense,
+            Route::Direct | Route::Im2col => NmPath::Sparse,
+        }
+    }
 }
 
 /// An N:M convolution (NCHW, weight `[out, in, kh, kw]` N:M along `in`).
@@ -132,15 +154,44 @@ impl NmConv2d {
     /// # Errors
     /// A tensor not on the CPU, not `[n, in, h, w]`, or smaller than the kernel.
     pub fn forward_with(&self, path: NmPath, x: &Tensor) -> Result<Tensor> {
-        if path == NmPath::Dense {
-            self.geometry(x)?;
-            return x.conv2d(&self.dense, self.bias.as_ref(), self.stride, self.padding);
+        match path {
+            NmPath::Dense => self.forward_route(Route::Dense, x),
+            NmPath::Sparse => self.forward_route(self.sparse_routes()[0], x),
         }
-        #[cfg(target_arch = "x86_64")]
-        if NmKernel::for_weight(Isa::best(), self.linear.weight()) == NmKernel::Rows {
-            return self.forward_direct(x);
+    }
+
+    fn forward_route(&self, route: Route, x: &Tensor) -> Result<Tensor> {
+        match route {
+            Route::Dense => {
+                self.geometry(x)?;
+                x.conv2d(&self.dense, self.bias.as_ref(), self.stride, self.padding)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Route::Direct => self.forward_direct(x),
+            #[cfg(not(target_arch = "x86_64"))]
+            Route::Direct => self.forward_im2col(x),
+            Route::Im2col => self.forward_im2col(x),
         }
-        self.forward_im2col(x)
+    }
+
+    /// Whether the direct route runs here: AVX2 + FMA, and a weight the
+    /// row-wise kernel takes.
+    fn direct_available(&self) -> bool {
+        cfg!(target_arch = "x86_64")
+            && Isa::Avx2Fma.is_available()
+            && NmKernel::for_weight(Isa::Avx2Fma, self.linear.weight()) == NmKernel::Rows
+    }
+
+    /// The N:M routes worth timing on this CPU, the default first: the
+    /// direct one where it runs; im2col where it does not, and on AVX-512,
+    /// whose pattern kernel the Linears prefer (measured on Zen 4), so
+    /// that there the first use of a shape times both against each other.
+    fn sparse_routes(&self) -> Vec<Route> {
+        match (self.direct_available(), Isa::best()) {
+            (true, Isa::Avx2Fma) => vec![Route::Direct],
+            (true, _) => vec![Route::Direct, Route::Im2col],
+            (false, _) => vec![Route::Im2col],
+        }
     }
 
     /// The N:M path on AVX2: the row-wise kernel reading its panels from
@@ -159,8 +210,8 @@ impl NmConv2d {
             out_hw: (ho, wo),
         };
         let y = x.with_host_f32("nm_conv2d", |xv| {
-            // SAFETY: `for_weight` chose the row-wise kernel, so the CPU has
-            // AVX2 + FMA and `supports` holds; `geometry` checked the input
+            // SAFETY: callers take this route only when `direct_available`:
+            // the CPU has AVX2 + FMA and `supports` holds; `geometry` checked the input
             // (`nb` images of [in, h, w], so `xv` holds nb·c·h·w floats) and
             // gave the output size; the weight is [out, kh·kw·in] and the bias
             // `out` floats (`new`); `conv_rows` writes all nb·out·ho·wo outputs.
@@ -241,9 +292,10 @@ impl NmConv2d {
         Tensor::from_vec(out, &[nb, o, ho, wo], &Device::Cpu)
     }
 
-    /// The convolution by the faster path for this shape: the first call
-    /// for a shape times both ([`TUNE_REPS`] interleaved runs, best time)
-    /// and files the winner; later calls use it. Untracked (inference).
+    /// The convolution by the fastest route for this shape: the first call
+    /// for a shape times the dense one and the N:M ones this CPU has
+    /// ([`TUNE_REPS`] interleaved runs, best time) and files the winner;
+    /// later calls use it. Untracked (inference).
     ///
     /// # Errors
     /// As [`NmConv2d::forward_with`].
@@ -255,24 +307,26 @@ impl NmConv2d {
         let (n, m) = self.linear.weight().pattern();
         let (kh, kw) = self.kernel;
         let key = (nb.max(1).next_power_of_two(), self.inp, self.dense.shape()[0], h, w, kh, kw, self.stride, self.padding, n, m);
-        if let Some(&path) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return self.forward_with(path, x);
+        if let Some(&route) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return self.forward_route(route, x);
         }
-        let mut best = [f64::INFINITY; 2];
+        let routes: Vec<Route> = std::iter::once(Route::Dense).chain(self.sparse_routes()).collect();
+        let mut best = vec![f64::INFINITY; routes.len()];
         let mut last = None;
         for _ in 0..TUNE_REPS {
-            for (i, path) in [NmPath::Dense, NmPath::Sparse].into_iter().enumerate() {
+            for (i, &route) in routes.iter().enumerate() {
                 let t = Instant::now();
-                let y = self.forward_with(path, x)?;
+                let y = self.forward_route(route, x)?;
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
-                last = Some((path, y));
+                last = Some((route, y));
             }
         }
-        let path = if best[1] < best[0] { NmPath::Sparse } else { NmPath::Dense };
-        table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, path);
+        let fastest = (0..routes.len()).min_by(|&a, &b| best[a].total_cmp(&best[b])).unwrap_or(0);
+        let route = routes[fastest];
+        table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, route);
         match last {
-            Some((p, y)) if p == path => Ok(y),
-            _ => self.forward_with(path, x),
+            Some((r, y)) if r == route => Ok(y),
+            _ => self.forward_route(route, x),
         }
     }
 }
@@ -283,5 +337,5 @@ pub fn chosen_conv_path(conv: &NmConv2d, images: usize, h: usize, w: usize) -> O
     let (n, m) = conv.linear.weight().pattern();
     let (kh, kw) = conv.kernel;
     let key = (images.max(1).next_power_of_two(), conv.inp, conv.dense.shape()[0], h, w, kh, kw, conv.stride, conv.padding, n, m);
-    table().lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied()
+    table().lock().unwrap_or_else(|e| e.into_inner()).get(&key).map(|r| r.path())
 }
