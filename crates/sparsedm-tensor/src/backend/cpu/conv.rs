@@ -16,27 +16,70 @@ impl ConvGeom {
         self.im2col_rows(x, col, 0, self.ho);
     }
 
+    /// Output columns `lo..hi` whose input column `ow·sw + kj − pw` lies in `[0, w)`.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let lo = self.pw.saturating_sub(kj).div_ceil(self.sw).min(self.wo);
+        let hi = if self.w + self.pw > kj { ((self.w + self.pw - kj - 1) / self.sw + 1).min(self.wo) } else { 0 }.max(lo);
+        (lo, hi)
+    }
+
+    /// Output rows `lo..hi` whose input row `oh·sh + ki − ph` lies in `[0, h)`.
+    fn valid_rows(&self, ki: usize) -> (usize, usize) {
+        let lo = self.ph.saturating_sub(ki).div_ceil(self.sh).min(self.ho);
+        let hi = if self.h + self.ph > ki { ((self.h + self.ph - ki - 1) / self.sh + 1).min(self.ho) } else { 0 }.max(lo);
+        (lo, hi)
+    }
+
     /// The columns of output rows `oh0..oh1`: `col` is `[C·kh·kw, (oh1−oh0)·Wo]`.
     /// Every element is written (padding as zeros).
+    ///
+    /// A stride-1 convolution that keeps the width (`wo == w`: 3×3 with
+    /// padding 1, the UNet's) makes each column row the input plane shifted
+    /// by `(ki − ph)·w + kj − pw`: one copy over all its valid output rows,
+    /// then the few elements that wrapped around a row edge (and the rows
+    /// outside the image) zeroed. Otherwise, one copy per output row. On
+    /// 16-wide planes the per-row copies were 64-byte `memcpy` calls.
     fn im2col_rows(&self, x: &[f32], col: &mut [f32], oh0: usize, oh1: usize) {
         let wo = self.wo;
         let p = (oh1 - oh0) * wo;
+        let shifted = self.sw == 1 && self.sh == 1 && wo == self.w;
         for c in 0..self.c {
             let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ki in 0..self.kh {
+                let (r0, r1) = self.valid_rows(ki);
+                let (a, b) = (r0.clamp(oh0, oh1), r1.clamp(oh0, oh1));
                 for kj in 0..self.kw {
                     let row = &mut col[((c * self.kh + ki) * self.kw + kj) * p..][..p];
                     // Output columns whose input column iw = ow·sw + kj − pw lies in [0, w).
-                    let lo = self.pw.saturating_sub(kj).div_ceil(self.sw).min(wo);
-                    let hi = if self.w + self.pw > kj { ((self.w + self.pw - kj - 1) / self.sw + 1).min(wo) } else { 0 }.max(lo);
+                    let (lo, hi) = self.valid_cols(kj);
+                    if shifted {
+                        if a >= b || lo >= hi {
+                            row.fill(0.0);
+                            continue;
+                        }
+                        // dst[i] = plane[i + off] for i in start..end, off = (oh0 + ki − ph)·w + kj − pw;
+                        // start + off = (a + ki − ph)·w + lo + kj − pw ≥ 0 and
+                        // end + off = (b − 1 + ki − ph)·w + hi + kj − pw ≤ h·w by the choice of a, b, lo, hi.
+                        let (start, end) = ((a - oh0) * wo + lo, (b - 1 - oh0) * wo + hi);
+                        let src = (a + ki - self.ph) * self.w + lo + kj - self.pw;
+                        row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
+                        row[..start].fill(0.0);
+                        row[end..].fill(0.0);
+                        for oh in a..b {
+                            let base = (oh - oh0) * wo;
+                            row[base..base + lo].fill(0.0);
+                            row[base + hi..base + wo].fill(0.0);
+                        }
+                        continue;
+                    }
                     for oh in oh0..oh1 {
                         let dst = &mut row[(oh - oh0) * wo..(oh - oh0 + 1) * wo];
-                        let ih = (oh * self.sh + ki) as isize - self.ph as isize;
-                        if ih < 0 || ih as usize >= self.h {
+                        if oh < a || oh >= b {
                             dst.fill(0.0);
                             continue;
                         }
-                        let src = &plane[ih as usize * self.w..(ih as usize + 1) * self.w];
+                        let ih = oh * self.sh + ki - self.ph;
+                        let src = &plane[ih * self.w..(ih + 1) * self.w];
                         dst[..lo].fill(0.0);
                         dst[hi..].fill(0.0);
                         if lo < hi {
@@ -56,22 +99,34 @@ impl ConvGeom {
         }
     }
 
+    /// `x += col2im(col)`: every column element added to the input pixel it
+    /// was read from. The valid rows and columns are worked out once per
+    /// kernel position (no per-element bounds tests); at stride 1 each
+    /// output row adds to a contiguous run of its input row (vectorised).
     fn col2im(&self, col: &[f32], x: &mut [f32]) {
         let (p, wo) = (self.p(), self.wo);
         for c in 0..self.c {
             for ki in 0..self.kh {
+                let (r0, r1) = self.valid_rows(ki);
                 for kj in 0..self.kw {
+                    let (lo, hi) = self.valid_cols(kj);
+                    if lo >= hi {
+                        continue;
+                    }
                     let row = &col[((c * self.kh + ki) * self.kw + kj) * p..][..p];
-                    for oh in 0..self.ho {
-                        let ih = (oh * self.sh + ki) as isize - self.ph as isize;
-                        if ih < 0 || ih as usize >= self.h {
-                            continue;
-                        }
-                        let dst = &mut x[(c * self.h + ih as usize) * self.w..][..self.w];
-                        for (ow, &v) in row[oh * wo..(oh + 1) * wo].iter().enumerate() {
-                            let iw = (ow * self.sw + kj) as isize - self.pw as isize;
-                            if iw >= 0 && (iw as usize) < self.w {
-                                dst[iw as usize] += v;
+                    // First input column: lo·sw + kj − pw (≥ 0 by the choice of lo).
+                    let first = lo * self.sw + kj - self.pw;
+                    for oh in r0..r1 {
+                        let ih = oh * self.sh + ki - self.ph;
+                        let dst = &mut x[(c * self.h + ih) * self.w..][..self.w];
+                        let src = &row[oh * wo + lo..oh * wo + hi];
+                        if self.sw == 1 {
+                            for (d, &v) in dst[first..first + (hi - lo)].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, &v) in dst[first..].iter_mut().step_by(self.sw).zip(src) {
+                                *d += v;
                             }
                         }
                     }
@@ -139,20 +194,23 @@ pub(crate) fn conv_backward_input(g: &ConvGeom, gout: &[f32], w: &[f32]) -> Vec<
     let (ck, p, o) = (g.ck(), g.p(), g.o);
     let in_img = g.c * g.h * g.w;
     let mut gx = vec![0f32; g.n * in_img];
-    let one = |i: usize, dst: &mut [f32], parallel: bool| {
+    // `col` is one buffer per worker, reused from image to image: the
+    // product overwrites it (no accumulation), so it is never zeroed.
+    let one = |col: &mut Vec<f32>, i: usize, dst: &mut [f32], parallel: bool| {
         let gi = &gout[i * o * p..(i + 1) * o * p];
         if g.is_pointwise() {
             gemm_f32(dst, ck, p, o, w, 1, ck, gi, p, 1, false, parallel);
         } else {
-            let mut col = vec![0f32; ck * p];
-            gemm_f32(&mut col, ck, p, o, w, 1, ck, gi, p, 1, false, parallel);
-            g.col2im(&col, dst);
+            col.resize(ck * p, 0.0);
+            gemm_f32(col, ck, p, o, w, 1, ck, gi, p, 1, false, parallel);
+            g.col2im(col, dst);
         }
     };
     if per_image_parallel(g.n) {
-        gx.par_chunks_mut(in_img).enumerate().for_each(|(i, d)| one(i, d, false));
+        gx.par_chunks_mut(in_img).enumerate().for_each_init(Vec::new, |col, (i, d)| one(col, i, d, false));
     } else {
-        gx.chunks_mut(in_img).enumerate().for_each(|(i, d)| one(i, d, true));
+        let mut col = Vec::new();
+        gx.chunks_mut(in_img).enumerate().for_each(|(i, d)| one(&mut col, i, d, true));
     }
     gx
 }
@@ -272,6 +330,104 @@ mod tests {
                     for (i, (a, e)) in got.iter().zip(&want).enumerate() {
                         assert!((a - e).abs() <= 1e-5, "case {case} tile {tile} bias {}: [{i}] {a} vs {e}", bias.is_some());
                     }
+                }
+            }
+        }
+    }
+
+    /// Geometries of both im2col routes: stride-1 width-keeping ones (the
+    /// shifted-plane copy: 3×3 pad 1, 1×7 pad (0, 3), 7×1, 5×5 pad 2, a
+    /// 1-wide plane) and the rest (strides 2 and 3, no padding, a width that
+    /// shrinks).
+    /// (c, h, w, kh, kw, sh, sw, ph, pw, o)
+    type Route = (usize, usize, usize, usize, usize, usize, usize, usize, usize, usize);
+
+    const ROUTES: [Route; 10] = [
+        (2, 10, 13, 3, 3, 1, 1, 1, 1, 3),
+        (3, 9, 9, 1, 7, 1, 1, 0, 3, 2),
+        (2, 9, 8, 7, 1, 1, 1, 3, 0, 2),
+        (1, 12, 12, 5, 5, 1, 1, 2, 2, 2),
+        (2, 5, 1, 3, 1, 1, 1, 1, 0, 2),
+        (2, 2, 2, 3, 3, 1, 1, 1, 1, 3),
+        (2, 11, 9, 3, 3, 2, 2, 0, 0, 2),
+        (2, 8, 11, 3, 2, 2, 3, 1, 1, 3),
+        (3, 7, 6, 3, 3, 1, 1, 0, 0, 2),
+        (2, 6, 7, 3, 3, 2, 1, 1, 1, 2),
+    ];
+
+    fn geom(
+        n: usize,
+        (c, h, w, kh, kw, sh, sw, ph, pw, o): (usize, usize, usize, usize, usize, usize, usize, usize, usize, usize),
+    ) -> ConvGeom {
+        let (ho, wo) = ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1);
+        ConvGeom { n, c, h, w, o, kh, kw, sh, sw, ph, pw, ho, wo }
+    }
+
+    /// im2col of every tile of output rows against the definition, into
+    /// buffers full of NaN (so an element left unwritten fails).
+    #[test]
+    fn im2col_rows_matches_the_definition() {
+        for (case, &r) in ROUTES.iter().enumerate() {
+            let g = geom(1, r);
+            let x = values(g.c * g.h * g.w, 11 + case as u32);
+            for rows in 1..=g.ho {
+                for oh0 in (0..g.ho).step_by(rows) {
+                    let oh1 = (oh0 + rows).min(g.ho);
+                    let tp = (oh1 - oh0) * g.wo;
+                    let mut col = vec![f32::NAN; g.ck() * tp];
+                    g.im2col_rows(&x, &mut col, oh0, oh1);
+                    for (c, ki, kj) in (0..g.c).flat_map(|c| (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| (c, ki, kj)))) {
+                        for oh in oh0..oh1 {
+                            for ow in 0..g.wo {
+                                let (ih, iw) = ((oh * g.sh + ki) as isize - g.ph as isize, (ow * g.sw + kj) as isize - g.pw as isize);
+                                let inside = ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w;
+                                let want = if inside { x[(c * g.h + ih as usize) * g.w + iw as usize] } else { 0.0 };
+                                let got = col[((c * g.kh + ki) * g.kw + kj) * tp + (oh - oh0) * g.wo + ow];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "case {case} rows {oh0}..{oh1}: ({c}, {ki}, {kj}) at ({oh}, {ow})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input gradient (a GEMM, then col2im) against the definition:
+    /// `gx[n, c, ih, iw] = Σ g[n, o, oh, ow]·w[o, c, ki, kj]` over the
+    /// output pixels whose window puts (ki, kj) on (ih, iw); one image and
+    /// several (the per-image parallel path, each worker reusing its buffer).
+    #[test]
+    fn input_gradient_matches_the_definition() {
+        for (case, &r) in ROUTES.iter().enumerate() {
+            for n in [1, 3] {
+                let g = geom(n, r);
+                let gout = values(n * g.o * g.p(), 21 + case as u32);
+                let wt = values(g.o * g.ck(), 31 + case as u32);
+                let got = conv_backward_input(&g, &gout, &wt);
+                let mut want = vec![0f64; n * g.c * g.h * g.w];
+                for (b, o, c, ki, kj, oh, ow) in (0..n).flat_map(|b| {
+                    (0..g.o).flat_map(move |o| {
+                        (0..g.c).flat_map(move |c| {
+                            (0..g.kh).flat_map(move |ki| {
+                                (0..g.kw)
+                                    .flat_map(move |kj| (0..g.ho).flat_map(move |oh| (0..g.wo).map(move |ow| (b, o, c, ki, kj, oh, ow))))
+                            })
+                        })
+                    })
+                }) {
+                    let (ih, iw) = ((oh * g.sh + ki) as isize - g.ph as isize, (ow * g.sw + kj) as isize - g.pw as isize);
+                    if ih < 0 || iw < 0 || ih as usize >= g.h || iw as usize >= g.w {
+                        continue;
+                    }
+                    want[((b * g.c + c) * g.h + ih as usize) * g.w + iw as usize] +=
+                        f64::from(gout[((b * g.o + o) * g.ho + oh) * g.wo + ow]) * f64::from(wt[((o * g.c + c) * g.kh + ki) * g.kw + kj]);
+                }
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert!((f64::from(*a) - e).abs() <= 1e-5, "case {case}, {n} images: gx[{i}] {a} vs {e}");
                 }
             }
         }
