@@ -12,7 +12,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The models compared: (sparsedm preset, batch), as in the CPU-speed issue.
+/// The models compared by default: (sparsedm preset, batch), as in the
+/// CPU-speed issue. `--model` names others (U-ViT or DDPM UNet presets).
 const MODELS: &[(&str, usize)] = &[("demo_shapes_uvit", 64), ("cifar10_uvit_small", 8)];
 
 const USAGE: &str = "usage: cargo xtask bench vs-torch [--rounds R] [--iters N] [--model PRESET:BATCH]...
@@ -101,7 +102,8 @@ fn parse_count(flag: &str, s: &str) -> Result<usize, String> {
 }
 
 /// The Python with torch, checked with one import and the model check
-/// against the reference U-ViT fixtures (when ../shared/fixtures exists).
+/// against the reference U-ViT and UNet fixtures (when ../shared/fixtures
+/// exists).
 fn torch_python(root: &Path) -> Result<String, String> {
     let py = std::env::var("SPARSEDM_TORCH_PYTHON").map_err(|_| "SPARSEDM_TORCH_PYTHON is not set".to_string())?;
     let out =
@@ -118,7 +120,7 @@ fn torch_python(root: &Path) -> Result<String, String> {
             .status()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if !s.success() {
-            return Err("the PyTorch U-ViT failed its check against the reference fixtures".into());
+            return Err("the PyTorch U-ViT or UNet failed its check against the reference fixtures".into());
         }
     }
     Ok(py)
