@@ -16,22 +16,8 @@ use sparsedm_tensor::{Device, Tensor};
 /// only in summation order and fused rounding.
 const REL_TOL: f64 = 1e-5;
 
-/// xorshift64*: deterministic test data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.uniform() + self.uniform()).collect()
-    }
-}
+mod xorshift;
+use xorshift::Rng;
 
 /// A random `[o, c, kh, kw]` weight that is `n:m` along `c` at every
 /// `(o, ky, kx)`: the `n` largest magnitudes of each group kept.

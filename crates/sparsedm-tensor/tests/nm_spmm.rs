@@ -15,26 +15,8 @@ const REL_TOL: f64 = 1e-5;
 
 const PATTERNS: [(usize, usize); 10] = [(1, 2), (2, 4), (1, 4), (1, 8), (4, 8), (2, 8), (3, 16), (31, 32), (1, 32), (16, 32)];
 
-/// xorshift64*: deterministic test data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn normal_ish(&mut self) -> f32 {
-        // Sum of uniforms in [-1, 1): varied signs and magnitudes.
-        (0..3).map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).sum()
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.normal_ish()).collect()
-    }
-}
+mod xorshift;
+use xorshift::Rng;
 
 /// A random `[out, inp]` weight that is `n:m` along `inp` (full groups; a
 /// partial tail group stays dense). Some groups get fewer than `n` non-zeros.
