@@ -378,7 +378,8 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
 /// one when they went to f32) and ≤ 0.6× it at 2:4; `--compressed f32`
 /// still writes f32. A pattern whose groups are flat-index on every layer
 /// (5:9 on 32- and 64-channel convs) compresses none, and the size line
-/// says why.
+/// says why; sampling says those layers run dense, and a dense run started
+/// from the compressed file says it trains dense.
 #[test]
 fn compressed_f16_checkpoint_stays_f16_and_exact() {
     let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_shapes_unet_dense.safetensors");
@@ -421,4 +422,18 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("N:M layers: 0; 20 masked with flat-index groups (not N:M along their inputs) run dense"), "{stdout}");
+    // A run without [sparse] started from the sparse file says that it trains dense.
+    let run_dir = scratch("demo-unet-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let init = format!("train.init={:?}", comp.display().to_string());
+    let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
+        .args(["train", "--config", "demo_shapes_unet", "--device", "cpu", "--set", &init])
+        .args(["--set", "train.n_steps=1", "--set", "train.batch_size=4", "--set", "train.save_interval=1", "--out"])
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("is a sparse checkpoint, but this run has no [sparse] section"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&run_dir);
 }

@@ -90,6 +90,12 @@ impl TrainStep {
             None => {
                 if let Some(init) = &cfg.train.init {
                     sparsedm_diffusion::load_checkpoint(&student.store, init)?;
+                    if cfg.sparse.is_none() && is_sparse_checkpoint(init) {
+                        eprintln!(
+                            "sparsedm: train.init {init} is a sparse checkpoint, but this run has no [sparse] section: every layer \
+                             trains dense from its masked weights (add [sparse] with the file's pattern to keep them N:M)"
+                        );
+                    }
                 }
             }
         }
@@ -307,4 +313,11 @@ impl TrainStep {
     pub fn permutation_report(&self) -> Option<&PermutationReport> {
         self.permutation.as_ref()
     }
+}
+
+/// Whether the weights file at `path` carries a sparsity spec (a sparse or
+/// compressed N:M checkpoint); `false` for anything unreadable (the load
+/// before it has already reported real errors).
+fn is_sparse_checkpoint(path: &str) -> bool {
+    sparsedm_tensor::load_weights_metadata(path).is_ok_and(|m| m.contains_key(sparsedm_layers::SPARSITY_METADATA_KEY))
 }
