@@ -43,15 +43,19 @@ impl ConvGeom {
         let wo = self.wo;
         let p = (oh1 - oh0) * wo;
         let shifted = self.sw == 1 && self.sh == 1 && wo == self.w;
+        // The valid output rows (within the tile) and columns of every kernel row and column.
+        let rows: Vec<(usize, usize)> = (0..self.kh)
+            .map(|ki| {
+                let (r0, r1) = self.valid_rows(ki);
+                (r0.clamp(oh0, oh1), r1.clamp(oh0, oh1))
+            })
+            .collect();
+        let cols: Vec<(usize, usize)> = (0..self.kw).map(|kj| self.valid_cols(kj)).collect();
         for c in 0..self.c {
             let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
-            for ki in 0..self.kh {
-                let (r0, r1) = self.valid_rows(ki);
-                let (a, b) = (r0.clamp(oh0, oh1), r1.clamp(oh0, oh1));
-                for kj in 0..self.kw {
+            for (ki, &(a, b)) in rows.iter().enumerate() {
+                for (kj, &(lo, hi)) in cols.iter().enumerate() {
                     let row = &mut col[((c * self.kh + ki) * self.kw + kj) * p..][..p];
-                    // Output columns whose input column iw = ow·sw + kj − pw lies in [0, w).
-                    let (lo, hi) = self.valid_cols(kj);
                     if shifted {
                         if a >= b || lo >= hi {
                             row.fill(0.0);
@@ -65,10 +69,12 @@ impl ConvGeom {
                         row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
                         row[..start].fill(0.0);
                         row[end..].fill(0.0);
-                        for oh in a..b {
-                            let base = (oh - oh0) * wo;
-                            row[base..base + lo].fill(0.0);
-                            row[base + hi..base + wo].fill(0.0);
+                        if lo > 0 || hi < wo {
+                            for oh in a..b {
+                                let base = (oh - oh0) * wo;
+                                row[base..base + lo].fill(0.0);
+                                row[base + hi..base + wo].fill(0.0);
+                            }
                         }
                         continue;
                     }
@@ -105,11 +111,11 @@ impl ConvGeom {
     /// output row adds to a contiguous run of its input row (vectorised).
     fn col2im(&self, col: &[f32], x: &mut [f32]) {
         let (p, wo) = (self.p(), self.wo);
+        let rows: Vec<(usize, usize)> = (0..self.kh).map(|ki| self.valid_rows(ki)).collect();
+        let cols: Vec<(usize, usize)> = (0..self.kw).map(|kj| self.valid_cols(kj)).collect();
         for c in 0..self.c {
-            for ki in 0..self.kh {
-                let (r0, r1) = self.valid_rows(ki);
-                for kj in 0..self.kw {
-                    let (lo, hi) = self.valid_cols(kj);
+            for (ki, &(r0, r1)) in rows.iter().enumerate() {
+                for (kj, &(lo, hi)) in cols.iter().enumerate() {
                     if lo >= hi {
                         continue;
                     }
