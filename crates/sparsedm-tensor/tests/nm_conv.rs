@@ -6,7 +6,7 @@
 //! span several output rows or end part-way through an image, output rows
 //! that do not divide 64, strides 1 and 2, kernels 1 to 5 with padding 0
 //! to 2 (windows leaving the image on every side), output channels that
-//! fill no whole slab of 32, one to three images, and patterns whose M is
+//! fill no whole slab of 32, zero to three images, and patterns whose M is
 //! not a power of two.
 
 use sparsedm_tensor::nm_cpu::{NmConv2d, NmPath};
@@ -85,7 +85,7 @@ fn nm_convolutions_equal_the_masked_direct_convolution() {
     let mut rng = Rng(0x5eed_c0de);
     // (images, c, o, h, w, kernel, stride, padding, n, m)
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize, usize, usize);
-    let cases: [Case; 14] = [
+    let cases: [Case; 15] = [
         (2, 8, 5, 9, 9, 3, 1, 1, 2, 4),     // 81 pixels: a full tile and 17 more; wo = 9
         (1, 16, 37, 16, 16, 3, 1, 1, 1, 8), // 4 tiles of 4 output rows each; 37 channels: a slab and 5
         (3, 4, 70, 7, 5, 3, 2, 1, 2, 4),    // stride 2, 12 pixels an image
@@ -100,6 +100,7 @@ fn nm_convolutions_equal_the_masked_direct_convolution() {
         (1, 4, 9, 3, 3, 3, 1, 2, 1, 2),     // padding 2 on a 3x3 input: 5x5 output
         (2, 64, 40, 12, 12, 3, 1, 1, 2, 4), // 144 pixels an image: tiles across the image's rows
         (1, 8, 12, 3, 70, 3, 1, 1, 2, 4),   // rows of 70: a tile ends inside the first row
+        (0, 8, 4, 5, 5, 3, 1, 1, 2, 4),     // no image at all
     ];
     let mut checked = 0;
     for (nb, c, o, h, w, k, s, p, n, m) in cases {
@@ -127,7 +128,7 @@ fn nm_convolutions_equal_the_masked_direct_convolution() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 14 * 3);
+    assert_eq!(checked, 15 * 3);
 }
 
 /// The timed choice: the first `forward_tensor` of a shape times the dense

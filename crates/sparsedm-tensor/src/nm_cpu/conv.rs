@@ -198,6 +198,9 @@ impl NmConv2d {
     /// the NCHW input and writing NCHW output (`conv_rows.rs`).
     #[cfg(target_arch = "x86_64")]
     fn forward_direct(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.direct_available() {
+            return self.forward_im2col(x);
+        }
         let (nb, h, w, ho, wo) = self.geometry(x)?;
         let out = self.linear.weight().out_features();
         let g = super::conv_rows::ConvShape {
@@ -210,8 +213,8 @@ impl NmConv2d {
             out_hw: (ho, wo),
         };
         let y = x.with_host_f32("nm_conv2d", |xv| {
-            // SAFETY: callers take this route only when `direct_available`:
-            // the CPU has AVX2 + FMA and `supports` holds; `geometry` checked the input
+            // SAFETY: `direct_available` (checked above): the CPU has AVX2 +
+            // FMA and `supports` holds; `geometry` checked the input
             // (`nb` images of [in, h, w], so `xv` holds nb·c·h·w floats) and
             // gave the output size; the weight is [out, kh·kw·in] and the bias
             // `out` floats (`new`); `conv_rows` writes all nb·out·ho·wo outputs.
