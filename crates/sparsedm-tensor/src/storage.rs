@@ -468,6 +468,33 @@ impl Storage {
         }
     }
 
+    /// Gradients of `layer_norm_last` (`[gx, gw, gb]`, each where `need`
+    /// says) from the input `self`, the weight, the saved `rstd` and the
+    /// output gradient.
+    pub(crate) fn layer_norm_last_backward(
+        &self,
+        l: &Layout,
+        w: Option<(&Storage, &Layout)>,
+        rstd: &Storage,
+        grad: (&Storage, &Layout),
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Storage>; 3]> {
+        let (op, dev) = ("layer_norm_backward", self.device());
+        match self {
+            Storage::Cpu(x) => {
+                let w = w.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let gs = x.layer_norm_last_backward(l, w, cpu_of(op, dev, rstd)?, (cpu_of(op, dev, grad.0)?, grad.1), eps, need)?;
+                Ok(gs.map(|g| g.map(Storage::Cpu)))
+            }
+            Storage::Cuda(x) => {
+                let w = w.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let gs = x.layer_norm_last_backward(l, w, cuda_of(op, dev, rstd)?, (cuda_of(op, dev, grad.0)?, grad.1), eps, need)?;
+                Ok(gs.map(|g| g.map(Storage::Cuda)))
+            }
+        }
+    }
+
     /// Gradient of `standardize_last` from the input `self`, the output `y`,
     /// the saved `rstd` and the output gradient.
     pub(crate) fn standardize_last_backward(

@@ -254,6 +254,10 @@ fn gpu_softmax_and_norms() {
     parity("gpu_standardize", std::slice::from_ref(&x), |v| v[0].standardize_last(1e-5));
     parity("gpu_standardize/view", std::slice::from_ref(&x), |v| v[0].transpose(0, 2)?.standardize_last(1e-5));
     parity("gpu_layer_norm", &[x.clone(), randn(&[10], 50), randn(&[10], 51)], |v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5));
+    // The backward's other forms (the GPU composes it, the CPU fuses it).
+    parity("gpu_layer_norm/weight_only", &[x.clone(), randn(&[10], 55)], |v| v[0].layer_norm(Some(&v[1]), None, 1e-5));
+    parity("gpu_layer_norm/bias_only_view", &[x.clone(), randn(&[10], 56)], |v| v[0].transpose(0, 1)?.layer_norm(None, Some(&v[1]), 1e-5));
+    parity("gpu_layer_norm/plain", std::slice::from_ref(&x), |v| v[0].layer_norm(None, None, 1e-5));
     parity("gpu_group_norm", &[randn(&[2, 6, 4, 4], 52), randn(&[6], 53), randn(&[6], 54)], |v| {
         v[0].group_norm(3, Some(&v[1]), Some(&v[2]), 1e-5)
     });

@@ -254,3 +254,58 @@ fn fused_linear() {
     let plain = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap().to_vec_f32().unwrap();
     sparsedm_tensor::testing::assert_close("linear", &fused, &plain, 1e-6);
 }
+
+/// Layer norm's backward (one fused primitive) against the same gradients
+/// through standardize, mul and add as separate ops: the input gradient
+/// bit for bit, the weight and bias gradients (column sums, in another
+/// order) to f32 rounding. Shapes with many parallel tasks, groups of
+/// statistics rows cut short, rows not a multiple of the SIMD width, a
+/// transposed input; every affine variant; inputs without gradients.
+#[test]
+fn fused_layer_norm_backward_matches_the_composed_one() {
+    let sum_of_abs = |t: &Tensor| t.abs().unwrap().sum_all().unwrap().to_vec_f32().unwrap()[0];
+    for (case, shape) in [[3usize, 700, 37], [4, 65, 128], [1, 5, 9], [2, 19, 512]].iter().enumerate() {
+        let seed = 100 + 10 * case as u64;
+        let d = shape[2];
+        let x = randn(shape, seed).affine(2.0, 0.5).unwrap();
+        let x = if case == 1 { x.transpose(0, 1).unwrap().contiguous().unwrap().transpose(0, 1).unwrap() } else { x };
+        let r = randn(x.shape(), seed + 1);
+        let (w, b) = (randn(&[d], seed + 2), randn(&[d], seed + 3));
+        for (affine, (wt, bt)) in [(Some(&w), Some(&b)), (Some(&w), None), (None, Some(&b)), (None, None)].into_iter().enumerate() {
+            for x_grad in [true, false] {
+                if !x_grad && affine == 3 {
+                    continue; // nothing to differentiate
+                }
+                let xv = if x_grad { x.to_var() } else { x.clone() };
+                let (wv, bv) = (wt.map(Tensor::to_var), bt.map(Tensor::to_var));
+                let loss = |y: Tensor| y.mul(&r).unwrap().sum_all().unwrap();
+                let fused = loss(xv.layer_norm(wv.as_ref(), bv.as_ref(), 1e-5).unwrap()).backward().unwrap();
+                let mut y = xv.standardize_last(1e-5).unwrap();
+                if let Some(w) = &wv {
+                    y = y.mul(w).unwrap();
+                }
+                if let Some(b) = &bv {
+                    y = y.add(b).unwrap();
+                }
+                let composed = loss(y).backward().unwrap();
+                let what = format!("{shape:?}, affine {affine}, x grad {x_grad}");
+                match (fused.get(&xv), composed.get(&xv)) {
+                    (Some(f), Some(c)) => {
+                        let (f, c) = (f.to_vec_f32().unwrap(), c.to_vec_f32().unwrap());
+                        assert!(f.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: input gradients differ");
+                    }
+                    (None, None) => assert!(!x_grad, "{what}: no input gradient"),
+                    _ => panic!("{what}: one path gave an input gradient, the other not"),
+                }
+                for p in wv.iter().chain(&bv) {
+                    let (f, c) = (fused.get(p).expect("fused gradient"), composed.get(p).expect("composed gradient"));
+                    // Sums over all rows: allow f32 rounding of Σ|g·x̂| (or Σ|g|).
+                    let scale = sum_of_abs(&r.mul(&x.standardize_last(1e-5).unwrap()).unwrap()).max(sum_of_abs(&r));
+                    for (i, (a, e)) in f.to_vec_f32().unwrap().iter().zip(c.to_vec_f32().unwrap()).enumerate() {
+                        assert!((a - e).abs() <= 1e-6 * scale, "{what}: parameter gradient [{i}] {a} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -209,6 +209,46 @@ pub(crate) trait BackendStorage: Sized {
         }
         Ok((y, rstd))
     }
+    /// Gradients of [`Self::layer_norm_last`] from its input `self`, its
+    /// weight `w` (when it has one), the saved `rstd` and the output
+    /// gradient: `[gx, gw, gb]` (`gw`, `gb` of the last dim's length), each
+    /// computed only where `need` says so. The default composes the
+    /// primitives (x̂ recomputed, `g·w` through the standardization's
+    /// backward, column sums of `g·x̂` and `g`); the CPU fuses them into one
+    /// sweep per row.
+    #[allow(clippy::type_complexity)]
+    fn layer_norm_last_backward(
+        &self,
+        l: &Layout,
+        w: Option<Operand<'_, Self>>,
+        rstd: &Self,
+        (g, lg): Operand<'_, Self>,
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Self>; 3]> {
+        let op = "layer_norm_backward";
+        let shape = l.shape();
+        let lc = Layout::contiguous(shape);
+        // Every axis but the last: the affine parts' gradients sum over them.
+        let rows: Vec<usize> = (0..shape.len().saturating_sub(1)).collect();
+        let xhat = if need[0] || need[1] { Some(self.standardize_last(l, eps)?.0) } else { None };
+        let gx = match (&xhat, need[0]) {
+            (Some(xh), true) => {
+                let gxh = match w {
+                    Some((ws, lw)) => g.binary(lg, (ws, &lw.broadcast_as(shape)?), BinaryKind::Mul, op)?,
+                    None => g.copy_view(lg, op)?,
+                };
+                Some(self.standardize_last_backward(l, (xh, &lc), rstd, (&gxh, &lc), eps)?)
+            }
+            _ => None,
+        };
+        let gw = match (&xhat, need[1]) {
+            (Some(xh), true) => Some(g.binary(lg, (xh, &lc), BinaryKind::Mul, op)?.sum_dims(&lc, &rows)?),
+            _ => None,
+        };
+        let gb = if need[2] { Some(g.sum_dims(lg, &rows)?) } else { None };
+        Ok([gx, gw, gb])
+    }
     /// Gradient of [`Self::standardize_last`] from the input `self`, the
     /// output `y`, the saved `rstd` and the output gradient (each backend
     /// reads what it needs: the CPU recomputes the statistics from `x` in

@@ -1,8 +1,8 @@
 //! Normalisation layers' functional forms. One backend primitive,
 //! `standardize_last` ((x − mean)/√(var + eps) over the last dim, with its
-//! fused backward primitive),
-//! serves layer norm and group norm; the affine parts are ordinary tracked
-//! ops, so their gradients come for free.
+//! fused backward primitive), serves group norm, whose affine parts are
+//! ordinary tracked ops; layer norm has its own forward and backward
+//! primitives with the affine parts inside (fused on the CPU).
 
 use crate::tensor::bw;
 use crate::{Error, Result, Tensor};
@@ -42,8 +42,8 @@ impl Tensor {
             }
         }
         // One primitive forward (the CPU fuses the affine into the row
-        // pass); the backward recomputes x̂ = standardize(x), which the
-        // weight's gradient and CUDA's standardize backward read.
+        // pass) and one backward giving all three gradients (the CPU fuses
+        // it into one sweep per row; CUDA composes it from x̂ = standardize(x)).
         let (y, rstd) = {
             let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
             let w = ws.as_ref().zip(weight).map(|(s, w)| (&**s, w.layout()));
@@ -60,37 +60,21 @@ impl Tensor {
             "layer_norm",
             &inputs,
             bw(move |c| {
-                let g = c.grad;
                 // Inputs in order: x, then w and b where given.
                 let need_w = has_w && c.needs[1];
                 let need_b = has_b && c.needs[1 + usize::from(has_w)];
-                let xhat = if need_w || c.needs[0] { Some(x.standardize_last(eps)?.detach()) } else { None };
-                let gx = if let (true, Some(xhat)) = (c.needs[0], &xhat) {
-                    let gxh = match &w {
-                        Some(w) => g.mul(w)?,
-                        None => g.clone(),
-                    };
-                    let gx = x.storage().standardize_last_backward(
-                        x.layout(),
-                        (&xhat.storage(), xhat.layout()),
-                        &rstd.storage(),
-                        (&gxh.storage(), gxh.layout()),
-                        eps,
-                    )?;
-                    Some(Tensor::from_storage(gx, x.shape()))
-                } else {
-                    None
+                let [gx, gw, gb] = {
+                    let ws = w.as_ref().map(|w| w.storage());
+                    let wop = ws.as_deref().zip(w.as_ref()).map(|(s, w)| (s, w.layout()));
+                    let (gs, rs) = (c.grad.storage(), rstd.storage());
+                    x.storage().layer_norm_last_backward(x.layout(), wop, &rs, (&gs, c.grad.layout()), eps, [c.needs[0], need_w, need_b])?
                 };
-                let mut out = vec![gx];
+                let mut out = vec![gx.map(|s| Tensor::from_storage(s, x.shape()))];
                 if has_w {
-                    let gw = match (&xhat, need_w) {
-                        (Some(xh), true) => Some(g.mul(xh)?.reshape(&[rows, d])?.sum_dims(&[0], false)?),
-                        _ => None,
-                    };
-                    out.push(gw);
+                    out.push(gw.map(|s| Tensor::from_storage(s, &[d])));
                 }
                 if has_b {
-                    out.push(if need_b { Some(g.reshape(&[rows, d])?.sum_dims(&[0], false)?) } else { None });
+                    out.push(gb.map(|s| Tensor::from_storage(s, &[d])));
                 }
                 Ok(out)
             }),

@@ -16,6 +16,7 @@ mod index;
 pub(crate) mod math;
 mod matmul;
 pub mod nm;
+mod norm_backward;
 mod pool;
 pub(crate) mod random;
 mod reduce;
@@ -234,6 +235,21 @@ impl BackendStorage for CpuStorage {
         let b = b.map(|(s, lb)| dense(s, lb, op)).transpose()?;
         let (y, rstd) = with_contiguous(self.f32s(op)?, l, |x| rows::layer_norm_last(x, len, eps, w.as_deref(), b.as_deref()));
         Ok((f32v(y), f32v(rstd)))
+    }
+    fn layer_norm_last_backward(
+        &self,
+        l: &Layout,
+        w: Option<Operand<'_, Self>>,
+        _rstd: &Self,
+        (g, lg): Operand<'_, Self>,
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Self>; 3]> {
+        let op = "layer_norm_backward";
+        let len = *l.shape().last().unwrap_or(&1);
+        let w = w.map(|(s, lw)| dense(s, lw, op)).transpose()?;
+        let grads = norm_backward::layer_norm_last_backward(&dense(self, l, op)?, &dense(g, lg, op)?, len, eps, w.as_deref(), need);
+        Ok(grads.map(|g| g.map(f32v)))
     }
     fn standardize_last_backward(
         &self,

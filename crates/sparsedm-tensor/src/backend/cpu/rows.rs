@@ -58,7 +58,7 @@ impl<R: RowOp2> Kernel for Rows<'_, R> {
 }
 
 /// Rows per parallel task: about 16 K floats of each operand.
-fn rows_per_task(len: usize) -> usize {
+pub(crate) fn rows_per_task(len: usize) -> usize {
     ((1 << 14) / len).max(1)
 }
 
@@ -314,7 +314,7 @@ fn finish_stats(sum: f64, sumsq: f64, n: f64, shift: f64, eps: f32) -> (f64, f64
 }
 
 /// Rows per group of [`row_stats_rows`].
-const STATS_ROWS: usize = 16;
+pub(crate) const STATS_ROWS: usize = 16;
 
 /// [`row_stats`] of each row of `x` (rows of `len`, at most
 /// [`STATS_ROWS`]) into `out`: with AVX2, [`row_stats_avx2`] (the same
@@ -323,7 +323,7 @@ const STATS_ROWS: usize = 16;
 /// lane sums, the square root and division) independent of the rows
 /// around it, so the out-of-order core overlaps them.
 #[inline(always)]
-fn row_stats_rows(x: &[f32], len: usize, eps: f32, out: &mut [(f64, f64)]) {
+pub(crate) fn row_stats_rows(x: &[f32], len: usize, eps: f32, out: &mut [(f64, f64)]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(simd_level(), SimdLevel::Avx2 | SimdLevel::Avx512) {
         // SAFETY: the CPU has AVX2 and FMA (the level in use says so).
@@ -544,8 +544,14 @@ impl Kernel for LayerNormRows<'_> {
 /// One row of [`standardize_last_backward`].
 #[inline(always)]
 fn standardize_backward_row(g: &[f32], x: &[f32], o: &mut [f32], eps: f32) {
-    let n = x.len() as f64;
-    let (mean, rstd) = row_stats(x, eps);
+    standardize_backward_from_stats(g, x, o, row_stats(x, eps), x.len() as f64);
+}
+
+/// [`standardize_backward_row`] from the row's [`row_stats`] and length `n`
+/// (layer norm's fused backward computes the statistics of several rows
+/// at once, `norm_backward.rs`).
+#[inline(always)]
+pub(crate) fn standardize_backward_from_stats(g: &[f32], x: &[f32], o: &mut [f32], (mean, rstd): (f64, f64), n: f64) {
     let (sg, sgy) = lane_sums(g, x, |g, x| (g as f64, g as f64 * ((x as f64 - mean) * rstd)));
     let (mg, mgy) = (sg / n, sgy / n);
     for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
