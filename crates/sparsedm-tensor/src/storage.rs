@@ -468,6 +468,60 @@ impl Storage {
         }
     }
 
+    /// Group norm of `[N, C, ...]` with optional `[C]` affine `w`, `b`, and
+    /// `rstd` per (image, group).
+    pub(crate) fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<(&Storage, &Layout)>,
+        b: Option<(&Storage, &Layout)>,
+        eps: f32,
+    ) -> Result<(Storage, Storage)> {
+        let (op, dev) = ("group_norm", self.device());
+        match self {
+            Storage::Cpu(x) => {
+                let w = w.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let b = b.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                x.group_norm(l, groups, w, b, eps).map(|(y, r)| (Storage::Cpu(y), Storage::Cpu(r)))
+            }
+            Storage::Cuda(x) => {
+                let w = w.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let b = b.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                x.group_norm(l, groups, w, b, eps).map(|(y, r)| (Storage::Cuda(y), Storage::Cuda(r)))
+            }
+        }
+    }
+
+    /// Gradients of `group_norm` (`[gx, gw, gb]`, each where `need` says)
+    /// from the input `self`, the weight, the saved `rstd` and the output
+    /// gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn group_norm_backward(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<(&Storage, &Layout)>,
+        rstd: &Storage,
+        grad: (&Storage, &Layout),
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Storage>; 3]> {
+        let (op, dev) = ("group_norm_backward", self.device());
+        match self {
+            Storage::Cpu(x) => {
+                let w = w.map(|(s, l)| cpu_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let gs = x.group_norm_backward(l, groups, w, cpu_of(op, dev, rstd)?, (cpu_of(op, dev, grad.0)?, grad.1), eps, need)?;
+                Ok(gs.map(|g| g.map(Storage::Cpu)))
+            }
+            Storage::Cuda(x) => {
+                let w = w.map(|(s, l)| cuda_of(op, dev, s).map(|s| (s, l))).transpose()?;
+                let gs = x.group_norm_backward(l, groups, w, cuda_of(op, dev, rstd)?, (cuda_of(op, dev, grad.0)?, grad.1), eps, need)?;
+                Ok(gs.map(|g| g.map(Storage::Cuda)))
+            }
+        }
+    }
+
     /// Gradients of `layer_norm_last` (`[gx, gw, gb]`, each where `need`
     /// says) from the input `self`, the weight, the saved `rstd` and the
     /// output gradient.

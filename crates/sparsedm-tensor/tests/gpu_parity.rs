@@ -261,6 +261,12 @@ fn gpu_softmax_and_norms() {
     parity("gpu_group_norm", &[randn(&[2, 6, 4, 4], 52), randn(&[6], 53), randn(&[6], 54)], |v| {
         v[0].group_norm(3, Some(&v[1]), Some(&v[2]), 1e-5)
     });
+    // The other forms (the GPU composes them, the CPU fuses them).
+    parity("gpu_group_norm/weight_only_view", &[randn(&[2, 6, 4, 5], 57), randn(&[6], 58)], |v| {
+        v[0].transpose(2, 3)?.group_norm(2, Some(&v[1]), None, 1e-5)
+    });
+    parity("gpu_group_norm/bias_only_rank3", &[randn(&[3, 4, 7], 59), randn(&[4], 60)], |v| v[0].group_norm(4, None, Some(&v[1]), 1e-5));
+    parity("gpu_group_norm/plain", &[randn(&[2, 6, 3, 3], 61)], |v| v[0].group_norm(1, None, None, 1e-5));
 }
 
 // ----- (e) convolution, pooling, resampling, gathers --------------------------------------

@@ -309,3 +309,75 @@ fn fused_layer_norm_backward_matches_the_composed_one() {
         }
     }
 }
+
+/// Group norm (one fused primitive each way) against the standardization
+/// of `[N, G, C/G·H·W]` rows, a multiply and an add as separate ops: the
+/// output and the input gradient bit for bit, the weight and bias
+/// gradients to f32 rounding. Many parallel tasks, groups of statistics
+/// rows cut short, tasks that start mid-image, one channel per group,
+/// rank 3, a transposed input;
+/// every affine form; inputs without gradients.
+#[test]
+fn fused_group_norm_matches_the_composed_ops() {
+    let sum_of_abs = |t: &Tensor| t.abs().unwrap().sum_all().unwrap().to_vec_f32().unwrap()[0];
+    // [40, 6, 13, 17] in 3 groups: tasks of 37 rows, so a task's first row is not its first group.
+    let cases: [(&[usize], usize); 7] = [
+        (&[2, 4, 3, 3], 2),
+        (&[64, 64, 8, 8], 8),
+        (&[40, 6, 13, 17], 3),
+        (&[3, 6, 5, 7], 3),
+        (&[2, 32, 16, 16], 32),
+        (&[4, 6, 10], 2),
+        (&[5, 8, 4, 3], 4),
+    ];
+    for (case, &(shape, groups)) in cases.iter().enumerate() {
+        let seed = 200 + 10 * case as u64;
+        let c = shape[1];
+        let x = randn(shape, seed).affine(1.5, -0.25).unwrap();
+        // The last case reads a transposed view.
+        let x = if case == 6 { x.transpose(2, 3).unwrap().contiguous().unwrap().transpose(2, 3).unwrap() } else { x };
+        let r = randn(shape, seed + 1);
+        let (w, b) = (randn(&[c], seed + 2), randn(&[c], seed + 3));
+        let mut pshape = vec![1; shape.len() - 1];
+        pshape[0] = c;
+        for (affine, (wt, bt)) in [(Some(&w), Some(&b)), (Some(&w), None), (None, Some(&b)), (None, None)].into_iter().enumerate() {
+            for x_grad in [true, false] {
+                if !x_grad && affine == 3 {
+                    continue; // nothing to differentiate
+                }
+                let what = format!("{shape:?} in {groups} groups, affine {affine}, x grad {x_grad}");
+                let xv = if x_grad { x.to_var() } else { x.clone() };
+                let (wv, bv) = (wt.map(Tensor::to_var), bt.map(Tensor::to_var));
+                let fused = xv.group_norm(groups, wv.as_ref(), bv.as_ref(), 1e-6).unwrap();
+                let n = shape[0];
+                let mut composed = xv.reshape(&[n, groups, x.elem_count() / (n * groups)]).unwrap().standardize_last(1e-6).unwrap();
+                composed = composed.reshape(shape).unwrap();
+                if let Some(w) = &wv {
+                    composed = composed.mul(&w.reshape(&pshape).unwrap()).unwrap();
+                }
+                if let Some(b) = &bv {
+                    composed = composed.add(&b.reshape(&pshape).unwrap()).unwrap();
+                }
+                let (fy, cy) = (fused.to_vec_f32().unwrap(), composed.to_vec_f32().unwrap());
+                assert!(fy.iter().zip(&cy).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
+                let loss = |y: Tensor| y.mul(&r).unwrap().sum_all().unwrap();
+                let (gf, gc) = (loss(fused).backward().unwrap(), loss(composed).backward().unwrap());
+                match (gf.get(&xv), gc.get(&xv)) {
+                    (Some(f), Some(c)) => {
+                        let (f, c) = (f.to_vec_f32().unwrap(), c.to_vec_f32().unwrap());
+                        assert!(f.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: input gradients differ");
+                    }
+                    (None, None) => assert!(!x_grad, "{what}: no input gradient"),
+                    _ => panic!("{what}: one path gave an input gradient, the other not"),
+                }
+                let scale = sum_of_abs(&r.mul(&x).unwrap()).max(sum_of_abs(&r));
+                for p in wv.iter().chain(&bv) {
+                    let (f, e) = (gf.get(p).expect("fused gradient"), gc.get(p).expect("composed gradient"));
+                    for (i, (a, e)) in f.to_vec_f32().unwrap().iter().zip(e.to_vec_f32().unwrap()).enumerate() {
+                        assert!((a - e).abs() <= 1e-6 * scale, "{what}: parameter gradient [{i}] {a} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+}

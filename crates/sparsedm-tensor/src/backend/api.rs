@@ -209,6 +209,79 @@ pub(crate) trait BackendStorage: Sized {
         }
         Ok((y, rstd))
     }
+    /// Group norm of `[N, C, ...]` (`groups` divides `C`, validated by the
+    /// op): each image's groups of `C/groups` channels standardized over
+    /// their channels and positions, then times `w` and plus `b` per channel
+    /// (each optional, `[C]`); also `rstd` per (image, group). The default
+    /// composes the primitives (three passes); the CPU fuses them.
+    fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<Operand<'_, Self>>,
+        b: Option<Operand<'_, Self>>,
+        eps: f32,
+    ) -> Result<(Self, Self)> {
+        let op = "group_norm";
+        let (shape, copy) = (l.shape(), if l.is_contiguous() { None } else { Some(self.copy_view(l, op)?) });
+        let (x, lx) = match &copy {
+            Some(c) => (c, Layout::contiguous(shape)),
+            None => (self, l.clone()),
+        };
+        let (mut y, rstd) = x.standardize_last(&grouped(&lx, groups), eps)?;
+        let ly = Layout::contiguous(shape);
+        for (p, kind) in [(w, BinaryKind::Mul), (b, BinaryKind::Add)] {
+            if let Some((p, lp)) = p {
+                y = y.binary(&ly, (p, &per_channel(lp, shape)?), kind, op)?;
+            }
+        }
+        Ok((y, rstd))
+    }
+    /// Gradients of [`Self::group_norm`] from its input `self`, its weight
+    /// `w` (when it has one), the saved `rstd` and the output gradient:
+    /// `[gx, gw, gb]` (`gw`, `gb` of `C`), each computed only where `need`
+    /// says so. The default composes the primitives; the CPU fuses them.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_backward(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<Operand<'_, Self>>,
+        rstd: &Self,
+        (g, lg): Operand<'_, Self>,
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Self>; 3]> {
+        let op = "group_norm_backward";
+        let shape = l.shape();
+        let lc = Layout::contiguous(shape);
+        // Every axis but the channels': the affine parts' gradients sum over them.
+        let dims: Vec<usize> = (0..shape.len()).filter(|&d| d != 1).collect();
+        let copy = if l.is_contiguous() { None } else { Some(self.copy_view(l, op)?) };
+        let (x, lx) = match &copy {
+            Some(c) => (c, lc.clone()),
+            None => (self, l.clone()),
+        };
+        let lgx = grouped(&lx, groups);
+        let xhat = if need[0] || need[1] { Some(x.standardize_last(&lgx, eps)?.0) } else { None };
+        let gx = match (&xhat, need[0]) {
+            (Some(xh), true) => {
+                let gxh = match w {
+                    Some((ws, lw)) => g.binary(lg, (ws, &per_channel(lw, shape)?), BinaryKind::Mul, op)?,
+                    None => g.copy_view(lg, op)?,
+                };
+                let lgc = grouped(&lc, groups);
+                Some(x.standardize_last_backward(&lgx, (xh, &lgc), rstd, (&gxh, &lgc), eps)?)
+            }
+            _ => None,
+        };
+        let gw = match (&xhat, need[1]) {
+            (Some(xh), true) => Some(g.binary(lg, (xh, &lc), BinaryKind::Mul, op)?.sum_dims(&lc, &dims)?),
+            _ => None,
+        };
+        let gb = if need[2] { Some(g.sum_dims(lg, &dims)?) } else { None };
+        Ok([gx, gw, gb])
+    }
     /// Gradients of [`Self::layer_norm_last`] from its input `self`, its
     /// weight `w` (when it has one), the saved `rstd` and the output
     /// gradient: `[gx, gw, gb]` (`gw`, `gb` of the last dim's length), each
@@ -274,4 +347,22 @@ pub(crate) trait BackendStorage: Sized {
     /// position `k`; `inp` is a multiple of `m`).
     #[allow(clippy::too_many_arguments)]
     fn nm_mask(&self, l: &Layout, rows: usize, inp: usize, k: usize, n: usize, m: usize) -> Result<Self>;
+}
+
+/// The contiguous `[N, C, ...]` layout `l` viewed as `[N, groups, C/groups · ...]`
+/// rows (group norm's standardization rows).
+fn grouped(l: &Layout, groups: usize) -> Layout {
+    let shape = l.shape();
+    let n = shape[0];
+    let row = l.elem_count() / (n * groups).max(1);
+    l.reshape(&[n, groups, row]).expect("group norm reads a contiguous layout")
+}
+
+/// A `[C]` parameter's layout `lp` as `[1, C, 1, …]` broadcast over `shape` (`[N, C, ...]`).
+fn per_channel(lp: &Layout, shape: &[usize]) -> Result<Layout> {
+    let mut l = lp.clone();
+    for _ in 2..shape.len() {
+        l = l.unsqueeze(l.rank())?;
+    }
+    l.broadcast_as(shape)
 }

@@ -1,8 +1,8 @@
-//! Normalisation layers' functional forms. One backend primitive,
-//! `standardize_last` ((x − mean)/√(var + eps) over the last dim, with its
-//! fused backward primitive), serves group norm, whose affine parts are
-//! ordinary tracked ops; layer norm has its own forward and backward
-//! primitives with the affine parts inside (fused on the CPU).
+//! Normalisation layers' functional forms. `standardize_last` ((x −
+//! mean)/√(var + eps) over the last dim, with its fused backward) is one
+//! backend primitive; layer norm and group norm each have a forward and a
+//! backward primitive with the affine parts inside (fused on the CPU, the
+//! trait's defaults compose them from the standardization for CUDA).
 
 use crate::tensor::bw;
 use crate::{Error, Result, Tensor};
@@ -91,10 +91,48 @@ impl Tensor {
         if groups == 0 || c % groups != 0 {
             return Err(Error::bad_shape("group_norm", self.shape(), format!("{c} channels do not split into {groups} groups")));
         }
-        let y = self.reshape(&[n, groups, self.elem_count() / (n * groups).max(1)])?.standardize_last(eps)?.reshape(self.shape())?;
-        let mut pshape = vec![1; self.rank() - 1];
-        pshape[0] = c;
-        self.channel_affine(y, weight, bias, &pshape, "group_norm")
+        for p in [weight, bias].into_iter().flatten() {
+            if p.shape() != [c] {
+                return Err(Error::ShapeMismatch { op: "group_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
+            }
+        }
+        // One primitive each way with the affine parts inside (fused on the
+        // CPU; CUDA composes the standardization, multiply and add).
+        let (y, rstd) = {
+            let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
+            let w = ws.as_ref().zip(weight).map(|(s, w)| (&**s, w.layout()));
+            let b = bs.as_ref().zip(bias).map(|(s, b)| (&**s, b.layout()));
+            self.storage().group_norm(self.layout(), groups, w, b, eps)?
+        };
+        let rstd = Tensor::from_storage(rstd, &[n * groups]);
+        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        let (x, w, has_w, has_b) = (self.detach(), weight.map(Tensor::detach), weight.is_some(), bias.is_some());
+        Ok(Tensor::from_op(
+            y,
+            self.shape(),
+            "group_norm",
+            &inputs,
+            bw(move |ctx| {
+                // Inputs in order: x, then w and b where given.
+                let need_w = has_w && ctx.needs[1];
+                let need_b = has_b && ctx.needs[1 + usize::from(has_w)];
+                let [gx, gw, gb] = {
+                    let ws = w.as_ref().map(|w| w.storage());
+                    let wop = ws.as_deref().zip(w.as_ref()).map(|(s, w)| (s, w.layout()));
+                    let (gs, rs) = (ctx.grad.storage(), rstd.storage());
+                    let need = [ctx.needs[0], need_w, need_b];
+                    x.storage().group_norm_backward(x.layout(), groups, wop, &rs, (&gs, ctx.grad.layout()), eps, need)?
+                };
+                let mut out = vec![gx.map(|s| Tensor::from_storage(s, x.shape()))];
+                if has_w {
+                    out.push(gw.map(|s| Tensor::from_storage(s, &[c])));
+                }
+                if has_b {
+                    out.push(gb.map(|s| Tensor::from_storage(s, &[c])));
+                }
+                Ok(out)
+            }),
+        ))
     }
 
     /// Batch norm in inference mode (running statistics) on `[N, C, ...]`.
@@ -128,29 +166,5 @@ impl Tensor {
             None => shift,
         };
         self.mul(&scale.reshape(&pshape)?)?.add(&shift.reshape(&pshape)?)
-    }
-
-    fn channel_affine(
-        &self,
-        y: Tensor,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        pshape: &[usize],
-        op: &'static str,
-    ) -> Result<Tensor> {
-        let c = pshape[0];
-        let mut y = y;
-        for p in [weight, bias].into_iter().flatten() {
-            if p.shape() != [c] {
-                return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
-            }
-        }
-        if let Some(w) = weight {
-            y = y.mul(&w.reshape(pshape)?)?;
-        }
-        if let Some(b) = bias {
-            y = y.add(&b.reshape(pshape)?)?;
-        }
-        Ok(y)
     }
 }

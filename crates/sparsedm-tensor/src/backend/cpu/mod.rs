@@ -12,6 +12,7 @@ pub(crate) mod elementwise;
 mod fused;
 #[cfg(target_arch = "x86_64")]
 mod gelu_avx2;
+mod group_norm;
 mod index;
 pub(crate) mod math;
 mod matmul;
@@ -44,6 +45,12 @@ fn dense<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<std::bor
         Some(r) => std::borrow::Cow::Borrowed(&v[r]),
         None => std::borrow::Cow::Owned(strided::gather(v, l.shape(), l.strides(), l.offset())),
     })
+}
+
+/// The group norm shape of `[N, C, ...]` (validated by the op).
+fn group_shape(shape: &[usize], groups: usize) -> group_norm::GroupShape {
+    let (n, c) = (shape[0], shape[1]);
+    group_norm::GroupShape { n, c, plane: shape[2..].iter().product(), groups }
 }
 
 impl BackendStorage for CpuStorage {
@@ -235,6 +242,37 @@ impl BackendStorage for CpuStorage {
         let b = b.map(|(s, lb)| dense(s, lb, op)).transpose()?;
         let (y, rstd) = with_contiguous(self.f32s(op)?, l, |x| rows::layer_norm_last(x, len, eps, w.as_deref(), b.as_deref()));
         Ok((f32v(y), f32v(rstd)))
+    }
+    fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<Operand<'_, Self>>,
+        b: Option<Operand<'_, Self>>,
+        eps: f32,
+    ) -> Result<(Self, Self)> {
+        let op = "group_norm";
+        let s = group_shape(l.shape(), groups);
+        let w = w.map(|(s, lw)| dense(s, lw, op)).transpose()?;
+        let b = b.map(|(s, lb)| dense(s, lb, op)).transpose()?;
+        let (y, rstd) = group_norm::group_norm(&dense(self, l, op)?, s, eps, w.as_deref(), b.as_deref());
+        Ok((f32v(y), f32v(rstd)))
+    }
+    fn group_norm_backward(
+        &self,
+        l: &Layout,
+        groups: usize,
+        w: Option<Operand<'_, Self>>,
+        _rstd: &Self,
+        (g, lg): Operand<'_, Self>,
+        eps: f32,
+        need: [bool; 3],
+    ) -> Result<[Option<Self>; 3]> {
+        let op = "group_norm_backward";
+        let s = group_shape(l.shape(), groups);
+        let w = w.map(|(s, lw)| dense(s, lw, op)).transpose()?;
+        let grads = group_norm::group_norm_backward(&dense(self, l, op)?, &dense(g, lg, op)?, s, eps, w.as_deref(), need);
+        Ok(grads.map(|g| g.map(f32v)))
     }
     fn layer_norm_last_backward(
         &self,

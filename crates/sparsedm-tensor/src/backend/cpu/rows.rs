@@ -288,6 +288,14 @@ fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, 
     (s1.iter().sum(), s2.iter().sum())
 }
 
+/// `Σ f(a, b)` over paired elements, each term rounded to f32 and summed in
+/// f64 over [`LANES`] interleaved partial sums (group norm's per-channel
+/// weight and bias gradients).
+#[inline(always)]
+pub(crate) fn sum_f64_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    lane_sums(a, b, |x, y| (f(x, y) as f64, 0.0)).0
+}
+
 /// Mean and 1/√(var + eps) of a row (biased variance), in one sweep: the
 /// sums of `d = x − x₀` and `d²` in f64 (each `d` and `d²` exact in f64 for
 /// f32 inputs), over [`LANES`] interleaved partial sums. Shifting by the
