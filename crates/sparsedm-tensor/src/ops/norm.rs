@@ -4,8 +4,12 @@
 //! backward primitive with the affine parts inside (fused on the CPU, the
 //! trait's defaults compose them from the standardization for CUDA).
 
+use crate::storage::Storage;
 use crate::tensor::bw;
-use crate::{Error, Result, Tensor};
+use crate::{Error, Layout, Result, Tensor};
+
+/// An affine parameter's storage and layout, when the norm has it.
+type Param<'a> = Option<(&'a Storage, &'a Layout)>;
 
 impl Tensor {
     /// (x − mean)/√(var + eps) over the last dim (biased variance).
@@ -36,49 +40,17 @@ impl Tensor {
     /// of shape `[D]` (`torch.nn.LayerNorm`).
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
         let d = *self.shape().last().ok_or_else(|| Error::bad_shape("layer_norm", self.shape(), "need at least 1 dim"))?;
-        for p in [weight, bias].into_iter().flatten() {
-            if p.shape() != [d] {
-                return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
-            }
-        }
         // One primitive forward (the CPU fuses the affine into the row
         // pass) and one backward giving all three gradients (the CPU fuses
         // it into one sweep per row; CUDA composes it from x̂ = standardize(x)).
-        let (y, rstd) = {
-            let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
-            let w = ws.as_ref().zip(weight).map(|(s, w)| (&**s, w.layout()));
-            let b = bs.as_ref().zip(bias).map(|(s, b)| (&**s, b.layout()));
-            self.storage().layer_norm_last(self.layout(), w, b, eps)?
-        };
         let rows = self.elem_count().checked_div(d).unwrap_or(0);
-        let rstd = Tensor::from_storage(rstd, &[rows]);
-        let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
-        let (x, w, has_w, has_b) = (self.detach(), weight.map(Tensor::detach), weight.is_some(), bias.is_some());
-        Ok(Tensor::from_op(
-            y,
-            self.shape(),
+        self.affine_norm(
             "layer_norm",
-            &inputs,
-            bw(move |c| {
-                // Inputs in order: x, then w and b where given.
-                let need_w = has_w && c.needs[1];
-                let need_b = has_b && c.needs[1 + usize::from(has_w)];
-                let [gx, gw, gb] = {
-                    let ws = w.as_ref().map(|w| w.storage());
-                    let wop = ws.as_deref().zip(w.as_ref()).map(|(s, w)| (s, w.layout()));
-                    let (gs, rs) = (c.grad.storage(), rstd.storage());
-                    x.storage().layer_norm_last_backward(x.layout(), wop, &rs, (&gs, c.grad.layout()), eps, [c.needs[0], need_w, need_b])?
-                };
-                let mut out = vec![gx.map(|s| Tensor::from_storage(s, x.shape()))];
-                if has_w {
-                    out.push(gw.map(|s| Tensor::from_storage(s, &[d])));
-                }
-                if has_b {
-                    out.push(gb.map(|s| Tensor::from_storage(s, &[d])));
-                }
-                Ok(out)
-            }),
-        ))
+            (weight, bias, d),
+            rows,
+            move |x, l, w, b| x.layer_norm_last(l, w, b, eps),
+            move |x, l, w, rstd, g, need| x.layer_norm_last_backward(l, w, rstd, g, eps, need),
+        )
     }
 
     /// Group norm of `[N, C, ...]` with `groups` groups and optional
@@ -91,26 +63,51 @@ impl Tensor {
         if groups == 0 || c % groups != 0 {
             return Err(Error::bad_shape("group_norm", self.shape(), format!("{c} channels do not split into {groups} groups")));
         }
-        for p in [weight, bias].into_iter().flatten() {
-            if p.shape() != [c] {
-                return Err(Error::ShapeMismatch { op: "group_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
-            }
-        }
         // One primitive each way with the affine parts inside (fused on the
         // CPU; CUDA composes the standardization, multiply and add).
+        self.affine_norm(
+            "group_norm",
+            (weight, bias, c),
+            n * groups,
+            move |x, l, w, b| x.group_norm(l, groups, w, b, eps),
+            move |x, l, w, rstd, g, need| x.group_norm_backward(l, groups, w, rstd, g, eps, need),
+        )
+    }
+
+    /// A normalisation with optional affine `weight`/`bias` of shape `[p]`
+    /// (checked here): the forward primitive `fwd(x, layout, w, b)` gives
+    /// the output and `rstd_len` saved reciprocal deviations, and one
+    /// autograd node runs the backward primitive `bwd(x, layout, w, rstd,
+    /// grad, need)` for `[gx, gw, gb]` (each where the inputs need it).
+    fn affine_norm(
+        &self,
+        op: &'static str,
+        (weight, bias, p): (Option<&Tensor>, Option<&Tensor>, usize),
+        rstd_len: usize,
+        fwd: impl FnOnce(&Storage, &Layout, Param<'_>, Param<'_>) -> Result<(Storage, Storage)>,
+        bwd: impl Fn(&Storage, &Layout, Param<'_>, &Storage, (&Storage, &Layout), [bool; 3]) -> Result<[Option<Storage>; 3]>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<Tensor> {
+        for t in [weight, bias].into_iter().flatten() {
+            if t.shape() != [p] {
+                return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: t.shape().to_vec() });
+            }
+        }
         let (y, rstd) = {
             let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
             let w = ws.as_ref().zip(weight).map(|(s, w)| (&**s, w.layout()));
             let b = bs.as_ref().zip(bias).map(|(s, b)| (&**s, b.layout()));
-            self.storage().group_norm(self.layout(), groups, w, b, eps)?
+            fwd(&self.storage(), self.layout(), w, b)?
         };
-        let rstd = Tensor::from_storage(rstd, &[n * groups]);
+        let rstd = Tensor::from_storage(rstd, &[rstd_len]);
         let inputs: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
         let (x, w, has_w, has_b) = (self.detach(), weight.map(Tensor::detach), weight.is_some(), bias.is_some());
         Ok(Tensor::from_op(
             y,
             self.shape(),
-            "group_norm",
+            op,
             &inputs,
             bw(move |ctx| {
                 // Inputs in order: x, then w and b where given.
@@ -120,15 +117,14 @@ impl Tensor {
                     let ws = w.as_ref().map(|w| w.storage());
                     let wop = ws.as_deref().zip(w.as_ref()).map(|(s, w)| (s, w.layout()));
                     let (gs, rs) = (ctx.grad.storage(), rstd.storage());
-                    let need = [ctx.needs[0], need_w, need_b];
-                    x.storage().group_norm_backward(x.layout(), groups, wop, &rs, (&gs, ctx.grad.layout()), eps, need)?
+                    bwd(&x.storage(), x.layout(), wop, &rs, (&gs, ctx.grad.layout()), [ctx.needs[0], need_w, need_b])?
                 };
                 let mut out = vec![gx.map(|s| Tensor::from_storage(s, x.shape()))];
                 if has_w {
-                    out.push(gw.map(|s| Tensor::from_storage(s, &[c])));
+                    out.push(gw.map(|s| Tensor::from_storage(s, &[p])));
                 }
                 if has_b {
-                    out.push(gb.map(|s| Tensor::from_storage(s, &[c])));
+                    out.push(gb.map(|s| Tensor::from_storage(s, &[p])));
                 }
                 Ok(out)
             }),
