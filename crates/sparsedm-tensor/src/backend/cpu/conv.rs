@@ -9,6 +9,7 @@
 //! gradient (Σₙ g·colᵀ).
 
 use crate::backend::cpu::matmul::{gemm_f32, gemm_f32_rows};
+use crate::backend::cpu::strided::gather;
 use crate::op_kinds::ConvGeom;
 use rayon::prelude::*;
 
@@ -322,16 +323,7 @@ pub(crate) fn conv_backward_weight(g: &ConvGeom, gout: &[f32], x: &[f32]) -> Vec
 
 /// `[rows, cols]` row-major as `[cols, rows]`.
 fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; a.len()];
-    if cols == 0 {
-        return t;
-    }
-    for (r, row) in a.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
-    }
-    t
+    gather(a, &[cols, rows], &[1, cols], 0)
 }
 
 #[cfg(test)]
