@@ -459,6 +459,37 @@ mod tests {
         }
     }
 
+    /// One term of a convolution by its definition: image `b`, output
+    /// channel `o`, input channel `c`, kernel position `k` (`ki·kw + kj`),
+    /// output pixel `out` (`oh·wo + ow`) and the input pixel `inp`
+    /// (`ih·w + iw`) the window puts there.
+    struct Tap {
+        b: usize,
+        o: usize,
+        c: usize,
+        k: usize,
+        out: usize,
+        inp: usize,
+    }
+
+    /// Every term of `g`'s convolution whose input pixel lies inside the image.
+    fn taps(g: &ConvGeom) -> impl Iterator<Item = Tap> + '_ {
+        let pixels = move |ki: usize, kj: usize| {
+            (0..g.ho).flat_map(move |oh| (0..g.wo).map(move |ow| (oh, ow))).filter_map(move |(oh, ow)| {
+                let (ih, iw) = ((oh * g.sh + ki).checked_sub(g.ph)?, (ow * g.sw + kj).checked_sub(g.pw)?);
+                (ih < g.h && iw < g.w).then_some((oh * g.wo + ow, ih * g.w + iw))
+            })
+        };
+        let kernel = move || (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| (ki, kj)));
+        (0..g.n).flat_map(move |b| {
+            (0..g.o).flat_map(move |o| {
+                (0..g.c).flat_map(move |c| {
+                    kernel().flat_map(move |(ki, kj)| pixels(ki, kj).map(move |(out, inp)| Tap { b, o, c, k: ki * g.kw + kj, out, inp }))
+                })
+            })
+        })
+    }
+
     /// The input gradient (the transposed convolution at stride 1, and
     /// col2im of a GEMM on every geometry it takes) against the definition:
     /// `gx[n, c, ih, iw] = Σ g[n, o, oh, ow]·w[o, c, ki, kj]` over the
@@ -476,22 +507,9 @@ mod tests {
                     None => vec![conv_backward_input(&g, &gout, &wt)],
                 };
                 let mut want = vec![0f64; n * g.c * g.h * g.w];
-                for (b, o, c, ki, kj, oh, ow) in (0..n).flat_map(|b| {
-                    (0..g.o).flat_map(move |o| {
-                        (0..g.c).flat_map(move |c| {
-                            (0..g.kh).flat_map(move |ki| {
-                                (0..g.kw)
-                                    .flat_map(move |kj| (0..g.ho).flat_map(move |oh| (0..g.wo).map(move |ow| (b, o, c, ki, kj, oh, ow))))
-                            })
-                        })
-                    })
-                }) {
-                    let (ih, iw) = ((oh * g.sh + ki) as isize - g.ph as isize, (ow * g.sw + kj) as isize - g.pw as isize);
-                    if ih < 0 || iw < 0 || ih as usize >= g.h || iw as usize >= g.w {
-                        continue;
-                    }
-                    want[((b * g.c + c) * g.h + ih as usize) * g.w + iw as usize] +=
-                        f64::from(gout[((b * g.o + o) * g.ho + oh) * g.wo + ow]) * f64::from(wt[((o * g.c + c) * g.kh + ki) * g.kw + kj]);
+                for Tap { b, o, c, k, out, inp } in taps(&g) {
+                    want[(b * g.c + c) * g.h * g.w + inp] +=
+                        f64::from(gout[(b * g.o + o) * g.p() + out]) * f64::from(wt[(o * g.c + c) * g.kh * g.kw + k]);
                 }
                 for (route, got) in routes.iter().enumerate() {
                     assert_eq!(got.len(), want.len());
@@ -516,22 +534,9 @@ mod tests {
                 let x = values(n * g.c * g.h * g.w, 51 + case as u32);
                 let got = conv_backward_weight(&g, &gout, &x);
                 let mut want = vec![0f64; g.o * g.ck()];
-                for (b, o, c, ki, kj, oh, ow) in (0..n).flat_map(|b| {
-                    (0..g.o).flat_map(move |o| {
-                        (0..g.c).flat_map(move |c| {
-                            (0..g.kh).flat_map(move |ki| {
-                                (0..g.kw)
-                                    .flat_map(move |kj| (0..g.ho).flat_map(move |oh| (0..g.wo).map(move |ow| (b, o, c, ki, kj, oh, ow))))
-                            })
-                        })
-                    })
-                }) {
-                    let (ih, iw) = ((oh * g.sh + ki) as isize - g.ph as isize, (ow * g.sw + kj) as isize - g.pw as isize);
-                    if ih < 0 || iw < 0 || ih as usize >= g.h || iw as usize >= g.w {
-                        continue;
-                    }
-                    want[((o * g.c + c) * g.kh + ki) * g.kw + kj] += f64::from(gout[((b * g.o + o) * g.ho + oh) * g.wo + ow])
-                        * f64::from(x[((b * g.c + c) * g.h + ih as usize) * g.w + iw as usize]);
+                for Tap { b, o, c, k, out, inp } in taps(&g) {
+                    want[(o * g.c + c) * g.kh * g.kw + k] +=
+                        f64::from(gout[(b * g.o + o) * g.p() + out]) * f64::from(x[(b * g.c + c) * g.h * g.w + inp]);
                 }
                 assert_eq!(got.len(), want.len());
                 for (i, (a, e)) in got.iter().zip(&want).enumerate() {
