@@ -134,10 +134,10 @@ fn nm_convolutions_equal_the_masked_direct_convolution() {
 /// The timed choice: the first `forward_tensor` of a shape times the dense
 /// convolution against the N:M routes this CPU has and files the winner
 /// for that shape (images rounded up to a power of two); whichever won,
-/// the output is the convolution's.
+/// the output is the convolution's, and the call counts once on its path.
 #[test]
 fn the_first_call_of_a_shape_files_its_route() {
-    use sparsedm_tensor::nm_cpu::chosen_conv_path;
+    use sparsedm_tensor::nm_cpu::{chosen_conv_path, layer_calls};
     let mut rng = Rng(77);
     let (nb, c, o, h, w) = (3, 16, 24, 12, 12);
     let shape = [o, c, 3, 3];
@@ -149,12 +149,18 @@ fn the_first_call_of_a_shape_files_its_route() {
     let xt = Tensor::from_vec(x.clone(), &[nb, c, h, w], &Device::Cpu).unwrap();
     let (want, mag, _) = reference(&x, nb, (c, h, w), &wt, shape, &bias, (1, 1));
     for call in 0..2 {
+        let before = layer_calls();
         let got = conv.forward_tensor(&xt).unwrap().to_vec_f32().unwrap();
+        let after = layer_calls();
         for (i, (g, (r, mg))) in got.iter().zip(want.iter().zip(&mag)).enumerate() {
             assert!((*g as f64 - r).abs() <= REL_TOL * mg, "call {call}: output {i} is {g}, want {r}");
         }
         let path = chosen_conv_path(&conv, nb, h, w);
         assert!(path.is_some(), "call {call}: no route filed");
+        // One layer call, counted on the filed route's path (tuning included).
+        let sparse = path == Some(sparsedm_tensor::nm_cpu::NmPath::Sparse);
+        let counted = (after.dense - before.dense, after.sparse - before.sparse);
+        assert_eq!(counted, if sparse { (0, 1) } else { (1, 0) }, "call {call}: layer calls on {path:?}");
         assert_eq!(chosen_conv_path(&conv, 4, h, w), path, "3 and 4 images share the key");
     }
     assert_eq!(chosen_conv_path(&conv, 8, h, w), None, "8 images are another shape");

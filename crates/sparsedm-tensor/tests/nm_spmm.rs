@@ -4,8 +4,8 @@
 //! are not multiples of the SIMD width, with and without bias.
 
 use sparsedm_tensor::nm_cpu::{
-    Isa, MlpActivation, NmKernel, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, nm_mlp_forward, nm_mlp_with,
-    spmm_kernel_with, spmm_with, spmm_with_slab,
+    Isa, LayerCalls, MlpActivation, NmKernel, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, layer_calls,
+    nm_mlp_forward, nm_mlp_with, spmm_kernel_with, spmm_with, spmm_with_slab,
 };
 use sparsedm_tensor::{Device, Tensor};
 
@@ -215,6 +215,39 @@ fn dense_and_sparse_paths_agree_and_the_choice_is_cached() {
     layer.forward(&x, rows, &mut y2).unwrap();
     assert_eq!(chosen_path(layer.key(rows)), Some(path));
     assert_close("second forward", &y2, &want, &scale);
+}
+
+/// Each N:M layer call counts once, on the path it ran (what `bench
+/// --pattern` reports as the layers the N:M kernels ran): a Linear's on
+/// the path filed for its shape, tuning included; an MLP's two layers
+/// (run apart or fused) as two.
+#[test]
+fn layer_calls_count_each_layer_on_its_path() {
+    let mut rng = Rng(23);
+    let (rows, inp, hid, out) = (64, 64, 96, 48);
+    let w1 = nm_weight(&mut rng, hid, inp, 1, 4);
+    let w2 = nm_weight(&mut rng, out, hid, 1, 4);
+    let fc1 = NmLinear::new(&w1, hid, inp, None, 1, 4).unwrap();
+    let fc2 = NmLinear::new(&w2, out, hid, None, 1, 4).unwrap();
+    let xv = rng.vec(rows * inp);
+    let delta = |a: LayerCalls, b: LayerCalls| (b.dense - a.dense, b.sparse - a.sparse);
+    let mut y = vec![f32::NAN; rows * hid];
+    for _ in 0..2 {
+        let before = layer_calls();
+        fc1.forward(&xv, rows, &mut y).unwrap();
+        let path = chosen_path(fc1.key(rows)).expect("a choice");
+        assert_eq!(delta(before, layer_calls()), if path == NmPath::Sparse { (0, 1) } else { (1, 0) }, "one call on {path:?}");
+    }
+    let x = Tensor::from_vec(xv, &[rows, inp], &Device::Cpu).unwrap();
+    // The first MLP calls may time fc2 and then the two ways (apart or
+    // fused); a later one is two layer calls.
+    for _ in 0..2 {
+        nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &x).unwrap();
+    }
+    let before = layer_calls();
+    nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &x).unwrap();
+    let (d, s) = delta(before, layer_calls());
+    assert_eq!(d + s, 2, "an MLP is two layer calls ({d} dense, {s} sparse)");
 }
 
 #[test]

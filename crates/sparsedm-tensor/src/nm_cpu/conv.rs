@@ -19,7 +19,7 @@
 //! AVX-512 CPU both N:M routes are timed (the direct one on the AVX2
 //! row-wise kernel, im2col on the AVX-512 pattern kernel).
 
-use super::dispatch::{NmLinear, NmPath, forced_path};
+use super::dispatch::{NmLinear, NmPath, SPARSE_MARGIN, count_calls, forced_path};
 use super::spmm::{Isa, NmKernel};
 use crate::backend::cpu::strided::written_vec;
 use crate::{Device, Error, Result, Tensor};
@@ -297,20 +297,24 @@ impl NmConv2d {
 
     /// The convolution by the fastest route for this shape: the first call
     /// for a shape times the dense one and the N:M ones this CPU has
-    /// ([`TUNE_REPS`] interleaved runs, best time) and files the winner;
-    /// later calls use it. Untracked (inference).
+    /// ([`TUNE_REPS`] interleaved runs, best time) and files the winner (an
+    /// N:M route only by the margin [`SPARSE_MARGIN`]); later calls use
+    /// it. Untracked (inference).
     ///
     /// # Errors
     /// As [`NmConv2d::forward_with`].
     pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
         let (nb, h, w, _, _) = self.geometry(x)?;
         if let Some(path) = forced_path() {
+            count_calls(path, 1);
             return self.forward_with(path, x);
         }
         let (n, m) = self.linear.weight().pattern();
         let (kh, kw) = self.kernel;
         let key = (nb.max(1).next_power_of_two(), self.inp, self.dense.shape()[0], h, w, kh, kw, self.stride, self.padding, n, m);
-        if let Some(&route) = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        let known = table().lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+        if let Some(route) = known {
+            count_calls(route.path(), 1);
             return self.forward_route(route, x);
         }
         let routes: Vec<Route> = std::iter::once(Route::Dense).chain(self.sparse_routes()).collect();
@@ -324,9 +328,12 @@ impl NmConv2d {
                 last = Some((route, y));
             }
         }
-        let fastest = (0..routes.len()).min_by(|&a, &b| best[a].total_cmp(&best[b])).unwrap_or(0);
+        // The dense route (first) unless a sparse one beats it by the margin.
+        let fastest =
+            (1..routes.len()).min_by(|&a, &b| best[a].total_cmp(&best[b])).filter(|&i| best[i] < best[0] * SPARSE_MARGIN).unwrap_or(0);
         let route = routes[fastest];
         table().lock().unwrap_or_else(|e| e.into_inner()).insert(key, route);
+        count_calls(route.path(), 1);
         match last {
             Some((r, y)) if r == route => Ok(y),
             _ => self.forward_route(route, x),
