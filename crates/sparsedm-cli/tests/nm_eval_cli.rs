@@ -122,6 +122,13 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
         let (o, out) = forward(&sparse, &format!("cli-out-{p}.safetensors"), Some(p));
         let stdout = ok(o, &format!("forward SPARSEDM_NM_PATH={p}"));
         assert!(stdout.contains(&line), "{p}: no '{line}' in {stdout}");
+        // After the forward: each listed layer called once, on the pinned path.
+        let calls = match p {
+            "sparse" => format!("N:M layer calls: {listed} on the N:M kernels, 0 on the dense GEMM"),
+            "dense" => format!("N:M layer calls: 0 on the N:M kernels, {listed} on the dense GEMM"),
+            _ => "N:M layer calls: ".to_string(),
+        };
+        assert!(stdout.contains(&calls), "{p}: no '{calls}' in {stdout}");
         outputs.push(load_safetensors(&out).unwrap().remove(0).1.to_vec_f32().unwrap());
     }
     for (i, p) in ["dense", "auto"].iter().enumerate() {
@@ -136,7 +143,7 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
     // A dense checkpoint says nothing about N:M layers.
     let (o, _) = forward(&fixture("uvit_tiny_uncond.weights.safetensors"), "cli-out-dense-file.safetensors", None);
     let stdout = ok(o, "forward dense file");
-    assert!(!stdout.contains("N:M layers"), "{stdout}");
+    assert!(!stdout.contains("N:M layers") && !stdout.contains("N:M layer calls"), "{stdout}");
 
     // sample from a compressed checkpoint.
     let comp = scratch("cli-1of8-comp.safetensors");
@@ -146,6 +153,7 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
     let stdout =
         ok(sparsedm(&[&args[..], &["--checkpoint", comp.to_str().unwrap(), "--out", npz.to_str().unwrap()]].concat(), None), "sample");
     assert!(stdout.contains(&line), "sample: no '{line}' in {stdout}");
+    assert!(stdout.contains("N:M layer calls: "), "sample: no layer-call count in {stdout}");
 
     // A bad value is one clear error before any work.
     let (o, out) = forward(&sparse, "cli-out-bad.safetensors", Some("fast"));

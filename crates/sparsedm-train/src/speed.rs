@@ -34,7 +34,7 @@ use crate::step::TrainStep;
 use crate::vocab::{SparseMethod, Teacher};
 use sparsedm_layers::deployed::deployed_time;
 use sparsedm_layers::{NamedPolicy, NmPattern, Policy, SparseMode, apply_policy};
-use sparsedm_tensor::nm_cpu::{NmPath, force_path};
+use sparsedm_tensor::nm_cpu::{NmPath, force_path, forced_path, layer_calls};
 use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, matmul_precision, no_grad, set_matmul_precision};
 use std::time::Instant;
 
@@ -76,6 +76,11 @@ pub struct SpeedReport {
     pub forward_nm_ms: Option<f64>,
     /// Layers deployed on N:M kernels in that forward (the others: dense).
     pub nm_layers: Option<usize>,
+    /// CPU: how many of those layers the N:M kernels ran, per forward; the
+    /// others chose the dense GEMM on their masked weight, faster at their
+    /// shape (timed once per shape, `sparsedm_tensor::nm_cpu`), so the N:M
+    /// forward is never slower than the dense one beyond timing noise.
+    pub nm_layers_on_kernels: Option<usize>,
     /// CPU: time per N:M forward spent inside those layers, ms (the rest is
     /// attention, norms, activations and the dense layers).
     pub nm_layers_ms: Option<f64>,
@@ -111,11 +116,14 @@ impl SpeedReport {
         );
         s += &format!("forward              {:8.1} ms{}\n", self.forward_ms, peer(self.forward_ms, self.peer.and_then(|p| p.forward_ms)));
         if let (Some(p), Some(nm)) = (&self.pattern, self.forward_nm_ms) {
-            s += &format!(
-                "forward, {p:<11} {nm:8.1} ms   ({:.2}x faster than our dense forward; {} layers on N:M kernels)\n",
-                self.forward_ms / nm,
-                self.nm_layers.unwrap_or(0)
-            );
+            let layers = self.nm_layers.unwrap_or(0);
+            let on = match self.nm_layers_on_kernels {
+                Some(k) if k < layers => {
+                    format!("{layers} layers N:M, {k} run by the N:M kernels, {} by the dense GEMM (faster at their shapes)", layers - k)
+                }
+                _ => format!("{layers} layers on N:M kernels"),
+            };
+            s += &format!("forward, {p:<11} {nm:8.1} ms   ({:.2}x faster than our dense forward; {on})\n", self.forward_ms / nm);
         }
         if let (Some(l), Some(d)) = (self.nm_layers_ms, self.nm_layers_dense_ms) {
             s += &format!("  of which N:M layers {l:8.1} ms   (the same layers on the dense GEMM: {d:.1} ms, {:.2}x)\n", d / l);
@@ -271,21 +279,27 @@ fn run_measurements(
         None => time_forward(dense.student(), &x, iters)?,
         Some(p) => {
             let model = nm_model(cfg, batch, device, p)?;
-            let (d, s, layers_ms) = time_forward_pair(dense.student(), &model, &x, iters)?;
-            nm.forward_ms = Some(s);
-            let layers = model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count();
+            // The deployed kinds are known once a forward has built them
+            // (after the pair's warm-ups).
+            let deployed =
+                || model.store.sparse_slots().iter().filter(|(_, s)| matches!(s.deployed_kind(), Some(k) if k != "dense")).count();
+            let on_cpu = device == Device::Cpu;
+            let pair = time_forward_pair(dense.student(), &model, &x, iters, &|| on_cpu && deployed() > 0)?;
+            let layers = deployed();
             nm.layers = Some(layers);
+            nm.forward_ms = Some(pair.b_ms);
             if layers == 0 {
                 let why = match device {
                     Device::Cpu => format!("no masked layer has an input dimension that is a multiple of {}", p.m()),
                     Device::Cuda(_) => "cuSPARSELt's 2:4 needs bf16 matmuls and weights with at most 2 of every 4 kept".to_string(),
                 };
                 eprintln!("sparsedm: no layer runs on N:M kernels at {p} on {device} ({why}): `forward_nm_ms` is the masked dense forward");
-            } else if device == Device::Cpu {
-                nm.layers_ms = Some(layers_ms);
-                nm.layers_dense_ms = Some(time_layers_forced_dense(&model, &x, iters)?);
+            } else if on_cpu {
+                nm.layers_ms = Some(pair.b_layers_ms);
+                nm.layers_dense_ms = pair.b_layers_dense_ms;
+                nm.on_kernels = Some(pair.b_on_kernels);
             }
-            d
+            pair.a_ms
         }
     };
     let params = dense.student().store.num_params();
@@ -312,6 +326,7 @@ fn run_measurements(
         pattern: pattern.map(|p| p.to_string()),
         forward_nm_ms: nm.forward_ms,
         nm_layers: nm.layers,
+        nm_layers_on_kernels: nm.on_kernels,
         nm_layers_ms: nm.layers_ms,
         nm_layers_dense_ms: nm.layers_dense_ms,
         train_step_ms,
@@ -380,15 +395,44 @@ pub fn nm_model(cfg: &RunConfig, batch: usize, device: Device, pattern: NmPatter
 struct NmTimes {
     forward_ms: Option<f64>,
     layers: Option<usize>,
+    on_kernels: Option<usize>,
     layers_ms: Option<f64>,
     layers_dense_ms: Option<f64>,
+}
+
+/// What [`time_forward_pair`] measured, ms per forward.
+struct PairTimes {
+    a_ms: f64,
+    b_ms: f64,
+    /// Time of `b`'s forward spent in its deployed layers.
+    b_layers_ms: f64,
+    /// The same layers forced to the dense GEMM on their masked weights,
+    /// when asked for (CPU).
+    b_layers_dense_ms: Option<f64>,
+    /// Layers of `b`'s forward that the CPU's N:M kernels ran.
+    b_on_kernels: usize,
+}
+
+/// Restores the path forced before (`SPARSEDM_NM_PATH`, else none) when
+/// dropped, also on an error.
+struct Unforce(Option<NmPath>);
+impl Drop for Unforce {
+    fn drop(&mut self) {
+        force_path(self.0);
+    }
 }
 
 /// Mean forward times of `a` and `b` on `x`, timed alternately (one
 /// forward of each per repetition, after two warm-ups of each, the first
 /// of which builds `b`'s compressed weights and times its kernel choices),
-/// and the mean time per forward of `b` spent in its deployed layers.
-fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result<(f64, f64, f64)> {
+/// the time per forward of `b` spent in its deployed layers, and how many
+/// of those layers a forward of `b` ran on the CPU's N:M kernels. When
+/// `forced_dense()` holds after the warm-ups, each repetition also runs
+/// `b` with every N:M layer forced to the dense GEMM on its masked weight
+/// (CPU), for the same layers' dense time under the same conditions (a
+/// separate loop after the pairs ran with warmer caches and read ~5 %
+/// faster: 31:32 layers that all chose the dense GEMM showed 0.91-0.95x).
+fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize, forced_dense: &dyn Fn() -> bool) -> Result<PairTimes> {
     let _g = no_grad();
     a.store.set_training(false);
     b.store.set_training(false);
@@ -398,42 +442,39 @@ fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize) -> Result
         a.model.predict_eps(x, &t, None)?;
         b.model.predict_eps(x, &t, None)?;
     }
+    let forced_dense = forced_dense();
     let mut total = [0f64; 2];
-    let mut layers = 0f64;
+    let mut layers = [0f64; 2];
+    let mut on_kernels = 0;
     for _ in 0..iters {
         for (i, m) in [a, b].into_iter().enumerate() {
             dev.synchronize()?;
-            let in_layers = deployed_time();
+            let (in_layers, calls) = (deployed_time(), layer_calls().sparse);
             let start = Instant::now();
             m.model.predict_eps(x, &t, None)?;
             dev.synchronize()?;
             total[i] += start.elapsed().as_secs_f64();
             if i == 1 {
-                layers += (deployed_time() - in_layers).as_secs_f64();
+                layers[0] += (deployed_time() - in_layers).as_secs_f64();
+                on_kernels += layer_calls().sparse - calls;
             }
+        }
+        if forced_dense {
+            let _unforce = Unforce(forced_path());
+            force_path(Some(NmPath::Dense));
+            let in_layers = deployed_time();
+            b.model.predict_eps(x, &t, None)?;
+            layers[1] += (deployed_time() - in_layers).as_secs_f64();
         }
     }
     let per = |s: f64| s * 1e3 / iters as f64;
-    Ok((per(total[0]), per(total[1]), per(layers)))
-}
-
-/// Mean time per forward of `b` spent in its deployed layers with every
-/// one forced to the dense GEMM on its masked weight (CPU).
-fn time_layers_forced_dense(b: &Bundle, x: &Tensor, iters: usize) -> Result<f64> {
-    let _g = no_grad();
-    let t = Tensor::full(500.0, &[x.dims()[0]], &x.device())?;
-    force_path(Some(NmPath::Dense));
-    let run = || -> Result<f64> {
-        b.model.predict_eps(x, &t, None)?;
-        let before = deployed_time();
-        for _ in 0..iters {
-            b.model.predict_eps(x, &t, None)?;
-        }
-        Ok((deployed_time() - before).as_secs_f64() * 1e3 / iters as f64)
-    };
-    let ms = run();
-    force_path(None);
-    ms
+    Ok(PairTimes {
+        a_ms: per(total[0]),
+        b_ms: per(total[1]),
+        b_layers_ms: per(layers[0]),
+        b_layers_dense_ms: forced_dense.then(|| per(layers[1])),
+        b_on_kernels: on_kernels as usize / iters.max(1),
+    })
 }
 
 fn describe_nnet(cfg: &RunConfig) -> String {

@@ -92,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (x, t, y) = (x.to_device(&device)?, t.to_device(&device)?, y.map(|y| y.to_device(&device)).transpose()?);
     let start = std::time::Instant::now();
+    let calls = sparsedm_tensor::nm_cpu::layer_calls();
     let out = {
         let _g = no_grad();
         let _p = MatmulScope::enter(precision);
@@ -101,6 +102,9 @@ pub fn run(args: Args) -> Result<()> {
     let elapsed = start.elapsed();
     save_safetensors(&args.output, &[("output".to_string(), out.clone())], None)?;
     println!("output {:?} written to {} (forward {:.3} s)", out.shape(), args.output.display(), elapsed.as_secs_f64());
+    if let Some(line) = super::nm_calls_line(calls) {
+        println!("{line}");
+    }
     Ok(())
 }
 

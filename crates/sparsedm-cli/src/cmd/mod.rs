@@ -108,6 +108,20 @@ impl PrecisionArg {
     }
 }
 
+/// The line `sample` and `forward` print after running a model with N:M
+/// layers on the CPU: how many N:M layer calls (this thread's, since
+/// `before`) the N:M kernels ran and how many the dense GEMM on the masked
+/// weights did (the faster at their shapes); `None` when none ran.
+pub fn nm_calls_line(before: sparsedm_tensor::nm_cpu::LayerCalls) -> Option<String> {
+    let now = sparsedm_tensor::nm_cpu::layer_calls();
+    let (dense, sparse) = (now.dense - before.dense, now.sparse - before.sparse);
+    (dense + sparse > 0).then(|| {
+        format!(
+            "N:M layer calls: {sparse} on the N:M kernels, {dense} on the dense GEMM (faster at their shapes, or SPARSEDM_NM_PATH=dense)"
+        )
+    })
+}
+
 /// The line `sample` and `forward` print for a model with N:M layers: how
 /// many of its layers deploy an N:M weight (a sparse checkpoint's listed
 /// layers, a sparse run's masked ones), their patterns, and what runs them
@@ -125,7 +139,7 @@ pub fn nm_layers_line(store: &sparsedm_layers::ParamStore, device: Device) -> Op
     kinds.sort();
     kinds.dedup();
     let how = match device {
-        Device::Cpu => "run on the CPU's N:M kernels",
+        Device::Cpu => "run on the CPU's N:M kernels where they time faster than the dense GEMM (per layer shape)",
         Device::Cuda(_) => {
             "run by cuSPARSELt at bf16 precision (2:4-compatible weights), as dense products of the masked weights otherwise"
         }

@@ -202,6 +202,7 @@ pub fn run(a: Args) -> Result<()> {
         println!("{line}");
     }
     let _p = MatmulScope::enter(precision);
+    let calls = sparsedm_tensor::nm_cpu::layer_calls();
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -226,6 +227,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     bar.finish_and_clear();
     println!("wrote {} images ({w}x{h}, {sampler}, {steps} steps) to {}", a.n, a.out.display());
+    if let Some(line) = super::nm_calls_line(calls) {
+        println!("{line}");
+    }
     Ok(())
 }
 
