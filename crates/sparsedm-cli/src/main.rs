@@ -34,6 +34,7 @@ struct Cli {
 enum Command {
     /// The whole method in minutes on the embedded shapes data: dense, SparseDM, STE, ASP.
     Demo(cmd::demo::Args),
+    /// What a checkpoint holds: each tensor's name, dtype and shape, each weight's sparsity, and its N:M pattern checked.
     Inspect(cmd::inspect::Args),
     /// A PyTorch checkpoint (.pth/.pt/.ckpt) to safetensors, names unchanged, without Python.
     Convert(cmd::convert::Args),
@@ -119,4 +120,29 @@ fn nm_path_from_env() -> anyhow::Result<()> {
     };
     force_path(path);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (conflicting names, bad defaults).
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// `sparsedm --help` lists every command with a line saying what it does.
+    #[test]
+    fn every_command_says_what_it_does() {
+        let cli = Cli::command();
+        let mut names = Vec::new();
+        for sub in cli.get_subcommands() {
+            names.push(sub.get_name().to_string());
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.trim().is_empty(), "`sparsedm {}` has no description in `sparsedm --help`", sub.get_name());
+        }
+        assert!(names.iter().any(|n| n == "inspect"), "commands: {names:?}");
+    }
 }
