@@ -129,6 +129,10 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
             _ => "N:M layer calls: ".to_string(),
         };
         assert!(stdout.contains(&calls), "{p}: no '{calls}' in {stdout}");
+        // Whatever the paths, the calls add up to the listed layers (the
+        // runs that time a shape's paths are not calls).
+        let (on_kernels, on_gemm) = layer_calls_printed(&stdout);
+        assert_eq!(on_kernels + on_gemm, listed, "{p}: layer calls {on_kernels} + {on_gemm} in {stdout}");
         outputs.push(load_safetensors(&out).unwrap().remove(0).1.to_vec_f32().unwrap());
     }
     for (i, p) in ["dense", "auto"].iter().enumerate() {
@@ -160,4 +164,13 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("SPARSEDM_NM_PATH=fast: expected sparse, dense or auto"), "{err}");
     assert!(!out.exists());
+}
+
+/// The two counts of the "N:M layer calls: A on the N:M kernels, B on the
+/// dense GEMM" line.
+fn layer_calls_printed(stdout: &str) -> (usize, usize) {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("N:M layer calls: ")).unwrap_or_else(|| panic!("no layer-call line in {stdout}"));
+    let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    assert!(nums.len() >= 2, "layer-call line '{line}'");
+    (nums[0], nums[1])
 }

@@ -4,7 +4,7 @@
 //! are not multiples of the SIMD width, with and without bias.
 
 use sparsedm_tensor::nm_cpu::{
-    Isa, LayerCalls, MlpActivation, NmKernel, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, layer_calls,
+    Isa, LayerCalls, MlpActivation, NmKernel, NmLinear, NmPath, NmWeight, ROW_BLOCK, chosen_path, dense_linear, file_choice, layer_calls,
     nm_mlp_forward, nm_mlp_with, spmm_kernel_with, spmm_with, spmm_with_slab,
 };
 use sparsedm_tensor::{Device, Tensor};
@@ -239,15 +239,24 @@ fn layer_calls_count_each_layer_on_its_path() {
         assert_eq!(delta(before, layer_calls()), if path == NmPath::Sparse { (0, 1) } else { (1, 0) }, "one call on {path:?}");
     }
     let x = Tensor::from_vec(xv, &[rows, inp], &Device::Cpu).unwrap();
-    // The first MLP calls may time fc2 and then the two ways (apart or
-    // fused); a later one is two layer calls.
-    for _ in 0..2 {
+    // The first MLP call times fc2 (its shape is new), a later one with
+    // both layers on the kernels times the two ways (apart or fused): the
+    // timing runs are not calls, each MLP call is two.
+    for i in 0..3 {
+        let before = layer_calls();
         nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &x).unwrap();
+        let (d, s) = delta(before, layer_calls());
+        assert_eq!(d + s, 2, "MLP call {i}: two layer calls ({d} dense, {s} sparse)");
     }
+    // Both layers filed on the kernels: the next call of a new row count
+    // times apart against fused (deterministically, whatever the timings).
+    let rows2 = 2 * rows;
+    let x2 = Tensor::from_vec(rng.vec(rows2 * inp), &[rows2, inp], &Device::Cpu).unwrap();
+    file_choice(fc1.key(rows2), NmPath::Sparse);
+    file_choice(fc2.key(rows2), NmPath::Sparse);
     let before = layer_calls();
-    nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &x).unwrap();
-    let (d, s) = delta(before, layer_calls());
-    assert_eq!(d + s, 2, "an MLP is two layer calls ({d} dense, {s} sparse)");
+    nm_mlp_forward(&fc1, MlpActivation::Gelu, &fc2, &x2).unwrap();
+    assert_eq!(delta(before, layer_calls()), (0, 2), "the MLP call that timed apart against fused is two sparse calls");
 }
 
 #[test]

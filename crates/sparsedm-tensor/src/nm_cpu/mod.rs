@@ -65,8 +65,8 @@ pub use checkpoint::{
 };
 pub use conv::{NmConv2d, chosen_conv_path};
 pub use dispatch::{
-    LayerCalls, MlpActivation, NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, force_path, forced_path, layer_calls,
-    nm_mlp_forward, nm_mlp_forward_fused, nm_mlp_fused_with, nm_mlp_with, shape_key,
+    LayerCalls, MlpActivation, NmLinear, NmPath, ShapeKey, chosen_path, clear_choices, dense_linear, file_choice, force_path, forced_path,
+    layer_calls, nm_mlp_forward, nm_mlp_forward_fused, nm_mlp_fused_with, nm_mlp_with, shape_key,
 };
 pub use format::{MAX_M, NmWeight, ROW_BLOCK};
 pub use fuse::{NmFuse, NormParams, RowNorm};
