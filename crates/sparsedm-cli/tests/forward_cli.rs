@@ -145,3 +145,59 @@ fn macs_command_prints_the_paper_numbers() {
     let out = String::from_utf8_lossy(&run.stdout);
     assert!(out.contains("6.0666 G (dense 11.3216 G)"), "{out}");
 }
+
+/// `macs --checkpoint` on official weights (with --arch/--config) counts
+/// what `macs --config` counts for a dense model, and on a pruned 2:4
+/// checkpoint what `--pattern 2:4 --policy all` predicts; flags that do not
+/// apply to a checkpoint are refused.
+#[test]
+fn macs_of_a_checkpoint_counts_its_nm_layers() {
+    let bin = env!("CARGO_BIN_EXE_sparsedm");
+    let run = |args: &[&str]| {
+        let o = Command::new(bin).args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (cfg, weights) = (fixture("ddpm_unet_tiny.json"), fixture("ddpm_unet_tiny.weights.safetensors"));
+    let (cfg, weights) = (cfg.to_str().unwrap(), weights.to_str().unwrap());
+    // The table after the first line (which names the file).
+    let table = |out: &str| out.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let (ok, analytic, e) = run(&["macs", "--arch", "ddpm-unet", "--config", cfg]);
+    assert!(ok, "{e}");
+    let (ok, of_file, e) = run(&["macs", "--arch", "ddpm-unet", "--config", cfg, "--checkpoint", weights]);
+    assert!(ok, "{e}");
+    assert!(of_file.contains("(0 N:M layers)"), "{of_file}");
+    assert_eq!(table(&of_file), table(&analytic));
+
+    let pruned = scratch("macs-2of4.safetensors");
+    let (ok, _, e) = run(&[
+        "prune",
+        "--arch",
+        "ddpm-unet",
+        "--config",
+        cfg,
+        "--weights",
+        weights,
+        "--pattern",
+        "2:4",
+        "--policy",
+        "all",
+        "--force",
+        "--out",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(ok, "prune: {e}");
+    let (ok, predicted, e) = run(&["macs", "--arch", "ddpm-unet", "--config", cfg, "--pattern", "2:4", "--policy", "all"]);
+    assert!(ok, "{e}");
+    let (ok, of_pruned, e) = run(&["macs", "--arch", "ddpm-unet", "--config", cfg, "--checkpoint", pruned.to_str().unwrap()]);
+    assert!(ok, "{e}");
+    let nm = of_pruned.lines().filter(|l| l.split_whitespace().nth(3) == Some("2:4")).count();
+    assert!(nm > 0 && of_pruned.contains(&format!("({nm} N:M layers)")), "{of_pruned}");
+    assert_eq!(table(&of_pruned), table(&predicted));
+
+    let (ok, _, e) = run(&["macs", "--checkpoint", weights, "--pattern", "2:4"]);
+    assert!(!ok && e.contains("--pattern"), "{e}");
+    let (ok, _, e) = run(&["macs", "--checkpoint", weights, "--preset", "cifar10_ddpm"]);
+    assert!(!ok && e.contains("--preset"), "{e}");
+    let (ok, _, e) = run(&["macs", "--checkpoint", weights]);
+    assert!(!ok && e.contains("--arch and --config"), "{e}");
+}

@@ -1,25 +1,32 @@
 //! `sparsedm macs`: multiply–accumulate counts of one forward pass, layer
 //! by layer, for a model configuration (or a published preset), dense or
-//! with an N:M pattern on chosen layers. Counted analytically from the
-//! configuration; nothing is built or run.
+//! with an N:M pattern on chosen layers, or for a checkpoint with the N:M
+//! layers it holds. Counted analytically from the configuration; nothing
+//! is run (a checkpoint's model is built to read its sparsity spec).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{NmPattern, Policy};
-use std::path::PathBuf;
+use sparsedm_train::restore::{ExternalModel, restore};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Policies (as for `sparsedm prune`): sparsedm-uvit (U-ViT attn.qkv/attn.proj/mlp.fc1/mlp.fc2, as \
 SparseDM), asp (Linear/Conv2d with out % 8 == 0 and in % 16 == 0), all (every Linear/Conv2d), or name globs, \
 comma-separated, with ! to exclude.\n\nExamples:\n  sparsedm macs --preset cifar10_uvit_small\n  \
-sparsedm macs --arch uvit --config uvit.json --batch 8 --pattern 2:4 --policy sparsedm-uvit")]
+sparsedm macs --arch uvit --config uvit.json --batch 8 --pattern 2:4 --policy sparsedm-uvit\n  \
+sparsedm macs --checkpoint demo-output/sparsedm.safetensors   (the N:M layers the checkpoint holds)")]
 pub struct Args {
     /// Model family: uvit or ddpm-unet (required with --config).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// JSON with the constructor's keyword arguments (top level or under "config").
-    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    #[arg(long, conflicts_with = "preset", required_unless_present_any = ["preset", "checkpoint"])]
     pub config: Option<PathBuf>,
+    /// A checkpoint (a run's, an exported or compressed sparse model; official weights with
+    /// --arch/--config): its model, with the N:M layers it holds counted at N/M.
+    #[arg(long, visible_alias = "weights", conflicts_with_all = ["preset", "pattern"])]
+    pub checkpoint: Option<PathBuf>,
     /// A published configuration instead of --config: cifar10_uvit_small, celeba64_uvit_small,
     /// imagenet256_uvit_large, cifar10_ddpm.
     #[arg(long)]
@@ -36,6 +43,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if let Some(path) = &args.checkpoint {
+        return run_checkpoint(&args, path);
+    }
     let cfg = match (&args.config, &args.preset) {
         (Some(path), _) => {
             let Some(arch) = args.arch else { bail!("--config needs --arch (uvit or ddpm-unet)") };
@@ -50,9 +63,6 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => bail!("give --config (with --arch) or --preset"),
     };
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     let mut report = cfg.mac_report(args.batch);
     report.check()?;
     if let Some(pattern) = args.pattern {
@@ -63,6 +73,43 @@ pub fn run(args: Args) -> Result<()> {
     }
     let [c, h, w] = cfg.input_shape();
     println!("{} at {}x{}x{}, batch {}", cfg.arch(), c, h, w, args.batch);
+    print!("{}", report.table());
+    Ok(())
+}
+
+/// The counts of a checkpoint's model, each layer at the pattern its
+/// stored sparsity spec gives it.
+fn run_checkpoint(args: &Args, path: &Path) -> Result<()> {
+    let external = match (args.arch, &args.config) {
+        (Some(arch), Some(cfg)) => {
+            let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
+            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg.display()))?;
+            let model = ModelConfig::from_json(arch, &config).with_context(|| format!("--config {}", cfg.display()))?;
+            crate::model_size::check_config_against_weights(&model, cfg, path)?;
+            Some(ExternalModel { arch, config, schedule: None })
+        }
+        (Some(_), None) | (None, Some(_)) => bail!("--arch and --config go together"),
+        (None, None) => None,
+    };
+    let meta = sparsedm_tensor::load_safetensors_metadata(path)?;
+    if external.is_some() && meta.contains_key(sparsedm_train::checkpoint::META_CONFIG) {
+        bail!("--arch/--config do not apply: {} carries its own run config", path.display());
+    }
+    if let Some(text) = meta.get(sparsedm_train::checkpoint::META_CONFIG) {
+        // The stored config must describe the file's tensors before a model
+        // is built from it (a corrupt config must not allocate).
+        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", path.display()), &[])?;
+        let cfg = ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
+        crate::model_size::check_config_against_weights(&cfg, Path::new("stored in the checkpoint"), path)?;
+    }
+    let r = restore(path, true, external.as_ref())?;
+    let cfg = &r.bundle.config;
+    let mut report = cfg.mac_report(args.batch);
+    report.check()?;
+    report.apply_store(&r.bundle.store);
+    let nm = report.entries.iter().filter(|e| e.pattern.is_some()).count();
+    let [c, h, w] = cfg.input_shape();
+    println!("{} at {}x{}x{}, batch {}: {} ({} N:M layers)", cfg.arch(), c, h, w, args.batch, path.display(), nm);
     print!("{}", report.table());
     Ok(())
 }
