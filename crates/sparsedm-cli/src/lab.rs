@@ -228,11 +228,14 @@ impl Lab {
         };
         bundle.store.set_training(false);
         if weights != "ema" {
+            // With the run config, as the trained rows' exports: `sample`,
+            // `forward`, `export` and `macs` read it without --arch/--config.
             let path = self.out.join(&checkpoint);
+            let meta = sparsedm_train::checkpoint::model_metadata(&cfg, None)?;
             if cfg.sparse.is_some() {
-                sparsedm_layers::save_sparse_checkpoint(&bundle.store, &path, None)?;
+                sparsedm_layers::save_sparse_checkpoint(&bundle.store, &path, Some(meta))?;
             } else {
-                bundle.store.save_safetensors(&path, None)?;
+                bundle.store.save_safetensors(&path, Some(meta))?;
             }
         }
         let schedule = build::schedule(&cfg)?;

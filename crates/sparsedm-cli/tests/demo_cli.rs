@@ -43,6 +43,28 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
         assert!(!spec.layers.is_empty(), "{ckpt}: no sparse layers");
         assert!(spec.layers.values().all(|l| l.pattern == "2:4"), "{ckpt}: {:?}", spec.layers);
     }
+    // Every checkpoint carries its run config: `macs` reads each without
+    // --arch/--config and counts the MACs of its table row, and the dense
+    // one samples like the others.
+    for (ckpt, method) in [("dense", "dense"), ("sparsedm", "SparseDM"), ("ste", "STE"), ("asp", "ASP")] {
+        let o = Command::new(BIN).args(["macs", "--checkpoint"]).arg(out.join(format!("{ckpt}.safetensors"))).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "macs {ckpt}: {}", String::from_utf8_lossy(&o.stderr));
+        let total = text.lines().find_map(|l| l.split("(paper total):").nth(1)).unwrap_or_else(|| panic!("macs {ckpt}: {text}"));
+        let giga: f64 = total.trim().trim_end_matches('G').trim().parse().unwrap();
+        let row = stdout.lines().find(|l| l.starts_with(&format!("| {method} "))).unwrap();
+        let mega: f64 = row.split('|').nth(4).unwrap().split('(').next().unwrap().trim().parse().unwrap();
+        assert!((giga * 1e3 - mega).abs() <= 0.06, "{ckpt}: macs says {giga} G, the demo's table {mega} M\n{text}");
+    }
+    let npz = out.join("dense-samples.npz");
+    let o = Command::new(BIN)
+        .args(["sample", "--checkpoint"])
+        .arg(out.join("dense.safetensors"))
+        .args(["--n", "2", "--steps", "2", "--out"])
+        .arg(&npz)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && npz.is_file(), "sample dense.safetensors: {}", String::from_utf8_lossy(&o.stderr));
     // The dense row has no zeros; the sparse rows have many.
     let dense = stdout.lines().find(|l| l.starts_with("| dense ")).unwrap();
     assert!(dense.contains(" 0.0%"), "{dense}");

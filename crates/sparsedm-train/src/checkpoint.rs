@@ -21,6 +21,17 @@ pub const META_BEST_FID: &str = "sparsedm.best_fid";
 /// The sparsity spec (written by sparsedm-layers' sparse checkpoints).
 pub const META_SPARSITY: &str = "sparsedm.sparsity";
 
+/// The metadata of a model file (`kind = model`, what `sample`, `forward`,
+/// `export`, `macs` and `train.init` read without `--arch/--config`): the
+/// run config that builds its model and, for a trained model, its step.
+pub fn model_metadata(cfg: &crate::RunConfig, step: Option<u64>) -> Result<HashMap<String, String>> {
+    let mut meta = HashMap::from([(META_CONFIG.to_string(), cfg.to_toml()?), (META_KIND.to_string(), "model".to_string())]);
+    if let Some(step) = step {
+        meta.insert(META_STEP.to_string(), step.to_string());
+    }
+    Ok(meta)
+}
+
 /// The folder of a run's checkpoints.
 pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")

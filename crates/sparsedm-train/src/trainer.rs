@@ -29,7 +29,6 @@ use crate::vocab::Precision;
 use sparsedm_diffusion::NoiseSchedule;
 use sparsedm_layers::SparsityReport;
 use sparsedm_tensor::Device;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,10 +215,7 @@ impl Trainer {
         } else {
             self.state.student()
         };
-        let mut meta = HashMap::new();
-        meta.insert(crate::checkpoint::META_CONFIG.to_string(), self.cfg.to_toml()?);
-        meta.insert(crate::checkpoint::META_KIND.to_string(), "model".to_string());
-        meta.insert(crate::checkpoint::META_STEP.to_string(), self.step().to_string());
+        let meta = crate::checkpoint::model_metadata(&self.cfg, Some(self.step()))?;
         if self.cfg.sparse.is_some() {
             sparsedm_layers::save_sparse_checkpoint(&b.store, path, Some(meta))?;
         } else {
