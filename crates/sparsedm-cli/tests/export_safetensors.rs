@@ -87,6 +87,15 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     ok(sparsedm(&["train", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "--device", "cpu"]), "train");
     let ckpt = run.join("checkpoints/step_00000004.safetensors");
 
+    // `inspect` says what the training checkpoint is: SR-STE keeps the dense
+    // weights (they read dense), and export gives the deployed model.
+    let report = ok(sparsedm(&["inspect", ckpt.to_str().unwrap()]), "inspect");
+    assert!(report.contains("training checkpoint at step 4"), "{report}");
+    let line = report.lines().find(|l| l.starts_with("sparse run: ")).unwrap_or_else(|| panic!("{report}"));
+    let layers: usize = line["sparse run: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(layers >= 8, "{line}");
+    assert!(line.contains(&format!("{layers} layers at 1:4; {layers} of them stored dense")) && line.contains("sparsedm export"), "{line}");
+
     // Plain: the deployed EMA weights (what `sample` runs) and the run's spec.
     let plain = scratch("plain.safetensors");
     let stdout = ok(export(&ckpt, &plain, &["--force"]), "export");

@@ -100,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(spec) = &spec {
         println!("stored sparsity spec: {} layers", spec.layers.len());
     }
+    if is_train_state {
+        println!("{}", train_state_summary(&meta, &tensors, &shown)?);
+    }
     if sparsedm_tensor::nm_cpu::is_nm_checkpoint_file(&args.checkpoint) {
         // Its N:M layers are stored as kept values + packed positions (read
         // back dense above); the size against the f32 values it holds.
@@ -114,6 +117,49 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{shown}: {} sparsity violation(s); first: {first}", failures.len());
     }
     Ok(())
+}
+
+/// What a training checkpoint is, and for a sparse run whether its
+/// trained weights are stored masked (ASP) or dense (SR-STE and STE train
+/// the dense weights and mask them when the model runs), and how to get
+/// the deployed N:M model.
+fn train_state_summary(
+    meta: &std::collections::HashMap<String, String>,
+    tensors: &[(String, sparsedm_tensor::Tensor)],
+    shown: &str,
+) -> Result<String> {
+    let step = meta.get("sparsedm.step").map_or("?", String::as_str);
+    let mut s = format!(
+        "training checkpoint at step {step}: model.* the trained weights, ema.* their moving average (what sample and export use), optim.* the optimizer state"
+    );
+    if let Some(json) = meta.get(SPARSITY_METADATA_KEY) {
+        let spec = SparsitySpec::from_json(json, shown)?;
+        let mut patterns: Vec<&str> = spec.layers.values().map(|l| l.pattern.as_str()).collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        // The run's layers whose stored model.* weight is not N:M as it is.
+        let unmasked = spec
+            .layers
+            .iter()
+            .filter(|(layer, entry)| {
+                let one = SparsitySpec { format: spec.format, layers: BTreeMap::from([(format!("model.{layer}"), (*entry).clone())]) };
+                one.verify(tensors, shown).is_err()
+            })
+            .count();
+        let stored = if unmasked == 0 {
+            "its model.* weights are stored masked".to_string()
+        } else {
+            format!(
+                "{unmasked} of them stored dense (the method trains the dense weights and masks them when the model runs, so they read dense above)"
+            )
+        };
+        s += &format!(
+            "\nsparse run: {} layers at {}; {stored}; `sparsedm export --checkpoint {shown} --format safetensors [--compressed]` writes the deployed N:M model",
+            spec.layers.len(),
+            patterns.join(", ")
+        );
+    }
+    Ok(s)
 }
 
 /// The verdict column, and for a requested pattern that fails, what failed.
