@@ -12,6 +12,7 @@ mod compare;
 mod diffprune;
 mod lab;
 mod model_size;
+mod model_source;
 mod output;
 mod presets;
 mod run_folder;

@@ -144,3 +144,34 @@ fn inspect_lists_a_pth_state_dict() {
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("h ") && text.contains("f16") && text.contains("bf16") && text.contains("3 tensors"), "{text}");
 }
+
+/// The commands that take official weights with --arch/--config read a
+/// `.pth` as they read its safetensors copy: `sample` draws the same images
+/// and `macs --checkpoint` counts the same model (both read the file's
+/// metadata first, which a `.pth` does not have).
+#[test]
+fn sample_and_macs_take_a_pth_with_arch_and_config() {
+    let config = diffusion_fixture("uvit_tiny_cond.json");
+    let model = |weights: &Path| -> Vec<std::ffi::OsString> {
+        ["--checkpoint".into(), weights.into(), "--arch".into(), "uvit".into(), "--config".into(), config.clone().into()].into()
+    };
+    let sample = |weights: &Path, out: &Path| {
+        let mut args = vec!["sample".into(), "--device".into(), "cpu".into(), "--force".into(), "--out".into(), out.into()];
+        args.extend(["--n", "2", "--steps", "2", "--class", "1"].map(std::ffi::OsString::from));
+        args.extend(model(weights));
+        Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(&args).output().unwrap()
+    };
+    let (st, pth) = (diffusion_fixture("uvit_tiny_cond.weights.safetensors"), pth_fixture("uvit_tiny_cond.pth"));
+    let (a, b) = (scratch("st-samples.npz"), scratch("pth-samples.npz"));
+    ok(&sample(&st, &a), "sample (safetensors)");
+    ok(&sample(&pth, &b), "sample (.pth)");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the .pth's samples differ from the safetensors'");
+    let macs = |weights: &Path| {
+        let mut args: Vec<std::ffi::OsString> = vec!["macs".into()];
+        args.extend(model(weights));
+        let run = Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(&args).output().unwrap();
+        ok(&run, "macs");
+        String::from_utf8_lossy(&run.stdout).lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(macs(&pth), macs(&st));
+}

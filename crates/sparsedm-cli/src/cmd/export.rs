@@ -23,7 +23,7 @@ use sparsedm_diffusion::Arch;
 use sparsedm_diffusion::onnx::export_onnx;
 use sparsedm_layers::{sparse_state_dict, write_compressed_sparse_checkpoint, write_sparse_checkpoint};
 use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
-use sparsedm_train::restore::{ExternalModel, Restored, restore};
+use sparsedm_train::restore::{Restored, restore};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -75,15 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--compressed applies to --format safetensors (a compressed N:M checkpoint), not to --format onnx");
     }
     crate::output::check_file("--out", &a.out, a.force, &[&a.checkpoint])?;
-    let external = match (&a.arch, &a.config) {
-        (Some(arch), Some(cfg)) => {
-            let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
-            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg.display()))?;
-            Some(ExternalModel { arch: *arch, config, schedule: None })
-        }
-        (Some(_), None) | (None, Some(_)) => bail!("--arch and --config go together"),
-        _ => None,
-    };
+    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), None)?;
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
     match a.format {
         Format::Onnx => write_onnx(&a, &r),

@@ -4,10 +4,10 @@
 //! layers it holds. Counted analytically from the configuration; nothing
 //! is run (a checkpoint's model is built to read its sparsity spec).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sparsedm_diffusion::registry::{Arch, ModelConfig};
 use sparsedm_layers::{NmPattern, Policy};
-use sparsedm_train::restore::{ExternalModel, restore};
+use sparsedm_train::restore::restore;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -80,28 +80,7 @@ pub fn run(args: Args) -> Result<()> {
 /// The counts of a checkpoint's model, each layer at the pattern its
 /// stored sparsity spec gives it.
 fn run_checkpoint(args: &Args, path: &Path) -> Result<()> {
-    let external = match (args.arch, &args.config) {
-        (Some(arch), Some(cfg)) => {
-            let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
-            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg.display()))?;
-            let model = ModelConfig::from_json(arch, &config).with_context(|| format!("--config {}", cfg.display()))?;
-            crate::model_size::check_config_against_weights(&model, cfg, path)?;
-            Some(ExternalModel { arch, config, schedule: None })
-        }
-        (Some(_), None) | (None, Some(_)) => bail!("--arch and --config go together"),
-        (None, None) => None,
-    };
-    let meta = sparsedm_tensor::load_safetensors_metadata(path)?;
-    if external.is_some() && meta.contains_key(sparsedm_train::checkpoint::META_CONFIG) {
-        bail!("--arch/--config do not apply: {} carries its own run config", path.display());
-    }
-    if let Some(text) = meta.get(sparsedm_train::checkpoint::META_CONFIG) {
-        // The stored config must describe the file's tensors before a model
-        // is built from it (a corrupt config must not allocate).
-        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", path.display()), &[])?;
-        let cfg = ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
-        crate::model_size::check_config_against_weights(&cfg, Path::new("stored in the checkpoint"), path)?;
-    }
+    let external = crate::model_source::model_source(path, args.arch, args.config.as_deref(), None)?;
     let r = restore(path, true, external.as_ref())?;
     let cfg = &r.bundle.config;
     let mut report = cfg.mac_report(args.batch);

@@ -20,7 +20,7 @@ use crate::{budget, output};
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
 use sparsedm_train::precision::MatmulScope;
-use sparsedm_train::restore::{ExternalModel, restore_on};
+use sparsedm_train::restore::restore_on;
 use sparsedm_train::samples::{Images, SampleRequest, check_request, generate_batches, write_png_images};
 use std::path::{Path, PathBuf};
 
@@ -138,34 +138,10 @@ pub fn run(a: Args) -> Result<()> {
         output::check_dir("--out", &a.out, a.force, &inputs, "the sampled images")?;
     }
     sparsedm_layers::allow_non_finite_weights(a.allow_non_finite);
-    let external = match (&a.arch, &a.config) {
-        (Some(arch), Some(cfg)) => {
-            let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
-            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg.display()))?;
-            Some(ExternalModel { arch: *arch, config, schedule: a.schedule })
-        }
-        (Some(_), None) | (None, Some(_)) => anyhow::bail!("--arch and --config go together"),
-        _ => None,
-    };
-    let meta = sparsedm_tensor::load_safetensors_metadata(&a.checkpoint)?;
-    let kind = meta.get(sparsedm_train::checkpoint::META_KIND).map(String::as_str);
-    if external.is_some() && meta.contains_key(sparsedm_train::checkpoint::META_CONFIG) {
-        bail!("--arch/--config do not apply: {} carries its own run config", a.checkpoint.display());
-    }
-    if let Some(text) = meta.get(sparsedm_train::checkpoint::META_CONFIG) {
-        // The run config stored in the file must describe the file's tensors
-        // before a model is built from it (a corrupt config must not allocate).
-        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", a.checkpoint.display()), &[])?;
-        let cfg = sparsedm_diffusion::ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
-        crate::model_size::check_config_against_weights(&cfg, Path::new("stored in the checkpoint"), &a.checkpoint)?;
-    }
-    if a.raw && kind != Some("train-state") {
+    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), a.schedule)?;
+    let kind = sparsedm_tensor::load_weights_metadata(&a.checkpoint)?.get(sparsedm_train::checkpoint::META_KIND).cloned();
+    if a.raw && kind.as_deref() != Some("train-state") {
         bail!("--raw applies to training checkpoints (raw vs EMA weights); {} is not one", a.checkpoint.display());
-    }
-    if let (Some(ext), Some(cfg_path)) = (&external, &a.config) {
-        let cfg = sparsedm_diffusion::ModelConfig::from_json(ext.arch, &ext.config)
-            .with_context(|| format!("--config {}", cfg_path.display()))?;
-        crate::model_size::check_config_against_weights(&cfg, cfg_path, &a.checkpoint)?;
     }
     let r = restore_on(&a.checkpoint, !a.raw, external.as_ref(), device)?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
