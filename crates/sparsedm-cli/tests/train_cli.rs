@@ -133,3 +133,54 @@ fn corrupt_inputs_give_clear_errors() {
     fails_with(&["train", "--resume", &root.join("nothing").display().to_string()], "nothing");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `train.init` written by a run whose model differs (here its MLP width)
+/// is refused before any step, naming the tensors and the `nnet` keys that
+/// differ, so the user knows which `--set` builds the same model.
+#[test]
+fn init_from_a_differently_built_model_names_the_nnet_keys() {
+    let root = tmp("init-mismatch");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let a = root.join("a");
+    let short = ["--set", "train.n_steps=2", "--set", "train.save_interval=2", "--device", "cpu"];
+    let st = Command::new(BIN).args(["train", "--config"]).arg(&cfg).arg("--out").arg(&a).args(short).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let model = root.join("a.safetensors");
+    let st = Command::new(BIN)
+        .args(["export", "--format", "safetensors", "--checkpoint"])
+        .arg(a.join("checkpoints").join("step_00000002.safetensors"))
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let init = format!("train.init={}", model.display());
+    let b = root.join("b");
+    let st = Command::new(BIN)
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&b)
+        .args(short)
+        .args(["--set", &init, "--set", "nnet.mlp_ratio=4.0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "a model of another width must not load");
+    assert!(err.contains("does not match the model") && err.contains("mlp.fc1.weight"), "{err}");
+    assert!(err.contains("nnet.mlp_ratio = 2.0 there, 4.0 here"), "{err}");
+    assert!(!b.join("checkpoints").exists(), "no step may run");
+    // The same model loads.
+    let st = Command::new(BIN)
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(root.join("c"))
+        .args(short)
+        .args(["--set", &init])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+}

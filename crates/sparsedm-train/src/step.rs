@@ -78,6 +78,34 @@ impl std::fmt::Debug for TrainStep {
     }
 }
 
+/// `err` (train.init does not load into this run's model) with, when the
+/// file carries the run config that wrote it, the `nnet` keys in which
+/// that run's model differs from this one's — e.g. a SparseDM export has
+/// `sparsedm_qkv_bias = true`, so its qkv biases are unexpected in a run
+/// without it.
+fn init_mismatch_hint(cfg: &RunConfig, init: &str, err: TrainError) -> TrainError {
+    let Ok(meta) = sparsedm_tensor::load_weights_metadata(init) else { return err };
+    let Some(stored) = meta.get(crate::checkpoint::META_CONFIG).and_then(|text| RunConfig::parse(text, init, &[]).ok()) else {
+        return err;
+    };
+    let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_string(), toml::Value::to_string);
+    let mut keys: Vec<&String> = stored.nnet.keys().chain(cfg.nnet.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| stored.nnet.get(*k) != cfg.nnet.get(*k))
+        .map(|k| format!("nnet.{k} = {} there, {} here", show(stored.nnet.get(k)), show(cfg.nnet.get(k))))
+        .collect();
+    if diffs.is_empty() {
+        return err;
+    }
+    TrainError::Config(format!(
+        "{err}\n  {init} was written by a run whose model differs from this run's: {}; give this run the same (--set nnet.KEY=VALUE)",
+        diffs.join(", ")
+    ))
+}
+
 impl TrainStep {
     /// The state of `cfg`'s run on `device`: a fresh one (the model seeded
     /// by `seed`, from `train.init` when set), or `saved` put back. Sparse
@@ -89,7 +117,7 @@ impl TrainStep {
             Some(st) => student.store.load_tensors("checkpoint model.*", st.model.clone(), |_| false)?,
             None => {
                 if let Some(init) = &cfg.train.init {
-                    sparsedm_diffusion::load_checkpoint(&student.store, init)?;
+                    sparsedm_diffusion::load_checkpoint(&student.store, init).map_err(|e| init_mismatch_hint(cfg, init, e.into()))?;
                     if cfg.sparse.is_none() && is_sparse_checkpoint(init) {
                         eprintln!(
                             "sparsedm: train.init {init} is a sparse checkpoint, but this run has no [sparse] section: every layer \
