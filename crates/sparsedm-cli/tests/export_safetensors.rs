@@ -95,6 +95,13 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     let layers: usize = line["sparse run: ".len()..].split(' ').next().unwrap().parse().unwrap();
     assert!(layers >= 8, "{line}");
     assert!(line.contains(&format!("{layers} layers at 1:4; {layers} of them stored dense")) && line.contains("sparsedm export"), "{line}");
+    // ASP's fixed masks are applied to the stored weights.
+    let fixed = scratch("run-fixed");
+    let _ = std::fs::remove_dir_all(&fixed);
+    let args = ["train", "--config", config.to_str().unwrap(), "--out", fixed.to_str().unwrap(), "--device", "cpu"];
+    ok(sparsedm(&[&args[..], &["--set", "sparse.method=fixed"]].concat()), "train (fixed masks)");
+    let report = ok(sparsedm(&["inspect", fixed.join("checkpoints/step_00000004.safetensors").to_str().unwrap()]), "inspect (fixed)");
+    assert!(report.contains(&format!("sparse run: {layers} layers at 1:4; its model.* weights are stored masked")), "{report}");
 
     // Plain: the deployed EMA weights (what `sample` runs) and the run's spec.
     let plain = scratch("plain.safetensors");
