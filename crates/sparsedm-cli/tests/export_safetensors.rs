@@ -95,6 +95,10 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     let layers: usize = line["sparse run: ".len()..].split(' ').next().unwrap().parse().unwrap();
     assert!(layers >= 8, "{line}");
     assert!(line.contains(&format!("{layers} layers at 1:4; {layers} of them stored dense")) && line.contains("sparsedm export"), "{line}");
+    // --pattern checks stored weights: refused for a training checkpoint,
+    // pointing at its deployed model.
+    let o = sparsedm(&["inspect", ckpt.to_str().unwrap(), "--pattern", "1:4"]);
+    fails(o, "--pattern does not apply to");
     // ASP's fixed masks are applied to the stored weights.
     let fixed = scratch("run-fixed");
     let _ = std::fs::remove_dir_all(&fixed);

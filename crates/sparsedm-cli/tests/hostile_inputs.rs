@@ -189,7 +189,11 @@ fn strict_loading() {
         "--out",
         s(&pruned),
     ]);
-    succeeds(&["inspect", s(&pruned)]);
+    let report = succeeds(&["inspect", s(&pruned)]);
+    assert!(report.contains("layers (2:4), each holds its pattern"), "{report}");
+    // --pattern checks every weight: the layers the policy left dense fail,
+    // and the error says so.
+    refused(&d, &["inspect", s(&pruned), "--pattern", "2:4"], &["in layers the stored spec leaves dense", "decoder_pred"]);
     let densified = d.join("densified.safetensors");
     edited(&pruned, &densified, |t| set_tensor(t, "mid_block.attn.qkv.weight", |v| v.iter_mut().for_each(|x| *x = 0.5)));
     refused(&d, &["inspect", s(&densified)], &["mid_block.attn.qkv", "group"]);

@@ -40,6 +40,13 @@ pub fn run(args: Args) -> Result<()> {
     // Training checkpoints store the dense SR-STE weights under model.*: their spec
     // describes the run's masks, not the stored values, so it is not checked here.
     let is_train_state = meta.get("sparsedm.kind").map(String::as_str) == Some("train-state");
+    if let (true, Some(p)) = (is_train_state, args.pattern) {
+        bail!(
+            "--pattern does not apply to {shown}: a training checkpoint holds the weights as the method trains them (dense for SR-STE and STE) \
+             and the optimizer state; check its deployed model: `sparsedm export --checkpoint {shown} --format safetensors --out M.safetensors` \
+             then `sparsedm inspect M.safetensors --pattern {p}`"
+        );
+    }
     let spec = match meta.get(SPARSITY_METADATA_KEY) {
         Some(json) if !is_train_state => Some(SparsitySpec::from_json(json, &shown)?),
         _ => None,
@@ -54,6 +61,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let mut failures: Vec<String> = Vec::new();
+    // Weights that failed --pattern and are not layers of the stored spec.
+    let mut outside_spec = 0usize;
     let mut total = 0usize;
     let mut zeros = 0f64;
     println!("{:<48} {:<6} {:<20} {:>9}  n:m", "tensor", "dtype", "shape", "sparsity");
@@ -72,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
                 line += &format!("  {verdict}");
                 if let Some(f) = failure {
                     failures.push(format!("{name} is not {f}"));
+                    outside_spec += usize::from(spec.is_some() && !spec_verdicts.contains_key(name));
                 }
             }
             if let Some(v) = v.iter().find(|v| !v.is_finite()) {
@@ -98,7 +108,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("{} tensors, {total} values, {:.2}% zeros", tensors.len(), 100.0 * zeros / total.max(1) as f64);
     if let Some(spec) = &spec {
-        println!("stored sparsity spec: {} layers", spec.layers.len());
+        let mut patterns: Vec<&str> = spec.layers.values().map(|l| l.pattern.as_str()).collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        let violations = spec_verdicts.values().filter(|v| v.is_err()).count();
+        let verdict = if violations == 0 { "each holds its pattern".to_string() } else { format!("{violations} violate it") };
+        println!("stored sparsity spec: {} layers ({}), {verdict}", spec.layers.len(), patterns.join(", "));
     }
     if is_train_state {
         println!("{}", train_state_summary(&meta, &tensors, &shown)?);
@@ -114,7 +129,18 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if let Some(first) = failures.first() {
-        bail!("{shown}: {} sparsity violation(s); first: {first}", failures.len());
+        // A pruned model keeps some layers dense by its policy (a U-ViT's
+        // patch embedding, decoder and long-skip layers under sparsedm-uvit):
+        // --pattern checks every weight, the stored spec only its layers.
+        let hint = if outside_spec > 0 {
+            format!(
+                " ({outside_spec} of them in layers the stored spec leaves dense; without --pattern, inspect checks the spec's {} layers)",
+                spec.as_ref().map_or(0, |s| s.layers.len())
+            )
+        } else {
+            String::new()
+        };
+        bail!("{shown}: {} sparsity violation(s){hint}; first: {first}", failures.len());
     }
     Ok(())
 }
