@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, ModelConfig, ScheduleKind};
-use sparsedm_train::checkpoint::META_CONFIG;
+use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
 use sparsedm_train::restore::ExternalModel;
 use std::path::Path;
 
@@ -52,4 +52,18 @@ pub fn model_source(
         }
         None => None,
     })
+}
+
+/// `--raw` (the raw weights instead of the EMA ones) applies to training
+/// checkpoints only, which hold both; anywhere else it is an error rather
+/// than a flag silently ignored.
+///
+/// # Errors
+/// `raw` for a file that is not a training checkpoint.
+pub fn check_raw(checkpoint: &Path, raw: bool) -> Result<()> {
+    let meta = sparsedm_tensor::load_weights_metadata(checkpoint)?;
+    if raw && meta.get(META_KIND).map(String::as_str) != Some("train-state") {
+        bail!("--raw applies to training checkpoints (raw vs EMA weights); {} is not one", checkpoint.display());
+    }
+    Ok(())
 }

@@ -166,6 +166,10 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     assert!(!onnx.exists());
     let dense = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_shapes_uvit_dense.safetensors");
     fails(export(&dense, &scratch("dense-c.safetensors"), &["--compressed"]), "has no N:M layers");
+    // --raw (raw vs EMA weights) where there is only one set of weights.
+    let raw_out = scratch("raw.safetensors");
+    fails(export(&plain, &raw_out, &["--raw", "--force"]), "--raw applies to training checkpoints");
+    assert!(!raw_out.exists());
     let before = std::fs::read(&plain).unwrap();
     fails(export(&ckpt, &plain, &["--compressed"]), "--force");
     assert_eq!(std::fs::read(&plain).unwrap(), before, "overwritten without --force");

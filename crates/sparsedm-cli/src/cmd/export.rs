@@ -76,6 +76,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     crate::output::check_file("--out", &a.out, a.force, &[&a.checkpoint])?;
     let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), None)?;
+    crate::model_source::check_raw(&a.checkpoint, a.raw)?;
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
     match a.format {
         Format::Onnx => write_onnx(&a, &r),

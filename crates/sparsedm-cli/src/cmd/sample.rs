@@ -139,10 +139,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     sparsedm_layers::allow_non_finite_weights(a.allow_non_finite);
     let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), a.schedule)?;
-    let kind = sparsedm_tensor::load_weights_metadata(&a.checkpoint)?.get(sparsedm_train::checkpoint::META_KIND).cloned();
-    if a.raw && kind.as_deref() != Some("train-state") {
-        bail!("--raw applies to training checkpoints (raw vs EMA weights); {} is not one", a.checkpoint.display());
-    }
+    crate::model_source::check_raw(&a.checkpoint, a.raw)?;
     let r = restore_on(&a.checkpoint, !a.raw, external.as_ref(), device)?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
