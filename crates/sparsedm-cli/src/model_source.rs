@@ -1,56 +1,133 @@
 //! Where a command's model comes from: a checkpoint that carries its run
-//! config (a run's checkpoint or export), or official weights with
-//! `--arch` and `--config` (the constructor's JSON). Both are checked
-//! against the file's tensor shapes before any model is built, so a wrong
-//! or corrupt config is one clear error, never an allocation abort.
+//! config (a run's checkpoint or export), a model file that records its
+//! model (`sparsedm.model`: what `prune` and `export` write for official
+//! weights, which have no run config), or official weights with `--arch`
+//! and `--config` (the constructor's JSON). `--arch/--config` given for a
+//! file that describes itself must describe the same model; they are then
+//! a check, and a different model is refused naming the arguments that
+//! differ. The model is checked against the file's tensor shapes before it
+//! is built, so a wrong or corrupt config is one clear error, never an
+//! allocation abort.
 
-use anyhow::{Context, Result, bail};
-use sparsedm_diffusion::{Arch, ModelConfig, ScheduleKind};
+use anyhow::{Result, bail};
+use sparsedm_diffusion::{Arch, MODEL_METADATA_KEY, ModelConfig, ScheduleKind};
 use sparsedm_train::checkpoint::{META_CONFIG, META_KIND};
 use sparsedm_train::restore::ExternalModel;
+use std::collections::HashMap;
 use std::path::Path;
 
-/// The model of `checkpoint`: `Some` external model for `--arch` with
-/// `--config`, `None` when the checkpoint's own run config builds it.
+/// What describes a checkpoint's model.
+pub enum Described {
+    /// The run config the checkpoint carries (its schedule and sparsity too).
+    Run(ModelConfig),
+    /// The model the file records (`sparsedm.model`), or `--arch/--config`.
+    Model(ModelConfig),
+}
+
+impl Described {
+    /// The model, whichever way it is described.
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            Described::Run(c) | Described::Model(c) => c,
+        }
+    }
+}
+
+/// The model of `checkpoint`, from its metadata or `--arch/--config`,
+/// checked against the file's weight shapes.
 ///
 /// # Errors
 /// `--arch` without `--config` or the reverse; an unreadable or invalid
-/// config; `--arch/--config` for a checkpoint that carries its own run
-/// config; a config (given or stored) whose weight shapes are not the
-/// file's.
+/// config (given or stored); `--arch/--config` that describe another model
+/// than the file's; no description at all (naming `--arch/--config`); a
+/// model whose weight shapes are not the file's.
+pub fn describe(checkpoint: &Path, arch: Option<Arch>, config: Option<&Path>) -> Result<Described> {
+    let shown = checkpoint.display();
+    let given = match (arch, config) {
+        (Some(arch), Some(path)) => Some((ModelConfig::from_file(arch, path)?, path)),
+        (Some(_), None) | (None, Some(_)) => bail!("--arch and --config go together"),
+        (None, None) => None,
+    };
+    let meta = sparsedm_tensor::load_weights_metadata(checkpoint)?;
+    let (stored, origin) = stored_model(checkpoint, &meta)?;
+    let described = match (given, stored) {
+        (Some((given, path)), Some(stored)) => {
+            let differences: Vec<String> = given
+                .differences(stored.config())
+                .into_iter()
+                .map(|(k, yours, file)| format!("{k} = {yours} there, {file} in the file"))
+                .collect();
+            if !differences.is_empty() {
+                bail!(
+                    "--arch/--config {} describe another model than the one {origin} ({shown}): {}; \
+                     leave --arch and --config out to use the file's",
+                    path.display(),
+                    differences.join(", ")
+                );
+            }
+            stored
+        }
+        (Some((given, path)), None) => {
+            crate::model_size::check_config_against_weights(&given, path, checkpoint)?;
+            return Ok(Described::Model(given));
+        }
+        (None, Some(stored)) => stored,
+        (None, None) => bail!(
+            "{shown} has no sparsedm run config or recorded model in its metadata: give --arch and --config \
+             (the model's constructor arguments as JSON)"
+        ),
+    };
+    // A stored description must fit the file's tensors before a model is
+    // built from it (a corrupt one must not allocate).
+    let label = match described {
+        Described::Run(_) => "stored in the checkpoint",
+        Described::Model(_) => "recorded in the checkpoint",
+    };
+    crate::model_size::check_config_against_weights(described.config(), Path::new(label), checkpoint)?;
+    Ok(described)
+}
+
+/// The model `meta` (the metadata of `checkpoint`) describes, and how the
+/// file holds it, for messages.
+///
+/// # Errors
+/// A run config or recorded model that does not parse.
+pub fn stored_model(checkpoint: &Path, meta: &HashMap<String, String>) -> Result<(Option<Described>, &'static str)> {
+    if let Some(text) = meta.get(META_CONFIG) {
+        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", checkpoint.display()), &[])?;
+        let cfg = ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
+        return Ok((Some(Described::Run(cfg)), "in the run config it carries"));
+    }
+    match meta.get(MODEL_METADATA_KEY) {
+        Some(text) => Ok((Some(Described::Model(ModelConfig::from_metadata(text, &checkpoint.display().to_string())?)), "recorded in it")),
+        None => Ok((None, "")),
+    }
+}
+
+/// The model of `checkpoint` as `restore` takes it: `None` when the
+/// checkpoint's own run config builds it, else the model (recorded or
+/// given) with `schedule` (`None`: the family's default).
+///
+/// # Errors
+/// Those of [`describe`]; `schedule` for a checkpoint with a run config
+/// (which carries its schedule).
 pub fn model_source(
     checkpoint: &Path,
     arch: Option<Arch>,
     config: Option<&Path>,
     schedule: Option<ScheduleKind>,
 ) -> Result<Option<ExternalModel>> {
-    let external = match (arch, config) {
-        (Some(arch), Some(path)) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-            Some((ExternalModel { arch, config: json, schedule }, path))
+    Ok(match describe(checkpoint, arch, config)? {
+        Described::Run(_) => {
+            if let Some(s) = schedule {
+                bail!(
+                    "--schedule {s} does not apply to {}: it carries its run config, whose schedule it samples with",
+                    checkpoint.display()
+                );
+            }
+            None
         }
-        (Some(_), None) | (None, Some(_)) => bail!("--arch and --config go together"),
-        (None, None) => None,
-    };
-    let meta = sparsedm_tensor::load_weights_metadata(checkpoint)?;
-    if external.is_some() && meta.contains_key(META_CONFIG) {
-        bail!("--arch/--config do not apply: {} carries its own run config", checkpoint.display());
-    }
-    if let Some(text) = meta.get(META_CONFIG) {
-        // The stored config must describe the file's tensors before a model
-        // is built from it (a corrupt config must not allocate).
-        let run = sparsedm_train::RunConfig::parse(text, &format!("{} (config)", checkpoint.display()), &[])?;
-        let cfg = ModelConfig::from_json(sparsedm_train::build::arch(&run)?, &run.nnet_json()?)?;
-        crate::model_size::check_config_against_weights(&cfg, Path::new("stored in the checkpoint"), checkpoint)?;
-    }
-    Ok(match external {
-        Some((ext, path)) => {
-            let model = ModelConfig::from_json(ext.arch, &ext.config).with_context(|| format!("--config {}", path.display()))?;
-            crate::model_size::check_config_against_weights(&model, path, checkpoint)?;
-            Some(ext)
-        }
-        None => None,
+        Described::Model(cfg) => Some(ExternalModel { arch: cfg.arch(), config: cfg.to_json(), schedule }),
     })
 }
 
@@ -66,4 +143,29 @@ pub fn check_raw(checkpoint: &Path, raw: bool) -> Result<()> {
         bail!("--raw applies to training checkpoints (raw vs EMA weights); {} is not one", checkpoint.display());
     }
     Ok(())
+}
+
+/// `meta` plus the description of `cfg` for a model file written without
+/// a run config, so that its readers need no `--arch/--config`; a file
+/// with a run config keeps that, which describes the model already.
+pub fn record_model(meta: &mut HashMap<String, String>, cfg: &ModelConfig) {
+    if !meta.contains_key(META_CONFIG) {
+        meta.insert(MODEL_METADATA_KEY.to_string(), cfg.to_metadata());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_config_is_not_overwritten_by_a_recorded_model() {
+        let cfg = ModelConfig::preset("cifar10_ddpm").unwrap();
+        let mut meta = HashMap::from([(META_CONFIG.to_string(), "x".to_string())]);
+        record_model(&mut meta, &cfg);
+        assert!(!meta.contains_key(MODEL_METADATA_KEY));
+        let mut meta = HashMap::new();
+        record_model(&mut meta, &cfg);
+        assert_eq!(ModelConfig::from_metadata(&meta[MODEL_METADATA_KEY], "m").unwrap(), cfg);
+    }
 }

@@ -210,7 +210,24 @@ fn bad_arguments_are_one_clear_error() {
     assert!(e.contains("stride must be in 1..=4, got 0"), "{e}");
     // The magnitude method keeps needing its own arguments.
     let e = fails(&sparsedm(&["prune", "--config", "x.json", "--weights", "w.safetensors", "--out", &out.display().to_string()]));
-    assert!(e.contains("needs --arch"), "{e}");
+    assert!(e.contains("needs --pattern"), "{e}");
+    let o = out.display().to_string();
+    let e = fails(&sparsedm(&[
+        "prune",
+        "--config",
+        "x.json",
+        "--weights",
+        "w.safetensors",
+        "--pattern",
+        "2:4",
+        "--policy",
+        "all",
+        "--out",
+        &o,
+    ]));
+    assert!(e.contains("--arch and --config go together"), "{e}");
+    let e = fails(&sparsedm(&["prune", "--method", "diff-pruning", "--macs", "0.5", "--weights", "w.safetensors", "--out", &o]));
+    assert!(e.contains("diff-pruning needs --config"), "{e}");
     // Diff-Pruning's own flags are refused by the magnitude method, not ignored.
     for (flag, value) in [("--macs", "0.5"), ("--steps", "10"), ("--threshold", "0.1"), ("--stride", "2"), ("--batch", "8")] {
         let o = out.display().to_string();

@@ -210,6 +210,37 @@ fn strict_loading() {
     );
     // A requested pattern that the (dense) weights violate.
     refused(&d, &["inspect", s(&weights), "--pattern", "2:4"], &["2:4"]);
+    // The model a pruned file records (`sparsedm.model`), corrupted: one clear
+    // error naming the file, before any model is built.
+    let with_model = |name: &str, text: &str| {
+        let p = d.join(name);
+        let mut meta: HashMap<String, String> = load_safetensors_metadata(&pruned).unwrap();
+        assert!(meta.contains_key("sparsedm.model"), "prune records the model");
+        meta.insert("sparsedm.model".into(), text.into());
+        save_safetensors(&p, &load_safetensors(&pruned).unwrap(), Some(meta)).unwrap();
+        p
+    };
+    let garbled = with_model("garbled.safetensors", r#"{"arch": "uvit""#);
+    refused(
+        &d,
+        &["forward", "--weights", s(&garbled), "--inputs", s(&inputs), "--output", s(&y)],
+        &["garbled.safetensors", "sparsedm.model", "JSON"],
+    );
+    refused(&d, &["inspect", s(&garbled)], &["garbled.safetensors", "sparsedm.model"]);
+    let huge = with_model(
+        "huge_model.safetensors",
+        r#"{"arch": "uvit", "config": {"img_size": 8, "patch_size": 2, "embed_dim": 1000000000, "depth": 4, "num_heads": 2}}"#,
+    );
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&huge), "--n", "1", "--steps", "1", "--out", s(&out)],
+        &["sparsedm.model", "embed_dim", "huge_model"],
+    );
+    let wider = with_model(
+        "wider_model.safetensors",
+        r#"{"arch": "uvit", "config": {"img_size": 8, "patch_size": 2, "embed_dim": 64, "depth": 4, "num_heads": 2}}"#,
+    );
+    refused(&d, &["macs", "--checkpoint", s(&wider)], &["recorded in the checkpoint", "wider_model", "does not describe these weights"]);
 }
 
 #[test]
@@ -300,6 +331,12 @@ fn numeric_validation() {
         &["100000000000 steps"],
     );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
+    // forward takes a model's state dict; a training checkpoint's is written by export.
+    refused(
+        &d,
+        &["forward", "--weights", s(&ck), "--inputs", s(&inputs), "--output", s(&d.join("y.safetensors"))],
+        &["training checkpoint", "export"],
+    );
     refused(&d, &["train", "--resume", s(trained()), "--set", "optimizer.lr=1e-2"], &["optimizer.lr", "--resume"]);
     refused(
         &d,

@@ -437,3 +437,131 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
     assert!(stderr.contains("is a sparse checkpoint, but this run has no [sparse] section"), "{stderr}");
     let _ = std::fs::remove_dir_all(&run_dir);
 }
+
+/// Official weights carry no run config, so `prune` records the model (arch and constructor
+/// arguments, `sparsedm.model`) in its output, and `export` in its own: `forward`, `macs`,
+/// `export`, `sample` and `prune` then read those files without `--arch/--config`, with the
+/// same results as with them; `--arch/--config` that describe another model are refused naming
+/// the argument that differs, and weights that describe nothing still ask for them.
+#[test]
+fn pruned_and_exported_official_weights_describe_their_model() {
+    use sparsedm_diffusion::{Arch, MODEL_METADATA_KEY, ModelConfig};
+    let sparsedm = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(args).env("SPARSEDM_NM_PATH", "sparse").output().expect("run the sparsedm binary")
+    };
+    let ok = |args: &[&str]| {
+        let o = sparsedm(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let refused = |args: &[&str]| {
+        let o = sparsedm(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?} must fail: {}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let (config, weights) = (unet_fixture("ddpm_unet_tiny.json"), unet_fixture("ddpm_unet_tiny.weights.safetensors"));
+    let cfg = ModelConfig::from_file(Arch::DdpmUNet, &config).unwrap();
+    let recorded = |p: &PathBuf| {
+        let meta = load_safetensors_metadata(p).unwrap();
+        ModelConfig::from_metadata(meta.get(MODEL_METADATA_KEY).unwrap_or_else(|| panic!("{} records no model", p.display())), "t").unwrap()
+    };
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let [pruned, exported, again, inputs, other, out_a, out_b] = [
+        "rec-pruned.safetensors",
+        "rec-exported.safetensors",
+        "rec-again.safetensors",
+        "rec-in.safetensors",
+        "rec-other.json",
+        "rec-a",
+        "rec-b",
+    ]
+    .map(scratch);
+    for p in [&pruned, &exported, &again] {
+        let _ = std::fs::remove_file(p);
+    }
+    let c = s(&config);
+    let with_model = ["--arch", "ddpm-unet", "--config", c.as_str()];
+
+    let out = prune("ddpm-unet", &config, &weights, "2:4", "all", &[], &pruned);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(recorded(&pruned), cfg);
+    assert!(ok(&["inspect", &s(&pruned)]).contains("model: ddpm-unet {"), "inspect names the recorded model");
+
+    // forward: the same bits with and without --arch/--config.
+    let x: Vec<f32> = (0..2 * 3 * 16 * 16).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let cpu = sparsedm_tensor::Device::Cpu;
+    let tensors = [
+        ("input.x".to_string(), Tensor::from_vec(x, &[2, 3, 16, 16], &cpu).unwrap()),
+        ("input.t".to_string(), Tensor::from_vec(vec![10.0, 500.0], &[2], &cpu).unwrap()),
+    ];
+    sparsedm_tensor::save_safetensors(&inputs, &tensors, None).unwrap();
+    let forward = |w: &PathBuf, model: &[&str], out: &PathBuf| {
+        ok(&[&["forward", "--device", "cpu", "--force", "--weights", &s(w), "--inputs", &s(&inputs), "--output", &s(out)], model].concat());
+        bits(&load_safetensors(out).unwrap().remove(0).1)
+    };
+    let given = forward(&pruned, &with_model, &out_a);
+    assert_eq!(forward(&pruned, &[], &out_b), given, "forward of the recorded model");
+
+    // macs: the same table.
+    let macs = |model: &[&str]| ok(&[&["macs", "--checkpoint", &s(&pruned)], model].concat());
+    assert_eq!(macs(&[]), macs(&with_model));
+
+    // export records it too (compressed here), and its model computes the same output.
+    ok(&["export", "--checkpoint", &s(&pruned), "--format", "safetensors", "--compressed", "--out", &s(&exported)]);
+    assert_eq!(recorded(&exported), cfg);
+    assert_eq!(forward(&exported, &[], &out_b), given, "forward of the exported file");
+
+    // sample: the same images.
+    let sample = |w: &PathBuf, model: &[&str], out: &PathBuf| {
+        ok(&[&["sample", "--device", "cpu", "--force", "--checkpoint", &s(w), "--n", "2", "--steps", "2", "--out", &s(out)], model]
+            .concat());
+        std::fs::read(out).unwrap()
+    };
+    let (npz_a, npz_b) = (out_a.with_extension("npz"), out_b.with_extension("npz"));
+    assert!(sample(&pruned, &with_model, &npz_a) == sample(&exported, &[], &npz_b), "sample of the recorded model");
+
+    // prune again without --arch/--config; the output still records the model.
+    ok(&["prune", "--weights", &s(&exported), "--pattern", "1:4", "--policy", "all", "--out", &s(&again)]);
+    assert_eq!(recorded(&again), cfg);
+
+    // Another model given for a file that records one: refused, naming the difference.
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    doc["config"]["ch_mult"] = serde_json::json!([1, 1]);
+    std::fs::write(&other, doc.to_string()).unwrap();
+    let o = s(&other);
+    let e = refused(&[
+        "forward",
+        "--force",
+        "--arch",
+        "ddpm-unet",
+        "--config",
+        &o,
+        "--weights",
+        &s(&pruned),
+        "--inputs",
+        &s(&inputs),
+        "--output",
+        &s(&out_a),
+    ]);
+    assert!(e.contains("ch_mult = [1,1] there, [1,2] in the file") && e.contains("another model"), "{e}");
+    let e = refused(&[
+        "sample",
+        "--arch",
+        "ddpm-unet",
+        "--config",
+        &o,
+        "--checkpoint",
+        &s(&exported),
+        "--n",
+        "1",
+        "--force",
+        "--out",
+        &s(&npz_a),
+    ]);
+    assert!(e.contains("ch_mult"), "{e}");
+    // The official file describes nothing: its readers still ask for --arch/--config.
+    let e = refused(&["forward", "--force", "--weights", &s(&weights), "--inputs", &s(&inputs), "--output", &s(&out_a)]);
+    assert!(e.contains("give --arch and --config"), "{e}");
+    let e = refused(&["prune", "--weights", &s(&weights), "--pattern", "2:4", "--policy", "all", "--force", "--out", &s(&again)]);
+    assert!(e.contains("give --arch and --config"), "{e}");
+}

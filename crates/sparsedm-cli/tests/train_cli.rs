@@ -157,20 +157,34 @@ fn init_from_a_differently_built_model_names_the_nnet_keys() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let init = format!("train.init={}", model.display());
     let b = root.join("b");
-    let st = Command::new(BIN)
-        .args(["train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&b)
-        .args(short)
-        .args(["--set", &init, "--set", "nnet.mlp_ratio=4.0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
-    assert!(!st.status.success(), "a model of another width must not load");
+    // A run of this config from `init` with another MLP width: refused before any step.
+    let refused_wider = |init: &str| {
+        let st = Command::new(BIN)
+            .args(["train", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&b)
+            .args(short)
+            .args(["--set", init, "--set", "nnet.mlp_ratio=4.0"])
+            .output()
+            .unwrap();
+        assert!(!st.status.success(), "a model of another width must not load");
+        assert!(!b.join("checkpoints").exists(), "no step may run");
+        String::from_utf8_lossy(&st.stderr).into_owned()
+    };
+    let err = refused_wider(&init);
     assert!(err.contains("does not match the model") && err.contains("mlp.fc1.weight"), "{err}");
     assert!(err.contains("nnet.mlp_ratio = 2.0 there, 4.0 here"), "{err}");
-    assert!(!b.join("checkpoints").exists(), "no step may run");
+    // The same file with its model recorded as `prune`/`export` record official
+    // weights' (arch + constructor arguments instead of a run config): named too.
+    let recorded = root.join("recorded.safetensors");
+    let mut meta = sparsedm_tensor::load_safetensors_metadata(&model).unwrap();
+    let run = sparsedm_train::RunConfig::parse(&meta.remove("sparsedm.config").unwrap(), "t", &[]).unwrap();
+    let described = sparsedm_diffusion::ModelConfig::from_json(sparsedm_diffusion::Arch::UViT, &run.nnet_json().unwrap()).unwrap();
+    meta.insert(sparsedm_diffusion::MODEL_METADATA_KEY.to_string(), described.to_metadata());
+    sparsedm_tensor::save_safetensors(&recorded, &sparsedm_tensor::load_safetensors(&model).unwrap(), Some(meta)).unwrap();
+    let err = refused_wider(&format!("train.init={}", recorded.display()));
+    assert!(err.contains("nnet.mlp_ratio = 2.0 there, 4.0 here"), "{err}");
     // The same model loads.
     let st = Command::new(BIN)
         .args(["train", "--config"])

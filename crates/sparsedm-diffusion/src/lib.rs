@@ -33,7 +33,7 @@ pub use error::{DiffusionError, Result};
 pub use macs::{MacEntry, MacKind, MacReport};
 pub use model::EpsModel;
 pub use permutable::channel_plan;
-pub use registry::{Arch, ModelConfig, build_model};
+pub use registry::{Arch, MODEL_METADATA_KEY, ModelConfig, build_model};
 pub use sampler::{SamplerKind, SamplerOptions, sample};
 pub use schedule::{DiscreteSchedule, NoiseSchedule, ScheduleKind, VpCosine, VpLinear};
 pub use unet::{UNet, UNetConfig};

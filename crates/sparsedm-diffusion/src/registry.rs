@@ -86,6 +86,11 @@ pub fn config_kwargs(doc: &serde_json::Value) -> &serde_json::Value {
     }
 }
 
+/// The safetensors metadata key under which a model file written without
+/// a run config (a pruned or exported official checkpoint) records its
+/// model: [`ModelConfig::to_metadata`].
+pub const MODEL_METADATA_KEY: &str = "sparsedm.model";
+
 /// A parsed, validated configuration of either family.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
@@ -129,6 +134,42 @@ impl ModelConfig {
             ModelConfig::DdpmUNet(c) => serde_json::to_value(c),
         }
         .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The model description a model file records in its safetensors
+    /// metadata under [`MODEL_METADATA_KEY`]: `{"arch": …, "config": {…}}`,
+    /// so that the commands reading the file need no `--arch`/`--config`.
+    pub fn to_metadata(&self) -> String {
+        serde_json::json!({"arch": self.arch().name(), "config": self.to_json()}).to_string()
+    }
+
+    /// Parses a description written by [`ModelConfig::to_metadata`];
+    /// `origin` names the file in errors.
+    pub fn from_metadata(text: &str, origin: &str) -> Result<Self> {
+        let bad = |msg: String| DiffusionError::Config(format!("{origin}: the recorded model ({MODEL_METADATA_KEY}) {msg}"));
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(format!("is not valid JSON ({e})")))?;
+        let arch = doc.get("arch").and_then(|a| a.as_str()).ok_or_else(|| bad("has no \"arch\"".into()))?;
+        let config = doc.get("config").filter(|c| c.is_object()).ok_or_else(|| bad("has no \"config\" object".into()))?;
+        let inner = |e: DiffusionError| match e {
+            DiffusionError::Config(msg) => bad(msg),
+            other => bad(other.to_string()),
+        };
+        let arch: Arch = arch.parse().map_err(inner)?;
+        Self::from_json(arch, config).map_err(inner)
+    }
+
+    /// The constructor arguments in which `self` and `other` differ, as
+    /// (key, self's value, other's value) in key order (`unset` for a key
+    /// one side lacks); the architecture alone when the families differ.
+    pub fn differences(&self, other: &ModelConfig) -> Vec<(String, String, String)> {
+        if self.arch() != other.arch() {
+            return vec![("arch".into(), self.arch().to_string(), other.arch().to_string())];
+        }
+        let (a, b) = (self.to_json(), other.to_json());
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return Vec::new() };
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "unset".to_string(), ToString::to_string);
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| (k.clone(), show(a.get(k)), show(b.get(k)))).collect()
     }
 
     /// Reads and parses a JSON config file.
@@ -230,6 +271,37 @@ mod tests {
             assert_eq!(ModelConfig::from_json(c.arch(), &c.to_json()).unwrap(), c, "{name}");
         }
         assert!(ModelConfig::preset("cifar").unwrap_err().to_string().contains("cifar10_uvit_small"));
+    }
+
+    #[test]
+    fn metadata_round_trips_and_names_what_is_wrong() {
+        for name in ModelConfig::PRESETS {
+            let c = ModelConfig::preset(name).unwrap();
+            assert_eq!(ModelConfig::from_metadata(&c.to_metadata(), "f").unwrap(), c, "{name}");
+        }
+        let uvit = ModelConfig::preset("cifar10_uvit_small").unwrap();
+        let text = uvit.to_metadata().replace("uvit", "unet");
+        let e = ModelConfig::from_metadata(&text, "m.safetensors").unwrap_err().to_string();
+        assert!(e.contains("m.safetensors") && e.contains("sparsedm.model") && e.contains("\"unet\""), "{e}");
+        let e = ModelConfig::from_metadata(r#"{"arch": "uvit"}"#, "m").unwrap_err().to_string();
+        assert!(e.contains("no \"config\""), "{e}");
+        let e = ModelConfig::from_metadata(r#"{"arch": "ddpm-unet", "config": {"ch": 32}}"#, "m").unwrap_err().to_string();
+        assert!(e.contains("missing field"), "{e}");
+        assert!(ModelConfig::from_metadata("{", "m").unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn differences_name_each_differing_argument() {
+        let a = ModelConfig::preset("cifar10_uvit_small").unwrap();
+        assert!(a.differences(&a).is_empty());
+        let mut kw = a.to_json();
+        kw["num_heads"] = json!(4);
+        kw["depth"] = json!(6);
+        let b = ModelConfig::from_json(Arch::UViT, &kw).unwrap();
+        let d = |k: &str, x: &str, y: &str| (k.to_string(), x.to_string(), y.to_string());
+        assert_eq!(a.differences(&b), [d("depth", "12", "6"), d("num_heads", "8", "4")]);
+        let u = ModelConfig::preset("cifar10_ddpm").unwrap();
+        assert_eq!(a.differences(&u), [d("arch", "uvit", "ddpm-unet")]);
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! apply at inference), a model checkpoint exported by a run (its config is
 //! in the metadata), or an official checkpoint (the `.pth`/`.ckpt` itself or
 //! its safetensors conversion; the caller gives the architecture and the
-//! constructor's keyword arguments).
+//! constructor's keyword arguments, unless the file records its model, as
+//! `sparsedm prune` and `export` write official checkpoints).
 
 use crate::build::{self, Bundle};
 use crate::checkpoint::{META_CONFIG, META_KIND, load_train_state};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use sparsedm_diffusion::{Arch, ModelConfig, NoiseSchedule, ScheduleKind};
+use sparsedm_diffusion::{Arch, MODEL_METADATA_KEY, ModelConfig, NoiseSchedule, ScheduleKind};
 use sparsedm_layers::ParamStore;
 use sparsedm_tensor::{Device, Tensor, load_weights_metadata};
 use std::path::Path;
@@ -36,6 +37,15 @@ pub struct ExternalModel {
     pub config: serde_json::Value,
     /// Defaults to vp-linear for U-ViT and ddpm-linear for the UNet.
     pub schedule: Option<ScheduleKind>,
+}
+
+impl ExternalModel {
+    /// The model a file records under [`MODEL_METADATA_KEY`] (`text`, the
+    /// metadata value), with `schedule` (`None`: the family's default).
+    pub fn recorded(text: &str, path: &Path, schedule: Option<ScheduleKind>) -> Result<Self> {
+        let config = ModelConfig::from_metadata(text, &path.display().to_string())?;
+        Ok(ExternalModel { arch: config.arch(), config: config.to_json(), schedule })
+    }
 }
 
 /// Loads `path` for sampling on the CPU; `use_ema` picks the EMA weights
@@ -76,7 +86,13 @@ pub fn restore_on(path: &Path, use_ema: bool, external: Option<&ExternalModel>, 
                 b.store.set_training(false);
                 return Ok(Restored { schedule: build::schedule(&run)?, bundle: b, run: Some(run) });
             }
-            let ext = external.ok_or_else(|| {
+            // A model file without a run config may record its model (a
+            // pruned or exported official checkpoint); given arguments win.
+            let recorded = match (external, meta.get(MODEL_METADATA_KEY)) {
+                (None, Some(text)) => Some(ExternalModel::recorded(text, path, None)?),
+                _ => None,
+            };
+            let ext = external.or(recorded.as_ref()).ok_or_else(|| {
                 TrainError::Config(format!(
                     "{} has no sparsedm run config in its metadata: give --arch and --config (the model's constructor arguments as JSON)",
                     path.display()

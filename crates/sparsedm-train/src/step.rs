@@ -31,7 +31,7 @@ use crate::grad::{accumulate, clip_global_norm, global_norm};
 use crate::lr::LrSchedule;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::vocab::Teacher;
-use sparsedm_diffusion::NoiseSchedule;
+use sparsedm_diffusion::{ModelConfig, NoiseSchedule};
 use sparsedm_layers::{KtLoss, ModeKind, PermutationReport, ProgressiveSchedule, SparseMode, SparsityReport, SparsitySpec};
 use sparsedm_tensor::{Device, GradStore, Rng, Tensor, no_grad};
 use std::collections::HashMap;
@@ -79,29 +79,35 @@ impl std::fmt::Debug for TrainStep {
 }
 
 /// `err` (train.init does not load into this run's model) with, when the
-/// file carries the run config that wrote it, the `nnet` keys in which
-/// that run's model differs from this one's — e.g. a SparseDM export has
+/// file describes its model — the run config that wrote it, or the model a
+/// `prune`/`export` of official weights records — the `nnet` keys in which
+/// that model differs from this run's — e.g. a SparseDM export has
 /// `sparsedm_qkv_bias = true`, so its qkv biases are unexpected in a run
 /// without it.
 fn init_mismatch_hint(cfg: &RunConfig, init: &str, err: TrainError) -> TrainError {
     let Ok(meta) = sparsedm_tensor::load_weights_metadata(init) else { return err };
-    let Some(stored) = meta.get(crate::checkpoint::META_CONFIG).and_then(|text| RunConfig::parse(text, init, &[]).ok()) else {
+    let diffs: Vec<String> = if let Some(text) = meta.get(crate::checkpoint::META_CONFIG) {
+        let Ok(stored) = RunConfig::parse(text, init, &[]) else { return err };
+        let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_string(), toml::Value::to_string);
+        let mut keys: Vec<&String> = stored.nnet.keys().chain(cfg.nnet.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| stored.nnet.get(*k) != cfg.nnet.get(*k))
+            .map(|k| format!("nnet.{k} = {} there, {} here", show(stored.nnet.get(k)), show(cfg.nnet.get(k))))
+            .collect()
+    } else if let Some(text) = meta.get(sparsedm_diffusion::MODEL_METADATA_KEY) {
+        let here = build::arch(cfg).and_then(|a| Ok(ModelConfig::from_json(a, &cfg.nnet_json()?)?));
+        let (Ok(recorded), Ok(here)) = (ModelConfig::from_metadata(text, init), here) else { return err };
+        recorded.differences(&here).into_iter().map(|(k, there, here)| format!("nnet.{k} = {there} there, {here} here")).collect()
+    } else {
         return err;
     };
-    let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_string(), toml::Value::to_string);
-    let mut keys: Vec<&String> = stored.nnet.keys().chain(cfg.nnet.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let diffs: Vec<String> = keys
-        .into_iter()
-        .filter(|k| stored.nnet.get(*k) != cfg.nnet.get(*k))
-        .map(|k| format!("nnet.{k} = {} there, {} here", show(stored.nnet.get(k)), show(cfg.nnet.get(k))))
-        .collect();
     if diffs.is_empty() {
         return err;
     }
     TrainError::Config(format!(
-        "{err}\n  {init} was written by a run whose model differs from this run's: {}; give this run the same (--set nnet.KEY=VALUE)",
+        "{err}\n  {init} holds a model that differs from this run's: {}; give this run the same (--set nnet.KEY=VALUE)",
         diffs.join(", ")
     ))
 }

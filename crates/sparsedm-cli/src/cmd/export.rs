@@ -5,7 +5,9 @@
 //!   dynamic batch) with its weights as the forward uses them, N:M zeros in
 //!   place, for TensorRT: `trtexec --onnx=model.onnx --sparsity=enable --fp16`.
 //! - `--format safetensors`: the model checkpoint (the weights as `sample`
-//!   uses them, the run config in the metadata when there is one). For a
+//!   uses them; in the metadata the run config when there is one, else the
+//!   model's arch and constructor arguments, so readers need no
+//!   `--arch/--config`). For a
 //!   sparse model — a sparse run's training checkpoint, a sparse export or a
 //!   `prune` output — a sparse checkpoint: deployed (masked) weights plus
 //!   the sparsity spec; with `--compressed [exact|f32|f16]` its N:M layers are
@@ -14,8 +16,8 @@
 //!   how a training run's result becomes a compressed deployment file.
 //!
 //! The model comes from a checkpoint as `sparsedm sample` reads it (a run's
-//! EMA weights by default, an exported model, or official weights with
-//! `--arch` and `--config`).
+//! EMA weights by default, an exported or pruned model, or official weights
+//! with `--arch` and `--config`).
 
 use super::prune::{CompressedValues, compressed_line};
 use anyhow::{Context, Result, bail};
@@ -54,7 +56,7 @@ pub struct Args {
     /// Export the raw (non-EMA) weights of a training checkpoint.
     #[arg(long)]
     pub raw: bool,
-    /// Architecture of a checkpoint without a run config.
+    /// Architecture of a checkpoint that does not describe its model (official weights).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// Model constructor arguments (JSON) for --arch.
@@ -75,8 +77,8 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--compressed applies to --format safetensors (a compressed N:M checkpoint), not to --format onnx");
     }
     crate::output::check_file("--out", &a.out, a.force, &[&a.checkpoint])?;
-    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), None)?;
     crate::model_source::check_raw(&a.checkpoint, a.raw)?;
+    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), None)?;
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;
     match a.format {
         Format::Onnx => write_onnx(&a, &r),
@@ -107,6 +109,8 @@ fn write_model(a: &Args, r: &Restored) -> Result<()> {
     if let Some(run) = &r.run {
         meta.insert(META_CONFIG.to_string(), run.to_toml()?);
     }
+    // Official weights have no run config: the file records their model.
+    crate::model_source::record_model(&mut meta, &r.bundle.config);
     meta.insert(META_KIND.to_string(), "model".to_string());
     meta.insert("sparsedm.export.source".to_string(), a.checkpoint.display().to_string());
     let (tensors, spec) = sparse_state_dict(store)?;

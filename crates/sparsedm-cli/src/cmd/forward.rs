@@ -2,7 +2,9 @@
 //! anyone can check the Rust models against PyTorch on their own weights.
 //!
 //! CONFIG.json holds the reference constructor's keyword arguments (at its
-//! top level or under `"config"`); W the state dict with the reference
+//! top level or under `"config"`), with `--arch`; both may be left out for
+//! weights that describe their model (a run's checkpoint export, a `prune`
+//! or `export` output), and given for them are checked against it; W the state dict with the reference
 //! names, as safetensors or as the PyTorch `.pth`/`.ckpt` itself (`--key`
 //! picks a state dict nested in it);
 //! IN.safetensors `input.x` `[B, C, H, W]`, the time input (`input.timesteps`
@@ -33,12 +35,12 @@ use std::path::{Path, PathBuf};
     after_help = "Example:\n  sparsedm forward --arch uvit --config uvit.json --weights nnet_ema.safetensors \\\n      --inputs in.safetensors --output out.safetensors"
 )]
 pub struct Args {
-    /// Model family: uvit or ddpm-unet.
+    /// Model family: uvit or ddpm-unet (not needed for weights that describe their model: a run's export, a prune or export output).
     #[arg(long)]
-    pub arch: Arch,
-    /// JSON with the constructor's keyword arguments (top level or under "config").
+    pub arch: Option<Arch>,
+    /// JSON with the constructor's keyword arguments (top level or under "config"), with --arch.
     #[arg(long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Weights with the reference state-dict names: safetensors or a PyTorch .pth/.pt/.ckpt (f16/bf16 accepted).
     #[arg(long)]
     pub weights: PathBuf,
@@ -71,13 +73,17 @@ const MAX_MODEL_TIME: f32 = 1000.0;
 pub fn run(args: Args) -> Result<()> {
     let device = args.device.resolve()?;
     let precision = args.precision.resolve(device)?;
-    crate::output::check_file("--output", &args.output, args.force, &[&args.config, &args.weights, &args.inputs])?;
+    let mut inputs_read: Vec<&Path> = vec![&args.weights, &args.inputs];
+    inputs_read.extend(args.config.as_deref());
+    crate::output::check_file("--output", &args.output, args.force, &inputs_read)?;
     sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
-    let cfg = ModelConfig::from_file(args.arch, &args.config)?;
+    refuse_training_checkpoint(&args.weights)?;
+    // The weights' own description or --arch/--config, checked against the
+    // weights' shapes before anything is built.
+    let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
     let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();
     let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;
 
-    crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
     let store = ParamStore::new(device, 0);
     store.set_training(false);
     let model = cfg.build(&store)?;
@@ -104,6 +110,21 @@ pub fn run(args: Args) -> Result<()> {
     println!("output {:?} written to {} (forward {:.3} s)", out.shape(), args.output.display(), elapsed.as_secs_f64());
     if let Some(line) = super::nm_calls_line(calls) {
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// A training checkpoint holds the weights under `model.*`/`ema.*` with the
+/// optimizer state; `forward` takes a model's state dict, which `export`
+/// writes from it.
+fn refuse_training_checkpoint(weights: &Path) -> Result<()> {
+    let meta = sparsedm_tensor::load_weights_metadata(weights)?;
+    if meta.get(sparsedm_train::checkpoint::META_KIND).map(String::as_str) == Some("train-state") {
+        let shown = weights.display();
+        bail!(
+            "{shown} is a training checkpoint (model.*, ema.* and optimizer state): `sparsedm export --checkpoint {shown} \
+             --format safetensors --out M.safetensors` writes its model (EMA weights), which forward takes"
+        );
     }
     Ok(())
 }

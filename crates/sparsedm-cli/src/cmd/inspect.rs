@@ -118,6 +118,14 @@ pub fn run(args: Args) -> Result<()> {
     if is_train_state {
         println!("{}", train_state_summary(&meta, &tensors, &shown)?);
     }
+    match crate::model_source::stored_model(&args.checkpoint, &meta) {
+        Ok((Some(model), origin)) => {
+            let cfg = model.config();
+            println!("model: {} {} ({origin})", cfg.arch(), cfg.to_json());
+        }
+        Ok((None, _)) => println!("model: not described in the file (its readers need --arch and --config)"),
+        Err(e) => failures.push(format!("its model description is unreadable: {e:#}")),
+    }
     if sparsedm_tensor::nm_cpu::is_nm_checkpoint_file(&args.checkpoint) {
         // Its N:M layers are stored as kept values + packed positions (read
         // back dense above); the size against the f32 values it holds.

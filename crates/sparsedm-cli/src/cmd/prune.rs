@@ -4,14 +4,17 @@
 //! an N:M pattern (ASP's `prune_trained_model`, at any N:M, on the layers a
 //! policy selects), written as a sparse checkpoint, with the per-layer
 //! report printed.
-//! The model is built from its config (as `sparsedm forward` does) only to
-//! know its layers; the checkpoint is loaded strictly (its own sparsity spec
+//! The model is built from `--arch/--config`, or from the description the
+//! weights carry (a run's export; an earlier `prune` or `export` output),
+//! only to know its layers; the checkpoint is loaded strictly (its own sparsity spec
 //! verified, NaN/Inf weights refused: pruning would keep NaN as the largest).
 //! An existing `--out` needs `--force`, and never may be the input.
 //! The output holds the input's tensors under the same names and dtypes: pruned weights with
 //! zeros where pruned, every other tensor bit for bit as it was, plus the
 //! sparsity spec in the safetensors metadata (`sparsedm.sparsity`), so
-//! `sparsedm inspect` and the loaders can verify it. With `--compressed`
+//! `sparsedm inspect` and the loaders can verify it, and the model's
+//! description (the input's run config, else `sparsedm.model`: arch and
+//! constructor arguments), so its readers need no `--arch/--config`. With `--compressed`
 //! the N:M layers are stored as kept values + packed positions instead
 //! (`sparsedm_layers::write_compressed_sparse_checkpoint`), every value in
 //! the chosen dtype; the readers expand them to the same tensors.
@@ -34,7 +37,7 @@
 
 use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::checkpoint::read_verified_key;
-use sparsedm_diffusion::registry::{Arch, ModelConfig};
+use sparsedm_diffusion::registry::Arch;
 use sparsedm_layers::{
     CompressedReport, NmPattern, ParamStore, Policy, SPARSITY_METADATA_KEY, prune, replace_pruned, write_compressed_sparse_checkpoint,
     write_sparse_checkpoint,
@@ -105,16 +108,16 @@ Examples:\n  sparsedm prune --arch uvit --config uvit.json --weights model.safet
 sparsedm prune --method diff-pruning --macs 0.5 --config demo_shapes_uvit --weights dense.safetensors \
 --out pruned.safetensors   (then: sparsedm train --config pruned.toml)")]
 pub struct Args {
-    /// magnitude (N:M masks, needs --arch, --pattern, --policy) or diff-pruning (structural, needs --macs).
+    /// magnitude (N:M masks, needs --pattern, --policy, and --arch/--config unless the weights describe their model) or diff-pruning (structural, needs --macs and --config).
     #[arg(long, value_enum, default_value = "magnitude")]
     pub method: Method,
-    /// Model family: uvit or ddpm-unet (magnitude; diff-pruning takes it from the run config).
+    /// Model family: uvit or ddpm-unet (magnitude, with --config; not needed for weights that describe their model; diff-pruning takes it from the run config).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// magnitude: JSON with the constructor's keyword arguments (top level or under "config");
     /// diff-pruning: a run config (TOML file or preset name) whose dataset gives the importance batch.
     #[arg(long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// The dense (or already sparse) checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
     #[arg(long)]
     pub weights: PathBuf,
@@ -184,16 +187,19 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     }
     let Some(macs) = args.macs else { bail!("--method diff-pruning needs --macs (the target fraction of the dense MACs, e.g. 0.5)") };
     sparsedm_diffusion::diffprune::check_mac_target(macs)?;
+    let Some(config) = &args.config else {
+        bail!("--method diff-pruning needs --config: a run config (a TOML file or a preset name) whose dataset gives the importance batch")
+    };
     let toml_out = args.out.with_extension("toml");
-    crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
-    crate::output::check_file("--out (its run config)", &toml_out, args.force, &[&args.config, &args.weights])?;
-    if args.config.extension().is_some_and(|e| e == "json") {
+    crate::output::check_file("--out", &args.out, args.force, &[config, &args.weights])?;
+    crate::output::check_file("--out (its run config)", &toml_out, args.force, &[config, &args.weights])?;
+    if config.extension().is_some_and(|e| e == "json") {
         bail!(
             "--method diff-pruning takes a run config (a TOML file or a preset name) for its dataset and noise schedule, not the model's JSON kwargs {}",
-            args.config.display()
+            config.display()
         );
     }
-    let run = RunConfig::load(&args.config.display().to_string(), &[])?;
+    let run = RunConfig::load(&config.display().to_string(), &[])?;
     if let Some(arch) = args.arch.filter(|a| a.name() != run.arch) {
         bail!("--arch {arch} does not match the run config's arch {:?}", run.arch);
     }
@@ -252,20 +258,23 @@ fn run_magnitude(args: Args) -> Result<()> {
     if let Some((flag, _)) = diff_only.iter().find(|(_, given)| *given) {
         bail!("{flag} belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
     }
-    let Some(arch) = args.arch else { bail!("--method magnitude needs --arch (uvit or ddpm-unet)") };
     let Some(pattern) = args.pattern else { bail!("--method magnitude needs --pattern (e.g. 2:4)") };
     let Some(policy) = args.policy.clone() else { bail!("--method magnitude needs --policy (sparsedm-uvit, asp, all or name globs)") };
     if args.transposable && (pattern.n(), pattern.m()) != (2, 4) {
         bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {pattern}");
     }
-    crate::output::check_file("--out", &args.out, args.force, &[&args.config, &args.weights])?;
+    let mut inputs: Vec<&std::path::Path> = vec![&args.weights];
+    inputs.extend(args.config.as_deref());
+    crate::output::check_file("--out", &args.out, args.force, &inputs)?;
     let device = args.device.resolve()?;
-    let cfg = ModelConfig::from_file(arch, &args.config)?;
-    crate::model_size::check_config_against_weights(&cfg, &args.config, &args.weights)?;
+    // The weights' own description (a run's export, an earlier prune or
+    // export output) or --arch/--config, checked against the weights' shapes.
+    let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
+    let arch = cfg.arch();
     // The model lives on `device`, so the masks are computed there (the
     // `nm_mask` kernel on a GPU; transposable masks on the host, as always).
     let store = ParamStore::new(device, 0);
-    cfg.build(&store).with_context(|| format!("building the {arch} model of {}", args.config.display()))?;
+    cfg.build(&store).with_context(|| format!("building the {arch} model of {}", args.weights.display()))?;
     // Verified against its own sparsity spec when it has one; NaN/Inf
     // weights are refused by the load (magnitude pruning would keep NaN).
     let original = read_verified_key(&args.weights, args.key.as_deref())?;
@@ -289,6 +298,9 @@ fn run_magnitude(args: Args) -> Result<()> {
     meta.insert("sparsedm.prune.pattern".into(), pattern.to_string());
     meta.insert("sparsedm.prune.policy".into(), policy.to_string());
     meta.insert("sparsedm.prune.transposable".into(), args.transposable.to_string());
+    // Official weights have no run config: the output records their model,
+    // so sample, forward, export and macs need no --arch/--config for it.
+    crate::model_source::record_model(&mut meta, &cfg);
     let compressed = match args.compressed {
         None => {
             write_sparse_checkpoint(&args.out, &tensors, &spec, Some(meta))?;

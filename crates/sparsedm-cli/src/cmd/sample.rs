@@ -1,6 +1,6 @@
 //! `sparsedm sample`: images from a checkpoint (a training run's, whose EMA
-//! weights are used by default; an exported model; or a converted official
-//! checkpoint with `--arch` and `--config`), written as PNG files into a
+//! weights are used by default; an exported or pruned model; or official
+//! weights with `--arch` and `--config`), written as PNG files into a
 //! folder or as an NHWC uint8 `arr_0` npz for FID tools.
 //!
 //! Images are written batch by batch as they are drawn (memory stays one
@@ -63,13 +63,13 @@ pub struct Args {
     /// Use the raw (non-EMA) weights of a training checkpoint.
     #[arg(long)]
     pub raw: bool,
-    /// Architecture of a checkpoint without a run config (converted official weights).
+    /// Architecture of a checkpoint that does not describe its model (official weights; a file written by prune or export records it).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// Model constructor arguments (JSON) for --arch.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Noise schedule for --arch checkpoints (default: vp-linear for uvit, ddpm-linear for ddpm-unet).
+    /// Noise schedule of a checkpoint without a run config (default: vp-linear for uvit, ddpm-linear for ddpm-unet; a run's checkpoint carries its own).
     #[arg(long)]
     pub schedule: Option<ScheduleKind>,
     /// Replace an existing npz, or write into a non-empty folder (its numbered PNGs from an earlier run are removed first).
@@ -108,12 +108,6 @@ fn check_flags(a: &Args) -> Result<()> {
             bail!("--cfg-scale {s} is not a finite number");
         }
     }
-    if a.schedule.is_some() && a.arch.is_none() {
-        bail!("--schedule applies to --arch checkpoints only (a run's checkpoint carries its schedule)");
-    }
-    if a.raw && a.arch.is_some() {
-        bail!("--raw applies to training checkpoints (raw vs EMA weights), not to --arch checkpoints");
-    }
     if let (Some(_), Some(s)) = (a.clip_denoised, a.sampler)
         && !matches!(s, SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolverPp2M)
     {
@@ -138,8 +132,8 @@ pub fn run(a: Args) -> Result<()> {
         output::check_dir("--out", &a.out, a.force, &inputs, "the sampled images")?;
     }
     sparsedm_layers::allow_non_finite_weights(a.allow_non_finite);
-    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), a.schedule)?;
     crate::model_source::check_raw(&a.checkpoint, a.raw)?;
+    let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), a.schedule)?;
     let r = restore_on(&a.checkpoint, !a.raw, external.as_ref(), device)?;
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
