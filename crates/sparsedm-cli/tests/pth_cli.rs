@@ -174,4 +174,32 @@ fn sample_and_macs_take_a_pth_with_arch_and_config() {
         String::from_utf8_lossy(&run.stdout).lines().skip(1).collect::<Vec<_>>().join("\n")
     };
     assert_eq!(macs(&pth), macs(&st));
+
+    // convert --arch/--config: the tensors checked against the model, which the
+    // output records, so sample needs no --arch/--config for it.
+    let converted = scratch("recorded.safetensors");
+    let _ = std::fs::remove_file(&converted);
+    let convert = |config: &Path| {
+        let args: [&std::ffi::OsStr; 7] = [
+            "convert".as_ref(),
+            pth.as_os_str(),
+            converted.as_os_str(),
+            "--arch".as_ref(),
+            "uvit".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
+        sparsedm(&args)
+    };
+    let run = convert(&diffusion_fixture("uvit_tiny_uncond.json"));
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && e.contains("does not describe") && e.contains("missing tensor in_blocks.1"), "{e}");
+    assert!(!converted.exists(), "nothing written for a config that does not fit");
+    ok(&convert(&config), "convert --arch --config");
+    let c = scratch("recorded-samples.npz");
+    let mut args: Vec<std::ffi::OsString> =
+        ["sample", "--device", "cpu", "--force", "--n", "2", "--steps", "2", "--class", "1"].map(Into::into).into();
+    args.extend(["--out".into(), c.clone().into(), "--checkpoint".into(), converted.clone().into()]);
+    ok(&Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(&args).output().unwrap(), "sample of the converted file");
+    assert_eq!(std::fs::read(&c).unwrap(), std::fs::read(&a).unwrap(), "the converted file's samples differ");
 }
