@@ -161,6 +161,14 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permutation: Option<PermutationReport>,
     pub seconds: f64,
+    /// Wall-clock seconds of drawing this row's samples (this machine, this
+    /// run): with its N:M layers on the N:M kernels where those are faster,
+    /// what the sparsity buys at sampling time.
+    pub sampling_seconds: f64,
+    /// Of that sampling, the N:M layer calls run by the CPU's N:M kernels
+    /// and by the dense GEMM (zero for a dense model, or on a GPU).
+    pub nm_kernel_calls: u64,
+    pub nm_dense_calls: u64,
     /// The first samples (the same noise in every row), for the comparison figure.
     #[serde(skip)]
     pub preview: Images,
@@ -239,7 +247,14 @@ impl Lab {
             }
         }
         let schedule = build::schedule(&cfg)?;
+        // One short warm-up draw first (a batch, one step), so that the timed
+        // sampling does not include the N:M layers' one-off path choice per
+        // shape (which the first sparse row would pay for all of them).
+        draw(&bundle, schedule.as_ref(), &DrawSpec { n: self.draw.n.min(64), steps: 1, ..self.draw })?;
+        let (sampling, calls) = (Instant::now(), sparsedm_tensor::nm_cpu::layer_calls());
         let imgs = draw(&bundle, schedule.as_ref(), &self.draw)?;
+        let sampling_seconds = sampling.elapsed().as_secs_f64();
+        let after = sparsedm_tensor::nm_cpu::layer_calls();
         let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
         let label = format!("{} {}", method.label(), if pattern == "dense" { "" } else { &pattern }).trim().to_string();
         write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
@@ -258,15 +273,23 @@ impl Lab {
             weights,
             permutation,
             seconds: started.elapsed().as_secs_f64(),
+            sampling_seconds,
+            nm_kernel_calls: after.sparse - calls.sparse,
+            nm_dense_calls: after.dense - calls.dense,
             preview: imgs.first(compare::ROWS),
         };
         eprintln!(
-            "  {:<22} FD-px48 {:>8.4}{}  zeros {:>5.1}%  MACs {:.2} M  ({:.0} s)",
+            "  {:<22} FD-px48 {:>8.4}{}  zeros {:>5.1}%  MACs {:.2} M  sampling {:.1} s{}  ({:.0} s)",
             row.label,
             quality.fd_px,
             quality.fid.map(|f| format!("  FID {f:.2}")).unwrap_or_default(),
             100.0 * row.footprint.sparsity_layers,
             row.footprint.macs / 1e6,
+            row.sampling_seconds,
+            match (row.nm_kernel_calls, row.nm_dense_calls) {
+                (0, 0) => String::new(),
+                (k, d) => format!(" ({k} N:M layer calls on the N:M kernels, {d} on the dense GEMM)"),
+            },
             row.seconds
         );
         Ok(row)

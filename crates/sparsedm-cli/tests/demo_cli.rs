@@ -65,6 +65,29 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
         .output()
         .unwrap();
     assert!(o.status.success() && npz.is_file(), "sample dense.safetensors: {}", String::from_utf8_lossy(&o.stderr));
+    // The sampling column: each row's time and its speed-up over the dense row
+    // (1.00x for the dense row itself); the N:M layers' calls while sampling
+    // (one forward per DPM-Solver++(2M) step, 25 in all, one batch of 8):
+    // 28 layers for SparseDM and STE, ASP's 31, on the kernels or the GEMM.
+    assert!(stdout.lines().any(|l| l.starts_with("| method ") && l.trim_end().ends_with("| sampling (s) |")), "{stdout}");
+    let ratio = |method: &str| -> f64 {
+        let row = stdout.lines().find(|l| l.starts_with(&format!("| {method} "))).unwrap();
+        let cell = row.trim_end().trim_end_matches('|').rsplit('|').next().unwrap();
+        cell.trim().split('(').nth(1).and_then(|r| r.strip_suffix("x)")).unwrap_or_else(|| panic!("{row}")).parse().unwrap()
+    };
+    assert_eq!(ratio("dense"), 1.0);
+    for m in ["SparseDM", "STE", "ASP"] {
+        assert!(ratio(m) > 0.0, "{m}");
+    }
+    for (label, layers) in [("SparseDM 2:4", 28), ("STE 2:4", 28), ("ASP 2:4", 31)] {
+        let line = stderr.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} line:\n{stderr}"));
+        let calls = line.split(" N:M layer calls on the N:M kernels, ").collect::<Vec<_>>();
+        let kernels: u64 = calls[0].rsplit('(').next().unwrap().parse().unwrap_or_else(|_| panic!("{line}"));
+        let gemm: u64 = calls[1].split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(kernels + gemm, layers * 25, "{line}");
+    }
+    let dense = stderr.lines().find(|l| l.trim_start().starts_with("dense ")).unwrap();
+    assert!(!dense.contains("N:M layer calls"), "{dense}");
     // The dense row has no zeros; the sparse rows have many.
     let dense = stdout.lines().find(|l| l.starts_with("| dense ")).unwrap();
     assert!(dense.contains(" 0.0%"), "{dense}");

@@ -40,7 +40,13 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
     assert_eq!(json["paper"].as_array().unwrap().len(), 30);
     for r in rows {
         assert!(r["quality"]["fd_px"].as_f64().unwrap().is_finite(), "{r}");
+        // Each row's sampling is timed; the N:M rows' N:M layers are counted
+        // while sampling (on the kernels or the dense GEMM), a dense model has none.
+        assert!(r["sampling_seconds"].as_f64().unwrap() > 0.0, "{r}");
+        let calls = r["nm_kernel_calls"].as_u64().unwrap() + r["nm_dense_calls"].as_u64().unwrap();
+        assert_eq!(calls > 0, r["pattern"] == "2:4", "{r}");
     }
+    assert!(md.contains("| sampling (s) |") && md.contains("(1.00x) |"), "{md}");
     for family in rows.chunks(5) {
         // 2:4 rows: about half of the pruned layers' weights are zero; the dense row has almost none
         // (its f16-stored weights may round a few tiny values to exactly 0).

@@ -137,25 +137,38 @@ fn render_table(rows: &[Row], floor: &Quality, n: usize, fid: bool) -> String {
     let mut s = String::new();
     let fid_h = if fid { " FID ↓ |" } else { "" };
     let fid_l = if fid { "-------|" } else { "" };
-    let _ = writeln!(s, "| method   | zeros (Linear/Conv weights) | sparsity (whole model) | MACs/image (M) | FD-px48 ↓ |{fid_h}");
-    let _ = writeln!(s, "|----------|-----------------------------|------------------------|----------------|-----------|{fid_l}");
+    let _ = writeln!(
+        s,
+        "| method   | zeros (Linear/Conv weights) | sparsity (whole model) | MACs/image (M) | FD-px48 ↓ |{fid_h} sampling (s) |"
+    );
+    let _ = writeln!(
+        s,
+        "|----------|-----------------------------|------------------------|----------------|-----------|{fid_l}--------------|"
+    );
+    // Sampling time against the dense row's (the speed-up the N:M layers give).
+    let dense_sampling = rows.iter().find(|r| r.pattern == "dense").map(|r| r.sampling_seconds);
+    let sampling_cell = |r: &Row| match dense_sampling {
+        Some(d) if r.sampling_seconds > 0.0 => format!(" {:>5.2} ({:.2}x) |", r.sampling_seconds, d / r.sampling_seconds),
+        _ => format!(" {:>12.2} |", r.sampling_seconds),
+    };
     let fid_cell =
         |q: &Quality| if fid { q.fid.map(|f| format!(" {f:>5.2} |")).unwrap_or_else(|| "   –   |".into()) } else { String::new() };
     for r in rows {
         let f = &r.footprint;
         let _ = writeln!(
             s,
-            "| {:<8} | {:>26.1}% | {:>21.1}% | {:>7.2} ({:>3.0}%) | {:>9.4} |{}",
+            "| {:<8} | {:>26.1}% | {:>21.1}% | {:>7.2} ({:>3.0}%) | {:>9.4} |{}{}",
             r.method,
             100.0 * f.sparsity_layers,
             100.0 * f.sparsity_model,
             f.macs / 1e6,
             100.0 * f.macs / f.macs_dense.max(1.0),
             r.quality.fd_px,
-            fid_cell(&r.quality)
+            fid_cell(&r.quality),
+            sampling_cell(r)
         );
     }
-    let _ = write!(s, "| real images ({n}) | | | | {:>9.4} |{}", floor.fd_px, fid_cell(floor));
+    let _ = write!(s, "| real images ({n}) | | | | {:>9.4} |{} |", floor.fd_px, fid_cell(floor));
     s
 }
 
@@ -203,6 +216,15 @@ from the same noise (seed {}), DPM-Solver++(2M) with 25 steps and x̂₀ clipped
         "- **FD-px48**: the Fréchet distance between 48-d features — each image 4×4 average-pooled per RGB channel, values in [0, 1] — \
 of the generated images and of the dataset's images. It needs no download. **It is not FID** and cannot be compared \
 with published numbers; with {} images it is biased upwards (the last row: that many real images the reference did not use, i.e. what a perfect model would score).",
+        args.samples
+    );
+    let _ = writeln!(
+        s,
+        "- **sampling**: wall-clock seconds to draw the {} images (batches of up to 64, 25 steps) on this machine in this run, and the \
+speed-up over the dense row. A sparse model's N:M layers run on sparsedm's N:M kernels where those time faster than the dense \
+product at the layer's shape (once per shape), so the MACs it saves make it sample faster; the layers it keeps dense, attention \
+and the norms cost what they cost in the dense model. One measurement on a possibly shared machine: expect some spread; \
+`sparsedm bench --pattern 2:4` times the forward alone.",
         args.samples
     );
     if args.inception.is_some() {

@@ -450,17 +450,17 @@ fn write_outputs(
     let _ = writeln!(md, "## sparsedm\n");
     let _ = writeln!(
         md,
-        "| family | model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{}",
+        "| family | model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{} sampling (s) |",
         if fid { " FID ↓ |" } else { "" }
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|{}", if fid { "---|" } else { "" });
+    let _ = writeln!(md, "|---|---|---|---|---|---|{}---|", if fid { "---|" } else { "" });
     for r in rows {
         table_line(&mut md, r, rows, fid);
     }
     if let Some(f) = &s.floor {
         let _ = writeln!(
             md,
-            "| – | real images ({} held out) | – | – | – | {:.4} |{}",
+            "| – | real images ({} held out) | – | – | – | {:.4} |{} – |",
             s.lab.draw.n,
             f.fd_px,
             if fid { f.fid.map(|v| format!(" {v:.2} |")).unwrap_or_else(|| " – |".into()) } else { String::new() }
@@ -470,10 +470,10 @@ fn write_outputs(
         let _ = writeln!(md, "\n## Ablation (see the notes)\n");
         let _ = writeln!(
             md,
-            "| family | model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{}",
+            "| family | model | steps | zeros (Linear/Conv weights) | MACs/image (M) | FD-px48 ↓ |{} sampling (s) |",
             if fid { " FID ↓ |" } else { "" }
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|{}", if fid { "---|" } else { "" });
+        let _ = writeln!(md, "|---|---|---|---|---|---|{}---|", if fid { "---|" } else { "" });
         for r in ablations {
             table_line(&mut md, r, rows, fid);
         }
@@ -511,6 +511,11 @@ fn write_outputs(
         writeln!(md, "- Each row's samples: `samples_<model>.png`; its weights: `<model>.safetensors` (sparse ones verified N:M on load).");
     let _ = writeln!(
         md,
+        "- sampling: wall-clock seconds to draw the row's samples on this machine in this run (N:M layers on the N:M kernels where those \
+are faster at the layer's shape), and the speed-up over the family's dense row; one measurement, with the machine's spread."
+    );
+    let _ = writeln!(
+        md,
         "- Trained rows are sampled, scored and exported with their EMA weights (`\"weights\": \"ema\"` in the JSON; the EMA model derives its masks from its own weights); the dense and untrained-mask rows use the dense checkpoint's weights as given (`\"checkpoint\"`)."
     );
     let json = serde_json::json!({
@@ -539,9 +544,14 @@ fn write_outputs(
 /// half-size model has fewer dense MACs).
 fn table_line(md: &mut String, r: &Row, rows: &[Row], fid: bool) {
     let dense_macs = rows.iter().find(|d| d.model == r.model).map_or(1.0, |d| d.footprint.macs_dense.max(1.0));
+    // Sampling time and the speed-up over the family's dense row.
+    let sampling = match rows.iter().find(|d| d.model == r.model && d.pattern == "dense" && d.method == Method::Dense.label()) {
+        Some(d) if r.sampling_seconds > 0.0 => format!("{:.2} ({:.2}x)", r.sampling_seconds, d.sampling_seconds / r.sampling_seconds),
+        _ => format!("{:.2}", r.sampling_seconds),
+    };
     let _ = writeln!(
         md,
-        "| {} | {} | {} | {:.1}% | {:.2} ({:.0}%) | {:.4} |{}",
+        "| {} | {} | {} | {:.1}% | {:.2} ({:.0}%) | {:.4} |{} {sampling} |",
         r.model,
         r.label,
         r.steps,
@@ -583,6 +593,9 @@ mod tests {
             weights: "ema",
             permutation: None,
             seconds: 1.0,
+            sampling_seconds: 1.0,
+            nm_kernel_calls: 0,
+            nm_dense_calls: 0,
             preview: Images { data: Vec::new(), n: 0, h: 0, w: 0 },
         }
     }
