@@ -145,6 +145,25 @@ pub fn check_raw(checkpoint: &Path, raw: bool) -> Result<()> {
     Ok(())
 }
 
+/// Commands that take a model's state dict (`forward`, `prune`) refuse a
+/// training checkpoint, which holds the weights under `model.*`/`ema.*`
+/// with the optimizer state, naming the `export` that writes its model.
+///
+/// # Errors
+/// `weights` is a training checkpoint (or its metadata is unreadable).
+pub fn refuse_training_checkpoint(weights: &Path, command: &str) -> Result<()> {
+    let meta = sparsedm_tensor::load_weights_metadata(weights)?;
+    if meta.get(META_KIND).map(String::as_str) == Some("train-state") {
+        let shown = weights.display();
+        bail!(
+            "{shown} is a training checkpoint (model.*, ema.* and optimizer state), not a model's state dict: \
+             `sparsedm export --checkpoint {shown} --format safetensors --out M.safetensors` writes its model (EMA weights), \
+             which {command} takes"
+        );
+    }
+    Ok(())
+}
+
 /// `meta` plus the description of `cfg` for a model file written without
 /// a run config, so that its readers need no `--arch/--config`; a file
 /// with a run config keeps that, which describes the model already.

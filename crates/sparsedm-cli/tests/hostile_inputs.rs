@@ -331,10 +331,15 @@ fn numeric_validation() {
         &["100000000000 steps"],
     );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
-    // forward takes a model's state dict; a training checkpoint's is written by export.
+    // forward and prune take a model's state dict; a training checkpoint's is written by export.
     refused(
         &d,
         &["forward", "--weights", s(&ck), "--inputs", s(&inputs), "--output", s(&d.join("y.safetensors"))],
+        &["training checkpoint", "export"],
+    );
+    refused(
+        &d,
+        &["prune", "--weights", s(&ck), "--pattern", "2:4", "--policy", "all", "--out", s(&d.join("p.safetensors"))],
         &["training checkpoint", "export"],
     );
     refused(&d, &["train", "--resume", s(trained()), "--set", "optimizer.lr=1e-2"], &["optimizer.lr", "--resume"]);

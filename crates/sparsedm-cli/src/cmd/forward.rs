@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
     inputs_read.extend(args.config.as_deref());
     crate::output::check_file("--output", &args.output, args.force, &inputs_read)?;
     sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
-    refuse_training_checkpoint(&args.weights)?;
+    crate::model_source::refuse_training_checkpoint(&args.weights, "forward")?;
     // The weights' own description or --arch/--config, checked against the
     // weights' shapes before anything is built.
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
@@ -110,21 +110,6 @@ pub fn run(args: Args) -> Result<()> {
     println!("output {:?} written to {} (forward {:.3} s)", out.shape(), args.output.display(), elapsed.as_secs_f64());
     if let Some(line) = super::nm_calls_line(calls) {
         println!("{line}");
-    }
-    Ok(())
-}
-
-/// A training checkpoint holds the weights under `model.*`/`ema.*` with the
-/// optimizer state; `forward` takes a model's state dict, which `export`
-/// writes from it.
-fn refuse_training_checkpoint(weights: &Path) -> Result<()> {
-    let meta = sparsedm_tensor::load_weights_metadata(weights)?;
-    if meta.get(sparsedm_train::checkpoint::META_KIND).map(String::as_str) == Some("train-state") {
-        let shown = weights.display();
-        bail!(
-            "{shown} is a training checkpoint (model.*, ema.* and optimizer state): `sparsedm export --checkpoint {shown} \
-             --format safetensors --out M.safetensors` writes its model (EMA weights), which forward takes"
-        );
     }
     Ok(())
 }

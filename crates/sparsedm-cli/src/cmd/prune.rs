@@ -266,6 +266,7 @@ fn run_magnitude(args: Args) -> Result<()> {
     let mut inputs: Vec<&std::path::Path> = vec![&args.weights];
     inputs.extend(args.config.as_deref());
     crate::output::check_file("--out", &args.out, args.force, &inputs)?;
+    crate::model_source::refuse_training_checkpoint(&args.weights, "prune")?;
     let device = args.device.resolve()?;
     // The weights' own description (a run's export, an earlier prune or
     // export output) or --arch/--config, checked against the weights' shapes.
