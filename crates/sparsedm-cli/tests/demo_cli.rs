@@ -65,6 +65,9 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
         .output()
         .unwrap();
     assert!(o.status.success() && npz.is_file(), "sample dense.safetensors: {}", String::from_utf8_lossy(&o.stderr));
+    // It says how long the sampling took.
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.lines().any(|l| l.starts_with("wrote 2 images") && l.ends_with(" images/s)")), "{said}");
     // The sampling column: each row's time and its speed-up over the dense row
     // (1.00x for the dense row itself); the N:M layers' calls while sampling
     // (one forward per DPM-Solver++(2M) step, 25 in all, one batch of 8):

@@ -170,6 +170,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let _p = MatmulScope::enter(precision);
     let calls = sparsedm_tensor::nm_cpu::layer_calls();
+    let started = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -193,7 +194,13 @@ pub fn run(a: Args) -> Result<()> {
         })?;
     }
     bar.finish_and_clear();
-    println!("wrote {} images ({w}x{h}, {sampler}, {steps} steps) to {}", a.n, a.out.display());
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "wrote {} images ({w}x{h}, {sampler}, {steps} steps) to {} in {secs:.1} s ({:.2} images/s)",
+        a.n,
+        a.out.display(),
+        a.n as f64 / secs.max(1e-9)
+    );
     if let Some(line) = super::nm_calls_line(calls) {
         println!("{line}");
     }
