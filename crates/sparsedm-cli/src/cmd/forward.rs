@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
     after_help = "Example:\n  sparsedm forward --arch uvit --config uvit.json --weights nnet_ema.safetensors \\\n      --inputs in.safetensors --output out.safetensors"
 )]
 pub struct Args {
-    /// Model family: uvit or ddpm-unet (not needed for weights that describe their model: a run's export, a prune or export output).
+    /// Model family: uvit or ddpm-unet (not needed for weights that describe their model: a run's export, a prune or export output, a convert with --arch).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// JSON with the constructor's keyword arguments (top level or under "config"), with --arch.

@@ -63,7 +63,7 @@ pub struct Args {
     /// Use the raw (non-EMA) weights of a training checkpoint.
     #[arg(long)]
     pub raw: bool,
-    /// Architecture of a checkpoint that does not describe its model (official weights; a file written by prune or export records it).
+    /// Architecture of a checkpoint that does not describe its model (official weights; a file written by prune, export or convert --arch records it).
     #[arg(long)]
     pub arch: Option<Arch>,
     /// Model constructor arguments (JSON) for --arch.
