@@ -77,10 +77,10 @@ pub fn run(args: Args) -> Result<()> {
     inputs_read.extend(args.config.as_deref());
     crate::output::check_file("--output", &args.output, args.force, &inputs_read)?;
     sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
-    crate::model_source::refuse_training_checkpoint(&args.weights, "forward")?;
     // The weights' own description or --arch/--config, checked against the
     // weights' shapes before anything is built.
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
+    crate::model_source::refuse_training_checkpoint(&args.weights, "forward")?;
     let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();
     let (x, t, y) = take_inputs(&mut inputs, &cfg, &args.inputs)?;
 

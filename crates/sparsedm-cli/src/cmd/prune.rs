@@ -266,11 +266,11 @@ fn run_magnitude(args: Args) -> Result<()> {
     let mut inputs: Vec<&std::path::Path> = vec![&args.weights];
     inputs.extend(args.config.as_deref());
     crate::output::check_file("--out", &args.out, args.force, &inputs)?;
-    crate::model_source::refuse_training_checkpoint(&args.weights, "prune")?;
     let device = args.device.resolve()?;
     // The weights' own description (a run's export, an earlier prune or
     // export output) or --arch/--config, checked against the weights' shapes.
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
+    crate::model_source::refuse_training_checkpoint(&args.weights, "prune")?;
     let arch = cfg.arch();
     // The model lives on `device`, so the masks are computed there (the
     // `nm_mask` kernel on a GPU; transposable masks on the host, as always).
