@@ -477,4 +477,44 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&out);
     }
+
+    /// The untrained-mask row (the ablation's, written without training):
+    /// its checkpoint carries the run config with its sparse section, so
+    /// it restores without --arch/--config to the masked model it was
+    /// judged as (the same N:M layers, masked), and its sampling is timed
+    /// with every N:M layer call counted.
+    #[test]
+    fn untrained_mask_row_writes_a_self_describing_sparse_checkpoint() {
+        let out = std::env::temp_dir().join(format!("sparsedm-lab-untrained-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let overrides: Vec<String> =
+            ["nnet.embed_dim=32", "nnet.depth=2", "nnet.num_heads=2", "train.batch_size=8", "dataset.len=128"].map(String::from).into();
+        let base = RunConfig::load(crate::presets::DEMO_PRESET, &overrides).unwrap();
+        let dense = out.join("dense.safetensors");
+        build::new_model(&base, 1).unwrap().store.save_safetensors(&dense, None).unwrap();
+        let data = build::dataset(&base).unwrap();
+        let draw = DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) };
+        let lab = Lab {
+            out: out.clone(),
+            base: base.clone(),
+            dense,
+            device: Device::Cpu,
+            judge: Judge::new(data.as_ref(), 64, None).unwrap(),
+            draw,
+        };
+        let row = lab.row("untrained", &Method::Untrained, Some(NmPattern::TWO_FOUR), 0).unwrap();
+        assert_eq!((row.label.as_str(), row.steps, row.weights), ("untrained mask 2:4", 0, "checkpoint"));
+        // SparseDM's U-ViT layers: qkv, proj, fc1, fc2 of the 2 + 1 blocks (depth 2: one in, the mid, one out).
+        let layers = 4 * 3;
+        assert_eq!(row.nm_kernel_calls + row.nm_dense_calls, layers * 3, "3 forwards of {layers} N:M layers");
+        assert!(row.sampling_seconds > 0.0);
+        let restored = sparsedm_train::restore::restore(&out.join(&row.checkpoint), true, None).unwrap();
+        let run = restored.run.expect("the run config is in the checkpoint");
+        assert!(run.sparse.is_some(), "with its sparse section");
+        let (_, spec) = sparsedm_layers::read_sparse_checkpoint(out.join(&row.checkpoint)).unwrap();
+        assert_eq!(spec.layers.len(), layers as usize);
+        assert!(spec.layers.values().all(|l| l.pattern == "2:4"));
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }
