@@ -434,29 +434,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
     }
 
-    /// A Diff-Pruning row on a small U-ViT (the demo preset at width 32,
-    /// depth 2, so the 1000-timestep importance pass of a random-init model
-    /// is quick): pruned to half the MACs, fine-tuned, sampled and judged.
-    #[test]
-    fn diff_pruning_row_prunes_fine_tunes_and_samples() {
-        let out = std::env::temp_dir().join(format!("sparsedm-lab-diffprune-{}", std::process::id()));
+    /// A lab in a fresh temporary folder on a small U-ViT (the demo preset
+    /// at width 32, depth 2) from random dense weights: 4 samples of 3
+    /// steps a row. Returns the lab and its base run config.
+    fn small_uvit_lab(name: &str) -> (Lab, RunConfig) {
+        let out = std::env::temp_dir().join(format!("sparsedm-lab-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).unwrap();
         let overrides: Vec<String> =
             ["nnet.embed_dim=32", "nnet.depth=2", "nnet.num_heads=2", "train.batch_size=8", "dataset.len=128"].map(String::from).into();
         let base = RunConfig::load(crate::presets::DEMO_PRESET, &overrides).unwrap();
         let dense = out.join("dense.safetensors");
-        let b = sparsedm_train::build::new_model(&base, 1).unwrap();
-        b.store.save_safetensors(&dense, None).unwrap();
+        build::new_model(&base, 1).unwrap().store.save_safetensors(&dense, None).unwrap();
         let data = build::dataset(&base).unwrap();
         let lab = Lab {
-            out: out.clone(),
+            out,
             base: base.clone(),
             dense,
             device: Device::Cpu,
             judge: Judge::new(data.as_ref(), 64, None).unwrap(),
             draw: DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) },
         };
+        (lab, base)
+    }
+
+    /// A Diff-Pruning row on a small U-ViT (the demo preset at width 32,
+    /// depth 2, so the 1000-timestep importance pass of a random-init model
+    /// is quick): pruned to half the MACs, fine-tuned, sampled and judged.
+    #[test]
+    fn diff_pruning_row_prunes_fine_tunes_and_samples() {
+        let (lab, base) = small_uvit_lab("diffprune");
+        let out = lab.out.clone();
         let row = lab.row("diffpruning", &Method::DiffPruning { macs: 0.5 }, None, 2).unwrap();
         assert_eq!((row.label.as_str(), row.steps, row.weights), ("Diff-Pruning", 2, "ema"));
         let dense_macs =
@@ -485,24 +493,8 @@ mod tests {
     /// with every N:M layer call counted.
     #[test]
     fn untrained_mask_row_writes_a_self_describing_sparse_checkpoint() {
-        let out = std::env::temp_dir().join(format!("sparsedm-lab-untrained-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).unwrap();
-        let overrides: Vec<String> =
-            ["nnet.embed_dim=32", "nnet.depth=2", "nnet.num_heads=2", "train.batch_size=8", "dataset.len=128"].map(String::from).into();
-        let base = RunConfig::load(crate::presets::DEMO_PRESET, &overrides).unwrap();
-        let dense = out.join("dense.safetensors");
-        build::new_model(&base, 1).unwrap().store.save_safetensors(&dense, None).unwrap();
-        let data = build::dataset(&base).unwrap();
-        let draw = DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) };
-        let lab = Lab {
-            out: out.clone(),
-            base: base.clone(),
-            dense,
-            device: Device::Cpu,
-            judge: Judge::new(data.as_ref(), 64, None).unwrap(),
-            draw,
-        };
+        let (lab, _) = small_uvit_lab("untrained");
+        let out = lab.out.clone();
         let row = lab.row("untrained", &Method::Untrained, Some(NmPattern::TWO_FOUR), 0).unwrap();
         assert_eq!((row.label.as_str(), row.steps, row.weights), ("untrained mask 2:4", 0, "checkpoint"));
         // SparseDM's U-ViT layers: qkv, proj, fc1, fc2 of the 2 + 1 blocks (depth 2: one in, the mid, one out).
