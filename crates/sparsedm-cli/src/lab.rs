@@ -410,15 +410,13 @@ mod tests {
     /// SparseDM's.
     #[test]
     fn layer_sets_of_sparsedm_and_asp_differ_on_the_thin_unet_layers() {
-        let out = std::env::temp_dir().join(format!("sparsedm-lab-layersets-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).unwrap();
+        let out = sparsedm_testkit::Scratch::new("lab-layersets");
         let base = RunConfig::load(crate::presets::DEMO_UNET_PRESET, &[]).unwrap();
         let dense = out.join("dense_unet.safetensors");
         std::fs::write(&dense, crate::presets::DEMO_UNET_DENSE_CHECKPOINT).unwrap();
         let data = build::dataset(&base).unwrap();
         let lab = Lab {
-            out: out.clone(),
+            out: out.to_path_buf(),
             base: base.clone(),
             dense,
             device: Device::Cpu,
@@ -436,11 +434,11 @@ mod tests {
 
     /// A lab in a fresh temporary folder on a small U-ViT (the demo preset
     /// at width 32, depth 2) from random dense weights: 4 samples of 3
-    /// steps a row. Returns the lab and its base run config.
-    fn small_uvit_lab(name: &str) -> (Lab, RunConfig) {
-        let out = std::env::temp_dir().join(format!("sparsedm-lab-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).unwrap();
+    /// steps a row. Returns the lab, its base run config and its output directory (the lab's
+    /// `out`; hold it for the test, whose files it removes when the test passes).
+    fn small_uvit_lab(name: &str) -> (Lab, RunConfig, sparsedm_testkit::Scratch) {
+        let dir = sparsedm_testkit::Scratch::new(&format!("lab-{name}"));
+        let out = dir.to_path_buf();
         let overrides: Vec<String> =
             ["nnet.embed_dim=32", "nnet.depth=2", "nnet.num_heads=2", "train.batch_size=8", "dataset.len=128"].map(String::from).into();
         let base = RunConfig::load(crate::presets::DEMO_PRESET, &overrides).unwrap();
@@ -455,7 +453,7 @@ mod tests {
             judge: Judge::new(data.as_ref(), 64, None).unwrap(),
             draw: DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) },
         };
-        (lab, base)
+        (lab, base, dir)
     }
 
     /// A Diff-Pruning row on a small U-ViT (the demo preset at width 32,
@@ -463,7 +461,7 @@ mod tests {
     /// is quick): pruned to half the MACs, fine-tuned, sampled and judged.
     #[test]
     fn diff_pruning_row_prunes_fine_tunes_and_samples() {
-        let (lab, base) = small_uvit_lab("diffprune");
+        let (lab, base, _dir) = small_uvit_lab("diffprune");
         let out = lab.out.clone();
         let row = lab.row("diffpruning", &Method::DiffPruning { macs: 0.5 }, None, 2).unwrap();
         assert_eq!((row.label.as_str(), row.steps, row.weights), ("Diff-Pruning", 2, "ema"));
@@ -493,7 +491,7 @@ mod tests {
     /// with every N:M layer call counted.
     #[test]
     fn untrained_mask_row_writes_a_self_describing_sparse_checkpoint() {
-        let (lab, _) = small_uvit_lab("untrained");
+        let (lab, _, _dir) = small_uvit_lab("untrained");
         let out = lab.out.clone();
         let row = lab.row("untrained", &Method::Untrained, Some(NmPattern::TWO_FOUR), 0).unwrap();
         assert_eq!((row.label.as_str(), row.steps, row.weights), ("untrained mask 2:4", 0, "checkpoint"));

@@ -109,11 +109,10 @@ pub fn check_writable(flag: &str, dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sparsedm-output-guard-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    use sparsedm_testkit::Scratch;
+
+    fn scratch(name: &str) -> Scratch {
+        Scratch::new(&format!("output-guard-{name}"))
     }
 
     #[test]

@@ -5,15 +5,15 @@
 //! trains the dense model instead of using the shipped one; `--device cuda`
 //! in a CPU-only build is one clear error.
 
-use std::path::PathBuf;
+use sparsedm_testkit::Scratch;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
 
 #[test]
 fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let scratch = Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "demo");
+    let out = scratch.join("out");
     let o =
         Command::new(BIN).args(["demo", "--out", &out.display().to_string(), "--steps-finetune", "2", "--samples", "8"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -96,7 +96,6 @@ fn demo_with_tiny_budgets_writes_table_report_grids_and_valid_2of4_checkpoints()
     assert!(dense.contains(" 0.0%"), "{dense}");
     let row = stdout.lines().find(|l| l.starts_with("| SparseDM ")).unwrap();
     assert!(!row.contains(" 0.0%"), "{row}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Width and height of a PNG file (from its IHDR chunk).
@@ -109,8 +108,8 @@ fn png_size(path: &std::path::Path) -> (u32, u32) {
 
 #[test]
 fn demo_can_pretrain_its_own_dense_model() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-pretrain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let scratch = Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "demo-pretrain");
+    let out = scratch.join("out");
     let o = Command::new(BIN)
         .args(["demo", "--out", &out.display().to_string(), "--pretrain-steps", "3", "--steps-finetune", "1", "--samples", "4"])
         .output()
@@ -124,12 +123,12 @@ fn demo_can_pretrain_its_own_dense_model() {
     let dense = std::fs::read(out.join("dense.safetensors")).unwrap();
     let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo_shapes_uvit_dense.safetensors")).unwrap();
     assert_ne!(dense, shipped);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn demo_on_cuda_without_a_gpu_backend_is_one_clear_error() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-cuda-{}", std::process::id()));
+    let scratch = Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "demo-cuda");
+    let out = scratch.join("out");
     let o = Command::new(BIN).args(["demo", "--out", &out.display().to_string(), "--device", "cuda"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);

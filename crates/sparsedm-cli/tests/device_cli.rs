@@ -4,7 +4,8 @@
 //! computes on the CPU, saying so and why in one stderr line. The GPU runs of
 //! the same commands are `gpu_cli.rs`.
 
-use std::path::{Path, PathBuf};
+use sparsedm_testkit::Scratch;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
@@ -24,10 +25,9 @@ fn not_applicable() -> Option<&'static str> {
     sparsedm_kernels::is_available().then_some("this machine has a usable GPU (gpu_cli.rs covers it)")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("device-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "device-cli")
 }
 
 fn fixture(name: &str) -> String {
@@ -36,11 +36,12 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn cuda_without_a_gpu_is_one_clear_error_in_every_computing_command() {
+    let scratch = scratch_dir();
     if let Some(why) = not_applicable() {
         eprintln!("skipped: {why}");
         return;
     }
-    let out = scratch("never");
+    let out = scratch.join("never");
     let o = out.display().to_string();
     let (cfg, w, io) =
         (fixture("uvit_tiny_uncond.json"), fixture("uvit_tiny_uncond.weights.safetensors"), fixture("uvit_tiny_uncond.io.safetensors"));
@@ -70,11 +71,12 @@ fn cuda_without_a_gpu_is_one_clear_error_in_every_computing_command() {
 
 #[test]
 fn auto_computes_on_the_cpu_and_says_why() {
+    let scratch = scratch_dir();
     if let Some(why) = not_applicable() {
         eprintln!("skipped: {why}");
         return;
     }
-    let out = scratch("auto.out.safetensors");
+    let out = scratch.join("auto.out.safetensors");
     let _ = std::fs::remove_file(&out);
     let o = out.display().to_string();
     let (cfg, w, io) =
@@ -93,7 +95,7 @@ fn auto_computes_on_the_cpu_and_says_why() {
         assert!(out.exists());
     }
     // prune too (its masks or importance pass then run on the host).
-    let pruned = scratch("auto.pruned.safetensors");
+    let pruned = scratch.join("auto.pruned.safetensors");
     let _ = std::fs::remove_file(&pruned);
     let p = pruned.display().to_string();
     let run = sparsedm(&[
@@ -120,8 +122,17 @@ fn auto_computes_on_the_cpu_and_says_why() {
     assert!(notes[0].starts_with("--device auto: computing on the CPU: no usable GPU ("), "{}", notes[0]);
     assert!(pruned.exists());
     // Reduced precision is refused on the CPU before any work, naming the accepted choice.
-    let run =
-        sparsedm(&["sample", "--checkpoint", DEMO, "--n", "2", "--out", &scratch("p.npz").display().to_string(), "--precision", "bf16"]);
+    let run = sparsedm(&[
+        "sample",
+        "--checkpoint",
+        DEMO,
+        "--n",
+        "2",
+        "--out",
+        &scratch.join("p.npz").display().to_string(),
+        "--precision",
+        "bf16",
+    ]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: --precision bf16: CPU matrix products are f32 only"), "{err}");

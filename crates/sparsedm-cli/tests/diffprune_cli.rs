@@ -8,17 +8,16 @@
 use sparsedm_diffusion::ModelConfig;
 use sparsedm_layers::ParamStore;
 use sparsedm_tensor::{Device, load_safetensors_metadata};
+use sparsedm_testkit::Scratch;
 use sparsedm_train::RunConfig;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
 
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("diffprune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("diffprune-{name}"))
 }
 
 fn demo_dense() -> PathBuf {

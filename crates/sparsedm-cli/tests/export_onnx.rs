@@ -7,6 +7,7 @@
 
 use sparsedm_tensor::testing::assert_close;
 use sparsedm_tensor::{Device, Rng, Tensor, load_safetensors, no_grad};
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TValue, Tensor as TractTensor};
@@ -19,10 +20,9 @@ fn diffusion_fixture(name: &str) -> PathBuf {
     cli_dir().join("../sparsedm-diffusion/tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-export-onnx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("export-onnx")
 }
 
 fn sparsedm(args: &[&std::ffi::OsStr]) -> Output {
@@ -64,8 +64,9 @@ fn export(args: &[&str], out: &Path) {
 
 #[test]
 fn demo_uvit_runs_in_tract_like_our_forward_at_any_batch() {
+    let scratch = scratch_dir();
     let ckpt = cli_dir().join("assets/demo_shapes_uvit_dense.safetensors");
-    let onnx = scratch("demo.onnx");
+    let onnx = scratch.join("demo.onnx");
     export(&["--checkpoint", ckpt.to_str().unwrap()], &onnx);
     let r = sparsedm_train::restore::restore(&ckpt, true, None).unwrap();
     let [c, h, w] = r.bundle.config.input_shape();
@@ -104,9 +105,10 @@ fn cond_fixture() -> (Vec<Input>, Vec<usize>, Vec<f32>) {
 
 #[test]
 fn conditional_uvit_from_pth_matches_the_pytorch_reference() {
+    let scratch = scratch_dir();
     let pth = cli_dir().join("../sparsedm-tensor/tests/fixtures/pth/uvit_tiny_cond.pth");
     let config = diffusion_fixture("uvit_tiny_cond.json");
-    let onnx = scratch("cond.onnx");
+    let onnx = scratch.join("cond.onnx");
     export(&["--weights", pth.to_str().unwrap(), "--arch", "uvit", "--config", config.to_str().unwrap()], &onnx);
     let (inputs, want_shape, want) = cond_fixture();
     let (shape, got) = run_onnx(&onnx, inputs);
@@ -116,8 +118,9 @@ fn conditional_uvit_from_pth_matches_the_pytorch_reference() {
 
 #[test]
 fn pruned_2of4_weights_are_stored_exactly() {
+    let scratch = scratch_dir();
     let config = diffusion_fixture("uvit_tiny_cond.json");
-    let pruned = scratch("cond_2of4.safetensors");
+    let pruned = scratch.join("cond_2of4.safetensors");
     let _ = std::fs::remove_file(&pruned);
     let weights = diffusion_fixture("uvit_tiny_cond.weights.safetensors");
     let run = sparsedm(&[
@@ -136,7 +139,7 @@ fn pruned_2of4_weights_are_stored_exactly() {
         pruned.as_os_str(),
     ]);
     ok(&run, "sparsedm prune");
-    let onnx = scratch("cond_2of4.onnx");
+    let onnx = scratch.join("cond_2of4.onnx");
     export(&["--checkpoint", pruned.to_str().unwrap(), "--arch", "uvit", "--config", config.to_str().unwrap()], &onnx);
     let bytes = std::fs::read(&onnx).unwrap();
     let tensors = load_safetensors(&pruned).unwrap();
@@ -175,9 +178,10 @@ fn pruned_2of4_weights_are_stored_exactly() {
 
 #[test]
 fn ddpm_unet_matches_the_pytorch_reference() {
+    let scratch = scratch_dir();
     let weights = diffusion_fixture("ddpm_unet_tiny.weights.safetensors");
     let config = diffusion_fixture("ddpm_unet_tiny.json");
-    let onnx = scratch("unet.onnx");
+    let onnx = scratch.join("unet.onnx");
     export(&["--weights", weights.to_str().unwrap(), "--arch", "ddpm-unet", "--config", config.to_str().unwrap()], &onnx);
     let io: std::collections::HashMap<String, Tensor> =
         load_safetensors(diffusion_fixture("ddpm_unet_tiny.io.safetensors")).unwrap().into_iter().collect();

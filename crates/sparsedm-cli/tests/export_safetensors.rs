@@ -8,6 +8,7 @@
 use sparsedm_layers::{read_sparse_checkpoint, sparse_state_dict};
 use sparsedm_tensor::nm_cpu::is_nm_checkpoint_file;
 use sparsedm_tensor::{Tensor, load_safetensors};
+use sparsedm_testkit::Scratch;
 use sparsedm_train::restore::restore;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,10 +50,9 @@ policy = "sparsedm-uvit"
 teacher = "none"
 "#;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-safetensors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "export-safetensors")
 }
 
 fn sparsedm(args: &[&str]) -> Output {
@@ -80,9 +80,10 @@ fn values(path: &Path) -> HashMap<String, Vec<f32>> {
 
 #[test]
 fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
-    let config = scratch("sparse_run.toml");
+    let scratch = scratch_dir();
+    let config = scratch.join("sparse_run.toml");
     std::fs::write(&config, SPARSE_RUN).unwrap();
-    let run = scratch("run");
+    let run = scratch.join("run");
     let _ = std::fs::remove_dir_all(&run);
     ok(sparsedm(&["train", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "--device", "cpu"]), "train");
     let ckpt = run.join("checkpoints/step_00000004.safetensors");
@@ -100,7 +101,7 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     let o = sparsedm(&["inspect", ckpt.to_str().unwrap(), "--pattern", "1:4"]);
     fails(o, "--pattern does not apply to");
     // ASP's fixed masks are applied to the stored weights.
-    let fixed = scratch("run-fixed");
+    let fixed = scratch.join("run-fixed");
     let _ = std::fs::remove_dir_all(&fixed);
     let args = ["train", "--config", config.to_str().unwrap(), "--out", fixed.to_str().unwrap(), "--device", "cpu"];
     ok(sparsedm(&[&args[..], &["--set", "sparse.method=fixed"]].concat()), "train (fixed masks)");
@@ -108,7 +109,7 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     assert!(report.contains(&format!("sparse run: {layers} layers at 1:4; its model.* weights are stored masked")), "{report}");
 
     // Plain: the deployed EMA weights (what `sample` runs) and the run's spec.
-    let plain = scratch("plain.safetensors");
+    let plain = scratch.join("plain.safetensors");
     let stdout = ok(export(&ckpt, &plain, &["--force"]), "export");
     let (tensors, spec) = read_sparse_checkpoint(&plain).unwrap();
     assert!(spec.layers.len() >= 8 && spec.layers.values().all(|l| l.pattern == "1:4" && l.mode.starts_with("srste")), "{spec:?}");
@@ -122,7 +123,7 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
         assert_eq!(t.to_vec_f32().unwrap(), want[name].to_vec_f32().unwrap(), "{name}: not the deployed EMA weight");
     }
     // It carries the run config: it samples without --arch/--config, on the N:M kernels.
-    let npz = scratch("samples.npz");
+    let npz = scratch.join("samples.npz");
     let stdout = ok(
         sparsedm(&[
             "sample",
@@ -144,7 +145,7 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     let plain_values = values(&plain);
     let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
     for (dtype, round) in [("f32", false), ("f16", true)] {
-        let out = scratch(&format!("compressed-{dtype}.safetensors"));
+        let out = scratch.join(format!("compressed-{dtype}.safetensors"));
         let stdout = ok(export(&ckpt, &out, &["--force", "--compressed", dtype]), "export --compressed");
         assert!(is_nm_checkpoint_file(&out));
         let line = stdout.lines().find(|l| l.starts_with("compressed: ")).unwrap_or_else(|| panic!("no size line: {stdout}"));
@@ -159,15 +160,15 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     }
 
     // Bad input: --compressed for ONNX, for a dense model; an existing output without --force.
-    let onnx = scratch("model.onnx");
+    let onnx = scratch.join("model.onnx");
     let o =
         sparsedm(&["export", "--format", "onnx", "--compressed", "--checkpoint", ckpt.to_str().unwrap(), "--out", onnx.to_str().unwrap()]);
     fails(o, "--compressed applies to --format safetensors");
     assert!(!onnx.exists());
     let dense = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_shapes_uvit_dense.safetensors");
-    fails(export(&dense, &scratch("dense-c.safetensors"), &["--compressed"]), "has no N:M layers");
+    fails(export(&dense, &scratch.join("dense-c.safetensors"), &["--compressed"]), "has no N:M layers");
     // --raw (raw vs EMA weights) where there is only one set of weights.
-    let raw_out = scratch("raw.safetensors");
+    let raw_out = scratch.join("raw.safetensors");
     fails(export(&plain, &raw_out, &["--raw", "--force"]), "--raw applies to training checkpoints");
     assert!(!raw_out.exists());
     let before = std::fs::read(&plain).unwrap();
@@ -175,7 +176,7 @@ fn a_sparse_runs_checkpoint_exports_as_a_compressed_sparse_checkpoint() {
     assert_eq!(std::fs::read(&plain).unwrap(), before, "overwritten without --force");
 
     // A dense model exports dense, with its config.
-    let out = scratch("dense.safetensors");
+    let out = scratch.join("dense.safetensors");
     let stdout = ok(export(&dense, &out, &["--force"]), "export dense");
     assert!(stdout.contains("the dense model"), "{stdout}");
     let a = values(&out);

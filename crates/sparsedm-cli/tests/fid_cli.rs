@@ -17,6 +17,7 @@ use sparsedm_fid::{FeatureStats, write_stats_npz};
 use sparsedm_fid::{InceptionV3, U8Images, write_images_npz};
 use sparsedm_layers::ParamStore;
 use sparsedm_tensor::Device;
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,10 +25,9 @@ fn fid_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-fid/tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-fid-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("fid-cli")
 }
 
 fn sparsedm(args: &[&Path]) -> Output {
@@ -42,13 +42,13 @@ fn f64_tensor(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
 
 /// Writes the two sides of `case` as `.npz` statistics (file names start with `tag`, one per
 /// test, since tests run in parallel); returns their paths.
-fn write_case(tag: &str, case: &str) -> (PathBuf, PathBuf) {
+fn write_case(scratch: &Scratch, tag: &str, case: &str) -> (PathBuf, PathBuf) {
     let bytes = std::fs::read(fid_fixture("frechet.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let side = |s: &str| {
         let stats =
             FeatureStats::new(f64_tensor(&st, &format!("{case}.mu_{s}")), f64_tensor(&st, &format!("{case}.sigma_{s}")), 0).unwrap();
-        let path = scratch(&format!("{tag}_{case}_{s}.npz"));
+        let path = scratch.join(format!("{tag}_{case}_{s}.npz"));
         write_stats_npz(&path, &stats).unwrap();
         path
     };
@@ -70,8 +70,9 @@ fn printed_fid(out: &Output) -> f64 {
 
 #[test]
 fn score_of_two_stats_files_is_pytorch_fids_distance() {
+    let scratch = scratch_dir();
     for (case, tol) in [("small", 1e-6), ("wide", 1e-6), ("singular", 1e-4)] {
-        let (a, b) = write_case("score", case);
+        let (a, b) = write_case(&scratch, "score", case);
         let out = sparsedm(&[Path::new("fid"), Path::new("score"), &a, &b]);
         assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
         let (got, want) = (printed_fid(&out), expected(case));
@@ -93,10 +94,10 @@ fn score_err(a: &Path, b: &Path) -> (bool, String) {
 /// An `.npz` with the given f64 arrays, written with the stats writer and renamed keys: the
 /// archive of `write_stats_npz` with `mu.npy`/`sigma.npy` renamed (zip entry names are
 /// stored uncompressed in local and central headers, both rewritten here).
-fn npz_with_keys(name: &str, mu_key: &str, sigma_key: &str) -> PathBuf {
+fn npz_with_keys(scratch: &Scratch, name: &str, mu_key: &str, sigma_key: &str) -> PathBuf {
     assert_eq!(mu_key.len(), 2);
     assert_eq!(sigma_key.len(), 5);
-    let path = scratch(name);
+    let path = scratch.join(name);
     write_stats_npz(&path, &FeatureStats::new(vec![0.0, 1.0], vec![1.0, 0.0, 0.0, 1.0], 0).unwrap()).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     for (from, to) in [(b"mu.npy".as_slice(), format!("{mu_key}.npy")), (b"sigma.npy".as_slice(), format!("{sigma_key}.npy"))] {
@@ -116,17 +117,18 @@ fn npz_with_keys(name: &str, mu_key: &str, sigma_key: &str) -> PathBuf {
 
 #[test]
 fn wrong_npz_keys_fail_naming_the_key() {
-    let (good, _) = write_case("keys", "small");
+    let scratch = scratch_dir();
+    let (good, _) = write_case(&scratch, "keys", "small");
 
     // `mu` present, `sigma` renamed: the missing key is named.
-    let missing_sigma = npz_with_keys("no_sigma.npz", "mu", "sigmx");
+    let missing_sigma = npz_with_keys(&scratch, "no_sigma.npz", "mu", "sigmx");
     let (ok, err) = score_err(&missing_sigma, &good);
     assert!(!ok, "must fail");
     assert!(err.contains("sigma") && err.contains("no_sigma.npz"), "stderr: {err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error line:\n{err}");
 
     // Neither statistics nor images: the expected keys and the present ones are named.
-    let neither = npz_with_keys("neither.npz", "mm", "sssss");
+    let neither = npz_with_keys(&scratch, "neither.npz", "mm", "sssss");
     let (ok, err) = score_err(&good, &neither);
     assert!(!ok, "must fail");
     for needle in ["neither.npz", "`mu`", "`sigma`", "`arr_0`", "mm", "sssss"] {
@@ -136,8 +138,9 @@ fn wrong_npz_keys_fail_naming_the_key() {
 
 #[test]
 fn other_bad_inputs_fail_clearly() {
-    let (good, _) = write_case("bad", "small");
-    let (wide, _) = write_case("bad", "wide");
+    let scratch = scratch_dir();
+    let (good, _) = write_case(&scratch, "bad", "small");
+    let (wide, _) = write_case(&scratch, "bad", "wide");
 
     // Mismatched dimensions (64 vs 256).
     let (ok, err) = score_err(&good, &wide);
@@ -145,12 +148,12 @@ fn other_bad_inputs_fail_clearly() {
     assert!(err.contains("dimension") && err.contains("64") && err.contains("256"), "stderr: {err}");
 
     // A missing file.
-    let (ok, err) = score_err(&good, &scratch("does_not_exist.npz"));
+    let (ok, err) = score_err(&good, &scratch.join("does_not_exist.npz"));
     assert!(!ok);
     assert!(err.contains("does_not_exist.npz"), "stderr: {err}");
 
     // An image source without --inception.
-    let dir = scratch("empty_image_dir");
+    let dir = scratch.join("empty_image_dir");
     std::fs::create_dir_all(&dir).unwrap();
     let img = dir.join("a.png");
     std::fs::write(&img, b"not a png").unwrap();
@@ -161,11 +164,11 @@ fn other_bad_inputs_fail_clearly() {
     // `fid stats` with unreadable weights.
     let out = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
         .args(["fid", "stats", "--inception"])
-        .arg(scratch("no_weights.safetensors"))
+        .arg(scratch.join("no_weights.safetensors"))
         .arg("--images")
         .arg(&good)
         .arg("--out")
-        .arg(scratch("out.npz"))
+        .arg(scratch.join("out.npz"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -174,20 +177,21 @@ fn other_bad_inputs_fail_clearly() {
 }
 
 /// `n` synthetic 32×32 RGB images as an `arr_0` `.npz`.
-fn images_npz(name: &str, n: usize, seed: u32) -> PathBuf {
+fn images_npz(scratch: &Scratch, name: &str, n: usize, seed: u32) -> PathBuf {
     let data =
         (0..n * 32 * 32 * 3).map(|i| (((i as u32) ^ seed.wrapping_mul(0x5bd1_e995)).wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let path = scratch(name);
+    let path = scratch.join(name);
     write_images_npz(&path, &U8Images { data, n, height: 32, width: 32, channels: 3 }).unwrap();
     path
 }
 
 #[test]
 fn stats_and_score_on_image_sources() {
+    let scratch = scratch_dir();
     // An Inception checkpoint with the official names: convolutions He-uniform (so activations
     // keep their scale through the ~50 layers; PyTorch's default init shrinks them towards 0),
     // batch norms at their initial values.
-    let weights = scratch("inception_init.safetensors");
+    let weights = scratch.join("inception_init.safetensors");
     let store = ParamStore::new(Device::Cpu, 7);
     InceptionV3::new(&store).unwrap();
     for (k, (name, t)) in store.state_dict().into_iter().enumerate() {
@@ -208,9 +212,9 @@ fn stats_and_score_on_image_sources() {
         }
     }
     store.save_safetensors(&weights, None).unwrap();
-    let a = images_npz("img_a.npz", 2, 1);
-    let b = images_npz("img_b.npz", 2, 99);
-    let stats_a = scratch("img_a_stats.npz");
+    let a = images_npz(&scratch, "img_a.npz", 2, 1);
+    let b = images_npz(&scratch, "img_b.npz", 2, 99);
+    let stats_a = scratch.join("img_a_stats.npz");
 
     let out = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
         .args(["fid", "stats", "--batch", "1", "--inception"])
@@ -247,7 +251,7 @@ fn stats_and_score_on_image_sources() {
     assert!(mean.is_finite(), "{}", kid[0]);
 
     // Statistics of another dimension are refused before any extraction.
-    let (small, _) = write_case("img", "small");
+    let (small, _) = write_case(&scratch, "img", "small");
     let out = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
         .args(["fid", "score", "--inception"])
         .arg(&weights)

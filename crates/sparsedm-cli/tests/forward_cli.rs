@@ -7,6 +7,7 @@
 
 use sparsedm_tensor::testing::assert_close;
 use sparsedm_tensor::{Tensor, load_safetensors, save_safetensors};
+use sparsedm_testkit::Scratch;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -15,10 +16,9 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-diffusion/tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-forward-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("forward-cli")
 }
 
 fn forward(arch: &str, fixture_name: &str, inputs: &PathBuf, output: &PathBuf) -> Output {
@@ -36,7 +36,8 @@ fn forward(arch: &str, fixture_name: &str, inputs: &PathBuf, output: &PathBuf) -
 }
 
 fn reproduces(arch: &str, name: &str) {
-    let out_path = scratch(&format!("{name}.out.safetensors"));
+    let scratch = scratch_dir();
+    let out_path = scratch.join(format!("{name}.out.safetensors"));
     let io = fixture(&format!("{name}.io.safetensors"));
     let run = forward(arch, name, &io, &out_path);
     assert!(run.status.success(), "{name}: sparsedm forward failed: {}", String::from_utf8_lossy(&run.stderr));
@@ -64,15 +65,16 @@ fn reproduces_ddpm_unet() {
 
 /// Writes the fixture's inputs without `drop`, runs, returns stderr.
 fn fails_without(arch: &str, name: &str, drop: &str, extra: Option<(&str, Tensor)>) -> String {
+    let scratch = scratch_dir();
     let io = load_safetensors(fixture(&format!("{name}.io.safetensors"))).unwrap();
     let mut kept: Vec<(String, Tensor)> = io.into_iter().filter(|(k, _)| k.starts_with("input.") && k != drop).collect();
     if let Some((k, t)) = extra {
         kept.retain(|(n, _)| n != k);
         kept.push((k.to_string(), t));
     }
-    let inputs = scratch(&format!("{name}.without-{drop}.safetensors"));
+    let inputs = scratch.join(format!("{name}.without-{drop}.safetensors"));
     save_safetensors(&inputs, &kept, None).unwrap();
-    let run = forward(arch, name, &inputs, &scratch("never-written.safetensors"));
+    let run = forward(arch, name, &inputs, &scratch.join("never-written.safetensors"));
     assert!(!run.status.success(), "{name} without {drop} must fail");
     assert_ne!(run.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
@@ -99,9 +101,10 @@ fn wrong_shape_is_one_clear_error() {
 
 #[test]
 fn bad_files_are_errors() {
-    let garbage = scratch("garbage.safetensors");
+    let scratch = scratch_dir();
+    let garbage = scratch.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x05\x00\x00\x00\x00\x00\x00\x00hello").unwrap();
-    let run = forward("uvit", "uvit_tiny_uncond", &garbage, &scratch("x.safetensors"));
+    let run = forward("uvit", "uvit_tiny_uncond", &garbage, &scratch.join("x.safetensors"));
     assert!(!run.status.success());
     let e = String::from_utf8_lossy(&run.stderr);
     assert!(e.contains("garbage.safetensors"), "{e}");
@@ -114,7 +117,7 @@ fn bad_files_are_errors() {
         .arg("--inputs")
         .arg(fixture("uvit_tiny_cond.io.safetensors"))
         .arg("--output")
-        .arg(scratch("y.safetensors"))
+        .arg(scratch.join("y.safetensors"))
         .output()
         .unwrap();
     assert!(!run.status.success());
@@ -152,6 +155,7 @@ fn macs_command_prints_the_paper_numbers() {
 /// apply to a checkpoint are refused.
 #[test]
 fn macs_of_a_checkpoint_counts_its_nm_layers() {
+    let scratch = scratch_dir();
     let bin = env!("CARGO_BIN_EXE_sparsedm");
     let run = |args: &[&str]| {
         let o = Command::new(bin).args(args).output().unwrap();
@@ -168,7 +172,7 @@ fn macs_of_a_checkpoint_counts_its_nm_layers() {
     assert!(of_file.contains("(0 N:M layers)"), "{of_file}");
     assert_eq!(table(&of_file), table(&analytic));
 
-    let pruned = scratch("macs-2of4.safetensors");
+    let pruned = scratch.join("macs-2of4.safetensors");
     let (ok, _, e) = run(&[
         "prune",
         "--arch",

@@ -28,6 +28,7 @@
 use sparsedm_kernels::testing::gpu_or_skip;
 use sparsedm_tensor::testing::assert_close;
 use sparsedm_tensor::{Tensor, load_safetensors};
+use sparsedm_testkit::Scratch;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -55,14 +56,12 @@ fn have_gpu(test: &str) -> bool {
     gpu_or_skip(test).is_some()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let root = std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
-    let dir = root.join(format!("gpu-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    let _ = std::fs::remove_file(&p);
-    p
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::in_dir(
+        std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
+        "gpu-cli",
+    )
 }
 
 fn sparsedm(args: &[&str]) -> Output {
@@ -85,11 +84,12 @@ fn fixture(name: &str) -> PathBuf {
 
 #[test]
 fn gpu_forward_reproduces_the_reference_fixtures() {
+    let scratch = scratch_dir();
     if !have_gpu("gpu_forward_reproduces_the_reference_fixtures") {
         return;
     }
     for (arch, name) in [("uvit", "uvit_tiny_uncond"), ("uvit", "uvit_tiny_cond"), ("ddpm-unet", "ddpm_unet_tiny")] {
-        let out = scratch(&format!("{name}.out.safetensors"));
+        let out = scratch.join(format!("{name}.out.safetensors"));
         let io = fixture(&format!("{name}.io.safetensors"));
         let (config, weights) = (fixture(&format!("{name}.json")), fixture(&format!("{name}.weights.safetensors")));
         let run = sparsedm(&[
@@ -117,6 +117,7 @@ fn gpu_forward_reproduces_the_reference_fixtures() {
 
 #[test]
 fn gpu_sample_gives_the_cpu_images() {
+    let scratch = scratch_dir();
     if !have_gpu("gpu_sample_gives_the_cpu_images") {
         return;
     }
@@ -126,7 +127,7 @@ fn gpu_sample_gives_the_cpu_images() {
     let demo = demo();
     for (sampler, steps) in [(None, "2"), (Some("euler-maruyama"), "2")] {
         let images = |device: &str| {
-            let out = scratch(&format!("sample-{}-{device}.npz", sampler.unwrap_or("default")));
+            let out = scratch.join(format!("sample-{}-{device}.npz", sampler.unwrap_or("default")));
             let mut args = vec!["sample", "--checkpoint", &demo, "--n", "3", "--batch", "2", "--steps", steps, "--seed", "11"];
             if let Some(sm) = sampler {
                 args.extend(["--sampler", sm]);
@@ -208,14 +209,15 @@ fn same_losses(what: &str, got: &[(u64, f64)], want: &[(u64, f64)]) {
 
 #[test]
 fn gpu_train_follows_the_cpu_and_checkpoints_resume_across_devices() {
+    let scratch = scratch_dir();
     if !have_gpu("gpu_train_follows_the_cpu_and_checkpoints_resume_across_devices") {
         return;
     }
-    let config = scratch("tiny.toml");
+    let config = scratch.join("tiny.toml");
     std::fs::write(&config, TINY_RUN).unwrap();
     let f32 = "train.precision=f32";
 
-    let cpu = scratch("run-cpu");
+    let cpu = scratch.join("run-cpu");
     ok(&train(&config, &cpu, "cpu", &[]), "train --device cpu");
     let want = losses(&cpu);
     assert_eq!(want.len(), 4);
@@ -223,7 +225,7 @@ fn gpu_train_follows_the_cpu_and_checkpoints_resume_across_devices() {
     // Two steps on one device, two more on the other (checkpoint at step 2): between them, every
     // step of the CPU run is also taken on the GPU, at f32, and must log the CPU's loss.
     for (first, then) in [("cuda", "cpu"), ("cpu", "cuda")] {
-        let run = scratch(&format!("run-{first}-then-{then}"));
+        let run = scratch.join(format!("run-{first}-then-{then}"));
         let e = ok(&train(&config, &run, first, &[f32, "train.n_steps=2"]), &format!("train --device {first}"));
         assert!(e.contains(&format!("on {} (f32 matmuls)", if first == "cuda" { "cuda:0" } else { "cpu" })), "{e}");
         let e = ok(&resume(&run, then, &["train.n_steps=4"]), &format!("train --resume --device {then}"));
@@ -232,7 +234,7 @@ fn gpu_train_follows_the_cpu_and_checkpoints_resume_across_devices() {
     }
 
     // A bf16 run (the GPU default made explicit) cannot silently continue on the CPU.
-    let run = scratch("run-bf16");
+    let run = scratch.join("run-bf16");
     let e = ok(&train(&config, &run, "cuda", &["train.precision=bf16", "train.n_steps=1"]), "train bf16");
     assert!(e.contains("(bf16 matmuls)"), "{e}");
     let refused = resume(&run, "cpu", &["train.n_steps=2"]);
@@ -246,15 +248,16 @@ fn gpu_train_follows_the_cpu_and_checkpoints_resume_across_devices() {
 
 #[test]
 fn gpu_fid_stats_equal_the_cpu_statistics() {
+    let scratch = scratch_dir();
     if !have_gpu("gpu_fid_stats_equal_the_cpu_statistics") {
         return;
     }
-    let weights = formula_inception();
+    let weights = formula_inception(&scratch);
     let demo = demo();
-    let images = scratch("fid-images.npz");
+    let images = scratch.join("fid-images.npz");
     ok(&sparsedm(&["sample", "--checkpoint", &demo, "--n", "2", "--steps", "2", "--out", s(&images), "--device", "cpu"]), "sample");
     let stats = |device: &str| {
-        let out = scratch(&format!("fid-{device}.npz"));
+        let out = scratch.join(format!("fid-{device}.npz"));
         let run = sparsedm(&["fid", "stats", "--inception", s(&weights), "--images", s(&images), "--out", s(&out), "--device", device]);
         ok(&run, &format!("fid stats --device {device}"));
         sparsedm_fid::read_stats_npz(&out).unwrap()
@@ -267,17 +270,18 @@ fn gpu_fid_stats_equal_the_cpu_statistics() {
 
 /// pytorch-fid's InceptionV3 with the stand-in weights of the shared fixture's formula
 /// (`sparsedm_fid::formula`; the real weights cannot be downloaded here).
-fn formula_inception() -> PathBuf {
-    let path = scratch("inception-formula.safetensors");
+fn formula_inception(scratch: &Scratch) -> PathBuf {
+    let path = scratch.join("inception-formula.safetensors");
     sparsedm_fid::formula::write_formula_inception(&path).unwrap();
     path
 }
 
 #[test]
 fn gpu_auto_never_picks_the_simulator() {
+    let scratch = scratch_dir();
     let Some(gpu) = gpu_or_skip("gpu_auto_never_picks_the_simulator") else { return };
     let name = "uvit_tiny_uncond";
-    let out = scratch("auto.out.safetensors");
+    let out = scratch.join("auto.out.safetensors");
     let io = fixture(&format!("{name}.io.safetensors"));
     let (config, weights) = (fixture(&format!("{name}.json")), fixture(&format!("{name}.weights.safetensors")));
     let run =

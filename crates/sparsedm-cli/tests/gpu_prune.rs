@@ -22,6 +22,7 @@
 use sparsedm_kernels::testing::gpu_or_skip;
 use sparsedm_tensor::testing::max_rel_diff;
 use sparsedm_tensor::{load_safetensors, load_weights_metadata};
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -36,14 +37,12 @@ fn repo(rel: &str) -> PathBuf {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let root = std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
-    let dir = root.join(format!("gpu-prune-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    let _ = std::fs::remove_file(p.with_extension("toml"));
-    p
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::in_dir(
+        std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
+        "gpu-prune",
+    )
 }
 
 fn sparsedm(args: &[&str]) -> Output {
@@ -80,6 +79,7 @@ fn same_tensors(what: &str, gpu: &Path, cpu: &Path, tol: f32) {
 
 #[test]
 fn gpu_magnitude_prune_writes_the_cpu_file() {
+    let scratch = scratch_dir();
     if gpu_or_skip("gpu_magnitude_prune_writes_the_cpu_file").is_none() {
         return;
     }
@@ -88,7 +88,7 @@ fn gpu_magnitude_prune_writes_the_cpu_file() {
         let (cfg, w) = (fixture(&format!("{name}.json")), fixture(&format!("{name}.weights.safetensors")));
         let mut outs = Vec::new();
         for device in ["cpu", "cuda"] {
-            let out = scratch(&format!("{name}-{transposable}-{device}.safetensors"));
+            let out = scratch.join(format!("{name}-{transposable}-{device}.safetensors"));
             let mut args = vec![
                 "prune",
                 "--arch",
@@ -125,6 +125,7 @@ fn gpu_magnitude_prune_writes_the_cpu_file() {
 
 #[test]
 fn gpu_diff_pruning_writes_the_cpu_file() {
+    let scratch = scratch_dir();
     if gpu_or_skip("gpu_diff_pruning_writes_the_cpu_file").is_none() {
         return;
     }
@@ -132,7 +133,7 @@ fn gpu_diff_pruning_writes_the_cpu_file() {
     let mut outs = Vec::new();
     let mut reports = Vec::new();
     for device in ["cpu", "cuda"] {
-        let out = scratch(&format!("diffprune-{device}.safetensors"));
+        let out = scratch.join(format!("diffprune-{device}.safetensors"));
         let args = [
             "prune",
             "--method",

@@ -17,8 +17,8 @@ fn gpu_table3_checks_the_model_block_and_refuses_simulated_timing() {
         eprintln!("skipped on a real GPU: the GPU bundle times the whole grid (repro-table3)");
         return;
     }
-    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-table3-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let scratch = sparsedm_testkit::Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "gpu-table3");
+    let out = scratch.join("out");
     let o = Command::new(BIN)
         .args(["repro", "table3", "--device", "cuda", "--out", &out.display().to_string()])
         .env("SPARSEDM_CUDA_SIM", "1")
@@ -34,5 +34,4 @@ fn gpu_table3_checks_the_model_block_and_refuses_simulated_timing() {
     assert!(md.contains("**Ours: not measured**") && md.contains("refuses timing"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table3.json")).unwrap()).unwrap();
     assert!(json["ours"].is_null());
-    let _ = std::fs::remove_dir_all(&out);
 }

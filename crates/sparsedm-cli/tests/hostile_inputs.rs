@@ -10,6 +10,7 @@
 //! *work* (and say what it did) rather than fail.
 
 use sparsedm_tensor::{Device, Tensor, load_safetensors, load_safetensors_metadata, save_safetensors};
+use sparsedm_testkit::Scratch;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -53,12 +54,9 @@ fn diffusion_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-diffusion/tests/fixtures").join(name)
 }
 
-/// A fresh scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn scratch(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("hostile-{name}"))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -113,11 +111,15 @@ fn succeeds(args: &[&str]) -> String {
     stderr + &String::from_utf8_lossy(&o.stdout)
 }
 
-/// A two-step training run shared by the tests (its folder is never written after).
+/// A two-step training run shared by the tests (its folder is never written after). It outlives
+/// every test, so it has a fixed folder, replaced by the next run of this file, rather than a
+/// `Scratch` (a static is never dropped: a per-process folder would pile up, one per run).
 fn trained() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let d = scratch("trained");
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sparsedm-hostile-trained");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("tiny.toml"), TINY_RUN).unwrap();
         succeeds(&["train", "--config", s(&d.join("tiny.toml")), "--out", s(&d.join("run"))]);
         d.join("run")

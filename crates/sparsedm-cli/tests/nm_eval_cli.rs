@@ -13,6 +13,7 @@ use sparsedm_diffusion::Arch;
 use sparsedm_layers::read_sparse_checkpoint;
 use sparsedm_tensor::nm_cpu::{NmPath, force_path};
 use sparsedm_tensor::{Device, Tensor, load_safetensors, no_grad};
+use sparsedm_testkit::Scratch;
 use sparsedm_train::restore::{ExternalModel, restore};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,10 +22,9 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-nm-eval-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("nm-eval-cli")
 }
 
 fn sparsedm(args: &[&str], nm_path: Option<&str>) -> Output {
@@ -60,6 +60,7 @@ fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
 
 #[test]
 fn restored_sparse_checkpoints_run_their_nm_layers_on_the_nm_kernels() {
+    let scratch = scratch_dir();
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("uvit_tiny_uncond.json")).unwrap()).unwrap();
     let ext = ExternalModel { arch: Arch::UViT, config: cfg, schedule: None };
     let x =
@@ -68,7 +69,7 @@ fn restored_sparse_checkpoints_run_their_nm_layers_on_the_nm_kernels() {
     // The kernels run whatever this machine's timings would choose.
     force_path(Some(NmPath::Sparse));
     for (pattern, extra) in [("2:4", &[][..]), ("1:8", &[][..]), ("1:4", &["--compressed", "f16"][..])] {
-        let path = scratch(&format!("restore-{}-{}.safetensors", pattern.replace(':', "of"), extra.len()));
+        let path = scratch.join(format!("restore-{}-{}.safetensors", pattern.replace(':', "of"), extra.len()));
         let listed = pruned(pattern, extra, &path);
         assert!(listed >= 10, "{pattern}: only {listed} grouped layers listed");
         let r = restore(&path, true, Some(&ext)).unwrap();
@@ -99,10 +100,11 @@ fn restored_sparse_checkpoints_run_their_nm_layers_on_the_nm_kernels() {
 
 #[test]
 fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() {
+    let scratch = scratch_dir();
     let config = fixture("uvit_tiny_uncond.json");
-    let sparse = scratch("cli-1of8.safetensors");
+    let sparse = scratch.join("cli-1of8.safetensors");
     let listed = pruned("1:8", &[], &sparse);
-    let inputs = scratch("cli-inputs.safetensors");
+    let inputs = scratch.join("cli-inputs.safetensors");
     let x: Vec<f32> = (0..2 * 3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
     let tensors = [
         ("input.x".to_string(), Tensor::from_vec(x, &[2, 3, 8, 8], &Device::Cpu).unwrap()),
@@ -110,7 +112,7 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
     ];
     sparsedm_tensor::save_safetensors(&inputs, &tensors, None).unwrap();
     let forward = |weights: &Path, out: &str, nm_path: Option<&str>| {
-        let out = scratch(out);
+        let out = scratch.join(out);
         let args = ["forward", "--arch", "uvit", "--device", "cpu", "--force", "--config", config.to_str().unwrap()];
         let files = ["--weights", weights.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--output", out.to_str().unwrap()];
         let o = sparsedm(&[&args[..], &files[..]].concat(), nm_path);
@@ -150,9 +152,9 @@ fn forward_and_sample_say_how_many_layers_run_nm_and_nm_path_pins_the_kernels() 
     assert!(!stdout.contains("N:M layers") && !stdout.contains("N:M layer calls"), "{stdout}");
 
     // sample from a compressed checkpoint.
-    let comp = scratch("cli-1of8-comp.safetensors");
+    let comp = scratch.join("cli-1of8-comp.safetensors");
     pruned("1:8", &["--compressed"], &comp);
-    let npz = scratch("cli-samples.npz");
+    let npz = scratch.join("cli-samples.npz");
     let args = ["sample", "--arch", "uvit", "--config", config.to_str().unwrap(), "--n", "2", "--steps", "2", "--device", "cpu", "--force"];
     let stdout =
         ok(sparsedm(&[&args[..], &["--checkpoint", comp.to_str().unwrap(), "--out", npz.to_str().unwrap()]].concat(), None), "sample");

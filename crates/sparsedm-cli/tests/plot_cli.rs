@@ -3,7 +3,8 @@
 //! `--force`; a folder without `metrics.jsonl`, or with an empty one, is one
 //! clear error line and exit code 1.
 
-use std::path::{Path, PathBuf};
+use sparsedm_testkit::Scratch;
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
@@ -39,11 +40,9 @@ sampler = "dpm-solver-2"
 steps = 2
 "#;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -95,5 +94,4 @@ fn plot_draws_the_loss_of_trained_runs() {
     std::fs::write(empty_dir.join("metrics.jsonl"), "").unwrap();
     fails_with(&run(&["plot", &s(&a), &s(&empty_dir), "--out", &s(&root.join("x.png"))]), "is empty");
     assert!(!root.join("x.png").exists());
-    let _ = std::fs::remove_dir_all(&root);
 }

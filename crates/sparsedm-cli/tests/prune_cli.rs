@@ -16,6 +16,7 @@ use sparsedm_layers::{
     transposable_mask,
 };
 use sparsedm_tensor::{Tensor, load_safetensors, load_safetensors_metadata};
+use sparsedm_testkit::Scratch;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -28,10 +29,9 @@ fn unet_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-diffusion/tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-prune-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("prune-cli")
 }
 
 fn prune(arch: &str, config: &PathBuf, weights: &PathBuf, pattern: &str, policy: &str, extra: &[&str], out: &PathBuf) -> Output {
@@ -102,9 +102,13 @@ fn check(
     rule: Rule,
     expect_pruned: usize,
 ) -> String {
+    let scratch = scratch_dir();
     let p: NmPattern = pattern.parse().unwrap();
-    let out =
-        scratch(&format!("{arch}-{}-{}-{transposable}.safetensors", policy.replace(['*', '!', ',', '.'], "_"), pattern.replace(':', "of")));
+    let out = scratch.join(format!(
+        "{arch}-{}-{}-{transposable}.safetensors",
+        policy.replace(['*', '!', ',', '.'], "_"),
+        pattern.replace(':', "of")
+    ));
     let extra: &[&str] = if transposable { &["--transposable"] } else { &[] };
     let run = prune(arch, &config, &weights, pattern, policy, extra, &out);
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
@@ -218,7 +222,8 @@ fn ddpm_unet_all_policy() {
 }
 
 fn fails(pattern: &str, policy: &str, extra: &[&str]) -> String {
-    let out = scratch(&format!("never-{}.safetensors", pattern.replace(':', "of")));
+    let scratch = scratch_dir();
+    let out = scratch.join(format!("never-{}.safetensors", pattern.replace(':', "of")));
     let _ = std::fs::remove_file(&out);
     let run =
         prune("uvit", &fixture("uvit_tiny_uncond.json"), &fixture("uvit_tiny_uncond.weights.safetensors"), pattern, policy, extra, &out);
@@ -256,6 +261,7 @@ fn other_bad_arguments_are_clear_errors() {
 /// printed. Conv layers (the DDPM UNet) compress too.
 #[test]
 fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
+    let scratch = scratch_dir();
     use sparsedm_tensor::nm_cpu::{NM_CHECKPOINT_KEY, is_nm_checkpoint_file};
     // The N:M path pinned, so that the two files' deployed layers run the same kernels.
     let run = |args: &[&str]| {
@@ -272,9 +278,9 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
         ("ddpm-unet", unet_fixture("ddpm_unet_tiny.json"), unet_fixture("ddpm_unet_tiny.weights.safetensors"), "all"),
     ];
     for (arch, config, weights, policy) in cases {
-        let plain = scratch(&format!("{arch}-plain.safetensors"));
-        let comp = scratch(&format!("{arch}-comp.safetensors"));
-        let half = scratch(&format!("{arch}-comp16.safetensors"));
+        let plain = scratch.join(format!("{arch}-plain.safetensors"));
+        let comp = scratch.join(format!("{arch}-comp.safetensors"));
+        let half = scratch.join(format!("{arch}-comp16.safetensors"));
         for p in [&plain, &comp, &half] {
             let _ = std::fs::remove_file(p);
         }
@@ -324,7 +330,7 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
         let report = run(&["inspect", comp.to_str().unwrap()]);
         assert!(report.contains("compressed N:M checkpoint:") && report.contains("[spec 2:4: ok]"), "{report}");
         // A compressed file is pruned again like any sparse checkpoint; its output is plain.
-        let again = scratch(&format!("{arch}-again.safetensors"));
+        let again = scratch.join(format!("{arch}-again.safetensors"));
         let _ = std::fs::remove_file(&again);
         let out = prune(arch, &config, &comp, "1:4", policy, &["--force"], &again);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -334,7 +340,7 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
 
     // forward: the same output from the plain and the compressed file.
     let config = fixture("uvit_tiny_uncond.json");
-    let inputs = scratch("forward-inputs.safetensors");
+    let inputs = scratch.join("forward-inputs.safetensors");
     let x: Vec<f32> = (0..2 * 3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
     let tensors = [
         ("input.x".to_string(), Tensor::from_vec(x, &[2, 3, 8, 8], &sparsedm_tensor::Device::Cpu).unwrap()),
@@ -343,9 +349,9 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
     sparsedm_tensor::save_safetensors(&inputs, &tensors, None).unwrap();
     let mut outputs = Vec::new();
     for w in ["uvit-plain.safetensors", "uvit-comp.safetensors"] {
-        let out = scratch(&format!("forward-{w}"));
+        let out = scratch.join(format!("forward-{w}"));
         let args = ["forward", "--arch", "uvit", "--device", "cpu", "--force", "--config", config.to_str().unwrap()];
-        let (w, i, o) = (scratch(w), inputs.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
+        let (w, i, o) = (scratch.join(w), inputs.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
         run(&[&args[..], &["--weights", w.to_str().unwrap(), "--inputs", &i, "--output", &o]].concat());
         outputs.push(bits(&load_safetensors(&out).unwrap().remove(0).1));
     }
@@ -354,8 +360,8 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
     // sample: the same images.
     let mut images = Vec::new();
     for w in ["uvit-plain.safetensors", "uvit-comp.safetensors"] {
-        let out = scratch(&format!("samples-{w}.npz"));
-        let (w, o) = (scratch(w), out.to_str().unwrap().to_string());
+        let out = scratch.join(format!("samples-{w}.npz"));
+        let (w, o) = (scratch.join(w), out.to_str().unwrap().to_string());
         let args = ["sample", "--arch", "uvit", "--config", config.to_str().unwrap(), "--n", "2", "--steps", "3", "--device", "cpu"];
         run(&[&args[..], &["--force", "--checkpoint", w.to_str().unwrap(), "--out", &o]].concat());
         images.push(std::fs::read(&out).unwrap());
@@ -367,7 +373,7 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
     let params = |w: &str| {
         let store = sparsedm_layers::ParamStore::new(sparsedm_tensor::Device::Cpu, 0);
         cfg.build(&store).unwrap();
-        sparsedm_diffusion::load_checkpoint(&store, scratch(w)).unwrap();
+        sparsedm_diffusion::load_checkpoint(&store, scratch.join(w)).unwrap();
         store.state_dict().into_iter().map(|(n, t)| (n, t.to_vec_f32().unwrap())).collect::<Vec<_>>()
     };
     assert_eq!(params("uvit-comp.safetensors"), params("uvit-plain.safetensors"));
@@ -382,15 +388,16 @@ fn compressed_output_reads_back_as_the_plain_sparse_checkpoint() {
 /// from the compressed file says it trains dense.
 #[test]
 fn compressed_f16_checkpoint_stays_f16_and_exact() {
+    let scratch = scratch_dir();
     let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo_shapes_unet_dense.safetensors");
-    let config = scratch("demo-unet.json");
+    let config = scratch.join("demo-unet.json");
     std::fs::write(
         &config,
         r#"{"resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
             "attn_resolutions": [8], "dropout": 0.0, "num_groups": 8, "resamp_with_conv": true}"#,
     )
     .unwrap();
-    let [plain, comp, comp32, flat] = ["plain", "comp", "comp32", "flat"].map(|n| scratch(&format!("demo-unet-{n}.safetensors")));
+    let [plain, comp, comp32, flat] = ["plain", "comp", "comp32", "flat"].map(|n| scratch.join(format!("demo-unet-{n}.safetensors")));
     let written = |extra: &[&str], pattern: &str, out: &PathBuf| {
         let o = prune("ddpm-unet", &config, &weights, pattern, "all", &[extra, &["--force"]].concat(), out);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -411,7 +418,7 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
     let line = written(&["--compressed"], "5:9", &flat).unwrap();
     assert!(line.starts_with("compressed: 0 of 20 N:M layers") && line.contains("(20 flat-index"), "{line}");
     // Sampling says which masked layers run dense, rather than nothing.
-    let npz = scratch("demo-unet-flat.npz");
+    let npz = scratch.join("demo-unet-flat.npz");
     let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
         .args(["sample", "--n", "2", "--steps", "2", "--device", "cpu", "--force", "--checkpoint"])
         .arg(&flat)
@@ -423,7 +430,7 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("N:M layers: 0; 20 masked with flat-index groups (not N:M along their inputs) run dense"), "{stdout}");
     // A run without [sparse] started from the sparse file says that it trains dense.
-    let run_dir = scratch("demo-unet-run");
+    let run_dir = scratch.join("demo-unet-run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let init = format!("train.init={:?}", comp.display().to_string());
     let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
@@ -459,6 +466,7 @@ fn pruned_and_exported_official_weights_describe_their_model() {
         assert_eq!(o.status.code(), Some(1), "{args:?} must fail: {}", String::from_utf8_lossy(&o.stdout));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
+    let scratch = scratch_dir();
     let (config, weights) = (unet_fixture("ddpm_unet_tiny.json"), unet_fixture("ddpm_unet_tiny.weights.safetensors"));
     let cfg = ModelConfig::from_file(Arch::DdpmUNet, &config).unwrap();
     let recorded = |p: &PathBuf| {
@@ -475,10 +483,7 @@ fn pruned_and_exported_official_weights_describe_their_model() {
         "rec-a",
         "rec-b",
     ]
-    .map(scratch);
-    for p in [&pruned, &exported, &again] {
-        let _ = std::fs::remove_file(p);
-    }
+    .map(|name| scratch.join(name));
     let c = s(&config);
     let with_model = ["--arch", "ddpm-unet", "--config", c.as_str()];
 

@@ -10,6 +10,7 @@
 //! `crates/sparsedm-diffusion/tests/fixtures/uvit_tiny_cond.weights.safetensors`.
 
 use sparsedm_tensor::{Tensor, load_safetensors};
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,10 +22,9 @@ fn pth_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sparsedm-tensor/tests/fixtures/pth").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-pth-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("pth-cli")
 }
 
 fn sparsedm(args: &[&std::ffi::OsStr]) -> Output {
@@ -67,26 +67,29 @@ fn one_line_error(run: &Output, what: &str) -> String {
 
 #[test]
 fn forward_with_pth_and_legacy_ckpt_equals_safetensors() {
-    let reference = scratch("st.out.safetensors");
+    let scratch = scratch_dir();
+    let reference = scratch.join("st.out.safetensors");
     ok(&forward(&diffusion_fixture("uvit_tiny_cond.weights.safetensors"), &[], &reference), "forward (safetensors)");
     let want = output_bits(&reference);
-    let zip = scratch("pth.out.safetensors");
+    let zip = scratch.join("pth.out.safetensors");
     ok(&forward(&pth_fixture("uvit_tiny_cond.pth"), &[], &zip), "forward (.pth, zip)");
     assert_eq!(output_bits(&zip), want, "zip .pth output differs");
     // Legacy format, state dict nested under "model": found automatically, and by --key.
-    let legacy = scratch("ckpt.out.safetensors");
+    let legacy = scratch.join("ckpt.out.safetensors");
     ok(&forward(&pth_fixture("uvit_tiny_cond.ckpt"), &[], &legacy), "forward (.ckpt, legacy)");
     assert_eq!(output_bits(&legacy), want, "legacy .ckpt output differs");
-    let keyed = scratch("ckpt-key.out.safetensors");
+    let keyed = scratch.join("ckpt-key.out.safetensors");
     ok(&forward(&pth_fixture("uvit_tiny_cond.ckpt"), &["--key", "model"], &keyed), "forward (.ckpt --key model)");
     assert_eq!(output_bits(&keyed), want);
-    let e = one_line_error(&forward(&pth_fixture("uvit_tiny_cond.ckpt"), &["--key", "ema"], &scratch("never.safetensors")), "--key ema");
+    let e =
+        one_line_error(&forward(&pth_fixture("uvit_tiny_cond.ckpt"), &["--key", "ema"], &scratch.join("never.safetensors")), "--key ema");
     assert!(e.contains("no key \"ema\"") && e.contains("model, step"), "{e}");
 }
 
 #[test]
 fn convert_writes_the_same_tensors_and_protects_the_output() {
-    let out = scratch("converted.safetensors");
+    let scratch = scratch_dir();
+    let out = scratch.join("converted.safetensors");
     let _ = std::fs::remove_file(&out);
     let run = sparsedm(&["convert".as_ref(), pth_fixture("uvit_tiny_cond.ckpt").as_os_str(), out.as_os_str()]);
     ok(&run, "convert");
@@ -118,9 +121,10 @@ fn convert_writes_the_same_tensors_and_protects_the_output() {
 
 #[test]
 fn code_executing_checkpoints_are_refused_by_every_reader() {
+    let scratch = scratch_dir();
     let marker = Path::new("/tmp/sparsedm-pickle-pwned");
     let _ = std::fs::remove_file(marker);
-    let out = scratch("evil.safetensors");
+    let out = scratch.join("evil.safetensors");
     for file in ["malicious_zip.pth", "malicious_legacy.pth"] {
         let evil = pth_fixture(file);
         let runs = [
@@ -151,6 +155,7 @@ fn inspect_lists_a_pth_state_dict() {
 /// metadata first, which a `.pth` does not have).
 #[test]
 fn sample_and_macs_take_a_pth_with_arch_and_config() {
+    let scratch = scratch_dir();
     let config = diffusion_fixture("uvit_tiny_cond.json");
     let model = |weights: &Path| -> Vec<std::ffi::OsString> {
         ["--checkpoint".into(), weights.into(), "--arch".into(), "uvit".into(), "--config".into(), config.clone().into()].into()
@@ -162,7 +167,7 @@ fn sample_and_macs_take_a_pth_with_arch_and_config() {
         Command::new(env!("CARGO_BIN_EXE_sparsedm")).args(&args).output().unwrap()
     };
     let (st, pth) = (diffusion_fixture("uvit_tiny_cond.weights.safetensors"), pth_fixture("uvit_tiny_cond.pth"));
-    let (a, b) = (scratch("st-samples.npz"), scratch("pth-samples.npz"));
+    let (a, b) = (scratch.join("st-samples.npz"), scratch.join("pth-samples.npz"));
     ok(&sample(&st, &a), "sample (safetensors)");
     ok(&sample(&pth, &b), "sample (.pth)");
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the .pth's samples differ from the safetensors'");
@@ -177,7 +182,7 @@ fn sample_and_macs_take_a_pth_with_arch_and_config() {
 
     // convert --arch/--config: the tensors checked against the model, which the
     // output records, so sample needs no --arch/--config for it.
-    let converted = scratch("recorded.safetensors");
+    let converted = scratch.join("recorded.safetensors");
     let _ = std::fs::remove_file(&converted);
     let convert = |config: &Path| {
         let args: [&std::ffi::OsStr; 7] = [
@@ -196,7 +201,7 @@ fn sample_and_macs_take_a_pth_with_arch_and_config() {
     assert!(!run.status.success() && e.contains("does not describe") && e.contains("missing tensor in_blocks.1"), "{e}");
     assert!(!converted.exists(), "nothing written for a config that does not fit");
     ok(&convert(&config), "convert --arch --config");
-    let c = scratch("recorded-samples.npz");
+    let c = scratch.join("recorded-samples.npz");
     let mut args: Vec<std::ffi::OsString> =
         ["sample", "--device", "cpu", "--force", "--n", "2", "--steps", "2", "--class", "1"].map(Into::into).into();
     args.extend(["--out".into(), c.clone().into(), "--checkpoint".into(), converted.clone().into()]);

@@ -4,21 +4,22 @@
 //! figures, the paper scale
 //! names every missing input, and Table 3 says why it is not measured here.
 
+use sparsedm_testkit::Scratch;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparsedm");
 
-fn tmp(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 #[test]
 fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
-    let out = tmp("repro-table2");
+    let scratch = tmp("repro-table2");
+    let out = scratch.join("out");
     let o = Command::new(BIN)
         .args(["repro", "table2", "--steps", "2", "--samples", "4", "--out", &out.display().to_string()])
         .output()
@@ -98,7 +99,6 @@ fn table2_tiny_writes_markdown_and_json_with_the_papers_numbers() {
     for file in ["table2_compare.png", "table2_quality_macs.png"] {
         assert!(md.contains(&format!("]({file})")), "table2.md does not embed {file}");
     }
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// `<slug>.safetensors` holds the run's EMA weights (the dense-mode tensors
@@ -137,7 +137,8 @@ fn png_size(path: &std::path::Path) -> (u32, u32) {
 
 #[test]
 fn paper_scale_names_every_missing_input() {
-    let out = tmp("repro-paper");
+    let scratch = tmp("repro-paper");
+    let out = scratch.join("out");
     let o = Command::new(BIN)
         .args(["repro", "table2", "--scale", "paper", "--data", "/nonexistent/cifar", "--out", &out.display().to_string()])
         .output()
@@ -152,7 +153,8 @@ fn paper_scale_names_every_missing_input() {
 
 #[test]
 fn table3_without_a_gpu_writes_the_published_grid_and_says_why() {
-    let out = tmp("repro-table3");
+    let scratch = tmp("repro-table3");
+    let out = scratch.join("out");
     let o = Command::new(BIN).args(["repro", "table3", "--out", &out.display().to_string()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let md = std::fs::read_to_string(out.join("table3.md")).unwrap();
@@ -161,7 +163,6 @@ fn table3_without_a_gpu_writes_the_published_grid_and_says_why() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table3.json")).unwrap()).unwrap();
     assert!(json["ours"].is_null());
     assert_eq!(json["paper_speedup"][3][0].as_f64(), Some(1.22));
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! SIGKILL between checkpoints and resumed ends with exactly the weights of
 //! an uninterrupted run; corrupt inputs give one clear error and exit 1.
 
-use std::path::{Path, PathBuf};
+use sparsedm_testkit::Scratch;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -39,11 +40,9 @@ sampler = "dpm-solver-2"
 steps = 4
 "#;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 fn final_model(dir: &Path) -> Vec<(String, Vec<f32>)> {
@@ -102,7 +101,6 @@ fn killed_run_resumes_bit_identically() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let imgs = sparsedm_fid::read_images_npz(&npz).unwrap();
     assert_eq!((imgs.n, imgs.height, imgs.width, imgs.channels), (2, 16, 16, 3));
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -131,7 +129,6 @@ fn corrupt_inputs_give_clear_errors() {
     std::fs::write(&junk, b"garbage").unwrap();
     fails_with(&["sample", "--checkpoint", &junk.display().to_string(), "--n", "1", "--out", "x"], "junk.safetensors");
     fails_with(&["train", "--resume", &root.join("nothing").display().to_string()], "nothing");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `train.init` written by a run whose model differs (here its MLP width)
@@ -196,5 +193,4 @@ fn init_from_a_differently_built_model_names_the_nnet_keys() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -86,10 +86,9 @@ mod tests {
     use sparsedm_layers::{LayersError, Linear};
     use sparsedm_tensor::{DType, Device, Tensor, save_safetensors};
 
-    fn tmp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("sparsedm-ckpt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    /// A fresh directory of this test's own, removed when the test passes.
+    fn tmp() -> sparsedm_testkit::Scratch {
+        sparsedm_testkit::Scratch::new("ckpt")
     }
 
     /// A store with `a.weight` [3, 2], `a.bias` [3], `b.weight` [1, 3], `b.bias` [1].
@@ -114,8 +113,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
+        let scratch = tmp();
         let (a, b) = (model(1), model(2));
-        let p = tmp("round_trip.safetensors");
+        let p = scratch.join("round_trip.safetensors");
         save_checkpoint(&a, &p, None).unwrap();
         load_checkpoint(&b, &p).unwrap();
         for (name, ta) in a.state_dict() {
@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn missing_tensor_is_listed() {
-        let p = tmp("missing.safetensors");
+        let scratch = tmp();
+        let p = scratch.join("missing.safetensors");
         save_safetensors(&p, &[("a.weight".into(), t(&[3, 2])), ("a.bias".into(), t(&[3])), ("b.weight".into(), t(&[1, 3]))], None)
             .unwrap();
         let pr = problems(load_checkpoint(&model(0), &p).unwrap_err());
@@ -135,8 +136,9 @@ mod tests {
 
     #[test]
     fn unexpected_tensor_is_listed() {
+        let scratch = tmp();
         let s = model(0);
-        let p = tmp("unexpected.safetensors");
+        let p = scratch.join("unexpected.safetensors");
         let mut tensors = s.state_dict();
         tensors.push(("c.weight".into(), t(&[2, 2])));
         save_safetensors(&p, &tensors, None).unwrap();
@@ -147,8 +149,9 @@ mod tests {
 
     #[test]
     fn misshaped_tensor_is_listed() {
+        let scratch = tmp();
         let s = model(0);
-        let p = tmp("misshaped.safetensors");
+        let p = scratch.join("misshaped.safetensors");
         let tensors: Vec<_> = s.state_dict().into_iter().map(|(n, v)| if n == "a.weight" { (n, t(&[2, 3])) } else { (n, v) }).collect();
         save_safetensors(&p, &tensors, None).unwrap();
         let pr = problems(load_checkpoint(&s, &p).unwrap_err());
@@ -158,9 +161,10 @@ mod tests {
 
     #[test]
     fn all_problems_in_one_error_and_nothing_written() {
+        let scratch = tmp();
         let s = model(0);
         let before = s.get("a.bias").unwrap().to_vec_f32().unwrap();
-        let p = tmp("all.safetensors");
+        let p = scratch.join("all.safetensors");
         save_safetensors(&p, &[("a.weight".into(), t(&[3, 3])), ("a.bias".into(), t(&[3])), ("zzz".into(), t(&[1]))], None).unwrap();
         let e = load_checkpoint(&s, &p).unwrap_err();
         let msg = e.to_string();
@@ -172,8 +176,9 @@ mod tests {
 
     #[test]
     fn half_precision_converts_to_f32() {
+        let scratch = tmp();
         let s = model(0);
-        let p = tmp("half.safetensors");
+        let p = scratch.join("half.safetensors");
         let src = model(7).state_dict();
         let converted: Vec<_> = src
             .iter()
@@ -191,11 +196,12 @@ mod tests {
 
     #[test]
     fn unreadable_file_is_an_error() {
-        let p = tmp("garbage.safetensors");
+        let scratch = tmp();
+        let p = scratch.join("garbage.safetensors");
         std::fs::write(&p, b"not a safetensors file").unwrap();
         let msg = load_checkpoint(&model(0), &p).unwrap_err().to_string();
         assert!(msg.contains("garbage.safetensors"), "{msg}");
-        let msg = load_checkpoint(&model(0), tmp("does-not-exist.safetensors")).unwrap_err().to_string();
+        let msg = load_checkpoint(&model(0), scratch.join("does-not-exist.safetensors")).unwrap_err().to_string();
         assert!(msg.contains("does-not-exist"), "{msg}");
     }
 }

@@ -8,15 +8,15 @@
 use sparsedm_diffusion::{UViT, UViTConfig, load_checkpoint, save_checkpoint};
 use sparsedm_layers::{LayersError, ParamStore};
 use sparsedm_tensor::{Device, Rng, Tensor};
+use sparsedm_testkit::Scratch;
 
 fn cfg(sparsedm_qkv_bias: bool) -> UViTConfig {
     UViTConfig { img_size: 8, patch_size: 2, embed_dim: 32, depth: 3, num_heads: 2, sparsedm_qkv_bias, ..Default::default() }
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-qkv-bias-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("qkv-bias")
 }
 
 fn inputs() -> (Tensor, Tensor) {
@@ -27,17 +27,18 @@ fn inputs() -> (Tensor, Tensor) {
 }
 
 /// An official-style checkpoint: a plain U-ViT (no qkv bias) saved to disk.
-fn official_checkpoint(name: &str) -> std::path::PathBuf {
+fn official_checkpoint(scratch: &Scratch, name: &str) -> std::path::PathBuf {
     let s = ParamStore::new(Device::Cpu, 1);
     UViT::new(&s, &cfg(false)).unwrap();
-    let p = tmp(name);
+    let p = scratch.join(name);
     save_checkpoint(&s, &p, None).unwrap();
     p
 }
 
 #[test]
 fn loads_an_official_checkpoint_with_a_zero_bias_and_the_same_output() {
-    let path = official_checkpoint("official.safetensors");
+    let scratch = scratch_dir();
+    let path = official_checkpoint(&scratch, "official.safetensors");
     let plain_store = ParamStore::new(Device::Cpu, 2);
     let plain = UViT::new(&plain_store, &cfg(false)).unwrap();
     load_checkpoint(&plain_store, &path).unwrap();
@@ -71,11 +72,12 @@ fn loads_an_official_checkpoint_with_a_zero_bias_and_the_same_output() {
 
 #[test]
 fn a_checkpoint_that_has_the_bias_loads_it() {
+    let scratch = scratch_dir();
     let s = ParamStore::new(Device::Cpu, 5);
     UViT::new(&s, &cfg(true)).unwrap();
     let b = s.get("mid_block.attn.qkv.bias").unwrap();
     b.set_data(&Tensor::from_vec((0..96).map(|i| i as f32 * 0.01).collect(), &[96], &Device::Cpu).unwrap()).unwrap();
-    let p = tmp("with_bias.safetensors");
+    let p = scratch.join("with_bias.safetensors");
     save_checkpoint(&s, &p, None).unwrap();
     let store = ParamStore::new(Device::Cpu, 6);
     UViT::new(&store, &cfg(true)).unwrap();
@@ -85,12 +87,13 @@ fn a_checkpoint_that_has_the_bias_loads_it() {
 
 #[test]
 fn without_the_option_loading_stays_strict() {
+    let scratch = scratch_dir();
     let problems = |e: sparsedm_diffusion::DiffusionError| match e {
         sparsedm_diffusion::DiffusionError::Layers(LayersError::CheckpointMismatch { problems, .. }) => problems,
         other => panic!("expected a checkpoint mismatch, got {other}"),
     };
     // U-ViT's own qkv_bias = true: an official (bias-free) checkpoint is missing three tensors.
-    let path = official_checkpoint("official_strict.safetensors");
+    let path = official_checkpoint(&scratch, "official_strict.safetensors");
     let store = ParamStore::new(Device::Cpu, 7);
     UViT::new(&store, &UViTConfig { qkv_bias: true, ..cfg(false) }).unwrap();
     let pr = problems(load_checkpoint(&store, &path).unwrap_err());
@@ -100,7 +103,7 @@ fn without_the_option_loading_stays_strict() {
     // A checkpoint with the bias does not load into the plain model.
     let s = ParamStore::new(Device::Cpu, 8);
     UViT::new(&s, &cfg(true)).unwrap();
-    let p = tmp("biased.safetensors");
+    let p = scratch.join("biased.safetensors");
     save_checkpoint(&s, &p, None).unwrap();
     let plain = ParamStore::new(Device::Cpu, 9);
     UViT::new(&plain, &cfg(false)).unwrap();
@@ -108,7 +111,7 @@ fn without_the_option_loading_stays_strict() {
     assert!(pr.len() == 3 && pr.iter().all(|p| p.contains("unexpected tensor")), "{pr:?}");
 
     // With the option, every other tensor is still required.
-    let mut tensors = sparsedm_tensor::load_safetensors(official_checkpoint("official_partial.safetensors")).unwrap();
+    let mut tensors = sparsedm_tensor::load_safetensors(official_checkpoint(&scratch, "official_partial.safetensors")).unwrap();
     tensors.retain(|(n, _)| n != "mid_block.mlp.fc1.bias");
     let store = ParamStore::new(Device::Cpu, 10);
     UViT::new(&store, &cfg(true)).unwrap();

@@ -2,16 +2,15 @@
 //! crate, fake CIFAR-10 binaries) plus the numpy-written `tests/fixtures/images_u8*.npz`
 //! (see `tests/fixtures/make_numpy_npz.py`: `arr_0[n,h,w,c] = (7n + 13h + 3w + 101c) % 256`).
 
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use sparsedm_fid::{Cifar10, CifarSplit, FidError, ImageBatch, ImageFolder, ImageSource, NpzImageWriter, NpzImages, open_image_source};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sparsedm-fid-img-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn temp_dir(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("fid-img-{name}"))
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -18,6 +18,7 @@
 //! sha256 of the copies: `inception_fid_formula.json` 116094911a75637a…,
 //! `inception_fid_formula.io.safetensors` 2438520c805befc8….
 
+use sparsedm_testkit::Scratch;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -33,11 +34,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A fresh directory under cargo's per-target temporary directory.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sparsedm-fid-inception-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn temp_dir(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("fid-inception-{name}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,7 +181,6 @@ fn with_checkpoint(name: &str, bytes: Vec<u8>, f: impl FnOnce(&Path)) {
     let path = dir.join("inception.safetensors");
     std::fs::write(&path, bytes).unwrap();
     f(&path);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// max |got − want| / max |want|.
@@ -364,11 +362,12 @@ fn mismatched_checkpoint_lists_every_problem() {
 
 #[test]
 fn unreadable_checkpoint_and_bad_input_are_errors() {
-    let missing = temp_dir("nofile").join("absent.safetensors");
+    let dir = temp_dir("bad-checkpoints");
+    let missing = dir.join("absent.safetensors");
     let err = InceptionV3::load(&missing, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("absent.safetensors"), "{err}");
 
-    let garbage = temp_dir("garbage").join("garbage.safetensors");
+    let garbage = dir.join("garbage.safetensors");
     std::fs::write(&garbage, b"definitely not safetensors").unwrap();
     assert!(InceptionV3::load(&garbage, &Device::Cpu).is_err());
 

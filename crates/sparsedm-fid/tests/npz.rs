@@ -6,6 +6,7 @@
 //! `repr` floats), so reads are compared bit for bit. Files written by this crate were checked
 //! once by hand with `np.load` (see the crate's report); the automated tests need no Python.
 
+use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 
 use sparsedm_fid::{FeatureStats, FidError, NpzImageWriter, U8Images, read_images_npz, read_stats_npz, write_images_npz, write_stats_npz};
@@ -23,11 +24,9 @@ fn f64s(v: &serde_json::Value) -> Vec<f64> {
 }
 
 /// A fresh directory under cargo's per-target temporary directory.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sparsedm-fid-npz-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn temp_dir(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("fid-npz-{name}"))
 }
 
 #[test]

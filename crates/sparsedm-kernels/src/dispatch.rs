@@ -197,9 +197,8 @@ mod tests {
 
     #[test]
     fn decisions_are_measured_once_and_survive_a_restart() {
-        let dir = std::env::temp_dir().join(format!("sparsedm-dispatch-test-{}", std::process::id()));
+        let dir = sparsedm_testkit::Scratch::new("dispatch-test");
         let path = dir.join("spmm_dispatch.tsv");
-        let _ = std::fs::remove_file(&path);
         let d = Dispatch::open(Some(path.clone()));
         let first = d.decide(&problem(32896), || Ok(0.080), || Ok(0.062)).unwrap();
         assert_eq!(first.choice, Choice::Sparse);
@@ -216,7 +215,6 @@ mod tests {
         std::fs::write(&path, format!("garbage\n{text}\tx\tbroken\n")).unwrap();
         let tolerant = Dispatch::open(Some(path.clone()));
         assert_eq!(tolerant.cached(&problem(8)).map(|d| d.choice), Some(Choice::Dense));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use sparsedm_layers::{
     write_sparse_checkpoint,
 };
 use sparsedm_tensor::{DType, Device, Tensor, load_safetensors, load_safetensors_metadata, save_safetensors};
+use sparsedm_testkit::Scratch;
 use std::path::PathBuf;
 
 const DEV: Device = Device::Cpu;
@@ -20,10 +21,9 @@ fn vals(t: &Tensor) -> Vec<f32> {
     t.to_vec_f32().unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparsedm-sparse-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// This test's own directory, removed when the test passes (kept, and named, when it fails).
+fn scratch_dir() -> Scratch {
+    Scratch::new("sparse-ckpt")
 }
 
 /// fc (Linear 16→8, SR-STE 2:4), conv (Conv2d 8→4 3×3, fixed transposable 2:4), stem (Conv2d
@@ -49,9 +49,10 @@ fn sparsify(s: &ParamStore) {
 
 #[test]
 fn round_trip_stores_masked_weights_and_the_spec() {
+    let scratch = scratch_dir();
     let a = model(1);
     sparsify(&a);
-    let path = tmp("round_trip.safetensors");
+    let path = scratch.join("round_trip.safetensors");
     let mut extra = std::collections::HashMap::new();
     extra.insert("note".to_string(), "kept".to_string());
     let spec = save_sparse_checkpoint(&a, &path, Some(extra)).unwrap();
@@ -106,10 +107,10 @@ fn write_unchecked(path: &PathBuf, tensors: &[(String, Tensor)], spec: &Sparsity
 }
 
 /// The saved tensors of a sparsified model with `f` applied to the values of `name`.
-fn corrupted(name: &str, f: impl Fn(&mut Vec<f32>)) -> (PathBuf, SparsitySpec) {
+fn corrupted(scratch: &Scratch, name: &str, f: impl Fn(&mut Vec<f32>)) -> (PathBuf, SparsitySpec) {
     let a = model(3);
     sparsify(&a);
-    let path = tmp(&format!("corrupt_{name}.safetensors"));
+    let path = scratch.join(format!("corrupt_{name}.safetensors"));
     let spec = save_sparse_checkpoint(&a, &path, None).unwrap();
     let tensors: Vec<(String, Tensor)> = load_safetensors(&path)
         .unwrap()
@@ -131,8 +132,9 @@ fn corrupted(name: &str, f: impl Fn(&mut Vec<f32>)) -> (PathBuf, SparsitySpec) {
 
 #[test]
 fn a_group_with_three_nonzeros_under_2_4_is_named() {
+    let scratch = scratch_dir();
     // fc.weight [8, 16]: make the group at out 5, inputs 8..12 hold 3 nonzeros.
-    let (path, _) = corrupted("fc.weight", |v| {
+    let (path, _) = corrupted(&scratch, "fc.weight", |v| {
         for (j, x) in v[5 * 16 + 8..5 * 16 + 12].iter_mut().enumerate() {
             *x = if j < 3 { 1.0 + j as f32 } else { 0.0 };
         }
@@ -169,9 +171,10 @@ fn a_group_with_three_nonzeros_under_2_4_is_named() {
 
 #[test]
 fn transposable_and_flat_index_layers_are_checked_by_their_own_rules() {
+    let scratch = scratch_dir();
     // conv.weight [4, 8, 3, 3]: in the block out 0..4, in 0..4 at kernel (0, 0), one nonzero per
     // row (each row is fine as 2:4) but three in column in 0: only the transposable rule fails.
-    let (path, _) = corrupted("conv.weight", |v| {
+    let (path, _) = corrupted(&scratch, "conv.weight", |v| {
         for o in 0..4 {
             for c in 0..4 {
                 v[o * 72 + c * 9] = if c == 0 && o < 3 { 1.0 } else { 0.0 };
@@ -189,7 +192,7 @@ fn transposable_and_flat_index_layers_are_checked_by_their_own_rules() {
         other => panic!("{other}"),
     }
     // stem.weight [8, 3, 3, 3]: flat groups of 4 in (out, ky, kx, in) order; fill the first group.
-    let (path, _) = corrupted("stem.weight", |v| {
+    let (path, _) = corrupted(&scratch, "stem.weight", |v| {
         // flat positions 0..4 = (o 0, ky 0, kx 0, c 0..3) and (o 0, ky 0, kx 1, c 0): PyTorch
         // indices c·9 + p.
         for i in [0usize, 9, 18, 1] {
@@ -204,17 +207,18 @@ fn transposable_and_flat_index_layers_are_checked_by_their_own_rules() {
         other => panic!("{other}"),
     }
     // odd is left dense (6 inputs): anything goes there.
-    let (path, _) = corrupted("odd.weight", |v| v.iter_mut().for_each(|x| *x = 1.0));
+    let (path, _) = corrupted(&scratch, "odd.weight", |v| v.iter_mut().for_each(|x| *x = 1.0));
     read_sparse_checkpoint(&path).unwrap();
 }
 
 #[test]
 fn writing_refuses_tensors_that_do_not_match_the_spec() {
+    let scratch = scratch_dir();
     let a = model(4);
     sparsify(&a);
     let spec = SparsitySpec::from_store(&a).unwrap();
     // The dense state dict (SR-STE keeps dense weights) is not 2:4.
-    let path = tmp("refused.safetensors");
+    let path = scratch.join("refused.safetensors");
     let _ = std::fs::remove_file(&path);
     let e = write_sparse_checkpoint(&path, &a.state_dict(), &spec, None).unwrap_err();
     assert!(matches!(e, LayersError::LayerNotSparse { .. }), "{e}");
@@ -223,8 +227,9 @@ fn writing_refuses_tensors_that_do_not_match_the_spec() {
 
 #[test]
 fn files_without_or_with_broken_metadata_are_rejected() {
+    let scratch = scratch_dir();
     let a = model(5);
-    let path = tmp("dense.safetensors");
+    let path = scratch.join("dense.safetensors");
     a.save_safetensors(&path, None).unwrap();
     let e = read_sparse_checkpoint(&path).unwrap_err();
     assert!(matches!(e, LayersError::SparseCheckpoint { .. }) && e.to_string().contains("not a sparse checkpoint"), "{e}");
@@ -251,6 +256,7 @@ fn files_without_or_with_broken_metadata_are_rejected() {
 
 #[test]
 fn prune_replaces_only_the_pruned_weights_in_their_original_dtype() {
+    let scratch = scratch_dir();
     let a = model(6);
     // The "original file": half precision for some tensors.
     let original: Vec<(String, Tensor)> = a
@@ -264,7 +270,7 @@ fn prune_replaces_only_the_pruned_weights_in_their_original_dtype() {
     assert_eq!(report.totals.sparse_layers, 2);
     let (tensors, spec) = replace_pruned(original.clone(), &a).unwrap();
     assert_eq!(spec.layers.keys().collect::<Vec<_>>(), ["conv", "fc"]);
-    let path = tmp("pruned.safetensors");
+    let path = scratch.join("pruned.safetensors");
     write_sparse_checkpoint(&path, &tensors, &spec, None).unwrap();
     let (read, _) = read_sparse_checkpoint(&path).unwrap();
     assert_eq!(read.len(), original.len());

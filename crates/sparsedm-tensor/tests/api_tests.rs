@@ -2,6 +2,7 @@
 //! dtypes, in-place updates, no-grad scopes, safetensors round trips.
 
 use sparsedm_tensor::{DType, Device, Error, Rng, Tensor, load_safetensors, load_safetensors_metadata, no_grad, save_safetensors};
+use sparsedm_testkit::Scratch;
 
 const DEV: Device = Device::Cpu;
 
@@ -117,8 +118,7 @@ fn deep_graphs_do_not_overflow_the_stack() {
 
 #[test]
 fn safetensors_round_trip_and_errors() {
-    let dir = std::env::temp_dir().join(format!("sparsedm-io-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("io");
     let path = dir.join("ck.safetensors");
     let a = Tensor::randn(&[3, 4], &mut Rng::new(1), &DEV).unwrap();
     let b = Tensor::from_vec_i64(vec![7, -1], &[2], &DEV).unwrap();
@@ -151,7 +151,6 @@ fn safetensors_round_trip_and_errors() {
     assert!(e.to_string().contains("bad.safetensors") && e.to_string().contains("not a valid safetensors"), "{e}");
     let e = load_safetensors(dir.join("missing.safetensors")).unwrap_err();
     assert!(e.to_string().contains("missing.safetensors"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The metadata of a safetensors file comes from its header alone, checked as the full reader
@@ -161,8 +160,7 @@ fn safetensors_round_trip_and_errors() {
 /// with its metadata, the header being all that is read.
 #[test]
 fn safetensors_metadata_reads_the_header_only_and_checks_the_layout() {
-    let dir = std::env::temp_dir().join(format!("sparsedm-io-meta-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("io-meta");
     let path = dir.join("m.safetensors");
     let a = Tensor::randn(&[5, 7], &mut Rng::new(4), &DEV).unwrap();
     let meta: std::collections::HashMap<String, String> = [("sparsedm.config", "x = 1\n[y]\nz = \"w\""), ("step", "3"), ("empty", "")]
@@ -210,7 +208,6 @@ fn safetensors_metadata_reads_the_header_only_and_checks_the_layout() {
     f.set_len(8 + header.len() as u64 + (1 << 30)).unwrap();
     drop(f);
     assert_eq!(load_safetensors_metadata(&big).unwrap()["k"], "v");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Empty views and an empty index list are valid inputs with empty results, not panics

@@ -384,8 +384,7 @@ fn gpu_in_place_updates_and_safetensors() {
     let cpu_w = randn(&[2, 3], 97);
     cpu_w.set_data(&w).unwrap();
     assert_eq!(cpu_w.to_vec_f32().unwrap(), w.to_vec_f32().unwrap(), "set_data into the host from a GPU");
-    let dir = std::env::temp_dir().join(format!("gpu-parity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sparsedm_testkit::Scratch::new("gpu-parity");
     let t = randn(&[4, 5], 98);
     let save = |name: &str, x: &Tensor| {
         let p = dir.join(name);
@@ -393,7 +392,6 @@ fn gpu_in_place_updates_and_safetensors() {
         std::fs::read(p).unwrap()
     };
     assert_eq!(save("cpu.st", &t), save("gpu.st", &t.to_device(&dev).unwrap()));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

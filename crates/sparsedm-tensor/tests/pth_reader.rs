@@ -7,6 +7,7 @@
 use sparsedm_tensor::pth::{TorchFormat, load_torch_checkpoint};
 use sparsedm_tensor::storage::CpuStorage;
 use sparsedm_tensor::{Error, Tensor, WeightsFormat, load_safetensors, load_weights, load_weights_metadata, weights_format};
+use sparsedm_testkit::Scratch;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -139,8 +140,7 @@ fn load_weights_routes_by_content() {
 
 #[test]
 fn damaged_files_are_errors_naming_the_file() {
-    let dir = std::env::temp_dir().join(format!("sparsedm-pth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("pth");
     for file in ["basic_zip.pth", "basic_legacy.pth", "views_legacy.pth"] {
         let bytes = std::fs::read(fixture(file)).unwrap();
         // Every truncation point is an error, never a panic.
@@ -167,8 +167,7 @@ fn damaged_files_are_errors_naming_the_file() {
 #[test]
 fn zip_checkpoints_read_only_the_selected_storages() {
     use std::io::{Read, Write};
-    let dir = std::env::temp_dir().join(format!("sparsedm-pth-sel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("pth-sel");
     let src = std::fs::File::open(fixture("two_models.pth")).unwrap();
     let mut zin = zip::ZipArchive::new(src).unwrap();
     let out = dir.join("two_models_partial.pth");

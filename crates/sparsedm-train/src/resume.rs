@@ -107,9 +107,11 @@ pub fn truncate_metrics(run_dir: &Path, step: u64) -> Result<usize> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sparsedm-resume-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    use sparsedm_testkit::Scratch;
+
+    /// A fresh run directory with its `checkpoints/` folder.
+    fn scratch(name: &str) -> Scratch {
+        let d = Scratch::new(&format!("resume-{name}"));
         std::fs::create_dir_all(checkpoint_dir(&d)).unwrap();
         d
     }

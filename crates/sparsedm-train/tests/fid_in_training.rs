@@ -8,13 +8,10 @@ use sparsedm_tensor::Device;
 use sparsedm_train::data::{Dataset, ShapesDataset};
 use sparsedm_train::samples::Images;
 use sparsedm_train::{RunConfig, Trainer};
-use std::path::PathBuf;
 
 #[test]
 fn fid_is_evaluated_logged_and_best_kept() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fid-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sparsedm_testkit::Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "fid-train");
 
     // Random Inception weights under the official names.
     let store = ParamStore::new(Device::Cpu, 7);

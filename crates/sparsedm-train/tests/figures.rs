@@ -5,19 +5,17 @@
 //! empty or malformed file; user-named outputs are not overwritten.
 
 use image::{Rgb, RgbImage};
+use sparsedm_testkit::Scratch;
 use sparsedm_train::TrainError;
 use sparsedm_train::figures::chart::{self, COLORS, Chart, Series};
 use sparsedm_train::figures::compare::{self, Column};
 use sparsedm_train::figures::grid::{self, GAP, LABEL_BAND, scale_for};
 use sparsedm_train::figures::{BACKGROUND, curves, png};
 use sparsedm_train::samples::Images;
-use std::path::PathBuf;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("figures-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), &format!("figures-{name}"))
 }
 
 /// `n` images of `h`×`w`, image `i` filled with `colors[i]`, except pixel

@@ -26,8 +26,7 @@ fn gpu_judge_scores_like_the_cpu_judge() {
     let Some(gpu) = gpu_or_skip("gpu_judge_scores_like_the_cpu_judge") else { return };
     // The GPU bundle runs this executable without the build tree: SPARSEDM_TEST_TMP names its scratch folder.
     let root = std::env::var_os("SPARSEDM_TEST_TMP").map_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")), Into::into);
-    let dir = root.join(format!("gpu-judge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sparsedm_testkit::Scratch::in_dir(root, "gpu-judge");
     let weights = dir.join("inception-formula.safetensors");
     sparsedm_fid::formula::write_formula_inception(&weights).unwrap();
     let data = sparsedm_train::build::dataset(&RunConfig::load("demo_shapes_uvit", &[]).unwrap()).unwrap();

@@ -335,8 +335,7 @@ warmup_steps = 0
 fn gpu_trainer_follows_the_cpu_and_its_checkpoint_resumes_on_the_cpu() {
     let _p = PRECISION.read().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device("gpu_trainer_follows_the_cpu_and_its_checkpoint_resumes_on_the_cpu") else { return };
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-trainer-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = sparsedm_testkit::Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "gpu-trainer");
     let cfg = |n: u64| RunConfig::parse(TINY_RUN, "tiny", &[format!("train.n_steps={n}")]).unwrap();
     let mut cpu = Trainer::new(cfg(4), &dir.join("cpu"), false, CPU).unwrap();
     let mut cpu_losses = Vec::new();

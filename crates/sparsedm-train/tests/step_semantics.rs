@@ -82,7 +82,8 @@ fn the_ema_averages_the_dense_weights_and_masks_itself() {
     assert!(mask.iter().zip(&e).any(|(&m, &v)| m == 0.0 && v != 0.0), "pruned positions keep their averaged dense values");
 
     // The EMA model masks its own averaged weights by magnitude.
-    let mut t = Trainer::new(cfg.clone(), &tmp("ema-dense"), false, Device::Cpu).unwrap();
+    let run = tmp("ema-dense");
+    let mut t = Trainer::new(cfg.clone(), &run, false, Device::Cpu).unwrap();
     t.train_step().unwrap();
     let model = t.ema_model().unwrap();
     let ema_slot = model.store.sparse_slots().into_iter().find(|(n, _)| n == name).unwrap().1;
@@ -95,7 +96,6 @@ fn the_ema_averages_the_dense_weights_and_masks_itself() {
     for g in own.chunks(4) {
         assert_eq!(g.iter().filter(|&&m| m != 0.0).count(), 2, "the EMA model's own mask is 2:4");
     }
-    let _ = std::fs::remove_dir_all(tmp("ema-dense"));
 }
 
 #[test]

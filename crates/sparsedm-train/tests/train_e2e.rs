@@ -4,8 +4,8 @@
 
 use sparsedm_layers::{NmPattern, NonDivisible, SparseMode, check_nm};
 use sparsedm_tensor::Device;
+use sparsedm_testkit::Scratch;
 use sparsedm_train::{RunConfig, Trainer};
-use std::path::PathBuf;
 
 const TINY: &str = r#"
 seed = 3
@@ -40,10 +40,9 @@ steps = 6
 grid = 4
 "#;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh directory of this test's own, removed when the test passes (kept, and named, when it fails).
+fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 fn mean(v: &[f32]) -> f32 {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use sparsedm_testkit::Scratch;
 
 /// A tiny U-ViT run config on the embedded shapes.
 pub const TINY: &str = r#"
@@ -35,9 +35,8 @@ betas = [0.9, 0.999]
 warmup_steps = 2
 "#;
 
-/// An empty folder under the test target directory, unique to this process.
-pub fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh, empty folder of the test's own under the test target directory, removed when the
+/// test passes (kept, and named, when it fails); hold it while the test uses it.
+pub fn tmp(name: &str) -> Scratch {
+    Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
