@@ -146,4 +146,21 @@ mod tests {
         }
         assert!(names.iter().any(|n| n == "inspect"), "commands: {names:?}");
     }
+    /// The commands that take `--config PRESET` list every built-in preset in their `--help`
+    /// (a hand-written list had missed `demo_shapes_unet`).
+    #[test]
+    fn config_commands_list_every_preset() {
+        for name in ["train", "bench"] {
+            let mut cmd = Cli::command();
+            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let help = sub.render_long_help().to_string();
+            let listed = help
+                .lines()
+                .find_map(|l| l.strip_prefix("Presets: "))
+                .unwrap_or_else(|| panic!("`{name} --help` lists no presets:\n{help}"));
+            let listed: Vec<&str> = listed.split(", ").collect();
+            let all: Vec<&str> = sparsedm_train::config::PRESETS.iter().map(|p| p.0).collect();
+            assert_eq!(listed, all, "`sparsedm {name} --help`");
+        }
+    }
 }

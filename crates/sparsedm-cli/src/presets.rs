@@ -13,6 +13,12 @@ pub const DEMO_DENSE_CHECKPOINT: &[u8] = include_bytes!("../assets/demo_shapes_u
 pub const DEMO_UNET_PRESET: &str = "demo_shapes_unet";
 /// The shipped dense checkpoint of [`DEMO_UNET_PRESET`] (EMA weights, f16; provenance in assets/README.md).
 pub const DEMO_UNET_DENSE_CHECKPOINT: &[u8] = include_bytes!("../assets/demo_shapes_unet_dense.safetensors");
+/// A command's `--help` epilogue: its examples, then every built-in preset (from the presets
+/// themselves, so a new preset cannot be missing from the list).
+pub fn help_with_presets(examples: &str) -> String {
+    format!("{examples}\n\nPresets: {}", sparsedm_train::config::preset_names())
+}
+
 /// Fine-tuning learning rate (the preset's pre-training rate is higher).
 pub const FINETUNE_LR: f32 = 2e-4;
 /// Fine-tuning warm-up steps (short: fine-tuning starts from trained weights).

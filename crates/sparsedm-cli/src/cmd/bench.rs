@@ -23,13 +23,12 @@ use sparsedm_tensor::{Device, MatmulPrecision};
 use sparsedm_train::{RunConfig, speed};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = crate::presets::help_with_presets("Examples:\n  \
 sparsedm bench\n  \
 sparsedm bench --config cifar10_uvit_small --batch 8 --iters 3 --json\n  \
 sparsedm bench --pattern 2:4 --json\n  \
 sparsedm bench --config cifar10_uvit_small --batch 8 --pattern 1:8 --forward-only\n  \
-sparsedm bench --config cifar10_uvit_small --batch 128 --device cuda --precision bf16\n\n\
-Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
+sparsedm bench --config cifar10_uvit_small --batch 128 --device cuda --precision bf16"))]
 pub struct Args {
     /// A run config (TOML file) or preset whose model is timed.
     #[arg(long, default_value = "demo_shapes_uvit")]

@@ -19,12 +19,11 @@ use sparsedm_train::{RunConfig, Trainer};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = crate::presets::help_with_presets("Examples:\n  \
 sparsedm train --config demo_shapes_uvit --out runs/demo\n  \
 sparsedm train --config cifar10_uvit_small_sparsedm_2of4 --set dataset.path=data/cifar10 --set train.init=uvit_s2.safetensors\n  \
 sparsedm train --resume runs/demo --set train.n_steps=2000\n  \
-sparsedm train --config demo_shapes_uvit --device cuda --set train.precision=bf16\n\n\
-Presets: cifar10_uvit_small, celeba64_uvit_small, cifar10_ddpm, cifar10_uvit_small_sparsedm_2of4, demo_shapes_uvit")]
+sparsedm train --config demo_shapes_uvit --device cuda --set train.precision=bf16"))]
 pub struct Args {
     /// A run config (TOML file) or the name of a preset.
     #[arg(long)]
