@@ -145,6 +145,33 @@ pub fn check_raw(checkpoint: &Path, raw: bool) -> Result<()> {
     Ok(())
 }
 
+/// A checkpoint argument that names a folder is refused before anything is read: a training
+/// run's folder (what `train --out` wrote) with the checkpoints to choose from — the newest, and
+/// the best-FID one when the run kept it — since which one is meant is the user's choice; any
+/// other folder plainly. (Reading it gave "Is a directory (os error 21)".) `flag` is the
+/// argument's name, empty for a positional one.
+///
+/// # Errors
+/// `path` is a folder.
+pub fn checkpoint_file(flag: &str, path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        return Ok(());
+    }
+    let named = if flag.is_empty() { path.display().to_string() } else { format!("{flag} {}", path.display()) };
+    let mut choices = Vec::new();
+    if let Some((_, newest)) = sparsedm_train::checkpoint::list_checkpoints(path).ok().and_then(|c| c.last().cloned()) {
+        choices.push(format!("{} (the newest)", newest.display()));
+    }
+    let best = path.join("best.safetensors");
+    if best.is_file() {
+        choices.push(format!("{} (the best FID)", best.display()));
+    }
+    if choices.is_empty() {
+        bail!("{named} is a folder, not a checkpoint file");
+    }
+    bail!("{named} is a training run's folder, not a checkpoint file: give one of its checkpoints, e.g. {}", choices.join(" or "))
+}
+
 /// Commands that take a model's state dict (`forward`, `prune`) refuse a
 /// training checkpoint, which holds the weights under `model.*`/`ema.*`
 /// with the optimizer state, naming the `export` that writes its model.

@@ -67,7 +67,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Hash of every file under `dir` (recursively), by path.
+/// Hash of every file under `dir` (recursively), by path; folders too (as 0), so that a refused
+/// command that leaves an empty folder behind is caught.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -75,6 +76,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
+                out.insert(p.clone(), 0);
                 stack.push(p);
             } else {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -313,6 +315,25 @@ fn numeric_validation() {
         ],
         &["masks no layer"],
     );
+    // A train.init that cannot be read is refused without a run folder left behind (the
+    // trainer made the folder first, then failed on the init).
+    let missing = d.join("no-such-init.safetensors");
+    refused(
+        &d,
+        &["train", "--config", "demo_shapes_uvit", "--set", &format!("train.init={}", s(&missing)), "--out", s(&run_dir)],
+        &["no-such-init.safetensors"],
+    );
+    // A run's folder where a checkpoint file is meant names the checkpoints to pick from.
+    let newest = checkpoint(2);
+    for args in [
+        vec!["sample", "--checkpoint", s(trained()), "--n", "1", "--out", s(&d.join("o.npz"))],
+        vec!["export", "--checkpoint", s(trained()), "--format", "onnx", "--out", s(&d.join("o.onnx"))],
+        vec!["inspect", s(trained())],
+        vec!["macs", "--checkpoint", s(trained())],
+    ] {
+        refused(&d, &args, &["is a training run's folder, not a checkpoint file", s(&newest), "(the newest)"]);
+    }
+    refused(&d, &["inspect", s(&d)], &["is a folder, not a checkpoint file"]);
     // Covariances that are not covariances.
     let good = sparsedm_fid::FeatureStats::new(vec![0.0, 0.0], vec![1.0, 0.0, 0.0, 1.0], 10).unwrap();
     let negative = sparsedm_fid::FeatureStats::new(vec![0.0, 0.0], vec![-1.0, 0.0, 0.0, -4.0], 10).unwrap();

@@ -68,7 +68,6 @@ impl Trainer {
     /// Besides the setup's own, `train.precision` tf32 or bf16 on the CPU
     /// (before anything is written).
     pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool, device: Device) -> Result<Self> {
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         let mut resume_notes = Vec::new();
         let saved = if resume {
             // The newest usable checkpoint (skipped ones reported); the folder
@@ -100,7 +99,9 @@ impl Trainer {
         let step = state.step();
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
         // Written once everything above is known to work, so a refused
-        // setup leaves the folder as it was (no half-made run either).
+        // setup leaves the disk as it was: no half-made run, and no new
+        // empty run folder either.
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
         if resume {
             // Hygiene: orphan temporaries removed, metrics cut back to the step resumed from.
             resume_notes.extend(crate::resume::clean_orphans(run_dir).iter().map(|p| format!("removed the orphan {}", p.display())));

@@ -102,10 +102,11 @@ fn train_precision_is_typed_and_the_cpu_refuses_reduced_precision() {
     // The CPU computes in f32 only: tf32/bf16 runs are refused before anything is written.
     for p in ["tf32", "bf16"] {
         let cfg = RunConfig::parse(TINY, "tiny", &[format!("train.precision=\"{p}\"")]).unwrap();
-        let dir = tmp(&format!("vocab-precision-{p}"));
+        let scratch = tmp(&format!("vocab-precision-{p}"));
+        let dir = scratch.join("run");
         let err = Trainer::new(cfg, &dir, false, Device::Cpu).unwrap_err().to_string();
         assert!(err.starts_with(&format!("train.precision {p}: CPU matrix products are f32 only")), "{err}");
-        assert!(!dir.join("config.toml").exists(), "nothing written for a refused run");
+        assert!(!dir.exists(), "nothing written for a refused run, not even its folder");
     }
     let cfg = RunConfig::parse(TINY, "tiny", &["train.precision=\"f32\"".into()]).unwrap();
     assert_eq!(Trainer::new(cfg, &tmp("vocab-precision-f32"), false, Device::Cpu).unwrap().precision(), Precision::F32);

@@ -77,6 +77,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--compressed applies to --format safetensors (a compressed N:M checkpoint), not to --format onnx");
     }
     crate::output::check_file("--out", &a.out, a.force, &[&a.checkpoint])?;
+    crate::model_source::checkpoint_file("--checkpoint", &a.checkpoint)?;
     crate::model_source::check_raw(&a.checkpoint, a.raw)?;
     let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), None)?;
     let r = restore(&a.checkpoint, !a.raw, external.as_ref())?;

@@ -35,6 +35,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let shown = args.checkpoint.display().to_string();
+    crate::model_source::checkpoint_file("", &args.checkpoint)?;
     let meta = load_weights_metadata(&args.checkpoint)?;
     let tensors = load_weights(&args.checkpoint, args.key.as_deref())?;
     // Training checkpoints store the dense SR-STE weights under model.*: their spec

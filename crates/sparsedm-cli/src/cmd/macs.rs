@@ -80,6 +80,7 @@ pub fn run(args: Args) -> Result<()> {
 /// The counts of a checkpoint's model, each layer at the pattern its
 /// stored sparsity spec gives it.
 fn run_checkpoint(args: &Args, path: &Path) -> Result<()> {
+    crate::model_source::checkpoint_file("--checkpoint", path)?;
     let external = crate::model_source::model_source(path, args.arch, args.config.as_deref(), None)?;
     let r = restore(path, true, external.as_ref())?;
     let cfg = &r.bundle.config;

@@ -132,6 +132,7 @@ pub fn run(a: Args) -> Result<()> {
         output::check_dir("--out", &a.out, a.force, &inputs, "the sampled images")?;
     }
     sparsedm_layers::allow_non_finite_weights(a.allow_non_finite);
+    crate::model_source::checkpoint_file("--checkpoint", &a.checkpoint)?;
     crate::model_source::check_raw(&a.checkpoint, a.raw)?;
     let external = crate::model_source::model_source(&a.checkpoint, a.arch, a.config.as_deref(), a.schedule)?;
     let r = restore_on(&a.checkpoint, !a.raw, external.as_ref(), device)?;
