@@ -334,6 +334,10 @@ fn numeric_validation() {
         refused(&d, &args, &["is a training run's folder, not a checkpoint file", s(&newest), "(the newest)"]);
     }
     refused(&d, &["inspect", s(&d)], &["is a folder, not a checkpoint file"]);
+    // Sample outputs that are neither a folder, an npz nor a grid PNG it can hold.
+    let ck = checkpoint(2);
+    refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "2", "--out", s(&d.join("grid.jpg"))], &["grid.jpg", "not .jpg"]);
+    refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1025", "--out", s(&d.join("grid.png"))], &["--n 1025", "at most 1024"]);
     // Covariances that are not covariances.
     let good = sparsedm_fid::FeatureStats::new(vec![0.0, 0.0], vec![1.0, 0.0, 0.0, 1.0], 10).unwrap();
     let negative = sparsedm_fid::FeatureStats::new(vec![0.0, 0.0], vec![-1.0, 0.0, 0.0, -4.0], 10).unwrap();

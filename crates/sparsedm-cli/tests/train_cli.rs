@@ -101,6 +101,26 @@ fn killed_run_resumes_bit_identically() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let imgs = sparsedm_fid::read_images_npz(&npz).unwrap();
     assert_eq!((imgs.n, imgs.height, imgs.width, imgs.channels), (2, 16, 16, 3));
+    // `--out FILE.png`: one labelled grid that shows each of those images (same seed and
+    // steps), every pixel as a 4×4 block (16 px samples are shown at 64 px).
+    let grid = root.join("grid.png");
+    let st = Command::new(BIN)
+        .args(["sample", "--checkpoint"])
+        .arg(&ck)
+        .args(["--n", "2", "--steps", "3", "--out"])
+        .arg(&grid)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let g = image::open(&grid).unwrap().to_rgb8();
+    for i in 0..2 {
+        let px = |x: usize, y: usize| &imgs.data[((i * 16 + y) * 16 + x) * 3..][..3];
+        let at =
+            |ox: u32, oy: u32| (0..64u32).all(|y| (0..64u32).all(|x| g.get_pixel(ox + x, oy + y).0 == px(x as usize / 4, y as usize / 4)));
+        let found = (0..=g.height() - 64).any(|oy| (0..=g.width() - 64).any(|ox| at(ox, oy)));
+        assert!(found, "image {i} of the npz is not in the {}x{} grid", g.width(), g.height());
+    }
+    assert!(!root.join("grid.png").is_dir());
 }
 
 fn fails_with(args: &[&str], needle: &str) {

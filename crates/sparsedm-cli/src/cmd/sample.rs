@@ -1,7 +1,8 @@
 //! `sparsedm sample`: images from a checkpoint (a training run's, whose EMA
 //! weights are used by default; an exported or pruned model; or official
 //! weights with `--arch` and `--config`), written as PNG files into a
-//! folder or as an NHWC uint8 `arr_0` npz for FID tools.
+//! folder, as an NHWC uint8 `arr_0` npz for FID tools, or as one labelled
+//! PNG grid to look at (`--out FILE.png`, up to [`MAX_GRID`] images).
 //!
 //! Images are written batch by batch as they are drawn (memory stays one
 //! batch whatever `--n` is); the output is checked before any work: an
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
 sparsedm sample --checkpoint runs/demo/checkpoints/step_00000600.safetensors --n 64 --out samples/\n  \
+sparsedm sample --checkpoint runs/demo/checkpoints/step_00000600.safetensors --n 64 --out grid.png\n  \
 sparsedm sample --checkpoint uvit_s2.safetensors --arch uvit --config cifar10_uvit_small.json --n 50000 \\\n    --sampler euler-maruyama --steps 1000 --out samples.npz\n\n\
 Samplers: euler-maruyama, pf-ode, dpm-solver-1, dpm-solver-2, dpm-solver-3, dpm-solver-fast, dpm-solver++2m, ddpm, ddim")]
 pub struct Args {
@@ -36,7 +38,7 @@ pub struct Args {
     /// Number of images.
     #[arg(long)]
     pub n: usize,
-    /// Output: a folder (PNG files) or a FILE.npz.
+    /// Output: a folder (PNG files), a FILE.npz, or a FILE.png (one labelled grid of at most 1024 images).
     #[arg(long)]
     pub out: PathBuf,
     /// Sampler (default: the run's `sample.sampler`, else dpm-solver-2).
@@ -85,8 +87,35 @@ pub struct Args {
 }
 
 /// Whether `out` names an npz file (else a PNG folder).
-fn is_npz(out: &Path) -> bool {
-    out.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+/// The most images one `--out FILE.png` grid holds (32 × 32 cells); more go to a folder or an npz.
+pub const MAX_GRID: usize = 1024;
+
+/// What `--out` names, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// `FILE.npz`: NHWC uint8 `arr_0`, streamed batch by batch.
+    Npz,
+    /// `FILE.png`: one labelled grid of every image.
+    Grid,
+    /// Anything else: a folder of `NNNNNN.png` files.
+    Folder,
+}
+
+/// The kind of `out`; an existing folder is a folder whatever its name, and an image file format
+/// other than PNG is refused (it would have become a folder of that name).
+fn out_kind(out: &Path) -> Result<Out> {
+    if out.is_dir() {
+        return Ok(Out::Folder);
+    }
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("npz") => Ok(Out::Npz),
+        Some("png") => Ok(Out::Grid),
+        Some(e @ ("jpg" | "jpeg" | "gif" | "bmp" | "webp" | "tif" | "tiff" | "npy")) => {
+            bail!("--out {}: sample writes a folder of PNG files, a FILE.npz or one grid FILE.png, not .{e}", out.display())
+        }
+        _ => Ok(Out::Folder),
+    }
 }
 
 /// The flag checks that need no file: every flag given must apply.
@@ -99,6 +128,9 @@ fn check_flags(a: &Args) -> Result<()> {
     }
     if a.steps == Some(0) {
         bail!("--steps must be at least 1");
+    }
+    if out_kind(&a.out)? == Out::Grid && a.n > MAX_GRID {
+        bail!("--n {}: one grid --out {} holds at most {MAX_GRID} images; write them to a folder or a FILE.npz", a.n, a.out.display());
     }
     if let Some(s) = a.cfg_scale {
         if a.class.is_none() {
@@ -126,7 +158,8 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(c) = &a.config {
         inputs.push(c);
     }
-    if is_npz(&a.out) {
+    let out = out_kind(&a.out)?;
+    if out != Out::Folder {
         output::check_file("--out", &a.out, a.force, &inputs)?;
     } else {
         output::check_dir("--out", &a.out, a.force, &inputs, "the sampled images")?;
@@ -162,7 +195,7 @@ pub fn run(a: Args) -> Result<()> {
     // (an npz exactly, PNGs at their smallest: a tiny header per image).
     let per_image = budget::product("one image", &[c as u64, h as u64, w as u64])?;
     budget::ensure_memory(&format!("--batch {}", a.batch), budget::product("a batch", &[a.batch.min(a.n) as u64, per_image, 4 * 8])?)?;
-    let min_file = if is_npz(&a.out) { per_image } else { per_image / 64 + 64 };
+    let min_file = if out == Out::Folder { per_image / 64 + 64 } else { per_image };
     budget::ensure_disk(&format!("--n {}", a.n), &a.out, budget::product("the images", &[a.n as u64, min_file])?)?;
 
     a.device.announce();
@@ -176,7 +209,19 @@ pub fn run(a: Args) -> Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    if is_npz(&a.out) {
+    if out == Out::Grid {
+        // At most MAX_GRID images: kept in memory, drawn into one grid at the end.
+        let mut all = Images { data: Vec::with_capacity(a.n * per_image as usize), n: 0, h, w };
+        generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs: &Images, done| {
+            all.data.extend_from_slice(&imgs.data);
+            all.n += imgs.n;
+            bar.set_position(done as u64);
+            Ok(())
+        })?;
+        let title = a.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let cols = all.n.isqrt() + usize::from(all.n.isqrt().pow(2) < all.n); // ⌈√n⌉: a little wider than tall
+        sparsedm_train::samples::write_labelled_grid_png(&a.out, &all, cols, &title)?;
+    } else if out == Out::Npz {
         let mut writer = sparsedm_fid::NpzImageWriter::create(&a.out, a.n, h, w, 3)?;
         generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs, done| {
             writer.push(&imgs.data)?;
