@@ -5,7 +5,7 @@
 //! renamed file still loads; safetensors files go through
 //! [`crate::load_safetensors`] unchanged.
 
-use crate::pth::{TorchFormat, load_torch_checkpoint, torch_format};
+use crate::pth::{TorchFormat, check_torch_container, load_torch_checkpoint, torch_format};
 use crate::{Error, Result, Tensor, load_safetensors, load_safetensors_metadata};
 use std::collections::HashMap;
 use std::io::Read;
@@ -51,14 +51,19 @@ pub fn load_weights(path: impl AsRef<Path>, key: Option<&str>) -> Result<Vec<(St
 }
 
 /// The string metadata of a weights file: a safetensors file's
-/// `__metadata__`; empty for a PyTorch checkpoint (it has no such map).
+/// `__metadata__`; empty for a PyTorch checkpoint (it has no such map), whose container is
+/// checked (a zip that is no checkpoint, such as an `.npz`, is an error here, before a caller
+/// asks for `--arch/--config` it has no use for).
 ///
 /// # Errors
 /// Those of [`load_safetensors_metadata`]; [`Error::Io`] for an unreadable file.
 pub fn load_weights_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     match weights_format(path)? {
-        WeightsFormat::Torch(_) => Ok(HashMap::new()),
+        WeightsFormat::Torch(_) => {
+            check_torch_container(path)?;
+            Ok(HashMap::new())
+        }
         WeightsFormat::SafeTensors => load_safetensors_metadata(path),
     }
 }

@@ -205,3 +205,29 @@ fn zip_checkpoints_read_only_the_selected_storages() {
     assert!(e.contains("two_models_partial.pth") && e.contains(&dropped) && e.contains("layer.weight"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A zip that is no `torch.save` checkpoint is refused when its metadata is read, saying what it
+/// is: an `.npz` of arrays (was: taken for a checkpoint without metadata, so the CLI asked for
+/// `--arch/--config`), or any other zip without `<name>/data.pkl`.
+#[test]
+fn zips_that_are_not_checkpoints_are_named_when_the_metadata_is_read() {
+    use std::io::Write;
+    let dir = Scratch::new("pth-npz");
+    let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let write_zip = |name: &str, entry: &str| {
+        let path = dir.join(name);
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        z.start_file(entry, stored).unwrap();
+        z.write_all(b"\x93NUMPY").unwrap();
+        z.finish().unwrap();
+        path
+    };
+    let npz = write_zip("images.npz", "arr_0.npy");
+    let e = load_weights_metadata(&npz).unwrap_err().to_string();
+    assert!(e.contains("images.npz") && e.contains(".npy arrays (an .npz"), "{e}");
+    let other = write_zip("other.pth", "notes/readme.txt");
+    let e = load_weights_metadata(&other).unwrap_err().to_string();
+    assert!(e.contains("other.pth") && e.contains("without <name>/data.pkl"), "{e}");
+    // A real zip checkpoint still has (empty) metadata.
+    assert!(load_weights_metadata(fixture("two_models.pth")).unwrap().is_empty());
+}

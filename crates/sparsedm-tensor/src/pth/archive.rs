@@ -87,17 +87,33 @@ fn zip_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result
     Ok(Some(buf))
 }
 
+/// The `<name>/data.pkl` entry of a zip checkpoint's directory, or why the archive is not one
+/// (an `.npz`, say: arrays, no pickle).
+fn data_pkl<R: Read + Seek>(zip: &zip::ZipArchive<R>) -> Result<String, String> {
+    let pickles: Vec<String> =
+        zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).map(str::to_string).collect();
+    match pickles.as_slice() {
+        [one] => Ok(one.clone()),
+        [] if zip.file_names().any(|n| n.ends_with(".npy")) => {
+            Err("a zip archive of .npy arrays (an .npz, e.g. images or FID statistics), not a torch.save checkpoint".into())
+        }
+        [] => Err("a zip archive without <name>/data.pkl: not a torch.save checkpoint".into()),
+        many => Err(format!("a zip archive with several data.pkl entries ({})", many.join(", "))),
+    }
+}
+
+/// Checks that a zip archive is laid out as a `torch.save` checkpoint (one `<name>/data.pkl`),
+/// reading only its directory.
+pub(crate) fn check_zip_layout<R: Read + Seek>(reader: R) -> Result<(), String> {
+    let zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive ({e})"))?;
+    data_pkl(&zip).map(|_| ())
+}
+
 impl<R: Read + Seek> ZipCheckpoint<R> {
     /// Reads the archive's directory, its byte order and its object.
     pub(crate) fn open(reader: R) -> Result<Self, String> {
         let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive ({e})"))?;
-        let pickles: Vec<String> =
-            zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).map(str::to_string).collect();
-        let pkl = match pickles.as_slice() {
-            [one] => one.clone(),
-            [] => return Err("a zip archive without <name>/data.pkl: not a torch.save checkpoint".into()),
-            many => return Err(format!("a zip archive with several data.pkl entries ({})", many.join(", "))),
-        };
+        let pkl = data_pkl(&zip)?;
         let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
         let big_endian = match zip_entry(&mut zip, &format!("{prefix}byteorder"))? {
             None => false,

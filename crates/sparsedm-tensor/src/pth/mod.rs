@@ -74,6 +74,27 @@ pub fn load_torch_checkpoint(path: impl AsRef<Path>, key: Option<&str>) -> Resul
     }
 }
 
+/// Checks that `path` is a PyTorch checkpoint's container without reading its tensors: a zip
+/// archive must hold one `<name>/data.pkl` (an `.npz` of images, also a zip, is refused here by
+/// name, not taken for a checkpoint with no metadata); a legacy pickle needs no more than its header.
+///
+/// # Errors
+/// [`Error::Io`] for an unreadable file; [`Error::TorchCheckpoint`] saying what the file is instead.
+pub fn check_torch_container(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let shown = || path.display().to_string();
+    let io = |error| Error::Io { path: shown(), error };
+    let bad = |msg| Error::TorchCheckpoint { path: shown(), msg };
+    let mut file = File::open(path).map_err(io)?;
+    let mut head = Vec::with_capacity(HEAD);
+    Read::by_ref(&mut file).take(HEAD as u64).read_to_end(&mut head).map_err(io)?;
+    file.rewind().map_err(io)?;
+    match container(&head).map_err(bad)? {
+        TorchFormat::Zip => archive::check_zip_layout(BufReader::new(file)).map_err(bad),
+        TorchFormat::Legacy => Ok(()),
+    }
+}
+
 /// Bytes read to recognise the container (a tar header's magic is at 257).
 const HEAD: usize = 512;
 
