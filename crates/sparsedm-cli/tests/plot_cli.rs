@@ -86,6 +86,11 @@ fn plot_draws_the_loss_of_trained_runs() {
     fails_with(&run(&["plot", &s(&a), "--out", &s(&out)]), "--force");
     let o = run(&["plot", &s(&a), "--out", &s(&out), "--force"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The run's metrics.jsonl given instead of its folder: the same picture (named by the folder).
+    let from_file = root.join("from-file.png");
+    let o = run(&["plot", &s(&a.join("metrics.jsonl")), "--out", &s(&from_file)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&from_file).unwrap(), std::fs::read(&out).unwrap());
 
     // Bad run folders.
     let empty_dir = root.join("not-a-run");

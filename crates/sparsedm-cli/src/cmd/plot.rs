@@ -11,7 +11,7 @@ use std::path::PathBuf;
 sparsedm plot runs/demo --out loss.png\n  \
 sparsedm plot demo-output/runs/sparsedm demo-output/runs/ste demo-output/runs/asp --out curves.png")]
 pub struct Args {
-    /// Run folders written by `sparsedm train` (each has a metrics.jsonl).
+    /// Run folders written by `sparsedm train` (each has a metrics.jsonl), or those metrics.jsonl files.
     #[arg(required = true, value_name = "RUN_DIR")]
     pub runs: Vec<PathBuf>,
     /// The PNG to write.

@@ -29,13 +29,18 @@ fn by_step(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     points
 }
 
-/// Reads `dir/metrics.jsonl`.
+/// Reads `dir/metrics.jsonl`, or `dir` itself when it is a file (a run's
+/// `metrics.jsonl` given directly; the run is then named by its folder).
 ///
 /// # Errors
 /// [`TrainError::Data`] naming the file when it is missing, empty, holds a
 /// line that is not a JSON object with a `step`, or no loss or FID at all.
 pub fn read(dir: &Path) -> Result<RunCurves> {
-    let path = dir.join("metrics.jsonl");
+    let (dir, path) = if dir.is_file() {
+        (dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")), dir.to_path_buf())
+    } else {
+        (dir, dir.join("metrics.jsonl"))
+    };
     let bad = |msg: String| TrainError::Data { path: path.clone(), msg };
     let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
