@@ -10,6 +10,7 @@ mod budget;
 mod cmd;
 mod compare;
 mod diffprune;
+mod interrupt;
 mod lab;
 mod model_size;
 mod model_source;
@@ -93,6 +94,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(stopped) = e.downcast_ref::<interrupt::Interrupted>() {
+                eprintln!("{stopped}");
+                return ExitCode::from(interrupt::EXIT_STATUS);
+            }
             if std::env::var_os("SPARSEDM_BACKTRACE").is_some() {
                 eprintln!("error: {e:?}");
             } else {

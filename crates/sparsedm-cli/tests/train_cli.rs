@@ -214,3 +214,100 @@ fn init_from_a_differently_built_model_names_the_nnet_keys() {
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
 }
+
+/// Sends SIGINT (Ctrl-C) to `pid`.
+#[cfg(unix)]
+fn ctrl_c(pid: u32) {
+    let st = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+}
+
+/// Waits until `ready()` or panics after two minutes.
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(120), "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The output of `child` once it ends; killed, and the test failed, if that takes two minutes
+/// (a Ctrl-C that is not acted on would otherwise hang the test).
+fn ended(mut child: std::process::Child) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the process did not stop within two minutes of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Ctrl-C stops `train` after the step in progress with a checkpoint of that step (exit 130, and
+/// it says how to continue); `--resume` goes on from it. Ctrl-C stops `sample` with no
+/// unfinished npz left behind.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz() {
+    let root = tmp("ctrl-c");
+    let cfg = root.join("long.toml");
+    std::fs::write(&cfg, TINY.replace("n_steps = 40", "n_steps = 1000000").replace("save_interval = 4", "save_interval = 1000000"))
+        .unwrap();
+    let run = root.join("run");
+    let child = Command::new(BIN)
+        .args(["train", "--device", "cpu", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = run.join("metrics.jsonl");
+    wait_for("three logged steps", || std::fs::read_to_string(&metrics).is_ok_and(|t| t.lines().count() >= 3));
+    ctrl_c(child.id());
+    let out = ended(child);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let saved: Vec<_> =
+        std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(saved.len(), 1, "one checkpoint, of the step it stopped at: {saved:?}");
+    let step: u64 = saved[0].strip_prefix("step_").and_then(|s| s.strip_suffix(".safetensors")).unwrap().parse().unwrap();
+    assert!(step >= 3, "{saved:?}");
+    let said = err.lines().last().unwrap();
+    assert!(said.starts_with(&format!("interrupted: stopped at step {step} of 1000000")) && said.contains("--resume"), "{err}");
+    let o = Command::new(BIN)
+        .args(["train", "--device", "cpu", "--resume"])
+        .arg(&run)
+        .args(["--set", &format!("train.n_steps={}", step + 2)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains(&format!("from step {step}")) && err.contains(&format!("done at step {}", step + 2)),
+        "{err}"
+    );
+
+    // sample: the npz's temporary file exists once sampling runs; after Ctrl-C neither it nor the npz is left.
+    let ck = run.join("checkpoints").join(format!("step_{:08}.safetensors", step + 2));
+    let npz = root.join("many.npz");
+    let child = Command::new(BIN)
+        .args(["sample", "--device", "cpu", "--n", "1000000", "--steps", "50", "--checkpoint"])
+        .arg(&ck)
+        .arg("--out")
+        .arg(&npz)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = || std::fs::read_dir(root.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("many.npz.tmp"));
+    wait_for("the npz's temporary file", partial);
+    ctrl_c(child.id());
+    let out = ended(child);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: stopped after") && err.contains("of 1000000 images; the unfinished npz is removed"), "{err}");
+    assert!(!npz.exists() && !partial(), "nothing of the npz is left");
+}

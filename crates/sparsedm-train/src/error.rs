@@ -22,6 +22,9 @@ pub enum TrainError {
     /// A picture or plot that could not be drawn (the drawing library's reason).
     #[error("cannot draw {what}: {msg}")]
     Figure { what: String, msg: String },
+    /// A caller's sink asked to stop (Ctrl-C during `sparsedm sample`), after `done` items.
+    #[error("stopped after {done} of {total}")]
+    Stopped { done: usize, total: usize },
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {value}; stopping (the last good checkpoint is kept)")]
     NonFinite { step: u64, value: f32 },

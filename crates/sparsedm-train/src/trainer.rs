@@ -228,7 +228,19 @@ impl Trainer {
     /// Runs until `train.n_steps` (or `stop_at`), logging, sampling and
     /// checkpointing at the configured intervals. `on_step` sees every
     /// step's metrics (progress bars, tests).
-    pub fn run(&mut self, stop_at: Option<u64>, mut on_step: impl FnMut(&StepMetrics, f64)) -> Result<Option<StepMetrics>> {
+    pub fn run(&mut self, stop_at: Option<u64>, on_step: impl FnMut(&StepMetrics, f64)) -> Result<Option<StepMetrics>> {
+        self.run_until(stop_at, &|| false, on_step)
+    }
+
+    /// [`Trainer::run`] that also ends early, after the step in progress, once `stop` says so
+    /// (Ctrl-C in `sparsedm train`): a checkpoint of that step is saved, as at the end of a run,
+    /// so `--resume` continues from it and no finished step is lost.
+    pub fn run_until(
+        &mut self,
+        stop_at: Option<u64>,
+        stop: &dyn Fn() -> bool,
+        mut on_step: impl FnMut(&StepMetrics, f64),
+    ) -> Result<Option<StepMetrics>> {
         let end = stop_at.unwrap_or(self.cfg.train.n_steps).min(self.cfg.train.n_steps);
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -258,10 +270,14 @@ impl Trainer {
                 let line = serde_json::json!({"step": step, "fid": fid, "best_fid": self.best_fid});
                 writeln!(log, "{line}").map_err(|e| TrainError::Data { path: self.run_dir.join("metrics.jsonl"), msg: e.to_string() })?;
             }
-            if step.is_multiple_of(self.cfg.train.save_interval.max(1)) && step != end {
+            let stopping = step != end && stop();
+            if step.is_multiple_of(self.cfg.train.save_interval.max(1)) && step != end && !stopping {
                 self.save()?;
             }
             last = Some(m);
+            if stopping {
+                break;
+            }
         }
         if last.is_some() {
             self.save()?;

@@ -204,6 +204,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let _p = MatmulScope::enter(precision);
     let calls = sparsedm_tensor::nm_cpu::layer_calls();
+    // From here Ctrl-C stops after the batch in progress (an unfinished npz is removed).
+    crate::interrupt::install();
+    let stop = |done: usize| {
+        if done < a.n && crate::interrupt::requested() { Err(sparsedm_train::TrainError::Stopped { done, total: a.n }) } else { Ok(()) }
+    };
     let started = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(a.n as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -216,8 +221,9 @@ pub fn run(a: Args) -> Result<()> {
             all.data.extend_from_slice(&imgs.data);
             all.n += imgs.n;
             bar.set_position(done as u64);
-            Ok(())
-        })?;
+            stop(done)
+        })
+        .map_err(|e| stopped(e, "no grid written"))?;
         let title = a.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let cols = all.n.isqrt() + usize::from(all.n.isqrt().pow(2) < all.n); // ⌈√n⌉: a little wider than tall
         sparsedm_train::samples::write_labelled_grid_png(&a.out, &all, cols, &title)?;
@@ -226,8 +232,9 @@ pub fn run(a: Args) -> Result<()> {
         generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs, done| {
             writer.push(&imgs.data)?;
             bar.set_position(done as u64);
-            Ok(())
-        })?;
+            stop(done)
+        })
+        .map_err(|e| stopped(e, "the unfinished npz is removed"))?;
         writer.finish()?;
     } else {
         if a.force {
@@ -236,8 +243,9 @@ pub fn run(a: Args) -> Result<()> {
         generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs: &Images, done| {
             write_png_images(&a.out, imgs, done - imgs.n)?;
             bar.set_position(done as u64);
-            Ok(())
-        })?;
+            stop(done)
+        })
+        .map_err(|e| stopped(e, "the PNG files written so far are kept"))?;
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -251,6 +259,17 @@ pub fn run(a: Args) -> Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// A sampling loop's error as the command's: a stop on Ctrl-C becomes [`crate::interrupt::Interrupted`]
+/// (saying how far it got and what became of the output), anything else stays as it is.
+fn stopped(e: sparsedm_train::TrainError, output: &str) -> anyhow::Error {
+    match e {
+        sparsedm_train::TrainError::Stopped { done, total } => {
+            crate::interrupt::Interrupted(format!("stopped after {done} of {total} images; {output}")).into()
+        }
+        e => e.into(),
+    }
 }
 
 /// Removes the `NNNNNN.png` files an earlier `sample` wrote into `dir`

@@ -109,7 +109,9 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("{r}");
     }
     let (bar, terminal) = crate::lab::step_bar(n_steps, trainer.step(), "");
-    let last = trainer.run(None, |m, rate| {
+    // From here Ctrl-C stops after the step in progress, with a checkpoint of it.
+    crate::interrupt::install();
+    let last = trainer.run_until(None, &crate::interrupt::requested, |m, rate| {
         let msg = format!("loss {:.4} lr {:.2e} {:.2} steps/s", m.loss, m.lr, rate);
         bar.set_position(m.step);
         bar.set_message(msg.clone());
@@ -118,6 +120,18 @@ pub fn run(args: Args) -> Result<()> {
         }
     })?;
     bar.finish();
+    if crate::interrupt::requested()
+        && let Some(m) = &last
+        && m.step < n_steps
+    {
+        return Err(crate::interrupt::Interrupted(format!(
+            "stopped at step {} of {n_steps}, saved as {}; `sparsedm train --resume {}` continues",
+            m.step,
+            sparsedm_train::checkpoint::checkpoint_path(&dir, m.step).display(),
+            dir.display()
+        ))
+        .into());
+    }
     match last {
         Some(m) => eprintln!("done at step {} (loss {:.4}); checkpoints in {}", m.step, m.loss, dir.join("checkpoints").display()),
         None => eprintln!("nothing to do: the run is already at step {} of {n_steps}", trainer.step()),
