@@ -231,6 +231,15 @@ fn wait_for(what: &str, ready: impl Fn() -> bool) {
     }
 }
 
+/// `sparsedm ARGS` running in the background, its stderr captured.
+fn started(args: &[&str]) -> std::process::Child {
+    Command::new(BIN).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// The output of `child` once it ends; killed, and the test failed, if that takes two minutes
 /// (a Ctrl-C that is not acted on would otherwise hang the test).
 fn ended(mut child: std::process::Child) -> std::process::Output {
@@ -256,15 +265,7 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
     std::fs::write(&cfg, TINY.replace("n_steps = 40", "n_steps = 1000000").replace("save_interval = 4", "save_interval = 1000000"))
         .unwrap();
     let run = root.join("run");
-    let child = Command::new(BIN)
-        .args(["train", "--device", "cpu", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = started(&["train", "--device", "cpu", "--config", s(&cfg), "--out", s(&run)]);
     let metrics = run.join("metrics.jsonl");
     wait_for("three logged steps", || std::fs::read_to_string(&metrics).is_ok_and(|t| t.lines().count() >= 3));
     ctrl_c(child.id());
@@ -293,15 +294,7 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
     // sample: the npz's temporary file exists once sampling runs; after Ctrl-C neither it nor the npz is left.
     let ck = run.join("checkpoints").join(format!("step_{:08}.safetensors", step + 2));
     let npz = root.join("many.npz");
-    let child = Command::new(BIN)
-        .args(["sample", "--device", "cpu", "--n", "1000000", "--steps", "50", "--checkpoint"])
-        .arg(&ck)
-        .arg("--out")
-        .arg(&npz)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = started(&["sample", "--device", "cpu", "--n", "1000000", "--steps", "50", "--checkpoint", s(&ck), "--out", s(&npz)]);
     let partial = || std::fs::read_dir(root.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("many.npz.tmp"));
     wait_for("the npz's temporary file", partial);
     ctrl_c(child.id());
