@@ -236,3 +236,25 @@ fn bench_times_forward_and_training_steps() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: --device cuda:1"));
 }
+
+/// Budgets that cannot make a table and flags the table or scale would ignore are one error each,
+/// before anything is written.
+#[test]
+fn budgets_and_flags_that_do_not_apply_are_refused() {
+    let scratch = tmp("repro-flags");
+    let out = scratch.join("out");
+    for (args, needle) in [
+        (&["table2", "--steps", "0"][..], "--steps must be at least 1"),
+        (&["ablation", "--samples", "1"], "--samples 1: must be at least 2"),
+        (&["table3", "--steps", "5"], "--steps does not apply to table3"),
+        (&["table3", "--inception", "pt.safetensors"], "--inception does not apply to table3"),
+        (&["table2", "--data", "data/cifar10"], "--data applies to --scale paper"),
+        (&["table1", "--allow-cpu"], "--allow-cpu applies to --scale paper"),
+    ] {
+        let o = Command::new(BIN).arg("repro").args(args).args(["--out", &out.display().to_string()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("error: {needle}")) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}

@@ -103,7 +103,36 @@ pub struct Args {
     pub device: DeviceArg,
 }
 
+/// The flag checks that need no file: budgets that can make a table, and no flag the table or
+/// scale would ignore (a silently unused `--data` or `--steps` would misdescribe the run).
+fn check_flags(a: &Args) -> Result<()> {
+    if a.steps == Some(0) {
+        bail!("--steps must be at least 1 (with 0 every fine-tuned row would be its untrained starting point)");
+    }
+    if let Some(n) = a.samples.filter(|&n| n < 2) {
+        bail!("--samples {n}: must be at least 2 (the Fréchet distance needs a covariance)");
+    }
+    let paper_only = [
+        ("--data", a.data.is_some()),
+        ("--checkpoint", a.checkpoint.is_some()),
+        ("--fid-stats", a.fid_stats.is_some()),
+        ("--allow-cpu", a.allow_cpu),
+    ];
+    if a.table == Table::Table3 {
+        let given = [("--steps", a.steps.is_some()), ("--samples", a.samples.is_some()), ("--inception", a.inception.is_some())];
+        if let Some((flag, _)) = given.iter().chain(&paper_only).find(|(_, g)| *g) {
+            bail!("{flag} does not apply to table3 (a GPU speed grid of the model's block: nothing is trained, sampled or scored)");
+        }
+    } else if a.scale == Scale::Tiny
+        && let Some((flag, _)) = paper_only.iter().find(|(_, g)| *g)
+    {
+        bail!("{flag} applies to --scale paper; --scale tiny uses the embedded data and the shipped dense model");
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
+    check_flags(&a)?;
     let inputs: Vec<&std::path::Path> =
         [&a.inception, &a.data, &a.checkpoint, &a.fid_stats].into_iter().flatten().map(PathBuf::as_path).collect();
     crate::output::check_dir("--out", &a.out, a.force, &inputs, "the reproduced table and its files")?;
