@@ -123,7 +123,14 @@ impl SpeedReport {
                 }
                 _ => format!("{layers} layers on N:M kernels"),
             };
-            s += &format!("forward, {p:<11} {nm:8.1} ms   ({:.2}x faster than our dense forward; {on})\n", self.forward_ms / nm);
+            let speedup = self.forward_ms / nm;
+            // Below 1 it is no speed-up: say "slower" rather than "0.97x faster".
+            let vs = if speedup >= 1.0 {
+                format!("{speedup:.2}x faster than our dense forward")
+            } else {
+                format!("{:.2}x slower than our dense forward", 1.0 / speedup)
+            };
+            s += &format!("forward, {p:<11} {nm:8.1} ms   ({vs}; {on})\n");
         }
         if let (Some(l), Some(d)) = (self.nm_layers_ms, self.nm_layers_dense_ms) {
             s += &format!("  of which N:M layers {l:8.1} ms   (the same layers on the dense GEMM: {d:.1} ms, {:.2}x)\n", d / l);
@@ -513,4 +520,40 @@ fn time_train(mut step: TrainStep, x0: &Tensor, iters: usize) -> Result<f64> {
     }
     dev.synchronize()?;
     Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(forward_ms: f64, forward_nm_ms: f64) -> SpeedReport {
+        SpeedReport {
+            model: "m".into(),
+            params: 1,
+            batch: 1,
+            device: "cpu".into(),
+            precision: "f32".into(),
+            peak_device_memory_bytes: None,
+            threads: 2,
+            iters: 1,
+            forward_ms,
+            pattern: Some("2:4".into()),
+            forward_nm_ms: Some(forward_nm_ms),
+            nm_layers: Some(4),
+            nm_layers_on_kernels: Some(4),
+            nm_layers_ms: None,
+            nm_layers_dense_ms: None,
+            train_step_ms: None,
+            train_step_srste_ms: None,
+            peer: None,
+        }
+    }
+
+    /// The N:M line says "faster" only for a speed-up; an N:M forward that is slower says so
+    /// (it read "0.80x faster").
+    #[test]
+    fn the_nm_line_says_faster_or_slower() {
+        assert!(report(100.0, 50.0).table().contains("(2.00x faster than our dense forward; 4 layers on N:M kernels)"));
+        assert!(report(100.0, 125.0).table().contains("(1.25x slower than our dense forward; 4 layers on N:M kernels)"));
+    }
 }
