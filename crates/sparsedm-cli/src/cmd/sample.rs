@@ -5,7 +5,7 @@
 //! PNG grid to look at (`--out FILE.png`, up to [`MAX_GRID`] images).
 //!
 //! Images are written batch by batch as they are drawn (memory stays one
-//! batch whatever `--n` is); the output is checked before any work: an
+//! batch whatever `--n` is; a grid holds its at most 1024 images); the output is checked before any work: an
 //! existing npz or a non-empty folder needs `--force`, the checkpoint is
 //! never an output, the disk must hold at least the images' size, and flags
 //! that would be ignored (`--cfg-scale` without `--class`, `--raw` or
@@ -86,7 +86,6 @@ pub struct Args {
     pub precision: PrecisionArg,
 }
 
-/// Whether `out` names an npz file (else a PNG folder).
 /// The most images one `--out FILE.png` grid holds (32 × 32 cells); more go to a folder or an npz.
 pub const MAX_GRID: usize = 1024;
 
