@@ -151,6 +151,7 @@ mod tests {
         }
         assert!(names.iter().any(|n| n == "inspect"), "commands: {names:?}");
     }
+
     /// The commands that take `--config PRESET` list every built-in preset in their `--help`
     /// (a hand-written list had missed `demo_shapes_unet`).
     #[test]

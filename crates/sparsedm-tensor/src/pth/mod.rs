@@ -55,14 +55,10 @@ pub fn torch_format(head: &[u8]) -> Option<TorchFormat> {
 /// storage, a truncated file.
 pub fn load_torch_checkpoint(path: impl AsRef<Path>, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let shown = || path.display().to_string();
-    let io = |error| Error::Io { path: shown(), error };
-    let bad = |msg| Error::TorchCheckpoint { path: shown(), msg };
-    let mut file = File::open(path).map_err(io)?;
-    let mut head = Vec::with_capacity(HEAD);
-    Read::by_ref(&mut file).take(HEAD as u64).read_to_end(&mut head).map_err(io)?;
-    file.rewind().map_err(io)?;
-    match container(&head).map_err(bad)? {
+    let io = |error| Error::Io { path: path.display().to_string(), error };
+    let bad = |msg| Error::TorchCheckpoint { path: path.display().to_string(), msg };
+    let (mut file, format) = open_container(path)?;
+    match format {
         // Read entry by entry: the object, then each selected tensor's storage.
         TorchFormat::Zip => zip_state_dict(BufReader::new(file), key).map_err(bad),
         // Pickles and storages back to back: read whole.
@@ -82,17 +78,23 @@ pub fn load_torch_checkpoint(path: impl AsRef<Path>, key: Option<&str>) -> Resul
 /// [`Error::Io`] for an unreadable file; [`Error::TorchCheckpoint`] saying what the file is instead.
 pub fn check_torch_container(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let shown = || path.display().to_string();
-    let io = |error| Error::Io { path: shown(), error };
-    let bad = |msg| Error::TorchCheckpoint { path: shown(), msg };
+    match open_container(path)? {
+        (file, TorchFormat::Zip) => {
+            archive::check_zip_layout(BufReader::new(file)).map_err(|msg| Error::TorchCheckpoint { path: path.display().to_string(), msg })
+        }
+        (_, TorchFormat::Legacy) => Ok(()),
+    }
+}
+
+/// `path` opened at its start, and its container told from its first bytes.
+fn open_container(path: &Path) -> Result<(File, TorchFormat)> {
+    let io = |error| Error::Io { path: path.display().to_string(), error };
     let mut file = File::open(path).map_err(io)?;
     let mut head = Vec::with_capacity(HEAD);
     Read::by_ref(&mut file).take(HEAD as u64).read_to_end(&mut head).map_err(io)?;
     file.rewind().map_err(io)?;
-    match container(&head).map_err(bad)? {
-        TorchFormat::Zip => archive::check_zip_layout(BufReader::new(file)).map_err(bad),
-        TorchFormat::Legacy => Ok(()),
-    }
+    let format = container(&head).map_err(|msg| Error::TorchCheckpoint { path: path.display().to_string(), msg })?;
+    Ok((file, format))
 }
 
 /// Bytes read to recognise the container (a tar header's magic is at 257).
