@@ -154,22 +154,53 @@ pub fn check_raw(checkpoint: &Path, raw: bool) -> Result<()> {
 /// # Errors
 /// `path` is a folder.
 pub fn checkpoint_file(flag: &str, path: &Path) -> Result<()> {
-    if !path.is_dir() {
-        return Ok(());
-    }
-    let named = if flag.is_empty() { path.display().to_string() } else { format!("{flag} {}", path.display()) };
-    let mut choices = Vec::new();
-    if let Some((_, newest)) = sparsedm_train::checkpoint::list_checkpoints(path).ok().and_then(|c| c.last().cloned()) {
-        choices.push(format!("{} (the newest)", newest.display()));
-    }
-    let best = path.join("best.safetensors");
-    if best.is_file() {
-        choices.push(format!("{} (the best FID)", best.display()));
-    }
+    let Some((named, newest, best)) = folder(flag, path) else { return Ok(()) };
+    let choices: Vec<String> =
+        [newest.map(|p| format!("{} (the newest)", p.display())), best.map(|p| format!("{} (the best FID)", p.display()))]
+            .into_iter()
+            .flatten()
+            .collect();
     if choices.is_empty() {
         bail!("{named} is a folder, not a checkpoint file");
     }
     bail!("{named} is a training run's folder, not a checkpoint file: give one of its checkpoints, e.g. {}", choices.join(" or "))
+}
+
+/// [`checkpoint_file`] for the commands that take a model's state dict (`forward`, `prune`): a
+/// run's checkpoints are training checkpoints, which they refuse, so the run's best-FID model
+/// (`best.safetensors`, an EMA model) is named when kept, and the `export` that writes the newest
+/// checkpoint's model otherwise.
+///
+/// # Errors
+/// `path` is a folder.
+pub fn model_file(flag: &str, path: &Path) -> Result<()> {
+    let Some((named, newest, best)) = folder(flag, path) else { return Ok(()) };
+    let export = newest.map(|p| {
+        format!(
+            "`sparsedm export --checkpoint {} --format safetensors --out M.safetensors` writes its newest checkpoint's model",
+            p.display()
+        )
+    });
+    match (best, export) {
+        (Some(best), Some(export)) => {
+            bail!("{named} is a training run's folder, not a model file: give its best-FID model {}, or {export}", best.display())
+        }
+        (Some(best), None) => bail!("{named} is a training run's folder, not a model file: give its best-FID model {}", best.display()),
+        (None, Some(export)) => bail!("{named} is a training run's folder, not a model file: {export}"),
+        (None, None) => bail!("{named} is a folder, not a model file"),
+    }
+}
+
+/// For a folder `path`: how to name the argument, the run's newest checkpoint and its
+/// `best.safetensors` (each when present); `None` when `path` is not a folder.
+fn folder(flag: &str, path: &Path) -> Option<(String, Option<std::path::PathBuf>, Option<std::path::PathBuf>)> {
+    if !path.is_dir() {
+        return None;
+    }
+    let named = if flag.is_empty() { path.display().to_string() } else { format!("{flag} {}", path.display()) };
+    let newest = sparsedm_train::checkpoint::list_checkpoints(path).ok().and_then(|c| c.last().map(|(_, p)| p.clone()));
+    let best = Some(path.join("best.safetensors")).filter(|b| b.is_file());
+    Some((named, newest, best))
 }
 
 /// Commands that take a model's state dict (`forward`, `prune`) refuse a

@@ -334,6 +334,18 @@ fn numeric_validation() {
         refused(&d, &args, &["is a training run's folder, not a checkpoint file", s(&newest), "(the newest)"]);
     }
     refused(&d, &["inspect", s(&d)], &["is a folder, not a checkpoint file"]);
+    // forward and prune take a model, which a run's checkpoints are not: the export that writes one is named.
+    let export = format!("`sparsedm export --checkpoint {} --format safetensors --out M.safetensors`", s(&newest));
+    refused(
+        &d,
+        &["forward", "--weights", s(trained()), "--inputs", s(&newest), "--output", s(&d.join("o.safetensors"))],
+        &["is a training run's folder, not a model file", &export],
+    );
+    refused(
+        &d,
+        &["prune", "--weights", s(trained()), "--pattern", "2:4", "--policy", "all", "--out", s(&d.join("p.safetensors"))],
+        &["not a model file", &export],
+    );
     // Sample outputs that are neither a folder, an npz nor a grid PNG it can hold.
     let ck = checkpoint(2);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "2", "--out", s(&d.join("grid.jpg"))], &["grid.jpg", "not .jpg"]);

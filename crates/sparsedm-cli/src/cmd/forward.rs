@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     sparsedm_layers::allow_non_finite_weights(args.allow_non_finite);
     // The weights' own description or --arch/--config, checked against the
     // weights' shapes before anything is built.
-    crate::model_source::checkpoint_file("--weights", &args.weights)?;
+    crate::model_source::model_file("--weights", &args.weights)?;
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
     crate::model_source::refuse_training_checkpoint(&args.weights, "forward")?;
     let mut inputs: BTreeMap<String, Tensor> = load_safetensors(&args.inputs)?.into_iter().collect();

@@ -203,7 +203,7 @@ fn run_diff_pruning(args: Args) -> Result<()> {
     if let Some(arch) = args.arch.filter(|a| a.name() != run.arch) {
         bail!("--arch {arch} does not match the run config's arch {:?}", run.arch);
     }
-    crate::model_source::checkpoint_file("--weights", &args.weights)?;
+    crate::model_source::model_file("--weights", &args.weights)?;
     let device = args.device.resolve()?;
     let opts = crate::diffprune::Options {
         macs,
@@ -270,7 +270,7 @@ fn run_magnitude(args: Args) -> Result<()> {
     let device = args.device.resolve()?;
     // The weights' own description (a run's export, an earlier prune or
     // export output) or --arch/--config, checked against the weights' shapes.
-    crate::model_source::checkpoint_file("--weights", &args.weights)?;
+    crate::model_source::model_file("--weights", &args.weights)?;
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
     crate::model_source::refuse_training_checkpoint(&args.weights, "prune")?;
     let arch = cfg.arch();
