@@ -349,6 +349,10 @@ fn numeric_validation() {
     // Sample outputs that are neither a folder, an npz nor a grid PNG it can hold.
     let ck = checkpoint(2);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "2", "--out", s(&d.join("grid.jpg"))], &["grid.jpg", "not .jpg"]);
+    // An existing grid PNG is not replaced without --force.
+    let grid = d.join("existing-grid.png");
+    std::fs::write(&grid, b"an earlier grid").unwrap();
+    refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "2", "--out", s(&grid)], &["existing-grid.png", "--force"]);
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1025", "--out", s(&d.join("grid.png"))], &["--n 1025", "at most 1024"]);
     // Covariances that are not covariances.
     let good = sparsedm_fid::FeatureStats::new(vec![0.0, 0.0], vec![1.0, 0.0, 0.0, 1.0], 10).unwrap();
