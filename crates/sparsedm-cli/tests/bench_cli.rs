@@ -23,6 +23,18 @@ fn bench_reports_device_and_precision_on_the_cpu() {
     assert!(r["peak_device_memory_bytes"].is_null());
 }
 
+/// A class-conditional model is timed with labels (its forward and training step need them).
+#[test]
+fn bench_times_a_class_conditional_model() {
+    let (code, out, err) =
+        run(&["bench", "--batch", "2", "--iters", "1", "--json", "--device", "cpu", "--set", "nnet.num_classes=4", "--pattern", "2:4"]);
+    assert_eq!(code, Some(0), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["forward_ms", "forward_nm_ms", "train_step_ms", "train_step_srste_ms"] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {}", r[key]);
+    }
+}
+
 #[test]
 fn bench_refuses_reduced_precision_on_the_cpu_and_unknown_precisions() {
     let (code, _, err) = run(&["bench", "--iters", "1", "--precision", "bf16"]);

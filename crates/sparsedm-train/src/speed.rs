@@ -445,9 +445,11 @@ fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize, forced_de
     b.store.set_training(false);
     let dev = x.device();
     let t = Tensor::full(500.0, &[x.dims()[0]], &dev)?;
+    let y = bench_labels(&a.config, x)?;
+    let y = y.as_ref();
     for _ in 0..2 {
-        a.model.predict_eps(x, &t, None)?;
-        b.model.predict_eps(x, &t, None)?;
+        a.model.predict_eps(x, &t, y)?;
+        b.model.predict_eps(x, &t, y)?;
     }
     let forced_dense = forced_dense();
     let mut total = [0f64; 2];
@@ -458,7 +460,7 @@ fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize, forced_de
             dev.synchronize()?;
             let (in_layers, calls) = (deployed_time(), layer_calls().sparse);
             let start = Instant::now();
-            m.model.predict_eps(x, &t, None)?;
+            m.model.predict_eps(x, &t, y)?;
             dev.synchronize()?;
             total[i] += start.elapsed().as_secs_f64();
             if i == 1 {
@@ -470,7 +472,7 @@ fn time_forward_pair(a: &Bundle, b: &Bundle, x: &Tensor, iters: usize, forced_de
             let _unforce = Unforce(forced_path());
             force_path(Some(NmPath::Dense));
             let in_layers = deployed_time();
-            b.model.predict_eps(x, &t, None)?;
+            b.model.predict_eps(x, &t, y)?;
             layers[1] += (deployed_time() - in_layers).as_secs_f64();
         }
     }
@@ -494,21 +496,36 @@ fn time_forward(b: &Bundle, x: &Tensor, iters: usize) -> Result<f64> {
     b.store.set_training(false);
     let dev = x.device();
     let t = Tensor::full(500.0, &[x.dims()[0]], &dev)?;
+    let y = bench_labels(&b.config, x)?;
     for _ in 0..2 {
-        b.model.predict_eps(x, &t, None)?;
+        b.model.predict_eps(x, &t, y.as_ref())?;
     }
     dev.synchronize()?;
     let start = Instant::now();
     for _ in 0..iters {
-        b.model.predict_eps(x, &t, None)?;
+        b.model.predict_eps(x, &t, y.as_ref())?;
     }
     dev.synchronize()?;
     Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)
 }
 
-/// The mean time of [`TrainStep::run`] on the batch `x0` (no labels).
+/// Label 0 for every image of `x` when the model is class-conditional (a label costs the same
+/// whatever its value), else none.
+fn bench_labels(config: &sparsedm_diffusion::ModelConfig, x: &Tensor) -> Result<Option<Tensor>> {
+    labels_on(config, x.dims()[0], &x.device())
+}
+
+fn labels_on(config: &sparsedm_diffusion::ModelConfig, b: usize, device: &Device) -> Result<Option<Tensor>> {
+    Ok(match config.num_classes() {
+        Some(_) => Some(Tensor::from_vec_i64(vec![0; b], &[b], device)?),
+        None => None,
+    })
+}
+
+/// The mean time of [`TrainStep::run`] on the batch `x0` (label 0 for a class-conditional model).
 fn time_train(mut step: TrainStep, x0: &Tensor, iters: usize) -> Result<f64> {
-    let batch = Batch { images: x0.clone(), labels: None, step: 0 };
+    let labels = labels_on(&step.student().config, x0.dims()[0], &Device::Cpu)?;
+    let batch = Batch { images: x0.clone(), labels, step: 0 };
     let dev = x0.device();
     for _ in 0..2 {
         step.run(&batch)?;
