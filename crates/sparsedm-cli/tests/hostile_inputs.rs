@@ -366,7 +366,11 @@ fn numeric_validation() {
     // Checked arithmetic, and flags that do not apply.
     refused(&d, &["macs", "--preset", "cifar10_uvit_small", "--batch", "18446744073709551615"], &["overflows"]);
     let ck = checkpoint(2);
-    refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--cfg-scale", "3", "--out", s(&d.join("o"))], &["--cfg-scale", "--class"]);
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--n", "1", "--cfg-scale", "3", "--out", s(&d.join("o"))],
+        &["--cfg-scale 3", "unconditional"],
+    );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--class", "2", "--out", s(&d.join("o"))], &["class 2", "unconditional"]);
     refused(
         &d,

@@ -304,3 +304,88 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
     assert!(err.contains("interrupted: stopped after") && err.contains("of 1000000 images; the unfinished npz is removed"), "{err}");
     assert!(!npz.exists() && !partial(), "nothing of the npz is left");
 }
+
+/// A class-conditional run (`nnet.num_classes = 4` on the 3-class shapes, `dataset.p_uncond`
+/// training the null label) draws its preview grid with labels; `sample` of its checkpoint draws
+/// each image's label from the run's dataset classes without `--class`, takes `--class` and
+/// `--cfg-scale`, and refuses guidance for a run that never trained the null label; weights that
+/// do not say which classes they know need `--class`.
+#[test]
+fn class_conditional_runs_train_and_sample_with_labels() {
+    let root = tmp("class-cond");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let run = |out: &Path, sets: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(out).args(["--set", "nnet.num_classes=4", "--set", "train.n_steps=2"]);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        let st = c.output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    };
+    let guided = root.join("guided");
+    run(&guided, &["dataset.p_uncond=0.2", "train.sample_interval=2", "sample.grid=4", "sample.cfg_scale=1.0"]);
+    assert!(guided.join("samples").join("step_00000002.png").is_file(), "the preview grid of a class-conditional run");
+    let ck = guided.join("checkpoints").join("step_00000002.safetensors");
+    let sample = |ck: &Path, out: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["sample", "--checkpoint"])
+            .arg(ck)
+            .args(["--n", "3", "--steps", "2", "--out"])
+            .arg(root.join(out))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = |st: std::process::Output| {
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        String::from_utf8_lossy(&st.stdout).into_owned()
+    };
+    let drawn = ok(sample(&ck, "drawn.npz", &[]));
+    assert!(drawn.contains("class-conditional model: labels drawn uniformly from 0..=2"), "{drawn}");
+    let c0 = ok(sample(&ck, "c0.npz", &["--class", "0"]));
+    assert!(c0.contains("label 0"), "{c0}");
+    ok(sample(&ck, "c2.npz", &["--class", "2"]));
+    assert_ne!(std::fs::read(root.join("c0.npz")).unwrap(), std::fs::read(root.join("c2.npz")).unwrap(), "the label changes the images");
+    let cfg_out = ok(sample(&ck, "g.npz", &["--cfg-scale", "1.5"]));
+    assert!(cfg_out.contains("guidance scale 1.5"), "{cfg_out}");
+    let refused = |st: std::process::Output, needle: &str| {
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert_eq!(st.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    };
+    refused(sample(&ck, "o.npz", &["--class", "4"]), "class 4 is out of range");
+
+    // Trained without p_uncond: its last label is no null label, so guidance is refused.
+    let plain = root.join("plain");
+    run(&plain, &[]);
+    let plain_ck = plain.join("checkpoints").join("step_00000002.safetensors");
+    refused(sample(&plain_ck, "o.npz", &["--cfg-scale", "1"]), "dataset.p_uncond = 0");
+
+    // The same weights without their run config (as official weights come): --class is needed.
+    let export = root.join("export.safetensors");
+    let st = Command::new(BIN)
+        .args(["export", "--checkpoint"])
+        .arg(&ck)
+        .args(["--format", "safetensors", "--out"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let bare = root.join("bare.safetensors");
+    sparsedm_tensor::save_safetensors(&bare, &sparsedm_tensor::load_safetensors(&export).unwrap(), None).unwrap();
+    let json = root.join("uvit.json");
+    std::fs::write(
+        &json,
+        r#"{"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 4}"#,
+    )
+    .unwrap();
+    let official = |out: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = vec!["--arch", "uvit", "--config", json.to_str().unwrap()];
+        args.extend(extra);
+        sample(&bare, out, &args)
+    };
+    refused(official("o.npz", &[]), "give --class K (0..=3)");
+    ok(official("official.npz", &["--class", "2", "--cfg-scale", "1.5"]));
+}

@@ -53,6 +53,16 @@ pub struct DatasetConfig {
     /// Random horizontal flip (U-ViT: on).
     #[serde(default = "yes")]
     pub random_flip: bool,
+    /// Classifier-free guidance training (U-ViT's `dataset.cfg = True, p_uncond`): each label is
+    /// replaced by the null label (the model's last one, `nnet.num_classes − 1`, which must then be
+    /// the dataset's class count) with this probability. 0 (the default): labels are kept as they
+    /// are. Only for a class-conditional model on a labelled dataset.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub p_uncond: f32,
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 /// The training loop.

@@ -172,7 +172,7 @@ pub fn draw(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec) -> Result
         sampler: spec.sampler,
         steps: spec.steps,
         seed: spec.seed,
-        class: None,
+        labels: crate::samples::Labels::None,
         cfg_scale: None,
         num_classes: None,
         clip_denoised: spec.clip_denoised,

@@ -18,11 +18,12 @@ pub struct SampleRequest {
     pub sampler: SamplerKind,
     pub steps: usize,
     pub seed: u64,
-    /// Class label for every image (class-conditional models).
-    pub class: Option<i64>,
-    /// Classifier-free guidance scale (needs `class` and `num_classes`,
+    /// The images' class labels (class-conditional models need some).
+    pub labels: Labels,
+    /// Classifier-free guidance scale (needs labels and `num_classes`,
     /// which counts the null label as U-ViT's configs do).
     pub cfg_scale: Option<f32>,
+    /// The model's label count (None: unconditional).
     pub num_classes: Option<usize>,
     /// Clip x̂₀ to [−1, 1] in samplers that form it (None: the sampler's default).
     pub clip_denoised: Option<bool>,
@@ -30,6 +31,46 @@ pub struct SampleRequest {
     /// starting noise is drawn on the host from (seed, batch) and moved
     /// there, so every device starts from the same noise.
     pub device: Device,
+}
+
+/// The class labels a class-conditional model samples with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// None (an unconditional model).
+    None,
+    /// This label for every image (`sample --class K`).
+    Fixed(i64),
+    /// Labels drawn uniformly from `0..classes`, the dataset's labels (the null label of
+    /// guidance excluded), from their own seeded stream: U-ViT's `dataset.sample_label` for
+    /// FID. The same labels whatever the batch size; the noise is the unconditional draw's.
+    Uniform { classes: usize },
+    /// Image `i` gets label `i mod classes`: every class in a preview grid.
+    Cycle { classes: usize },
+}
+
+impl Labels {
+    /// The labels of images `done..done + b`, drawing `Uniform` ones from `rng`.
+    fn batch(self, done: usize, b: usize, rng: &mut Rng) -> Result<Option<Vec<i64>>> {
+        Ok(match self {
+            Labels::None => None,
+            Labels::Fixed(k) => Some(vec![k; b]),
+            // One draw per image (int_vec draws in pairs), so the split into batches does not
+            // change the labels.
+            Labels::Uniform { classes } => Some((0..b).map(|_| Ok(rng.int_vec(1, 0, classes as i64)?[0])).collect::<Result<_>>()?),
+            Labels::Cycle { classes } => Some((done..done + b).map(|i| (i % classes) as i64).collect()),
+        })
+    }
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Labels::None => f.write_str("no labels"),
+            Labels::Fixed(k) => write!(f, "label {k}"),
+            Labels::Uniform { classes } => write!(f, "labels drawn uniformly from 0..={}", classes.saturating_sub(1)),
+            Labels::Cycle { classes } => write!(f, "labels 0..={} in turn", classes.saturating_sub(1)),
+        }
+    }
 }
 
 /// Images as NHWC u8.
@@ -72,6 +113,9 @@ pub fn generate(
     Ok(Images { data, n: req.n, h, w })
 }
 
+/// Seed offset of the `Labels::Uniform` stream (apart from the noise's).
+const LABEL_STREAM: u64 = 0x1ABE_15EE_D000;
+
 /// Most sampler steps accepted: 100× the 1000 of the longest published
 /// samplers; beyond it a time grid only costs memory and time.
 pub const MAX_STEPS: usize = 100_000;
@@ -87,16 +131,25 @@ pub fn check_request(req: &SampleRequest) -> Result<()> {
     if req.steps == 0 || req.steps > MAX_STEPS {
         return bad(format!("sampling: {} steps is outside the accepted range 1..={MAX_STEPS}", req.steps));
     }
-    match (req.class, req.num_classes) {
-        (Some(k), None) => return bad(format!("class {k} given, but the model is unconditional (it has no classes)")),
-        (Some(k), Some(nc)) if k < 0 || k >= nc as i64 => {
+    match (req.labels, req.num_classes) {
+        (Labels::None, None) => {}
+        (Labels::None, Some(nc)) => {
+            return bad(format!(
+                "the model is class-conditional ({nc} labels): it samples with a class label for each image, and none was given"
+            ));
+        }
+        (l, None) => return bad(format!("{l} given, but the model is unconditional (it has no classes)")),
+        (Labels::Fixed(k), Some(nc)) if k < 0 || k >= nc as i64 => {
             return bad(format!("class {k} is out of range: the model's labels are 0..={}", nc as i64 - 1));
+        }
+        (Labels::Uniform { classes } | Labels::Cycle { classes }, Some(nc)) if classes == 0 || classes > nc => {
+            return bad(format!("sampling: {classes} classes to draw labels from, the model has {nc} labels"));
         }
         _ => {}
     }
     if let Some(s) = req.cfg_scale {
-        if req.class.is_none() {
-            return bad("a guidance scale needs a class (classifier-free guidance steers towards a label)".into());
+        if req.labels == Labels::None {
+            return bad("a guidance scale needs class labels (classifier-free guidance steers towards a label)".into());
         }
         if !s.is_finite() {
             return bad(format!("guidance scale {s} is not a finite number"));
@@ -120,6 +173,7 @@ pub fn generate_batches(
     let [c, h, w] = req.shape;
     let mut done = 0;
     let mut rng = Rng::new(req.seed);
+    let mut label_rng = Rng::new(req.seed ^ LABEL_STREAM);
     let guided;
     let model: &dyn EpsModel = match (req.cfg_scale, req.num_classes) {
         (Some(scale), Some(nc)) => {
@@ -132,8 +186,8 @@ pub fn generate_batches(
     while done < req.n {
         let b = req.batch.min(req.n - done);
         let x = Tensor::randn(&[b, c, h, w], &mut rng, &Device::Cpu)?.to_device(&req.device)?;
-        let y = match req.class {
-            Some(k) => Some(Tensor::from_vec_i64(vec![k; b], &[b], &req.device)?),
+        let y = match req.labels.batch(done, b, &mut label_rng)? {
+            Some(l) => Some(Tensor::from_vec_i64(l, &[b], &req.device)?),
             None => None,
         };
         let opts = SamplerOptions { clip_denoised: req.clip_denoised, ..SamplerOptions::new(req.steps) };
@@ -229,5 +283,62 @@ impl sparsedm_fid::ImageSource for Images {
     }
     fn describe(&self) -> String {
         format!("{} generated images of {}x{}", self.n, self.w, self.h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels of `n` images drawn in batches of `b`.
+    fn labels(l: Labels, n: usize, b: usize) -> Vec<i64> {
+        let mut rng = Rng::new(7 ^ LABEL_STREAM);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let k = b.min(n - out.len());
+            out.extend(l.batch(out.len(), k, &mut rng).unwrap().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn drawn_labels_cover_the_classes_whatever_the_batch_split() {
+        let uniform = Labels::Uniform { classes: 3 };
+        let whole = labels(uniform, 301, 301);
+        assert_eq!(whole, labels(uniform, 301, 7), "the split into batches does not change the labels");
+        assert_eq!(whole, labels(uniform, 301, 64));
+        for k in 0..3 {
+            let count = whole.iter().filter(|&&l| l == k).count();
+            assert!((70..=131).contains(&count), "label {k} drawn {count} times of 301");
+        }
+        assert!(whole.iter().all(|l| (0..3).contains(l)));
+        assert_eq!(labels(Labels::Cycle { classes: 3 }, 7, 2), [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(labels(Labels::Fixed(5), 3, 2), [5, 5, 5]);
+        assert_eq!(Labels::None.batch(0, 4, &mut Rng::new(0)).unwrap(), None);
+    }
+
+    #[test]
+    fn labels_must_fit_the_model() {
+        let req = |labels, num_classes, cfg_scale| SampleRequest {
+            n: 1,
+            batch: 1,
+            shape: [3, 8, 8],
+            sampler: SamplerKind::DpmSolver2,
+            steps: 1,
+            seed: 0,
+            labels,
+            cfg_scale,
+            num_classes,
+            clip_denoised: None,
+            device: Device::Cpu,
+        };
+        let err = |r: SampleRequest| check_request(&r).unwrap_err().to_string();
+        assert!(err(req(Labels::None, Some(4), None)).contains("class-conditional (4 labels)"));
+        assert!(err(req(Labels::Uniform { classes: 3 }, None, None)).contains("unconditional"));
+        assert!(err(req(Labels::Uniform { classes: 5 }, Some(4), None)).contains("5 classes"));
+        assert!(err(req(Labels::Fixed(4), Some(4), None)).contains("class 4 is out of range"));
+        assert!(err(req(Labels::None, None, Some(1.0))).contains("needs class labels"));
+        check_request(&req(Labels::Cycle { classes: 3 }, Some(4), Some(1.0))).unwrap();
+        check_request(&req(Labels::None, None, None)).unwrap();
     }
 }

@@ -70,6 +70,10 @@ pub struct TrainStep {
     accum: usize,
     grad_clip: Option<f32>,
     dropout_seed: u64,
+    /// Classifier-free guidance training (`dataset.p_uncond`): the chance of a label becoming
+    /// the null label (the model's last), drawn per step from `(label_seed, step)`.
+    p_uncond: f32,
+    label_seed: u64,
 }
 
 impl std::fmt::Debug for TrainStep {
@@ -193,6 +197,8 @@ impl TrainStep {
             accum: cfg.train.grad_accum,
             grad_clip: cfg.train.grad_clip,
             dropout_seed: cfg.seed ^ 0xD50F,
+            p_uncond: cfg.dataset.p_uncond,
+            label_seed: cfg.seed ^ 0x1ABE_1D40,
         })
     }
 
@@ -214,8 +220,13 @@ impl TrainStep {
                 self.batch_size
             )));
         }
-        let labels = match &batch.labels {
-            Some(l) if self.student.config.num_classes().is_some() => Some(l.to_device(&self.device)?),
+        let labels = match (&batch.labels, self.student.config.num_classes()) {
+            (Some(l), Some(nc)) if self.p_uncond > 0.0 => {
+                // U-ViT's CFG datasets: a label becomes the null one with probability p_uncond.
+                let mut rng = Rng::from_state(self.label_seed, self.step);
+                Some(sparsedm_diffusion::cfg::drop_labels(l, self.p_uncond, nc as i64 - 1, &mut rng)?.to_device(&self.device)?)
+            }
+            (Some(l), Some(_)) => Some(l.to_device(&self.device)?),
             _ => None,
         };
         self.student.store.set_training(true);

@@ -96,6 +96,7 @@ impl Trainer {
         if (h, w) != (mh, mw) {
             return Err(TrainError::Config(format!("the dataset's images are {w}x{h}, the model expects {mw}x{mh}")));
         }
+        crate::validate::check_labels(&cfg, state.student().config.num_classes(), data.num_classes())?;
         let step = state.step();
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
         // Written once everything above is known to work, so a refused
@@ -304,9 +305,9 @@ impl Trainer {
             sampler: f.sampler.parse()?,
             steps: f.steps,
             seed: self.cfg.seed ^ 0xF1D,
-            class: None,
-            cfg_scale: None,
-            num_classes: None,
+            labels: self.labels(false),
+            cfg_scale: self.cfg.sample.cfg_scale,
+            num_classes: ema.config.num_classes(),
             clip_denoised: self.cfg.sample.clip_denoised,
             device: self.device(),
         };
@@ -329,6 +330,19 @@ impl Trainer {
         Ok(fid)
     }
 
+    /// The labels the run's samples use: none for an unconditional model; for a
+    /// class-conditional one the dataset's labels, in turn for a preview `grid` (every class
+    /// shown), else drawn uniformly (U-ViT's FID evaluation).
+    fn labels(&self, grid: bool) -> crate::samples::Labels {
+        use crate::samples::Labels;
+        let classes = self.data.num_classes();
+        match self.state.student().config.num_classes() {
+            None => Labels::None,
+            Some(_) if grid => Labels::Cycle { classes },
+            Some(_) => Labels::Uniform { classes },
+        }
+    }
+
     /// Writes `samples/step_XXXXXXXX.png` from the EMA model.
     pub fn sample_grid(&self) -> Result<PathBuf> {
         let _p = MatmulScope::enter(self.precision);
@@ -341,9 +355,9 @@ impl Trainer {
             sampler: s.sampler.parse()?,
             steps: s.steps,
             seed: self.cfg.seed,
-            class: None,
-            cfg_scale: None,
-            num_classes: None,
+            labels: self.labels(true),
+            cfg_scale: self.cfg.sample.cfg_scale,
+            num_classes: ema.config.num_classes(),
             clip_denoised: s.clip_denoised,
             device: self.device(),
         };

@@ -57,6 +57,7 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
             return Err(TrainError::Config("sparse.w_diff and sparse.w_kt are both 0: the loss would be zero".into()));
         }
     }
+    in_range("dataset.p_uncond", cfg.dataset.p_uncond, 0.0, 1.0, true)?;
     at_least_one("sample.steps", cfg.sample.steps)?;
     at_least_one("sample.grid", cfg.sample.grid)?;
     if let Some(g) = cfg.sample.cfg_scale
@@ -69,6 +70,56 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
             return Err(TrainError::Config(format!("fid.n_samples = {}: the Fréchet distance needs at least 2", f.n_samples)));
         }
         at_least_one("fid.steps", f.steps)?;
+    }
+    Ok(())
+}
+
+/// Checks that a run's model and dataset agree on class labels, before anything is trained:
+/// a class-conditional model (`model_classes` labels, the null label of classifier-free
+/// guidance counted) needs a labelled dataset whose `data_classes` labels it can embed — exactly
+/// one more than the dataset's with `dataset.p_uncond` > 0 (the last label is the null one);
+/// `dataset.p_uncond` and `sample.cfg_scale` apply only to a class-conditional model, and the
+/// guidance scale only when the run trains the null label.
+pub fn check_labels(cfg: &RunConfig, model_classes: Option<usize>, data_classes: usize) -> Result<()> {
+    let bad = |m: String| Err(TrainError::Config(m));
+    let p = cfg.dataset.p_uncond;
+    let dataset = cfg.dataset.name;
+    let Some(nc) = model_classes else {
+        if p > 0.0 {
+            return bad(format!(
+                "dataset.p_uncond = {p} applies to class-conditional models only; this {} model is unconditional (nnet.num_classes unset or ≤ 0)",
+                cfg.arch
+            ));
+        }
+        if let Some(g) = cfg.sample.cfg_scale {
+            return bad(format!(
+                "sample.cfg_scale = {g} applies to class-conditional models only; this {} model is unconditional",
+                cfg.arch
+            ));
+        }
+        return Ok(());
+    };
+    if data_classes == 0 {
+        return bad(format!(
+            "nnet.num_classes = {nc}: a class-conditional model needs class labels, and dataset.name = {dataset} has none (train it unconditional: nnet.num_classes = -1)"
+        ));
+    }
+    if p > 0.0 && nc != data_classes + 1 {
+        return bad(format!(
+            "nnet.num_classes = {nc} with dataset.p_uncond = {p}: classifier-free guidance needs the {data_classes} labels of {dataset} plus the null label, nnet.num_classes = {}",
+            data_classes + 1
+        ));
+    }
+    if nc < data_classes {
+        return bad(format!("nnet.num_classes = {nc} is fewer than the {data_classes} class labels of {dataset}"));
+    }
+    if let Some(g) = cfg.sample.cfg_scale
+        && p == 0.0
+    {
+        return bad(format!(
+            "sample.cfg_scale = {g} needs a null label trained with it: set dataset.p_uncond (U-ViT uses 0.1-0.15) and nnet.num_classes = {}",
+            data_classes + 1
+        ));
     }
     Ok(())
 }

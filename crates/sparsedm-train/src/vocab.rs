@@ -166,6 +166,33 @@ impl DatasetKind {
     pub fn needs_path(self) -> bool {
         self != DatasetKind::Shapes
     }
+
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Shapes => "shapes",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Celeba64 => "celeba64",
+            DatasetKind::Folder => "folder",
+        }
+    }
+
+    /// The number of class labels its images carry (0: unlabelled), known without opening
+    /// the data: what `sample` draws labels from for a class-conditional run's model.
+    /// Each dataset's `Dataset::num_classes` returns the same number.
+    pub fn label_classes(self) -> usize {
+        match self {
+            DatasetKind::Shapes => crate::data::shapes::CLASSES,
+            DatasetKind::Cifar10 => crate::data::cifar::CLASSES,
+            DatasetKind::Celeba64 | DatasetKind::Folder => 0,
+        }
+    }
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The optimizer (`optimizer.name`); AdamW with PyTorch's semantics is the

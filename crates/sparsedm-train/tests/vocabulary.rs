@@ -111,3 +111,17 @@ fn train_precision_is_typed_and_the_cpu_refuses_reduced_precision() {
     let cfg = RunConfig::parse(TINY, "tiny", &["train.precision=\"f32\"".into()]).unwrap();
     assert_eq!(Trainer::new(cfg, &tmp("vocab-precision-f32"), false, Device::Cpu).unwrap().precision(), Precision::F32);
 }
+
+/// `DatasetKind::name` is the config spelling (what messages print), and its label count is
+/// what the opened dataset reports.
+#[test]
+fn dataset_names_are_the_config_spellings() {
+    use sparsedm_train::vocab::DatasetKind;
+    for kind in [DatasetKind::Shapes, DatasetKind::Cifar10, DatasetKind::Celeba64, DatasetKind::Folder] {
+        let cfg = RunConfig::parse(TINY, "tiny", &[format!("dataset.name=\"{kind}\""), "dataset.path=\"x\"".into()]).unwrap();
+        assert_eq!(cfg.dataset.name, kind);
+    }
+    let shapes = sparsedm_train::build::dataset(&RunConfig::parse(TINY, "tiny", &[]).unwrap()).unwrap();
+    assert_eq!(shapes.num_classes(), DatasetKind::Shapes.label_classes());
+    assert_eq!(sparsedm_train::data::cifar::CLASSES, 10);
+}

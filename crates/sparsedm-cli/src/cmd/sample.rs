@@ -8,8 +8,10 @@
 //! batch whatever `--n` is; a grid holds its at most 1024 images); the output is checked before any work: an
 //! existing npz or a non-empty folder needs `--force`, the checkpoint is
 //! never an output, the disk must hold at least the images' size, and flags
-//! that would be ignored (`--cfg-scale` without `--class`, `--raw` or
-//! `--schedule` where they do not apply, ...) are refused.
+//! that would be ignored (`--class` or `--cfg-scale` for an unconditional
+//! model, `--raw` or `--schedule` where they do not apply, ...) are refused.
+//! A class-conditional run's model samples without `--class` too: each
+//! image's label is drawn uniformly from the run's dataset's classes.
 //!
 //! `--device cuda[:N]` samples there; the starting noise is drawn on the
 //! host (the same on every device). Matrix products are f32 unless
@@ -22,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
 use sparsedm_train::precision::MatmulScope;
 use sparsedm_train::restore::restore_on;
-use sparsedm_train::samples::{Images, SampleRequest, check_request, generate_batches, write_png_images};
+use sparsedm_train::samples::{Images, Labels, SampleRequest, check_request, generate_batches, write_png_images};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -49,10 +51,10 @@ pub struct Args {
     pub steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Class label for every image (class-conditional models).
+    /// Class label for every image (class-conditional models; without it a run's class-conditional model draws each image's label uniformly from its dataset's classes).
     #[arg(long)]
     pub class: Option<i64>,
-    /// Classifier-free guidance scale (with --class).
+    /// Classifier-free guidance scale (class-conditional models whose last label is the null one).
     #[arg(long)]
     pub cfg_scale: Option<f32>,
     /// Images per forward batch.
@@ -131,13 +133,10 @@ fn check_flags(a: &Args) -> Result<()> {
     if out_kind(&a.out)? == Out::Grid && a.n > MAX_GRID {
         bail!("--n {}: one grid --out {} holds at most {MAX_GRID} images; write them to a folder or a FILE.npz", a.n, a.out.display());
     }
-    if let Some(s) = a.cfg_scale {
-        if a.class.is_none() {
-            bail!("--cfg-scale {s} needs --class (classifier-free guidance steers towards a class)");
-        }
-        if !s.is_finite() {
-            bail!("--cfg-scale {s} is not a finite number");
-        }
+    if let Some(s) = a.cfg_scale
+        && !s.is_finite()
+    {
+        bail!("--cfg-scale {s} is not a finite number");
     }
     if let (Some(_), Some(s)) = (a.clip_denoised, a.sampler)
         && !matches!(s, SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolverPp2M)
@@ -145,6 +144,46 @@ fn check_flags(a: &Args) -> Result<()> {
         bail!("--clip-denoised does not apply to sampler {s} (only ddpm, ddim and dpm-solver++2m form x̂₀)");
     }
     Ok(())
+}
+
+/// The images' labels: none for an unconditional model (where `--class` and `--cfg-scale` are
+/// refused); `--class K` for every image; else, for a training run's class-conditional model,
+/// labels drawn uniformly from its dataset's classes (U-ViT's FID sampling). Guidance needs the
+/// null label: a run's model must have trained it (`dataset.p_uncond` > 0); official weights are
+/// taken to follow U-ViT's convention (the last label is the null one).
+fn labels(a: &Args, num_classes: Option<usize>, run: Option<&sparsedm_train::RunConfig>) -> Result<Labels> {
+    let Some(nc) = num_classes else {
+        if let Some(k) = a.class {
+            bail!("--class {k}: the model is unconditional (it has no class labels)");
+        }
+        if let Some(g) = a.cfg_scale {
+            bail!("--cfg-scale {g}: the model is unconditional (classifier-free guidance steers towards a class label)");
+        }
+        return Ok(Labels::None);
+    };
+    if let (Some(g), Some(run)) = (a.cfg_scale, run)
+        && run.dataset.p_uncond == 0.0
+    {
+        bail!(
+            "--cfg-scale {g}: {} was trained without the null label of classifier-free guidance (its run has dataset.p_uncond = 0), so guidance would steer away from label {}, a real class",
+            a.checkpoint.display(),
+            nc - 1
+        );
+    }
+    if let Some(k) = a.class {
+        return Ok(Labels::Fixed(k));
+    }
+    match run.map(|r| (r.dataset.name, r.dataset.name.label_classes())) {
+        Some((_, classes)) if classes > 0 => Ok(Labels::Uniform { classes }),
+        Some((name, _)) => {
+            bail!("the model is class-conditional ({nc} labels) but its run's dataset ({name}) has no labels to draw from: give --class K")
+        }
+        None => bail!(
+            "the model is class-conditional ({nc} labels) and {} does not say which are its dataset's classes: give --class K (0..={}) for every image",
+            a.checkpoint.display(),
+            nc - 1
+        ),
+    }
 }
 
 // The batch sinks return the trainer's error type, as `generate_batches` does.
@@ -175,6 +214,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => SamplerKind::DpmSolver2,
     };
     let steps = a.steps.or(run_sample.map(|s| s.steps)).unwrap_or(50);
+    let labels = labels(&a, r.bundle.config.num_classes(), r.run.as_ref())?;
     let req = SampleRequest {
         n: a.n,
         batch: a.batch,
@@ -182,7 +222,7 @@ pub fn run(a: Args) -> Result<()> {
         sampler,
         steps,
         seed: a.seed,
-        class: a.class,
+        labels,
         cfg_scale: a.cfg_scale,
         num_classes: r.bundle.config.num_classes(),
         clip_denoised: a.clip_denoised.or(r.run.as_ref().and_then(|c| c.sample.clip_denoised)),
@@ -198,6 +238,9 @@ pub fn run(a: Args) -> Result<()> {
     budget::ensure_disk(&format!("--n {}", a.n), &a.out, budget::product("the images", &[a.n as u64, min_file])?)?;
 
     a.device.announce();
+    if labels != Labels::None {
+        println!("class-conditional model: {labels}{}", a.cfg_scale.map(|g| format!(", guidance scale {g}")).unwrap_or_default());
+    }
     if let Some(line) = super::nm_layers_line(&r.bundle.store, device) {
         println!("{line}");
     }

@@ -7,6 +7,9 @@ use crate::error::Result;
 use sparsedm_fid::{Cifar10, CifarSplit};
 use std::path::Path;
 
+/// Number of class labels (airplane … truck).
+pub const CLASSES: usize = 10;
+
 /// CIFAR-10 images (32×32) with their class labels.
 #[derive(Debug)]
 pub struct Cifar10Dataset {
@@ -44,7 +47,7 @@ impl Dataset for Cifar10Dataset {
         self.labels.get(i).map(|&l| l as i64)
     }
     fn num_classes(&self) -> usize {
-        10
+        CLASSES
     }
     fn describe(&self) -> String {
         format!("CIFAR-10 ({} images from {})", self.labels.len(), self.source)

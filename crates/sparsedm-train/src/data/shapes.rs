@@ -9,7 +9,10 @@ use crate::error::{Result, TrainError};
 use sparsedm_tensor::Rng;
 
 /// Shape classes (the label).
-pub const SHAPE_NAMES: [&str; 3] = ["disc", "square", "triangle"];
+pub const SHAPE_NAMES: [&str; CLASSES] = ["disc", "square", "triangle"];
+
+/// Number of class labels (the shapes).
+pub const CLASSES: usize = 3;
 
 const PALETTE: [[f32; 3]; 6] =
     [[0.95, 0.20, 0.20], [0.20, 0.85, 0.25], [0.25, 0.40, 0.95], [0.95, 0.85, 0.20], [0.20, 0.85, 0.90], [0.90, 0.25, 0.85]];
@@ -126,7 +129,7 @@ impl Dataset for ShapesDataset {
         Some(self.params(i).class as i64)
     }
     fn num_classes(&self) -> usize {
-        3
+        CLASSES
     }
     fn describe(&self) -> String {
         format!("embedded shapes dataset ({} images of {}x{}, seed {})", self.len, self.size, self.size, self.seed)
