@@ -372,6 +372,17 @@ fn numeric_validation() {
         &["--cfg-scale 3", "unconditional"],
     );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--class", "2", "--out", s(&d.join("o"))], &["class 2", "unconditional"]);
+    // An exported ONNX model or a run's config where a checkpoint belongs is named for what it is.
+    let onnx = d.join("model.onnx");
+    std::fs::write(&onnx, [&[0x08u8, 0x08, 0x12, 0x08][..], b"sparsedm"].concat()).unwrap();
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&onnx), "--n", "1", "--out", s(&d.join("o"))],
+        &["model.onnx", "an ONNX model", "checkpoint it was exported from"],
+    );
+    let toml = d.join("config.toml");
+    std::fs::write(&toml, "seed = 0\n").unwrap();
+    refused(&d, &["export", "--checkpoint", s(&toml), "--format", "onnx", "--out", s(&d.join("m.onnx"))], &["config.toml", "a TOML file"]);
     refused(
         &d,
         &["sample", "--checkpoint", s(&ck), "--n", "1", "--steps", "100000000000", "--out", s(&d.join("o"))],

@@ -91,7 +91,10 @@ const MAX_HEADER: u64 = 100_000_000;
 /// is refused here (a truncated or padded file included).
 fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
-    let bad = |msg: String| st_err(path, format!("not a valid safetensors file ({msg})"));
+    let bad = |msg: String| match other_format(path) {
+        Some(what) => st_err(path, format!("this is no safetensors file but {what}")),
+        None => st_err(path, format!("not a valid safetensors file ({msg})")),
+    };
     let io = |error| Error::Io { path: path.display().to_string(), error };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -110,6 +113,38 @@ fn read_header(path: &Path) -> Result<Header> {
         return Err(bad(format!("its tensors end {end} but the file has {file_len} bytes")));
     }
     Ok(Header { file, meta })
+}
+
+/// What a file that is no safetensors file is instead, told by its first bytes, for the files a
+/// user is likely to give where a checkpoint belongs: an exported ONNX model, an image, a NumPy
+/// array, a run config or model arguments (text). `None` when nothing fits (a damaged
+/// checkpoint, a file of another kind): the caller then says what is wrong with it as safetensors.
+fn other_format(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path).ok()?.take(512).read_to_end(&mut head).ok()?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some("a PNG image".into());
+    }
+    if head.starts_with(b"\x93NUMPY") {
+        return Some("a NumPy .npy array".into());
+    }
+    // An ONNX ModelProto starts with field 1 (ir_version, a varint): the byte 0x08.
+    if ext.as_deref() == Some("onnx") && head.first() == Some(&0x08) {
+        return Some(
+            "an ONNX model (what `sparsedm export --format onnx` writes, for TensorRT): give the safetensors checkpoint it was exported from"
+                .into(),
+        );
+    }
+    let text = !head.is_empty() && std::str::from_utf8(&head).is_ok_and(|t| !t.contains('\0'));
+    match (text, ext.as_deref()) {
+        (true, Some("toml")) => Some("a TOML file (a run config goes to --config)".into()),
+        (true, Some("json")) => Some("a JSON file (a model's constructor arguments go to --config with --arch)".into()),
+        (true, _) if head.trim_ascii_start().starts_with(b"<") => Some("an HTML or XML page, not a checkpoint (a failed download?)".into()),
+        (true, _) => Some("a text file, not a checkpoint".into()),
+        _ => None,
+    }
 }
 
 /// The `__metadata__` string map of a safetensors file, from its header

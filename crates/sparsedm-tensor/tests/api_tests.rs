@@ -148,7 +148,29 @@ fn safetensors_round_trip_and_errors() {
 
     std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
     let e = load_safetensors(dir.join("bad.safetensors")).unwrap_err();
-    assert!(e.to_string().contains("bad.safetensors") && e.to_string().contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.to_string().contains("bad.safetensors")
+            && e.to_string().contains("this is no safetensors file but a text file, not a checkpoint"),
+        "{e}"
+    );
+    // Files a user gives where a checkpoint belongs are named for what they are.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let onnx = [&[0x08u8, 0x08, 0x12, 0x08][..], b"sparsedm"].concat();
+    let npy = b"\x93NUMPY\x01\0v\0{'descr': '<f4'}".to_vec();
+    for (name, content, what) in [
+        ("grid.png", png, "a PNG image"),
+        ("model.onnx", onnx, "an ONNX model (what `sparsedm export --format onnx` writes"),
+        ("x.npy", npy, "a NumPy .npy array"),
+        ("config.toml", b"seed = 0\narch = \"uvit\"\n".to_vec(), "a TOML file (a run config goes to --config)"),
+        ("uvit_s2.json", b"{\"img_size\": 32}".to_vec(), "a JSON file"),
+        ("download.pth.safetensors", b"\n<!DOCTYPE html><html>".to_vec(), "an HTML or XML page"),
+    ] {
+        std::fs::write(dir.join(name), content).unwrap();
+        for e in [load_safetensors(dir.join(name)).unwrap_err(), load_safetensors_metadata(dir.join(name)).unwrap_err()] {
+            let e = e.to_string();
+            assert!(e.contains(name) && e.contains(&format!("this is no safetensors file but {what}")), "{name}: {e}");
+        }
+    }
     let e = load_safetensors(dir.join("missing.safetensors")).unwrap_err();
     assert!(e.to_string().contains("missing.safetensors"), "{e}");
 }
