@@ -1,7 +1,9 @@
-//! Ctrl-C (SIGINT) or SIGTERM during the long commands that can stop cleanly (`train`, `sample`):
-//! the first signal asks the command to stop at its next safe point — `train` saves a checkpoint
-//! of the step it finished, so `--resume` loses nothing; `sample` removes its unfinished npz (PNG
-//! files already written stay) — and the process exits with 130. The handler resets itself to
+//! Ctrl-C (SIGINT) or SIGTERM during the long commands that can stop cleanly (`train`, `repro`,
+//! `sample`): the first signal asks the command to stop at its next safe point — `train` saves a
+//! checkpoint of the step it finished, so `--resume` loses nothing; `repro` does the same for the
+//! row in training (or stops its sampling after the batch in progress), and `repro --resume`
+//! continues; `sample` removes its unfinished npz (PNG files already written stay) — and the
+//! process exits with 130. The handler resets itself to
 //! the default action (`SA_RESETHAND`), so a second Ctrl-C ends the process at once, as usual.
 //!
 //! Commands that do not check [`requested`] never install it: for them Ctrl-C keeps its default

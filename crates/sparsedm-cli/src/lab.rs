@@ -12,7 +12,7 @@ use sparsedm_layers::{NamedPolicy, NmPattern, NonDivisible, PermutationReport, P
 use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::config::SparseConfig;
-use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, footprint};
+use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, draw_until, footprint};
 use sparsedm_train::figures::compare;
 use sparsedm_train::samples::{Images, write_labelled_grid_png};
 use sparsedm_train::vocab::{SparseMethod, Teacher};
@@ -186,6 +186,9 @@ pub struct Lab {
     pub device: Device,
     pub judge: Judge,
     pub draw: DrawSpec,
+    /// Continue each row's training from the newest checkpoint in its run folder, where an
+    /// earlier, interrupted invocation left one (`repro --resume`), instead of starting it anew.
+    pub resume: bool,
 }
 
 impl Lab {
@@ -220,12 +223,15 @@ impl Lab {
             _ => {
                 cfg.train.n_steps = steps;
                 cfg.train.sample_interval = 0;
-                cfg.train.save_interval = steps.max(1);
+                // The preset's interval (50k steps at paper scale, so days of training survive a
+                // crash), and always the last step.
+                cfg.train.save_interval = cfg.train.save_interval.clamp(1, steps.max(1));
                 if !matches!(method, Method::Scratch { .. } | Method::DiffPruning { .. }) {
                     cfg.train.init = Some(self.dense.display().to_string());
                 }
                 cfg.validate()?;
-                let t = train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device)?;
+                let t =
+                    train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device, self.resume)?;
                 if let Some(r) = t.permutation_report() {
                     eprint!("  {slug}: {r}");
                     permutation = Some(r.clone());
@@ -252,7 +258,13 @@ impl Lab {
         // shape (which the first sparse row would pay for all of them).
         draw(&bundle, schedule.as_ref(), &DrawSpec { n: self.draw.n.min(64), steps: 1, ..self.draw })?;
         let (sampling, calls) = (Instant::now(), sparsedm_tensor::nm_cpu::layer_calls());
-        let imgs = draw(&bundle, schedule.as_ref(), &self.draw)?;
+        let imgs = draw_until(&bundle, schedule.as_ref(), &self.draw, &crate::interrupt::requested).map_err(|e| match e {
+            sparsedm_train::TrainError::Stopped { done, total } => crate::interrupt::Interrupted(format!(
+                "{slug}: sampling stopped after {done} of {total} images; the same command with --resume continues (finished trainings are kept)"
+            ))
+            .into(),
+            e => anyhow::Error::from(e),
+        })?;
         let sampling_seconds = sampling.elapsed().as_secs_f64();
         let after = sparsedm_tensor::nm_cpu::layer_calls();
         let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
@@ -362,16 +374,29 @@ pub fn family(arch: &str) -> &'static str {
 }
 
 /// Runs one training to its end with a progress bar on a terminal (a line
-/// per log interval otherwise). A stale run folder is cleared first.
-pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str, device: Device) -> Result<Trainer> {
-    if dir.exists() {
+/// per log interval otherwise). A stale run folder is cleared first — unless
+/// `resume` and it holds a checkpoint of a run of this same config: then the
+/// run continues from its newest one (a finished run is not trained again).
+///
+/// Where the command installed [`crate::interrupt`] (`repro`), Ctrl-C stops
+/// after the step in progress, saves it as a checkpoint and returns
+/// [`crate::interrupt::Interrupted`] saying how to continue.
+pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str, device: Device, resume: bool) -> Result<Trainer> {
+    let resuming = resume && has_checkpoint(dir);
+    if resuming {
+        check_same_run(&cfg, dir)?;
+    }
+    if !resuming && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     let n_steps = cfg.train.n_steps;
     let log_every = cfg.train.log_interval.max(1);
-    let mut trainer = Trainer::new(cfg, dir, false, device)?;
-    let (bar, terminal) = step_bar(n_steps, 0, prefix);
-    trainer.run(None, |m, rate| {
+    let mut trainer = Trainer::new(cfg, dir, resuming, device)?;
+    if resuming {
+        eprintln!("  {prefix}resuming {} at step {} of {n_steps}", dir.display(), trainer.step());
+    }
+    let (bar, terminal) = step_bar(n_steps, trainer.step(), prefix);
+    let last = trainer.run_until(None, &crate::interrupt::requested, |m, rate| {
         let msg = format!("loss {:.4} {:.2} steps/s", m.loss, rate);
         bar.set_position(m.step);
         bar.set_message(msg.clone());
@@ -380,7 +405,54 @@ pub fn train_with_progress(cfg: RunConfig, dir: &Path, prefix: &str, device: Dev
         }
     })?;
     bar.finish_and_clear();
+    if crate::interrupt::requested()
+        && let Some(m) = last
+        && m.step < n_steps
+    {
+        return Err(crate::interrupt::Interrupted(format!(
+            "{} stopped at step {} of {n_steps}, saved as {}; the same command with --resume continues it",
+            prefix.trim_end_matches([':', ' ']),
+            m.step,
+            sparsedm_train::checkpoint::checkpoint_path(dir, m.step).display()
+        ))
+        .into());
+    }
     Ok(trainer)
+}
+
+/// Whether `dir` holds a training checkpoint.
+fn has_checkpoint(dir: &Path) -> bool {
+    sparsedm_train::checkpoint::list_checkpoints(dir).is_ok_and(|c| !c.is_empty())
+}
+
+/// Checks that the run in `dir` was made with `cfg` (its `train.n_steps`, `train.save_interval`
+/// and `train.precision` may differ: `--steps` sets the first two); another config is an error naming its sections that differ,
+/// never a row silently continued from another experiment's run.
+fn check_same_run(cfg: &RunConfig, dir: &Path) -> Result<()> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
+    let mut stored = RunConfig::parse(&text, &path.display().to_string(), &[])?;
+    // What the command's --steps sets (the budget and the last checkpoint with it) may change.
+    stored.train.n_steps = cfg.train.n_steps;
+    stored.train.save_interval = cfg.train.save_interval;
+    stored.train.precision = cfg.train.precision;
+    if stored == *cfg {
+        return Ok(());
+    }
+    let (a, b) = (toml::Value::try_from(&stored)?, toml::Value::try_from(cfg)?);
+    let differ: Vec<&String> = match (a.as_table(), b.as_table()) {
+        (Some(a), Some(b)) => a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).filter(|k| a.get(*k) != b.get(*k)).collect(),
+        _ => Vec::new(),
+    };
+    let differ: Vec<String> = differ
+        .iter()
+        .map(|k| if b.get(k.as_str()).is_some_and(toml::Value::is_table) { format!("[{k}]") } else { k.to_string() })
+        .collect();
+    bail!(
+        "--resume: {} is a run of another configuration (its {} differ from this row's): resume in the --out folder of the same command, or start anew with --force",
+        dir.display(),
+        if differ.is_empty() { "settings".to_string() } else { differ.join(", ") }
+    )
 }
 
 /// A training progress bar drawn on a terminal (hidden otherwise; callers
@@ -422,6 +494,7 @@ mod tests {
             device: Device::Cpu,
             judge: Judge::new(data.as_ref(), 16, None).unwrap(),
             draw: DrawSpec { n: 1, sampler: base.sample.sampler.parse().unwrap(), steps: 1, seed: 0, clip_denoised: Some(true) },
+            resume: false,
         };
         let p = NmPattern::TWO_FOUR;
         let only = lab.layers_only_in(&Method::SparseDm, &Method::Asp, p).unwrap();
@@ -452,6 +525,7 @@ mod tests {
             device: Device::Cpu,
             judge: Judge::new(data.as_ref(), 64, None).unwrap(),
             draw: DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) },
+            resume: false,
         };
         (lab, base, dir)
     }

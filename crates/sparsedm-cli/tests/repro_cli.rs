@@ -250,6 +250,8 @@ fn budgets_and_flags_that_do_not_apply_are_refused() {
         (&["table3", "--inception", "pt.safetensors"], "--inception does not apply to table3"),
         (&["table2", "--data", "data/cifar10"], "--data applies to --scale paper"),
         (&["table1", "--allow-cpu"], "--allow-cpu applies to --scale paper"),
+        (&["table3", "--resume"], "--resume does not apply to table3"),
+        (&["table1", "--resume"], "--resume: "),
     ] {
         let o = Command::new(BIN).arg("repro").args(args).args(["--out", &out.display().to_string()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -257,4 +259,73 @@ fn budgets_and_flags_that_do_not_apply_are_refused() {
         assert!(stderr.starts_with(&format!("error: {needle}")) && stderr.lines().count() == 1, "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
+}
+
+/// The rows of a table's JSON with what a run measures of its models (the timings left out).
+fn measured_rows(out: &Path, table: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("{table}.json"))).unwrap()).unwrap();
+    v["rows"].as_array().unwrap().iter().map(|r| serde_json::json!([r["label"], r["steps"], r["quality"], r["footprint"]])).collect()
+}
+
+/// Ctrl-C in `repro` stops the row in training after its step in progress, saves it and says how
+/// to continue (exit 130); `--resume` continues that run and trains the rows not started, and the
+/// table is the one an uninterrupted run writes, to the bit. A run folder of another configuration
+/// is refused on `--resume`, naming what differs.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_repro_resumes_to_the_uninterrupted_table() {
+    use sparsedm_testkit::process::{ctrl_c, ended, wait_for};
+    let scratch = tmp("repro-resume");
+    let (a, b) = (scratch.join("a"), scratch.join("b"));
+    let s = |p: &Path| p.display().to_string();
+    let child = Command::new(BIN)
+        .args(["repro", "table1", "--device", "cpu", "--steps", "100000", "--samples", "4", "--out", &s(&a)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The half-size row trains first; its first logged step is a sign it is under way.
+    let metrics = a.join("runs").join("half").join("metrics.jsonl");
+    wait_for("the half-size row's first logged step", || std::fs::read_to_string(&metrics).is_ok_and(|t| !t.is_empty()));
+    ctrl_c(child.id());
+    let o = ended(child);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let said = err.lines().last().unwrap();
+    let step: u64 = said
+        .strip_prefix("interrupted: half stopped at step ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(said.contains("of 100000") && said.contains("--resume"), "{said}");
+    assert!(a.join("runs").join("half").join("checkpoints").join(format!("step_{step:08}.safetensors")).is_file(), "{said}");
+    assert!(!a.join("runs").join("asp").exists(), "the ASP row had not started");
+
+    let total = (step + 2).to_string();
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["repro", "table1", "--device", "cpu", "--steps", &total, "--samples", "4", "--out", &s(out)])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&a, &["--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("half: resuming {} at step {step} of {total}", s(&a.join("runs").join("half")))), "{err}");
+    assert!(!err.contains("asp: resuming"), "the ASP row starts anew: {err}");
+    let o = run(&b, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(measured_rows(&a, "table1"), measured_rows(&b, "table1"), "the resumed table is the uninterrupted one");
+
+    // A run folder made with another configuration is not continued.
+    let stored = b.join("runs").join("asp").join("config.toml");
+    let text = std::fs::read_to_string(&stored).unwrap();
+    let changed = text.replace("weight_decay = 0.03", "weight_decay = 0.5");
+    assert_ne!(text, changed, "the test changes the stored config");
+    std::fs::write(&stored, changed).unwrap();
+    let o = run(&b, &["--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a run of another configuration") && err.contains("[optimizer]"), "{err}");
 }

@@ -3,6 +3,8 @@
 //! an uninterrupted run; corrupt inputs give one clear error and exit 1.
 
 use sparsedm_testkit::Scratch;
+#[cfg(unix)]
+use sparsedm_testkit::process::{ctrl_c, ended, wait_for};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -215,22 +217,6 @@ fn init_from_a_differently_built_model_names_the_nnet_keys() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
 }
 
-/// Sends SIGINT (Ctrl-C) to `pid`.
-#[cfg(unix)]
-fn ctrl_c(pid: u32) {
-    let st = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
-    assert!(st.success());
-}
-
-/// Waits until `ready()` or panics after two minutes.
-fn wait_for(what: &str, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(120), "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `sparsedm ARGS` running in the background, its stderr captured.
 fn started(args: &[&str]) -> std::process::Child {
     Command::new(BIN).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
@@ -238,20 +224,6 @@ fn started(args: &[&str]) -> std::process::Child {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// The output of `child` once it ends; killed, and the test failed, if that takes two minutes
-/// (a Ctrl-C that is not acted on would otherwise hang the test).
-fn ended(mut child: std::process::Child) -> std::process::Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the process did not stop within two minutes of Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Ctrl-C stops `train` after the step in progress with a checkpoint of that step (exit 130, and

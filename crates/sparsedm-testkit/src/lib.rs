@@ -6,8 +6,13 @@
 //! dozen runs). A failing test keeps it and prints its path, so the files a failure wrote can be
 //! looked at; `SPARSEDM_KEEP_TEST_FILES=1` keeps every directory. (What a whole test binary shares,
 //! such as a trained run kept in a static, uses one fixed folder that each run replaces.)
+//!
+//! [`process`] drives a background `sparsedm` process (Ctrl-C, waiting, its output) within bounds.
 
 use std::path::{Path, PathBuf};
+
+#[cfg(unix)]
+pub mod process;
 
 /// The environment variable that keeps every scratch directory, passing tests' too.
 pub const KEEP_ENV: &str = "SPARSEDM_KEEP_TEST_FILES";

@@ -7,7 +7,7 @@
 use crate::build::Bundle;
 use crate::data::{Dataset, DatasetImages};
 use crate::error::{Result, TrainError};
-use crate::samples::{Images, SampleRequest, generate};
+use crate::samples::{Images, SampleRequest};
 use sparsedm_diffusion::{NoiseSchedule, SamplerKind};
 use sparsedm_fid::pixel::{DEFAULT_CELLS, pixel_stats};
 use sparsedm_fid::{ExtractOptions, FeatureStats, ImageSource, InceptionV3, Progress, extract_features, frechet_distance};
@@ -161,6 +161,12 @@ pub struct DrawSpec {
 
 /// Draws `spec.n` unconditional images from a model in evaluation mode.
 pub fn draw(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec) -> Result<Images> {
+    draw_until(b, schedule, spec, &|| false)
+}
+
+/// [`draw`] that ends early, after the batch in progress, once `stop` says so (Ctrl-C in
+/// `repro`), with [`TrainError::Stopped`].
+pub fn draw_until(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec, stop: &dyn Fn() -> bool) -> Result<Images> {
     if spec.n == 0 {
         return Err(TrainError::Config("drawing samples: the number of images must be at least 1".into()));
     }
@@ -178,5 +184,5 @@ pub fn draw(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec) -> Result
         clip_denoised: spec.clip_denoised,
         device: b.store.device(),
     };
-    generate(b.model.as_ref(), schedule, &req, |_| {})
+    crate::samples::generate_until(b.model.as_ref(), schedule, &req, |_| {}, stop)
 }

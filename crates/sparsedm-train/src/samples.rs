@@ -95,11 +95,18 @@ impl Images {
 /// Philox stream (seed, i), so results do not depend on the batch split
 /// only through the seed. Holds every image in memory: for large `n` use
 /// [`generate_batches`], which hands each batch over as it is drawn.
-pub fn generate(
+pub fn generate(model: &dyn EpsModel, schedule: &dyn NoiseSchedule, req: &SampleRequest, on_batch: impl FnMut(usize)) -> Result<Images> {
+    generate_until(model, schedule, req, on_batch, &|| false)
+}
+
+/// [`generate`] that ends early, after the batch in progress, once `stop` says so (Ctrl-C),
+/// with [`TrainError::Stopped`].
+pub fn generate_until(
     model: &dyn EpsModel,
     schedule: &dyn NoiseSchedule,
     req: &SampleRequest,
     mut on_batch: impl FnMut(usize),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Images> {
     let [_, h, w] = req.shape;
     let bytes = req.n.checked_mul(h * w * 3).ok_or_else(|| TrainError::Config(format!("sampling: {} images overflow memory", req.n)))?;
@@ -108,7 +115,7 @@ pub fn generate(
     generate_batches(model, schedule, req, |batch, done| {
         data.extend_from_slice(&batch.data);
         on_batch(done);
-        Ok(())
+        if done < req.n && stop() { Err(TrainError::Stopped { done, total: req.n }) } else { Ok(()) }
     })?;
     Ok(Images { data, n: req.n, h, w })
 }

@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(steps) => {
             eprintln!("[demo] 1/4 pre-training the dense U-ViT ({PRESET}) for {steps} steps");
             let cfg = RunConfig::load(PRESET, &[format!("train.n_steps={steps}"), "train.sample_interval=0".into()])?;
-            let t = lab::train_with_progress(cfg, &out.join("runs").join("pretrain"), "pretrain: ", device)?;
+            let t = lab::train_with_progress(cfg, &out.join("runs").join("pretrain"), "pretrain: ", device, false)?;
             t.export_model(&dense, true)?;
             Some(steps)
         }
@@ -116,6 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             seed: args.seed,
             clip_denoised: base.sample.clip_denoised,
         },
+        resume: false,
     };
     let mut rows = vec![lab.row("dense", &Method::Dense, None, 0)?];
     // 2. The three 2:4 fine-tunings, same budget.

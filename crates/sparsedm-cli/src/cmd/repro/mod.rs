@@ -99,6 +99,12 @@ pub struct Args {
     /// Write into a non-empty --out folder (files of an earlier run there are replaced).
     #[arg(long)]
     pub force: bool,
+    /// Continue an interrupted repro in --out (the same command otherwise): each fine-tuning
+    /// resumes from the newest checkpoint of its run in OUT/runs (one that finished is not trained
+    /// again; a run of another configuration is refused), then every row is sampled and scored
+    /// and the table written anew. Ctrl-C stops a training after its step in progress and saves it.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -119,7 +125,12 @@ fn check_flags(a: &Args) -> Result<()> {
         ("--allow-cpu", a.allow_cpu),
     ];
     if a.table == Table::Table3 {
-        let given = [("--steps", a.steps.is_some()), ("--samples", a.samples.is_some()), ("--inception", a.inception.is_some())];
+        let given = [
+            ("--steps", a.steps.is_some()),
+            ("--samples", a.samples.is_some()),
+            ("--inception", a.inception.is_some()),
+            ("--resume", a.resume),
+        ];
         if let Some((flag, _)) = given.iter().chain(&paper_only).find(|(_, g)| *g) {
             bail!("{flag} does not apply to table3 (a GPU speed grid of the model's block: nothing is trained, sampled or scored)");
         }
@@ -135,7 +146,15 @@ pub fn run(a: Args) -> Result<()> {
     check_flags(&a)?;
     let inputs: Vec<&std::path::Path> =
         [&a.inception, &a.data, &a.checkpoint, &a.fid_stats].into_iter().flatten().map(PathBuf::as_path).collect();
-    crate::output::check_dir("--out", &a.out, a.force, &inputs, "the reproduced table and its files")?;
+    if a.resume {
+        // What is there is this command's own earlier output: it is continued and rewritten.
+        if !a.out.join("runs").is_dir() {
+            bail!("--resume: {} holds no runs/ folder of an interrupted repro to continue (start it without --resume)", a.out.display());
+        }
+        crate::output::check_dir("--out", &a.out, true, &inputs, "the reproduced table and its files")?;
+    } else {
+        crate::output::check_dir("--out", &a.out, a.force, &inputs, "the reproduced table and its files")?;
+    }
     if a.force {
         crate::run_folder::remove_lab_runs(&a.out)?;
     }
@@ -161,6 +180,9 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     a.device.announce();
+    // From here Ctrl-C stops a row's training after its step in progress, with a checkpoint
+    // that `--resume` continues from.
+    crate::interrupt::install();
     match a.table {
         Table::Table1 => suites::table1(&a, &setup),
         Table::Table2 => suites::table2(&a, &setup),

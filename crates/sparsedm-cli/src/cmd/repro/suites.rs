@@ -83,6 +83,7 @@ Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not 
                     seed: a.seed,
                     clip_denoised: base.sample.clip_denoised,
                 },
+                resume: a.resume,
             },
             unet: Some(unet),
             steps: a.steps.unwrap_or(100),
@@ -122,6 +123,7 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
                 device,
                 judge,
                 draw: DrawSpec { n: samples, sampler: "euler-maruyama".parse()?, steps: 1000, seed: a.seed, clip_denoised: None },
+                resume: a.resume,
             },
             // The official DDPM CIFAR-10 UNet is not one of --scale paper's inputs yet.
             unet: None,
@@ -159,6 +161,7 @@ fn unet_lab(a: &Args, device: Device, data_described: &str, n_ref: usize, sample
             seed: a.seed,
             clip_denoised: base.sample.clip_denoised,
         },
+        resume: a.resume,
     })
 }
 
