@@ -493,7 +493,7 @@ mod tests {
             dense,
             device: Device::Cpu,
             judge: Judge::new(data.as_ref(), 16, None).unwrap(),
-            draw: DrawSpec { n: 1, sampler: base.sample.sampler.parse().unwrap(), steps: 1, seed: 0, clip_denoised: Some(true) },
+            draw: DrawSpec { n: 1, sampler: base.sample.sampler, steps: 1, seed: 0, clip_denoised: Some(true) },
             resume: false,
         };
         let p = NmPattern::TWO_FOUR;
@@ -524,7 +524,7 @@ mod tests {
             dense,
             device: Device::Cpu,
             judge: Judge::new(data.as_ref(), 64, None).unwrap(),
-            draw: DrawSpec { n: 4, sampler: base.sample.sampler.parse().unwrap(), steps: 3, seed: 0, clip_denoised: Some(true) },
+            draw: DrawSpec { n: 4, sampler: base.sample.sampler, steps: 3, seed: 0, clip_denoised: Some(true) },
             resume: false,
         };
         (lab, base, dir)

@@ -389,6 +389,17 @@ fn numeric_validation() {
         &["100000000000 steps"],
     );
     refused(&d, &["sample", "--checkpoint", s(&ck), "--n", "1", "--schedule", "vp-linear", "--out", s(&d.join("o"))], &["--schedule"]);
+    // A sampler that cannot run on the model's schedule or with so few steps, before any sampling.
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--n", "1", "--sampler", "ddpm", "--out", s(&d.join("o"))],
+        &["sampler ddpm with", "ddpm needs a discrete noise schedule"],
+    );
+    refused(
+        &d,
+        &["sample", "--checkpoint", s(&ck), "--n", "1", "--sampler", "dpm-solver-3", "--steps", "2", "--out", s(&d.join("o"))],
+        &["dpm-solver-3 needs at least 3 steps, got 2"],
+    );
     // forward and prune take a model's state dict; a training checkpoint's is written by export.
     refused(
         &d,

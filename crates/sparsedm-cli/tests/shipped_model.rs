@@ -24,13 +24,7 @@ fn shipped_dense_model_loads_and_draws_the_dataset() {
     let judge = Judge::new(data.as_ref(), data.len() - n, None).unwrap();
     let floor = judge.real_floor(data.as_ref(), data.len() - n, n).unwrap().fd_px;
     let schedule = build::schedule(&cfg).unwrap();
-    let spec = DrawSpec {
-        n,
-        sampler: cfg.sample.sampler.parse().unwrap(),
-        steps: cfg.sample.steps,
-        seed: 3,
-        clip_denoised: cfg.sample.clip_denoised,
-    };
+    let spec = DrawSpec { n, sampler: cfg.sample.sampler, steps: cfg.sample.steps, seed: 3, clip_denoised: cfg.sample.clip_denoised };
     let good = judge.score(&draw(&trained, schedule.as_ref(), &spec).unwrap()).unwrap().fd_px;
     let bad = judge.score(&draw(&untrained, schedule.as_ref(), &spec).unwrap()).unwrap().fd_px;
     eprintln!("FD-px48: shipped model {good:.4}, untrained {bad:.4}, {n} held-out real images {floor:.4}");

@@ -29,13 +29,7 @@ fn shipped_unet_loads_and_draws_the_dataset() {
     let judge = Judge::new(data.as_ref(), data.len() - n, None).unwrap();
     let floor = judge.real_floor(data.as_ref(), data.len() - n, n).unwrap().fd_px;
     let schedule = build::schedule(&cfg).unwrap();
-    let spec = DrawSpec {
-        n,
-        sampler: cfg.sample.sampler.parse().unwrap(),
-        steps: cfg.sample.steps,
-        seed: 3,
-        clip_denoised: cfg.sample.clip_denoised,
-    };
+    let spec = DrawSpec { n, sampler: cfg.sample.sampler, steps: cfg.sample.steps, seed: 3, clip_denoised: cfg.sample.clip_denoised };
     let imgs = draw(&trained, schedule.as_ref(), &spec).unwrap();
     let grid = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shipped_unet_samples.png");
     write_labelled_grid_png(&grid, &imgs, 8, "shipped tiny UNet").unwrap();

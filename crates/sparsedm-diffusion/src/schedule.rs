@@ -507,6 +507,11 @@ impl ScheduleKind {
         }
     }
 
+    /// Whether the schedule is discrete (DDPM's 1000 steps) rather than continuous in t.
+    pub fn is_discrete(self) -> bool {
+        matches!(self, ScheduleKind::DdpmLinear | ScheduleKind::ScaledLinear)
+    }
+
     /// The schedule with its published constants.
     pub fn build(self) -> Box<dyn NoiseSchedule> {
         match self {

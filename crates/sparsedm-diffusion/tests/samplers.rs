@@ -452,6 +452,31 @@ fn evaluation_counts() {
     assert!("dpm-solver-4".parse::<SamplerKind>().is_err());
 }
 
+/// `SamplerKind::min_steps` and `check_use` say what sampling accepts: every sampler runs
+/// `min_steps` steps on a schedule `check_use` accepts and refuses one step fewer, and
+/// `check_use` refuses exactly the schedules the sampler refuses.
+#[test]
+fn check_use_agrees_with_the_samplers() {
+    let vp = VpLinear::uvit();
+    let d = DiscreteSchedule::ddpm_linear();
+    let x = Tensor::randn(&[1, 1, 2, 2], &mut Rng::new(1), &DEV).unwrap();
+    for kind in SamplerKind::ALL {
+        for (s, discrete) in [(&vp as &dyn NoiseSchedule, false), (&d, true)] {
+            let model = GaussianEps::new(s, 0.0, 1.0);
+            let run = |steps: usize| sampler::sample(kind, &model, s, &x, None, &SamplerOptions::new(steps), &mut Rng::new(2));
+            let min = kind.min_steps();
+            assert_eq!(kind.check_use(min, discrete).is_ok(), run(min).is_ok(), "{kind} with {min} steps, discrete {discrete}");
+            if kind.check_use(min, discrete).is_ok() {
+                assert!(kind.check_use(min - 1, discrete).is_err() && run(min - 1).is_err(), "{kind}: {} steps", min - 1);
+            }
+        }
+    }
+    let e = SamplerKind::DpmSolver3.check_use(2, false).unwrap_err().to_string();
+    assert!(e.contains("dpm-solver-3 needs at least 3 steps, got 2"), "{e}");
+    let e = SamplerKind::Ddpm.check_use(50, false).unwrap_err().to_string();
+    assert!(e.contains("ddpm needs a discrete noise schedule (ddpm-linear, scaled-linear)"), "{e}");
+}
+
 /// Randomness comes only from the rng passed in: the same seed gives the
 /// same samples, another seed others; deterministic samplers ignore it.
 #[test]

@@ -150,7 +150,8 @@ pub fn dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>> {
         DatasetKind::Cifar10 => Arc::new(Cifar10Dataset::open(path(), sparsedm_fid::CifarSplit::Train)?),
         DatasetKind::Celeba64 => Arc::new(ImageFolderDataset::open(path(), Preprocess::CelebA64)?),
         DatasetKind::Folder => {
-            Arc::new(ImageFolderDataset::open(path(), d.resolution.map(|r| Preprocess::Resize(r as u32)).unwrap_or(Preprocess::None))?)
+            let pre = d.resolution.map(|r| Preprocess::Resize(r as u32)).unwrap_or(Preprocess::None);
+            Arc::new(if d.class_folders { ImageFolderDataset::open_classes(path(), pre)? } else { ImageFolderDataset::open(path(), pre)? })
         }
     })
 }

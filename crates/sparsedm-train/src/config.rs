@@ -8,7 +8,7 @@ use crate::error::{Result, TrainError};
 use crate::lr::LrSchedule;
 use crate::vocab::{DatasetKind, LrScheduleKind, OptimizerKind, Precision, SparseMethod, Teacher};
 use serde::{Deserialize, Serialize};
-use sparsedm_diffusion::ScheduleKind;
+use sparsedm_diffusion::{SamplerKind, ScheduleKind};
 use sparsedm_layers::{NmPattern, Policy, ProgressiveSchedule};
 use std::path::Path;
 
@@ -59,6 +59,23 @@ pub struct DatasetConfig {
     /// are. Only for a class-conditional model on a labelled dataset.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub p_uncond: f32,
+    /// `folder` only: each immediate sub-folder of `dataset.path` is a class (sorted by name,
+    /// numbered from 0: torchvision's `ImageFolder`, U-ViT's ImageNet-64 data), its images
+    /// labelled with it — the labels a class-conditional model trains on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub class_folders: bool,
+}
+
+impl DatasetConfig {
+    /// The number of class labels the dataset's images carry (0: unlabelled), without decoding
+    /// them: fixed for the embedded and CIFAR-10 sets; with `class_folders`, the number of
+    /// sub-folders of `dataset.path` (an error when it cannot be listed).
+    pub fn label_classes(&self) -> Result<usize> {
+        match (self.name, &self.path) {
+            (DatasetKind::Folder, Some(path)) if self.class_folders => Ok(crate::data::folder::class_folders(Path::new(path))?.len()),
+            (kind, _) => Ok(kind.label_classes()),
+        }
+    }
 }
 
 fn is_zero(v: &f32) -> bool {
@@ -199,8 +216,8 @@ impl SparseConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
-    #[serde(default = "default_sampler")]
-    pub sampler: String,
+    #[serde(default = "default_sampler", with = "crate::vocab::as_string")]
+    pub sampler: SamplerKind,
     #[serde(default = "default_sample_steps")]
     pub steps: usize,
     /// Images in a preview grid.
@@ -239,8 +256,8 @@ pub struct FidConfig {
     pub every: u64,
     #[serde(default = "default_fid_n")]
     pub n_samples: usize,
-    #[serde(default = "default_fid_sampler")]
-    pub sampler: String,
+    #[serde(default = "default_fid_sampler", with = "crate::vocab::as_string")]
+    pub sampler: SamplerKind,
     #[serde(default = "default_fid_steps")]
     pub steps: usize,
 }
@@ -296,8 +313,8 @@ fn default_teacher() -> Teacher {
 fn default_w_kt() -> f32 {
     0.1
 }
-fn default_sampler() -> String {
-    "dpm-solver-2".into()
+fn default_sampler() -> SamplerKind {
+    SamplerKind::DpmSolver2
 }
 fn default_sample_steps() -> usize {
     50
@@ -312,8 +329,8 @@ fn default_fid_n() -> usize {
     10_000
 }
 /// U-ViT's in-training FID sampler (DPM-Solver-fast, 50 steps).
-fn default_fid_sampler() -> String {
-    "dpm-solver-fast".into()
+fn default_fid_sampler() -> SamplerKind {
+    SamplerKind::DpmSolverFast
 }
 fn default_fid_steps() -> usize {
     50
@@ -394,6 +411,12 @@ impl RunConfig {
         }
         if self.dataset.name.needs_path() && self.dataset.path.is_none() {
             return bad(format!("dataset.path is required for dataset {:?}", self.dataset.name));
+        }
+        if self.dataset.class_folders && self.dataset.name != DatasetKind::Folder {
+            return bad(format!(
+                "dataset.class_folders applies to dataset.name = \"folder\" (class sub-folders), not {:?}, whose labels are fixed",
+                self.dataset.name.name()
+            ));
         }
         if let Some(s) = &self.sparse {
             match (s.method, &s.progressive) {

@@ -71,6 +71,20 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
         }
         at_least_one("fid.steps", f.steps)?;
     }
+    // Checked here, not at the run's first preview grid or FID (hours in).
+    let discrete = cfg.train.schedule.is_discrete();
+    let sampler_use = |what: &str, sampler: sparsedm_diffusion::SamplerKind, steps: usize| {
+        sampler.check_use(steps, discrete).map_err(|e| {
+            TrainError::Config(format!(
+                "{what}.sampler = {sampler} with {what}.steps = {steps} and train.schedule = {}: {e}",
+                cfg.train.schedule
+            ))
+        })
+    };
+    sampler_use("sample", cfg.sample.sampler, cfg.sample.steps)?;
+    if let Some(f) = &cfg.fid {
+        sampler_use("fid", f.sampler, f.steps)?;
+    }
     Ok(())
 }
 
@@ -159,5 +173,33 @@ mod tests {
         assert!(err("train.grad_clip=-2").contains("train.grad_clip"));
         assert!(err("sample.steps=0").contains("sample.steps"));
         RunConfig::load("demo_shapes_uvit", &["optimizer.lr=1e-3".into()]).unwrap();
+    }
+
+    /// Samplers that cannot run as configured are refused when the config is read, not at the
+    /// run's first preview grid or FID (an unknown name, too few steps, the wrong kind of schedule).
+    #[test]
+    fn samplers_that_cannot_run_are_refused_when_read() {
+        let errs = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            RunConfig::load("demo_shapes_uvit", &sets).unwrap_err().to_string()
+        };
+        let e = errs(&["sample.sampler=\"dpm-solver-9\""]);
+        assert!(e.contains("dpm-solver-9") && e.contains("dpm-solver-fast, dpm-solver++2m, ddpm, ddim"), "{e}");
+        let e = errs(&["sample.sampler=\"dpm-solver-3\"", "sample.steps=2"]);
+        assert!(
+            e.contains(
+                "sample.sampler = dpm-solver-3 with sample.steps = 2 and train.schedule = vp-linear: dpm-solver-3 needs at least 3 steps"
+            ),
+            "{e}"
+        );
+        let e = errs(&["sample.sampler=\"ddpm\""]);
+        assert!(e.contains("ddpm needs a discrete noise schedule"), "{e}");
+        let e = errs(&["train.schedule=\"ddpm-linear\"", "sample.sampler=\"euler-maruyama\""]);
+        assert!(e.contains("euler-maruyama needs a continuous noise schedule"), "{e}");
+        let e = errs(&["fid.inception=\"i.safetensors\"", "fid.reference=\"r.npz\"", "fid.sampler=\"ddim\""]);
+        assert!(e.contains("fid.sampler = ddim"), "{e}");
+        let ok = |sets: &[&str]| RunConfig::load("demo_shapes_uvit", &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        ok(&["sample.sampler=\"dpm-solver-3\"", "sample.steps=3"]);
+        ok(&["train.schedule=\"ddpm-linear\"", "sample.sampler=\"ddim\"", "sample.steps=1"]);
     }
 }

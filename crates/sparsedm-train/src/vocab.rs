@@ -11,7 +11,7 @@
 //! the presets and `--set` have always used.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sparsedm_diffusion::ScheduleKind;
+use sparsedm_diffusion::{SamplerKind, ScheduleKind};
 use sparsedm_layers::{ModeKind, NmPattern, Policy, ProgressiveSchedule};
 use std::fmt;
 use std::str::FromStr;
@@ -179,7 +179,8 @@ impl DatasetKind {
 
     /// The number of class labels its images carry (0: unlabelled), known without opening
     /// the data: what `sample` draws labels from for a class-conditional run's model.
-    /// Each dataset's `Dataset::num_classes` returns the same number.
+    /// Each dataset's `Dataset::num_classes` returns the same number; a `folder` with
+    /// `dataset.class_folders` counts its sub-folders (`DatasetConfig::label_classes`).
     pub fn label_classes(self) -> usize {
         match self {
             DatasetKind::Shapes => crate::data::shapes::CLASSES,
@@ -292,6 +293,12 @@ impl Spelled for Policy {
 impl Spelled for ProgressiveSchedule {
     fn accepted() -> String {
         "N:M@STEP stages separated by commas, such as 15:16@0,7:8@1000,2:4@2000".into()
+    }
+}
+
+impl Spelled for SamplerKind {
+    fn accepted() -> String {
+        SamplerKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -94,3 +94,57 @@ fn labels_that_do_not_fit_are_refused_before_the_run_is_made() {
     sparsedm_train::validate::check_labels(&cfg, Some(4), 3).unwrap();
     sparsedm_train::validate::check_labels(&config(&[]), None, 3).unwrap();
 }
+
+/// Writes a `size`×`size` PNG of one colour.
+fn png(path: &std::path::Path, size: u32, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(size, size, image::Rgb(rgb)).save(path).unwrap();
+}
+
+/// `dataset.class_folders` labels a folder's images by class sub-folder, as torchvision's
+/// `ImageFolder`: classes sorted by name (nested folders belong to their class), so a
+/// class-conditional model trains on any labelled image collection; images outside a class
+/// folder, an empty class and the key on another dataset are refused.
+#[test]
+fn class_folders_label_a_folder_of_images() {
+    let dir = tmp("class-folders");
+    let data = dir.join("data");
+    for (i, f) in ["b_dog/1.png", "b_dog/2.png", "a_cat/1.png", "a_cat/nested/2.png", "a_cat/3.png"].iter().enumerate() {
+        png(&data.join(f), 16, [i as u8 * 40, 10, 200]);
+    }
+    let path = format!("dataset.path=\"{}\"", data.display());
+    let sets = [
+        "dataset.name=\"folder\"",
+        &path,
+        "dataset.class_folders=true",
+        "nnet.num_classes=3",
+        "dataset.p_uncond=0.1",
+        "sample.grid=4",
+        "sample.steps=2",
+    ];
+    let cfg = config(&sets);
+    assert_eq!(cfg.dataset.label_classes().unwrap(), 2);
+    let ds = build::dataset(&cfg).unwrap();
+    assert_eq!(ds.num_classes(), 2);
+    let labels: Vec<i64> = (0..ds.len()).map(|i| ds.label(i).unwrap()).collect();
+    assert_eq!(labels, [0, 0, 0, 1, 1], "a_cat's three images (one nested) are class 0, b_dog's two class 1");
+    assert!(ds.describe().contains("in 2 class folders"), "{}", ds.describe());
+    let mut t = Trainer::new(cfg, &dir.join("run"), false, Device::Cpu).unwrap();
+    t.train_step().unwrap();
+    assert!(t.sample_grid().unwrap().is_file());
+    // Without the key the same folder is unlabelled, and a class-conditional model is refused.
+    let plain = config(&["dataset.name=\"folder\"", &path, "nnet.num_classes=3"]);
+    assert_eq!(plain.dataset.label_classes().unwrap(), 0);
+    let e = Trainer::new(plain, &dir.join("plain"), false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("dataset.name = folder has none"), "{e}");
+
+    png(&data.join("stray.png"), 16, [0, 0, 0]);
+    let e = build::dataset(&config(&sets)).err().expect("refused").to_string();
+    assert!(e.contains("stray.png") && e.contains("has no class"), "{e}");
+    std::fs::remove_file(data.join("stray.png")).unwrap();
+    std::fs::create_dir_all(data.join("c_empty")).unwrap();
+    let e = build::dataset(&config(&sets)).err().expect("refused").to_string();
+    assert!(e.contains("class folder 2 (c_empty) holds no PNG or JPEG images"), "{e}");
+    let e = RunConfig::parse(TINY, "tiny", &["dataset.class_folders=true".into()]).unwrap_err().to_string();
+    assert!(e.contains("dataset.class_folders applies to dataset.name = \"folder\""), "{e}");
+}

@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         judge,
         draw: DrawSpec {
             n: args.samples,
-            sampler: base.sample.sampler.parse()?,
+            sampler: base.sample.sampler,
             steps: base.sample.steps,
             seed: args.seed,
             clip_denoised: base.sample.clip_denoised,

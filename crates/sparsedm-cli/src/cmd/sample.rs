@@ -173,7 +173,16 @@ fn labels(a: &Args, num_classes: Option<usize>, run: Option<&sparsedm_train::Run
     if let Some(k) = a.class {
         return Ok(Labels::Fixed(k));
     }
-    match run.map(|r| (r.dataset.name, r.dataset.name.label_classes())) {
+    let classes = match run {
+        Some(r) => Some((
+            r.dataset.name,
+            r.dataset
+                .label_classes()
+                .with_context(|| format!("the classes of {}'s dataset (or give --class K)", a.checkpoint.display()))?,
+        )),
+        None => None,
+    };
+    match classes {
         Some((_, classes)) if classes > 0 => Ok(Labels::Uniform { classes }),
         Some((name, _)) => {
             bail!("the model is class-conditional ({nc} labels) but its run's dataset ({name}) has no labels to draw from: give --class K")
@@ -210,10 +219,17 @@ pub fn run(a: Args) -> Result<()> {
     let run_sample = r.run.as_ref().map(|c| c.sample.clone());
     let sampler = match (a.sampler, &run_sample) {
         (Some(s), _) => s,
-        (None, Some(s)) => s.sampler.parse()?,
+        (None, Some(s)) => s.sampler,
         (None, None) => SamplerKind::DpmSolver2,
     };
     let steps = a.steps.or(run_sample.map(|s| s.steps)).unwrap_or(50);
+    sampler.check_use(steps, r.schedule.discrete().is_some()).map_err(|e| {
+        anyhow::anyhow!(
+            "sampler {sampler} with {steps} steps on {}'s {} schedule: {e} (--sampler, --steps)",
+            a.checkpoint.display(),
+            r.schedule.name()
+        )
+    })?;
     let labels = labels(&a, r.bundle.config.num_classes(), r.run.as_ref())?;
     let req = SampleRequest {
         n: a.n,

@@ -103,6 +103,36 @@ impl SamplerKind {
         }
     }
 
+    /// The fewest steps the sampler takes: DPM-Solver-k's order k, two for
+    /// Euler–Maruyama and PF-ODE (U-ViT's grid `[0] + linspace(eps, T, steps)`
+    /// needs both ends), one for the others. Fewer are refused when sampling.
+    pub fn min_steps(self) -> usize {
+        match self {
+            SamplerKind::DpmSolver2 | SamplerKind::EulerMaruyama | SamplerKind::PfOde => 2,
+            SamplerKind::DpmSolver3 => 3,
+            _ => 1,
+        }
+    }
+
+    /// Checks that the sampler can run `steps` steps on a schedule that is
+    /// `discrete` (or continuous): the errors sampling would give, found
+    /// before any work (a run's config is checked when it is read, not at
+    /// its first preview grid).
+    pub fn check_use(self, steps: usize, discrete: bool) -> std::result::Result<(), String> {
+        if steps < self.min_steps() {
+            return Err(format!("{self} needs at least {} steps, got {steps}", self.min_steps()));
+        }
+        match self.needs_discrete() {
+            Some(d) if d != discrete => Err(format!(
+                "{self} needs a {} noise schedule ({}), not a {} one",
+                if d { "discrete" } else { "continuous" },
+                if d { "ddpm-linear, scaled-linear" } else { "vp-linear, vp-cosine" },
+                if discrete { "discrete" } else { "continuous" }
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the sampler needs a discrete schedule (DDPM, DDIM) or a
     /// continuous one (Euler–Maruyama, PF-ODE); `None` = either.
     pub fn needs_discrete(self) -> Option<bool> {

@@ -3,6 +3,10 @@
 //! applies U-ViT's CelebA-64 pipeline: crop the 128×128 box at top 57,
 //! left 25, then resize to 64×64 (the `image` crate's triangle filter, an
 //! antialiased bilinear like PIL's `Resize`).
+//!
+//! [`ImageFolderDataset::open_classes`] labels the images by class folder, as torchvision's
+//! `ImageFolder` (and U-ViT's ImageNet-64 data) does: each immediate sub-folder of the root is a
+//! class, the classes sorted by folder name and numbered from 0.
 
 use super::Dataset;
 use crate::error::{Result, TrainError};
@@ -28,6 +32,37 @@ pub struct ImageFolderDataset {
     count: usize,
     size: (usize, usize),
     root: PathBuf,
+    /// Each image's class (index into `classes`), when opened by class folder.
+    labels: Vec<u32>,
+    /// The class folders' names, sorted (empty: unlabelled).
+    classes: Vec<String>,
+}
+
+/// The class folders of `root` (its immediate sub-folders), sorted by name: torchvision's
+/// `ImageFolder` classes. An image directly in `root` has no class and is an error.
+pub fn class_folders(root: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(root).map_err(|e| TrainError::Data { path: root.into(), msg: e.to_string() })?;
+    let mut classes = Vec::new();
+    for e in entries {
+        let p = e.map_err(|e| TrainError::Data { path: root.into(), msg: e.to_string() })?.path();
+        if p.is_dir() {
+            classes.push(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        } else if is_image(&p) {
+            return Err(TrainError::Data {
+                path: p,
+                msg: "an image directly in the dataset folder has no class: with dataset.class_folders each class is a sub-folder".into(),
+            });
+        }
+    }
+    if classes.is_empty() {
+        return Err(TrainError::Data { path: root.into(), msg: "dataset.class_folders: the folder has no class sub-folders".into() });
+    }
+    classes.sort();
+    Ok(classes)
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -36,7 +71,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let p = e.map_err(|e| TrainError::Data { path: dir.into(), msg: e.to_string() })?.path();
         if p.is_dir() {
             collect(&p, out)?;
-        } else if matches!(p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg")) {
+        } else if is_image(&p) {
             out.push(p);
         }
     }
@@ -44,11 +79,38 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 impl ImageFolderDataset {
+    /// Every image under `root` (recursive), unlabelled.
     pub fn open(root: impl AsRef<Path>, pre: Preprocess) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let mut files = Vec::new();
         collect(&root, &mut files)?;
         files.sort();
+        Self::decode(root, files, pre, Vec::new(), Vec::new())
+    }
+
+    /// The images of each class folder of `root` (see [`class_folders`]), labelled with the
+    /// folder's index; a class folder without images is an error (its label would never be seen).
+    pub fn open_classes(root: impl AsRef<Path>, pre: Preprocess) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let classes = class_folders(&root)?;
+        let (mut files, mut labels) = (Vec::new(), Vec::new());
+        for (k, class) in classes.iter().enumerate() {
+            let mut these = Vec::new();
+            collect(&root.join(class), &mut these)?;
+            if these.is_empty() {
+                return Err(TrainError::Data {
+                    path: root.join(class),
+                    msg: format!("class folder {k} ({class}) holds no PNG or JPEG images"),
+                });
+            }
+            these.sort();
+            labels.extend(std::iter::repeat_n(k as u32, these.len()));
+            files.extend(these);
+        }
+        Self::decode(root, files, pre, labels, classes)
+    }
+
+    fn decode(root: PathBuf, files: Vec<PathBuf>, pre: Preprocess, labels: Vec<u32>, classes: Vec<String>) -> Result<Self> {
         if files.is_empty() {
             return Err(TrainError::Data { path: root, msg: "no PNG or JPEG images found".into() });
         }
@@ -97,7 +159,7 @@ impl ImageFolderDataset {
             }
             pixels.extend_from_slice(&chw);
         }
-        Ok(ImageFolderDataset { count: files.len(), pixels, size, root })
+        Ok(ImageFolderDataset { count: files.len(), pixels, size, root, labels, classes })
     }
 }
 
@@ -115,13 +177,17 @@ impl Dataset for ImageFolderDataset {
         }
         Ok(())
     }
-    fn label(&self, _i: usize) -> Option<i64> {
-        None
+    fn label(&self, i: usize) -> Option<i64> {
+        self.labels.get(i).map(|&l| i64::from(l))
     }
     fn num_classes(&self) -> usize {
-        0
+        self.classes.len()
     }
     fn describe(&self) -> String {
-        format!("image folder {} ({} images of {}x{})", self.root.display(), self.count, self.size.1, self.size.0)
+        let classes = match self.classes.len() {
+            0 => String::new(),
+            n => format!(" in {n} class folders"),
+        };
+        format!("image folder {} ({} images of {}x{}{classes})", self.root.display(), self.count, self.size.1, self.size.0)
     }
 }

@@ -78,7 +78,7 @@ Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not 
                 judge,
                 draw: DrawSpec {
                     n: samples,
-                    sampler: base.sample.sampler.parse()?,
+                    sampler: base.sample.sampler,
                     steps: base.sample.steps,
                     seed: a.seed,
                     clip_denoised: base.sample.clip_denoised,
@@ -156,7 +156,7 @@ fn unet_lab(a: &Args, device: Device, data_described: &str, n_ref: usize, sample
         judge: Judge::new_on(data.as_ref(), n_ref, a.inception.as_deref(), device)?,
         draw: DrawSpec {
             n: samples,
-            sampler: base.sample.sampler.parse()?,
+            sampler: base.sample.sampler,
             steps: base.sample.steps,
             seed: a.seed,
             clip_denoised: base.sample.clip_denoised,
