@@ -101,11 +101,27 @@ fn main() -> ExitCode {
             if std::env::var_os("SPARSEDM_BACKTRACE").is_some() {
                 eprintln!("error: {e:?}");
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", one_line(&e));
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes as one line, `outer: cause: …` as anyhow's `{:#}` writes it, except
+/// that a cause whose message the line already holds is not repeated (an error type whose message
+/// embeds its source, `InceptionV3: {0}` with `#[from]`, printed "InceptionV3: x: x").
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if line.is_empty() {
+            line = msg;
+        } else if !line.contains(&msg) {
+            line = format!("{line}: {msg}");
+        }
+    }
+    line
 }
 
 /// `SPARSEDM_NM_PATH=sparse|dense|auto`: the CPU path of every deployed N:M
@@ -168,5 +184,18 @@ mod tests {
             let all: Vec<&str> = sparsedm_train::config::PRESETS.iter().map(|p| p.0).collect();
             assert_eq!(listed, all, "`sparsedm {name} --help`");
         }
+    }
+
+    /// Causes join the line once: a cause whose message the line holds already is not repeated,
+    /// one it does not hold is added, as `{:#}` would.
+    #[test]
+    fn error_lines_do_not_repeat_causes() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let missing = sparsedm_tensor::Error::Io { path: "nope.safetensors".into(), error: io() };
+        let e = anyhow::Error::from(sparsedm_fid::FidError::Network(sparsedm_layers::LayersError::Tensor(missing)));
+        assert!(format!("{e:#}").matches("No such file").count() > 1, "the case this guards against: {e:#}");
+        assert_eq!(super::one_line(&e), "InceptionV3: nope.safetensors: No such file");
+        let e = anyhow::Error::from(io()).context("cannot read the run config");
+        assert_eq!(super::one_line(&e), "cannot read the run config: No such file");
     }
 }

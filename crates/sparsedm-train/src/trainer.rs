@@ -97,6 +97,8 @@ impl Trainer {
             return Err(TrainError::Config(format!("the dataset's images are {w}x{h}, the model expects {mw}x{mh}")));
         }
         crate::validate::check_labels(&cfg, state.student().config.num_classes(), data.num_classes())?;
+        // The [fid] files are read now, not at the first evaluation `fid.every` steps in.
+        let fid_state = cfg.fid.as_ref().map(|f| load_fid_state(f, device)).transpose()?;
         let step = state.step();
         let loader = Loader::new(data.clone(), loader_config(&cfg), step);
         // Written once everything above is known to work, so a refused
@@ -120,7 +122,7 @@ impl Trainer {
             data,
             loader,
             best_fid: saved.and_then(|s| s.best_fid),
-            fid_state: None,
+            fid_state,
             resume_notes,
         })
     }
@@ -293,9 +295,7 @@ impl Trainer {
     pub fn evaluate_fid(&mut self) -> Result<f64> {
         let f = self.cfg.fid.clone().ok_or_else(|| TrainError::Config("no [fid] section in the run config".into()))?;
         if self.fid_state.is_none() {
-            let net = sparsedm_fid::InceptionV3::load(&f.inception, &self.device())?;
-            let reference = sparsedm_fid::read_stats_npz(&f.reference)?;
-            self.fid_state = Some((net, reference));
+            self.fid_state = Some(load_fid_state(&f, self.device())?);
         }
         let ema = self.ema_model()?;
         let req = crate::samples::SampleRequest {
@@ -366,6 +366,23 @@ impl Trainer {
         crate::samples::write_grid_png(&path, &imgs, (s.grid as f64).sqrt().ceil() as usize)?;
         Ok(path)
     }
+}
+
+/// The InceptionV3 weights and reference statistics of a run's `[fid]` section, on `device`;
+/// an error names the key whose file is missing or broken.
+fn load_fid_state(f: &crate::config::FidConfig, device: Device) -> Result<(sparsedm_fid::InceptionV3, sparsedm_fid::FeatureStats)> {
+    let named = |key: &str, path: &str, e: TrainError| TrainError::Config(format!("{key} = {path:?}: {e}"));
+    let net = sparsedm_fid::InceptionV3::load(&f.inception, &device).map_err(|e| named("fid.inception", &f.inception, e.into()))?;
+    let reference = sparsedm_fid::read_stats_npz(&f.reference).map_err(|e| named("fid.reference", &f.reference, e.into()))?;
+    if reference.dim() != sparsedm_fid::POOL3_DIM {
+        return Err(TrainError::Config(format!(
+            "fid.reference = {:?}: statistics of {}-d features, InceptionV3's pool features are {}-d",
+            f.reference,
+            reference.dim(),
+            sparsedm_fid::POOL3_DIM
+        )));
+    }
+    Ok((net, reference))
 }
 
 fn loader_config(cfg: &RunConfig) -> LoaderConfig {

@@ -83,5 +83,25 @@ steps = 2
     assert!(v["fid"].as_f64().unwrap().is_finite());
     assert_eq!(v["step"], 2);
     assert!(dir.join("run").join("best.safetensors").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+
+    // The [fid] files are read when the run is set up, not at the first evaluation `fid.every`
+    // steps in: a missing or wrong one is refused naming its key, and no run folder is made.
+    let other = sparsedm_fid::FeatureStats::new(vec![0.0; 4], vec![0.0; 16], 10).unwrap();
+    let small = dir.join("small.npz");
+    sparsedm_fid::write_stats_npz(&small, &other).unwrap();
+    let inception_s = format!("{:?}", inception.display().to_string());
+    let reference_s = format!("{:?}", reference.display().to_string());
+    for (from, to, needles) in [
+        (inception_s.clone(), "\"no-inception.safetensors\"".to_string(), ["fid.inception = \"no-inception.safetensors\"", "No such file"]),
+        (reference_s.clone(), "\"no-ref.npz\"".to_string(), ["fid.reference = \"no-ref.npz\"", "no-ref.npz"]),
+        (reference_s.clone(), format!("{:?}", small.display().to_string()), ["fid.reference", "statistics of 4-d features"]),
+    ] {
+        let cfg = RunConfig::parse(&text.replace(&from, &to), "fid test", &[]).unwrap();
+        let run = dir.join("refused");
+        let e = Trainer::new(cfg, &run, false, Device::Cpu).unwrap_err().to_string();
+        for n in needles {
+            assert!(e.contains(n), "{to}: {e:?} does not name {n:?}");
+        }
+        assert!(!run.exists(), "{to}: a refused run leaves no folder");
+    }
 }
