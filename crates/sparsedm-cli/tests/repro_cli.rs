@@ -246,6 +246,7 @@ fn budgets_and_flags_that_do_not_apply_are_refused() {
     for (args, needle) in [
         (&["table2", "--steps", "0"][..], "--steps must be at least 1"),
         (&["ablation", "--samples", "1"], "--samples 1: must be at least 2"),
+        (&["ablation", "--steps", "3"], "--steps 3: the ablation's progressive row needs at least 4"),
         (&["table3", "--steps", "5"], "--steps does not apply to table3"),
         (&["table3", "--inception", "pt.safetensors"], "--inception does not apply to table3"),
         (&["table2", "--data", "data/cifar10"], "--data applies to --scale paper"),

@@ -430,6 +430,29 @@ impl RunConfig {
                         s.method.name()
                     ));
                 }
+                (SparseMethod::Progressive, Some(p)) => {
+                    // The run must end at the pattern it is named for, trained for at least a step.
+                    let last = p.stages().last().copied().ok_or_else(|| TrainError::Config("sparse.progressive has no stage".into()))?;
+                    if last.pattern != s.pattern {
+                        return bad(format!(
+                            "sparse.pattern = {} but sparse.progressive = {:?} ends at {}: the run ends at its last stage's pattern; make them agree",
+                            s.pattern,
+                            p.to_string(),
+                            last.pattern
+                        ));
+                    }
+                    if last.start >= self.train.n_steps {
+                        return bad(format!(
+                            "sparse.progressive = {:?}: its last stage ({}@{}) starts at or after train.n_steps = {}, so the run would end at {}, not {}",
+                            p.to_string(),
+                            last.pattern,
+                            last.start,
+                            self.train.n_steps,
+                            p.pattern_at(self.train.n_steps.saturating_sub(1)),
+                            last.pattern
+                        ));
+                    }
+                }
                 _ => {}
             }
             if s.transposable && s.method != SparseMethod::Fixed {

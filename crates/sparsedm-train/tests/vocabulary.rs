@@ -50,6 +50,12 @@ fn inconsistent_sparse_sections_are_refused() {
     assert!(err.contains("needs sparse.progressive"), "{err}");
     let err = sparse(&["sparse.progressive=\"15:16@0,2:4@10\""]).unwrap_err();
     assert!(err.contains("only used by sparse.method = \"progressive\""), "{err}");
+    // A progressive run ends at its last stage's pattern, which must be sparse.pattern and must
+    // start before the run ends (else the run would end at an earlier stage's pattern, silently).
+    let err = sparse(&["sparse.method=progressive", "sparse.progressive=\"7:8@0,1:4@2\""]).unwrap_err();
+    assert!(err.contains("sparse.pattern = 2:4 but sparse.progressive = \"7:8@0,1:4@2\" ends at 1:4"), "{err}");
+    let err = sparse(&["sparse.method=progressive", "sparse.progressive=\"7:8@0,2:4@4\""]).unwrap_err();
+    assert!(err.contains("last stage (2:4@4) starts at or after train.n_steps = 4, so the run would end at 7:8, not 2:4"), "{err}");
     let err = sparse(&["sparse.transposable=true"]).unwrap_err();
     assert!(err.contains("needs sparse.method = \"fixed\""), "{err}");
     let err = sparse(&["sparse.teacher=\"init\""]).unwrap_err();

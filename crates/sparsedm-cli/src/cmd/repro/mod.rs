@@ -115,6 +115,13 @@ fn check_flags(a: &Args) -> Result<()> {
     if a.steps == Some(0) {
         bail!("--steps must be at least 1 (with 0 every fine-tuned row would be its untrained starting point)");
     }
+    if a.table == Table::Ablation
+        && let Some(n) = a.steps.filter(|&n| n < 4)
+    {
+        bail!(
+            "--steps {n}: the ablation's progressive row needs at least 4 (its four stages 15:16, 7:8, 3:4 and 2:4 each train a quarter)"
+        );
+    }
     if let Some(n) = a.samples.filter(|&n| n < 2) {
         bail!("--samples {n}: must be at least 2 (the Fréchet distance needs a covariance)");
     }
