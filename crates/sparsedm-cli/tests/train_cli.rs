@@ -151,6 +151,30 @@ fn corrupt_inputs_give_clear_errors() {
     std::fs::write(&junk, b"garbage").unwrap();
     fails_with(&["sample", "--checkpoint", &junk.display().to_string(), "--n", "1", "--out", "x"], "junk.safetensors");
     fails_with(&["train", "--resume", &root.join("nothing").display().to_string()], "nothing");
+    // Paths in the config are named by their key.
+    let out = root.join("r").display().to_string();
+    fails_with(
+        &["train", "--config", "demo_shapes_uvit", "--set", "train.init=\"no/init.safetensors\"", "--out", &out],
+        "train.init = \"no/init.safetensors\": No such file",
+    );
+    fails_with(
+        &[
+            "train",
+            "--config",
+            "demo_shapes_uvit",
+            "--set",
+            "sparse.pattern=\"2:4\"",
+            "--set",
+            "sparse.teacher=\"no/teacher.safetensors\"",
+            "--out",
+            &out,
+        ],
+        "sparse.teacher = \"no/teacher.safetensors\": No such file",
+    );
+    fails_with(
+        &["train", "--config", "demo_shapes_uvit", "--set", &format!("train.init={:?}", root.display().to_string()), "--out", &out],
+        "is a folder",
+    );
 }
 
 /// `train.init` written by a run whose model differs (here its MLP width)

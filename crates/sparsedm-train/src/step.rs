@@ -47,6 +47,16 @@ pub struct StepMetrics {
     pub grad_norm: f32,
 }
 
+/// Checks that the config key `key` names a file that is there, so a wrong path is one error
+/// naming the key (`train.init = "x.safetensors": No such file …`), not the bare OS message.
+fn file_of(key: &str, path: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(TrainError::Config(format!("{key} = {path:?} is a folder; it takes a checkpoint file"))),
+        Err(e) => Err(TrainError::Config(format!("{key} = {path:?}: {e}"))),
+    }
+}
+
 /// The training state of a run and the step that advances it.
 pub struct TrainStep {
     device: Device,
@@ -127,6 +137,7 @@ impl TrainStep {
             Some(st) => student.store.load_tensors("checkpoint model.*", st.model.clone(), |_| false)?,
             None => {
                 if let Some(init) = &cfg.train.init {
+                    file_of("train.init", init)?;
                     sparsedm_diffusion::load_checkpoint(&student.store, init).map_err(|e| init_mismatch_hint(cfg, init, e.into()))?;
                     if cfg.sparse.is_none() && is_sparse_checkpoint(init) {
                         eprintln!(
@@ -153,9 +164,13 @@ impl TrainStep {
                         let init = cfg.train.init.as_deref().ok_or_else(|| {
                             TrainError::Config("sparse.teacher = \"init\" needs train.init (the dense starting checkpoint)".into())
                         })?;
+                        file_of("train.init (the teacher of sparse.teacher = \"init\")", init)?;
                         Some(build::frozen_model_on(cfg, init, device)?)
                     }
-                    Teacher::Checkpoint(path) => Some(build::frozen_model_on(cfg, path, device)?),
+                    Teacher::Checkpoint(path) => {
+                        file_of("sparse.teacher", path)?;
+                        Some(build::frozen_model_on(cfg, path, device)?)
+                    }
                 };
                 let w_kt = if teacher.is_some() { s.w_kt } else { 0.0 };
                 let kind = s.method.mode_kind(s.lambda, s.transposable);

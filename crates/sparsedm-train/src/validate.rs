@@ -49,6 +49,12 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
     }
     in_range("lr_scheduler.min_factor", cfg.lr_scheduler.min_factor, 0.0, 1.0, false)?;
     at_least_one("dataset.len", cfg.dataset.len)?;
+    if cfg.train.save_interval == 0 {
+        // It meant a checkpoint every step (the rotation keeping only the last few).
+        return Err(TrainError::Config(
+            "train.save_interval = 0: it must be at least 1 (steps between checkpoints; the last step is always saved, so a value above train.n_steps saves only the end)".into(),
+        ));
+    }
     if let Some(s) = &cfg.sparse {
         in_range("sparse.lambda", s.lambda, 0.0, 1.0, false)?;
         in_range("sparse.w_diff", s.w_diff, 0.0, f32::MAX, false)?;
@@ -172,6 +178,7 @@ mod tests {
         assert!(err("optimizer.eps=0").contains("optimizer.eps"));
         assert!(err("train.grad_clip=-2").contains("train.grad_clip"));
         assert!(err("sample.steps=0").contains("sample.steps"));
+        assert!(err("train.save_interval=0").contains("train.save_interval = 0: it must be at least 1"));
         RunConfig::load("demo_shapes_uvit", &["optimizer.lr=1e-3".into()]).unwrap();
     }
 
