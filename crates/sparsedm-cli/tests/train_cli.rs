@@ -98,9 +98,18 @@ fn killed_run_resumes_bit_identically() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
     let npz = root.join("s.npz");
+    // What a sample killed mid-way leaves (its unfinished npz, under a process id no longer
+    // running: pid_max is at most 2^22) is removed by the next sample to that file.
+    let stale = root.join("s.npz.tmp-4194305");
+    std::fs::write(&stale, b"partial").unwrap();
     let st =
         Command::new(BIN).args(["sample", "--checkpoint"]).arg(&ck).args(["--n", "2", "--steps", "3", "--out"]).arg(&npz).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    #[cfg(target_os = "linux")]
+    {
+        assert!(!stale.exists(), "the stale temporary is removed");
+        assert!(String::from_utf8_lossy(&st.stderr).contains("the unfinished npz of an earlier sample that was killed"));
+    }
     let imgs = sparsedm_fid::read_images_npz(&npz).unwrap();
     assert_eq!((imgs.n, imgs.height, imgs.width, imgs.channels), (2, 16, 16, 3));
     // `--out FILE.png`: one labelled grid that shows each of those images (same seed and

@@ -187,6 +187,31 @@ fn write_atomically(path: &Path, body: impl FnOnce(&mut ZipWriter<BufWriter<File
     }
 }
 
+/// Removes the temporary files that writers of `path` in processes no longer running left
+/// beside it (`NAME.tmp-<pid>`: a `sample` ended by a second Ctrl-C or killed leaves its
+/// unfinished npz there, up to the whole image set's size) and returns them. A temporary of a
+/// live process is left alone. Only where the process table can be read (`/proc`); elsewhere
+/// nothing is removed.
+pub fn remove_stale_temporaries(path: &Path) -> Vec<PathBuf> {
+    let proc_root = Path::new("/proc");
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if !proc_root.join("self").exists() {
+        return Vec::new();
+    }
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !proc_root.join(pid.to_string()).exists() && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));

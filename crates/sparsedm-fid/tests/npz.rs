@@ -254,3 +254,22 @@ fn lying_headers_are_errors_without_huge_allocations() {
     let err = read_images_npz(&p).unwrap_err();
     assert!(err.to_string().contains("[1, 3, 4, 5]"), "{err}");
 }
+
+/// The temporaries that writers of an npz in ended processes left beside it are removed; a live
+/// process's (this one's) and other files are kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn stale_temporaries_of_ended_writers_are_removed() {
+    let dir = sparsedm_testkit::Scratch::new("npz-stale");
+    let out = dir.join("samples.npz");
+    // pid_max is at most 2^22 on Linux: this process id is never running.
+    let stale = dir.join("samples.npz.tmp-4194305");
+    let live = dir.join(format!("samples.npz.tmp-{}", std::process::id()));
+    let other = dir.join("other.npz.tmp-4194305");
+    for f in [&stale, &live, &other] {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    assert_eq!(sparsedm_fid::remove_stale_temporaries(&out), vec![stale.clone()]);
+    assert!(!stale.exists() && live.exists() && other.exists());
+    assert!(sparsedm_fid::remove_stale_temporaries(&out).is_empty());
+}

@@ -286,6 +286,9 @@ pub fn run(a: Args) -> Result<()> {
         let cols = all.n.isqrt() + usize::from(all.n.isqrt().pow(2) < all.n); // ⌈√n⌉: a little wider than tall
         sparsedm_train::samples::write_labelled_grid_png(&a.out, &all, cols, &title)?;
     } else if out == Out::Npz {
+        for stale in sparsedm_fid::remove_stale_temporaries(&a.out) {
+            eprintln!("removed {}: the unfinished npz of an earlier sample that was killed", stale.display());
+        }
         let mut writer = sparsedm_fid::NpzImageWriter::create(&a.out, a.n, h, w, 3)?;
         generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs, done| {
             writer.push(&imgs.data)?;
