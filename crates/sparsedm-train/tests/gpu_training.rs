@@ -365,6 +365,32 @@ fn gpu_trainer_follows_the_cpu_and_its_checkpoint_resumes_on_the_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A class-conditional run on the GPU (label embedding, labels swapped for the null one with
+/// `dataset.p_uncond`, a guided preview grid with labels in turn) follows the same run on the CPU.
+#[test]
+fn gpu_class_conditional_trainer_follows_the_cpu() {
+    let _p = PRECISION.read().unwrap_or_else(|e| e.into_inner());
+    let Some(dev) = device("gpu_class_conditional_trainer_follows_the_cpu") else { return };
+    let dir = sparsedm_testkit::Scratch::in_dir(env!("CARGO_TARGET_TMPDIR"), "gpu-cond");
+    let sets: Vec<String> =
+        ["train.n_steps=2", "nnet.num_classes=4", "dataset.p_uncond=0.3", "sample.cfg_scale=1.5", "sample.grid=6", "sample.steps=2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let run = |device: Device, name: &str| {
+        let mut t = Trainer::new(RunConfig::parse(TINY_RUN, "tiny", &sets).unwrap(), &dir.join(name), false, device).unwrap();
+        let mut losses = Vec::new();
+        t.run(None, |m, _| losses.push(m.loss)).unwrap();
+        assert!(t.sample_grid().unwrap().is_file(), "{name}: the preview grid");
+        losses
+    };
+    let (cpu, gpu) = (run(CPU, "cpu"), run(dev, "gpu"));
+    for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let rel = (g - c).abs() / c.abs().max(1e-6);
+        assert!(rel <= 1e-3, "step {k}: loss {g} (GPU) vs {c} (CPU): relative difference {rel:.2e}");
+    }
+}
+
 #[test]
 fn fused_updates_run_on_cpu_tensors_too() {
     // Runs everywhere. Since the backend boundary (issue 14 item 2) the fused AdamW/EMA updates
