@@ -120,6 +120,10 @@ pub fn generate_until(
     Ok(Images { data, n: req.n, h, w })
 }
 
+/// Most images in one grid PNG (`sample --out FILE.png`, a run's `sample.grid`): 32×32 cells;
+/// more make a picture no one looks at, of up to gigabytes for large images.
+pub const MAX_GRID: usize = 1024;
+
 /// Seed offset of the `Labels::Uniform` stream (apart from the noise's).
 const LABEL_STREAM: u64 = 0x1ABE_15EE_D000;
 

@@ -66,6 +66,13 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
     in_range("dataset.p_uncond", cfg.dataset.p_uncond, 0.0, 1.0, true)?;
     at_least_one("sample.steps", cfg.sample.steps)?;
     at_least_one("sample.grid", cfg.sample.grid)?;
+    if cfg.sample.grid > crate::samples::MAX_GRID {
+        return Err(TrainError::Config(format!(
+            "sample.grid = {}: a preview grid holds at most {} images",
+            cfg.sample.grid,
+            crate::samples::MAX_GRID
+        )));
+    }
     if let Some(g) = cfg.sample.cfg_scale
         && !g.is_finite()
     {
@@ -179,6 +186,7 @@ mod tests {
         assert!(err("train.grad_clip=-2").contains("train.grad_clip"));
         assert!(err("sample.steps=0").contains("sample.steps"));
         assert!(err("train.save_interval=0").contains("train.save_interval = 0: it must be at least 1"));
+        assert!(err("sample.grid=1025").contains("sample.grid = 1025: a preview grid holds at most 1024 images"));
         RunConfig::load("demo_shapes_uvit", &["optimizer.lr=1e-3".into()]).unwrap();
     }
 

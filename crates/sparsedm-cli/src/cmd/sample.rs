@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use sparsedm_diffusion::{Arch, SamplerKind, ScheduleKind};
 use sparsedm_train::precision::MatmulScope;
 use sparsedm_train::restore::restore_on;
-use sparsedm_train::samples::{Images, Labels, SampleRequest, check_request, generate_batches, write_png_images};
+use sparsedm_train::samples::{Images, Labels, MAX_GRID, SampleRequest, check_request, generate_batches, write_png_images};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -87,9 +87,6 @@ pub struct Args {
     #[command(flatten)]
     pub precision: PrecisionArg,
 }
-
-/// The most images one `--out FILE.png` grid holds (32 × 32 cells); more go to a folder or an npz.
-pub const MAX_GRID: usize = 1024;
 
 /// What `--out` names, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
