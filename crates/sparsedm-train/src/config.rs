@@ -252,6 +252,7 @@ pub struct FidConfig {
     pub inception: String,
     /// Reference statistics (`.npz`, pytorch-fid format).
     pub reference: String,
+    /// Steps between FID evaluations; the run's last step is always evaluated too.
     #[serde(default = "default_fid_every")]
     pub every: u64,
     #[serde(default = "default_fid_n")]

@@ -266,8 +266,10 @@ impl Trainer {
             if self.cfg.train.sample_interval > 0 && step.is_multiple_of(self.cfg.train.sample_interval) {
                 self.sample_grid()?;
             }
+            // Every `fid.every` steps and at the run's last step (U-ViT's final evaluation), so a
+            // run shorter than `fid.every` still gets its FID and best.safetensors.
             if let Some(every) = self.cfg.fid.as_ref().map(|f| f.every.max(1))
-                && step.is_multiple_of(every)
+                && (step.is_multiple_of(every) || step == self.cfg.train.n_steps)
             {
                 let fid = self.evaluate_fid()?;
                 let line = serde_json::json!({"step": step, "fid": fid, "best_fid": self.best_fid});

@@ -1,4 +1,4 @@
-//! FID during training: the evaluation runs at `fid.every`, is logged to
+//! FID during training: the evaluation runs at `fid.every` and the last step, is logged to
 //! metrics.jsonl, and the best EMA model is kept as best.safetensors. The
 //! Inception weights here are random (what is tested is the machinery; the
 //! network's parity with pytorch-fid is tested in sparsedm-fid).
@@ -55,7 +55,7 @@ name = "shapes"
 resolution = 16
 len = 32
 [train]
-n_steps = 2
+n_steps = 3
 batch_size = 4
 [optimizer]
 lr = 1e-3
@@ -78,10 +78,11 @@ steps = 2
     let mut t = Trainer::new(cfg, &dir.join("run"), false, Device::Cpu).unwrap();
     t.run(None, |_, _| {}).unwrap();
     let log = std::fs::read_to_string(dir.join("run").join("metrics.jsonl")).unwrap();
-    let fid_line = log.lines().find(|l| l.contains("\"fid\"")).expect("an FID line in metrics.jsonl");
-    let v: serde_json::Value = serde_json::from_str(fid_line).unwrap();
-    assert!(v["fid"].as_f64().unwrap().is_finite());
-    assert_eq!(v["step"], 2);
+    // At fid.every = 2, and at the last step (3), which fid.every does not reach.
+    let fid_lines: Vec<serde_json::Value> =
+        log.lines().filter(|l| l.contains("\"fid\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(fid_lines.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3], "{log}");
+    assert!(fid_lines.iter().all(|v| v["fid"].as_f64().unwrap().is_finite()));
     assert!(dir.join("run").join("best.safetensors").exists());
 
     // The [fid] files are read when the run is set up, not at the first evaluation `fid.every`
