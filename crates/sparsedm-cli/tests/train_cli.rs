@@ -313,8 +313,9 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
 /// A class-conditional run (`nnet.num_classes = 4` on the 3-class shapes, `dataset.p_uncond`
 /// training the null label) draws its preview grid with labels; `sample` of its checkpoint draws
 /// each image's label from the run's dataset classes without `--class`, takes `--class` and
-/// `--cfg-scale`, and refuses guidance for a run that never trained the null label; weights that
-/// do not say which classes they know need `--class`.
+/// `--cfg-scale`, and refuses guidance for a run that never trained the null label; weights
+/// without a run config (official ones) draw from every label but the last (U-ViT's null label).
+/// An npz stores the drawn labels as `arr_1`.
 #[test]
 fn class_conditional_runs_train_and_sample_with_labels() {
     let root = tmp("class-cond");
@@ -349,9 +350,23 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     };
     let drawn = ok(sample(&ck, "drawn.npz", &[]));
     assert!(drawn.contains("class-conditional model: labels drawn uniformly from 0..=2"), "{drawn}");
+    let stored = sparsedm_fid::read_labels_npz(root.join("drawn.npz")).unwrap().expect("the npz stores the labels");
+    assert!(stored.len() == 3 && stored.iter().all(|l| (0..3).contains(l)), "{stored:?}");
+    let images = |f: &str| sparsedm_fid::read_images_npz(root.join(f)).unwrap();
+    let one = ok(sample(&ck, "drawn1.npz", &["--batch", "1"]));
+    assert_eq!(images("drawn1.npz"), images("drawn.npz"), "{one}");
+    assert_eq!(sparsedm_fid::read_labels_npz(root.join("drawn1.npz")).unwrap(), Some(stored.clone()), "the same labels whatever --batch");
     let c0 = ok(sample(&ck, "c0.npz", &["--class", "0"]));
     assert!(c0.contains("label 0"), "{c0}");
+    assert_eq!(sparsedm_fid::read_labels_npz(root.join("c0.npz")).unwrap(), Some(vec![0, 0, 0]));
+    ok(sample(&ck, "c1.npz", &["--class", "1"]));
     ok(sample(&ck, "c2.npz", &["--class", "2"]));
+    // Image i with its stored label is image i drawn with that label for every image.
+    let (all, size) = (images("drawn.npz"), 16 * 16 * 3);
+    for (i, l) in stored.iter().enumerate() {
+        let fixed = images(&format!("c{l}.npz"));
+        assert_eq!(all.data[i * size..(i + 1) * size], fixed.data[i * size..(i + 1) * size], "image {i} was drawn with label {l}");
+    }
     assert_ne!(std::fs::read(root.join("c0.npz")).unwrap(), std::fs::read(root.join("c2.npz")).unwrap(), "the label changes the images");
     let cfg_out = ok(sample(&ck, "g.npz", &["--cfg-scale", "1.5"]));
     assert!(cfg_out.contains("guidance scale 1.5"), "{cfg_out}");
@@ -391,6 +406,7 @@ fn class_conditional_runs_train_and_sample_with_labels() {
         args.extend(extra);
         sample(&bare, out, &args)
     };
-    refused(official("o.npz", &[]), "give --class K (0..=3)");
+    let official_drawn = ok(official("official_drawn.npz", &[]));
+    assert!(official_drawn.contains("labels drawn uniformly from 0..=2"), "the null label 3 is not drawn: {official_drawn}");
     ok(official("official.npz", &["--class", "2", "--cfg-scale", "1.5"]));
 }

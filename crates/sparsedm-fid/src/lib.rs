@@ -40,7 +40,8 @@ pub use images::{BatchIter, Cifar10, CifarSplit, ImageBatch, ImageFolder, ImageS
 pub use inception::{INPUT_SIZE, InceptionV3, POOL3_DIM, is_ignored_checkpoint_tensor};
 pub use kid::{Kid, KidOptions, kernel_inception_distance, polynomial_mmd2_unbiased};
 pub use npz::{
-    NpzImageWriter, U8Images, npz_keys, read_images_npz, read_stats_npz, remove_stale_temporaries, write_images_npz, write_stats_npz,
+    NpzImageWriter, U8Images, npz_keys, read_images_npz, read_labels_npz, read_stats_npz, remove_stale_temporaries, write_images_npz,
+    write_stats_npz,
 };
 pub use preprocess::{preprocess, preprocess_batch};
 pub use stats::{FeatureStats, StatsAccumulator};

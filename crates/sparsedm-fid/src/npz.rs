@@ -8,7 +8,8 @@
 //! * **Images** (guided-diffusion / ADM evaluator, DPM-Solver and U-ViT sample dumps): `arr_0`
 //!   `[N, H, W, C]` uint8, NHWC, C = 3 (C = 1 accepted on read). See [`read_images_npz`],
 //!   [`write_images_npz`] and the streaming [`NpzImageWriter`]; [`crate::images::NpzImages`]
-//!   streams such a file in batches for feature extraction.
+//!   streams such a file in batches for feature extraction. Class-conditional samples may carry
+//!   their labels as `arr_1` (int64 `[N]`, guided-diffusion's layout; [`read_labels_npz`]).
 //!
 //! An `.npz` is a zip archive of `.npy` files (`mu.npy`, ...). The zip container is handled with
 //! the `zip` crate built with deflate only (no C compression libraries), the `.npy` payloads with
@@ -343,6 +344,35 @@ pub fn read_images_npz(path: impl AsRef<Path>) -> Result<U8Images> {
     Ok(U8Images { data, n, height, width, channels })
 }
 
+/// The class labels an image `.npz` stores beside its images (`arr_1`, int64 `[N]`, see
+/// [`NpzImageWriter::finish_with_labels`]), or `None` when it stores none. Labels that are not
+/// integers, or not one per image of `arr_0`, are an error naming the file.
+pub fn read_labels_npz(path: impl AsRef<Path>) -> Result<Option<Vec<i64>>> {
+    let path = path.as_ref();
+    let mut npz = Npz::open(path)?;
+    if !npz.keys().iter().any(|k| k == "arr_1") {
+        return Ok(None);
+    }
+    let images = open_u8_nhwc(path, "arr_0")?.shape[0] as u64;
+    let name = npz.entry_name("arr_1")?;
+    let entry = npz.archive.by_name(&name).map_err(|source| FidError::Zip { path: path.to_owned(), source })?;
+    let entry_size = entry.size();
+    let npy = NpyFile::new(BufReader::new(entry)).map_err(|e| FidError::bad_array(path, "arr_1", format!("invalid .npy header: {e}")))?;
+    let shape = npy.shape().to_vec();
+    if shape != [images] || npy.len().checked_mul(8).is_none_or(|b| b > entry_size) {
+        return Err(FidError::bad_array(
+            path,
+            "arr_1",
+            format!("expected one int64 label per image, [{images}], got {}", shape_str(&shape)),
+        ));
+    }
+    let descr = npy.dtype().descr();
+    let reader = npy.try_data::<i64>().map_err(|_| FidError::bad_array(path, "arr_1", format!("dtype {descr} is not int64")))?;
+    let labels =
+        reader.collect::<io::Result<Vec<i64>>>().map_err(|e| FidError::bad_array(path, "arr_1", format!("cannot read the data: {e}")))?;
+    Ok(Some(labels))
+}
+
 /// Writes NHWC uint8 images as `arr_0` of an `.npz` (like `np.savez(path, images)`).
 ///
 /// `data.len()` must equal `n·height·width·channels`.
@@ -452,7 +482,25 @@ impl NpzImageWriter {
 
     /// Completes the archive and renames it to the final path; errors if fewer images than
     /// declared were pushed (the partial file is removed).
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        self.finish_inner(None)
+    }
+
+    /// [`finish`](Self::finish) that also stores the images' class labels as `arr_1` (int64
+    /// `[N]`), as guided-diffusion's `image_sample.py` saves class-conditional samples
+    /// (`np.savez(path, images, labels)`); evaluators read `arr_0` and ignore it.
+    pub fn finish_with_labels(self, labels: &[i64]) -> Result<()> {
+        if labels.len() != self.expected {
+            return Err(FidError::ShapeMismatch {
+                what: format!("class labels for {}", self.path.display()),
+                expected: format!("[{}] (one per image)", self.expected),
+                actual: format!("[{}]", labels.len()),
+            });
+        }
+        self.finish_inner(Some(labels))
+    }
+
+    fn finish_inner(mut self, labels: Option<&[i64]>) -> Result<()> {
         if self.written != self.expected {
             return Err(FidError::invalid(
                 "n",
@@ -463,6 +511,12 @@ impl NpzImageWriter {
             return Err(FidError::invalid("self", "writer already finished"));
         };
         let done = (|| -> io::Result<()> {
+            if let Some(labels) = labels {
+                zip.start_file(npyz::npz::file_name_from_index(1), entry_options(labels.len() as u64 * 8 + 128))?;
+                let mut w = npyz::WriteOptions::<i64>::new().default_dtype().shape(&[labels.len() as u64]).writer(&mut zip).begin_nd()?;
+                w.extend(labels.iter().copied())?;
+                w.finish()?;
+            }
             let mut inner = zip.finish().map_err(zip_to_io)?;
             inner.flush()?;
             inner.into_inner().map_err(|e| e.into_error())?.sync_all()

@@ -9,7 +9,9 @@
 use sparsedm_testkit::Scratch;
 use std::path::{Path, PathBuf};
 
-use sparsedm_fid::{FeatureStats, FidError, NpzImageWriter, U8Images, read_images_npz, read_stats_npz, write_images_npz, write_stats_npz};
+use sparsedm_fid::{
+    FeatureStats, FidError, NpzImageWriter, U8Images, read_images_npz, read_labels_npz, read_stats_npz, write_images_npz, write_stats_npz,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -154,6 +156,35 @@ fn reads_numpy_images_exactly() {
     // The stats file has no arr_0.
     let err = read_images_npz(fixture("stats_f64.npz")).unwrap_err();
     assert!(matches!(err, FidError::MissingKey { ref key, .. } if key == "arr_0"), "{err}");
+}
+
+/// Class labels beside the images: numpy's `np.savez(path, images, labels)` (guided-diffusion's
+/// class-conditional sample dump; `images_labels.npz`, made by make_numpy_npz.py with labels
+/// 2, 0, 7) reads back, ours writes the same layout (numpy 2.4.6 read it: `np.load(f)["arr_1"]`
+/// is int64 [2, 0, 7]), and a file without them has none.
+#[test]
+fn class_labels_are_arr_1_as_numpy_saves_them() {
+    let numpy = fixture("images_labels.npz");
+    assert_eq!(read_labels_npz(&numpy).unwrap(), Some(vec![2, 0, 7]));
+    let imgs = read_images_npz(&numpy).unwrap();
+    assert_eq!(imgs, read_images_npz(fixture("images_u8.npz")).unwrap(), "the labels do not disturb arr_0");
+    assert_eq!(read_labels_npz(fixture("images_u8.npz")).unwrap(), None);
+    let err = read_labels_npz(fixture("images_labels_f32.npz")).unwrap_err().to_string();
+    assert!(err.contains("arr_1") && err.contains("not int64") && err.contains("images_labels_f32.npz"), "{err}");
+
+    let dir = temp_dir("labels");
+    let ours = dir.join("ours.npz");
+    let mut wr = NpzImageWriter::create(&ours, imgs.n, imgs.height, imgs.width, imgs.channels).unwrap();
+    wr.push(&imgs.data).unwrap();
+    wr.finish_with_labels(&[2, 0, 7]).unwrap();
+    assert_eq!(read_labels_npz(&ours).unwrap(), Some(vec![2, 0, 7]));
+    assert_eq!(read_images_npz(&ours).unwrap(), imgs);
+    // One label per image, or nothing is written.
+    let short = dir.join("short.npz");
+    let mut wr = NpzImageWriter::create(&short, imgs.n, imgs.height, imgs.width, imgs.channels).unwrap();
+    wr.push(&imgs.data).unwrap();
+    assert!(matches!(wr.finish_with_labels(&[1, 2]), Err(FidError::ShapeMismatch { .. })));
+    assert!(!short.exists());
 }
 
 #[test]

@@ -169,6 +169,13 @@ pub fn check_request(req: &SampleRequest) -> Result<()> {
     Ok(())
 }
 
+/// The class labels [`generate_batches`] gives `req`'s images, in order (`None` for an
+/// unconditional request): what a sample file stores beside its images. Drawn from the
+/// same seeded stream, one draw per image, so they are the labels whatever the batch size.
+pub fn drawn_labels(req: &SampleRequest) -> Result<Option<Vec<i64>>> {
+    req.labels.batch(0, req.n, &mut Rng::new(req.seed ^ LABEL_STREAM))
+}
+
 /// Samples `req.n` images batch by batch (see [`generate`] for the noise),
 /// calling `sink(batch, done)` with each batch's images as soon as they are
 /// drawn, so memory stays one batch whatever `n` is. A non-finite model
@@ -184,7 +191,7 @@ pub fn generate_batches(
     let [c, h, w] = req.shape;
     let mut done = 0;
     let mut rng = Rng::new(req.seed);
-    let mut label_rng = Rng::new(req.seed ^ LABEL_STREAM);
+    let labels = drawn_labels(req)?;
     let guided;
     let model: &dyn EpsModel = match (req.cfg_scale, req.num_classes) {
         (Some(scale), Some(nc)) => {
@@ -197,8 +204,8 @@ pub fn generate_batches(
     while done < req.n {
         let b = req.batch.min(req.n - done);
         let x = Tensor::randn(&[b, c, h, w], &mut rng, &Device::Cpu)?.to_device(&req.device)?;
-        let y = match req.labels.batch(done, b, &mut label_rng)? {
-            Some(l) => Some(Tensor::from_vec_i64(l, &[b], &req.device)?),
+        let y = match &labels {
+            Some(l) => Some(Tensor::from_vec_i64(l[done..done + b].to_vec(), &[b], &req.device)?),
             None => None,
         };
         let opts = SamplerOptions { clip_denoised: req.clip_denoised, ..SamplerOptions::new(req.steps) };
@@ -318,6 +325,20 @@ mod tests {
         let whole = labels(uniform, 301, 301);
         assert_eq!(whole, labels(uniform, 301, 7), "the split into batches does not change the labels");
         assert_eq!(whole, labels(uniform, 301, 64));
+        let req = SampleRequest {
+            n: 301,
+            batch: 7,
+            shape: [3, 8, 8],
+            sampler: SamplerKind::Ddim,
+            steps: 1,
+            seed: 7,
+            labels: uniform,
+            cfg_scale: None,
+            num_classes: Some(4),
+            clip_denoised: None,
+            device: Device::Cpu,
+        };
+        assert_eq!(drawn_labels(&req).unwrap(), Some(whole.clone()), "the labels of a whole request are those drawn batch by batch");
         for k in 0..3 {
             let count = whole.iter().filter(|&&l| l == k).count();
             assert!((70..=131).contains(&count), "label {k} drawn {count} times of 301");

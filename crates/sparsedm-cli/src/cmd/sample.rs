@@ -10,8 +10,11 @@
 //! never an output, the disk must hold at least the images' size, and flags
 //! that would be ignored (`--class` or `--cfg-scale` for an unconditional
 //! model, `--raw` or `--schedule` where they do not apply, ...) are refused.
-//! A class-conditional run's model samples without `--class` too: each
-//! image's label is drawn uniformly from the run's dataset's classes.
+//! A class-conditional model samples without `--class` too: each image's
+//! label is drawn uniformly from the run's dataset's classes (official
+//! weights: from every label but the last, U-ViT's null label of guidance);
+//! an npz stores the labels beside the images (`arr_1`, guided-diffusion's
+//! layout).
 //!
 //! `--device cuda[:N]` samples there; the starting noise is drawn on the
 //! host (the same on every device). Matrix products are f32 unless
@@ -51,7 +54,7 @@ pub struct Args {
     pub steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Class label for every image (class-conditional models; without it a run's class-conditional model draws each image's label uniformly from its dataset's classes).
+    /// Class label for every image (class-conditional models; without it each image's label is drawn uniformly from the run's dataset's classes, or for official weights from every label but the last, the null one). An npz stores the labels as arr_1.
     #[arg(long)]
     pub class: Option<i64>,
     /// Classifier-free guidance scale (class-conditional models whose last label is the null one).
@@ -145,9 +148,10 @@ fn check_flags(a: &Args) -> Result<()> {
 
 /// The images' labels: none for an unconditional model (where `--class` and `--cfg-scale` are
 /// refused); `--class K` for every image; else, for a training run's class-conditional model,
-/// labels drawn uniformly from its dataset's classes (U-ViT's FID sampling). Guidance needs the
-/// null label: a run's model must have trained it (`dataset.p_uncond` > 0); official weights are
-/// taken to follow U-ViT's convention (the last label is the null one).
+/// labels drawn uniformly from its dataset's classes (U-ViT's FID sampling), for official
+/// weights from all labels but the last. Guidance needs the null label: a run's model must have
+/// trained it (`dataset.p_uncond` > 0); official weights are taken to follow U-ViT's convention
+/// (the last label is the null one).
 fn labels(a: &Args, num_classes: Option<usize>, run: Option<&sparsedm_train::RunConfig>) -> Result<Labels> {
     let Some(nc) = num_classes else {
         if let Some(k) = a.class {
@@ -184,10 +188,12 @@ fn labels(a: &Args, num_classes: Option<usize>, run: Option<&sparsedm_train::Run
         Some((name, _)) => {
             bail!("the model is class-conditional ({nc} labels) but its run's dataset ({name}) has no labels to draw from: give --class K")
         }
+        // Official weights: U-ViT's convention, the last label is the null one of guidance
+        // (its ImageNet models have 1001 labels for 1000 classes).
+        None if nc >= 2 => Ok(Labels::Uniform { classes: nc - 1 }),
         None => bail!(
-            "the model is class-conditional ({nc} labels) and {} does not say which are its dataset's classes: give --class K (0..={}) for every image",
-            a.checkpoint.display(),
-            nc - 1
+            "the model is class-conditional with a single label, {} (U-ViT's null label of guidance; no class to draw): give --class 0",
+            a.checkpoint.display()
         ),
     }
 }
@@ -293,7 +299,14 @@ pub fn run(a: Args) -> Result<()> {
             stop(done)
         })
         .map_err(|e| stopped(e, "the unfinished npz is removed"))?;
-        writer.finish()?;
+        match sparsedm_train::samples::drawn_labels(&req)? {
+            // Beside the images, as guided-diffusion saves class-conditional samples.
+            Some(labels) => {
+                writer.finish_with_labels(&labels)?;
+                println!("the images' class labels are stored beside them as arr_1 (int64)");
+            }
+            None => writer.finish()?,
+        }
     } else {
         if a.force {
             remove_numbered_pngs(&a.out)?;
