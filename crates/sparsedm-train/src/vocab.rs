@@ -20,9 +20,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SparseMethod {
-    /// `srste`: SR-STE, the paper's method — masks recomputed from |w|
-    /// every forward, straight-through gradient plus the decay λ(1 − m)⊙w.
-    #[serde(rename = "srste")]
+    /// `srste` (alias `sr-ste`, the paper's spelling): SR-STE, the paper's method — masks
+    /// recomputed from |w| every forward, straight-through gradient plus the decay λ(1 − m)⊙w.
+    #[serde(rename = "srste", alias = "sr-ste")]
     SrSte,
     /// `ste`: the plain straight-through estimator (no decay).
     Ste,

@@ -22,7 +22,7 @@ fn sparse(sets: &[&str]) -> Result<RunConfig, String> {
 fn unknown_values_are_refused_with_the_accepted_ones() {
     // (override, what the message must name: the bad value and the accepted spellings)
     let cases: &[(&str, &[&str])] = &[
-        ("sparse.method=\"sr-ste\"", &["sr-ste", "srste", "ste", "fixed", "progressive"]),
+        ("sparse.method=\"sr_ste\"", &["sr_ste", "srste", "ste", "fixed", "progressive"]),
         ("sparse.teacher=\"inti\"", &["inti", "init", "none", "checkpoint path"]),
         ("sparse.pattern=\"2/4\"", &["2/4", "N:M", "2:4"]),
         ("sparse.pattern=\"5:4\"", &["5:4", "N:M with 1 <= N <= M <= 32"]),
@@ -67,6 +67,8 @@ fn known_spellings_parse_into_the_vocabulary_and_round_trip() {
     let c = sparse(&["sparse.method=asp", "lr_scheduler.name=cosine", "sparse.pattern=\"1:8\""]).unwrap();
     let s = c.sparse.as_ref().unwrap();
     assert_eq!(s.method, SparseMethod::Fixed, "asp is the alias of fixed");
+    let c2 = sparse(&["sparse.method=\"sr-ste\""]).unwrap();
+    assert_eq!(c2.sparse.as_ref().unwrap().method, SparseMethod::SrSte, "sr-ste, the paper's spelling, is the alias of srste");
     assert_eq!(s.method.mode_kind(2e-4, true), ModeKind::Fixed { transposable: true });
     assert_eq!(s.pattern, NmPattern::new(1, 8).unwrap());
     assert_eq!(s.teacher, Teacher::None);
