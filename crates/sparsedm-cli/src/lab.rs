@@ -6,6 +6,7 @@
 //! MACs, FD-px (and FID with Inception weights) — with every row judged
 //! against the same real images and drawn from the same noise.
 
+use crate::kept_rows;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsedm_layers::{NamedPolicy, NmPattern, NonDivisible, PermutationReport, Policy, ProgressiveSchedule, Selection, WeightLayout};
@@ -134,10 +135,10 @@ impl Method {
 }
 
 /// One measured row.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     /// The model family: "U-ViT" or "DDPM UNet".
-    pub model: &'static str,
+    pub model: String,
     pub label: String,
     pub method: String,
     pub detail: String,
@@ -155,7 +156,7 @@ pub struct Row {
     /// row's EMA, as the paper scores its models) or `"checkpoint"` (the
     /// dense checkpoint's weights as given, for the dense and
     /// untrained-mask rows; the shipped tiny checkpoint holds EMA weights).
-    pub weights: &'static str,
+    pub weights: String,
     /// ASP's channel permutations (the fixed-mask rows): the magnitude the
     /// 2:4 masks keep with and without them, per group.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,6 +196,29 @@ impl Lab {
     /// Makes one row: trains (unless the method needs no training), samples, scores, exports.
     /// `pattern` is the N:M pattern of the sparse methods (`None`: dense).
     pub fn row(&self, slug: &str, method: &Method, pattern: Option<NmPattern>, steps: u64) -> Result<Row> {
+        let key = kept_rows::RowKey {
+            slug: slug.into(),
+            method: format!("{method:?}"),
+            pattern: pattern.map(|p| p.to_string()),
+            steps,
+            base: self.base.to_toml()?,
+            dense: self.dense.display().to_string(),
+            draw: format!("{:?}", self.draw),
+            judge: self.judge.fingerprint(),
+        };
+        if self.resume
+            && let Some(row) = kept_rows::kept(&self.out, &key)
+        {
+            eprintln!("  {:<22} kept from the earlier run (trained, sampled and scored then)", row.label);
+            return Ok(row);
+        }
+        let row = self.make_row(slug, method, pattern, steps)?;
+        kept_rows::keep(&self.out, &key, &row)?;
+        Ok(row)
+    }
+
+    /// [`Self::row`] made here: trained (or resumed), sampled and scored.
+    fn make_row(&self, slug: &str, method: &Method, pattern: Option<NmPattern>, steps: u64) -> Result<Row> {
         let started = Instant::now();
         let grid = format!("samples_{slug}.png");
         let checkpoint = format!("{slug}.safetensors");
@@ -272,7 +296,7 @@ impl Lab {
         write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
         let quality = self.judge.score(&imgs)?;
         let row = Row {
-            model: family(&cfg.arch),
+            model: family(&cfg.arch).into(),
             label,
             method: method.label().into(),
             detail: method.detail(),
@@ -282,7 +306,7 @@ impl Lab {
             quality,
             grid,
             checkpoint,
-            weights,
+            weights: weights.into(),
             permutation,
             seconds: started.elapsed().as_secs_f64(),
             sampling_seconds,
@@ -538,7 +562,7 @@ mod tests {
         let (lab, base, _dir) = small_uvit_lab("diffprune");
         let out = lab.out.clone();
         let row = lab.row("diffpruning", &Method::DiffPruning { macs: 0.5 }, None, 2).unwrap();
-        assert_eq!((row.label.as_str(), row.steps, row.weights), ("Diff-Pruning", 2, "ema"));
+        assert_eq!((row.label.as_str(), row.steps, row.weights.as_str()), ("Diff-Pruning", 2, "ema"));
         let dense_macs =
             ModelConfig::from_json(build::arch(&base).unwrap(), &base.nnet_json().unwrap()).unwrap().mac_report(1).paper_total();
         let frac = row.footprint.macs / dense_macs;
@@ -568,7 +592,7 @@ mod tests {
         let (lab, _, _dir) = small_uvit_lab("untrained");
         let out = lab.out.clone();
         let row = lab.row("untrained", &Method::Untrained, Some(NmPattern::TWO_FOUR), 0).unwrap();
-        assert_eq!((row.label.as_str(), row.steps, row.weights), ("untrained mask 2:4", 0, "checkpoint"));
+        assert_eq!((row.label.as_str(), row.steps, row.weights.as_str()), ("untrained mask 2:4", 0, "checkpoint"));
         // SparseDM's U-ViT layers: qkv, proj, fc1, fc2 of the 2 + 1 blocks (depth 2: one in, the mid, one out).
         let layers = 4 * 3;
         assert_eq!(row.nm_kernel_calls + row.nm_dense_calls, layers * 3, "3 forwards of {layers} N:M layers");

@@ -11,6 +11,7 @@ mod cmd;
 mod compare;
 mod diffprune;
 mod interrupt;
+mod kept_rows;
 mod lab;
 mod model_size;
 mod model_source;

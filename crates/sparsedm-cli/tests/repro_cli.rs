@@ -270,8 +270,9 @@ fn measured_rows(out: &Path, table: &str) -> Vec<serde_json::Value> {
 
 /// Ctrl-C in `repro` stops the row in training after its step in progress, saves it and says how
 /// to continue (exit 130); `--resume` continues that run and trains the rows not started, and the
-/// table is the one an uninterrupted run writes, to the bit. A run folder of another configuration
-/// is refused on `--resume`, naming what differs.
+/// table is the one an uninterrupted run writes, to the bit. Finished rows are kept: resumed again,
+/// nothing is made anew unless what a row depends on changed (here the sampling seed). A run
+/// folder of another configuration is refused on `--resume`, naming what differs.
 #[cfg(unix)]
 #[test]
 fn an_interrupted_repro_resumes_to_the_uninterrupted_table() {
@@ -318,6 +319,35 @@ fn an_interrupted_repro_resumes_to_the_uninterrupted_table() {
     let o = run(&b, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(measured_rows(&a, "table1"), measured_rows(&b, "table1"), "the resumed table is the uninterrupted one");
+
+    // Resumed once more, every finished row is kept: nothing is trained, sampled or scored
+    // again, and the table is the same, its timings included.
+    let rows = |out: &Path| {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("table1.json")).unwrap()).unwrap();
+        v["rows"].clone()
+    };
+    let before = rows(&a);
+    let o = run(&a, &["--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("kept from the earlier run (trained, sampled and scored then)").count(),
+        before.as_array().unwrap().len(),
+        "{err}"
+    );
+    assert!(!err.contains("resuming") && !err.contains("FD-px48"), "nothing is trained or scored again: {err}");
+    assert_eq!(rows(&a), before);
+    // Another sampling seed: every row is sampled and scored again (its training is not).
+    let o = run(&a, &["--resume", "--seed", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains("kept from the earlier run (trained")
+            && err.contains("half: the result kept from the earlier run is not used (it was made with other settings)"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("half: resuming {} at step {total} of {total}", s(&a.join("runs").join("half")))), "{err}");
+    assert_ne!(measured_rows(&a, "table1"), measured_rows(&b, "table1"), "other noise, other scores");
 
     // A run folder made with another configuration is not continued.
     let stored = b.join("runs").join("asp").join("config.toml");

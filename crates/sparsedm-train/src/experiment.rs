@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 /// How many zeros a model holds and how much one forward pass costs.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Footprint {
     /// Exact zeros over the weights of all Linear/Conv layers.
     pub sparsity_layers: f64,
@@ -53,7 +53,7 @@ pub fn footprint(b: &Bundle) -> Result<Footprint> {
 }
 
 /// Sample quality of one image set against the judge's reference.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quality {
     /// Fréchet distance on 4×4-pooled RGB pixels (48-d): no download, not FID.
     pub fd_px: f64,
@@ -116,6 +116,26 @@ impl Judge {
         let reference_px = pixel_stats(&DatasetImages::new(data, n_reference), DEFAULT_CELLS)?;
         let net = InceptionV3::load(inception, &device)?;
         Ok(Judge { reference_px, inception: Some((net, reference)) })
+    }
+
+    /// A fingerprint of what the judge scores against: its reference statistics (FD-px, and
+    /// FID's when it has Inception), FNV-1a over their values' bits. Two judges of other real
+    /// images, another reference count or other FID statistics differ in it; the Inception
+    /// weights themselves enter only through reference statistics computed with them.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |v: u64| {
+            for b in v.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let stats = std::iter::once(&self.reference_px).chain(self.inception.as_ref().map(|(_, s)| s));
+        for (i, s) in stats.enumerate() {
+            eat(i as u64);
+            eat(s.n as u64);
+            s.mu.iter().chain(&s.sigma).for_each(|x| eat(x.to_bits()));
+        }
+        h
     }
 
     /// Whether scores include real FID.

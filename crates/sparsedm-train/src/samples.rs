@@ -74,7 +74,7 @@ impl std::fmt::Display for Labels {
 }
 
 /// Images as NHWC u8.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Images {
     pub data: Vec<u8>,
     pub n: usize,

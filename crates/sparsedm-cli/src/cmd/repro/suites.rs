@@ -583,7 +583,7 @@ mod tests {
 
     fn row(method: &Method, fd_px: f64, zeros: f64) -> Row {
         Row {
-            model: "DDPM UNet",
+            model: "DDPM UNet".into(),
             label: method.label().into(),
             method: method.label().into(),
             detail: String::new(),
@@ -593,7 +593,7 @@ mod tests {
             quality: Quality { fd_px, fid: None },
             grid: String::new(),
             checkpoint: String::new(),
-            weights: "ema",
+            weights: "ema".into(),
             permutation: None,
             seconds: 1.0,
             sampling_seconds: 1.0,
@@ -622,7 +622,7 @@ mod tests {
         assert!(note(1.6).contains("does not help SparseDM"));
         // No ASP row in the ablation's family: no note.
         let mut other = ablation(0.5);
-        other.row.model = "U-ViT";
+        other.row.model = "U-ViT".into();
         assert!(layer_set_note(&rows, &other).is_none());
     }
 }

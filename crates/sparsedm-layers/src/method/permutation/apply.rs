@@ -48,7 +48,7 @@ pub struct ChannelPlan {
 }
 
 /// The outcome for one group.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupOutcome {
     pub consumers: Vec<String>,
     /// Input channels of the consumers.
@@ -64,7 +64,7 @@ pub struct GroupOutcome {
 }
 
 /// What [`permute_channels`] did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PermutationReport {
     pub pattern: String,
     pub groups: Vec<GroupOutcome>,
