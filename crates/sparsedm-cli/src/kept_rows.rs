@@ -4,6 +4,12 @@
 //! used to re-sample and re-score the four finished ones (their trainings were kept, their
 //! results were not).
 //!
+//! A row's sampling (50,000 images, hours at paper scale) is kept as it goes, too: after each
+//! batch its images are appended to `runs/<slug>.samples.u8` and where it stands (images done,
+//! the random stream, seconds and N:M layer calls so far) written to `runs/<slug>.samples.json`,
+//! so that `--resume` after a stop in sampling continues at the next batch — the same images an
+//! uninterrupted draw makes ([`sparsedm_train::samples::generate_from`]).
+//!
 //! Each finished row is written as `runs/<slug>.row.json` (the row and the [`RowKey`] it was made
 //! with) and `runs/<slug>.preview.npz` (its first samples, for the comparison figure), beside
 //! the row's run folder; `--force` removes them with `runs/`. A kept row is used only when its key
@@ -13,8 +19,15 @@
 
 use crate::lab::Row;
 use anyhow::{Context, Result};
-use sparsedm_train::samples::Images;
+use sparsedm_diffusion::NoiseSchedule;
+use sparsedm_tensor::Rng;
+use sparsedm_tensor::nm_cpu::LayerCalls;
+use sparsedm_train::build::Bundle;
+use sparsedm_train::experiment::{DrawSpec, draw_from};
+use sparsedm_train::samples::{Images, SampleProgress};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Everything a row's result depends on, as the command spells it: the row (slug, method,
 /// pattern, training steps), the recipe every row shares (the base run config, the dense
@@ -55,7 +68,116 @@ fn run_config(runs: &Path, slug: &str) -> Option<String> {
     std::fs::read_to_string(runs.join(slug).join("config.toml")).ok()
 }
 
-/// Writes a finished row (atomically: a crash leaves the previous file or none).
+/// Where a row's sampling stood after its last finished batch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Partial {
+    key: RowKey,
+    run_config: Option<String>,
+    done: usize,
+    /// The random stream after those images: `Rng::state`.
+    rng: (u64, u64),
+    seconds: f64,
+    /// N:M layer calls on the N:M kernels and on the dense GEMM so far.
+    calls: (u64, u64),
+}
+
+fn partial_paths(runs: &Path, slug: &str) -> (PathBuf, PathBuf) {
+    (runs.join(format!("{slug}.samples.json")), runs.join(format!("{slug}.samples.u8")))
+}
+
+/// What a row's sampling measured: the images, the seconds they took and the N:M layer calls
+/// (on the N:M kernels, on the dense GEMM), summed over the invocations that drew them.
+pub struct Drawn {
+    pub images: Images,
+    pub seconds: f64,
+    pub calls: (u64, u64),
+}
+
+/// Draws a row's samples, saving each batch as it is drawn; with `resume`, continues a sampling
+/// of the same key that an earlier invocation stopped (else starts anew). `stop` is checked
+/// after each batch ([`sparsedm_train::TrainError::Stopped`]).
+// The batch sink returns the trainer's error type, as `draw_from` does.
+#[allow(clippy::result_large_err)]
+pub fn draw_kept(
+    out: &Path,
+    key: &RowKey,
+    resume: bool,
+    bundle: &Bundle,
+    schedule: &dyn NoiseSchedule,
+    spec: &DrawSpec,
+    stop: &dyn Fn() -> bool,
+) -> Result<Drawn> {
+    let runs = out.join("runs");
+    std::fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let (json, raw) = partial_paths(&runs, &key.slug);
+    let [_, h, w] = bundle.config.input_shape();
+    let image_bytes = h * w * 3;
+    let earlier = if resume { continued(&runs, key, &json, &raw, image_bytes, spec.n) } else { None };
+    let (from, mut seconds, mut calls) = match earlier {
+        Some((p, data)) => {
+            eprintln!("  {}: sampling continues at image {} of {}", key.slug, p.done, spec.n);
+            let rng = Rng::from_state(p.rng.0, p.rng.1);
+            (Some((Images { data, n: p.done, h, w }, SampleProgress { done: p.done, rng })), p.seconds, p.calls)
+        }
+        None => (None, 0.0, (0, 0)),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&raw)
+        .with_context(|| format!("cannot write {}", raw.display()))?;
+    let kept_bytes = from.as_ref().map_or(0, |(imgs, _)| imgs.data.len()) as u64;
+    file.set_len(kept_bytes)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(kept_bytes)).map(|_| ()))
+        .with_context(|| format!("cannot write {}", raw.display()))?;
+    let run_config = run_config(&runs, &key.slug);
+    let (mut started, mut before) = (Instant::now(), sparsedm_tensor::nm_cpu::layer_calls());
+    let images = draw_from(
+        bundle,
+        schedule,
+        spec,
+        from,
+        |imgs, p| {
+            let now = sparsedm_tensor::nm_cpu::layer_calls();
+            seconds += started.elapsed().as_secs_f64();
+            calls = add_calls(calls, before, now);
+            (started, before) = (Instant::now(), now);
+            let io = |e: std::io::Error| sparsedm_train::TrainError::Data { path: raw.clone(), msg: e.to_string() };
+            file.write_all(&imgs.data).and_then(|()| file.flush()).map_err(io)?;
+            let partial = Partial { key: key.clone(), run_config: run_config.clone(), done: p.done, rng: p.rng.state(), seconds, calls };
+            let text = serde_json::to_vec(&partial).map_err(|e| sparsedm_train::TrainError::Config(e.to_string()))?;
+            sparsedm_tensor::write_atomic(&json, &text).map_err(sparsedm_train::TrainError::from)?;
+            Ok(())
+        },
+        stop,
+    )?;
+    Ok(Drawn { images, seconds, calls })
+}
+
+fn add_calls(sum: (u64, u64), before: LayerCalls, now: LayerCalls) -> (u64, u64) {
+    (sum.0 + (now.sparse - before.sparse), sum.1 + (now.dense - before.dense))
+}
+
+/// The images and progress an earlier, stopped sampling of `key` saved, when they can be used.
+fn continued(runs: &Path, key: &RowKey, json: &Path, raw: &Path, image_bytes: usize, n: usize) -> Option<(Partial, Vec<u8>)> {
+    let text = std::fs::read_to_string(json).ok()?;
+    let p: Partial = serde_json::from_str(&text).ok()?;
+    if p.key != *key || p.run_config != run_config(runs, &key.slug) || p.done > n {
+        eprintln!("  {}: the samples an earlier run drew are not used (made with other settings); sampling anew", key.slug);
+        return None;
+    }
+    let mut data = std::fs::read(raw).ok()?;
+    if data.len() < p.done * image_bytes {
+        eprintln!("  {}: {} holds fewer images than its progress says; sampling anew", key.slug, raw.display());
+        return None;
+    }
+    data.truncate(p.done * image_bytes);
+    Some((p, data))
+}
+
+/// Writes a finished row (atomically: a crash leaves the previous file or none) and removes its
+/// sampling's progress files.
 pub fn keep(out: &Path, key: &RowKey, row: &Row) -> Result<()> {
     let runs = out.join("runs");
     std::fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
@@ -65,6 +187,12 @@ pub fn keep(out: &Path, key: &RowKey, row: &Row) -> Result<()> {
     let kept = Kept { key: key.clone(), run_config: run_config(&runs, &key.slug), row: row.clone() };
     let json = serde_json::to_vec_pretty(&kept)?;
     sparsedm_tensor::write_atomic(json_path(&runs, &key.slug), &json)?;
+    let (partial, raw) = partial_paths(&runs, &key.slug);
+    for f in [partial, raw] {
+        if f.exists() {
+            std::fs::remove_file(&f).with_context(|| format!("cannot remove {}", f.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -91,4 +219,68 @@ pub fn kept(out: &Path, key: &RowKey) -> Option<Row> {
     }
     let Ok(p) = sparsedm_fid::read_images_npz(preview_path(&runs, &key.slug)) else { return why_not("its preview images cannot be read") };
     Some(Row { preview: Images { data: p.data, n: p.n, h: p.height, w: p.width }, ..row })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparsedm_train::experiment::draw;
+    use sparsedm_train::{RunConfig, TrainError, build};
+
+    /// The `done` of a draw stopped with [`TrainError::Stopped`].
+    fn stopped_at(r: Result<Drawn>) -> usize {
+        match r.map(|d| d.images.n).map_err(|e| e.downcast::<TrainError>()) {
+            Err(Ok(TrainError::Stopped { done, .. })) => done,
+            other => panic!("expected a stopped draw, got {:?}", other.map_err(|e| e.map(|e| e.to_string()))),
+        }
+    }
+
+    /// A row's sampling stopped after a batch continues, on resume, at the next batch, to the
+    /// images an uninterrupted draw makes; without resume, or for another key, it starts anew.
+    #[test]
+    fn a_stopped_sampling_continues_on_resume() {
+        let dir = sparsedm_testkit::Scratch::new("kept-draw");
+        let overrides: Vec<String> = ["nnet.embed_dim=32", "nnet.depth=2", "nnet.num_heads=2"].map(String::from).into();
+        let cfg = RunConfig::load(crate::presets::DEMO_PRESET, &overrides).unwrap();
+        let bundle = build::new_model(&cfg, 1).unwrap();
+        bundle.store.set_training(false);
+        let schedule = build::schedule(&cfg).unwrap();
+        // Batches of 64, 64 and 2.
+        let spec = DrawSpec { n: 130, sampler: cfg.sample.sampler, steps: 2, seed: 5, clip_denoised: None };
+        let key = RowKey {
+            slug: "dense".into(),
+            method: "Dense".into(),
+            pattern: None,
+            steps: 0,
+            base: String::new(),
+            dense: "dense.safetensors".into(),
+            draw: format!("{spec:?}"),
+            judge: 1,
+        };
+        let out = dir.path();
+        let batches = std::cell::Cell::new(0);
+        let after_one = || {
+            batches.set(batches.get() + 1);
+            batches.get() >= 1
+        };
+        let draw_with =
+            |key: &RowKey, resume: bool, stop: &dyn Fn() -> bool| draw_kept(out, key, resume, &bundle, schedule.as_ref(), &spec, stop);
+        assert_eq!(stopped_at(draw_with(&key, false, &after_one)), 64);
+        assert_eq!(std::fs::metadata(out.join("runs/dense.samples.u8")).unwrap().len(), 64 * 16 * 16 * 3);
+        assert!(out.join("runs/dense.samples.json").is_file());
+
+        // Continued: one more batch, then stopped again at 128.
+        batches.set(0);
+        assert_eq!(stopped_at(draw_with(&key, true, &after_one)), 128, "continued at 64");
+        let drawn = draw_with(&key, true, &|| false).unwrap();
+        assert_eq!(drawn.images.data, draw(&bundle, schedule.as_ref(), &spec).unwrap().data, "the uninterrupted images");
+        assert!(drawn.seconds > 0.0);
+
+        // Without --resume, or for a row made with other settings, the saved samples are not used.
+        batches.set(0);
+        assert_eq!(stopped_at(draw_with(&key, false, &after_one)), 64, "without resume: anew");
+        let other = RowKey { judge: 2, ..key.clone() };
+        batches.set(0);
+        assert_eq!(stopped_at(draw_with(&other, true, &after_one)), 64, "another key: anew");
+    }
 }

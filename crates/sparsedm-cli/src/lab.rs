@@ -13,7 +13,7 @@ use sparsedm_layers::{NamedPolicy, NmPattern, NonDivisible, PermutationReport, P
 use sparsedm_tensor::Device;
 use sparsedm_train::build::{self, Bundle};
 use sparsedm_train::config::SparseConfig;
-use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, draw_until, footprint};
+use sparsedm_train::experiment::{DrawSpec, Footprint, Judge, Quality, draw, footprint};
 use sparsedm_train::figures::compare;
 use sparsedm_train::samples::{Images, write_labelled_grid_png};
 use sparsedm_train::vocab::{SparseMethod, Teacher};
@@ -212,13 +212,14 @@ impl Lab {
             eprintln!("  {:<22} kept from the earlier run (trained, sampled and scored then)", row.label);
             return Ok(row);
         }
-        let row = self.make_row(slug, method, pattern, steps)?;
+        let row = self.make_row(&key, method, pattern, steps)?;
         kept_rows::keep(&self.out, &key, &row)?;
         Ok(row)
     }
 
     /// [`Self::row`] made here: trained (or resumed), sampled and scored.
-    fn make_row(&self, slug: &str, method: &Method, pattern: Option<NmPattern>, steps: u64) -> Result<Row> {
+    fn make_row(&self, key: &kept_rows::RowKey, method: &Method, pattern: Option<NmPattern>, steps: u64) -> Result<Row> {
+        let slug = key.slug.as_str();
         let started = Instant::now();
         let grid = format!("samples_{slug}.png");
         let checkpoint = format!("{slug}.safetensors");
@@ -281,16 +282,16 @@ impl Lab {
         // sampling does not include the N:M layers' one-off path choice per
         // shape (which the first sparse row would pay for all of them).
         draw(&bundle, schedule.as_ref(), &DrawSpec { n: self.draw.n.min(64), steps: 1, ..self.draw })?;
-        let (sampling, calls) = (Instant::now(), sparsedm_tensor::nm_cpu::layer_calls());
-        let imgs = draw_until(&bundle, schedule.as_ref(), &self.draw, &crate::interrupt::requested).map_err(|e| match e {
-            sparsedm_train::TrainError::Stopped { done, total } => crate::interrupt::Interrupted(format!(
-                "{slug}: sampling stopped after {done} of {total} images; the same command with --resume continues (finished trainings are kept)"
-            ))
-            .into(),
-            e => anyhow::Error::from(e),
-        })?;
-        let sampling_seconds = sampling.elapsed().as_secs_f64();
-        let after = sparsedm_tensor::nm_cpu::layer_calls();
+        let drawn = kept_rows::draw_kept(&self.out, key, self.resume, &bundle, schedule.as_ref(), &self.draw, &crate::interrupt::requested)
+            .map_err(|e| match e.downcast::<sparsedm_train::TrainError>() {
+                Ok(sparsedm_train::TrainError::Stopped { done, total }) => crate::interrupt::Interrupted(format!(
+                    "{slug}: sampling stopped after {done} of {total} images; the same command with --resume continues it (finished trainings and rows are kept)"
+                ))
+                .into(),
+                Ok(e) => anyhow::Error::from(e),
+                Err(e) => e,
+            })?;
+        let (imgs, sampling_seconds) = (drawn.images, drawn.seconds);
         let pattern = pattern.map_or_else(|| "dense".to_string(), |p| p.to_string());
         let label = format!("{} {}", method.label(), if pattern == "dense" { "" } else { &pattern }).trim().to_string();
         write_labelled_grid_png(&self.out.join(&grid), &imgs, (imgs.n as f64).sqrt().ceil() as usize, &label)?;
@@ -310,8 +311,8 @@ impl Lab {
             permutation,
             seconds: started.elapsed().as_secs_f64(),
             sampling_seconds,
-            nm_kernel_calls: after.sparse - calls.sparse,
-            nm_dense_calls: after.dense - calls.dense,
+            nm_kernel_calls: drawn.calls.0,
+            nm_dense_calls: drawn.calls.1,
             preview: imgs.first(compare::ROWS),
         };
         eprintln!(

@@ -327,6 +327,13 @@ fn an_interrupted_repro_resumes_to_the_uninterrupted_table() {
         v["rows"].clone()
     };
     let before = rows(&a);
+    let leftovers: Vec<String> = std::fs::read_dir(a.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".samples."))
+        .collect();
+    assert!(leftovers.is_empty(), "a kept row's sampling progress is removed: {leftovers:?}");
     let o = run(&a, &["--resume"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");

@@ -7,7 +7,7 @@
 use crate::build::Bundle;
 use crate::data::{Dataset, DatasetImages};
 use crate::error::{Result, TrainError};
-use crate::samples::{Images, SampleRequest};
+use crate::samples::{Images, SampleProgress, SampleRequest};
 use sparsedm_diffusion::{NoiseSchedule, SamplerKind};
 use sparsedm_fid::pixel::{DEFAULT_CELLS, pixel_stats};
 use sparsedm_fid::{ExtractOptions, FeatureStats, ImageSource, InceptionV3, Progress, extract_features, frechet_distance};
@@ -187,13 +187,27 @@ pub fn draw(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec) -> Result
 /// [`draw`] that ends early, after the batch in progress, once `stop` says so (Ctrl-C in
 /// `repro`), with [`TrainError::Stopped`].
 pub fn draw_until(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec, stop: &dyn Fn() -> bool) -> Result<Images> {
+    draw_from(b, schedule, spec, None, |_, _| Ok(()), stop)
+}
+
+/// [`draw_until`] that continues a stopped draw of the same spec from `from` (its images so far
+/// and the progress its last batch reported) and hands each batch with its progress to
+/// `on_batch`: see [`crate::samples::generate_from`]. The images are an uninterrupted draw's.
+pub fn draw_from(
+    b: &Bundle,
+    schedule: &dyn NoiseSchedule,
+    spec: &DrawSpec,
+    from: Option<(Images, SampleProgress)>,
+    on_batch: impl FnMut(&Images, SampleProgress) -> Result<()>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Images> {
     if spec.n == 0 {
         return Err(TrainError::Config("drawing samples: the number of images must be at least 1".into()));
     }
     b.store.set_training(false);
     let req = SampleRequest {
         n: spec.n,
-        batch: spec.n.min(64),
+        batch: draw_batch(spec),
         shape: b.config.input_shape(),
         sampler: spec.sampler,
         steps: spec.steps,
@@ -204,5 +218,10 @@ pub fn draw_until(b: &Bundle, schedule: &dyn NoiseSchedule, spec: &DrawSpec, sto
         clip_denoised: spec.clip_denoised,
         device: b.store.device(),
     };
-    crate::samples::generate_until(b.model.as_ref(), schedule, &req, |_| {}, stop)
+    crate::samples::generate_from(b.model.as_ref(), schedule, &req, from, on_batch, stop)
+}
+
+/// Images in one batch of [`draw`]: the batch size a [`SampleProgress`] of it is a multiple of.
+pub fn draw_batch(spec: &DrawSpec) -> usize {
+    spec.n.min(64)
 }

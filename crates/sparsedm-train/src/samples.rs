@@ -108,14 +108,61 @@ pub fn generate_until(
     mut on_batch: impl FnMut(usize),
     stop: &dyn Fn() -> bool,
 ) -> Result<Images> {
+    generate_from(
+        model,
+        schedule,
+        req,
+        None,
+        |_, p| {
+            on_batch(p.done);
+            Ok(())
+        },
+        stop,
+    )
+}
+
+/// Where a request's sampling stands after a batch: `done` images drawn and the random stream
+/// after them (the next batch's noise, the stochastic samplers' draws). Saved, it lets a
+/// stopped sampling continue where it stood ([`generate_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleProgress {
+    pub done: usize,
+    pub rng: Rng,
+}
+
+/// [`generate_until`] that continues an earlier, stopped call of the same request from `from`
+/// (its images so far and the [`SampleProgress`] its last batch reported) and hands each batch with its
+/// progress to `on_batch` (what to save to continue later). The images are an uninterrupted
+/// call's, bit for bit.
+pub fn generate_from(
+    model: &dyn EpsModel,
+    schedule: &dyn NoiseSchedule,
+    req: &SampleRequest,
+    from: Option<(Images, SampleProgress)>,
+    mut on_batch: impl FnMut(&Images, SampleProgress) -> Result<()>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Images> {
     let [_, h, w] = req.shape;
     let bytes = req.n.checked_mul(h * w * 3).ok_or_else(|| TrainError::Config(format!("sampling: {} images overflow memory", req.n)))?;
     let mut data = Vec::new();
     data.try_reserve_exact(bytes).map_err(|_| TrainError::Config(format!("sampling: {} images of {w}x{h} do not fit in memory", req.n)))?;
-    generate_batches(model, schedule, req, |batch, done| {
+    let start = match from {
+        Some((imgs, p)) => {
+            if imgs.n != p.done || imgs.h != h || imgs.w != w || imgs.data.len() != p.done * h * w * 3 {
+                return Err(TrainError::Config(format!(
+                    "sampling: continuing at image {} needs the {} images drawn so far at {w}x{h}, got {} at {}x{}",
+                    p.done, p.done, imgs.n, imgs.w, imgs.h
+                )));
+            }
+            data.extend_from_slice(&imgs.data);
+            Some(p)
+        }
+        None => None,
+    };
+    generate_batches_from(model, schedule, req, start, |batch, p| {
         data.extend_from_slice(&batch.data);
-        on_batch(done);
-        if done < req.n && stop() { Err(TrainError::Stopped { done, total: req.n }) } else { Ok(()) }
+        on_batch(batch, p)?;
+        if p.done < req.n && stop() { Err(TrainError::Stopped { done: p.done, total: req.n }) } else { Ok(()) }
     })?;
     Ok(Images { data, n: req.n, h, w })
 }
@@ -186,11 +233,29 @@ pub fn generate_batches(
     req: &SampleRequest,
     mut sink: impl FnMut(&Images, usize) -> Result<()>,
 ) -> Result<()> {
+    generate_batches_from(model, schedule, req, None, |imgs, p| sink(imgs, p.done))
+}
+
+/// [`generate_batches`] from `from` (the [`SampleProgress`] an earlier call of the same request
+/// reported after one of its batches; `None`: the start), handing each batch over with the
+/// progress after it.
+pub fn generate_batches_from(
+    model: &dyn EpsModel,
+    schedule: &dyn NoiseSchedule,
+    req: &SampleRequest,
+    from: Option<SampleProgress>,
+    mut sink: impl FnMut(&Images, SampleProgress) -> Result<()>,
+) -> Result<()> {
     let _g = no_grad();
     check_request(req)?;
     let [c, h, w] = req.shape;
-    let mut done = 0;
-    let mut rng = Rng::new(req.seed);
+    let SampleProgress { mut done, mut rng } = from.unwrap_or(SampleProgress { done: 0, rng: Rng::new(req.seed) });
+    if done > req.n || (done < req.n && !done.is_multiple_of(req.batch)) {
+        return Err(TrainError::Config(format!(
+            "sampling: cannot continue at image {done} of {} in batches of {} (not where a batch ends)",
+            req.n, req.batch
+        )));
+    }
     let labels = drawn_labels(req)?;
     let guided;
     let model: &dyn EpsModel = match (req.cfg_scale, req.num_classes) {
@@ -221,7 +286,7 @@ pub fn generate_batches(
         drop(values);
         let batch = Images { data: to_u8_nhwc(&out)?, n: b, h, w };
         done += b;
-        sink(&batch, done)?;
+        sink(&batch, SampleProgress { done, rng })?;
     }
     Ok(())
 }
