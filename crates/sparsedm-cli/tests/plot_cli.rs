@@ -91,6 +91,8 @@ fn plot_draws_the_loss_of_trained_runs() {
     let o = run(&["plot", &s(&a.join("metrics.jsonl")), "--out", &s(&from_file)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&from_file).unwrap(), std::fs::read(&out).unwrap());
+    // One run given twice (its folder and its metrics.jsonl) is refused, not drawn twice.
+    fails_with(&run(&["plot", &s(&a), &s(&b), &s(&a.join("metrics.jsonl")), "--out", &s(&root.join("x.png"))]), "are the same run");
 
     // Bad run folders.
     let empty_dir = root.join("not-a-run");

@@ -23,6 +23,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // A run given twice (its folder and its metrics.jsonl, or two spellings of one path) would be
+    // drawn as two identical lines.
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    for given in &args.runs {
+        let metrics = if given.is_dir() { given.join("metrics.jsonl") } else { given.clone() };
+        if let Ok(canonical) = metrics.canonicalize() {
+            if let Some((_, first)) = seen.iter().find(|(c, _)| *c == canonical) {
+                anyhow::bail!("{} and {} are the same run: give each run once", first.display(), given.display());
+            }
+            seen.push((canonical, given));
+        }
+    }
     let mut runs = Vec::with_capacity(args.runs.len());
     for dir in &args.runs {
         runs.push(curves::read(dir)?);
