@@ -149,6 +149,43 @@ fn paper_scale_names_every_missing_input() {
     for flag in ["--data DIR /nonexistent/cifar: no such file", "--checkpoint FILE", "--inception FILE", "--fid-stats FILE"] {
         assert!(stderr.contains(flag), "missing {flag:?} in {stderr}");
     }
+
+    // Inputs that are there but wrong are refused before anything is read at length: statistics
+    // that are not Inception's 2048-d ones (else an error at the first row's scoring, after its
+    // 50,000 samples) and a checkpoint of another model (else every differing tensor listed).
+    let (data, inception) = (scratch.join("cifar"), scratch.join("inception.safetensors"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(&inception, b"not read before the checks").unwrap();
+    let small = scratch.join("small.safetensors");
+    let t = sparsedm_tensor::Tensor::zeros(&[4, 3, 2, 2], &sparsedm_tensor::Device::Cpu).unwrap();
+    sparsedm_tensor::save_safetensors(&small, &[("patch_embed.proj.weight".into(), t)], None).unwrap();
+    let stats = |d: usize| {
+        let path = scratch.join(format!("stats{d}.npz"));
+        let eye: Vec<f64> = (0..d * d).map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        sparsedm_fid::write_stats_npz(&path, &sparsedm_fid::FeatureStats::new(vec![0.0; d], eye, 10).unwrap()).unwrap();
+        path
+    };
+    let refused = |stats: &Path, needle: &str| {
+        let o = Command::new(BIN)
+            .args(["repro", "table1", "--scale", "paper", "--steps", "2", "--samples", "4"])
+            .args(["--data", &s(&data), "--checkpoint", &s(&small), "--inception", &s(&inception), "--fid-stats", &s(stats)])
+            .args(["--out", &s(&scratch.join("out2"))])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    };
+    refused(&stats(64), "holds 64-d statistics, but FID compares InceptionV3's 2048-d pool3 features");
+    refused(
+        &stats(2048),
+        "is not the official U-ViT-S/2 CIFAR-10 model: the config of U-ViT-S/2 (preset cifar10_uvit_small) describes at least 44052561 weight values",
+    );
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
 }
 
 #[test]

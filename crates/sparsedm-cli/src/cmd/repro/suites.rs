@@ -101,8 +101,22 @@ Quality is FD-px48 (a Fréchet distance on 4×4-pooled pixels: no download, not 
         };
         let mut base = RunConfig::load("cifar10_uvit_small", &[])?;
         base.dataset.path = Some(data_dir.display().to_string());
+        // The inputs that would otherwise fail late — the reference statistics at the first row's
+        // scoring (after its 50,000 samples), a checkpoint of another model as a many-line list
+        // of every tensor that differs — are checked first.
+        let reference = sparsedm_fid::read_stats_npz(stats).with_context(|| format!("--fid-stats {}", stats.display()))?;
+        if reference.dim() != sparsedm_fid::POOL3_DIM {
+            anyhow::bail!(
+                "--fid-stats {} holds {}-d statistics, but FID compares InceptionV3's {}-d pool3 features (write them with `sparsedm fid stats`)",
+                stats.display(),
+                reference.dim(),
+                sparsedm_fid::POOL3_DIM
+            );
+        }
+        let model = sparsedm_diffusion::ModelConfig::from_json(sparsedm_train::build::arch(&base)?, &base.nnet_json()?)?;
+        crate::model_size::check_config_against_weights(&model, Path::new("of U-ViT-S/2 (preset cifar10_uvit_small)"), checkpoint)
+            .with_context(|| format!("--checkpoint {} is not the official U-ViT-S/2 CIFAR-10 model", checkpoint.display()))?;
         let data = sparsedm_train::build::dataset(&base)?;
-        let reference = sparsedm_fid::read_stats_npz(stats)?;
         eprintln!("[repro] CIFAR-10: {}; FID reference {}", data.describe(), stats.display());
         let judge = Judge::with_fid_reference_on(data.as_ref(), 10_000, inception, reference, device)?;
         let samples = a.samples.unwrap_or(50_000);
