@@ -176,6 +176,7 @@ fn paper_scale_names_every_missing_input() {
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains(needle), "expected {needle:?} in {err}");
         assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+        assert!(!scratch.join("out2").exists(), "a refused repro leaves no output folder");
     };
     refused(&stats(64), "holds 64-d statistics, but FID compares InceptionV3's 2048-d pool3 features");
     refused(

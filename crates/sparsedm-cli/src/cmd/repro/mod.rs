@@ -22,7 +22,7 @@ mod suites;
 mod table3;
 
 use super::DeviceArg;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -169,7 +169,8 @@ pub fn run(a: Args) -> Result<()> {
         return suites::table3(&a);
     }
     let device = a.device.resolve()?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    // The output folder is made by the setup once its inputs are checked: a refused command
+    // leaves none behind.
     let setup = match a.scale {
         Scale::Tiny => suites::Setup::tiny(&a, device)?,
         Scale::Paper => {

@@ -48,6 +48,7 @@ impl Setup {
         // InceptionV3 (with --inception) extracts on the command's device, as `fid --device` does.
         let judge = Judge::new_on(data.as_ref(), n_ref, a.inception.as_deref(), device)?;
         let floor = judge.real_floor(data.as_ref(), data.len() - held_out, held_out)?;
+        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
         let dense = a.out.join("dense.safetensors");
         sparsedm_tensor::write_atomic(&dense, DEMO_DENSE_CHECKPOINT).with_context(|| format!("cannot write {}", dense.display()))?;
         let describe = format!(
@@ -129,6 +130,7 @@ wd 0.03, EMA 0.9999), {} fine-tuning steps per method; FID of {samples} samples 
         );
         // Width 368 (8 heads of 46): (368/512)² ≈ 0.52 of the MACs (the paper: 5.83 G of 11.34 G).
         let half = half_size(&base, 368, None)?;
+        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
         Ok(Setup {
             lab: Lab {
                 out: a.out.clone(),
