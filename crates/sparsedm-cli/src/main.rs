@@ -187,6 +187,31 @@ mod tests {
         }
     }
 
+    /// Every command that reads a model file by a flag takes it as both `--checkpoint` and
+    /// `--weights` (`prune` and `forward` knew only `--weights`, `sample` only `--checkpoint`,
+    /// so a command line moved from one to the other failed on the flag's name).
+    #[test]
+    fn model_file_flags_take_both_names() {
+        let cli = Cli::command();
+        let mut seen = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long != "checkpoint" && long != "weights" {
+                    continue;
+                }
+                let mut names: Vec<&str> = vec![long];
+                names.extend(arg.get_visible_aliases().unwrap_or_default());
+                names.sort_unstable();
+                assert_eq!(names, ["checkpoint", "weights"], "`sparsedm {} --{long}`", sub.get_name());
+                seen.push(sub.get_name().to_string());
+            }
+        }
+        for name in ["export", "forward", "macs", "prune", "repro", "sample"] {
+            assert!(seen.iter().any(|s| s == name), "`sparsedm {name}` has no model-file flag: {seen:?}");
+        }
+    }
+
     /// Causes join the line once: a cause whose message the line holds already is not repeated,
     /// one it does not hold is added, as `{:#}` would.
     #[test]

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Weights with the reference state-dict names: safetensors or a PyTorch .pth/.pt/.ckpt (f16/bf16 accepted).
-    #[arg(long)]
+    #[arg(long, visible_alias = "checkpoint")]
     pub weights: PathBuf,
     /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
     #[arg(long)]

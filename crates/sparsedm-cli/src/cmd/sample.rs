@@ -38,7 +38,7 @@ sparsedm sample --checkpoint uvit_s2.safetensors --arch uvit --config cifar10_uv
 Samplers: euler-maruyama, pf-ode, dpm-solver-1, dpm-solver-2, dpm-solver-3, dpm-solver-fast, dpm-solver++2m, ddpm, ddim")]
 pub struct Args {
     /// The checkpoint (safetensors, or an official PyTorch .pth/.ckpt with --arch and --config).
-    #[arg(long)]
+    #[arg(long, visible_alias = "weights")]
     pub checkpoint: PathBuf,
     /// Number of images.
     #[arg(long)]

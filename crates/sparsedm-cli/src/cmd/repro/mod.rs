@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Paper scale: the official U-ViT-S/2 CIFAR-10 checkpoint converted to safetensors (cifar10_uvit_small.pth).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", visible_alias = "weights")]
     pub checkpoint: Option<PathBuf>,
     /// Paper scale: FID reference statistics (mu, sigma) of the CIFAR-10 training set (pytorch-fid npz).
     #[arg(long, value_name = "FILE")]
