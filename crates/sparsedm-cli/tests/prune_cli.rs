@@ -239,6 +239,13 @@ fn impossible_pattern_is_a_clear_error() {
     assert!(e.contains("impossible N:M pattern 5:4") && e.contains("1 <= N <= M <= 32"), "{e}");
     let e = fails("2-4", "sparsedm-uvit", &[]);
     assert!(e.contains("cannot parse N:M pattern"), "{e}");
+    // A valid pattern that groups none of the selected layers (inputs 32 and 128, M = 7) used to
+    // write the dense model back, called 3:7; N = M prunes nothing at all.
+    let e = fails("3:7", "sparsedm-uvit", &[]);
+    assert!(e.contains("--pattern 3:7 with policy sparsedm-uvit masks no layer (20 selected, all left dense"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    let e = fails("4:4", "sparsedm-uvit", &[]);
+    assert!(e.contains("--pattern 4:4 keeps every weight"), "{e}");
 }
 
 #[test]

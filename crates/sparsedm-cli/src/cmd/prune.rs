@@ -119,7 +119,7 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The dense (or already sparse) checkpoint: safetensors or a PyTorch .pth/.pt/.ckpt.
-    #[arg(long)]
+    #[arg(long, visible_alias = "checkpoint")]
     pub weights: PathBuf,
     /// The key of the state dict inside a PyTorch checkpoint (e.g. state_dict; nested: a/b). Default: the only dict of tensors.
     #[arg(long)]
@@ -260,6 +260,9 @@ fn run_magnitude(args: Args) -> Result<()> {
         bail!("{flag} belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
     }
     let Some(pattern) = args.pattern else { bail!("--method magnitude needs --pattern (e.g. 2:4)") };
+    if pattern.is_dense() {
+        bail!("--pattern {pattern} keeps every weight (N = M): nothing to prune; N must be below M (e.g. 2:4)");
+    }
     let Some(policy) = args.policy.clone() else { bail!("--method magnitude needs --policy (sparsedm-uvit, asp, all or name globs)") };
     if args.transposable && (pattern.n(), pattern.m()) != (2, 4) {
         bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {pattern}");
@@ -285,6 +288,15 @@ fn run_magnitude(args: Args) -> Result<()> {
 
     let report =
         prune(&store, &policy, pattern, args.transposable).with_context(|| format!("pruning {} to {pattern}", args.weights.display()))?;
+    // A pattern whose M divides none of the selected layers' inputs (3:7 on
+    // 64- and 128-wide layers) would write the dense model back, called N:M.
+    sparsedm_train::validate::ensure_some_layer_masked(
+        &report,
+        "--pattern",
+        &pattern.to_string(),
+        &policy.to_string(),
+        "the pruned file would be the dense model",
+    )?;
     // After the policy's own checks (a policy selecting no layer is one line),
     // the line saying where the masks were computed.
     args.device.announce();
