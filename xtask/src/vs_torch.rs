@@ -16,7 +16,8 @@ use std::process::Command;
 /// CPU-speed issue. `--model` names others (U-ViT or DDPM UNet presets).
 const MODELS: &[(&str, usize)] = &[("demo_shapes_uvit", 64), ("cifar10_uvit_small", 8)];
 
-const USAGE: &str = "usage: cargo xtask bench vs-torch [--rounds R] [--iters N] [--model PRESET:BATCH]...
+const USAGE: &str = "usage: cargo xtask bench vs-torch [--rounds R] [--iters N] [--threads T] [--model PRESET:BATCH]...
+  --threads T   CPU threads of both programs (default 2, the issue's machine class)
   SPARSEDM_TORCH_PYTHON=/path/to/venv/bin/python   a Python with torch (and safetensors for the
                                                    fixture check); without it only our side runs";
 
@@ -29,6 +30,8 @@ struct Times {
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut rounds = 3usize;
     let mut iters = 5usize;
+    // Both sides on the same number of threads (ours took one per CPU before, the peer 2).
+    let mut threads = 2usize;
     let mut models: Vec<(String, usize)> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -36,6 +39,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--rounds" => rounds = parse_count("--rounds", &value("--rounds")?)?,
             "--iters" => iters = parse_count("--iters", &value("--iters")?)?,
+            "--threads" => threads = parse_count("--threads", &value("--threads")?)?,
             "--model" => {
                 let v = value("--model")?;
                 let (p, b) = v.split_once(':').ok_or_else(|| format!("--model {v:?}: expected PRESET:BATCH"))?;
@@ -64,9 +68,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         let mut peer_name = String::new();
         for r in 0..rounds {
             eprintln!("{preset} batch {batch}: round {}/{rounds}", r + 1);
-            ours.push(run_ours(&ours_bin, preset, *batch, iters)?);
+            ours.push(run_ours(&ours_bin, preset, *batch, iters, threads)?);
             if let Ok(py) = &torch {
-                let (t, name) = run_torch(py, &root, preset, *batch, iters)?;
+                let (t, name) = run_torch(py, &root, preset, *batch, iters, threads)?;
                 theirs.push(t);
                 peer_name = name;
             }
@@ -89,7 +93,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     let peer = rows.iter().map(|r| r.4.as_str()).find(|s| !s.is_empty()).unwrap_or("none");
     println!(
-        "\nmedians of {rounds} interleaved rounds, {iters} timed iterations each; peer: {peer}; ratio = ours / peer (below 1: faster)"
+        "\nmedians of {rounds} interleaved rounds, {iters} timed iterations each, {threads} CPU thread{} each side; peer: {peer}; ratio = ours / peer (below 1: faster)",
+        if threads == 1 { "" } else { "s" }
     );
     Ok(())
 }
@@ -126,8 +131,9 @@ fn torch_python(root: &Path) -> Result<String, String> {
     Ok(py)
 }
 
-fn run_ours(bin: &Path, preset: &str, batch: usize, iters: usize) -> Result<Times, String> {
+fn run_ours(bin: &Path, preset: &str, batch: usize, iters: usize, threads: usize) -> Result<Times, String> {
     let out = Command::new(bin)
+        .args(["--threads", &threads.to_string()])
         .args(["bench", "--config", preset, "--batch", &batch.to_string(), "--iters", &iters.to_string(), "--json"])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
@@ -135,13 +141,17 @@ fn run_ours(bin: &Path, preset: &str, batch: usize, iters: usize) -> Result<Time
         return Err(format!("sparsedm bench failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let s = String::from_utf8_lossy(&out.stdout);
+    let ran = json_number(&s, "threads")?;
+    if ran != threads as f64 {
+        return Err(format!("sparsedm bench ran on {ran} threads, not the {threads} asked for"));
+    }
     Ok(Times { forward_ms: json_number(&s, "forward_ms")?, train_step_ms: json_number(&s, "train_step_ms")? })
 }
 
-fn run_torch(py: &str, root: &Path, preset: &str, batch: usize, iters: usize) -> Result<(Times, String), String> {
+fn run_torch(py: &str, root: &Path, preset: &str, batch: usize, iters: usize, threads: usize) -> Result<(Times, String), String> {
     let out = Command::new(py)
         .arg(root.join("scripts/bench_torch.py"))
-        .args(["--preset", preset, "--batch", &batch.to_string(), "--iters", &iters.to_string(), "--threads", "2"])
+        .args(["--preset", preset, "--batch", &batch.to_string(), "--iters", &iters.to_string(), "--threads", &threads.to_string()])
         .output()
         .map_err(|e| format!("cannot run {py}: {e}"))?;
     if !out.status.success() {

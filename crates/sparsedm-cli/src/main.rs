@@ -29,6 +29,9 @@ static GLOBAL: sparsedm_tensor::host_alloc::HostAllocator = sparsedm_tensor::hos
 #[derive(Debug, Parser)]
 #[command(name = "sparsedm", version, about = "Make diffusion models N:M sparse and fast (SparseDM)", propagate_version = true)]
 struct Cli {
+    /// CPU threads for the tensor ops (default: RAYON_NUM_THREADS, else one per CPU); with a GPU, the host-side work.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,8 +69,6 @@ enum Command {
 fn main() -> ExitCode {
     // Freed buffers stay committed and are reused without page faults.
     sparsedm_tensor::host_alloc::keep_freed_pages();
-    // This thread joins the CPU thread pool, so parallel tensor ops start in place.
-    sparsedm_tensor::host_threads::join_pool();
     // Behave like other Unix tools when the output pipe closes
     // (`sparsedm inspect x | head`): exit quietly instead of panicking.
     #[cfg(unix)]
@@ -76,7 +77,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Parsing touches no thread pool (clap exits here on --help or a bad argument).
     let cli = Cli::parse();
+    // This thread joins the CPU thread pool, so parallel tensor ops start in place.
+    sparsedm_tensor::host_threads::join_pool(cli.threads.map(usize::from));
     let result = nm_path_from_env().and_then(|()| match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

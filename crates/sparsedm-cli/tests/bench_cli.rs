@@ -23,6 +23,29 @@ fn bench_reports_device_and_precision_on_the_cpu() {
     assert!(r["peak_device_memory_bytes"].is_null());
 }
 
+/// `--threads N` (a global flag) sets the CPU threads: the report says so, in its JSON and its
+/// table, and the 2-thread PyTorch reference is shown only for a 2-thread run.
+#[test]
+fn bench_runs_on_the_threads_asked_for() {
+    for n in [1u64, 2, 3] {
+        let (code, out, err) = run(&["bench", "--threads", &n.to_string(), "--batch", "64", "--iters", "1", "--forward-only", "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["threads"].as_u64(), Some(n), "{r}");
+        // The demo U-ViT at batch 64 has a reference measurement, taken with 2 threads.
+        assert_eq!(r["peer"].is_object(), n == 2, "the 2-thread reference beside a {n}-thread run: {r}");
+    }
+    let (code, out, err) = run(&["--threads", "2", "bench", "--batch", "64", "--iters", "1", "--forward-only"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("batch 64, 2 threads") && out.contains("reference: PyTorch"), "{out}");
+    let (code, out, err) = run(&["bench", "--threads", "1", "--batch", "1", "--iters", "1", "--forward-only"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("batch 1, 1 thread,"), "{out}");
+    let (code, _, err) = run(&["bench", "--threads", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--threads") && err.contains("0"), "{err}");
+}
+
 /// A class-conditional model is timed with labels (its forward and training step need them).
 #[test]
 fn bench_times_a_class_conditional_model() {

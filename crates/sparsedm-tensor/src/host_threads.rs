@@ -11,16 +11,22 @@
 //! inline, no other thread involved) and the other workers steal halves.
 //!
 //! Call it first thing in `main`, before anything touches rayon. The pool
-//! keeps its usual size (`RAYON_NUM_THREADS`, else one thread per CPU),
-//! the main thread counted. Threads of our own that start parallel loops
+//! has the threads asked for (`sparsedm --threads N`) or its usual size
+//! (`RAYON_NUM_THREADS`, else one thread per CPU), the main thread counted. Threads of our own that start parallel loops
 //! (none do today: the data loader only copies) would have them run by the
 //! other workers, or by the main thread when it next waits in a parallel
 //! loop; they must not block the main thread waiting for such a loop.
 
-/// Builds rayon's global pool with the calling thread as worker 0. Returns
-/// `false` (and changes nothing) if the global pool already exists.
-pub fn join_pool() -> bool {
-    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
+/// Builds rayon's global pool with the calling thread as worker 0, of
+/// `threads` threads (the caller counted) or, with `None`, rayon's default
+/// (`RAYON_NUM_THREADS`, else one per CPU). Returns `false` (and changes
+/// nothing) if the global pool already exists.
+pub fn join_pool(threads: Option<usize>) -> bool {
+    let mut builder = rayon::ThreadPoolBuilder::new().use_current_thread();
+    if let Some(n) = threads {
+        builder = builder.num_threads(n.max(1));
+    }
+    builder.build_global().is_ok()
 }
 
 #[cfg(test)]
@@ -30,16 +36,17 @@ mod tests {
     #[test]
     fn the_caller_becomes_worker_zero() {
         let joined = std::thread::spawn(|| {
-            let ok = super::join_pool();
+            let ok = super::join_pool(Some(3));
             use rayon::prelude::*;
             let sum: u64 = (0..10_000u64).into_par_iter().sum();
-            (ok, rayon::current_thread_index(), sum)
+            (ok, rayon::current_thread_index(), sum, rayon::current_num_threads())
         })
         .join()
         .unwrap();
         // Another test may have built the global pool first; then nothing changed.
         if joined.0 {
             assert_eq!(joined.1, Some(0));
+            assert_eq!(joined.3, 3, "the pool has the threads asked for");
         }
         assert_eq!(joined.2, 49_995_000);
     }
