@@ -315,7 +315,7 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
 /// each image's label from the run's dataset classes without `--class`, takes `--class` and
 /// `--cfg-scale`, and refuses guidance for a run that never trained the null label; weights
 /// without a run config (official ones) draw from every label but the last (U-ViT's null label).
-/// An npz stores the drawn labels as `arr_1`.
+/// An npz stores the drawn labels as `arr_1`, a PNG folder as `labels.csv`.
 #[test]
 fn class_conditional_runs_train_and_sample_with_labels() {
     let root = tmp("class-cond");
@@ -356,6 +356,16 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     let one = ok(sample(&ck, "drawn1.npz", &["--batch", "1"]));
     assert_eq!(images("drawn1.npz"), images("drawn.npz"), "{one}");
     assert_eq!(sparsedm_fid::read_labels_npz(root.join("drawn1.npz")).unwrap(), Some(stored.clone()), "the same labels whatever --batch");
+    // A PNG folder lists them in labels.csv, one line per image in file order (--batch 2: rewritten
+    // after each batch); --force replaces it with the new draw's.
+    let listed = ok(sample(&ck, "drawn-png", &["--batch", "2"]));
+    assert!(listed.contains("labels are listed in"), "{listed}");
+    let csv = |dir: &str| std::fs::read_to_string(root.join(dir).join("labels.csv")).unwrap();
+    let want: String =
+        std::iter::once("file,label\n".to_string()).chain(stored.iter().enumerate().map(|(i, l)| format!("{i:06}.png,{l}\n"))).collect();
+    assert_eq!(csv("drawn-png"), want);
+    ok(sample(&ck, "drawn-png", &["--class", "2", "--force"]));
+    assert_eq!(csv("drawn-png"), "file,label\n000000.png,2\n000001.png,2\n000002.png,2\n");
     let c0 = ok(sample(&ck, "c0.npz", &["--class", "0"]));
     assert!(c0.contains("label 0"), "{c0}");
     assert_eq!(sparsedm_fid::read_labels_npz(root.join("c0.npz")).unwrap(), Some(vec![0, 0, 0]));

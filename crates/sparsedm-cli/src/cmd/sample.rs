@@ -311,12 +311,21 @@ pub fn run(a: Args) -> Result<()> {
         if a.force {
             remove_numbered_pngs(&a.out)?;
         }
+        // A class-conditional model's labels, `labels.csv` beside the images (`file,label`),
+        // rewritten after each batch so that it lists exactly the images written so far.
+        let drawn = sparsedm_train::samples::drawn_labels(&req)?;
         generate_batches(r.bundle.model.as_ref(), r.schedule.as_ref(), &req, |imgs: &Images, done| {
             write_png_images(&a.out, imgs, done - imgs.n)?;
+            if let Some(labels) = &drawn {
+                write_labels_csv(&a.out, &labels[..done])?;
+            }
             bar.set_position(done as u64);
             stop(done)
         })
         .map_err(|e| stopped(e, "the PNG files written so far are kept"))?;
+        if drawn.is_some() {
+            println!("the images' class labels are listed in {}", a.out.join(LABELS_CSV).display());
+        }
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -343,14 +352,29 @@ fn stopped(e: sparsedm_train::TrainError, output: &str) -> anyhow::Error {
     }
 }
 
-/// Removes the `NNNNNN.png` files an earlier `sample` wrote into `dir`
-/// (with `--force`), so stale images never mix with new ones.
+/// The file of a PNG folder that lists each image's class label.
+const LABELS_CSV: &str = "labels.csv";
+
+/// Writes `dir/labels.csv` (atomically): a `file,label` header, then one
+/// `NNNNNN.png,label` line per image, in order.
+fn write_labels_csv(dir: &Path, labels: &[i64]) -> sparsedm_train::Result<()> {
+    let mut text = String::with_capacity(16 + labels.len() * 16);
+    text.push_str("file,label\n");
+    for (i, l) in labels.iter().enumerate() {
+        text.push_str(&format!("{i:06}.png,{l}\n"));
+    }
+    sparsedm_tensor::io::write_atomic(dir.join(LABELS_CSV), text.as_bytes())?;
+    Ok(())
+}
+
+/// Removes the `NNNNNN.png` files (and `labels.csv`) an earlier `sample`
+/// wrote into `dir` (with `--force`), so stale images never mix with new ones.
 fn remove_numbered_pngs(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.strip_suffix(".png").is_some_and(|stem| stem.len() >= 6 && stem.bytes().all(|b| b.is_ascii_digit())) {
+        if name == LABELS_CSV || name.strip_suffix(".png").is_some_and(|stem| stem.len() >= 6 && stem.bytes().all(|b| b.is_ascii_digit())) {
             std::fs::remove_file(e.path()).with_context(|| format!("--force: cannot remove the stale {}", e.path().display()))?;
         }
     }
