@@ -357,6 +357,7 @@ const LABELS_CSV: &str = "labels.csv";
 
 /// Writes `dir/labels.csv` (atomically): a `file,label` header, then one
 /// `NNNNNN.png,label` line per image, in order.
+#[allow(clippy::result_large_err)] // the sampling sink's error type
 fn write_labels_csv(dir: &Path, labels: &[i64]) -> sparsedm_train::Result<()> {
     let mut text = String::with_capacity(16 + labels.len() * 16);
     text.push_str("file,label\n");
