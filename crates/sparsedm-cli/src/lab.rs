@@ -202,7 +202,7 @@ impl Lab {
             pattern: pattern.map(|p| p.to_string()),
             steps,
             base: self.base.to_toml()?,
-            dense: self.dense.display().to_string(),
+            dense: kept_rows::file_fingerprint(&self.dense)?,
             draw: format!("{:?}", self.draw),
             judge: self.judge.fingerprint(),
         };
