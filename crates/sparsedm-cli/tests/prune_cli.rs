@@ -422,6 +422,30 @@ fn compressed_f16_checkpoint_stays_f16_and_exact() {
             assert_eq!(t.to_vec_f32().unwrap(), a[&name].to_vec_f32().unwrap(), "{name}: not the plain file's values");
         }
     }
+    // The f16-compressed file reads back as the f16 tensors it stores, and compressing it again at
+    // the exact precision keeps it f16 (it doubled to f32 before): export and prune alike.
+    let stored = load_safetensors(&comp).unwrap();
+    assert!(stored.iter().all(|(_, t)| t.dtype() == sparsedm_tensor::DType::F16), "an f16-compressed file reads back as f16");
+    let again = scratch.join("demo-unet-again.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_sparsedm"))
+        .args(["export", "--format", "safetensors", "--compressed", "--force", "--checkpoint"])
+        .arg(&comp)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same tensors; the metadata (the export's source) differs by a few bytes.
+    assert!((size(&again) - size(&comp)).abs() < 4096.0, "{} against {}", String::from_utf8_lossy(&o.stdout), size(&comp));
+    let again_tensors = load_safetensors(&again).unwrap();
+    assert_eq!(again_tensors.len(), stored.len());
+    for ((n1, t1), (n2, t2)) in stored.iter().zip(&again_tensors) {
+        assert_eq!((n1, t1.dtype(), t1.to_vec_f32().unwrap()), (n2, t2.dtype(), t2.to_vec_f32().unwrap()));
+    }
+    let repruned = scratch.join("demo-unet-repruned.safetensors");
+    let o = prune("ddpm-unet", &config, &comp, "2:4", "all", &["--compressed", "--force"], &repruned);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!((size(&repruned) - size(&comp)).abs() < 4096.0, "{} against {}", size(&repruned), size(&comp));
     let line = written(&["--compressed"], "5:9", &flat).unwrap();
     assert!(line.starts_with("compressed: 0 of 20 N:M layers") && line.contains("(20 flat-index"), "{line}");
     // Sampling says which masked layers run dense, rather than nothing.

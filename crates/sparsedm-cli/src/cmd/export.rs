@@ -66,8 +66,8 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// safetensors of a sparse model: store its N:M layers compressed (kept values + packed
-    /// positions), values exact (the default: the model's f32), f32, or f16 (every tensor, lossy);
-    /// the size ratio is printed.
+    /// positions), values exact (the default: f16 for a checkpoint stored all in f16, else f32),
+    /// f32, or f16 (every tensor, lossy); the size ratio is printed.
     #[arg(long, value_enum, value_name = "DTYPE", num_args = 0..=1, default_missing_value = "exact")]
     pub compressed: Option<CompressedValues>,
 }
@@ -134,7 +134,17 @@ fn write_model(a: &Args, r: &Restored) -> Result<()> {
             write_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta))?;
             None
         }
-        Some(values) => Some(write_compressed_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta), values.dtype(&tensors))?),
+        Some(values) => {
+            // The model holds f32 whatever the file stored: "exact" follows the file (an f16
+            // release, or an f16-compressed export, stays f16 rather than doubling to f32).
+            let dtype = match values {
+                CompressedValues::Exact if super::prune::all_f16(&sparsedm_tensor::load_weights(&a.checkpoint, None)?) => {
+                    sparsedm_tensor::nm_cpu::NmValueDtype::F16
+                }
+                v => v.dtype(&tensors),
+            };
+            Some(write_compressed_sparse_checkpoint(&a.out, &tensors, &spec, Some(meta), dtype)?)
+        }
     };
     println!(
         "wrote {} ({} bytes): a sparse checkpoint, {} N:M layers ({})",

@@ -65,12 +65,19 @@ impl CompressedValues {
     /// in f16 rather than doubling it to f32.
     pub fn dtype(self, tensors: &[(String, Tensor)]) -> NmValueDtype {
         match self {
-            CompressedValues::Exact if !tensors.is_empty() && tensors.iter().all(|(_, t)| t.dtype() == DType::F16) => NmValueDtype::F16,
+            CompressedValues::Exact if all_f16(tensors) => NmValueDtype::F16,
             CompressedValues::Exact | CompressedValues::F32 => NmValueDtype::F32,
             CompressedValues::F16 => NmValueDtype::F16,
         }
     }
 }
+
+/// Whether a state dict is stored all in f16 (and is not empty).
+pub fn all_f16(tensors: &[(String, Tensor)]) -> bool {
+    !tensors.is_empty() && tensors.iter().all(|(_, t)| t.dtype() == DType::F16)
+}
+
+impl CompressedValues {}
 
 /// The line `prune` and `export` print after writing a compressed N:M
 /// checkpoint: how many layers went compressed and the file's size against

@@ -61,6 +61,16 @@ fn decode_values(view: &TensorView<'_>, name: &str) -> Result<Vec<f32>> {
     }
 }
 
+/// A decoded tensor in the dtype its values are stored in (f16 values come back as f16
+/// tensors, exactly, as a plain f16 checkpoint's do: `inspect` shows what the file holds, and a
+/// re-export at the exact precision stays f16 rather than doubling to f32).
+fn as_stored(t: Tensor, stored: StDtype) -> Result<Tensor> {
+    match stored {
+        StDtype::F16 => t.to_dtype(crate::DType::F16),
+        _ => Ok(t),
+    }
+}
+
 /// `[out, C, kh, kw]` → `[out, kh·kw·C]` in `(out, kh, kw, C)` order.
 fn conv_to_ohwc(w: &[f32], s: &[usize]) -> Vec<f32> {
     let (o, c, kh, kw) = (s[0], s[1], s[2], s[3]);
@@ -247,7 +257,7 @@ pub fn load_nm_checkpoint_bytes(bytes: &[u8]) -> Result<Vec<NmLoaded>> {
             continue;
         }
         let view = st.tensor(name).map_err(st_err)?;
-        let tensor = Tensor::from_vec(decode_values(&view, name)?, view.shape(), &Device::Cpu)?;
+        let tensor = as_stored(Tensor::from_vec(decode_values(&view, name)?, view.shape(), &Device::Cpu)?, view.dtype())?;
         out.push(NmLoaded { name: name.clone(), tensor, pattern: None });
     }
     let mut nm_names: Vec<&String> = meta.keys().filter(|k| k.starts_with("nm:")).collect();
@@ -260,7 +270,8 @@ pub fn load_nm_checkpoint_bytes(bytes: &[u8]) -> Result<Vec<NmLoaded>> {
             ([o, c, kh, kw], "conv-ohwc") => (*o, c * kh * kw),
             _ => return Err(Error::invalid(op, format!("{name}: shape {shape:?} does not fit layout {layout}"))),
         };
-        let vals = decode_values(&st.tensor(&format!("{name}.nm_values")).map_err(st_err)?, name)?;
+        let values = st.tensor(&format!("{name}.nm_values")).map_err(st_err)?;
+        let vals = decode_values(&values, name)?;
         let pv = st.tensor(&format!("{name}.nm_positions")).map_err(st_err)?;
         let per_row = (cols / m.max(1)) * n;
         let bits = bits_for(m);
@@ -282,7 +293,8 @@ pub fn load_nm_checkpoint_bytes(bytes: &[u8]) -> Result<Vec<NmLoaded>> {
         }
         let w = NmWeight::from_kept(rows, cols, n, m, &vals, &pos).map_err(|e| Error::invalid(op, format!("{name}: {e}")))?;
         let dense = if layout == "linear" { w.expand() } else { ohwc_to_conv(&w.expand(), &shape) };
-        out.push(NmLoaded { name: name.to_string(), tensor: Tensor::from_vec(dense, &shape, &Device::Cpu)?, pattern: Some((n, m)) });
+        let tensor = as_stored(Tensor::from_vec(dense, &shape, &Device::Cpu)?, values.dtype())?;
+        out.push(NmLoaded { name: name.to_string(), tensor, pattern: Some((n, m)) });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
