@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Patterns tried, densest first, when no pattern is given.
-const CANDIDATES: [&str; 9] = ["31:32", "15:16", "7:8", "3:4", "2:4", "1:4", "1:8", "1:16", "1:32"];
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -205,15 +204,83 @@ fn nm_verdict(v: &[f32], layout: WeightLayout, pattern: Option<NmPattern>, s: f6
             Err(e) => (format!("NOT {p}: {e}"), Some(format!("{p}: {e}"))),
         },
         None if s == 0.0 => ("dense".into(), None),
-        None => (
-            CANDIDATES
-                .iter()
-                .rev()
-                .filter_map(|c| c.parse::<NmPattern>().ok())
-                .find(|p| check_nm(v, layout, *p, NonDivisible::LeaveDense).is_ok())
-                .map(|p| format!("valid {p}"))
-                .unwrap_or_else(|| "unstructured".into()),
-            None,
-        ),
+        None => (sparsest_pattern(v, layout).map_or_else(|| "unstructured".into(), |p| format!("valid {p}")), None),
+    }
+}
+
+/// The group sizes [`sparsest_pattern`] tries.
+const GROUP_SIZES: [usize; 4] = [4, 8, 16, 32];
+
+/// The sparsest N:M pattern the weight holds along its input dimension: for each M of
+/// [`GROUP_SIZES`] that divides the input, the smallest N below M with at most N non-zeros in
+/// every group (by bisection: a weight that holds N:M holds (N+1):M), then the lowest N/M, the
+/// smaller M on a tie (2:4 rather than 4:8). A 5:32 weight shows as 5:32, not as the looser 7:8
+/// of a fixed list of candidates.
+fn sparsest_pattern(v: &[f32], layout: WeightLayout) -> Option<NmPattern> {
+    let holds = |n: usize, m: usize| NmPattern::new(n, m).is_ok_and(|p| check_nm(v, layout, p, NonDivisible::LeaveDense).is_ok());
+    let mut best: Option<(usize, usize)> = None;
+    for m in GROUP_SIZES {
+        if !layout.inp().is_multiple_of(m) || !holds(m - 1, m) {
+            continue;
+        }
+        let (mut lo, mut hi) = (1, m - 1); // the smallest N that holds lies in lo..=hi
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if holds(mid, m) { hi = mid } else { lo = mid + 1 }
+        }
+        // n/m below best's n'/m', compared as n·m' < n'·m.
+        if best.is_none_or(|(bn, bm)| lo * bm < bn * m) {
+            best = Some((lo, m));
+        }
+    }
+    best.and_then(|(n, m)| NmPattern::new(n, m).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `[rows, inp]` weight whose every group of `m` holds exactly `n` non-zeros (placed
+    /// differently per row and group, so no tighter pattern of another M holds by accident).
+    fn nm_weight(rows: usize, inp: usize, n: usize, m: usize) -> Vec<f32> {
+        let mut w = vec![0.0; rows * inp];
+        for r in 0..rows {
+            for g in 0..inp / m {
+                for k in 0..n {
+                    w[r * inp + g * m + (k * 3 + r + g) % m] = 1.0 + k as f32;
+                }
+            }
+        }
+        w
+    }
+
+    fn shown(w: &[f32], shape: &[usize]) -> String {
+        let s = w.iter().filter(|x| **x == 0.0).count() as f64 / w.len() as f64;
+        nm_verdict(w, WeightLayout::from_shape(shape).unwrap(), None, s).0
+    }
+
+    /// Each weight shows as the pattern it was made with, whatever its M (5:32 showed as 7:8,
+    /// 3:16 as 3:4); ties go to the smaller M (a 2:4 weight is 4:8 too); an input that only small M divide is checked at
+    /// those; no structure is "unstructured", no zeros "dense".
+    #[test]
+    fn inspect_shows_the_sparsest_pattern_a_weight_holds() {
+        for (n, m) in [(2, 4), (1, 4), (1, 8), (3, 8), (3, 16), (5, 32), (1, 32), (31, 32)] {
+            let w = nm_weight(6, 64, n, m);
+            assert_eq!(shown(&w, &[6, 64]), format!("valid {n}:{m}"), "{n}:{m}");
+        }
+        // Input 24: M = 4 and 8 divide it, 16 and 32 do not.
+        assert_eq!(shown(&nm_weight(2, 24, 1, 8), &[2, 24]), "valid 1:8");
+        // A conv weight [out, C, kh, kw]: groups of C at each kernel position.
+        let mut conv = vec![0.0f32; 4 * 8 * 3 * 3];
+        for o in 0..4 {
+            for p in 0..9 {
+                conv[(o * 8 + (o + p) % 8) * 9 + p] = 1.0;
+            }
+        }
+        assert_eq!(shown(&conv, &[4, 8, 3, 3]), "valid 1:8");
+        let mut dense_row = nm_weight(2, 32, 1, 32);
+        dense_row[..32].iter_mut().for_each(|x| *x = 1.0);
+        assert_eq!(shown(&dense_row, &[2, 32]), "unstructured");
+        assert_eq!(shown(&[1.0; 32], &[2, 16]), "dense");
     }
 }
