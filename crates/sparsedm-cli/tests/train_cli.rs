@@ -332,7 +332,16 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     };
     let guided = root.join("guided");
     run(&guided, &["dataset.p_uncond=0.2", "train.sample_interval=2", "sample.grid=4", "sample.cfg_scale=1.0"]);
-    assert!(guided.join("samples").join("step_00000002.png").is_file(), "the preview grid of a class-conditional run");
+    // The preview grid of a class-conditional run labels each cell: the white box in the first
+    // cell's top-left corner (4 images of 16 px in 2 columns of 64 px cells).
+    let preview = image::open(guided.join("samples").join("step_00000002.png")).unwrap().to_rgb8();
+    let grid = sparsedm_train::figures::grid::GAP + 2 * (64 + sparsedm_train::figures::grid::GAP);
+    let (x, y) =
+        ((preview.width() - grid as u32) / 2 + sparsedm_train::figures::grid::GAP as u32, sparsedm_train::figures::grid::LABEL_BAND as u32);
+    assert!(
+        (0..8).all(|dy| preview.get_pixel(x, y + dy).0 == [255, 255, 255]),
+        "the preview grid of a class-conditional run labels its cells"
+    );
     let ck = guided.join("checkpoints").join("step_00000002.safetensors");
     let sample = |ck: &Path, out: &str, extra: &[&str]| {
         Command::new(BIN)
@@ -356,6 +365,13 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     let one = ok(sample(&ck, "drawn1.npz", &["--batch", "1"]));
     assert_eq!(images("drawn1.npz"), images("drawn.npz"), "{one}");
     assert_eq!(sparsedm_fid::read_labels_npz(root.join("drawn1.npz")).unwrap(), Some(stored.clone()), "the same labels whatever --batch");
+    // A grid PNG shows each sample's class in its corner: the grid of the same draw's images and
+    // labels, pixel for pixel.
+    ok(sample(&ck, "drawn-grid.png", &[]));
+    let u = images("drawn.npz");
+    let imgs = sparsedm_train::samples::Images { data: u.data.clone(), n: u.n, h: u.height, w: u.width };
+    let want = sparsedm_train::figures::grid::render_classes(&imgs, 2, "step_00000002", Some(&stored)).unwrap();
+    assert!(image::open(root.join("drawn-grid.png")).unwrap().to_rgb8() == want, "the grid is not the labelled one");
     // A PNG folder lists them in labels.csv, one line per image in file order (--batch 2: rewritten
     // after each batch); --force replaces it with the new draw's.
     let listed = ok(sample(&ck, "drawn-png", &["--batch", "2"]));

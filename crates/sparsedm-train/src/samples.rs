@@ -314,6 +314,12 @@ pub fn write_labelled_grid_png(path: &Path, imgs: &Images, cols: usize, title: &
     crate::figures::png::save(path, &crate::figures::grid::render(imgs, cols, title)?)
 }
 
+/// [`write_labelled_grid_png`] with each sample's class label in its cell's corner
+/// (`classes[i]` for image `i`; see [`crate::figures::grid::render_classes`]).
+pub fn write_class_grid_png(path: &Path, imgs: &Images, cols: usize, title: &str, classes: &[i64]) -> Result<()> {
+    crate::figures::png::save(path, &crate::figures::grid::render_classes(imgs, cols, title, Some(classes))?)
+}
+
 /// Writes every image as `DIR/000000.png`, ….
 pub fn write_png_folder(dir: &Path, imgs: &Images) -> Result<()> {
     write_png_images(dir, imgs, 0)

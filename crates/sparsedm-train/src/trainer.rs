@@ -365,7 +365,12 @@ impl Trainer {
         };
         let imgs = crate::samples::generate(ema.model.as_ref(), self.schedule(), &req, |_| {})?;
         let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step()));
-        crate::samples::write_grid_png(&path, &imgs, (s.grid as f64).sqrt().ceil() as usize)?;
+        let cols = (s.grid as f64).sqrt().ceil() as usize;
+        match crate::samples::drawn_labels(&req)? {
+            // A class-conditional model's preview shows each sample's class.
+            Some(classes) => crate::samples::write_class_grid_png(&path, &imgs, cols, "", &classes)?,
+            None => crate::samples::write_grid_png(&path, &imgs, cols)?,
+        }
         Ok(path)
     }
 }

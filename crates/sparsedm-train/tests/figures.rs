@@ -74,6 +74,44 @@ fn a_grid_upscales_each_sample_exactly_and_is_labelled() {
     assert_eq!(g.get_pixel(ox - 1, oy + 10), &BACKGROUND);
 }
 
+/// With class labels, each cell's top-left corner holds a white box with its label drawn in it
+/// (the rest of the cell as before) and the caption says so; a label count that is not the image
+/// count is an error.
+#[test]
+fn a_class_grid_labels_each_sample_in_its_corner() {
+    let imgs = solid(&[RED, GREEN, BLUE, GREY], 16, 16);
+    let plain = grid::render(&imgs, 2, "cond").unwrap();
+    let g = grid::render_classes(&imgs, 2, "cond", Some(&[3, 0, 12, 7])).unwrap();
+    assert_eq!(g.height(), plain.height());
+    assert!(g.width() > plain.width(), "the longer caption widens the canvas");
+    let cell = 64 + GAP;
+    // Cell i's top-left corner in a grid of width `w`.
+    let corner =
+        |w: u32, i: usize| (((w as usize - (2 * cell + GAP)) / 2 + GAP + (i % 2) * cell) as u32, (LABEL_BAND + (i / 2) * cell) as u32);
+    for i in 0..4 {
+        let ((ox, oy), (px, py)) = (corner(g.width(), i), corner(plain.width(), i));
+        // The box's left column is white, the label is ink inside the box; without labels the
+        // corner is the sample.
+        for dy in 0..10 {
+            assert_eq!(g.get_pixel(ox, oy + dy), &BACKGROUND, "cell {i}: the box");
+        }
+        assert!(has_ink(&g, ox + 1, oy, ox + 16, oy + 13), "cell {i}: its label");
+        assert_eq!(plain.get_pixel(px + 5, py + 5), &Rgb([RED, GREEN, BLUE, GREY][i]));
+        // Away from the corner the sample is untouched.
+        assert_eq!(g.get_pixel(ox + 40, oy + 40), plain.get_pixel(px + 40, py + 40));
+    }
+    // The box of the two-digit label (cell 2) is wider than that of a one-digit one (cell 0):
+    // the white run along the box's bottom row (its height: the white run down its left column).
+    let box_width = |i: usize| {
+        let (ox, oy) = corner(g.width(), i);
+        let h = (0..64).take_while(|&dy| g.get_pixel(ox, oy + dy) == &BACKGROUND).count() as u32;
+        (0..64).take_while(|&dx| g.get_pixel(ox + dx, oy + h - 1) == &BACKGROUND).count()
+    };
+    assert!(box_width(2) > box_width(0) + 3 && box_width(0) >= 6, "{} against {}", box_width(2), box_width(0));
+    let e = grid::render_classes(&imgs, 2, "cond", Some(&[1, 2])).unwrap_err();
+    assert!(e.to_string().contains("2 class labels for 4 images"), "{e}");
+}
+
 #[test]
 fn a_grid_of_nothing_is_an_error() {
     let empty = Images { data: Vec::new(), n: 0, h: 16, w: 16 };

@@ -287,7 +287,11 @@ pub fn run(a: Args) -> Result<()> {
         .map_err(|e| stopped(e, "no grid written"))?;
         let title = a.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let cols = all.n.isqrt() + usize::from(all.n.isqrt().pow(2) < all.n); // ⌈√n⌉: a little wider than tall
-        sparsedm_train::samples::write_labelled_grid_png(&a.out, &all, cols, &title)?;
+        match sparsedm_train::samples::drawn_labels(&req)? {
+            // A class-conditional model's grid shows each sample's class.
+            Some(classes) => sparsedm_train::samples::write_class_grid_png(&a.out, &all, cols, &title, &classes)?,
+            None => sparsedm_train::samples::write_labelled_grid_png(&a.out, &all, cols, &title)?,
+        }
     } else if out == Out::Npz {
         for stale in sparsedm_fid::remove_stale_temporaries(&a.out) {
             eprintln!("removed {}: the unfinished npz of an earlier sample that was killed", stale.display());

@@ -42,6 +42,24 @@ pub fn blit(canvas: &mut RgbImage, imgs: &Images, i: usize, ox: usize, oy: usize
 /// # Errors
 /// No images, a buffer of the wrong size, or a font problem.
 pub fn render(imgs: &Images, cols: usize, title: &str) -> Result<RgbImage> {
+    render_classes(imgs, cols, title, None)
+}
+
+/// Height of a sample's class label.
+pub const CLASS_PX: u32 = 11;
+
+/// [`render`] with each sample's class label (`classes[i]` for image `i`) in a white box at
+/// its cell's top-left corner, and "class in each corner" in the caption: a class-conditional
+/// model's grid says which class each sample was drawn for.
+///
+/// # Errors
+/// Those of [`render`]; a `classes` whose length is not the image count.
+pub fn render_classes(imgs: &Images, cols: usize, title: &str, classes: Option<&[i64]>) -> Result<RgbImage> {
+    if let Some(c) = classes
+        && c.len() != imgs.n
+    {
+        return Err(TrainError::Figure { what: "a sample grid".into(), msg: format!("{} class labels for {} images", c.len(), imgs.n) });
+    }
     if imgs.n == 0 || imgs.h == 0 || imgs.w == 0 || imgs.data.len() != imgs.n * imgs.h * imgs.w * 3 {
         return Err(TrainError::Figure {
             what: "a sample grid".into(),
@@ -55,6 +73,7 @@ pub fn render(imgs: &Images, cols: usize, title: &str) -> Result<RgbImage> {
     let scale_note = if scale > 1 { format!(" shown ×{scale}") } else { String::new() };
     let noun = if imgs.n == 1 { "sample" } else { "samples" };
     let caption = format!("{} {noun}, {}×{} px{scale_note}", imgs.n, imgs.w, imgs.h);
+    let caption = if classes.is_some() { format!("{caption}, class in each corner") } else { caption };
     let label = if title.is_empty() { caption } else { format!("{title} · {caption}") };
     let grid_w = cols * (cw + GAP) + GAP;
     let width = grid_w.max(text::size(&label, LABEL_PX)?.0 as usize + 2 * GAP + 4);
@@ -63,7 +82,21 @@ pub fn render(imgs: &Images, cols: usize, title: &str) -> Result<RgbImage> {
     let left = (width - grid_w) / 2 + GAP;
     for i in 0..imgs.n {
         let (r, c) = (i / cols, i % cols);
-        blit(&mut canvas, imgs, i, left + c * (cw + GAP), LABEL_BAND + r * (ch + GAP), scale);
+        let (ox, oy) = (left + c * (cw + GAP), LABEL_BAND + r * (ch + GAP));
+        blit(&mut canvas, imgs, i, ox, oy, scale);
+        if let Some(classes) = classes {
+            let text = classes[i].to_string();
+            let (tw, th) = text::size(&text, CLASS_PX)?;
+            // A white box of the text plus a pixel around it, inside the cell.
+            let (bw, bh) = ((tw as usize + 2).min(cw), (th as usize + 2).min(ch));
+            for y in oy..oy + bh {
+                for x in ox..ox + bw {
+                    canvas.put_pixel(x as u32, y as u32, BACKGROUND);
+                }
+            }
+            // (The font's glyphs start a pixel above the requested top.)
+            text::draw(&mut canvas, &text, ox as i32 + 1, oy as i32 + 2, CLASS_PX, Align::Left)?;
+        }
     }
     text::draw(&mut canvas, &label, (GAP + 2) as i32, 4, LABEL_PX, Align::Left)?;
     Ok(canvas)
