@@ -58,25 +58,55 @@ struct Kept {
     row: Row,
 }
 
-/// `path (N bytes, FNV-1a XXXXXXXXXXXXXXXX)`: a file named with its size and a hash of its
-/// bytes (read in 1 MiB pieces: a U-ViT-S/2 checkpoint of 180 MB takes a fraction of a second,
-/// against the hours of a paper-scale row).
+/// `path (N tensors, FNV-1a XXXXXXXXXXXXXXXX)`: a checkpoint named with a hash of its tensors —
+/// each one's name, shape and values as f32, in name order — so that what the rows depend on is
+/// compared, not the file's bytes: the same weights stored in f16 or f32, or with other metadata
+/// (the dense row writes the weights it loaded back to the dense path), fingerprint alike, and
+/// one changed weight does not. A U-ViT-S/2 checkpoint takes a fraction of a second, against
+/// the hours of a paper-scale row.
 pub fn file_fingerprint(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (mut h, mut len): (u64, u64) = (0xcbf2_9ce4_8422_2325, 0);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        len += n as u64;
-        for &b in &buf[..n] {
+    let mut tensors = sparsedm_tensor::load_weights(path, None).with_context(|| format!("cannot read {}", path.display()))?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
+    };
+    for (name, t) in &tensors {
+        eat(name.as_bytes());
+        eat(&[0]);
+        for &d in t.shape() {
+            eat(&(d as u64).to_le_bytes());
+        }
+        let values = t.to_vec_f32().with_context(|| format!("{}: tensor {name}", path.display()))?;
+        for v in values {
+            eat(&v.to_bits().to_le_bytes());
+        }
     }
-    Ok(format!("{} ({len} bytes, FNV-1a {h:016x})", path.display()))
+    Ok(format!("{} ({} tensors, FNV-1a {h:016x})", path.display(), tensors.len()))
+}
+
+/// Records which dense checkpoint (its [`file_fingerprint`]) row `slug`'s fine-tuning starts
+/// from, as `runs/<slug>.dense`. When `resuming` that run, a recorded checkpoint other than
+/// `dense` is an error: the run's weights descend from the recorded one, so continuing it would
+/// mix the two (a training run resumes from its own checkpoint, whatever `train.init` says).
+pub fn stamp_dense(out: &Path, slug: &str, dense: &str, resuming: bool) -> Result<()> {
+    let runs = out.join("runs");
+    let stamp = runs.join(format!("{slug}.dense"));
+    if resuming
+        && let Ok(recorded) = std::fs::read_to_string(&stamp)
+        && recorded != dense
+    {
+        anyhow::bail!(
+            "{slug}: its training run {} started from another dense checkpoint ({recorded}), not {dense}: it cannot continue from this one; \
+             give the checkpoint it started from, or run without --resume to make the row anew",
+            runs.join(slug).display()
+        );
+    }
+    std::fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    sparsedm_tensor::write_atomic(&stamp, dense.as_bytes())?;
+    Ok(())
 }
 
 fn json_path(runs: &Path, slug: &str) -> PathBuf {
@@ -260,21 +290,33 @@ mod tests {
 
     /// A row's sampling stopped after a batch continues, on resume, at the next batch, to the
     /// images an uninterrupted draw makes; without resume, or for another key, it starts anew.
-    /// The dense checkpoint enters a row's key by content: the same bytes give the same
-    /// fingerprint, one changed byte (at the same path and size) another; a missing file is an
-    /// error naming it.
+    /// The dense checkpoint enters a row's key by its tensors: the same weights fingerprint alike
+    /// in f32 or f16 and with other metadata, one changed value (at the same path and size) does
+    /// not; a missing file is an error naming it.
     #[test]
-    fn the_dense_checkpoint_is_fingerprinted_by_content() {
+    fn the_dense_checkpoint_is_fingerprinted_by_its_tensors() {
+        use sparsedm_tensor::{DType, Device, Tensor};
         let dir = sparsedm_testkit::Scratch::new("kept-fingerprint");
         let path = dir.path().join("dense.safetensors");
-        let mut bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-        std::fs::write(&path, &bytes).unwrap();
+        let w: Vec<f32> = (0..300_000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
+        let tensors = |w: &[f32]| {
+            vec![
+                ("b.weight".to_string(), Tensor::from_vec(w.to_vec(), &[600, 500], &Device::Cpu).unwrap()),
+                ("a.bias".to_string(), Tensor::from_vec(vec![0.5; 7], &[7], &Device::Cpu).unwrap()),
+            ]
+        };
+        sparsedm_tensor::save_safetensors(&path, &tensors(&w), None).unwrap();
         let first = file_fingerprint(&path).unwrap();
-        assert!(first.starts_with(&format!("{} (3000000 bytes, FNV-1a ", path.display())), "{first}");
+        assert!(first.starts_with(&format!("{} (2 tensors, FNV-1a ", path.display())), "{first}");
+        // In f16 (the values are exact there), reversed, with metadata: the same weights.
+        let mut f16: Vec<(String, Tensor)> = tensors(&w).into_iter().rev().map(|(n, t)| (n, t.to_dtype(DType::F16).unwrap())).collect();
+        f16.swap(0, 1);
+        let meta = std::collections::HashMap::from([("k".to_string(), "v".to_string())]);
+        sparsedm_tensor::save_safetensors(&path, &f16, Some(meta)).unwrap();
         assert_eq!(file_fingerprint(&path).unwrap(), first);
-        // A byte past the first 1 MiB piece.
-        bytes[2_500_000] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
+        let mut changed = w.clone();
+        changed[250_000] += 1.0;
+        sparsedm_tensor::save_safetensors(&path, &tensors(&changed), None).unwrap();
         assert_ne!(file_fingerprint(&path).unwrap(), first);
         let e = file_fingerprint(&dir.path().join("gone.safetensors")).unwrap_err();
         assert!(format!("{e:#}").contains("gone.safetensors"), "{e:#}");

@@ -251,12 +251,14 @@ impl Lab {
                 // The preset's interval (50k steps at paper scale, so days of training survive a
                 // crash), and always the last step.
                 cfg.train.save_interval = cfg.train.save_interval.clamp(1, steps.max(1));
+                let run_dir = self.out.join("runs").join(slug);
                 if !matches!(method, Method::Scratch { .. } | Method::DiffPruning { .. }) {
                     cfg.train.init = Some(self.dense.display().to_string());
+                    // A fine-tuning resumes only from the dense checkpoint it started from.
+                    kept_rows::stamp_dense(&self.out, slug, &key.dense, self.resume && has_checkpoint(&run_dir))?;
                 }
                 cfg.validate()?;
-                let t =
-                    train_with_progress(cfg.clone(), &self.out.join("runs").join(slug), &format!("{slug}: "), self.device, self.resume)?;
+                let t = train_with_progress(cfg.clone(), &run_dir, &format!("{slug}: "), self.device, self.resume)?;
                 if let Some(r) = t.permutation_report() {
                     eprint!("  {slug}: {r}");
                     permutation = Some(r.clone());
@@ -581,6 +583,29 @@ mod tests {
                 .num_params()
         );
         let _ = std::fs::remove_dir_all(&out);
+    }
+
+    /// A fine-tuned row resumes only from the dense checkpoint it started from: with another file
+    /// at the dense path, `--resume` refuses to continue its training run (its weights descend
+    /// from the old one) and says how to go on; without `--resume` the row is made anew.
+    #[test]
+    fn a_row_does_not_resume_from_another_dense_checkpoint() {
+        let (mut lab, base, _dir) = small_uvit_lab("dense-stamp");
+        let p = Some(NmPattern::TWO_FOUR);
+        lab.row("ste", &Method::Ste, p, 2).unwrap();
+        let stamp = std::fs::read_to_string(lab.out.join("runs/ste.dense")).unwrap();
+        assert!(stamp.contains("dense.safetensors (") && stamp.contains("FNV-1a"), "{stamp}");
+        // Another dense model at the same path.
+        build::new_model(&base, 2).unwrap().store.save_safetensors(&lab.dense, None).unwrap();
+        lab.resume = true;
+        let e = format!("{:#}", lab.row("ste", &Method::Ste, p, 2).unwrap_err());
+        assert!(e.contains("ste: its training run") && e.contains("started from another dense checkpoint"), "{e}");
+        lab.resume = false;
+        lab.row("ste", &Method::Ste, p, 2).unwrap();
+        assert_ne!(std::fs::read_to_string(lab.out.join("runs/ste.dense")).unwrap(), stamp, "made anew from the new one");
+        // And it resumes (here: is kept) from that one.
+        lab.resume = true;
+        lab.row("ste", &Method::Ste, p, 2).unwrap();
     }
 
     /// The untrained-mask row (the ablation's, written without training):
