@@ -41,8 +41,8 @@ pub struct RowKey {
     pub steps: u64,
     /// The shared run config, as TOML.
     pub base: String,
-    /// The dense checkpoint: its path and its content ([`file_fingerprint`]), so that another
-    /// file at the same path makes the rows again.
+    /// The dense checkpoint: its path and its weights ([`file_fingerprint`]), so that another
+    /// model at the same path makes the rows again.
     pub dense: String,
     /// Sample count, sampler, steps, seed, clipping (`Debug` of the draw spec).
     pub draw: String,
@@ -288,8 +288,6 @@ mod tests {
         }
     }
 
-    /// A row's sampling stopped after a batch continues, on resume, at the next batch, to the
-    /// images an uninterrupted draw makes; without resume, or for another key, it starts anew.
     /// The dense checkpoint enters a row's key by its tensors: the same weights fingerprint alike
     /// in f32 or f16 and with other metadata, one changed value (at the same path and size) does
     /// not; a missing file is an error naming it.
@@ -322,6 +320,8 @@ mod tests {
         assert!(format!("{e:#}").contains("gone.safetensors"), "{e:#}");
     }
 
+    /// A row's sampling stopped after a batch continues, on resume, at the next batch, to the
+    /// images an uninterrupted draw makes; without resume, or for another key, it starts anew.
     #[test]
     fn a_stopped_sampling_continues_on_resume() {
         let dir = sparsedm_testkit::Scratch::new("kept-draw");

@@ -12,10 +12,11 @@
 //!
 //! Call it first thing in `main`, before anything touches rayon. The pool
 //! has the threads asked for (`sparsedm --threads N`) or its usual size
-//! (`RAYON_NUM_THREADS`, else one thread per CPU), the main thread counted. Threads of our own that start parallel loops
-//! (none do today: the data loader only copies) would have them run by the
-//! other workers, or by the main thread when it next waits in a parallel
-//! loop; they must not block the main thread waiting for such a loop.
+//! (`RAYON_NUM_THREADS`, else one thread per CPU), the main thread counted.
+//! Threads of our own that start parallel loops (none do today: the data
+//! loader only copies) would have them run by the other workers, or by the
+//! main thread when it next waits in a parallel loop; they must not block
+//! the main thread waiting for such a loop.
 
 /// Builds rayon's global pool with the calling thread as worker 0, of
 /// `threads` threads (the caller counted) or, with `None`, rayon's default

@@ -14,8 +14,6 @@ use sparsedm_tensor::{load_weights, load_weights_metadata};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Patterns tried, densest first, when no pattern is given.
-
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  sparsedm inspect demo-output/sparsedm.safetensors   (after `sparsedm demo`: its masked layers are checked against the stored spec)\n  sparsedm inspect model.safetensors --pattern 2:4\n\nExit status 1 when a layer violates the stored spec or --pattern."
@@ -260,8 +258,8 @@ mod tests {
     }
 
     /// Each weight shows as the pattern it was made with, whatever its M (5:32 showed as 7:8,
-    /// 3:16 as 3:4); ties go to the smaller M (a 2:4 weight is 4:8 too); an input that only small M divide is checked at
-    /// those; no structure is "unstructured", no zeros "dense".
+    /// 3:16 as 3:4); ties go to the smaller M (a 2:4 weight is 4:8 too); an input that only
+    /// small M divide is checked at those; no structure is "unstructured", no zeros "dense".
     #[test]
     fn inspect_shows_the_sparsest_pattern_a_weight_holds() {
         for (n, m) in [(2, 4), (1, 4), (1, 8), (3, 8), (3, 16), (5, 32), (1, 32), (31, 32)] {

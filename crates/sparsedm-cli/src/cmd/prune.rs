@@ -77,8 +77,6 @@ pub fn all_f16(tensors: &[(String, Tensor)]) -> bool {
     !tensors.is_empty() && tensors.iter().all(|(_, t)| t.dtype() == DType::F16)
 }
 
-impl CompressedValues {}
-
 /// The line `prune` and `export` print after writing a compressed N:M
 /// checkpoint: how many layers went compressed and the file's size against
 /// the same state dict written uncompressed.
