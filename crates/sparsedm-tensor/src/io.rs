@@ -297,19 +297,31 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 /// [`write_atomic`] does (a temporary file in the same folder, flushed to
 /// disk, renamed over the target), streaming one tensor at a time: the
 /// save holds at most one tensor's bytes beyond the tensors themselves.
+///
+/// The file gets the permissions any new file of the process gets (those
+/// `File::create` gives under the umask, e.g. `rw-r--r--`): the
+/// `safetensors` crate writes through a private temporary file
+/// (`rw-------`), which left checkpoints unreadable to the user's group
+/// and to a serving process running as another user.
 pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
     let path = path.as_ref();
     let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    let io = |error| Error::Io { path: path.display().to_string(), error };
+    // A new file's permissions, read off an empty file created at `tmp`
+    // (which the serialisation then replaces).
+    let permissions = std::fs::File::create(&tmp).and_then(|f| f.metadata()).map(|m| m.permissions()).map_err(io);
     let failed = std::cell::RefCell::new(None);
-    let written = safetensors::tensor::serialize_to_file(lazy_views(tensors, &failed), metadata, &tmp)
-        .map_err(|e| st_err(path, format!("writing: {e}")))
-        .and_then(|()| failed.take().map_or(Ok(()), Err))
-        .and_then(|()| {
-            let io = |error| Error::Io { path: path.display().to_string(), error };
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)
-        });
+    let written = permissions.and_then(|permissions| {
+        safetensors::tensor::serialize_to_file(lazy_views(tensors, &failed), metadata, &tmp)
+            .map_err(|e| st_err(path, format!("writing: {e}")))
+            .and_then(|()| failed.take().map_or(Ok(()), Err))
+            .and_then(|()| {
+                std::fs::set_permissions(&tmp, permissions).map_err(io)?;
+                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+                std::fs::rename(&tmp, path).map_err(io)
+            })
+    });
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -312,3 +312,28 @@ fn linear_cat_is_the_linear_of_the_concatenation() {
     assert!(matches!(e3, Error::ShapeMismatch { op: "linear_cat", .. }), "{e3}");
     assert!(Tensor::linear_cat(&[], &w, None).is_err());
 }
+
+/// A saved safetensors file has the permissions of any new file of the process (`File::create`
+/// under the umask), not the `rw-------` of the safetensors crate's private temporary file:
+/// a checkpoint must be readable by whoever may read the user's other files. An existing file
+/// (rewritten, as with `--force`) is replaced the same way, and no temporary file is left.
+#[cfg(unix)]
+#[test]
+fn saved_safetensors_get_a_new_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("io-mode");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let probe = dir.join("probe");
+    std::fs::File::create(&probe).unwrap();
+    let expected = mode(&probe);
+    std::fs::remove_file(&probe).unwrap();
+    let path = dir.join("w.safetensors");
+    let a = Tensor::randn(&[3, 4], &mut Rng::new(1), &DEV).unwrap();
+    save_safetensors(&path, &[("a".into(), a.clone())], None).unwrap();
+    assert_eq!(mode(&path), expected, "a new file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    save_safetensors(&path, &[("a".into(), a)], None).unwrap();
+    assert_eq!(mode(&path), expected, "a rewritten file");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("w.safetensors")]);
+}
