@@ -494,6 +494,22 @@ fn protected_outputs() {
     std::fs::create_dir_all(run_copy.join("checkpoints")).unwrap();
     std::fs::write(run_copy.join("config.toml"), TINY_RUN).unwrap();
     refused(&d, &["train", "--config", "demo_shapes_uvit", "--out", s(&run_copy)], &["already holds a run", "--resume", "--force"]);
+    // A folder another process writes (its lock held here, as a running train, demo or repro
+    // holds it): --force and --resume remove and continue nothing in it.
+    #[cfg(unix)]
+    {
+        let busy = std::fs::File::open(&run_copy).unwrap();
+        busy.lock().unwrap();
+        std::fs::create_dir_all(run_copy.join("runs").join("row")).unwrap();
+        let in_use = "in use by another sparsedm process";
+        refused(&d, &["train", "--config", "demo_shapes_uvit", "--out", s(&run_copy), "--force"], &["run", in_use]);
+        refused(&d, &["train", "--resume", s(&run_copy)], &["run", in_use]);
+        refused(&d, &["demo", "--out", s(&run_copy), "--force"], &["run", in_use]);
+        refused(&d, &["repro", "table2", "--out", s(&run_copy), "--force"], &["run", in_use]);
+        refused(&d, &["repro", "table2", "--out", s(&run_copy), "--resume"], &["run", in_use]);
+        drop(busy);
+        std::fs::remove_dir_all(run_copy.join("runs")).unwrap();
+    }
     // Output paths that cannot be written are refused before any work.
     let blocker = d.join("a-file");
     std::fs::write(&blocker, b"x").unwrap();

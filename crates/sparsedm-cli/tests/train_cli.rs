@@ -310,6 +310,53 @@ fn ctrl_c_saves_the_step_and_resume_continues_and_sample_leaves_no_partial_npz()
     assert!(!npz.exists() && !partial(), "nothing of the npz is left");
 }
 
+/// While a run trains, a second `train` in its folder is refused before it touches anything:
+/// `--resume` (it would remove the running run's temporaries and write checkpoints beside its
+/// own) and `--force` (it would delete the running run's checkpoints) both exit 1 naming the
+/// process that holds the folder; the run's files are as they were. Once that process has
+/// stopped, the folder is free again and the run resumes.
+#[cfg(unix)]
+#[test]
+fn a_second_train_in_a_running_runs_folder_is_refused() {
+    let root = tmp("busy-run");
+    let cfg = root.join("long.toml");
+    std::fs::write(&cfg, TINY.replace("n_steps = 40", "n_steps = 1000000").replace("save_interval = 4", "save_interval = 2")).unwrap();
+    let run = root.join("run");
+    let child = started(&["train", "--device", "cpu", "--config", s(&cfg), "--out", s(&run)]);
+    let ckpts = run.join("checkpoints");
+    let listed = || {
+        let mut names: Vec<String> = std::fs::read_dir(&ckpts)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    wait_for("a checkpoint", || listed().iter().any(|n| n.ends_with(".safetensors")));
+    // The holder is named where Linux's /proc/locks says who holds a lock.
+    let holder = match std::fs::read_to_string("/proc/locks") {
+        Ok(_) => format!("in use by another sparsedm process (pid {}:", child.id()),
+        Err(_) => "in use by another sparsedm process".to_string(),
+    };
+    fails_with(&["train", "--device", "cpu", "--resume", s(&run)], &holder);
+    fails_with(&["train", "--device", "cpu", "--config", s(&cfg), "--out", s(&run), "--force"], &holder);
+    assert!(run.join("config.toml").is_file() && run.join("metrics.jsonl").is_file(), "--force removed nothing");
+    assert!(!listed().is_empty(), "--force removed no checkpoint");
+    ctrl_c(child.id());
+    let out = ended(child);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let newest: u64 = listed()
+        .iter()
+        .filter_map(|n| n.strip_prefix("step_").and_then(|n| n.strip_suffix(".safetensors")).and_then(|n| n.parse().ok()))
+        .max()
+        .unwrap();
+    let o = Command::new(BIN)
+        .args(["train", "--device", "cpu", "--resume", s(&run), "--set", &format!("train.n_steps={}", newest + 1)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains(&format!("done at step {}", newest + 1)), "{err}");
+}
+
 /// A class-conditional run (`nnet.num_classes = 4` on the 3-class shapes, `dataset.p_uncond`
 /// training the null label) draws its preview grid with labels; `sample` of its checkpoint draws
 /// each image's label from the run's dataset classes without `--class`, takes `--class` and

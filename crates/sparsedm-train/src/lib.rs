@@ -21,6 +21,7 @@ pub mod optim;
 pub mod precision;
 pub mod restore;
 pub mod resume;
+pub mod run_lock;
 pub mod samples;
 pub mod speed;
 pub mod step;

@@ -49,6 +49,8 @@ pub struct Trainer {
     fid_state: Option<(sparsedm_fid::InceptionV3, sparsedm_fid::FeatureStats)>,
     /// See [`Trainer::resume_notes`].
     resume_notes: Vec<String>,
+    /// This process's hold on the run folder (see [`crate::run_lock`]).
+    _lock: Arc<crate::run_lock::RunLock>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -68,6 +70,9 @@ impl Trainer {
     /// Besides the setup's own, `train.precision` tf32 or bf16 on the CPU
     /// (before anything is written).
     pub fn new(cfg: RunConfig, run_dir: &Path, resume: bool, device: Device) -> Result<Self> {
+        // A folder another process writes is refused before anything is
+        // read from it (a new folder is locked once it is made, below).
+        let early_lock = crate::run_lock::hold_existing(run_dir)?;
         let mut resume_notes = Vec::new();
         let saved = if resume {
             // The newest usable checkpoint (skipped ones reported); the folder
@@ -105,6 +110,10 @@ impl Trainer {
         // setup leaves the disk as it was: no half-made run, and no new
         // empty run folder either.
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Data { path: run_dir.into(), msg: e.to_string() })?;
+        let lock = match early_lock {
+            Some(lock) => lock,
+            None => crate::run_lock::hold(run_dir)?,
+        };
         if resume {
             // Hygiene: orphan temporaries removed, metrics cut back to the step resumed from.
             resume_notes.extend(crate::resume::clean_orphans(run_dir).iter().map(|p| format!("removed the orphan {}", p.display())));
@@ -124,6 +133,7 @@ impl Trainer {
             best_fid: saved.and_then(|s| s.best_fid),
             fid_state,
             resume_notes,
+            _lock: lock,
         })
     }
 

@@ -67,11 +67,18 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone();
     let inputs: Vec<&Path> = args.inception.iter().map(PathBuf::as_path).collect();
     crate::output::check_dir("--out", &out, args.force, &inputs, "the demo's checkpoints, grids and report")?;
+    // Another demo or repro writing this folder refuses this one before
+    // `--force` removes its runs (held until the demo ends).
+    let held = sparsedm_train::run_lock::hold_existing(&out)?;
     if args.force {
         // An earlier demo's training runs would mix with this one's checkpoints.
         crate::run_folder::remove_lab_runs(&out)?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _held = match held {
+        Some(held) => held,
+        None => sparsedm_train::run_lock::hold(&out)?,
+    };
     args.device.announce();
 
     let base = RunConfig::load(PRESET, &[])?;

@@ -77,6 +77,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => bail!("give --config RUN.toml (or a preset name), or --resume DIR"),
     };
+    // Another process training in this folder refuses this one before
+    // `--force` removes anything or a resume reads a checkpoint (held for
+    // the whole run; the trainer shares it).
+    let _held = sparsedm_train::run_lock::hold_existing(&dir)?;
     if !resume {
         crate::run_folder::prepare_new_run(&dir, args.force)?;
     }

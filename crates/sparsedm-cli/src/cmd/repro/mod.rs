@@ -162,6 +162,10 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         crate::output::check_dir("--out", &a.out, a.force, &inputs, "the reproduced table and its files")?;
     }
+    // Another repro or demo writing this folder refuses this one before
+    // `--force` removes its runs or `--resume` continues them (held until the
+    // command ends; each row's training run holds its own folder too).
+    let _held = sparsedm_train::run_lock::hold_existing(&a.out)?;
     if a.force {
         crate::run_folder::remove_lab_runs(&a.out)?;
     }
