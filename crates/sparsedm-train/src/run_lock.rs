@@ -27,16 +27,8 @@ use std::sync::{Arc, Mutex, Weak};
 /// process ends).
 #[derive(Debug)]
 pub struct RunLock {
-    dir: PathBuf,
     /// The locked folder, open (`None` where it cannot be locked).
     _handle: Option<std::fs::File>,
-}
-
-impl RunLock {
-    /// The folder held (canonical).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// The folders this process holds, by canonical path.
@@ -71,7 +63,7 @@ pub fn hold(dir: &Path) -> Result<Arc<RunLock>> {
         },
         None => None,
     };
-    let lock = Arc::new(RunLock { dir: canonical.clone(), _handle: handle });
+    let lock = Arc::new(RunLock { _handle: handle });
     held.push((canonical, Arc::downgrade(&lock)));
     Ok(lock)
 }
