@@ -120,10 +120,11 @@ impl Method {
             Method::Progressive(_) => SparseMethod::Progressive,
         };
         let Some(pattern) = pattern else { bail!("{} needs an N:M pattern, got dense", self.label()) };
-        let mut base = SparseConfig { teacher: Teacher::None, ..SparseConfig::new(pattern, sparse_method) };
-        if arch != "uvit" {
-            base.policy = Policy::named(NamedPolicy::All);
-        }
+        let base = SparseConfig {
+            teacher: Teacher::None,
+            policy: sparsedm_train::config::paper_policy(arch),
+            ..SparseConfig::new(pattern, sparse_method)
+        };
         Ok(Some(match self {
             Method::SparseDm => SparseConfig { teacher: Teacher::Init, ..base },
             Method::Asp => SparseConfig { policy: Policy::named(NamedPolicy::Asp), ..base },

@@ -34,13 +34,15 @@ fn scratch_dir() -> Scratch {
     Scratch::new("prune-cli")
 }
 
+/// `prune` of `weights` to `pattern`; an empty `policy` leaves `--policy` out.
 fn prune(arch: &str, config: &PathBuf, weights: &PathBuf, pattern: &str, policy: &str, extra: &[&str], out: &PathBuf) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparsedm"))
         .args(["prune", "--arch", arch, "--config"])
         .arg(config)
         .arg("--weights")
         .arg(weights)
-        .args(["--pattern", pattern, "--policy", policy])
+        .args(["--pattern", pattern])
+        .args(if policy.is_empty() { vec![] } else { vec!["--policy", policy] })
         .args(extra)
         .arg("--out")
         .arg(out)
@@ -181,6 +183,9 @@ fn sparsedm_uvit_policy() {
     let stdout = uvit("2:4", "sparsedm-uvit", false, rule_sparsedm_uvit, 20);
     assert!(stdout.contains("pruned") && stdout.contains("with policy sparsedm-uvit"), "{stdout}");
     uvit("1:8", "sparsedm-uvit", false, rule_sparsedm_uvit, 20);
+    // Without --policy: the paper's layers for a U-ViT, and the line says so.
+    let stdout = uvit("2:4", "", false, rule_sparsedm_uvit, 20);
+    assert!(stdout.contains("with policy sparsedm-uvit (the paper's layers for a uvit; --policy chooses others)"), "{stdout}");
 }
 
 #[test]
@@ -209,16 +214,20 @@ fn ddpm_unet_all_policy() {
         .iter()
         .filter(|(name, t)| is_weight_layer(name, t.shape()))
         .count();
-    check(
-        "ddpm-unet",
-        unet_fixture("ddpm_unet_tiny.json"),
-        unet_fixture("ddpm_unet_tiny.weights.safetensors"),
-        "2:4",
-        "all",
-        false,
-        rule_all,
-        n,
-    );
+    for policy in ["all", ""] {
+        let stdout = check(
+            "ddpm-unet",
+            unet_fixture("ddpm_unet_tiny.json"),
+            unet_fixture("ddpm_unet_tiny.weights.safetensors"),
+            "2:4",
+            policy,
+            false,
+            rule_all,
+            n,
+        );
+        // Without --policy: the paper's layers for a UNet, all of them.
+        assert_eq!(policy.is_empty(), stdout.contains("with policy all (the paper's layers for a ddpm-unet"), "{stdout}");
+    }
 }
 
 fn fails(pattern: &str, policy: &str, extra: &[&str]) -> String {

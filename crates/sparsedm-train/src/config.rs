@@ -162,7 +162,9 @@ pub struct SparseConfig {
     /// SR-STE decay λ.
     #[serde(default = "default_lambda")]
     pub lambda: f32,
-    /// Which layers: `"sparsedm-uvit"`, `"asp"`, `"all"`, or name globs.
+    /// Which layers: `"sparsedm-uvit"`, `"asp"`, `"all"`, or name globs;
+    /// when left out, the paper's layers for the run's model ([`paper_policy`]:
+    /// SparseDM's U-ViT layers, every layer of a UNet).
     #[serde(default = "default_policy", with = "crate::vocab::as_string")]
     pub policy: Policy,
     /// Transposable 2:4 masks for the fixed (ASP) method.
@@ -308,6 +310,16 @@ fn is_yes(b: &bool) -> bool {
 fn default_policy() -> Policy {
     Policy::named(sparsedm_layers::NamedPolicy::SparseDmUvit)
 }
+
+/// The layers the paper's code sparsifies in a model of `arch`: SparseDM's
+/// U-ViT layers (each block's `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`)
+/// for a U-ViT, every Linear/Conv2d for a UNet (its DDPM code masks them
+/// all). What `[sparse] policy`, `prune --policy` and `bench --pattern` fall
+/// back to.
+pub fn paper_policy(arch: &str) -> Policy {
+    use sparsedm_layers::NamedPolicy;
+    Policy::named(if arch == "uvit" { NamedPolicy::SparseDmUvit } else { NamedPolicy::All })
+}
 fn default_teacher() -> Teacher {
     Teacher::Init
 }
@@ -354,6 +366,13 @@ impl RunConfig {
         let mut doc: toml::Table = text.parse().map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
         for o in overrides {
             apply_override(&mut doc, o)?;
+        }
+        // A [sparse] section without a policy takes the paper's layers for
+        // the model (written out, so the stored config says which).
+        if let (Some(toml::Value::String(arch)), Some(toml::Value::Table(sparse))) = (doc.get("arch").cloned(), doc.get_mut("sparse"))
+            && !sparse.contains_key("policy")
+        {
+            sparse.insert("policy".into(), toml::Value::String(paper_policy(&arch).to_string()));
         }
         let cfg: RunConfig = toml::Value::Table(doc).try_into().map_err(|e| TrainError::Config(field_error(origin, &e.to_string())))?;
         cfg.validate()?;
@@ -524,5 +543,29 @@ mod tests {
         assert!(RunConfig::load("cifar10_uvit_small", &["train.nope=1".into()]).is_err(), "unknown keys are refused");
         assert!(RunConfig::load("cifar10_uvit_small", &["train.batch_size=0".into()]).is_err());
         assert!(RunConfig::load("no_such_preset_or_file", &[]).unwrap_err().to_string().contains("presets:"));
+    }
+
+    /// A `[sparse]` section without a policy gets the paper's layers for the run's model
+    /// (SparseDM's U-ViT layers, every layer of a UNet), written out in the stored config; a
+    /// policy given (in the file or by --set) is kept.
+    #[test]
+    fn a_sparse_section_without_a_policy_takes_the_papers_layers_for_the_model() {
+        let sparse = ["sparse.pattern=\"2:4\"".to_string(), "sparse.teacher=\"none\"".to_string()];
+        let policy = |preset: &str, extra: &[&str]| {
+            let sets: Vec<String> = sparse.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect();
+            let c = RunConfig::load(preset, &sets).unwrap();
+            let again = RunConfig::parse(&c.to_toml().unwrap(), "stored", &[]).unwrap();
+            let p = c.sparse.as_ref().unwrap().policy.to_string();
+            assert_eq!(again.sparse.unwrap().policy.to_string(), p, "stored as it was resolved");
+            assert!(c.to_toml().unwrap().contains(&format!("policy = \"{p}\"")));
+            p
+        };
+        assert_eq!(policy("demo_shapes_uvit", &[]), "sparsedm-uvit");
+        assert_eq!(policy("demo_shapes_unet", &[]), "all");
+        assert_eq!(policy("cifar10_ddpm", &[]), "all");
+        assert_eq!(policy("demo_shapes_unet", &["sparse.policy=\"asp\""]), "asp");
+        assert_eq!(policy("demo_shapes_uvit", &["sparse.policy=\"*.attn.*\""]), "*.attn.*");
+        assert_eq!(paper_policy("uvit").to_string(), "sparsedm-uvit");
+        assert_eq!(paper_policy("ddpm-unet").to_string(), "all");
     }
 }

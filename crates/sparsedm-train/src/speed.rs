@@ -33,7 +33,7 @@ use crate::error::{Result, TrainError};
 use crate::step::TrainStep;
 use crate::vocab::{SparseMethod, Teacher};
 use sparsedm_layers::deployed::deployed_time;
-use sparsedm_layers::{NamedPolicy, NmPattern, Policy, SparseMode, apply_policy};
+use sparsedm_layers::{NmPattern, SparseMode, apply_policy};
 use sparsedm_tensor::nm_cpu::{NmPath, force_path, forced_path, layer_calls};
 use sparsedm_tensor::{Device, MatmulPrecision, Rng, Tensor, matmul_precision, no_grad, set_matmul_precision};
 use std::time::Instant;
@@ -367,9 +367,8 @@ pub fn bench_config(cfg: &RunConfig, batch: usize, sparse: Option<SparseConfig>)
 /// The paper's 2:4 SR-STE (λ = 2e-4) without a teacher, on SparseDM's
 /// U-ViT layers for a U-ViT and on every layer otherwise.
 pub fn srste_2of4(cfg: &RunConfig) -> SparseConfig {
-    let policy = if cfg.arch == "uvit" { NamedPolicy::SparseDmUvit } else { NamedPolicy::All };
     SparseConfig {
-        policy: Policy::named(policy),
+        policy: crate::config::paper_policy(&cfg.arch),
         teacher: Teacher::None,
         w_kt: 0.0,
         ..SparseConfig::new(NmPattern::TWO_FOUR, SparseMethod::SrSte)

@@ -113,7 +113,7 @@ Examples:\n  sparsedm prune --arch uvit --config uvit.json --weights model.safet
 sparsedm prune --method diff-pruning --macs 0.5 --config demo_shapes_uvit --weights dense.safetensors \
 --out pruned.safetensors   (then: sparsedm train --config pruned.toml)")]
 pub struct Args {
-    /// magnitude (N:M masks, needs --pattern, --policy, and --arch/--config unless the weights describe their model) or diff-pruning (structural, needs --macs and --config).
+    /// magnitude (N:M masks, needs --pattern, and --arch/--config unless the weights describe their model) or diff-pruning (structural, needs --macs and --config).
     #[arg(long, value_enum, default_value = "magnitude")]
     pub method: Method,
     /// Model family: uvit or ddpm-unet (magnitude, with --config; not needed for weights that describe their model; diff-pruning takes it from the run config).
@@ -132,7 +132,7 @@ pub struct Args {
     /// The N:M pattern: keep the N largest |w| of every M consecutive weights along the input dimension.
     #[arg(long, value_name = "N:M")]
     pub pattern: Option<NmPattern>,
-    /// Which layers to prune: sparsedm-uvit, asp, all, or name globs (see below).
+    /// Which layers to prune: sparsedm-uvit, asp, all, or name globs (see below). Default: the paper's layers for the model (sparsedm-uvit for a U-ViT, all for a UNet).
     #[arg(long)]
     pub policy: Option<Policy>,
     /// Transposable 2:4 masks (2:4 along both the input and the output dimension); needs --pattern 2:4.
@@ -262,13 +262,12 @@ fn run_magnitude(args: Args) -> Result<()> {
         ("--batch", args.batch.is_some()),
     ];
     if let Some((flag, _)) = diff_only.iter().find(|(_, given)| *given) {
-        bail!("{flag} belongs to --method diff-pruning; magnitude pruning takes --pattern and --policy");
+        bail!("{flag} belongs to --method diff-pruning; magnitude pruning takes --pattern (and --policy)");
     }
     let Some(pattern) = args.pattern else { bail!("--method magnitude needs --pattern (e.g. 2:4)") };
     if pattern.is_dense() {
         bail!("--pattern {pattern} keeps every weight (N = M): nothing to prune; N must be below M (e.g. 2:4)");
     }
-    let Some(policy) = args.policy.clone() else { bail!("--method magnitude needs --policy (sparsedm-uvit, asp, all or name globs)") };
     if args.transposable && (pattern.n(), pattern.m()) != (2, 4) {
         bail!("--transposable needs --pattern 2:4 (transposable masks exist for 2:4 only), got {pattern}");
     }
@@ -282,6 +281,8 @@ fn run_magnitude(args: Args) -> Result<()> {
     let cfg = crate::model_source::describe(&args.weights, args.arch, args.config.as_deref())?.config().clone();
     crate::model_source::refuse_training_checkpoint(&args.weights, "prune")?;
     let arch = cfg.arch();
+    // Without --policy, the paper's layers for this model.
+    let policy = args.policy.clone().unwrap_or_else(|| sparsedm_train::config::paper_policy(arch.name()));
     // The model lives on `device`, so the masks are computed there (the
     // `nm_mask` kernel on a GPU; transposable masks on the host, as always).
     let store = ParamStore::new(device, 0);
@@ -334,12 +335,13 @@ fn run_magnitude(args: Args) -> Result<()> {
     } else {
         print!("{report}");
         println!(
-            "pruned {} ({}) to {}{} with policy {}: wrote {}",
+            "pruned {} ({}) to {}{} with policy {}{}: wrote {}",
             args.weights.display(),
             arch,
             pattern,
             if args.transposable { " (transposable)" } else { "" },
             policy,
+            if args.policy.is_none() { format!(" (the paper's layers for a {arch}; --policy chooses others)") } else { String::new() },
             args.out.display()
         );
     }
