@@ -430,7 +430,11 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     ok(sample(&ck, "drawn-png", &["--class", "2", "--force"]));
     assert_eq!(csv("drawn-png"), "file,label\n000000.png,2\n000001.png,2\n000002.png,2\n");
     let c0 = ok(sample(&ck, "c0.npz", &["--class", "0"]));
-    assert!(c0.contains("label 0"), "{c0}");
+    assert!(c0.contains("label 0") && !c0.contains("null label"), "{c0}");
+    // The last label of a run trained with p_uncond is the null one: sampling it is said to give
+    // the model's unconditional samples.
+    let c3 = ok(sample(&ck, "c3.npz", &["--class", "3"]));
+    assert!(c3.contains("class 3 is the null label of classifier-free guidance (trained with dataset.p_uncond)"), "{c3}");
     assert_eq!(sparsedm_fid::read_labels_npz(root.join("c0.npz")).unwrap(), Some(vec![0, 0, 0]));
     ok(sample(&ck, "c1.npz", &["--class", "1"]));
     ok(sample(&ck, "c2.npz", &["--class", "2"]));
@@ -455,6 +459,8 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     run(&plain, &[]);
     let plain_ck = plain.join("checkpoints").join("step_00000002.safetensors");
     refused(sample(&plain_ck, "o.npz", &["--cfg-scale", "1"]), "dataset.p_uncond = 0");
+    let p3 = ok(sample(&plain_ck, "p3.npz", &["--class", "3"]));
+    assert!(!p3.contains("null label"), "{p3}");
 
     // The same weights without their run config (as official weights come): --class is needed.
     let export = root.join("export.safetensors");
@@ -482,4 +488,6 @@ fn class_conditional_runs_train_and_sample_with_labels() {
     let official_drawn = ok(official("official_drawn.npz", &[]));
     assert!(official_drawn.contains("labels drawn uniformly from 0..=2"), "the null label 3 is not drawn: {official_drawn}");
     ok(official("official.npz", &["--class", "2", "--cfg-scale", "1.5"]));
+    let o3 = ok(official("official3.npz", &["--class", "3"]));
+    assert!(o3.contains("class 3 is the null label of classifier-free guidance (U-ViT's last label)"), "{o3}");
 }

@@ -260,6 +260,9 @@ pub fn run(a: Args) -> Result<()> {
     if labels != Labels::None {
         println!("class-conditional model: {labels}{}", a.cfg_scale.map(|g| format!(", guidance scale {g}")).unwrap_or_default());
     }
+    if let Some(note) = null_label_note(a.class, r.bundle.config.num_classes(), r.run.as_ref()) {
+        println!("{note}");
+    }
     if let Some(line) = super::nm_layers_line(&r.bundle.store, device) {
         println!("{line}");
     }
@@ -354,6 +357,20 @@ fn stopped(e: sparsedm_train::TrainError, output: &str) -> anyhow::Error {
         }
         e => e.into(),
     }
+}
+
+/// A line saying that `--class K` names the model's null label of classifier-free guidance (the
+/// last one, when its run trained it with `dataset.p_uncond`, or for official weights by U-ViT's
+/// convention): such images are the model's unconditional samples, not a class's.
+fn null_label_note(class: Option<i64>, num_classes: Option<usize>, run: Option<&sparsedm_train::RunConfig>) -> Option<String> {
+    let (k, nc) = (class?, num_classes?);
+    let null = nc >= 2 && k == nc as i64 - 1 && run.is_none_or(|r| r.dataset.p_uncond > 0.0);
+    null.then(|| {
+        format!(
+            "class {k} is the null label of classifier-free guidance ({}): these are the model's unconditional samples, not a class's",
+            if run.is_some() { "trained with dataset.p_uncond" } else { "U-ViT's last label" }
+        )
+    })
 }
 
 /// The file of a PNG folder that lists each image's class label.
